@@ -1,0 +1,309 @@
+"""The one definition of the control plane's cloud resources.
+
+Tables, queues and functions are declared here as data. Three readers build on it and
+nothing else names a table or a queue:
+
+- the Lambda code (``lambdas.settings``) reads each resource's physical name from the
+  environment variable named here;
+- the CDK stack (``cdk/``) creates every table, queue and function from these
+  declarations and grants each function exactly the access it declares;
+- the local runtime (``seg_local``) creates the same tables and queues in moto and wires
+  the same handlers to the same triggers.
+
+This module imports only the standard library.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class KeyType(StrEnum):
+    S = "S"
+    N = "N"
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    type: KeyType = KeyType.S
+
+
+@dataclass(frozen=True)
+class Index:
+    name: str
+    partition: Key
+    sort: Key | None = None
+
+
+@dataclass(frozen=True)
+class Table:
+    """A DynamoDB table (on-demand). ``env`` carries its physical name to the code."""
+
+    id: str
+    partition: Key
+    sort: Key | None = None
+    indexes: tuple[Index, ...] = ()
+    ttl_attribute: str | None = None
+    purpose: str = ""
+
+    @property
+    def env(self) -> str:
+        return f"SEG_TABLE_{self.id.upper()}"
+
+
+@dataclass(frozen=True)
+class Queue:
+    """An SQS queue with its dead-letter queue. ``env`` carries its URL to the code."""
+
+    id: str
+    fifo: bool
+    visibility_timeout_s: int
+    max_receive_count: int
+    purpose: str = ""
+
+    @property
+    def env(self) -> str:
+        return f"SEG_QUEUE_{self.id.upper()}_URL"
+
+
+class Trigger(StrEnum):
+    HTTP_API = "http_api"
+    SQS = "sqs"
+    WEBSOCKET_CONNECT = "$connect"
+    WEBSOCKET_DISCONNECT = "$disconnect"
+    WEBSOCKET_DEFAULT = "$default"
+    SCHEDULE = "schedule"
+
+
+class Access(StrEnum):
+    READ = "read"
+    WRITE = "write"
+    READ_WRITE = "read_write"
+
+
+@dataclass(frozen=True)
+class Function:
+    """A Lambda function: its handler, its trigger, and every resource it may touch.
+    CDK grants exactly this (least privilege); tests check the code stays inside it."""
+
+    id: str
+    handler: str  # "module.path.function"
+    trigger: Trigger
+    purpose: str
+    tables: dict[str, Access] = field(default_factory=dict)
+    sends_to: tuple[str, ...] = ()  # queue ids
+    consumes: str | None = None  # queue id, for Trigger.SQS
+    posts_to_connections: bool = False  # API Gateway Management API (WebSocket pushes)
+    schedule_minutes: int | None = None  # for Trigger.SCHEDULE
+    batch_size: int = 10
+    timeout_s: int = 30
+    memory_mb: int = 512
+    reserved_concurrency: int | None = None
+
+
+# --- Tables -------------------------------------------------------------------------
+
+DEVICES = Table(
+    id="devices",
+    partition=Key("mdm_device_id"),
+    indexes=(
+        # Sparse: only enrolled devices carry checkin_partition, so the scheduled
+        # check-in queries just them, oldest check-in first.
+        Index("by_checkin", Key("checkin_partition"), Key("last_checkin_at")),
+        # Find the MDM record behind an email device (user + EAS DeviceId).
+        Index("by_email_device", Key("email_device_key")),
+    ),
+    purpose="MDM device records: identity, posture, compliance, manual override",
+)
+POLICY_ENTRIES = Table(
+    id="policy_entries",
+    partition=Key("cluster_id"),
+    sort=Key("entry_key"),
+    indexes=(Index("by_version", Key("cluster_id"), Key("version", KeyType.N)),),
+    purpose="Per cluster: the latest state of every access-list entry and credential, "
+    "with the policy version that wrote it (snapshot = query; delta = by_version > N)",
+)
+CLUSTERS = Table(
+    id="clusters",
+    partition=Key("cluster_id"),
+    purpose="Gateway clusters: settings, policy version counter, hashed credentials, "
+    "public sealing key",
+)
+GATEWAY_NODES = Table(
+    id="gateway_nodes",
+    partition=Key("cluster_id"),
+    sort=Key("node_id"),
+    purpose="Each node's last reported state (policy version, age, spool depth)",
+)
+CONNECTIONS = Table(
+    id="connections",
+    partition=Key("connection_id"),
+    indexes=(Index("by_cluster", Key("cluster_id"), Key("node_id")),),
+    ttl_attribute="expires_at",
+    purpose="Open WebSocket connections of gateway nodes (API Gateway closes them "
+    "after 2 h; TTL removes what $disconnect missed)",
+)
+EMAIL_DEVICES = Table(
+    id="email_devices",
+    partition=Key("email_device_key"),
+    indexes=(
+        Index("by_recent", Key("view"), Key("last_seen")),
+        Index("by_state", Key("access_state"), Key("last_seen")),
+    ),
+    purpose="The dashboard's view: one row per (user, EAS DeviceId) seen by a gateway",
+)
+DEVICE_EVENTS = Table(
+    id="device_events",
+    partition=Key("event_id"),
+    ttl_attribute="expires_at",
+    purpose="Device Services events received (idempotency by event id, audit)",
+)
+IDEMPOTENCY = Table(
+    id="idempotency",
+    partition=Key("id"),
+    ttl_attribute="expiration",
+    purpose="aws-lambda-powertools idempotency records for SQS consumers",
+)
+
+TABLES: tuple[Table, ...] = (
+    DEVICES,
+    POLICY_ENTRIES,
+    CLUSTERS,
+    GATEWAY_NODES,
+    CONNECTIONS,
+    EMAIL_DEVICES,
+    DEVICE_EVENTS,
+    IDEMPOTENCY,
+)
+
+# --- Queues -------------------------------------------------------------------------
+
+COMPLIANCE_QUEUE = Queue(
+    id="compliance",
+    fifo=True,  # message group = MDM device id: one device's changes stay in order
+    visibility_timeout_s=180,  # six times the reader's timeout, as AWS recommends
+    max_receive_count=5,
+    purpose="The seed's AWSegCompliance queue: device state changes to evaluate",
+)
+PAYLOAD_QUEUE = Queue(
+    id="payload",
+    fifo=False,
+    visibility_timeout_s=180,
+    max_receive_count=5,
+    purpose="The seed's AWMegPayload queue: access-event batches from gateways",
+)
+
+QUEUES: tuple[Queue, ...] = (COMPLIANCE_QUEUE, PAYLOAD_QUEUE)
+
+# --- Functions ----------------------------------------------------------------------
+
+RW, R, W = Access.READ_WRITE, Access.READ, Access.WRITE
+
+FUNCTIONS: tuple[Function, ...] = (
+    Function(
+        id="api",
+        handler="lambdas.handlers.api.handler",
+        trigger=Trigger.HTTP_API,
+        purpose="The FastAPI app: Device Services, console and gateway routes, dashboard",
+        tables={
+            "devices": RW,
+            "policy_entries": RW,
+            "clusters": RW,
+            "gateway_nodes": R,
+            "connections": R,
+            "email_devices": R,
+            "device_events": RW,
+        },
+        sends_to=("compliance", "payload"),
+        posts_to_connections=True,  # settings/credential changes are pushed too
+        timeout_s=29,  # API Gateway's integration limit
+        memory_mb=1024,
+    ),
+    Function(
+        id="compliance_reader",
+        handler="lambdas.handlers.compliance_reader.handler",
+        trigger=Trigger.SQS,
+        consumes="compliance",
+        purpose="The seed's MEG Queue Reader (compliance half): evaluate, version, push",
+        tables={
+            "devices": RW,
+            "policy_entries": RW,
+            "clusters": RW,
+            "connections": RW,
+            "idempotency": RW,
+        },
+        posts_to_connections=True,
+        batch_size=10,
+        timeout_s=30,
+    ),
+    Function(
+        id="payload_reader",
+        handler="lambdas.handlers.payload_reader.handler",
+        trigger=Trigger.SQS,
+        consumes="payload",
+        purpose="The seed's MEG Queue Reader (payload half): access events -> dashboard",
+        tables={"email_devices": RW, "devices": R, "gateway_nodes": RW},
+        batch_size=10,
+        timeout_s=30,
+    ),
+    Function(
+        id="ws_connect",
+        handler="lambdas.handlers.ws_connect.handler",
+        trigger=Trigger.WEBSOCKET_CONNECT,
+        purpose="Authenticate a gateway node and record its connection",
+        tables={"clusters": R, "connections": RW, "gateway_nodes": RW},
+        timeout_s=10,
+    ),
+    Function(
+        id="ws_disconnect",
+        handler="lambdas.handlers.ws_disconnect.handler",
+        trigger=Trigger.WEBSOCKET_DISCONNECT,
+        purpose="Forget a closed connection",
+        tables={"connections": RW, "gateway_nodes": RW},
+        timeout_s=10,
+    ),
+    Function(
+        id="ws_default",
+        handler="lambdas.handlers.ws_default.handler",
+        trigger=Trigger.WEBSOCKET_DEFAULT,
+        purpose="Answer keepalives; record each node's policy version",
+        tables={"clusters": R, "connections": RW, "gateway_nodes": RW},
+        posts_to_connections=True,
+        timeout_s=10,
+    ),
+    Function(
+        id="scheduled_checkin",
+        handler="lambdas.handlers.scheduled_checkin.handler",
+        trigger=Trigger.SCHEDULE,
+        schedule_minutes=15,
+        purpose="Queue devices whose last check-in is too old for re-evaluation",
+        tables={"devices": R, "clusters": R},
+        sends_to=("compliance",),
+        timeout_s=120,
+        reserved_concurrency=1,  # one sweep at a time
+    ),
+)
+
+# Environment variables that are not a table or a queue.
+ENV_WEBSOCKET_MANAGEMENT_ENDPOINT = (
+    "SEG_WS_MANAGEMENT_ENDPOINT"  # https://{id}.execute-api.../{stage}
+)
+ENV_CONSOLE_AUTH = "SEG_CONSOLE_AUTH"  # "jwt" (API Gateway JWT authorizer) | "static"
+ENV_CONSOLE_TOKEN_SHA256 = "SEG_CONSOLE_TOKEN_SHA256"  # noqa: S105 - hex sha256 of the static admin token
+ENV_DEVICE_SERVICES_KEY_SHA256 = "SEG_DEVICE_SERVICES_KEY_SHA256"  # hex sha256 of the MDM key
+ENV_DEVICE_SERVICES_SECRET_ARN = "SEG_DEVICE_SERVICES_SECRET_ARN"  # noqa: S105 - Secrets Manager, in AWS
+ENV_LOG_LEVEL = "POWERTOOLS_LOG_LEVEL"
+
+
+def table(table_id: str) -> Table:
+    return next(t for t in TABLES if t.id == table_id)
+
+
+def queue(queue_id: str) -> Queue:
+    return next(q for q in QUEUES if q.id == queue_id)
+
+
+def function(function_id: str) -> Function:
+    return next(f for f in FUNCTIONS if f.id == function_id)

@@ -1,0 +1,65 @@
+"""The one wire contract between the control plane (``lambdas``) and the gateway
+(``onprem_gateway``).
+
+Both sides import these models; neither imports the other. Everything that crosses the
+network between them (policy snapshot, policy delta, WebSocket push and keepalive
+messages, access-event batches) is defined here once, versioned by ``CONTRACT_VERSION``,
+and exported as JSON Schema (``python -m seg_contract.schema``).
+
+This package may import only pydantic and the standard library.
+"""
+
+from seg_contract.identity import normalize_device_id, normalize_user
+from seg_contract.models import (
+    CONTRACT_VERSION,
+    Access,
+    AccessEvent,
+    AccessEventBatch,
+    ClusterSettings,
+    DeviceEntry,
+    DeviceRule,
+    EntrySource,
+    FailMode,
+    GatewayKeepalive,
+    GatewayMessage,
+    PolicyDelta,
+    PolicySnapshot,
+    PushCredentialUpdate,
+    PushDeviceUpdate,
+    PushMessage,
+    PushPong,
+    PushResync,
+    PushRevoked,
+    PushSettingsUpdate,
+    RuleField,
+    UserCredential,
+    entry_key,
+)
+
+__all__ = [
+    "CONTRACT_VERSION",
+    "Access",
+    "AccessEvent",
+    "AccessEventBatch",
+    "ClusterSettings",
+    "DeviceEntry",
+    "DeviceRule",
+    "EntrySource",
+    "FailMode",
+    "GatewayKeepalive",
+    "GatewayMessage",
+    "PolicyDelta",
+    "PolicySnapshot",
+    "PushCredentialUpdate",
+    "PushDeviceUpdate",
+    "PushMessage",
+    "PushPong",
+    "PushResync",
+    "PushRevoked",
+    "PushSettingsUpdate",
+    "RuleField",
+    "UserCredential",
+    "entry_key",
+    "normalize_device_id",
+    "normalize_user",
+]
