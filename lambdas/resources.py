@@ -152,6 +152,9 @@ EMAIL_DEVICES = Table(
         Index("by_recent", Key("view"), Key("last_seen")),
         Index("by_state", Key("access_state"), Key("last_seen")),
     ),
+    # Only the per-minute activity counters (``stats#<minute>``) carry it; device rows
+    # never expire.
+    ttl_attribute="expires_at",
     purpose="The dashboard's view: one row per (user, EAS DeviceId) seen by a gateway",
 )
 DEVICE_EVENTS = Table(
@@ -159,6 +162,12 @@ DEVICE_EVENTS = Table(
     partition=Key("event_id"),
     ttl_attribute="expires_at",
     purpose="Device Services events received (idempotency by event id, audit)",
+)
+MANUAL_OVERRIDES = Table(
+    id="manual_overrides",
+    partition=Key("email_device_key"),
+    purpose="Console admins' allow/block overrides per (user, EAS DeviceId); they win "
+    "over compliance and also cover devices the MDM never enrolled",
 )
 IDEMPOTENCY = Table(
     id="idempotency",
@@ -175,6 +184,7 @@ TABLES: tuple[Table, ...] = (
     CONNECTIONS,
     EMAIL_DEVICES,
     DEVICE_EVENTS,
+    MANUAL_OVERRIDES,
     IDEMPOTENCY,
 )
 
@@ -212,9 +222,12 @@ FUNCTIONS: tuple[Function, ...] = (
             "policy_entries": RW,
             "clusters": RW,
             "gateway_nodes": R,
-            "connections": R,
+            # RW: revoking a credential deletes its nodes' connections, and a push to a
+            # connection API Gateway reports gone forgets it.
+            "connections": RW,
             "email_devices": R,
             "device_events": RW,
+            "manual_overrides": R,
         },
         sends_to=("compliance", "payload"),
         posts_to_connections=True,  # settings/credential changes are pushed too
@@ -226,12 +239,16 @@ FUNCTIONS: tuple[Function, ...] = (
         handler="lambdas.handlers.compliance_reader.handler",
         trigger=Trigger.SQS,
         consumes="compliance",
+        # Re-evaluating everything (a new cluster, a policy change) fans out one page
+        # at a time: the reader queues the page's evaluations and a continuation.
+        sends_to=("compliance",),
         purpose="The seed's MEG Queue Reader (compliance half): evaluate, version, push",
         tables={
             "devices": RW,
             "policy_entries": RW,
             "clusters": RW,
             "connections": RW,
+            "manual_overrides": RW,
             "idempotency": RW,
         },
         posts_to_connections=True,

@@ -6,7 +6,8 @@ network between them (policy snapshot, policy delta, WebSocket push and keepaliv
 messages, access-event batches) is defined here once, versioned by ``CONTRACT_VERSION``,
 and exported as JSON Schema (``python -m seg_contract.schema``).
 
-This package may import only pydantic and the standard library.
+This package may import only pydantic, the standard library and (in ``crypto``, the
+credential-substitution hashing and sealing both sides need) PyNaCl.
 """
 
 from seg_contract.identity import normalize_device_id, normalize_user

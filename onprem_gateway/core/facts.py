@@ -45,6 +45,9 @@ class Decision:
 
     ``access`` is what the policy says. ``enforced`` is False when the cluster is in test
     (monitor-only) mode and the request is let through although ``access`` is not ALLOW.
+    ``admitted`` is True when ``access`` is QUARANTINE but the command is one a
+    quarantined device may still use (``decision.QUARANTINE_ADMITS``: Provision,
+    FolderSync, Settings): the request goes through and is recorded as quarantined.
     ``rule`` names what decided ("entry", "rule:<id>", "user_block", "unknown_device",
     "fail_closed", ...), ``reason`` says why in words an admin understands.
     """
@@ -53,8 +56,9 @@ class Decision:
     reason: str
     rule: str
     enforced: bool = True
+    admitted: bool = False
 
     @property
     def effective(self) -> Access:
         """What the gateway actually does with the request."""
-        return self.access if self.enforced else Access.ALLOW
+        return Access.ALLOW if self.admitted or not self.enforced else self.access

@@ -1,0 +1,350 @@
+"""Shared helpers of the proxy bench scripts (not a bench itself: run_all.sh skips files
+starting with "_"): nginx and wrk set-up, gateway worker processes, /proc accounting.
+
+Gateway workers are started the way a node runs them (one process per worker, each
+binding the same port with SO_REUSEPORT, uvloop), with an in-memory policy and an event
+sink that does what the node's worker sink does (keep events, serialise a batch to JSON
+every 200 ms), so the figures include the access-event cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+SYNC_PATH = "/Microsoft-Server-ActiveSync?Cmd=Sync&User=alice&DeviceId=dev1&DeviceType=iPhone"
+PING_PATH = "/Microsoft-Server-ActiveSync?Cmd=Ping&User=alice&DeviceId=dev1&DeviceType=iPhone"
+BODY_300 = b"\x03\x01j\x00\x00\x00E\\OK\x03" + b"x" * 288
+
+
+def ensure_tools() -> None:
+    """nginx and wrk from Debian; installed when missing (the bench's only side effect)."""
+    missing = [t for t in ("nginx", "wrk") if not (shutil.which(t) or Path(f"/usr/sbin/{t}").exists())]
+    if missing:
+        print(f"installing {missing} (apt-get install -y nginx-light wrk)", flush=True)
+        subprocess.run(["apt-get", "install", "-y", "nginx-light", "wrk"], check=True)
+
+
+def nginx_bin() -> str:
+    return shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    until = time.monotonic() + timeout
+    while time.monotonic() < until:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def start_nginx(workdir: Path, name: str, server_block: str, workers: int) -> subprocess.Popen[bytes]:
+    base = workdir / name
+    base.mkdir(parents=True, exist_ok=True)
+    os.chmod(base, 0o777)
+    conf = base / "nginx.conf"
+    conf.write_text(
+        f"""
+worker_processes {workers};
+pid {base}/nginx.pid;
+error_log {base}/error.log warn;
+worker_rlimit_nofile 20000;
+events {{ worker_connections 10000; }}
+http {{
+    access_log off;
+    client_body_temp_path {base}/body;
+    proxy_temp_path {base}/proxy;
+    fastcgi_temp_path {base}/fcgi;
+    uwsgi_temp_path {base}/uwsgi;
+    scgi_temp_path {base}/scgi;
+    keepalive_requests 1000000;
+    {server_block}
+}}
+"""
+    )
+    return subprocess.Popen(
+        [nginx_bin(), "-p", str(base), "-c", str(conf), "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def static_upstream_block(port: int) -> str:
+    return f"""
+    server {{
+        listen 127.0.0.1:{port} reuseport backlog=4096;
+        location / {{
+            default_type application/vnd.ms-sync.wbxml;
+            return 200 "sync-ok-0123456789abcdef0123456789abcdef";
+        }}
+    }}"""
+
+
+def proxy_block(port: int, upstream_port: int) -> str:
+    return f"""
+    upstream eas {{ server 127.0.0.1:{upstream_port}; keepalive 128; }}
+    server {{
+        listen 127.0.0.1:{port} reuseport backlog=4096;
+        location / {{
+            proxy_pass http://eas;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For $remote_addr;
+            proxy_read_timeout 3900s;
+        }}
+    }}"""
+
+
+def children_of(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid == pid:
+                out.append(int(entry))
+    return out
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime + stime (fields 14, 15)
+    return total / CLK_TCK
+
+
+def rss_bytes(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            continue
+    return total
+
+
+# --- wrk -----------------------------------------------------------------------------------
+
+WRK_LUA = """
+wrk.method = "POST"
+wrk.body = string.rep("x", 300)
+wrk.headers["Content-Type"] = "application/vnd.ms-sync.wbxml"
+wrk.headers["MS-ASProtocolVersion"] = "14.1"
+wrk.headers["User-Agent"] = "Apple-iPhone/1801"
+wrk.headers["Authorization"] = "Basic YWxpY2U6cGFzc3dvcmQ="
+"""
+
+
+def _ms(value: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s)", value)
+    if not m:
+        return float("nan")
+    number, unit = float(m.group(1)), m.group(2)
+    return number / 1000 if unit == "us" else number * 1000 if unit == "s" else number
+
+
+def run_wrk(url: str, workdir: Path, *, duration: int, connections: int, threads: int = 2) -> dict[str, float]:
+    script = workdir / "post.lua"
+    script.write_text(WRK_LUA)
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock_err = re.search(r"Socket errors: (.*)", out)
+    return {
+        "rps": rps,
+        "requests": total,
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "non2xx": int(errors.group(1)) if errors else 0,
+        "socket_errors": sock_err.group(1) if sock_err else "",  # type: ignore[dict-item]
+    }
+
+
+# --- gateway workers -----------------------------------------------------------------------
+
+
+def start_gateway_workers(
+    port: int, upstream_port: int, workers: int, *, profile_dir: Path | None = None
+) -> list[subprocess.Popen[bytes]]:
+    procs = []
+    for index in range(workers):
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--port",
+            str(port),
+            "--upstream-port",
+            str(upstream_port),
+        ]
+        if profile_dir is not None:
+            cmd += ["--profile", str(profile_dir / f"worker{index}.prof")]
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE))
+    for proc in procs:
+        line = proc.stdout.readline() if proc.stdout else b""
+        if not line.startswith(b"ready"):
+            raise RuntimeError("a gateway worker did not start")
+    return procs
+
+
+def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+class BatchingSink:
+    """Like the node's worker sink: keep events, serialise them in batches every 200 ms."""
+
+    def __init__(self) -> None:
+        self.events: list[object] = []
+        self.sent = 0
+
+    def record(self, event: object) -> None:
+        self.events.append(event)
+
+    async def pump(self) -> None:
+        while True:
+            await asyncio.sleep(0.2)
+            batch, self.events = self.events, []
+            if batch:
+                payload = [e.model_dump(mode="json") for e in batch]  # type: ignore[attr-defined]
+                self.sent += len(payload)
+
+
+def bench_policy():  # type: ignore[no-untyped-def]
+    from onprem_gateway.core.policy_index import PolicyIndex
+    from seg_contract import Access, ClusterSettings, DeviceEntry, EntrySource, PolicySnapshot
+
+    now = dt.datetime.now(dt.UTC)
+    devices = [
+        DeviceEntry(
+            user=f"user{i}",
+            device_id=f"dev{i}",
+            access=Access.ALLOW,
+            reason="compliant",
+            source=EntrySource.COMPLIANCE,
+            version=1,
+            updated_at=now,
+        )
+        for i in range(10_000)
+    ]
+    devices.append(
+        DeviceEntry(
+            user="alice",
+            device_id="dev1",
+            access=Access.ALLOW,
+            reason="compliant",
+            source=EntrySource.COMPLIANCE,
+            version=1,
+            updated_at=now,
+        )
+    )
+    snap = PolicySnapshot(
+        cluster_id="bench",
+        version=1,
+        generated_at=now,
+        settings=ClusterSettings(),
+        devices=tuple(devices),
+    )
+    return PolicyIndex.from_snapshot(snap, confirmed_at=time.time())
+
+
+async def _serve(port: int, upstream_port: int) -> None:
+    from onprem_gateway.proxy import ProxySettings, Upstream, start_eas_server
+
+    index = bench_policy()
+
+    class View:
+        def current(self):  # type: ignore[no-untyped-def]
+            return index
+
+    sink = BatchingSink()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(4096)
+    sock.setblocking(False)
+    settings = ProxySettings(
+        upstream=Upstream(url=f"http://127.0.0.1:{upstream_port}", allow_plain_http=True),
+        public_url=f"http://127.0.0.1:{port}",
+        node_id="bench",
+    )
+    server = await start_eas_server(settings, View(), sink, sock=sock)
+    pump = asyncio.get_running_loop().create_task(sink.pump())
+    stop_event = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop_event.set)
+    print("ready", flush=True)
+    await stop_event.wait()
+    pump.cancel()
+    await server.close(1.0)
+
+
+def _worker_main(argv: list[str]) -> None:
+    import argparse
+
+    import uvloop
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--upstream-port", type=int, required=True)
+    parser.add_argument("--profile")
+    args = parser.parse_args(argv)
+    if args.profile:
+        import cProfile
+
+        prof = cProfile.Profile()
+        prof.enable()
+        uvloop.run(_serve(args.port, args.upstream_port))
+        prof.disable()
+        prof.dump_stats(args.profile)
+    else:
+        uvloop.run(_serve(args.port, args.upstream_port))
+
+
+if __name__ == "__main__":
+    _worker_main(sys.argv[1:])

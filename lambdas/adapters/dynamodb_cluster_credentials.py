@@ -1,0 +1,136 @@
+"""Gateway credentials (hashes only) on the clusters table.
+
+Each cluster item carries a map ``credentials``: key id -> ``{"sha256", "created_at",
+"revoked_at"?}``. Keeping the keys on the cluster item means one ``GetItem`` (with a
+projection) authenticates a gateway call, and revoking every key is one conditional
+update. A cluster has a handful of keys (rotation keeps old ones until revoked), far
+below DynamoDB's 400 KB item limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+
+from lambdas.usecases.errors import NotFound, StorageError
+from lambdas.usecases.gateway_auth import StoredCredential
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+ATTR = "credentials"
+# Only items the clusters adapter created as clusters (not the "#tenant" item).
+_IS_CLUSTER = "kind = :cluster"
+
+
+def _parse(cluster_id: str, key_id: str, raw: dict[str, Any]) -> StoredCredential:
+    value = raw.get("M", {})
+    revoked = value.get("revoked_at", {}).get("S")
+    return StoredCredential(
+        cluster_id=cluster_id,
+        key_id=key_id,
+        secret_sha256=value["sha256"]["S"],
+        created_at=datetime.fromisoformat(value["created_at"]["S"]),
+        revoked_at=datetime.fromisoformat(revoked) if revoked else None,
+    )
+
+
+class DynamoDbClusterCredentials:
+    def __init__(self, table_name: str, client: DynamoDBClient | None = None) -> None:
+        self._table = table_name
+        self._client: DynamoDBClient = client or boto3.client("dynamodb")
+
+    def _item(self, cluster_id: str, projection: str, names: dict[str, str]) -> dict[str, Any]:
+        try:
+            response = self._client.get_item(
+                TableName=self._table,
+                Key={"cluster_id": {"S": cluster_id}},
+                ProjectionExpression=projection,
+                ExpressionAttributeNames=names,
+                ConsistentRead=True,  # a just-revoked key must fail at once
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError("cluster credential store unavailable") from exc
+        return dict(response.get("Item", {}))
+
+    def get_credential(self, cluster_id: str, key_id: str) -> StoredCredential | None:
+        item = self._item(cluster_id, "#c.#k", {"#c": ATTR, "#k": key_id})
+        raw = item.get(ATTR, {}).get("M", {}).get(key_id)
+        return _parse(cluster_id, key_id, raw) if raw else None
+
+    def list_credentials(self, cluster_id: str) -> Sequence[StoredCredential]:
+        item = self._item(cluster_id, "#c", {"#c": ATTR})
+        keys = item.get(ATTR, {}).get("M", {})
+        found = [_parse(cluster_id, key_id, raw) for key_id, raw in keys.items()]
+        return sorted(found, key=lambda c: c.created_at)
+
+    def add_credential(self, credential: StoredCredential) -> None:
+        value = {
+            "M": {
+                "sha256": {"S": credential.secret_sha256},
+                "created_at": {"S": credential.created_at.isoformat()},
+            }
+        }
+        try:
+            # Two steps: DynamoDB cannot SET a nested key of a map that does not exist
+            # yet, so the map is created first (if_not_exists) on the existing item.
+            self._client.update_item(
+                TableName=self._table,
+                Key={"cluster_id": {"S": credential.cluster_id}},
+                UpdateExpression="SET #c = if_not_exists(#c, :empty)",
+                ConditionExpression=_IS_CLUSTER,
+                ExpressionAttributeNames={"#c": ATTR},
+                ExpressionAttributeValues={":empty": {"M": {}}, ":cluster": {"S": "cluster"}},
+            )
+            self._client.update_item(
+                TableName=self._table,
+                Key={"cluster_id": {"S": credential.cluster_id}},
+                UpdateExpression="SET #c.#k = :v",
+                ConditionExpression=_IS_CLUSTER,
+                ExpressionAttributeNames={"#c": ATTR, "#k": credential.key_id},
+                ExpressionAttributeValues={":v": value, ":cluster": {"S": "cluster"}},
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise NotFound(f"cluster {credential.cluster_id} not found") from exc
+            raise StorageError("cluster credential store unavailable") from exc
+        except BotoCoreError as exc:
+            raise StorageError("cluster credential store unavailable") from exc
+
+    def revoke_credentials(
+        self, cluster_id: str, at: datetime, key_id: str | None = None
+    ) -> list[str]:
+        current = self.list_credentials(cluster_id)
+        targets = [
+            c.key_id for c in current if not c.revoked and (key_id is None or c.key_id == key_id)
+        ]
+        if not targets:
+            return []
+        names = {"#c": ATTR}
+        sets = []
+        for i, target in enumerate(targets):
+            names[f"#k{i}"] = target
+            sets.append(f"#c.#k{i}.revoked_at = :at")
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key={"cluster_id": {"S": cluster_id}},
+                UpdateExpression="SET " + ", ".join(sets),
+                ConditionExpression=_IS_CLUSTER,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues={
+                    ":at": {"S": at.isoformat()},
+                    ":cluster": {"S": "cluster"},
+                },
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise NotFound(f"cluster {cluster_id} not found") from exc
+            raise StorageError("cluster credential store unavailable") from exc
+        except BotoCoreError as exc:
+            raise StorageError("cluster credential store unavailable") from exc
+        return targets

@@ -1,0 +1,205 @@
+"""Gateway clusters on the clusters table (partition ``cluster_id``).
+
+A cluster item (``kind = "cluster"``) holds the policy version counter
+(``policy_version``, taken with an atomic ``ADD``), the settings with the version that
+wrote them, the purge watermark, the public sealing key, and (written by
+``dynamodb_cluster_credentials``) the hashed gateway credentials, which this adapter
+never reads. The tenant-wide compliance policy lives in one more item,
+``cluster_id = "#tenant"`` (cluster ids never contain '#').
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import boto3
+
+from lambdas.adapters.dynamodb_support import (
+    ConditionFailed,
+    Item,
+    get_n,
+    get_s,
+    n,
+    paged,
+    s,
+    translated,
+)
+from lambdas.domain.compliance import CompliancePolicy
+from lambdas.domain.records import ClusterRecord
+from lambdas.domain.timefmt import format_instant, parse_instant
+from lambdas.usecases.errors import Conflict, NotFound
+from seg_contract import ClusterSettings
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+STORE = "cluster store"
+TENANT_ID = "#tenant"
+# Everything but the credentials map: it is none of the write side's business.
+_PROJECTION = (
+    "cluster_id, kind, #name, created_at, policy_version, settings, settings_version, "
+    "purge_watermark, public_key"
+)
+
+
+def parse_cluster(item: Item) -> ClusterRecord:
+    raw_settings = get_s(item, "settings")
+    return ClusterRecord(
+        cluster_id=get_s(item, "cluster_id"),
+        name=get_s(item, "name"),
+        created_at=parse_instant(get_s(item, "created_at")),
+        policy_version=get_n(item, "policy_version"),
+        settings=(
+            ClusterSettings.model_validate_json(raw_settings) if raw_settings else ClusterSettings()
+        ),
+        settings_version=get_n(item, "settings_version"),
+        purge_watermark=get_n(item, "purge_watermark"),
+        public_key=get_s(item, "public_key"),
+    )
+
+
+class DynamoDbClusters:
+    def __init__(self, table_name: str, client: DynamoDBClient | None = None) -> None:
+        self._table = table_name
+        self._client: DynamoDBClient = client or boto3.client("dynamodb")
+
+    def create_cluster(
+        self, cluster_id: str, name: str, created_at: datetime, public_key: str = ""
+    ) -> ClusterRecord:
+        item: Item = {
+            "cluster_id": s(cluster_id),
+            "kind": s("cluster"),
+            "name": s(name),
+            "created_at": s(format_instant(created_at)),
+            "policy_version": n(0),
+            "settings": s(ClusterSettings().model_dump_json()),
+            "settings_version": n(0),
+            "purge_watermark": n(0),
+        }
+        if public_key:
+            item["public_key"] = s(public_key)
+        try:
+            with translated(STORE):
+                self._client.put_item(
+                    TableName=self._table,
+                    Item=item,
+                    ConditionExpression="attribute_not_exists(cluster_id)",
+                )
+        except ConditionFailed:
+            raise Conflict(f"cluster {cluster_id} already exists") from None
+        return parse_cluster(item)
+
+    def get_cluster(self, cluster_id: str) -> ClusterRecord | None:
+        with translated(STORE):
+            response = self._client.get_item(
+                TableName=self._table,
+                Key={"cluster_id": s(cluster_id)},
+                ConsistentRead=True,
+                ProjectionExpression=_PROJECTION,
+                ExpressionAttributeNames={"#name": "name"},
+            )
+        item = response.get("Item")
+        if not item or get_s(item, "kind") != "cluster":
+            return None
+        return parse_cluster(item)
+
+    def list_clusters(self) -> list[ClusterRecord]:
+        clusters = [
+            parse_cluster(item)
+            for item in paged(
+                self._client.scan,
+                STORE,
+                TableName=self._table,
+                ProjectionExpression=_PROJECTION,
+                FilterExpression="kind = :cluster",
+                ExpressionAttributeNames={"#name": "name"},
+                ExpressionAttributeValues={":cluster": s("cluster")},
+                ConsistentRead=True,
+            )
+        ]
+        return sorted(clusters, key=lambda c: c.cluster_id)
+
+    def next_version(self, cluster_id: str) -> int:
+        try:
+            with translated(STORE):
+                response = self._client.update_item(
+                    TableName=self._table,
+                    Key={"cluster_id": s(cluster_id)},
+                    UpdateExpression="ADD policy_version :one",
+                    ConditionExpression="kind = :cluster",
+                    ExpressionAttributeValues={":one": n(1), ":cluster": s("cluster")},
+                    ReturnValues="UPDATED_NEW",
+                )
+        except ConditionFailed:
+            raise NotFound(f"cluster {cluster_id} not found") from None
+        return get_n(dict(response["Attributes"]), "policy_version")
+
+    def put_settings(self, cluster_id: str, settings: ClusterSettings, version: int) -> bool:
+        try:
+            with translated(STORE):
+                self._client.update_item(
+                    TableName=self._table,
+                    Key={"cluster_id": s(cluster_id)},
+                    UpdateExpression="SET settings = :s, settings_version = :v",
+                    ConditionExpression="kind = :cluster AND settings_version < :v",
+                    ExpressionAttributeValues={
+                        ":s": s(settings.model_dump_json()),
+                        ":v": n(version),
+                        ":cluster": s("cluster"),
+                    },
+                )
+        except ConditionFailed:
+            if self.get_cluster(cluster_id) is None:
+                raise NotFound(f"cluster {cluster_id} not found") from None
+            return False
+        return True
+
+    def set_public_key(self, cluster_id: str, public_key: str) -> None:
+        try:
+            with translated(STORE):
+                self._client.update_item(
+                    TableName=self._table,
+                    Key={"cluster_id": s(cluster_id)},
+                    UpdateExpression="SET public_key = :k",
+                    ConditionExpression="kind = :cluster",
+                    ExpressionAttributeValues={":k": s(public_key), ":cluster": s("cluster")},
+                )
+        except ConditionFailed:
+            raise NotFound(f"cluster {cluster_id} not found") from None
+
+    def raise_purge_watermark(self, cluster_id: str, version: int) -> None:
+        """Deltas since a version below ``version`` are no longer exact (after entries
+        were deleted); the watermark only moves up."""
+        try:
+            with translated(STORE):
+                self._client.update_item(
+                    TableName=self._table,
+                    Key={"cluster_id": s(cluster_id)},
+                    UpdateExpression="SET purge_watermark = :v",
+                    ConditionExpression="kind = :cluster AND purge_watermark < :v",
+                    ExpressionAttributeValues={":v": n(version), ":cluster": s("cluster")},
+                )
+        except ConditionFailed:
+            if self.get_cluster(cluster_id) is None:
+                raise NotFound(f"cluster {cluster_id} not found") from None
+
+    def get_compliance_policy(self) -> CompliancePolicy:
+        with translated(STORE):
+            response = self._client.get_item(
+                TableName=self._table, Key={"cluster_id": s(TENANT_ID)}, ConsistentRead=True
+            )
+        raw = get_s(dict(response.get("Item", {})), "compliance_policy")
+        return CompliancePolicy.model_validate_json(raw) if raw else CompliancePolicy()
+
+    def put_compliance_policy(self, policy: CompliancePolicy, updated_at: datetime) -> None:
+        with translated(STORE):
+            self._client.put_item(
+                TableName=self._table,
+                Item={
+                    "cluster_id": s(TENANT_ID),
+                    "kind": s("tenant"),
+                    "compliance_policy": s(policy.model_dump_json()),
+                    "updated_at": s(format_instant(updated_at)),
+                },
+            )

@@ -1,0 +1,51 @@
+"""Device Services events received, on the device_events table (partition ``event_id``):
+the idempotency record of ``POST /mdm/v1/events`` and a 90-day audit trail (TTL)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+import boto3
+
+from lambdas.adapters.dynamodb_support import ConditionFailed, n, s, translated
+from lambdas.domain.timefmt import format_instant
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+STORE = "device event log"
+RETENTION = timedelta(days=90)
+
+
+class DynamoDbDeviceEvents:
+    def __init__(self, table_name: str, client: DynamoDBClient | None = None) -> None:
+        self._table = table_name
+        self._client: DynamoDBClient = client or boto3.client("dynamodb")
+
+    def exists(self, event_id: str) -> bool:
+        with translated(STORE):
+            response = self._client.get_item(
+                TableName=self._table,
+                Key={"event_id": s(event_id)},
+                ConsistentRead=True,
+                ProjectionExpression="event_id",
+            )
+        return "Item" in response
+
+    def record(self, event_id: str, body: str, received_at: datetime) -> bool:
+        try:
+            with translated(STORE):
+                self._client.put_item(
+                    TableName=self._table,
+                    Item={
+                        "event_id": s(event_id),
+                        "body": s(body),
+                        "received_at": s(format_instant(received_at)),
+                        "expires_at": n(int((received_at + RETENTION).timestamp())),
+                    },
+                    ConditionExpression="attribute_not_exists(event_id)",
+                )
+        except ConditionFailed:
+            return False
+        return True

@@ -1,0 +1,112 @@
+"""Gateway nodes' last reported state on the gateway_nodes table (cluster_id, node_id).
+
+``last_seen`` only moves forward: every write is conditional on the stored value being
+older, so a late access event never makes a node look less recent than its keepalive.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+
+from lambdas.usecases.email_view import NodeSeen
+from lambdas.usecases.errors import StorageError
+from lambdas.usecases.gateway_nodes import NodeReport
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+_FORWARD = "attribute_not_exists(last_seen) OR last_seen < :seen"
+
+
+def _num(item: dict[str, Any], name: str) -> str | None:
+    value = item.get(name, {}).get("N")
+    return str(value) if value is not None else None
+
+
+class DynamoDbGatewayNodes:
+    def __init__(self, table_name: str, client: DynamoDBClient | None = None) -> None:
+        self._table = table_name
+        self._client: DynamoDBClient = client or boto3.client("dynamodb")
+
+    def _update(
+        self, key: dict[str, Any], expression: str, values: dict[str, Any], condition: str
+    ) -> None:
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=key,
+                UpdateExpression=expression,
+                ConditionExpression=condition,
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return  # we already know of a newer sighting: nothing to do
+            raise StorageError("gateway node store unavailable") from exc
+        except BotoCoreError as exc:
+            raise StorageError("gateway node store unavailable") from exc
+
+    def record_seen(self, seen: NodeSeen) -> None:
+        self._update(
+            {"cluster_id": {"S": seen.cluster_id}, "node_id": {"S": seen.node_id}},
+            "SET last_seen = :seen",
+            {":seen": {"S": seen.last_seen}},
+            _FORWARD,
+        )
+
+    def record_keepalive(self, report: NodeReport) -> None:
+        # The figures follow the newest keepalive; last_seen the newest of anything.
+        values: dict[str, Any] = {
+            ":gv": {"S": report.gateway_version},
+            ":at": {"S": report.reported_at or report.last_seen},
+        }
+        sets = ["gateway_version = :gv", "reported_at = :at"]
+        for name in ("policy_version", "policy_age_s", "spool_depth"):
+            value = getattr(report, name)
+            if value is not None:
+                values[f":{name}"] = {"N": str(value)}
+                sets.append(f"{name} = :{name}")
+        self._update(
+            {"cluster_id": {"S": report.cluster_id}, "node_id": {"S": report.node_id}},
+            "SET " + ", ".join(sets),
+            values,
+            "attribute_not_exists(reported_at) OR reported_at < :at",
+        )
+        self.record_seen(NodeSeen(report.cluster_id, report.node_id, report.last_seen))
+
+    def list_nodes(self, cluster_id: str) -> list[NodeReport]:
+        reports: list[NodeReport] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "cluster_id = :c",
+            "ExpressionAttributeValues": {":c": {"S": cluster_id}},
+        }
+        try:
+            while True:
+                page = self._client.query(**kwargs)
+                for item in page.get("Items", []):
+                    version, age, depth = (
+                        _num(item, "policy_version"),
+                        _num(item, "policy_age_s"),
+                        _num(item, "spool_depth"),
+                    )
+                    reports.append(
+                        NodeReport(
+                            cluster_id=cluster_id,
+                            node_id=item["node_id"]["S"],
+                            last_seen=item.get("last_seen", {}).get("S", ""),
+                            policy_version=int(version) if version is not None else None,
+                            policy_age_s=float(age) if age is not None else None,
+                            spool_depth=int(depth) if depth is not None else None,
+                            gateway_version=item.get("gateway_version", {}).get("S", ""),
+                            reported_at=item.get("reported_at", {}).get("S", ""),
+                        )
+                    )
+                if "LastEvaluatedKey" not in page:
+                    return reports
+                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError("gateway node store unavailable") from exc

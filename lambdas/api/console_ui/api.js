@@ -1,0 +1,95 @@
+// The console API client. Every call carries the admin's bearer token; a 401 or 403
+// raises AuthError so the page returns to sign-in. URLs are relative to the page
+// (/console/), so the same files work behind any stage or path prefix.
+
+export class ApiError extends Error {
+  constructor(status, detail) {
+    super(detail || `request failed (HTTP ${status})`);
+    this.status = status;
+  }
+}
+
+export class AuthError extends ApiError {}
+
+export class Api {
+  /** @param {() => string|null} tokenSource */
+  constructor(tokenSource) {
+    this.tokenSource = tokenSource;
+  }
+
+  async request(method, path, { query, body, signal } = {}) {
+    const url = new URL(path, document.baseURI);
+    for (const [name, value] of Object.entries(query || {})) {
+      if (value !== null && value !== undefined && value !== "") url.searchParams.set(name, value);
+    }
+    const headers = { Accept: "application/json" };
+    const token = this.tokenSource();
+    if (token) headers.Authorization = `Bearer ${token}`;
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    let response;
+    try {
+      response = await fetch(url, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        cache: "no-store",
+        credentials: "omit",
+        signal,
+      });
+    } catch (error) {
+      if (error.name === "AbortError") throw error;
+      throw new ApiError(0, "the control plane is unreachable; retrying");
+    }
+    const payload = await readJson(response);
+    if (response.ok) return payload;
+    const detail = describeDetail(payload) || response.statusText;
+    if (response.status === 401 || response.status === 403) {
+      throw new AuthError(response.status, detail);
+    }
+    throw new ApiError(response.status, detail);
+  }
+
+  whoami() {
+    return this.request("GET", "v1/whoami");
+  }
+
+  emailDevices(query, signal) {
+    return this.request("GET", "v1/email-devices", { query, signal });
+  }
+
+  summary(signal) {
+    return this.request("GET", "v1/email-devices/summary", { signal });
+  }
+
+  override(user, deviceId, action, reason) {
+    const path = `v1/email-devices/${encodeURIComponent(user)}/${encodeURIComponent(deviceId)}/override`;
+    return this.request("POST", path, { body: { action, reason } });
+  }
+
+  clusters(signal) {
+    return this.request("GET", "v1/clusters", { signal });
+  }
+
+  nodes(clusterId, signal) {
+    return this.request("GET", `v1/clusters/${encodeURIComponent(clusterId)}/nodes`, { signal });
+  }
+}
+
+async function readJson(response) {
+  if (response.status === 204) return null;
+  const text = await response.text();
+  if (!text) return null;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return { detail: text.slice(0, 200) };
+  }
+}
+
+function describeDetail(payload) {
+  if (!payload) return "";
+  const { detail } = payload;
+  if (typeof detail === "string") return detail;
+  if (Array.isArray(detail)) return detail.map((e) => e.msg || JSON.stringify(e)).join("; ");
+  return detail ? JSON.stringify(detail) : "";
+}

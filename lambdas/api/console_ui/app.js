@@ -1,0 +1,292 @@
+// The email management dashboard: sign-in, then the devices view, summary and cluster
+// panel, refreshed by polling every few seconds without reloading the page.
+
+import { Api, AuthError } from "./api.js";
+import {
+  forgetToken,
+  loadConfig,
+  secondsUntilExpiry,
+  startOAuth,
+  storedToken,
+  storeToken,
+  takeOAuthRedirect,
+} from "./auth.js";
+import { drawChart } from "./chart.js";
+import { ClustersView } from "./clusters.js";
+import { DevicesView } from "./devices.js";
+import { byId, replaceChildren } from "./dom.js";
+import { count } from "./format.js";
+
+const MESSAGES = {
+  refused: "That token was refused. Paste the admin token `seg up` printed, or a current console token.",
+  expired: "Your session has ended (the token expired or was revoked). Sign in again.",
+  signedOut: "You are signed out.",
+};
+
+class Console {
+  constructor(config) {
+    this.config = config;
+    this.api = new Api(() => storedToken());
+    this.pending = new Map(); // email_device_key -> {action}: overrides we asked for
+    this.timer = null;
+    this.expiryTimer = null;
+    this.running = false;
+    this.lastSummary = null;
+    this.devices = new DevicesView({
+      api: this.api,
+      pending: this.pending,
+      onAction: (item, action) => this.confirmAction(item, action),
+      onError: (error) => this.handleError(error),
+      announce: (text) => this.announce(text),
+    });
+    this.clusters = new ClustersView({ api: this.api, onError: (error) => this.handleError(error) });
+    this.bindSignIn();
+    this.bindTabs();
+    this.bindDialog();
+    document.addEventListener("visibilitychange", () => {
+      if (!document.hidden && this.running) this.tick();
+    });
+    window.addEventListener("resize", () => {
+      if (this.lastSummary) drawChart(byId("chart"), this.lastSummary.series);
+    });
+  }
+
+  // --- sign-in ------------------------------------------------------------------
+
+  bindSignIn() {
+    byId("signin-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const token = byId("token-input").value.trim();
+      if (!token) {
+        this.showSignIn("Paste a token first.");
+        byId("token-input").focus();
+        return;
+      }
+      storeToken(token);
+      byId("token-input").value = "";
+      this.start(MESSAGES.refused);
+    });
+    byId("sign-out").addEventListener("click", () => this.signOut(MESSAGES.signedOut));
+    if (this.config.oauth) {
+      byId("oauth-signin").hidden = false;
+      byId("oauth-button").addEventListener("click", () => startOAuth(this.config.oauth));
+    }
+  }
+
+  showSignIn(message) {
+    this.stop();
+    byId("main").hidden = true;
+    byId("session").hidden = true;
+    byId("signin-view").hidden = false;
+    const box = byId("signin-message");
+    box.hidden = !message;
+    replaceChildren(box, message || "");
+    byId("token-input").focus();
+  }
+
+  signOut(message) {
+    forgetToken();
+    this.pending.clear();
+    this.showSignIn(message);
+  }
+
+  /** Check the stored token with whoami, then show the console. */
+  async start(refusedMessage) {
+    if (!storedToken()) {
+      this.showSignIn("");
+      return;
+    }
+    let who;
+    try {
+      who = await this.api.whoami();
+    } catch (error) {
+      if (error instanceof AuthError) {
+        this.signOut(`${refusedMessage} (${error.message})`);
+      } else {
+        forgetToken();
+        this.showSignIn(`Could not reach the control plane: ${error.message}`);
+      }
+      return;
+    }
+    replaceChildren(byId("subject"), (who && who.subject) || "admin");
+    byId("signin-view").hidden = true;
+    byId("session").hidden = false;
+    byId("main").hidden = false;
+    byId("main").focus();
+    this.watchExpiry();
+    this.running = true;
+    this.tick();
+  }
+
+  watchExpiry() {
+    clearTimeout(this.expiryTimer);
+    const left = secondsUntilExpiry(storedToken());
+    if (left === null) return;
+    this.expiryTimer = setTimeout(() => this.signOut(MESSAGES.expired), Math.max(0, left * 1000));
+  }
+
+  stop() {
+    this.running = false;
+    clearTimeout(this.timer);
+    clearTimeout(this.expiryTimer);
+  }
+
+  // --- refresh loop -------------------------------------------------------------
+
+  async tick() {
+    clearTimeout(this.timer);
+    if (!this.running) return;
+    if (!document.hidden) {
+      const background = this.devices.loaded;
+      const jobs = [this.devices.refresh({ background }), this.refreshSummary()];
+      if (!byId("panel-clusters").hidden) jobs.push(this.clusters.refresh());
+      this.errorSeen = false;
+      await Promise.all(jobs);
+      if (!this.running) return;
+      if (!this.errorSeen) {
+        byId("error-banner").hidden = true;
+        replaceChildren(byId("refresh-state"), `Live · updated ${new Date().toLocaleTimeString()}`);
+      }
+    }
+    this.timer = setTimeout(() => this.tick(), this.config.refresh_seconds * 1000);
+  }
+
+  async refreshSummary() {
+    try {
+      const summary = await this.api.summary();
+      this.lastSummary = summary;
+      const counts = summary.counts || {};
+      for (const state of ["allow", "block", "quarantine", "unknown"]) {
+        replaceChildren(byId(`count-${state}`), count(counts[state] ?? 0));
+      }
+      replaceChildren(byId("blocked-last-hour"), count(summary.blocked_last_hour ?? 0));
+      drawChart(byId("chart"), summary.series);
+    } catch (error) {
+      this.handleError(error);
+    }
+  }
+
+  handleError(error) {
+    if (error instanceof AuthError) {
+      this.signOut(`${MESSAGES.expired} (${error.message})`);
+      return;
+    }
+    this.errorSeen = true;
+    const banner = byId("error-banner");
+    replaceChildren(banner, `Could not refresh: ${error.message}`);
+    banner.hidden = false;
+    replaceChildren(byId("refresh-state"), "Reconnecting…");
+  }
+
+  announce(text) {
+    replaceChildren(byId("live-status"), text);
+  }
+
+  // --- tabs ---------------------------------------------------------------------
+
+  bindTabs() {
+    const tabs = [byId("tab-devices"), byId("tab-clusters")];
+    const select = (tab) => {
+      for (const other of tabs) {
+        const selected = other === tab;
+        other.setAttribute("aria-selected", String(selected));
+        other.tabIndex = selected ? 0 : -1;
+        byId(other.getAttribute("aria-controls")).hidden = !selected;
+      }
+      tab.focus();
+      if (tab.id === "tab-clusters" && this.running) this.clusters.refresh();
+    };
+    for (const tab of tabs) {
+      tab.addEventListener("click", () => select(tab));
+      tab.addEventListener("keydown", (event) => {
+        const i = tabs.indexOf(tab);
+        const moves = { ArrowRight: 1, ArrowLeft: -1 };
+        if (event.key in moves) {
+          event.preventDefault();
+          select(tabs[(i + moves[event.key] + tabs.length) % tabs.length]);
+        } else if (event.key === "Home" || event.key === "End") {
+          event.preventDefault();
+          select(event.key === "Home" ? tabs[0] : tabs.at(-1));
+        }
+      });
+    }
+  }
+
+  // --- block / allow / clear ----------------------------------------------------
+
+  bindDialog() {
+    const dialog = byId("confirm-dialog");
+    byId("confirm-form").addEventListener("submit", async (event) => {
+      const choice = event.submitter ? event.submitter.value : "cancel";
+      if (choice !== "confirm" || !this.target) return; // the dialog closes itself
+      event.preventDefault();
+      await this.submitAction();
+    });
+    dialog.addEventListener("close", () => {
+      if (this.returnFocus && this.returnFocus.isConnected) this.returnFocus.focus();
+      this.target = null;
+    });
+  }
+
+  confirmAction(item, action) {
+    const words = {
+      block: ["Block this device?", "The gateways will refuse its mail sync until you allow it or clear the override.", "Block"],
+      allow: ["Allow this device?", "The gateways will let it sync mail even if the MDM says it is not compliant.", "Allow"],
+      clear: ["Clear the manual override?", "The device goes back to what its MDM compliance decides.", "Clear override"],
+    }[action];
+    this.target = { item, action };
+    this.returnFocus = document.activeElement;
+    replaceChildren(byId("confirm-title"), words[0]);
+    replaceChildren(byId("confirm-text"), words[1]);
+    replaceChildren(byId("confirm-user"), item.user);
+    replaceChildren(byId("confirm-device"), item.device_id);
+    replaceChildren(byId("confirm-ok"), words[2]);
+    byId("confirm-ok").className = `btn ${action === "block" ? "btn-danger" : "btn-primary"}`;
+    byId("confirm-ok").disabled = false;
+    byId("confirm-reason").value = "";
+    byId("confirm-error").hidden = true;
+    byId("confirm-dialog").showModal();
+    byId("confirm-reason").focus();
+  }
+
+  async submitAction() {
+    const { item, action } = this.target;
+    const reason = byId("confirm-reason").value.trim() || `${action} from the console`;
+    const ok = byId("confirm-ok");
+    ok.disabled = true;
+    try {
+      await this.api.override(item.user, item.device_id, action, reason);
+    } catch (error) {
+      if (error instanceof AuthError) {
+        byId("confirm-dialog").close();
+        this.signOut(`${MESSAGES.expired} (${error.message})`);
+        return;
+      }
+      ok.disabled = false;
+      const box = byId("confirm-error");
+      replaceChildren(box, `Not done: ${error.message}`);
+      box.hidden = false;
+      return;
+    }
+    this.pending.set(item.email_device_key, { action });
+    byId("confirm-dialog").close();
+    this.devices.rerender();
+    this.announce(`${action === "clear" ? "Clearing the override of" : action === "block" ? "Blocking" : "Allowing"} ` +
+      `${item.user} device ${item.device_id}: pending until the gateways report it.`);
+    this.tick();
+  }
+}
+
+async function main() {
+  const config = await loadConfig();
+  const app = new Console(config);
+  const redirect = takeOAuthRedirect();
+  if (redirect && redirect.token) storeToken(redirect.token);
+  if (redirect && redirect.error) {
+    app.showSignIn(redirect.error);
+    return;
+  }
+  app.start(redirect ? MESSAGES.refused : MESSAGES.expired);
+}
+
+main();

@@ -1,0 +1,91 @@
+// The gateway cluster panel: each cluster's nodes, whether each is connected, the
+// policy version it enforces (and how far behind the cluster's it is), how fresh that
+// policy is, and the access-event spool depth each node reports.
+
+import { byId, h } from "./dom.js";
+import { count, duration, exactTime, parseTime, relativeTime } from "./format.js";
+
+export class ClustersView {
+  constructor({ api, onError }) {
+    this.api = api;
+    this.onError = onError;
+    this.container = byId("clusters");
+    this.controller = null;
+  }
+
+  async refresh() {
+    if (this.controller) this.controller.abort();
+    this.controller = new AbortController();
+    const { signal } = this.controller;
+    try {
+      const clusters = listOf(await this.api.clusters(signal));
+      const nodes = await Promise.all(
+        clusters.map((c) => this.api.nodes(c.cluster_id, signal).then(listOf)),
+      );
+      this.render(clusters, nodes);
+    } catch (error) {
+      if (error.name !== "AbortError") this.onError(error);
+    }
+  }
+
+  render(clusters, nodeLists) {
+    const now = new Date();
+    byId("clusters-empty").hidden = clusters.length > 0;
+    this.container.replaceChildren(
+      ...clusters.map((cluster, i) => clusterCard(cluster, nodeLists[i], now)),
+    );
+  }
+}
+
+/** The API may answer a bare list or {"items": [...]}: accept both. */
+function listOf(payload) {
+  if (Array.isArray(payload)) return payload;
+  if (payload && Array.isArray(payload.items)) return payload.items;
+  if (payload && Array.isArray(payload.nodes)) return payload.nodes;
+  return [];
+}
+
+function clusterCard(cluster, nodes, now) {
+  const id = cluster.cluster_id;
+  const version = Number.isFinite(cluster.version) ? cluster.version : cluster.policy_version;
+  const connected = nodes.filter((n) => n.connected).length;
+  const titleId = `cluster-${cssSafe(id)}`;
+  return h("section", { className: "card cluster", "aria-labelledby": titleId },
+    h("header", { className: "cluster-head" },
+      h("h2", { id: titleId }, cluster.name || id),
+      h("span", { className: "muted" }, cluster.name ? id : null),
+      h("span", { className: "cluster-facts" },
+        version === undefined || version === null ? null : h("span", {}, "Policy version ", h("strong", {}, String(version))),
+        h("span", {}, `${connected} of ${nodes.length} node${nodes.length === 1 ? "" : "s"} connected`))),
+    nodes.length
+      ? h("table", { className: "nodes" },
+          h("caption", { className: "visually-hidden" }, `Nodes of cluster ${cluster.name || id}`),
+          h("thead", {}, h("tr", {},
+            ...["Node", "Connection", "Policy version", "Policy age", "Spool depth", "Last seen"]
+              .map((label) => h("th", { scope: "col" }, label)))),
+          h("tbody", {}, ...nodes.map((node) => nodeRow(node, version, now))))
+      : h("p", { className: "empty" }, "No node has connected yet."));
+}
+
+function nodeRow(node, clusterVersion, now) {
+  const seen = parseTime(node.last_seen);
+  const behind = Number.isFinite(clusterVersion) && Number.isFinite(node.policy_version)
+    ? clusterVersion - node.policy_version : 0;
+  return h("tr", {},
+    h("th", { scope: "row" }, h("code", {}, node.node_id || "—")),
+    h("td", {},
+      h("span", { className: `badge ${node.connected ? "badge-allow" : "badge-block"}` },
+        node.connected ? "Connected" : "Disconnected")),
+    h("td", {},
+      node.policy_version ?? "—",
+      behind > 0 ? h("span", { className: "badge badge-quarantine behind" }, `${behind} behind`) : null),
+    h("td", {}, duration(node.policy_age_s)),
+    h("td", { className: node.spool_depth > 0 ? "warn" : "" }, count(node.spool_depth ?? null)),
+    h("td", {}, seen
+      ? h("time", { dateTime: seen.toISOString(), title: exactTime(seen) }, relativeTime(seen, now))
+      : "never"));
+}
+
+function cssSafe(value) {
+  return String(value).replace(/[^A-Za-z0-9_-]/g, "_");
+}

@@ -1,0 +1,358 @@
+// The email devices list: filters, search, server-side sort and cursor paging, rows
+// rendered with createElement/textContent only. The view state lives in the page's
+// query string, so a refresh (or a reload) never loses the admin's filters, sort or page.
+
+import { byId, h, replaceChildren } from "./dom.js";
+import {
+  accessClass,
+  accessLabel,
+  complianceClass,
+  count,
+  exactTime,
+  parseTime,
+  relativeTime,
+  ruleLabel,
+  stateLabel,
+} from "./format.js";
+
+const DEFAULT_SORT = "last_seen";
+const DESC_FIRST = new Set(["last_seen"]);
+const PAGE_SIZES = new Set([25, 50, 100, 200]);
+const FILTER_KEYS = ["q", "access_state", "compliance_state"];
+
+/** The view state, read from and written to the query string. */
+export function readViewState(search) {
+  const params = new URLSearchParams(search);
+  const limit = Number(params.get("limit"));
+  const sort = params.get("sort") || DEFAULT_SORT;
+  const order = params.get("order");
+  return {
+    q: params.get("q") || "",
+    access_state: params.get("access_state") || "",
+    compliance_state: params.get("compliance_state") || "",
+    sort,
+    order: order === "asc" || order === "desc" ? order : DESC_FIRST.has(sort) ? "desc" : "asc",
+    limit: PAGE_SIZES.has(limit) ? limit : 50,
+    cursors: [params.get("cursor") || null],
+    pageNumber: Math.max(1, Number(params.get("page")) || 1),
+  };
+}
+
+export function writeViewState(state) {
+  const params = new URLSearchParams();
+  for (const key of FILTER_KEYS) if (state[key]) params.set(key, state[key]);
+  if (state.sort !== DEFAULT_SORT) params.set("sort", state.sort);
+  if (state.order !== (DESC_FIRST.has(state.sort) ? "desc" : "asc")) params.set("order", state.order);
+  if (state.limit !== 50) params.set("limit", String(state.limit));
+  const cursor = state.cursors.at(-1);
+  if (cursor) {
+    params.set("cursor", cursor);
+    params.set("page", String(state.pageNumber));
+  }
+  const query = params.toString();
+  return query ? `?${query}` : "";
+}
+
+export class DevicesView {
+  /**
+   * @param {{api: import("./api.js").Api, onAction: Function, onError: Function,
+   *          announce: Function, pending: Map<string, {action: string}>}} deps
+   */
+  constructor({ api, onAction, onError, announce, pending }) {
+    this.api = api;
+    this.onAction = onAction;
+    this.onError = onError;
+    this.announce = announce;
+    this.pending = pending;
+    this.state = readViewState(location.search);
+    this.items = [];
+    this.previous = new Map(); // key -> signature, to announce what changed
+    this.loaded = false;
+    this.sequence = 0;
+    this.controller = null;
+    this.searchTimer = null;
+
+    this.body = byId("devices-body");
+    this.form = byId("filters");
+    this.search = byId("search");
+    this.accessFilter = byId("filter-access");
+    this.complianceFilter = byId("filter-compliance");
+    this.pageSize = byId("page-size");
+    this.headers = [...document.querySelectorAll("#devices-table th[data-sort]")];
+    this.bindControls();
+    this.syncControls();
+  }
+
+  bindControls() {
+    this.form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      this.applyFilters();
+    });
+    this.form.addEventListener("reset", () => {
+      // After the browser resets the fields.
+      setTimeout(() => this.applyFilters(), 0);
+    });
+    this.search.addEventListener("input", () => {
+      clearTimeout(this.searchTimer);
+      this.searchTimer = setTimeout(() => this.applyFilters(), 300);
+    });
+    for (const select of [this.accessFilter, this.complianceFilter, this.pageSize]) {
+      select.addEventListener("change", () => this.applyFilters());
+    }
+    for (const th of this.headers) {
+      const label = th.textContent.trim();
+      const button = h("button", { type: "button", className: "sort" }, label,
+        h("span", { className: "sort-icon", "aria-hidden": "true" }));
+      button.addEventListener("click", () => this.sortBy(th.dataset.sort));
+      th.replaceChildren(button);
+    }
+    byId("page-next").addEventListener("click", () => this.nextPage());
+    byId("page-prev").addEventListener("click", () => this.previousPage());
+    byId("page-first").addEventListener("click", () => this.firstPage());
+  }
+
+  /** Put the state into the form (once, at start: later the form is the source). */
+  syncControls() {
+    const { state } = this;
+    this.search.value = state.q;
+    this.accessFilter.value = state.access_state;
+    this.complianceFilter.value = state.compliance_state;
+    this.pageSize.value = String(state.limit);
+    this.syncSortHeaders();
+  }
+
+  syncSortHeaders() {
+    const { state } = this;
+    for (const th of this.headers) {
+      if (th.dataset.sort === state.sort) {
+        th.setAttribute("aria-sort", state.order === "asc" ? "ascending" : "descending");
+      } else {
+        th.removeAttribute("aria-sort");
+      }
+    }
+  }
+
+  applyFilters() {
+    clearTimeout(this.searchTimer);
+    const next = {
+      q: this.search.value.trim(),
+      access_state: this.accessFilter.value,
+      compliance_state: this.complianceFilter.value,
+      limit: Number(this.pageSize.value) || 50,
+    };
+    const unchanged = Object.entries(next).every(([k, v]) => this.state[k] === v);
+    if (unchanged) return;
+    Object.assign(this.state, next);
+    this.resetPaging();
+    this.refresh();
+  }
+
+  sortBy(column) {
+    const { state } = this;
+    if (state.sort === column) {
+      state.order = state.order === "asc" ? "desc" : "asc";
+    } else {
+      state.sort = column;
+      state.order = DESC_FIRST.has(column) ? "desc" : "asc";
+    }
+    this.resetPaging();
+    this.refresh();
+  }
+
+  resetPaging() {
+    this.state.cursors = [null];
+    this.state.pageNumber = 1;
+  }
+
+  nextPage() {
+    if (!this.nextCursor) return;
+    this.state.cursors.push(this.nextCursor);
+    this.state.pageNumber += 1;
+    this.refresh({ focusTable: true });
+  }
+
+  previousPage() {
+    const { state } = this;
+    if (state.pageNumber <= 1) return;
+    if (state.cursors.length > 1) {
+      state.cursors.pop();
+      state.pageNumber -= 1;
+    } else {
+      // Arrived by a bookmarked cursor: the way back is only from the start.
+      this.resetPaging();
+    }
+    this.refresh({ focusTable: true });
+  }
+
+  firstPage() {
+    this.resetPaging();
+    this.refresh({ focusTable: true });
+  }
+
+  query() {
+    const { state } = this;
+    return {
+      q: state.q,
+      access_state: state.access_state,
+      compliance_state: state.compliance_state,
+      sort: state.sort,
+      order: state.order,
+      limit: state.limit,
+      cursor: state.cursors.at(-1),
+    };
+  }
+
+  /** Fetch the current page; a newer call cancels an older one in flight. */
+  async refresh({ focusTable = false, background = false } = {}) {
+    this.syncSortHeaders();
+    history.replaceState(null, "", writeViewState(this.state) || location.pathname);
+    if (this.controller) this.controller.abort();
+    this.controller = new AbortController();
+    const sequence = ++this.sequence;
+    if (!background) byId("devices-table").setAttribute("aria-busy", "true");
+    try {
+      const page = await this.api.emailDevices(this.query(), this.controller.signal);
+      if (sequence !== this.sequence) return;
+      this.nextCursor = page.next_cursor || null;
+      this.total = page.total;
+      this.render(page.items || [], { background });
+      if (focusTable) byId("devices-table").focus();
+    } catch (error) {
+      if (error.name !== "AbortError") this.onError(error);
+    } finally {
+      if (sequence === this.sequence) byId("devices-table").removeAttribute("aria-busy");
+    }
+  }
+
+  render(items, { background }) {
+    const focus = rememberFocus(this.body);
+    this.items = items;
+    const now = new Date();
+    const rows = items.map((item) => this.row(item, now));
+    this.body.replaceChildren(...rows);
+    restoreFocus(this.body, focus);
+    byId("devices-empty").hidden = items.length > 0;
+
+    const { state } = this;
+    const first = (state.pageNumber - 1) * state.limit + 1;
+    const last = first + items.length - 1;
+    const total = Number.isFinite(this.total) ? this.total : null;
+    replaceChildren(byId("devices-total"), total === null ? "" : count(total));
+    replaceChildren(byId("page-info"),
+      items.length
+        ? `Page ${state.pageNumber} · rows ${count(first)}–${count(last)}${total === null ? "" : ` of ${count(total)}`}`
+        : `Page ${state.pageNumber}`);
+    byId("page-next").disabled = !this.nextCursor;
+    byId("page-prev").disabled = state.pageNumber <= 1;
+    byId("page-first").disabled = state.pageNumber <= 1;
+
+    if (background && this.loaded) {
+      const changed = items.filter((item) => this.previous.get(item.email_device_key) !== signature(item));
+      if (changed.length) {
+        this.announce(changed.length === 1 ? "1 device updated" : `${changed.length} devices updated`);
+      }
+    }
+    this.previous = new Map(items.map((item) => [item.email_device_key, signature(item)]));
+    this.loaded = true;
+  }
+
+  /** Re-render the current rows (pending state changed locally). */
+  rerender() {
+    this.render(this.items, { background: false });
+  }
+
+  row(item, now) {
+    const key = item.email_device_key;
+    const access = accessClass(item.access_state);
+    const pending = isPending(item, this.pending.get(key));
+    if (!pending) this.pending.delete(key);
+    const seen = parseTime(item.last_seen);
+
+    const deviceBits = [item.model, item.os].filter(Boolean).join(" · ");
+    const accessCell = h("td", { className: "cell-access" },
+      h("div", { className: "badges" },
+        h("span", { className: `badge badge-${access}` }, accessLabel(access)),
+        item.override ? h("span", { className: "badge badge-override", title: "Manual override from the console" },
+          `Manual ${stateLabel(item.override).toLowerCase()}`) : null,
+        pending ? h("span", { className: "badge badge-pending", title: "Waiting for the gateways to report the new state" },
+          "Pending") : null),
+      item.reason ? h("div", { className: "sub", title: item.reason }, item.reason) : null,
+      item.rule ? h("div", { className: "sub rule", title: `Decided by: ${item.rule}` }, ruleLabel(item.rule)) : null);
+
+    return h("tr", { dataset: { key }, className: pending ? "row-pending" : "" },
+      h("th", { scope: "row", className: "cell-user" }, ...breakable(item.user || "—")),
+      h("td", { className: "cell-id" }, h("code", {}, item.device_id || "—")),
+      h("td", { className: "cell-device" },
+        h("div", {}, item.device_type || "—"),
+        deviceBits ? h("div", { className: "sub" }, deviceBits) : null),
+      h("td", { className: "cell-agent" },
+        h("span", { className: "truncate", title: item.user_agent || "" }, item.user_agent || "—")),
+      h("td", {},
+        h("span", { className: `badge badge-${complianceClass(item.compliance_state)}` },
+          stateLabel(item.compliance_state)),
+        h("div", { className: "sub" }, stateLabel(item.enrollment_state))),
+      accessCell,
+      h("td", { className: "cell-time" },
+        seen
+          ? h("time", { dateTime: seen.toISOString(), title: exactTime(seen) }, relativeTime(seen, now))
+          : "never"),
+      h("td", {}, item.last_command || "—"),
+      h("td", {},
+        h("div", {}, item.last_node || "—"),
+        item.cluster_id ? h("div", { className: "sub" }, item.cluster_id) : null),
+      h("td", { className: "cell-actions" },
+        h("div", { className: "actions" }, ...this.actionButtons(item, pending))));
+  }
+
+  actionButtons(item, pending) {
+    const who = `${item.user} device ${item.device_id}`;
+    const button = (action, label) =>
+      h("button", {
+        type: "button",
+        className: `btn btn-small btn-${action}`,
+        dataset: { key: item.email_device_key, action },
+        disabled: pending,
+        "aria-label": `${label} ${who}`,
+        on: { click: () => this.onAction(item, action) },
+      }, label);
+    const buttons = [];
+    if (item.override !== "block") buttons.push(button("block", "Block"));
+    if (item.override !== "allow") buttons.push(button("allow", "Allow"));
+    if (item.override) buttons.push(button("clear", "Clear override"));
+    return buttons;
+  }
+}
+
+/** Pending while the API says so, or while our own request is not yet reflected. */
+export function isPending(item, local) {
+  if (item.pending) return true;
+  if (!local) return false;
+  const wanted = local.action === "clear" ? null : local.action;
+  return (item.override ?? null) !== wanted;
+}
+
+/** A user name as text nodes with a line-break opportunity before "@" (and "\\"). */
+function breakable(text) {
+  const parts = String(text).split(/(?=[@\\])/);
+  return parts.flatMap((part, i) => (i ? [document.createElement("wbr"), part] : [part]));
+}
+
+function signature(item) {
+  return [item.access_state, item.compliance_state, item.last_seen, item.override, item.pending].join("|");
+}
+
+function rememberFocus(container) {
+  const active = document.activeElement;
+  if (!active || !container.contains(active)) return null;
+  return { key: active.dataset.key, action: active.dataset.action };
+}
+
+function restoreFocus(container, focus) {
+  if (!focus || !focus.key) return;
+  for (const el of container.querySelectorAll("button[data-key]")) {
+    if (el.dataset.key === focus.key && el.dataset.action === focus.action && !el.disabled) {
+      el.focus();
+      return;
+    }
+  }
+}

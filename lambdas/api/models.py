@@ -1,0 +1,216 @@
+"""Request and response bodies of the HTTP API that are not wire-contract models
+(``seg_contract`` holds those). Requests forbid unknown fields: a misspelt field must be
+an error, not a silently ignored setting."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from seg_contract import Access, ClusterSettings
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class Health(_Response):
+    status: Literal["ok"] = "ok"
+
+
+class WhoAmI(_Response):
+    subject: str
+
+
+class Accepted(_Response):
+    accepted: int
+
+
+class Queued(_Response):
+    status: Literal["queued"] = "queued"
+
+
+class EventQueued(_Response):
+    event_id: str
+    status: Literal["queued", "duplicate"]
+
+
+# --- Dashboard --------------------------------------------------------------------------
+
+
+class EmailDevice(_Response):
+    email_device_key: str
+    user: str
+    device_id: str
+    device_type: str
+    model: str
+    os: str
+    user_agent: str
+    mdm_device_id: str
+    enrollment_state: str
+    compliance_state: str
+    access_state: str
+    reason: str
+    rule: str
+    last_seen: str
+    last_command: str
+    last_node: str
+    cluster_id: str
+    override: Literal["allow", "block"] | None
+    pending: bool
+
+
+class EmailDevicePage(_Response):
+    items: list[EmailDevice]
+    next_cursor: str | None
+    total: int
+
+
+class PolicyEntryView(_Response):
+    """What a cluster's gateways enforce for the device (its entry, with version)."""
+
+    cluster_id: str
+    access: Access
+    reason: str
+    source: str
+    version: int
+    updated_at: str
+
+
+class EmailDeviceDetail(EmailDevice):
+    entries: list[PolicyEntryView]
+
+
+class SeriesPoint(_Response):
+    t: str
+    requests: int
+    blocks: int
+
+
+class Summary(_Response):
+    counts: dict[str, int]
+    blocked_last_hour: int
+    series: list[SeriesPoint]
+
+
+class OverrideRequest(_Request):
+    action: Literal["allow", "block", "clear"]
+    reason: Annotated[str, Field(max_length=256)] = ""
+
+
+# --- Clusters ---------------------------------------------------------------------------
+
+ClusterName = Annotated[str, Field(min_length=1, max_length=128)]
+PublicKey = Annotated[str, Field(min_length=40, max_length=64)]
+
+
+class ClusterCreate(_Request):
+    name: ClusterName
+    public_key: PublicKey | None = None
+
+
+class ClusterCreated(_Response):
+    cluster_id: str
+    credential: str
+
+
+class CredentialIssued(_Response):
+    credential: str
+    key_id: str
+
+
+class PublicKeyUpdate(_Request):
+    public_key: PublicKey
+
+
+class RevokeRequest(_Request):
+    key_id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+
+
+class Revoked(_Response):
+    revoked: list[str]
+    disconnected: int
+
+
+class CredentialInfo(_Response):
+    key_id: str
+    created_at: str
+    revoked_at: str | None
+
+
+class NodeInfo(_Response):
+    node_id: str
+    connected: bool
+    policy_version: int | None
+    policy_age_s: float | None
+    spool_depth: int | None
+    last_seen: str | None
+    gateway_version: str = ""
+
+
+class ClusterSummary(_Response):
+    cluster_id: str
+    name: str
+    policy_version: int
+    created_at: str
+
+
+class SettingsUpdated(_Response):
+    cluster_id: str
+    version: int
+
+
+# --- Credential substitution ------------------------------------------------------------
+
+
+class UpstreamPassword(_Request):
+    upstream_password: Annotated[str, Field(min_length=1, max_length=1024)]
+
+
+class DevicePassword(_Response):
+    device_password: str
+
+
+# --- MDM devices ------------------------------------------------------------------------
+
+
+class MdmDevice(_Response):
+    mdm_device_id: str
+    user: str
+    eas_device_ids: list[str]
+    enrollment_state: str
+    enrolled_at: str
+    unenrolled_at: str | None
+    platform: str
+    model: str
+    os_version: str
+    managed: bool
+    last_checkin_at: str | None
+    compromised: bool | None
+    encrypted: bool | None
+    passcode: bool | None
+    compliance_state: str
+    compliance_reasons: list[str]
+    evaluated_at: str | None
+
+
+class MdmDevicePage(_Response):
+    items: list[MdmDevice]
+    next_cursor: str | None
+
+
+class ClusterDetail(_Response):
+    cluster_id: str
+    name: str
+    created_at: str
+    policy_version: int
+    settings_version: int
+    settings: ClusterSettings
+    public_key: str
+    nodes: list[NodeInfo]
+    credentials: list[CredentialInfo]

@@ -1,0 +1,104 @@
+"""Gateway routes: the cluster comes from the credential, never from the request, so a
+gateway can only ever read its own cluster's policy and report into its own cluster.
+
+The snapshot's ETag is ``"<cluster>-<version>"``. A conditional GET is answered from the
+cluster item alone (one read) when the version has not moved, so the hourly bulk refresh
+of an unchanged cluster costs one DynamoDB read per node.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Response, status
+
+from lambdas.api.auth import GatewayCaller, gateway
+from lambdas.api.deps import clock, cluster_store, payload_queue, policy_entry_store
+from lambdas.api.models import Accepted
+from lambdas.ports import ClusterStore, PayloadQueue, PolicyEntryStore
+from lambdas.usecases.access_events import accept_access_events
+from lambdas.usecases.errors import NotFound
+from lambdas.usecases.policy_sync import build_delta, build_snapshot
+from seg_contract import AccessEventBatch, PolicyDelta, PolicySnapshot
+
+router = APIRouter(prefix="/gateway/v1", tags=["gateway"])
+
+Caller = Annotated[GatewayCaller, Depends(gateway)]
+Clusters = Annotated[ClusterStore, Depends(cluster_store)]
+Entries = Annotated[PolicyEntryStore, Depends(policy_entry_store)]
+Now = Annotated[datetime, Depends(clock)]
+_JSON = "application/json"
+
+
+def etag(cluster_id: str, version: int) -> str:
+    return f'"{cluster_id}-{version}"'
+
+
+def _matches(if_none_match: str | None, tag: str) -> bool:
+    """RFC 9110 13.1.2: a list of entity tags (weak comparison) or ``*``."""
+    if not if_none_match:
+        return False
+    candidates = [c.strip() for c in if_none_match.split(",")]
+    return "*" in candidates or tag in {c.removeprefix("W/") for c in candidates}
+
+
+@router.get(
+    "/policy",
+    response_model=PolicySnapshot,
+    summary="The cluster's full policy (ETag; 304 when If-None-Match is current)",
+    responses={304: {"description": "Not modified"}},
+)
+def get_policy(
+    *,
+    caller: Caller,
+    clusters: Clusters,
+    entries: Entries,
+    now: Now,
+    if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
+) -> Response:
+    cluster = clusters.get_cluster(caller.cluster_id)
+    if cluster is None:
+        raise NotFound(f"cluster {caller.cluster_id} not found")
+    current = etag(caller.cluster_id, max(cluster.policy_version, cluster.settings_version))
+    if _matches(if_none_match, current):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": current})
+    snapshot = build_snapshot(caller.cluster_id, clusters=clusters, entries=entries, now=now)
+    tag = etag(caller.cluster_id, snapshot.version)
+    if _matches(if_none_match, tag):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": tag})
+    return Response(snapshot.model_dump_json(), media_type=_JSON, headers={"ETag": tag})
+
+
+@router.get(
+    "/policy/delta",
+    response_model=PolicyDelta,
+    summary="The cluster's changes after version `since` (410: fetch the snapshot)",
+    responses={410: {"description": "Too old: fetch the full snapshot"}},
+)
+def get_delta(
+    *,
+    caller: Caller,
+    clusters: Clusters,
+    entries: Entries,
+    now: Now,
+    since: Annotated[int, Query(ge=0, le=2**53)],
+) -> Response:
+    delta = build_delta(caller.cluster_id, since, clusters=clusters, entries=entries, now=now)
+    return Response(delta.model_dump_json(), media_type=_JSON)
+
+
+@router.post(
+    "/access-events",
+    response_model=Accepted,
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Report a batch of access events (queued, never written synchronously)",
+)
+def post_access_events(
+    *,
+    batch: AccessEventBatch,
+    caller: Caller,
+    queue: Annotated[PayloadQueue, Depends(payload_queue)],
+    now: Now,
+) -> Accepted:
+    return Accepted(accepted=accept_access_events(batch, caller.cluster_id, queue, now))

@@ -1,0 +1,47 @@
+"""Stored records of the control plane's write side that are not contract models:
+clusters, WebSocket connections and gateway node state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from seg_contract import ClusterSettings
+
+
+@dataclass(frozen=True)
+class ClusterRecord:
+    cluster_id: str
+    name: str
+    created_at: datetime
+    policy_version: int  # the counter: the last version handed out
+    settings: ClusterSettings
+    settings_version: int  # the version that wrote ``settings`` (0: defaults, never set)
+    purge_watermark: int  # deltas since a version below this are no longer exact
+    public_key: str = ""
+
+
+@dataclass(frozen=True)
+class Connection:
+    """An open WebSocket connection of a gateway node."""
+
+    connection_id: str
+    cluster_id: str
+    node_id: str
+    key_id: str
+    connected_at: datetime
+
+
+@dataclass(frozen=True)
+class NodeState:
+    """A gateway node as last seen (the cluster panel)."""
+
+    cluster_id: str
+    node_id: str
+    connected: bool
+    connection_id: str
+    policy_version: int
+    policy_age_s: float
+    spool_depth: int
+    gateway_version: str
+    last_seen: datetime | None

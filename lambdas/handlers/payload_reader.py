@@ -1,0 +1,71 @@
+"""Payload reader (SQS-triggered): access-event batches -> the dashboard's view.
+
+The seed's MEG Queue Reader, payload half. Each record is one ``PayloadMessage``; a
+record that does not parse or cannot be written is reported in ``batchItemFailures``
+alone (SQS retries it and, after ``max_receive_count``, moves it to the DLQ) while the
+rest of the batch succeeds. Applying a record twice changes nothing (newest-wins rows,
+fingerprinted counters), so redelivery is safe.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from lambdas.adapters.dynamodb_email_devices import DynamoDbEmailDevices
+from lambdas.adapters.dynamodb_gateway_nodes import DynamoDbGatewayNodes
+from lambdas.settings import load_settings
+from lambdas.usecases.access_events import PayloadMessage, apply_payload
+
+logger = Logger(service="payload_reader")
+metrics = Metrics(namespace="SEG", service="payload_reader")
+tracer = Tracer(service="payload_reader")
+processor = BatchProcessor(event_type=EventType.SQS)
+
+
+@cache
+def _ports() -> tuple[DynamoDbEmailDevices, DynamoDbGatewayNodes]:
+    """Built once per warm container (after the environment is in place)."""
+    settings = load_settings()
+    dynamodb = boto3.client("dynamodb")
+    return (
+        DynamoDbEmailDevices(settings.table("email_devices"), dynamodb),
+        DynamoDbGatewayNodes(settings.table("gateway_nodes"), dynamodb),
+    )
+
+
+@tracer.capture_method
+def record_handler(record: SQSRecord) -> None:
+    message = PayloadMessage.model_validate_json(record.body)
+    view, nodes = _ports()
+    written = apply_payload(message, view, nodes)
+    logger.info(
+        "applied access events",
+        extra={
+            "cluster_id": message.cluster_id,
+            "events": len(message.batch.events),
+            "rows_written": written,
+        },
+    )
+    metrics.add_metric(name="AccessEvents", unit=MetricUnit.Count, value=len(message.batch.events))
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    return process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )

@@ -1,0 +1,91 @@
+"""WebSocket ``$connect``: authenticate the gateway node's cluster credential
+(``Authorization: Bearer``) and record its connection under its cluster and node id
+(header ``X-SEG-Node-Id`` or query ``node_id``). Answers 200, or refuses with 400
+(malformed), 401 (missing, malformed or unknown credential) or 403 (revoked)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import ValidationError
+
+from lambdas.adapters.dynamodb_cluster_credentials import DynamoDbClusterCredentials
+from lambdas.adapters.dynamodb_connections import DynamoDbConnections
+from lambdas.handlers import write_side
+from lambdas.handlers.ws_events import WebSocketEvent, response
+from lambdas.settings import load_settings
+from lambdas.usecases.connections import connect
+from lambdas.usecases.errors import Forbidden, InvalidInput, Unauthenticated
+from lambdas.usecases.gateway_auth import GatewayPrincipal, authenticate_gateway, bearer_token
+
+logger = Logger(service="ws_connect")
+metrics = Metrics(namespace="SEG", service="ws_connect")
+tracer = Tracer(service="ws_connect")
+write_side.share_log_config(logger)
+
+clock: Callable[[], datetime] = lambda: datetime.now(UTC)  # noqa: E731 - tests replace it
+
+
+@dataclass(frozen=True)
+class _Ports:
+    credentials: DynamoDbClusterCredentials
+    connections: DynamoDbConnections
+
+    def authenticate(self, token: str) -> GatewayPrincipal:
+        return authenticate_gateway(token, self.credentials)
+
+
+@cache
+def ports() -> _Ports:
+    settings = load_settings()
+    client = write_side.dynamodb_client()
+    return _Ports(
+        credentials=DynamoDbClusterCredentials(settings.table("clusters"), client),
+        connections=write_side.connections(settings, client),
+    )
+
+
+def _refuse(status: int, detail: str, metric: str) -> dict[str, Any]:
+    metrics.add_metric(name=metric, unit=MetricUnit.Count, value=1)
+    logger.warning("connection refused", extra={"status": status, "detail": detail})
+    return response(status, detail)
+
+
+@logger.inject_lambda_context(clear_state=True, correlation_id_path="requestContext.connectionId")
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    try:
+        parsed = WebSocketEvent.model_validate(event)
+    except ValidationError:
+        return _refuse(400, "malformed $connect event", "ConnectionsRefused")
+    p = ports()
+    try:
+        token = bearer_token(parsed.header("authorization"))
+        connection = connect(
+            token,
+            parsed.header("x-seg-node-id") or parsed.query.get("node_id"),
+            parsed.request_context.connection_id,
+            authenticate=p.authenticate,
+            connections=p.connections,
+            now=clock(),
+        )
+    except Unauthenticated as exc:
+        return _refuse(401, exc.detail, "ConnectionsRefused")
+    except Forbidden as exc:
+        return _refuse(403, exc.detail, "ConnectionsRefused")
+    except InvalidInput as exc:
+        return _refuse(400, exc.detail, "ConnectionsRefused")
+    metrics.add_metric(name="ConnectionsAccepted", unit=MetricUnit.Count, value=1)
+    logger.info(
+        "gateway node connected",
+        extra={"cluster_id": connection.cluster_id, "node_id": connection.node_id},
+    )
+    return response(200)

@@ -1,0 +1,97 @@
+"""WebSocket ``$default``: the gateway's keepalive (``seg_contract.GatewayKeepalive``).
+Records the node's reported state and answers with ``seg_contract.PushPong`` (the
+cluster's current policy version) through the management API. A message on a
+connection we no longer know (expired, or its credential revoked) is refused with 403
+and the connection is closed, so the node reconnects and meets ``$connect``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import ValidationError
+
+from lambdas.adapters.apigw_connections import ApiGatewayConnections
+from lambdas.adapters.dynamodb_clusters import DynamoDbClusters
+from lambdas.adapters.dynamodb_connections import DynamoDbConnections
+from lambdas.adapters.dynamodb_gateway_nodes import DynamoDbGatewayNodes
+from lambdas.domain.errors import PushFailed
+from lambdas.handlers import write_side
+from lambdas.handlers.ws_events import WebSocketEvent, response
+from lambdas.settings import load_settings
+from lambdas.usecases.connections import keepalive
+from lambdas.usecases.errors import Forbidden, InvalidInput
+
+logger = Logger(service="ws_default")
+metrics = Metrics(namespace="SEG", service="ws_default")
+tracer = Tracer(service="ws_default")
+write_side.share_log_config(logger)
+
+clock: Callable[[], datetime] = lambda: datetime.now(UTC)  # noqa: E731 - tests replace it
+
+
+@dataclass(frozen=True)
+class _Ports:
+    connections: DynamoDbConnections
+    nodes: DynamoDbGatewayNodes
+    clusters: DynamoDbClusters
+    poster: ApiGatewayConnections
+
+
+@cache
+def ports() -> _Ports:
+    settings = load_settings()
+    client = write_side.dynamodb_client()
+    return _Ports(
+        connections=write_side.connections(settings, client),
+        nodes=DynamoDbGatewayNodes(settings.table("gateway_nodes"), client),
+        clusters=write_side.clusters(settings, client),
+        poster=write_side.poster(settings),
+    )
+
+
+@logger.inject_lambda_context(clear_state=True, correlation_id_path="requestContext.connectionId")
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    try:
+        parsed = WebSocketEvent.model_validate(event)
+    except ValidationError:
+        metrics.add_metric(name="MessagesRejected", unit=MetricUnit.Count, value=1)
+        return response(400, "malformed WebSocket message event")
+    p = ports()
+    connection_id = parsed.request_context.connection_id
+    try:
+        pong = keepalive(
+            connection_id,
+            parsed.text(),
+            connections=p.connections,
+            nodes=p.nodes,
+            clusters=p.clusters,
+            poster=p.poster,
+            now=clock(),
+        )
+    except Forbidden as exc:
+        metrics.add_metric(name="MessagesRejected", unit=MetricUnit.Count, value=1)
+        logger.warning("message on an unknown connection: closing it", extra={"detail": exc.detail})
+        try:
+            p.poster.disconnect(connection_id)
+        except PushFailed:
+            logger.warning("could not close the connection")
+        return response(403, exc.detail)
+    except InvalidInput as exc:
+        metrics.add_metric(name="MessagesRejected", unit=MetricUnit.Count, value=1)
+        logger.warning("invalid gateway message", extra={"detail": exc.detail})
+        return response(400, exc.detail)
+    metrics.add_metric(name="Keepalives", unit=MetricUnit.Count, value=1)
+    logger.info(
+        "keepalive answered",
+        extra={"cluster_id": pong.cluster_id, "cluster_version": pong.version},
+    )
+    return response(200)

@@ -1,0 +1,246 @@
+"""The ports of the control plane: what use cases need from storage, queues and the
+WebSocket push channel, as Protocols. Adapters (``lambdas.adapters``) implement them on
+AWS; tests may implement them in memory.
+
+(Created by helper C2 for the API side; C1 adds the write side's ports here too: please
+edit additively, do not replace the file.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from lambdas.usecases.email_view import AccessObservation, ActivityCount, NodeSeen
+    from lambdas.usecases.gateway_auth import StoredCredential
+    from lambdas.usecases.gateway_nodes import NodeReport
+
+
+class ClusterCredentialStore(Protocol):
+    """Hashed gateway credentials, per cluster and key id."""
+
+    def get_credential(self, cluster_id: str, key_id: str) -> StoredCredential | None: ...
+
+    def list_credentials(self, cluster_id: str) -> Sequence[StoredCredential]: ...
+
+    def add_credential(self, credential: StoredCredential) -> None:
+        """Store a new key; NotFound if the cluster does not exist."""
+        ...
+
+    def revoke_credentials(
+        self, cluster_id: str, at: datetime, key_id: str | None = None
+    ) -> list[str]:
+        """Revoke one key (or every key when ``key_id`` is None); return the key ids
+        revoked now (already revoked ones are left as they were)."""
+        ...
+
+
+class EmailDeviceView(Protocol):
+    """The dashboard's email-device rows and per-minute activity counters."""
+
+    def apply_observation(self, observation: AccessObservation) -> bool:
+        """Write the row if the observation is newer than what is stored (newest wins);
+        return whether it was written."""
+        ...
+
+    def add_activity(self, count: ActivityCount, fingerprint: str) -> bool:
+        """Add one batch's counts to a minute, once per batch fingerprint."""
+        ...
+
+    def get(self, email_device_key: str) -> AccessObservation | None: ...
+
+    def all_rows(self) -> list[AccessObservation]:
+        """Every row, newest first."""
+        ...
+
+    def activity(self, minutes: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """minute -> (requests, blocks) for the minutes that have counters."""
+        ...
+
+
+class GatewayNodeStore(Protocol):
+    """Each gateway node's last reported state (gateway_nodes table)."""
+
+    def record_seen(self, seen: NodeSeen) -> None:
+        """Move the node's last_seen forward (never back)."""
+        ...
+
+    def record_keepalive(self, report: NodeReport) -> None:
+        """Store what a node reported in its keepalive (and move last_seen forward)."""
+        ...
+
+    def list_nodes(self, cluster_id: str) -> list[NodeReport]: ...
+
+
+class PayloadQueue(Protocol):
+    def send(self, bodies: Sequence[str]) -> None:
+        """Queue message bodies (each under the SQS size limit) on the payload queue."""
+        ...
+
+
+# --- The write side (helper C1): devices, policy entries, clusters, connections, ------
+# --- overrides, device events, the compliance queue and the push channel. -------------
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from lambdas.domain.access import ManualOverride
+    from lambdas.domain.compliance import CompliancePolicy, ComplianceResult, DeviceRecord
+    from lambdas.domain.mdm_events import CheckinEvent, EnrollmentEvent, UnenrollmentEvent
+    from lambdas.domain.records import ClusterRecord, Connection
+    from seg_contract import ClusterSettings, DeviceEntry, UserCredential
+
+
+class DeviceStore(Protocol):
+    """MDM device records (devices table) and the email-device -> MDM device links."""
+
+    def get(self, mdm_device_id: str) -> DeviceRecord | None:
+        """The record, read consistently (None when unknown)."""
+        ...
+
+    def apply_enrollment(self, event: EnrollmentEvent) -> bool:
+        """(Re-)enroll; return False when a newer event already shaped the record."""
+        ...
+
+    def apply_checkin(self, event: CheckinEvent) -> bool:
+        """Store posture; False when stale. ``NotFound`` for an unknown device."""
+        ...
+
+    def apply_unenrollment(self, event: UnenrollmentEvent) -> bool:
+        """Unenroll; False when stale. ``NotFound`` for an unknown device."""
+        ...
+
+    def set_compliance(
+        self, mdm_device_id: str, result: ComplianceResult, evaluated_at: datetime
+    ) -> None: ...
+
+    def forget_retired(self, mdm_device_id: str, keys: Sequence[str]) -> None:
+        """Drop retired entry keys once their BLOCK entries are written."""
+        ...
+
+    def find_by_email_device(self, user: str, device_id: str) -> str | None:
+        """The MDM device id that owns an email device (normalised user, device id)."""
+        ...
+
+    def iter_stale(self, cutoff: datetime) -> Iterator[DeviceRecord]:
+        """Enrolled devices whose check-in reference is before ``cutoff``."""
+        ...
+
+    def list_devices(
+        self, limit: int, cursor: str | None = None
+    ) -> tuple[list[DeviceRecord], str | None]:
+        """A page of MDM devices and the cursor of the next page."""
+        ...
+
+
+class PolicyEntryStore(Protocol):
+    """Per cluster: the latest versioned state of every device entry and credential."""
+
+    def put_device_entry(self, cluster_id: str, entry: DeviceEntry) -> bool:
+        """Write if newer than the stored entry (newest wins); return whether written."""
+        ...
+
+    def put_credential(self, cluster_id: str, credential: UserCredential) -> bool:
+        """Write if newer than the stored credential; return whether written."""
+        ...
+
+    def get_device_entry(
+        self, cluster_id: str, user: str, device_id: str
+    ) -> DeviceEntry | None: ...
+
+    def get_credential(self, cluster_id: str, user: str) -> UserCredential | None: ...
+
+    def list_all(self, cluster_id: str) -> tuple[list[DeviceEntry], list[UserCredential]]: ...
+
+    def list_since(
+        self, cluster_id: str, since_version: int
+    ) -> tuple[list[DeviceEntry], list[UserCredential]]:
+        """Everything written with a version greater than ``since_version``."""
+        ...
+
+
+class ClusterStore(Protocol):
+    """Cluster items (clusters table): version counter, settings, purge watermark; and
+    the tenant-wide compliance policy."""
+
+    def create_cluster(
+        self, cluster_id: str, name: str, created_at: datetime, public_key: str = ""
+    ) -> ClusterRecord:
+        """Create with default settings at version 0; ``Conflict`` if it exists."""
+        ...
+
+    def get_cluster(self, cluster_id: str) -> ClusterRecord | None: ...
+
+    def list_clusters(self) -> list[ClusterRecord]: ...
+
+    def next_version(self, cluster_id: str) -> int:
+        """Atomically take the cluster's next policy version. ``NotFound`` if none."""
+        ...
+
+    def put_settings(self, cluster_id: str, settings: ClusterSettings, version: int) -> bool:
+        """Store settings stamped with ``version`` if newer than the stored ones."""
+        ...
+
+    def set_public_key(self, cluster_id: str, public_key: str) -> None: ...
+
+    def get_compliance_policy(self) -> CompliancePolicy: ...
+
+    def put_compliance_policy(self, policy: CompliancePolicy, updated_at: datetime) -> None: ...
+
+
+class ConnectionStore(Protocol):
+    """Open WebSocket connections of gateway nodes (connections table)."""
+
+    def put(self, connection: Connection) -> None: ...
+
+    def get(self, connection_id: str) -> Connection | None: ...
+
+    def delete(self, connection_id: str) -> None: ...
+
+    def list_for_cluster(self, cluster_id: str) -> list[Connection]: ...
+
+
+class ConnectionPoster(Protocol):
+    """The API Gateway Management API: push bytes to, or close, one connection."""
+
+    def post(self, connection_id: str, data: bytes) -> None:
+        """Raises ``ConnectionGone`` or ``PushFailed`` (lambdas.domain.errors)."""
+        ...
+
+    def disconnect(self, connection_id: str) -> None:
+        """Close the connection; a connection already gone is not an error."""
+        ...
+
+
+class ManualOverrideStore(Protocol):
+    def get(self, user: str, device_id: str) -> ManualOverride | None:
+        """The stored override or its CLEAR tombstone (None when never set)."""
+        ...
+
+    def put(self, override: ManualOverride) -> bool:
+        """Store unless a newer request is stored already; return whether stored."""
+        ...
+
+    def list_page(
+        self, limit: int, cursor: str | None = None
+    ) -> tuple[list[ManualOverride], str | None]:
+        """A page of stored overrides (tombstones included) and the next cursor."""
+        ...
+
+
+class DeviceEventLog(Protocol):
+    """Device Services events received (device_events table): idempotency and audit."""
+
+    def exists(self, event_id: str) -> bool: ...
+
+    def record(self, event_id: str, body: str, received_at: datetime) -> bool:
+        """Record once; False when the event id was recorded already."""
+        ...
+
+
+class ComplianceQueue(Protocol):
+    def send(self, body: str, group_id: str, dedup_id: str) -> None:
+        """Queue one message on the compliance FIFO queue."""
+        ...

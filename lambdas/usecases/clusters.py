@@ -1,0 +1,169 @@
+"""Gateway clusters from the console: register (the credential is shown once), rotate
+and revoke credentials, set the sealing public key, and read a cluster with its nodes.
+
+Rotation issues a new key and leaves the old ones valid, so an admin can roll the new
+credential onto every node before revoking the old key (no outage). Revoking a key
+tells the nodes connected with it (``revoked`` push) and closes their connections; their
+next ``$connect`` or API call is refused (403).
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from lambdas.domain.records import ClusterRecord
+from lambdas.ports import (
+    ClusterCredentialStore,
+    ClusterStore,
+    ConnectionPoster,
+    ConnectionStore,
+    GatewayNodeStore,
+)
+from lambdas.usecases.errors import InvalidInput, NotFound
+from lambdas.usecases.gateway_auth import IssuedCredential, StoredCredential, issue_credential
+from lambdas.usecases.gateway_nodes import NodeReport
+from lambdas.usecases.push import disconnect_all, publish
+from seg_contract import PushRevoked
+from seg_contract.crypto import public_key_is_valid
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    report: NodeReport
+    connected: bool
+
+
+@dataclass(frozen=True)
+class ClusterDetail:
+    cluster: ClusterRecord
+    nodes: list[NodeStatus]
+    credentials: list[StoredCredential]
+
+
+def new_cluster_id() -> str:
+    return "c-" + secrets.token_hex(5)
+
+
+def validate_public_key(public_key: str) -> str:
+    """A base64 X25519 public key (32 bytes), as gateways generate it
+    (``seg_contract.crypto.generate_cluster_keypair``)."""
+    key = public_key.strip()
+    if not public_key_is_valid(key):
+        raise InvalidInput("public_key must be a base64 32-byte X25519 public key")
+    return key
+
+
+def _require(clusters: ClusterStore, cluster_id: str) -> ClusterRecord:
+    cluster = clusters.get_cluster(cluster_id)
+    if cluster is None:
+        raise NotFound(f"cluster {cluster_id} not found")
+    return cluster
+
+
+def _store(credentials: ClusterCredentialStore, issued: IssuedCredential, now: datetime) -> None:
+    credentials.add_credential(
+        StoredCredential(
+            cluster_id=issued.cluster_id,
+            key_id=issued.key_id,
+            secret_sha256=issued.secret_sha256,
+            created_at=now,
+        )
+    )
+
+
+def register_cluster(
+    name: str,
+    public_key: str | None,
+    *,
+    clusters: ClusterStore,
+    credentials: ClusterCredentialStore,
+    now: datetime,
+) -> tuple[ClusterRecord, IssuedCredential]:
+    key = validate_public_key(public_key) if public_key else ""
+    cluster = clusters.create_cluster(new_cluster_id(), name.strip(), now, public_key=key)
+    issued = issue_credential(cluster.cluster_id)
+    _store(credentials, issued, now)
+    return cluster, issued
+
+
+def rotate_credential(
+    cluster_id: str,
+    *,
+    clusters: ClusterStore,
+    credentials: ClusterCredentialStore,
+    now: datetime,
+) -> IssuedCredential:
+    _require(clusters, cluster_id)
+    issued = issue_credential(cluster_id)
+    _store(credentials, issued, now)
+    return issued
+
+
+def revoke_credentials(
+    cluster_id: str,
+    key_id: str | None,
+    *,
+    clusters: ClusterStore,
+    credentials: ClusterCredentialStore,
+    connections: ConnectionStore,
+    poster: ConnectionPoster | None,
+    now: datetime,
+) -> tuple[list[str], int]:
+    """Revoke one key (or all); push ``revoked`` to, and disconnect, the nodes that used
+    it. Returns (key ids revoked now, connections closed)."""
+    _require(clusters, cluster_id)
+    known = {c.key_id for c in credentials.list_credentials(cluster_id)}
+    if key_id is not None and key_id not in known:
+        raise NotFound(f"cluster {cluster_id} has no credential {key_id}")
+    revoked = credentials.revoke_credentials(cluster_id, now, key_id)
+    closed = 0
+    if poster is not None:
+        for revoked_key in revoked:
+            publish(
+                cluster_id,
+                PushRevoked(cluster_id=cluster_id),
+                connections=connections,
+                poster=poster,
+                key_id=revoked_key,
+            )
+            closed += disconnect_all(
+                cluster_id, connections=connections, poster=poster, key_id=revoked_key
+            )
+    return revoked, closed
+
+
+def set_public_key(cluster_id: str, public_key: str, *, clusters: ClusterStore) -> str:
+    _require(clusters, cluster_id)
+    key = validate_public_key(public_key)
+    clusters.set_public_key(cluster_id, key)
+    return key
+
+
+def cluster_detail(
+    cluster_id: str,
+    *,
+    clusters: ClusterStore,
+    credentials: ClusterCredentialStore,
+    nodes: GatewayNodeStore,
+    connections: ConnectionStore,
+) -> ClusterDetail:
+    cluster = _require(clusters, cluster_id)
+    return ClusterDetail(
+        cluster=cluster,
+        nodes=node_statuses(cluster_id, nodes=nodes, connections=connections),
+        credentials=list(credentials.list_credentials(cluster_id)),
+    )
+
+
+def node_statuses(
+    cluster_id: str, *, nodes: GatewayNodeStore, connections: ConnectionStore
+) -> list[NodeStatus]:
+    """Every node the cluster has heard of, and whether it has an open connection (a
+    node connected but not yet reporting is listed too)."""
+    connected = {c.node_id for c in connections.list_for_cluster(cluster_id)}
+    reports = {r.node_id: r for r in nodes.list_nodes(cluster_id)}
+    for node_id in connected - reports.keys():
+        reports[node_id] = NodeReport(cluster_id=cluster_id, node_id=node_id, last_seen="")
+    return [NodeStatus(reports[n], n in connected) for n in sorted(reports)]

@@ -1,0 +1,127 @@
+"""The gateway's WebSocket connection: connect (authenticate, record), keepalive
+(record the node's state, answer with the cluster's version), disconnect (forget).
+
+A node only ever receives its own cluster's pushes because the connection is recorded
+under the cluster its credential names, and pushes are fanned out by cluster."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from datetime import datetime
+
+from pydantic import ValidationError
+
+from lambdas.domain.errors import ConnectionGone, PushFailed
+from lambdas.domain.records import Connection
+from lambdas.ports import ClusterStore, ConnectionPoster, ConnectionStore, GatewayNodeStore
+from lambdas.usecases.errors import Forbidden, InvalidInput
+from lambdas.usecases.gateway_auth import GatewayPrincipal
+from lambdas.usecases.gateway_nodes import record_keepalive
+from seg_contract import GatewayKeepalive, PushPong
+from seg_contract.models import GATEWAY_MESSAGE
+
+logger = logging.getLogger(__name__)
+
+_NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+def validate_node_id(node_id: str | None) -> str:
+    if not node_id:
+        raise InvalidInput("missing node id (header X-SEG-Node-Id or query node_id)")
+    if not _NODE_ID.match(node_id):
+        raise InvalidInput(
+            "node id must be 1-128 characters: letters, digits, '.', '_', ':' or '-'"
+        )
+    return node_id
+
+
+def connect(
+    token: str,
+    node_id: str | None,
+    connection_id: str,
+    *,
+    authenticate: Callable[[str], GatewayPrincipal],
+    connections: ConnectionStore,
+    now: datetime,
+) -> Connection:
+    """Authenticate the node's credential and record its connection. Raises
+    ``Unauthenticated`` / ``Forbidden`` (from ``authenticate``) and ``InvalidInput``."""
+    principal = authenticate(token)
+    node = validate_node_id(node_id)
+    connection = Connection(
+        connection_id=connection_id,
+        cluster_id=principal.cluster_id,
+        node_id=node,
+        key_id=principal.key_id,
+        connected_at=now,
+    )
+    connections.put(connection)
+    logger.info(
+        "gateway connected: cluster=%s node=%s key=%s connection=%s",
+        connection.cluster_id,
+        node,
+        principal.key_id,
+        connection_id,
+    )
+    return connection
+
+
+def disconnect(connection_id: str, *, connections: ConnectionStore) -> Connection | None:
+    """Forget a closed connection (idempotent); return what it was, if known."""
+    connection = connections.get(connection_id)
+    connections.delete(connection_id)
+    return connection
+
+
+def parse_keepalive(body: str | None) -> GatewayKeepalive:
+    if not body:
+        raise InvalidInput("empty message: expected a keepalive")
+    try:
+        return GATEWAY_MESSAGE.validate_json(body)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise InvalidInput(f"invalid gateway message: {problems}") from exc
+
+
+def keepalive(
+    connection_id: str,
+    body: str | None,
+    *,
+    connections: ConnectionStore,
+    nodes: GatewayNodeStore,
+    clusters: ClusterStore,
+    poster: ConnectionPoster,
+    now: datetime,
+) -> PushPong:
+    """Record the node's reported state and answer with the cluster's version.
+    Raises ``Forbidden`` (connection unknown: closed, expired or revoked) and
+    ``InvalidInput`` (not a keepalive, or another node's id)."""
+    connection = connections.get(connection_id)
+    if connection is None:
+        raise Forbidden("unknown connection: reconnect")
+    message = parse_keepalive(body)
+    if message.node_id != connection.node_id:
+        raise InvalidInput(
+            f"keepalive names node {message.node_id!r} but this connection is "
+            f"node {connection.node_id!r}"
+        )
+    record_keepalive(nodes, connection.cluster_id, message, now)
+    cluster = clusters.get_cluster(connection.cluster_id)
+    if cluster is None:
+        raise Forbidden("the connection's cluster no longer exists")
+    pong = PushPong(
+        cluster_id=connection.cluster_id,
+        version=max(cluster.policy_version, cluster.settings_version),
+        server_time=now,
+    )
+    try:
+        poster.post(connection_id, pong.model_dump_json().encode("utf-8"))
+    except ConnectionGone:
+        connections.delete(connection_id)
+    except PushFailed as exc:
+        logger.warning("pong failed: connection=%s error=%s", connection_id, exc)
+    return pong

@@ -1,0 +1,152 @@
+"""Credential substitution (the seed's Google Apps PW1 -> PW2), set from the console.
+
+- The upstream password (PW2) is sealed at intake to the cluster's X25519 public key
+  (``seg_contract.crypto.seal``): the control plane never stores, returns or logs it in
+  the clear, and cannot open what it stored; only the cluster's gateways can.
+- A device password (PW1) is generated here, returned to the admin once, and stored only
+  as an scrypt hash; a user may hold several (one per device), newest last.
+- Every change is a ``UserCredential`` entry under the cluster's next policy version,
+  pushed to every node (``policy_changes.change_credential``). Removing substitution
+  writes a disabled, empty entry, so nodes that apply it forget the secrets.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+
+from lambdas.domain.records import ClusterRecord
+from lambdas.ports import ClusterStore, ConnectionPoster, ConnectionStore, PolicyEntryStore
+from lambdas.usecases.errors import Conflict, InvalidInput, NotFound
+from lambdas.usecases.policy_changes import change_credential
+from seg_contract import UserCredential, normalize_user
+from seg_contract.crypto import PasswordHashError, SealError, hash_device_password, seal
+
+MAX_DEVICE_PASSWORDS = 50  # UserCredential.pw1_hashes' bound
+# Device passwords are typed on phones: lower-case letters and digits without look-alikes
+# (no 0/o, 1/l/i), 4 groups of 5 = 20 symbols of 5 bits = 100 bits.
+_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
+_GROUPS, _GROUP_LEN = 4, 5
+
+
+def new_device_password() -> str:
+    groups = ("".join(secrets.choice(_ALPHABET) for _ in range(_GROUP_LEN)) for _ in range(_GROUPS))
+    return "-".join(groups)
+
+
+def _user(raw: str) -> str:
+    user = normalize_user(raw)
+    if not user:
+        raise InvalidInput("user must not be empty")
+    return user
+
+
+def _cluster(clusters: ClusterStore, cluster_id: str) -> ClusterRecord:
+    cluster = clusters.get_cluster(cluster_id)
+    if cluster is None:
+        raise NotFound(f"cluster {cluster_id} not found")
+    return cluster
+
+
+def set_upstream_password(
+    cluster_id: str,
+    user: str,
+    upstream_password: str,
+    *,
+    clusters: ClusterStore,
+    entries: PolicyEntryStore,
+    connections: ConnectionStore,
+    poster: ConnectionPoster,
+    now: datetime,
+) -> UserCredential:
+    name = _user(user)
+    cluster = _cluster(clusters, cluster_id)
+    if not cluster.public_key:
+        raise Conflict(
+            f"cluster {cluster_id} has no public key to seal with; "
+            "set it with PUT /console/v1/clusters/{id}/public-key first"
+        )
+    try:
+        sealed = seal(upstream_password, cluster.public_key)
+    except SealError as exc:
+        raise InvalidInput(str(exc)) from exc
+    held = entries.get_credential(cluster_id, name)
+    hashes = held.pw1_hashes if held is not None and held.enabled else ()
+    return change_credential(
+        cluster_id,
+        name,
+        enabled=True,
+        pw1_hashes=hashes,
+        sealed_pw2=sealed,
+        clusters=clusters,
+        entries=entries,
+        connections=connections,
+        poster=poster,
+        now=now,
+    )
+
+
+def issue_device_password(
+    cluster_id: str,
+    user: str,
+    *,
+    clusters: ClusterStore,
+    entries: PolicyEntryStore,
+    connections: ConnectionStore,
+    poster: ConnectionPoster,
+    now: datetime,
+) -> str:
+    """Generate a PW1, store its hash, and return it (the only time it is readable)."""
+    name = _user(user)
+    _cluster(clusters, cluster_id)
+    held = entries.get_credential(cluster_id, name)
+    if held is None or not held.enabled or not held.sealed_pw2:
+        raise Conflict(f"set {name}'s upstream password before issuing a device password")
+    password = new_device_password()
+    try:
+        hashed = hash_device_password(password)
+    except PasswordHashError as exc:  # only if the defaults were broken
+        raise InvalidInput(str(exc)) from exc
+    hashes = (*held.pw1_hashes, hashed)[-MAX_DEVICE_PASSWORDS:]
+    change_credential(
+        cluster_id,
+        name,
+        enabled=True,
+        pw1_hashes=hashes,
+        sealed_pw2=held.sealed_pw2,
+        clusters=clusters,
+        entries=entries,
+        connections=connections,
+        poster=poster,
+        now=now,
+    )
+    return password
+
+
+def remove_substitution(
+    cluster_id: str,
+    user: str,
+    *,
+    clusters: ClusterStore,
+    entries: PolicyEntryStore,
+    connections: ConnectionStore,
+    poster: ConnectionPoster,
+    now: datetime,
+) -> UserCredential:
+    name = _user(user)
+    _cluster(clusters, cluster_id)
+    held = entries.get_credential(cluster_id, name)
+    if held is None or not held.enabled:
+        raise NotFound(f"no credential substitution for {name} in cluster {cluster_id}")
+    return change_credential(
+        cluster_id,
+        name,
+        enabled=False,
+        pw1_hashes=(),
+        sealed_pw2="",
+        clusters=clusters,
+        entries=entries,
+        connections=connections,
+        poster=poster,
+        now=now,
+    )

@@ -1,0 +1,68 @@
+"""Cluster-wide policy changes made from the console, each stamped with the cluster's
+next policy version and pushed to every node: settings, and a user's credential
+substitution entry (what ``UserCredential`` carries; its hashing and sealing are the
+API side's business)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from lambdas.ports import ClusterStore, ConnectionPoster, ConnectionStore, PolicyEntryStore
+from lambdas.usecases.errors import NotFound
+from lambdas.usecases.push import PushReport, publish
+from seg_contract import (
+    ClusterSettings,
+    PushCredentialUpdate,
+    PushSettingsUpdate,
+    UserCredential,
+    normalize_user,
+)
+
+
+def change_settings(
+    cluster_id: str,
+    settings: ClusterSettings,
+    *,
+    clusters: ClusterStore,
+    connections: ConnectionStore,
+    poster: ConnectionPoster,
+) -> tuple[int, PushReport]:
+    """Store new settings under the next version and push them; return the version."""
+    if clusters.get_cluster(cluster_id) is None:
+        raise NotFound(f"cluster {cluster_id} not found")
+    version = clusters.next_version(cluster_id)
+    clusters.put_settings(cluster_id, settings, version)
+    push = PushSettingsUpdate(cluster_id=cluster_id, version=version, settings=settings)
+    return version, publish(cluster_id, push, connections=connections, poster=poster)
+
+
+def change_credential(
+    cluster_id: str,
+    user: str,
+    *,
+    enabled: bool,
+    pw1_hashes: Sequence[str],
+    sealed_pw2: str,
+    clusters: ClusterStore,
+    entries: PolicyEntryStore,
+    connections: ConnectionStore,
+    poster: ConnectionPoster,
+    now: datetime,
+) -> UserCredential:
+    """Store a user's substitution entry under the next version and push it."""
+    if clusters.get_cluster(cluster_id) is None:
+        raise NotFound(f"cluster {cluster_id} not found")
+    version = clusters.next_version(cluster_id)
+    credential = UserCredential(
+        user=normalize_user(user),
+        enabled=enabled,
+        pw1_hashes=tuple(pw1_hashes),
+        sealed_pw2=sealed_pw2,
+        version=version,
+        updated_at=now,
+    )
+    if entries.put_credential(cluster_id, credential):
+        push = PushCredentialUpdate(cluster_id=cluster_id, version=version, credential=credential)
+        publish(cluster_id, push, connections=connections, poster=poster)
+    return credential

@@ -1,0 +1,186 @@
+"""``seg-gateway``: run a gateway node and its small helper commands.
+
+    seg-gateway run [--config FILE] [--policy-file FILE]
+    seg-gateway check-config [--config FILE] [--policy-file FILE]
+    seg-gateway make-cert --cert PATH --key PATH [--host NAME ...] [--days N]
+    seg-gateway keygen --private-key PATH [--public-key PATH]
+
+Exit codes: 0 success (also after a graceful SIGTERM/SIGINT), 2 unusable configuration
+or arguments (every problem printed on stderr), 1 any other start-up failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import ipaddress
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from onprem_gateway.config import ConfigError, GatewayConfig, load_config
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="seg-gateway", description="Secure Email Gateway node (Exchange ActiveSync)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in (
+        ("run", "run the gateway node"),
+        ("check-config", "check the configuration and print it (secrets redacted)"),
+    ):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("--config", type=Path, help="TOML configuration file")
+        cmd.add_argument("--policy-file", type=Path, help="start from this PolicySnapshot JSON")
+    cert = sub.add_parser("make-cert", help="write a self-signed TLS pair for development")
+    cert.add_argument("--cert", type=Path, required=True)
+    cert.add_argument("--key", type=Path, required=True)
+    cert.add_argument("--host", action="append", help="DNS name or IP (repeatable)")
+    cert.add_argument("--days", type=int, default=365)
+    keygen = sub.add_parser("keygen", help="write a cluster X25519 keypair (substitution)")
+    keygen.add_argument("--private-key", type=Path, required=True)
+    keygen.add_argument("--public-key", type=Path)
+    return parser
+
+
+def _load(args: argparse.Namespace) -> GatewayConfig:
+    return load_config(config_file=args.config, overrides={"policy_file": args.policy_file})
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> int:
+    print(f"seg-gateway: {message}", file=sys.stderr)
+    return code
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _load(args)
+    print(json.dumps(config.describe(), indent=2, sort_keys=True))
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from onprem_gateway.agent.node import Node  # noqa: PLC0415 (keep `--help` light)
+    from onprem_gateway.agent.persist import PolicyFileError  # noqa: PLC0415
+
+    config = _load(args)
+    logging.basicConfig(
+        level=config.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        node = Node(config)
+    except PolicyFileError as exc:
+        return _fail(str(exc))
+    except OSError as exc:
+        return _fail(f"cannot prepare state directory {config.state_dir}: {exc}", EXIT_FAILURE)
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            return await node.run(stop)
+        except OSError as exc:
+            logging.getLogger("onprem_gateway").error("start-up failed: %s", exc)
+            return EXIT_FAILURE
+
+    try:
+        import uvloop  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - uvloop is in the gateway extra
+        return asyncio.run(main())
+    return uvloop.run(main())
+
+
+def cmd_make_cert(args: argparse.Namespace) -> int:
+    from cryptography import x509  # noqa: PLC0415
+    from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+    from cryptography.x509.oid import NameOID  # noqa: PLC0415
+
+    if not 1 <= args.days <= 3650:
+        return _fail("--days must be between 1 and 3650")
+    hosts = args.host or ["localhost", "127.0.0.1"]
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=args.days))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    _write_secret(
+        args.key,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+    args.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    print(f"wrote {args.cert} and {args.key} (hosts: {', '.join(hosts)}; {args.days} days)")
+    return EXIT_OK
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from seg_contract.crypto import generate_cluster_keypair  # noqa: PLC0415
+
+    if args.private_key.exists():
+        return _fail(f"{args.private_key} exists; refusing to overwrite a cluster key")
+    private_b64, public_b64 = generate_cluster_keypair()
+    _write_secret(args.private_key, private_b64.encode() + b"\n")
+    if args.public_key is not None:
+        args.public_key.write_text(public_b64 + "\n")
+    # The public key goes to the console (PUT /console/v1/clusters/{id}/public-key).
+    print(public_b64)
+    return EXIT_OK
+
+
+def _write_secret(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "check-config": cmd_check_config,
+    "make-cert": cmd_make_cert,
+    "keygen": cmd_keygen,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as exc:
+        print(f"seg-gateway: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        return _fail(f"{exc.filename or ''}: {exc.strerror or exc}", EXIT_FAILURE)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

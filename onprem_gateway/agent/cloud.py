@@ -1,0 +1,151 @@
+"""HTTP client of the control plane's gateway routes (API.md, "Gateways").
+
+Every call carries the cluster credential and the node id; failures come back as one of
+two typed errors so callers never see httpx: ``CredentialRejected`` (401/403: retrying
+will not help) and ``ControlPlaneUnavailable`` (network, timeout, 5xx, 429, or an answer
+that does not parse: retry later). Never on the request path.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import httpx
+from pydantic import ValidationError
+
+from seg_contract import PolicyDelta, PolicySnapshot
+
+log = logging.getLogger(__name__)
+
+POLICY_PATH = "/gateway/v1/policy"
+DELTA_PATH = "/gateway/v1/policy/delta"
+EVENTS_PATH = "/gateway/v1/access-events"
+# A snapshot of 100,000 devices is ~40 MB of JSON; refuse anything far beyond that.
+MAX_POLICY_BYTES = 256 * 1024 * 1024
+
+
+class ControlPlaneUnavailable(Exception):
+    """The control plane could not answer usefully now; try again later."""
+
+
+class CredentialRejected(Exception):
+    """401/403: the cluster credential is unknown, revoked or not allowed here."""
+
+
+class SendResult(StrEnum):
+    DELIVERED = "delivered"
+    REJECTED = "rejected"  # the control plane refuses this batch for good (4xx): drop it
+    FAILED = "failed"  # try again later
+
+
+@dataclass(frozen=True)
+class SnapshotAnswer:
+    snapshot: PolicySnapshot | None  # None: not modified (304)
+
+
+def ssl_context(ca_bundle: Path | None) -> ssl.SSLContext:
+    if ca_bundle is None:
+        return ssl.create_default_context()
+    return ssl.create_default_context(cafile=str(ca_bundle))
+
+
+class ControlPlaneClient:
+    def __init__(
+        self,
+        api_url: str,
+        credential: str,
+        node_id: str,
+        *,
+        timeout_s: float = 10.0,
+        ca_bundle: Path | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._client = httpx.AsyncClient(
+            base_url=api_url.rstrip("/"),
+            headers={
+                "Authorization": f"Bearer {credential}",
+                "X-SEG-Node-Id": node_id,
+                "User-Agent": "seg-gateway",
+            },
+            timeout=httpx.Timeout(timeout_s),
+            verify=ssl_context(ca_bundle) if api_url.startswith("https") else True,
+            transport=transport,
+            trust_env=False,  # never route control-plane calls through a stray proxy env
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _get(self, path: str, **kwargs: object) -> httpx.Response:
+        try:
+            response = await self._client.get(path, **kwargs)  # type: ignore[arg-type]
+        except httpx.HTTPError as exc:
+            raise ControlPlaneUnavailable(f"GET {path}: {type(exc).__name__}: {exc}") from None
+        _raise_for_auth(response, path)
+        return response
+
+    async def fetch_snapshot(self, etag: str | None = None) -> SnapshotAnswer:
+        headers = {"If-None-Match": etag} if etag else {}
+        response = await self._get(POLICY_PATH, headers=headers)
+        if response.status_code == 304:
+            return SnapshotAnswer(None)
+        _expect(response, 200, POLICY_PATH)
+        if len(response.content) > MAX_POLICY_BYTES:
+            raise ControlPlaneUnavailable(f"GET {POLICY_PATH}: answer larger than allowed")
+        try:
+            return SnapshotAnswer(PolicySnapshot.model_validate_json(response.content))
+        except ValidationError as exc:
+            raise ControlPlaneUnavailable(
+                f"GET {POLICY_PATH}: not a PolicySnapshot ({exc.error_count()} errors)"
+            ) from None
+
+    async def fetch_delta(self, since: int) -> PolicyDelta | None:
+        """The delta since ``since``; None when it is gone (410: take the snapshot)."""
+        response = await self._get(DELTA_PATH, params={"since": str(since)})
+        if response.status_code == 410:
+            return None
+        _expect(response, 200, DELTA_PATH)
+        try:
+            return PolicyDelta.model_validate_json(response.content)
+        except ValidationError as exc:
+            raise ControlPlaneUnavailable(
+                f"GET {DELTA_PATH}: not a PolicyDelta ({exc.error_count()} errors)"
+            ) from None
+
+    async def post_events(self, batch_json: bytes) -> SendResult:
+        """POST one ``AccessEventBatch`` (already serialised)."""
+        try:
+            response = await self._client.post(
+                EVENTS_PATH, content=batch_json, headers={"Content-Type": "application/json"}
+            )
+        except httpx.HTTPError as exc:
+            log.info("access events not delivered: %s", type(exc).__name__)
+            return SendResult.FAILED
+        status = response.status_code
+        if 200 <= status < 300:
+            return SendResult.DELIVERED
+        if status in (401, 403, 408, 429) or status >= 500:
+            log.info("access events not delivered: HTTP %d", status)
+            return SendResult.FAILED
+        log.error(
+            "control plane refused an access-event batch for good: HTTP %d %s",
+            status,
+            response.text[:300],
+        )
+        return SendResult.REJECTED
+
+
+def _raise_for_auth(response: httpx.Response, path: str) -> None:
+    if response.status_code in (401, 403):
+        raise CredentialRejected(f"{path}: HTTP {response.status_code}")
+
+
+def _expect(response: httpx.Response, status: int, path: str) -> None:
+    if response.status_code != status:
+        raise ControlPlaneUnavailable(
+            f"{path}: HTTP {response.status_code} {response.text[:200]!r}"
+        )

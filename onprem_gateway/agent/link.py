@@ -1,0 +1,417 @@
+"""The control-plane link: policy fetches and the push WebSocket (asyncio; never on the
+request path).
+
+``PolicySync`` fetches the full snapshot (ETag-aware: ``If-None-Match`` names the applied
+version, so an up-to-date node gets a 304) and deltas (410 -> full snapshot), one at a
+time. ``ControlPlaneLink`` runs two tasks:
+
+- the refresh loop: a full fetch at start (retried with backoff until it succeeds), then
+  one every Rules Refresh Interval (the cluster's ``refresh_interval_s``, or the node's
+  override);
+- the WebSocket loop: it feeds socket outcomes, timers and messages as events into the
+  pure ``Lifecycle`` and executes the commands it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+from pydantic import ValidationError
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from onprem_gateway.agent.cloud import (
+    ControlPlaneClient,
+    ControlPlaneUnavailable,
+    CredentialRejected,
+    ssl_context,
+)
+from onprem_gateway.agent.lifecycle import (
+    Command,
+    ConnectionClock,
+    Event,
+    Lifecycle,
+    State,
+    classify_connect_status,
+)
+from onprem_gateway.agent.policy_store import PolicyStore
+from onprem_gateway.core.policy_index import PolicyMismatchError
+from seg_contract import GatewayKeepalive, PushPong, PushResync, PushRevoked
+from seg_contract.models import PUSH_MESSAGE
+
+log = logging.getLogger(__name__)
+
+# API Gateway caps a WebSocket message at 128 KB; a push is far smaller.
+MAX_PUSH_BYTES = 256 * 1024
+
+
+@dataclass
+class LinkStatus:
+    """What health, metrics and keepalives report about the link."""
+
+    state: State = State.IDLE
+    fatal_reason: str = ""
+    connected_since: float | None = None  # epoch seconds
+    last_contact: float | None = None  # epoch seconds of the last good answer
+    last_error: str = ""
+    connects: int = 0
+    snapshots: int = 0
+    not_modified: int = 0
+    deltas: int = 0
+    pushes: int = 0
+    fetch_failures: int = 0
+    counters: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def fatal(self) -> bool:
+        return bool(self.fatal_reason)
+
+
+class PolicySync:
+    """Snapshot and delta fetches into the store, serialised by one lock."""
+
+    def __init__(
+        self,
+        client: ControlPlaneClient,
+        store: PolicyStore,
+        status: LinkStatus,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._client = client
+        self._store = store
+        self._status = status
+        self._clock = clock
+        self._lock = asyncio.Lock()
+
+    async def full(self) -> bool:
+        async with self._lock:
+            return await self._guarded(self._full_locked)
+
+    async def delta(self) -> bool:
+        async with self._lock:
+            return await self._guarded(self._delta_locked)
+
+    async def _guarded(self, fetch: Callable[[], object]) -> bool:
+        try:
+            await fetch()  # type: ignore[misc]
+        except CredentialRejected as exc:
+            self._status.fatal_reason = f"credential rejected by the control plane ({exc})"
+            log.error("%s", self._status.fatal_reason)
+            return False
+        except ControlPlaneUnavailable as exc:
+            self._status.fetch_failures += 1
+            self._status.last_error = str(exc)
+            log.warning("policy fetch failed: %s", exc)
+            return False
+        self._status.last_contact = self._clock()
+        return True
+
+    async def _full_locked(self) -> None:
+        index = self._store.current()
+        etag = f'"{index.cluster_id}-{index.version}"' if index.loaded else None
+        answer = await self._client.fetch_snapshot(etag)
+        now = self._clock()
+        if answer.snapshot is None:
+            self._status.not_modified += 1
+            self._store.confirm(now)
+            return
+        self._status.snapshots += 1
+        self._store.apply_snapshot(answer.snapshot, now)
+        log.info(
+            "policy snapshot applied: cluster %s version %d, %d devices",
+            answer.snapshot.cluster_id,
+            answer.snapshot.version,
+            len(answer.snapshot.devices),
+        )
+
+    async def _delta_locked(self) -> None:
+        index = self._store.current()
+        if not index.loaded:
+            await self._full_locked()
+            return
+        delta = await self._client.fetch_delta(index.version)
+        if delta is None:
+            log.info("delta since %d is gone (410); fetching the snapshot", index.version)
+            await self._full_locked()
+            return
+        try:
+            self._store.apply_delta(delta, self._clock())
+        except PolicyMismatchError as exc:
+            log.warning("delta not applicable (%s); fetching the snapshot", exc)
+            await self._full_locked()
+            return
+        self._status.deltas += 1
+        log.info("policy delta %d..%d applied", delta.since_version, delta.version)
+
+
+@dataclass(frozen=True)
+class LinkSettings:
+    ws_url: str
+    credential: str
+    node_id: str
+    keepalive_interval_s: float
+    reconnect_after_s: float
+    open_timeout_s: float
+    refresh_interval_override_s: float | None
+    ca_bundle: Path | None
+    gateway_version: str = ""
+
+
+class ControlPlaneLink:
+    def __init__(
+        self,
+        settings: LinkSettings,
+        sync: PolicySync,
+        store: PolicyStore,
+        status: LinkStatus,
+        *,
+        backoff: Callable[[], Iterator[float]],
+        spool_depth: Callable[[], int],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._sync = sync
+        self._store = store
+        self.status = status
+        self._backoff = backoff
+        self._spool_depth = spool_depth
+        self._clock = clock
+        self.lifecycle = Lifecycle()
+        self._ws: ClientConnection | None = None
+        self._delays: Iterator[float] = backoff()
+        self._conn_clock: ConnectionClock | None = None
+        self._delta_task: asyncio.Task[None] | None = None
+        self._delta_again = False
+        self._refresh_now = asyncio.Event()
+
+    # --- the two loops ----------------------------------------------------------------
+
+    async def run(self) -> None:
+        await asyncio.gather(self.run_refresh(), self.run_websocket())
+
+    async def run_refresh(self) -> None:
+        delays: Iterator[float] | None = None
+        while not self.status.fatal and not self.lifecycle.terminal:
+            ok = await self._sync.full()
+            if ok:
+                delays = None
+                wait = self._settings.refresh_interval_override_s or float(
+                    self._store.current().settings.refresh_interval_s
+                )
+            else:
+                delays = delays or self._backoff()
+                wait = next(delays)
+            if self.status.fatal:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._refresh_now.wait(), wait)
+            self._refresh_now.clear()
+        log.info("refresh loop ended: %s", self.status.fatal_reason or "stopped")
+
+    async def run_websocket(self) -> None:
+        commands = list(self._handle(Event.START))
+        try:
+            while True:
+                event = await self._execute(commands)
+                if event is None:
+                    if self.lifecycle.terminal:
+                        return
+                    event = await self._wait_connected()
+                commands = list(self._handle(event))
+        finally:
+            if not self.lifecycle.terminal:  # cancelled: a revoked link stays "revoked"
+                self._handle(Event.STOP)
+            await self._close()
+            if self._delta_task is not None:
+                self._delta_task.cancel()
+
+    # --- lifecycle plumbing ---------------------------------------------------------------
+
+    def _handle(self, event: Event) -> tuple[Command, ...]:
+        commands = self.lifecycle.handle(event)
+        self.status.state = self.lifecycle.state
+        return commands
+
+    async def _execute(self, commands: list[Command]) -> Event | None:
+        """Run the commands in order; the one that waits for an outcome returns it."""
+        outcome: Event | None = None
+        for command in commands:
+            if command is Command.CONNECT:
+                outcome = await self._connect()
+            elif command is Command.CLOSE:
+                await self._close()
+            elif command is Command.SLEEP_BACKOFF:
+                delay = next(self._delays)
+                log.info("control-plane WebSocket: reconnecting in %.1f s", delay)
+                await asyncio.sleep(delay)
+                outcome = Event.BACKOFF_ELAPSED
+            elif command is Command.RESET_BACKOFF:
+                self._delays = self._backoff()
+            elif command is Command.ARM_TIMERS:
+                now = time.monotonic()
+                self._conn_clock = ConnectionClock(
+                    now, now, self._settings.keepalive_interval_s, self._settings.reconnect_after_s
+                )
+            elif command is Command.SEND_KEEPALIVE:
+                await self._send_keepalive()
+            elif command is Command.FETCH_DELTA:
+                self.request_delta()
+            elif command is Command.REPORT_FATAL:
+                if not self.status.fatal_reason:
+                    self.status.fatal_reason = "credential revoked by the control plane"
+                log.error("control-plane link stopped: %s", self.status.fatal_reason)
+                self._refresh_now.set()  # let the refresh loop see it and end
+        return outcome
+
+    def _ws_url(self) -> str:
+        parts = urlsplit(self._settings.ws_url)
+        query = (
+            parts.query
+            + ("&" if parts.query else "")
+            + urlencode({"node_id": self._settings.node_id})
+        )
+        return urlunsplit(parts._replace(query=query))
+
+    async def _connect(self) -> Event:
+        url = self._ws_url()
+        kwargs: dict[str, object] = {}
+        if url.startswith("wss:"):
+            kwargs["ssl"] = ssl_context(self._settings.ca_bundle)
+        try:
+            self._ws = await connect(
+                url,
+                additional_headers={
+                    "Authorization": f"Bearer {self._settings.credential}",
+                    "X-SEG-Node-Id": self._settings.node_id,
+                },
+                user_agent_header="seg-gateway",
+                proxy=None,
+                open_timeout=self._settings.open_timeout_s,
+                # Liveness is our JSON keepalive + pong (API Gateway's idle timer counts
+                # only data frames), not WebSocket pings.
+                ping_interval=None,
+                max_size=MAX_PUSH_BYTES,
+                **kwargs,  # type: ignore[arg-type]
+            )
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            self.status.last_error = f"WebSocket handshake refused: HTTP {status}"
+            log.warning("control-plane WebSocket: handshake refused with HTTP %d", status)
+            event = classify_connect_status(status)
+            if event is Event.CONNECT_REJECTED:
+                self.status.fatal_reason = f"WebSocket handshake refused: HTTP {status}"
+            return event
+        except (OSError, TimeoutError, InvalidHandshake) as exc:
+            self.status.last_error = f"WebSocket connect failed: {type(exc).__name__}"
+            log.warning("control-plane WebSocket: connect failed (%s)", type(exc).__name__)
+            return Event.CONNECT_FAILED
+        self.status.connects += 1
+        self.status.connected_since = self._clock()
+        log.info("control-plane WebSocket connected (%s)", self._settings.ws_url)
+        return Event.CONNECTED
+
+    async def _close(self) -> None:
+        ws, self._ws = self._ws, None
+        self.status.connected_since = None
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(), 5)
+
+    async def _send_keepalive(self) -> None:
+        if self._ws is None or self._conn_clock is None:
+            return
+        index = self._store.current()
+        message = GatewayKeepalive(
+            node_id=self._settings.node_id,
+            policy_version=index.version,
+            policy_age_s=max(0.0, self._clock() - index.confirmed_at) if index.loaded else 0.0,
+            spool_depth=self._spool_depth(),
+            gateway_version=self._settings.gateway_version,
+        )
+        now = time.monotonic()
+        self._conn_clock = ConnectionClock(
+            self._conn_clock.connected_at,
+            now,
+            self._conn_clock.keepalive_interval_s,
+            self._conn_clock.reconnect_after_s,
+        )
+        with contextlib.suppress(ConnectionClosed):
+            await self._ws.send(message.model_dump_json())
+
+    async def _wait_connected(self) -> Event:
+        """While connected: the next message's event, a timer's, or LOST."""
+        assert self._ws is not None and self._conn_clock is not None
+        while True:
+            due_at, timer_event = self._conn_clock.next_due()
+            timeout = max(0.0, due_at - time.monotonic())
+            try:
+                raw = await asyncio.wait_for(self._ws.recv(), timeout)
+            except TimeoutError:
+                return timer_event
+            except ConnectionClosed:
+                log.warning("control-plane WebSocket closed; reconnecting")
+                return Event.LOST
+            event = self._on_message(raw)
+            if event is not None:
+                return event
+
+    def _on_message(self, raw: str | bytes) -> Event | None:  # noqa: PLR0911 (one per kind)
+        try:
+            msg = PUSH_MESSAGE.validate_json(raw)
+        except ValidationError as exc:
+            # A message we do not understand is logged and skipped: the next refresh or
+            # delta is the backstop, and dropping the connection would not help.
+            log.warning("ignoring an unknown push message (%d errors)", exc.error_count())
+            return None
+        self.status.pushes += 1
+        self.status.last_contact = self._clock()
+        if isinstance(msg, PushRevoked):
+            self.status.fatal_reason = "credential revoked by the control plane"
+            return Event.REVOKED_PUSH
+        if isinstance(msg, PushResync):
+            return Event.RESYNC
+        try:
+            if isinstance(msg, PushPong):
+                if msg.version > self._store.current().version:
+                    return Event.PONG_AHEAD
+                self._store.confirm(self._clock())
+                return None
+            result = self._store.apply_push(msg)
+        except PolicyMismatchError as exc:
+            log.warning("ignoring a push for another cluster (%s)", exc)
+            return None
+        log.info("push %s version %d applied (gap: %s)", msg.type, msg.version, result.gap)
+        return Event.PUSH_GAP if result.gap else None
+
+    # --- deltas, coalesced ----------------------------------------------------------------
+
+    def request_delta(self) -> None:
+        """Fetch a delta soon; requests while one runs coalesce into one more fetch."""
+        if self._delta_task is not None and not self._delta_task.done():
+            self._delta_again = True
+            return
+        self._delta_task = asyncio.create_task(self._run_deltas(), name="policy-delta")
+
+    async def _run_deltas(self) -> None:
+        attempts = 0
+        delays = self._backoff()
+        while True:
+            self._delta_again = False
+            ok = await self._sync.delta()
+            if self.status.fatal:
+                return
+            if not ok:
+                attempts += 1
+                if attempts >= 3:
+                    return  # the next pong, reconnect or interval refresh tries again
+                await asyncio.sleep(next(delays))
+                self._delta_again = True
+            if not self._delta_again:
+                return

@@ -1,0 +1,356 @@
+"""The composition root of one gateway node: wires the policy store, the control-plane
+link, the reporter, the EAS runner and the admin port, and runs them until stopped.
+
+Start order (each step works with the control plane down):
+
+1. the policy: ``--policy-file`` if given, else the persisted last-known-good (enforced
+   at once), else nothing (every request is blocked: fail closed); a damaged
+   last-known-good file is moved aside and reported in ``/readyz``, never trusted;
+2. the spool (events from before a restart are sent first) and the reporter;
+3. the EAS listener (in-process or worker processes), one upstream check, the admin
+   port, then ``<state_dir>/runtime.json`` (the bound ports, for tools);
+4. the control-plane link (snapshot fetch, WebSocket) in the background.
+
+Shutdown (SIGTERM/SIGINT): not ready at once (load balancers drain), stop accepting,
+let held requests finish up to ``shutdown_grace_s``, stop the link, deliver or spool
+the last events, write the policy, remove runtime.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import ssl
+import time
+from collections.abc import Coroutine
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+from urllib.parse import urlsplit
+
+from onprem_gateway.agent.admin import AdminServer, Response
+from onprem_gateway.agent.cloud import ControlPlaneClient, ssl_context
+from onprem_gateway.agent.diagnostics import DiagnosticsError, explain_device
+from onprem_gateway.agent.eas_runner import InProcessRunner, public_url
+from onprem_gateway.agent.link import ControlPlaneLink, LinkSettings, LinkStatus, PolicySync
+from onprem_gateway.agent.persist import PolicyFile, PolicyFileError, atomic_write, read_policy_file
+from onprem_gateway.agent.policy_store import PolicyPersister, PolicyStore
+from onprem_gateway.agent.reporter import EventBuffer, Reporter
+from onprem_gateway.agent.spool import Spool
+from onprem_gateway.agent.telemetry import CONTENT_TYPE, render
+from onprem_gateway.agent.workers import WorkerPool
+from onprem_gateway.config import GatewayConfig
+from onprem_gateway.core.backoff import backoff
+from onprem_gateway.core.freshness import Level, freshness
+from onprem_gateway.proxy.metrics import merge
+
+log = logging.getLogger(__name__)
+
+RUNTIME_FILE = "runtime.json"
+
+
+def gateway_version() -> str:
+    try:
+        return version("secure-email-gateway")
+    except PackageNotFoundError:
+        return "dev"
+
+
+class Node:
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.store = PolicyStore()
+        self.policy_source = "none"
+        self.policy_problem = ""
+        self.upstream_ok: bool | None = None
+        self.upstream_error = ""
+        self.shutting_down = False
+        self.task_failures: list[str] = []
+        self.started_at = time.time()
+        config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.policy_file = PolicyFile(config.state_dir)
+        self._load_initial_policy()
+        self.persister = PolicyPersister(self.store, self.policy_file)
+        self.client: ControlPlaneClient | None = None
+        self.link_status: LinkStatus | None = None
+        self.link: ControlPlaneLink | None = None
+        if config.connected:
+            self.client = ControlPlaneClient(
+                config.api_url,
+                config.credential,
+                config.node_id,
+                timeout_s=config.http_timeout_s,
+                ca_bundle=config.control_plane_ca_bundle,
+            )
+            self.link_status = LinkStatus()
+            self.link = ControlPlaneLink(
+                LinkSettings(
+                    ws_url=config.ws_url,
+                    credential=config.credential,
+                    node_id=config.node_id,
+                    keepalive_interval_s=config.keepalive_interval_s,
+                    reconnect_after_s=config.reconnect_after_s,
+                    open_timeout_s=config.http_timeout_s,
+                    refresh_interval_override_s=config.refresh_interval_s,
+                    ca_bundle=config.control_plane_ca_bundle,
+                    gateway_version=gateway_version(),
+                ),
+                PolicySync(self.client, self.store, self.link_status),
+                self.store,
+                self.link_status,
+                backoff=self._backoff,
+                spool_depth=lambda: self.reporter.spool_depth,
+            )
+        self.buffer = EventBuffer()
+        self.reporter = Reporter(
+            self.buffer,
+            Spool(config.state_dir / "spool", config.max_spool_bytes),
+            self.client,
+            node_id=config.node_id,
+            flush_interval_s=config.event_flush_interval_s,
+            retry_delays=self._backoff,
+        )
+        self.runner: InProcessRunner | WorkerPool = (
+            InProcessRunner(config, self.store, self.buffer)
+            if config.workers == 0
+            else WorkerPool(config, self.store, self.buffer, config.workers)
+        )
+        self.admin = AdminServer(
+            {
+                "/livez": self._livez,
+                "/readyz": self._readyz,
+                "/metrics": self._metrics,
+                "/diagnostics/decision": self._diagnostics,
+            }
+        )
+        self.listen_port = 0
+        self.admin_port = 0
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _backoff(self) -> Any:
+        initial = self.config.backoff_initial_s
+        return backoff(
+            initial_delay=initial,
+            min_delay=min(0.5, initial),
+            max_delay=max(initial, self.config.backoff_max_s),
+        )
+
+    # --- the policy at start ------------------------------------------------------------
+
+    def _load_initial_policy(self) -> None:
+        if self.config.policy_file is not None:
+            # An explicit file is the operator vouching for it now (air-gapped sites):
+            # its age counts from this start. A bad file stops the start (exit 2).
+            snapshot = read_policy_file(self.config.policy_file)
+            self.store.apply_snapshot(snapshot, time.time())
+            self.policy_source = f"policy file {self.config.policy_file}"
+        else:
+            try:
+                saved = self.policy_file.load()
+            except PolicyFileError as exc:
+                self.policy_problem = f"last-known-good policy refused: {exc}"
+                log.error("%s; starting WITHOUT a policy: every request is blocked", exc)
+                return
+            if saved is None:
+                log.warning("no policy yet: every request is blocked until one arrives")
+                return
+            self.store.apply_snapshot(saved.snapshot, saved.confirmed_at)
+            self.policy_source = "last-known-good"
+        index = self.store.current()
+        log.info(
+            "enforcing policy from %s: cluster %s version %d, %d devices",
+            self.policy_source,
+            index.cluster_id,
+            index.version,
+            index.device_count(),
+        )
+
+    # --- running ------------------------------------------------------------------------
+
+    def _spawn(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
+        async def guarded() -> None:
+            try:
+                await coro
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.task_failures.append(name)
+                log.exception("background task %s failed", name)
+
+        self._tasks.append(asyncio.create_task(guarded(), name=name))
+
+    async def start(self) -> None:
+        self.listen_port = await self.runner.start()
+        await self.check_upstream()
+        self.admin_port = await self.admin.start(self.config.admin_host, self.config.admin_port)
+        self._spawn("persister", self.persister.run())
+        self._spawn("reporter", self.reporter.run())
+        self._spawn("upstream-check", self._upstream_loop())
+        if self.link is not None:
+            self._spawn("control-plane-link", self.link.run())
+        self._write_runtime_file()
+        mode = f"workers: {self.config.workers}" if self.config.workers else "in-process"
+        log.info(
+            "gateway node %s up: EAS on %s:%d, admin on %s:%d, %s",
+            self.config.node_id,
+            self.config.listen_host,
+            self.listen_port,
+            self.config.admin_host,
+            self.admin_port,
+            mode,
+        )
+
+    async def run(self, stop: asyncio.Event) -> int:
+        try:
+            await self.start()
+        except BaseException:
+            # Whatever did start (worker processes, listeners) must not outlive us.
+            await self.shutdown()
+            raise
+        await stop.wait()
+        await self.shutdown()
+        return 0
+
+    async def shutdown(self) -> None:
+        grace = self.config.shutdown_grace_s
+        log.info("shutting down (grace %.0f s)", grace)
+        self.shutting_down = True
+        await self.runner.close(grace)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.reporter.close(deadline_s=min(10.0, max(1.0, grace)))
+        await self.persister.flush()
+        if self.client is not None:
+            await self.client.aclose()
+        (self.config.state_dir / RUNTIME_FILE).unlink(missing_ok=True)
+        await self.admin.close()
+        log.info("gateway node %s stopped", self.config.node_id)
+
+    def _write_runtime_file(self) -> None:
+        data = {
+            "pid": os.getpid(),
+            "node_id": self.config.node_id,
+            "listen_port": self.listen_port,
+            "admin_port": self.admin_port,
+            "public_url": public_url(self.config, self.listen_port),
+            "started_at": datetime.now(UTC).isoformat(),
+        }
+        atomic_write(self.config.state_dir / RUNTIME_FILE, json.dumps(data).encode() + b"\n")
+
+    # --- upstream reachability ------------------------------------------------------------
+
+    async def check_upstream(self) -> bool:
+        url = urlsplit(self.config.upstream_url)
+        port = url.port or (443 if url.scheme == "https" else 80)
+        ctx: ssl.SSLContext | None = None
+        if url.scheme == "https":
+            ctx = ssl_context(self.config.upstream_ca_bundle)
+        try:
+            async with asyncio.timeout(self.config.upstream_connect_timeout_s):
+                _reader, writer = await asyncio.open_connection(url.hostname, port, ssl=ctx)
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await writer.wait_closed()
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            error = f"{url.hostname}:{port}: {type(exc).__name__}: {exc}"
+            if self.upstream_ok is not False:
+                log.warning("upstream unreachable: %s", error)
+            self.upstream_ok, self.upstream_error = False, error
+            return False
+        if self.upstream_ok is False:
+            log.info("upstream reachable again")
+        self.upstream_ok, self.upstream_error = True, ""
+        return True
+
+    async def _upstream_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.upstream_check_interval_s)
+            await self.check_upstream()
+
+    # --- state for telemetry (telemetry.NodeState) ----------------------------------------
+
+    def proxy_metrics(self) -> dict[str, Any]:
+        if isinstance(self.runner, WorkerPool):
+            return merge(self.runner.proxy_metrics_list())
+        return self.runner.proxy_metrics()
+
+    def workers_status(self) -> list[dict[str, Any]]:
+        return self.runner.status() if self.config.workers else []
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        now = time.time()
+        index = self.store.current()
+        fresh = freshness(index, now)
+        reasons: list[str] = []
+        if self.shutting_down:
+            reasons.append("shutting down")
+        if fresh.level is Level.MISSING:
+            reasons.append(
+                "no policy loaded (every request is blocked)"
+                + (f": {self.policy_problem}" if self.policy_problem else "")
+            )
+        elif fresh.level is Level.EXPIRED:
+            reasons.append(
+                f"policy expired: no contact with the control plane for {fresh.age_s:.0f} s "
+                f"(max {index.settings.max_policy_age_s} s, fail mode {fresh.fail_mode.value})"
+            )
+        if self.link_status is not None and self.link_status.fatal:
+            reasons.append(self.link_status.fatal_reason)
+        if self.upstream_ok is False:
+            reasons.append(f"upstream unreachable: {self.upstream_error}")
+        reasons.extend(self.runner.problems())
+        reasons.extend(f"background task {name} failed" for name in self.task_failures)
+        body: dict[str, Any] = {
+            "ready": not reasons,
+            "reasons": reasons,
+            "node_id": self.config.node_id,
+            "policy": {
+                "source": self.policy_source,
+                "cluster_id": index.cluster_id,
+                "version": index.version,
+                "devices": index.device_count(),
+                "freshness": fresh.level.value,
+                "age_s": round(fresh.age_s, 3),
+                "fail_mode": fresh.fail_mode.value,
+                "enforcement": fresh.enforcement.value,
+            },
+            "control_plane": None
+            if self.link_status is None
+            else {
+                "state": self.link_status.state.value,
+                "last_error": self.link_status.last_error,
+                "connects": self.link_status.connects,
+            },
+            "spool": {
+                "events": self.reporter.spool.depth_events,
+                "evicted_events": self.reporter.spool.evicted_events,
+            },
+            "upstream_ok": self.upstream_ok,
+            "workers": self.workers_status(),
+        }
+        return not reasons, body
+
+    # --- admin routes ---------------------------------------------------------------------
+
+    async def _livez(self, query: Any) -> Response:
+        return Response.json(200, {"status": "alive", "node_id": self.config.node_id})
+
+    async def _readyz(self, query: Any) -> Response:
+        ready, body = self.readiness()
+        return Response.json(200 if ready else 503, body)
+
+    async def _metrics(self, query: Any) -> Response:
+        return Response(200, render(self), CONTENT_TYPE)
+
+    async def _diagnostics(self, query: Any) -> Response:
+        try:
+            answer = explain_device(query, self.store.current())
+        except DiagnosticsError as exc:
+            return Response.json(400, {"detail": str(exc)})
+        answer["node_id"] = self.config.node_id
+        answer["workers"] = self.workers_status()
+        return Response.json(200, answer)

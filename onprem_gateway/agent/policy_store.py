@@ -1,0 +1,229 @@
+"""The node's current policy in one small object, and its last-known-good persistence.
+
+``PolicyStore`` holds one immutable ``PolicyIndex`` and swaps the reference on every
+change (a single attribute assignment: readers on the request path never see a
+half-applied policy and never take a lock). Every change is also described as a
+``PolicyOp`` and handed to subscribers: the persister (last-known-good on disk) and the
+worker hub (which replays the same ops in every worker process, where a ``PolicyStore``
+of the same class applies them: one code path on both sides).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from onprem_gateway.agent.persist import PolicyFile
+from onprem_gateway.core.policy_index import ApplyResult, PolicyIndex, PolicyMismatchError
+from seg_contract import (
+    PolicyDelta,
+    PolicySnapshot,
+    PushMessage,
+    normalize_device_id,
+    normalize_user,
+)
+from seg_contract.models import PUSH_MESSAGE
+
+log = logging.getLogger(__name__)
+
+OpKind = Literal["snapshot", "delta", "push", "confirm"]
+
+
+@dataclass(frozen=True)
+class PolicyOp:
+    """One change to the policy, replayable on another store.
+
+    ``body`` is the contract model (snapshot, delta or push) or None for ``confirm``;
+    ``confirmed_at`` is epoch seconds (None for a push that carries no confirmation).
+    """
+
+    kind: OpKind
+    body: PolicySnapshot | PolicyDelta | PushMessage | None
+    confirmed_at: float | None
+
+    def to_lines(self) -> bytes:
+        """Two JSON lines: a small header, then the body exactly as pydantic writes it
+        (no dict round trip: a 100,000-device snapshot encodes and decodes ~2x faster)."""
+        header = {"op": self.kind, "confirmed_at": self.confirmed_at, "body": self.body is not None}
+        out = json.dumps(header, separators=(",", ":")).encode() + b"\n"
+        if self.body is not None:
+            out += self.body.model_dump_json().encode() + b"\n"
+        return out
+
+    @classmethod
+    def from_lines(cls, header: dict[str, Any], body: bytes | None) -> PolicyOp:
+        kind = header["op"]
+        parsed: PolicySnapshot | PolicyDelta | PushMessage | None = None
+        if kind not in ("snapshot", "delta", "push", "confirm"):
+            raise ValueError(f"unknown policy op {kind!r}")
+        if kind != "confirm":
+            if body is None:
+                raise ValueError(f"policy op {kind!r} without a body")
+            if kind == "snapshot":
+                parsed = PolicySnapshot.model_validate_json(body)
+            elif kind == "delta":
+                parsed = PolicyDelta.model_validate_json(body)
+            else:
+                parsed = PUSH_MESSAGE.validate_json(body)
+        return cls(kind, parsed, header.get("confirmed_at"))
+
+
+Listener = Callable[[PolicyOp, PolicyIndex], None]
+
+
+def compact_op(op: PolicyOp, before: PolicyIndex, after: PolicyIndex) -> PolicyOp:
+    """The op to replay on a replica that holds ``before``: a snapshot op becomes the
+    equivalent delta (only what changed) when that is exact, i.e. the snapshot dropped no
+    entry the replica holds. A refresh that changed 3 of 100,000 devices then costs a
+    worker microseconds instead of seconds of parsing on its request loop."""
+    if op.kind != "snapshot" or not before.loaded or before.cluster_id != after.cluster_id:
+        return op
+    for e in before.devices():
+        if after.entry(normalize_user(e.user), normalize_device_id(e.device_id)) is None:
+            return op
+    for c in before.credentials():
+        if after.credential(normalize_user(c.user)) is None:
+            return op
+    devices = tuple(
+        e
+        for e in after.devices()
+        if (old := before.entry(normalize_user(e.user), normalize_device_id(e.device_id))) is None
+        or old.version != e.version
+    )
+    credentials = tuple(
+        c
+        for c in after.credentials()
+        if (old_c := before.credential(normalize_user(c.user))) is None
+        or old_c.version != c.version
+    )
+    settings = after.settings if after.settings != before.settings else None
+    delta = PolicyDelta(
+        cluster_id=after.cluster_id,
+        since_version=before.version,
+        version=after.version,
+        generated_at=after.generated_at,
+        settings=settings,
+        devices=devices,
+        credentials=credentials,
+    )
+    return PolicyOp("delta", delta, op.confirmed_at)
+
+
+class PolicyStore:
+    """The current policy (``PolicyView``) and the only way to change it."""
+
+    def __init__(self, index: PolicyIndex | None = None) -> None:
+        self._index = index if index is not None else PolicyIndex.empty()
+        self._listeners: list[Listener] = []
+
+    def current(self) -> PolicyIndex:
+        return self._index
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def _swap(self, index: PolicyIndex, op: PolicyOp) -> PolicyIndex:
+        self._index = index
+        for listener in self._listeners:
+            try:
+                listener(op, index)
+            except Exception:  # a broken subscriber must not stop the policy changing
+                log.exception("policy listener failed")
+        return index
+
+    def apply_snapshot(self, snapshot: PolicySnapshot, confirmed_at: float) -> PolicyIndex:
+        try:
+            index = self._index.apply_snapshot(snapshot, confirmed_at)
+        except PolicyMismatchError:
+            # The control plane is authoritative for which cluster this node is in
+            # (e.g. the node's credential was moved to another cluster): start over.
+            log.warning(
+                "policy of cluster %s replaces the policy of cluster %s",
+                snapshot.cluster_id,
+                self._index.cluster_id,
+            )
+            index = PolicyIndex.from_snapshot(snapshot, confirmed_at)
+        return self._swap(index, PolicyOp("snapshot", snapshot, confirmed_at))
+
+    def apply_delta(self, delta: PolicyDelta, confirmed_at: float) -> PolicyIndex:
+        """Raises ``PolicyMismatchError`` when the delta cannot apply (fetch a snapshot)."""
+        index = self._index.apply_delta(delta, confirmed_at)
+        return self._swap(index, PolicyOp("delta", delta, confirmed_at))
+
+    def apply_push(self, msg: PushMessage, confirmed_at: float | None = None) -> ApplyResult:
+        result = self._index.apply_push(msg, confirmed_at)
+        if result.changed:
+            self._swap(result.index, PolicyOp("push", msg, confirmed_at))
+        return result
+
+    def confirm(self, confirmed_at: float) -> PolicyIndex:
+        index = self._index.with_confirmation(confirmed_at)
+        if index.confirmed_at == self._index.confirmed_at:
+            return self._index
+        return self._swap(index, PolicyOp("confirm", None, confirmed_at))
+
+    def apply_op(self, op: PolicyOp) -> PolicyIndex:
+        """Replay an op made by another store (a worker following the agent)."""
+        t = op.confirmed_at if op.confirmed_at is not None else 0.0
+        if op.kind == "snapshot":
+            assert isinstance(op.body, PolicySnapshot)
+            return self.apply_snapshot(op.body, t)
+        if op.kind == "delta":
+            assert isinstance(op.body, PolicyDelta)
+            return self.apply_delta(op.body, t)
+        if op.kind == "push":
+            return self.apply_push(op.body, op.confirmed_at).index  # type: ignore[arg-type]
+        return self.confirm(t)
+
+
+class PolicyPersister:
+    """Writes the current policy as last-known-good after every change, coalescing bursts
+    (a burst of pushes costs one write per ``min_interval_s``). Writes run in a thread:
+    serialising 100,000 entries takes a few hundred milliseconds."""
+
+    def __init__(self, store: PolicyStore, file: PolicyFile, min_interval_s: float = 0.5) -> None:
+        self._store = store
+        self._file = file
+        self._min_interval_s = min_interval_s
+        self._dirty = asyncio.Event()
+        self.writes = 0
+        self.failures = 0
+        store.subscribe(self._on_change)
+
+    def _on_change(self, op: PolicyOp, index: PolicyIndex) -> None:
+        if index.loaded:
+            self._dirty.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._dirty.wait()
+            await asyncio.sleep(self._min_interval_s)
+            await self.flush()
+
+    def _save(self, index: PolicyIndex) -> None:
+        self._file.save(index.to_snapshot(), index.confirmed_at)
+
+    async def flush(self) -> None:
+        if not self._dirty.is_set():
+            return
+        self._dirty.clear()
+        index = self._store.current()
+        started = time.monotonic()
+        try:
+            await asyncio.to_thread(self._save, index)
+        except OSError:
+            self.failures += 1
+            self._dirty.set()  # try again with the next change or at shutdown
+            log.exception("could not persist the policy to %s", self._file.path)
+            return
+        self.writes += 1
+        log.debug(
+            "persisted policy version %s (%.1f ms)",
+            index.version,
+            (time.monotonic() - started) * 1000,
+        )

@@ -1,0 +1,176 @@
+"""One EAS worker process: ``python -m onprem_gateway.agent.worker --index N
+--control-fd FD --listen-fd FD`` (started by ``workers.WorkerPool``, never by hand).
+
+It serves EAS on the listening socket it inherited, decides with a ``PolicyStore`` that
+replays the agent's policy ops, and hands its access events and metrics to the agent
+over the control socket (``channel.py``). It holds no credentials beyond the config the
+agent sends, talks to no control plane, and exits when the agent says so or goes away.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+from onprem_gateway.agent.channel import encode, open_channel, read_message, read_policy_op
+from onprem_gateway.agent.eas_runner import proxy_settings
+from onprem_gateway.agent.policy_store import PolicyStore
+from onprem_gateway.config import config_from_wire
+from onprem_gateway.proxy import ProxyMetrics, start_eas_server
+from seg_contract import AccessEvent
+
+log = logging.getLogger("onprem_gateway.worker")
+
+METRICS_EVERY_S = 1.0
+
+
+class EventForwarder:
+    """The worker's ``EventSink``: an in-memory list, shipped to the agent in batches."""
+
+    def __init__(self) -> None:
+        self._events: list[AccessEvent] = []
+
+    def record(self, event: AccessEvent) -> None:
+        self._events.append(event)
+
+    def take(self) -> list[AccessEvent]:
+        events, self._events = self._events, []
+        return events
+
+
+class WorkerProcess:
+    """The worker's state: the channel to the agent, the policy replica, the server."""
+
+    def __init__(
+        self, index: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.index = index
+        self.reader = reader
+        self.writer = writer
+        self.store = PolicyStore()
+        self.events = EventForwarder()
+        self.metrics = ProxyMetrics()
+        self.stop = asyncio.Event()
+        self.grace_s = 0.0
+
+    def send(self, message: dict[str, object]) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(encode(message))
+
+    def flush_events(self) -> None:
+        batch = self.events.take()
+        if batch:
+            self.send({"op": "events", "events": [e.model_dump(mode="json") for e in batch]})
+
+    def send_metrics(self) -> None:
+        self.send(
+            {
+                "op": "metrics",
+                "data": self.metrics.snapshot(),
+                "version": self.store.current().version,
+            }
+        )
+
+    async def pump(self, flush_interval_s: float) -> None:
+        ticks = 0
+        every = max(1, round(METRICS_EVERY_S / flush_interval_s))
+        while True:
+            await asyncio.sleep(flush_interval_s)
+            self.flush_events()
+            ticks += 1
+            if ticks % every == 0:
+                self.send_metrics()
+            with contextlib.suppress(ConnectionError):
+                await self.writer.drain()
+
+    async def apply(self, header: dict[str, Any]) -> None:
+        op = await read_policy_op(self.reader, header)
+        if op is None:
+            return
+        self.store.apply_op(op)
+        self.send({"op": "applied", "version": self.store.current().version})
+
+    async def follow(self) -> None:
+        """Apply the agent's policy ops until it says shutdown (or goes away)."""
+        while True:
+            message = await read_message(self.reader)
+            if message is None:
+                log.error("the agent went away; shutting down")
+                self.grace_s = min(self.grace_s, 5.0)
+                break
+            if message["op"] == "shutdown":
+                self.grace_s = float(message.get("grace_s", self.grace_s))
+                break
+            await self.apply(message)
+        self.stop.set()
+
+
+async def run_worker(index: int, control_fd: int, listen_fd: int) -> int:
+    reader, writer = await open_channel(socket.socket(fileno=control_fd))
+    hello = await read_message(reader)
+    if hello is None or hello.get("op") != "hello":
+        print("worker: no hello from the agent", file=sys.stderr)
+        return 2
+    config = config_from_wire(hello["config"])
+    logging.basicConfig(
+        level=config.log_level,
+        format=f"%(asctime)s %(levelname)s worker-{index} %(name)s: %(message)s",
+    )
+    worker = WorkerProcess(index, reader, writer)
+    worker.grace_s = config.shutdown_grace_s
+    if hello.get("policy"):
+        # Serve with the agent's policy from the first request on, never with none.
+        first = await read_message(reader)
+        if first is None:
+            return 2
+        await worker.apply(first)
+    listen = socket.socket(fileno=listen_fd)
+    listen.setblocking(False)
+    settings = proxy_settings(config, int(listen.getsockname()[1]))
+    server = await start_eas_server(
+        settings, worker.store, worker.events, sock=listen, metrics=worker.metrics
+    )
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, worker.stop.set)
+    worker.send({"op": "ready", "pid": os.getpid(), "index": index})
+    tasks = [
+        asyncio.create_task(worker.pump(config.event_flush_interval_s)),
+        asyncio.create_task(worker.follow()),
+    ]
+    await worker.stop.wait()
+    await server.close(worker.grace_s)
+    for task in tasks:
+        task.cancel()
+    worker.flush_events()
+    worker.send_metrics()
+    worker.send({"op": "bye"})
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(writer.drain(), 5)
+        writer.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="onprem_gateway.agent.worker")
+    parser.add_argument("--index", type=int, required=True)
+    parser.add_argument("--control-fd", type=int, required=True)
+    parser.add_argument("--listen-fd", type=int, required=True)
+    args = parser.parse_args(argv)
+    # Ctrl-C reaches the whole process group; the agent coordinates the shutdown.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    main_coro = run_worker(args.index, args.control_fd, args.listen_fd)
+    try:
+        import uvloop  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - uvloop is in the gateway extra
+        return asyncio.run(main_coro)
+    return uvloop.run(main_coro)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

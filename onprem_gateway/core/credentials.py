@@ -1,0 +1,51 @@
+"""Gateway-side credential substitution helpers (the seed's PW1 -> PW2).
+
+The hashing and sealing both sides need live in ``seg_contract.crypto`` (the control
+plane must not import ``onprem_gateway``); this module adds what only a gateway does:
+match a presented PW1 against a user's stored hashes, open PW2, and build the upstream
+``Authorization`` value. Nothing here logs, and no error message carries a password.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+
+from seg_contract import UserCredential
+from seg_contract.crypto import (
+    MAX_PASSWORD_BYTES,
+    SealError,
+    unseal,
+    verify_device_password,
+)
+
+__all__ = [
+    "SealError",
+    "basic_authorization",
+    "substitution_enabled",
+    "unseal",
+    "verify_any",
+    "verify_device_password",
+]
+
+
+def substitution_enabled(credential: UserCredential | None) -> bool:
+    """Whether a user's requests must present a PW1 (an enabled record with hashes)."""
+    return credential is not None and credential.enabled and bool(credential.pw1_hashes)
+
+
+def verify_any(presented: str, hashes: Sequence[str]) -> bool:
+    """Whether ``presented`` matches one of the stored PW1 hashes. Every hash is tried
+    (no early exit on a malformed one); each compare is constant-time. Slow by design
+    (scrypt): call it off the event loop and cache the outcome."""
+    if not presented or len(presented.encode("utf-8", "surrogatepass")) > MAX_PASSWORD_BYTES:
+        return False
+    return any(verify_device_password(stored, presented) for stored in hashes)
+
+
+def basic_authorization(user: str, password: str) -> str:
+    """The ``Authorization`` header value for ``user`` with ``password`` (RFC 7617)."""
+    if ":" in user:
+        raise ValueError("a Basic user name cannot contain ':'")
+    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    return f"Basic {token}"

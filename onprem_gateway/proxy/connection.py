@@ -1,0 +1,317 @@
+"""One device connection: an asyncio Protocol with an httptools request parser.
+
+It enforces the edge limits (header bytes and count, URL and query length, body size),
+frames requests into ``Exchange`` objects, keeps HTTP/1.1 answers in request order
+(pipelined requests wait with reading paused), and tracks the idle timeout that the
+server's sweeper enforces (``timeout`` changes with the connection's phase: keep-alive,
+header, an ordinary request, a long-poll).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING
+
+import httptools
+
+from onprem_gateway.proxy import responses
+from onprem_gateway.proxy.exchange import Exchange
+
+if TYPE_CHECKING:
+    from onprem_gateway.proxy.state import ServerState
+
+log = logging.getLogger(__name__)
+
+
+class _LimitExceededError(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class ClientConnection(asyncio.Protocol):
+    PAUSE_PIPELINE = 1
+    PAUSE_UPSTREAM = 2
+    PAUSE_PENDING = 4
+
+    __slots__ = (
+        "_expect",
+        "_header_bytes",
+        "_headers",
+        "_out",
+        "_parser",
+        "_paused",
+        "_queue",
+        "_receiving",
+        "_url",
+        "closed",
+        "current",
+        "last_active",
+        "peer_ip",
+        "state",
+        "timeout",
+        "transport",
+        "write_paused",
+    )
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        self._parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.peer_ip = ""
+        self.closed = False
+        self.current: Exchange | None = None
+        self._receiving: Exchange | None = None
+        self._queue: deque[Exchange] = deque()
+        self._out: list[bytes] = []
+        self._paused = 0
+        self.write_paused = False
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._header_bytes = 0
+        self._expect = False
+        self.timeout = state.settings.timeouts.client_keepalive_s
+        self.last_active = 0.0
+
+    # --- asyncio.Protocol -----------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        state = self.state
+        self.transport = transport  # type: ignore[assignment]
+        if len(state.connections) >= state.settings.limits.max_connections or state.closing:
+            # Over the limit: refuse at once, the device retries (another node behind the
+            # load balancer may take it).
+            self.closed = True
+            transport.abort()  # type: ignore[attr-defined]
+            state.metrics.connections_refused += 1
+            return
+        state.connections.add(self)
+        state.metrics.connections += 1
+        self.last_active = state.loop.time()
+        peer = transport.get_extra_info("peername")
+        self.peer_ip = peer[0] if isinstance(peer, tuple) else ""
+        transport.set_write_buffer_limits(high=state.settings.limits.write_high_water)  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        state = self.state
+        self.last_active = state.loop.time()
+        if state.batching:  # never nested in practice; keep the outer batch
+            self._feed(data)
+            return
+        state.batching = True
+        try:
+            self._feed(data)
+        finally:
+            state.end_batch()
+
+    def _feed(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _LimitExceededError):
+                self._refuse(cause.status, cause.reason)
+            else:
+                log.exception("request handling failed", exc_info=cause)
+                self._refuse(500, "internal error")
+        except httptools.HttpParserUpgrade:
+            self._refuse(400, "protocol upgrades are not supported")
+        except httptools.HttpParserError as exc:
+            self._refuse(400, f"malformed HTTP request ({str(exc)[:80]})")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.closed and self not in self.state.connections:
+            return
+        self.closed = True
+        self.state.forget(self)
+        self.state.metrics.connections -= 1
+        current, self.current = self.current, None
+        if current is not None:
+            current.connection_lost()
+        for queued in self._queue:
+            queued.connection_lost_before_start()
+        self._queue.clear()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.current is not None:
+            self.current.client_pause_writing()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.current is not None:
+            self.current.client_resume_writing()
+
+    # --- httptools callbacks -------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._header_bytes = 0
+        self._expect = False
+        if self.current is None:
+            self.timeout = self.state.settings.timeouts.header_s
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        limits = self.state.settings.limits
+        if len(self._url) > limits.max_url_bytes:
+            raise _LimitExceededError(414, f"request URL longer than {limits.max_url_bytes}")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        limits = self.state.settings.limits
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_bytes > limits.max_header_bytes:
+            raise _LimitExceededError(431, f"request headers over {limits.max_header_bytes} bytes")
+        if len(self._headers) >= limits.max_header_count:
+            raise _LimitExceededError(431, f"more than {limits.max_header_count} request headers")
+        if len(name) == 6 and name.lower() == b"expect":
+            if value.strip().lower() != b"100-continue":
+                raise _LimitExceededError(417, "only Expect: 100-continue is supported")
+            self._expect = True
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        limits = self.state.settings.limits
+        url = self._url
+        query_at = url.find(b"?")
+        if query_at >= 0 and len(url) - query_at - 1 > limits.max_query_bytes:
+            raise _LimitExceededError(414, f"query string longer than {limits.max_query_bytes}")
+        if not url.startswith(b"/"):
+            raise _LimitExceededError(400, "request target must be a path (origin form)")
+        content_length: int | None = None
+        chunked = False
+        for name, value in self._headers:
+            if len(name) == 14 and name.lower() == b"content-length":
+                content_length = int(value)  # llhttp already checked it is a number
+            elif len(name) == 17 and name.lower() == b"transfer-encoding":
+                chunked = True  # llhttp refuses a non-chunked final coding in requests
+        if chunked:
+            content_length = None
+        if content_length is not None and content_length > limits.max_body_bytes:
+            raise _LimitExceededError(413, f"request body over {limits.max_body_bytes} bytes")
+        exchange = Exchange(
+            self,
+            parser.get_method(),
+            url,
+            self._headers,
+            keep_alive=parser.should_keep_alive(),
+            http11=parser.get_http_version() == "1.1",
+            content_length=content_length,
+            chunked=chunked,
+            expect_continue=self._expect,
+        )
+        self._receiving = exchange
+        if self.current is None:
+            self.current = exchange
+            self.timeout = self.state.settings.timeouts.request_idle_s
+            exchange.start()
+        else:
+            self._queue.append(exchange)
+            self.pause_reading_for(self.PAUSE_PIPELINE)
+
+    def on_body(self, body: bytes) -> None:
+        exchange = self._receiving
+        if exchange is not None:
+            if exchange.chunked:
+                limit = self.state.settings.limits.max_body_bytes
+                if exchange.body_seen + len(body) > limit:
+                    raise _LimitExceededError(413, f"request body over {limit} bytes")
+            exchange.client_body(body)
+
+    def on_message_complete(self) -> None:
+        exchange, self._receiving = self._receiving, None
+        if exchange is not None:
+            exchange.client_body_end()
+
+    # --- used by exchanges -------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self.state.batching:
+            if not self._out:
+                self.state.dirty.append(self)
+            self._out.append(data)
+        else:
+            transport.write(data)
+
+    def flush_out(self) -> None:
+        out, self._out = self._out, []
+        transport = self.transport
+        if out and transport is not None and not transport.is_closing():
+            transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def touch(self) -> None:
+        self.last_active = self.state.loop.time()
+
+    def pause_reading_for(self, reason: int) -> None:
+        if not self._paused and self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+        self._paused |= reason
+
+    def resume_reading_for(self, reason: int) -> None:
+        if not self._paused & reason:
+            return
+        self._paused &= ~reason
+        if not self._paused and self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    def exchange_finished(self, exchange: Exchange, *, close: bool) -> None:
+        if exchange is not self.current:
+            return
+        self.current = None
+        if close or self.closed:
+            self.close()
+            return
+        self.last_active = self.state.loop.time()
+        if self._queue:
+            nxt = self._queue.popleft()
+            if not self._queue:
+                self.resume_reading_for(self.PAUSE_PIPELINE)
+            self.current = nxt
+            self.timeout = self.state.settings.timeouts.request_idle_s
+            nxt.start()
+        elif self.state.closing:
+            self.close()
+        else:
+            self.timeout = self.state.settings.timeouts.client_keepalive_s
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.flush_out()
+            self.transport.close()
+
+    def abort(self) -> None:
+        self._out = []
+        if self.transport is not None:
+            self.transport.abort()
+
+    # --- helpers -----------------------------------------------------------------------
+    def _refuse(self, status: int, reason: str) -> None:
+        """Answer a request that broke the HTTP rules or a limit, then close: the
+        parser's position in the byte stream can no longer be trusted."""
+        exchange = self.current
+        if exchange is not None and exchange.response_started:
+            self.abort()
+            return
+        self.state.metrics.count_response(status)
+        self.write(
+            responses.local_response(
+                status, responses.text(reason), keep_alive=False, date=self.state.date
+            )
+        )
+        self.close()
+
+    def idle_expired(self, now: float) -> bool:
+        """Called by the sweeper; True when this connection was closed for idling."""
+        if now - self.last_active <= self.timeout:
+            return False
+        current = self.current
+        if current is not None:
+            current.timed_out()
+        else:
+            self.close()
+        return True

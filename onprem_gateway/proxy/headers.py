@@ -1,0 +1,171 @@
+"""Pure header handling for the proxy: what crosses each leg, what is added, what is
+rewritten. Header lists are ``[(name, value), ...]`` of bytes exactly as parsed, names in
+their original case (HTTP field names are case-insensitive, but some servers and
+clients are not, so we keep the spelling we were given).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+from urllib.parse import urlsplit
+
+from onprem_gateway.proxy.settings import IPNetwork
+
+Header = tuple[bytes, bytes]
+
+# RFC 9110 7.6.1: connection-specific fields, never forwarded. Proxy-* (Proxy-Connection,
+# Proxy-Authorization, Proxy-Authenticate) are for this hop only as well.
+HOP_BY_HOP = frozenset(
+    {b"connection", b"keep-alive", b"te", b"trailer", b"transfer-encoding", b"upgrade"}
+)
+# Set by the gateway itself on the upstream request: framing (we re-frame the body),
+# Expect (the gateway answers 100-continue to the device itself), the forwarding headers
+# (rebuilt from what we saw).
+_REQUEST_OWN = frozenset(
+    {b"content-length", b"expect", b"x-forwarded-for", b"x-forwarded-proto", b"host"}
+)
+_RESPONSE_OWN = frozenset({b"content-length"})
+
+
+def connection_tokens(headers: Iterable[Header]) -> frozenset[bytes]:
+    """Field names listed in Connection headers (RFC 9110 7.6.1), lower-cased."""
+    tokens: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            tokens.update(t.strip().lower() for t in value.split(b",") if t.strip())
+    return frozenset(tokens)
+
+
+def _droppable(lname: bytes, extra: frozenset[bytes]) -> bool:
+    return lname in HOP_BY_HOP or lname.startswith(b"proxy-") or lname in extra
+
+
+def forwarded_for(
+    client_ip: str, headers: Sequence[Header], trusted: Sequence[IPNetwork], tls: bool
+) -> tuple[bytes, bytes]:
+    """The X-Forwarded-For and X-Forwarded-Proto values to send upstream.
+
+    A device's own X-Forwarded-For is a claim anyone can forge, so it is kept only when
+    the peer is a configured trusted proxy (a load balancer); otherwise the chain starts
+    at the peer.
+    """
+    peer_trusted = is_trusted(client_ip, trusted)
+    prior_for: list[bytes] = []
+    proto = b"https" if tls else b"http"
+    if peer_trusted:
+        for name, value in headers:
+            lname = name.lower()
+            if lname == b"x-forwarded-for":
+                prior_for.append(value.strip())
+            elif lname == b"x-forwarded-proto" and value.strip().lower() in (b"http", b"https"):
+                proto = value.strip().lower()
+    prior_for.append(client_ip.encode("ascii"))
+    return b", ".join(prior_for), proto
+
+
+def is_trusted(client_ip: str, trusted: Sequence[IPNetwork]) -> bool:
+    if not trusted or not client_ip:
+        return False
+    try:
+        address = ipaddress.ip_address(client_ip)
+    except ValueError:
+        return False
+    return any(address in net for net in trusted)
+
+
+def upstream_request_head(
+    method: bytes,
+    target: bytes,
+    headers: Sequence[Header],
+    *,
+    host: bytes,
+    x_forwarded_for: bytes,
+    x_forwarded_proto: bytes,
+    content_length: int | None,
+    chunked: bool,
+    authorization: bytes | None = None,
+) -> bytes:
+    """The request head sent upstream (always HTTP/1.1, keep-alive).
+
+    ``content_length`` / ``chunked`` describe how the gateway frames the body it
+    forwards; ``authorization`` replaces the device's Authorization (credential
+    substitution) when given.
+    """
+    extra = connection_tokens(headers)
+    parts = [method, b" ", target, b" HTTP/1.1\r\nHost: ", host, b"\r\n"]
+    for name, value in headers:
+        lname = name.lower()
+        if lname in _REQUEST_OWN or _droppable(lname, extra):
+            continue
+        if authorization is not None and lname == b"authorization":
+            continue
+        parts += (name, b": ", value, b"\r\n")
+    if authorization is not None:
+        parts += (b"Authorization: ", authorization, b"\r\n")
+    parts += (b"X-Forwarded-For: ", x_forwarded_for, b"\r\nX-Forwarded-Proto: ")
+    parts += (x_forwarded_proto, b"\r\n")
+    if chunked:
+        parts.append(b"Transfer-Encoding: chunked\r\n")
+    elif content_length is not None:
+        parts += (b"Content-Length: ", str(content_length).encode("ascii"), b"\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def client_response_head(
+    status: int,
+    reason: bytes,
+    headers: Sequence[Header],
+    *,
+    content_length: int | None,
+    chunked: bool,
+    keep_alive: bool,
+    ms_location: bytes | None = None,
+) -> bytes:
+    """The response head sent to the device. ``ms_location`` replaces a 451's
+    X-MS-Location (see ``rewrite_ms_location``)."""
+    extra = connection_tokens(headers)
+    parts = [b"HTTP/1.1 ", str(status).encode("ascii"), b" ", reason, b"\r\n"]
+    for name, value in headers:
+        lname = name.lower()
+        if lname in _RESPONSE_OWN or _droppable(lname, extra):
+            continue
+        if ms_location is not None and lname == b"x-ms-location":
+            parts += (name, b": ", ms_location, b"\r\n")
+        else:
+            parts += (name, b": ", value, b"\r\n")
+    if chunked:
+        parts.append(b"Transfer-Encoding: chunked\r\n")
+    elif content_length is not None:
+        parts += (b"Content-Length: ", str(content_length).encode("ascii"), b"\r\n")
+    if not keep_alive:
+        parts.append(b"Connection: close\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def rewrite_ms_location(location: bytes, public_url: str, allowed_hosts: frozenset[str]) -> bytes:
+    """Where a 451 redirect may send the device.
+
+    MS-ASHTTP 3.1.5.2.2: after a 451 the client SHOULD send all later requests to the
+    URL in X-MS-Location. Exchange names its own (often internal) host there; passing it
+    on would leak the internal name and send the phone around the gateway, where it
+    cannot connect (and would escape enforcement if it could). Following the redirect
+    inside the gateway would pin the gateway to one mailbox site per request. We rewrite:
+    the location keeps its path and query but takes the gateway's public scheme and
+    host, so the device stays on the gateway; hosts listed in ``allowed_hosts`` (the
+    public gateways of other sites) pass unchanged. A location that is not an absolute
+    http(s) URL becomes the public URL plus the EAS path.
+    """
+    try:
+        parts = urlsplit(location.decode("latin-1").strip())
+    except ValueError:
+        parts = urlsplit("")
+    if parts.hostname and parts.hostname.lower() in allowed_hosts:
+        return location
+    public = urlsplit(public_url)
+    path = parts.path if parts.scheme in ("http", "https") and parts.path else ""
+    path = path or "/Microsoft-Server-ActiveSync"
+    query = f"?{parts.query}" if parts.query else ""
+    return f"{public.scheme}://{public.netloc}{path}{query}".encode("latin-1")

@@ -1,0 +1,143 @@
+"""The EAS listener: ``start_eas_server`` and the running ``EasServer``.
+
+Usable in-process (tests, ``workers = 0``) and in each worker process of a node, where
+the agent's runner binds the socket with SO_REUSEPORT and passes it in (``sock``).
+Shutdown follows uvicorn's shape: stop accepting, close idle keep-alive connections,
+let in-flight requests (held Pings) finish until the deadline, then cut the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from collections.abc import Callable
+
+from onprem_gateway.core.credentials import unseal, verify_any
+from onprem_gateway.ports import EventSink, PolicyView
+from onprem_gateway.proxy.connection import ClientConnection
+from onprem_gateway.proxy.metrics import ProxyMetrics
+from onprem_gateway.proxy.settings import ProxySettings
+from onprem_gateway.proxy.state import ServerState
+from onprem_gateway.proxy.substitution import CredentialSubstituter, UnsealFn, VerifyFn
+
+log = logging.getLogger(__name__)
+
+
+class EasServer:
+    def __init__(self, server: asyncio.Server, state: ServerState) -> None:
+        self._server = server
+        self.state = state
+        self.metrics = state.metrics
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._port = int(server.sockets[0].getsockname()[1]) if server.sockets else 0
+        self._sweep_every = min(1.0, _smallest_timeout(state.settings) / 4)
+        self._schedule_sweep()
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def sockets(self) -> tuple[socket.socket, ...]:
+        return tuple(self._server.sockets)
+
+    def _schedule_sweep(self) -> None:
+        self._sweeper = self.state.loop.call_later(self._sweep_every, self._sweep)
+
+    def _sweep(self) -> None:
+        try:
+            self.state.sweep()
+        except Exception:
+            log.exception("sweeper failed")
+        self._schedule_sweep()
+
+    async def close(self, deadline_s: float) -> None:
+        """Stop accepting; wait up to ``deadline_s`` for in-flight requests; close."""
+        state = self.state
+        state.closing = True
+        self._server.close()
+        for conn in list(state.connections):
+            if conn.current is None:
+                conn.close()
+        if state.connections:
+            try:
+                async with asyncio.timeout(deadline_s):
+                    await state.drained.wait()
+            except TimeoutError:
+                pass
+        if state.connections:
+            log.warning("shutdown deadline: cutting %d connections", len(state.connections))
+        for conn in list(state.connections):
+            conn.abort()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        state.pool.close_all()
+        state.cancel_tasks()
+        await asyncio.sleep(0)
+
+
+def _smallest_timeout(settings: ProxySettings) -> float:
+    t = settings.timeouts
+    return min(t.client_keepalive_s, t.header_s, t.request_idle_s, t.long_poll_idle_s)
+
+
+def server_ssl_context(settings: ProxySettings) -> ssl.SSLContext | None:
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(str(settings.tls_cert), str(settings.tls_key))
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+async def start_eas_server(
+    settings: ProxySettings,
+    policy: PolicyView,
+    sink: EventSink,
+    *,
+    sock: socket.socket | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    metrics: ProxyMetrics | None = None,
+    credential_functions: tuple[VerifyFn, UnsealFn] | None = None,
+    backlog: int = 4096,
+) -> EasServer:
+    """Start serving EAS on ``sock`` (already bound, e.g. SO_REUSEPORT by the runner) or
+    on ``host:port``. The caller closes it with ``await server.close(deadline_s)``."""
+    loop = asyncio.get_running_loop()
+    verify_fn, unseal_fn = credential_functions or (verify_any, unseal)
+    substitution = CredentialSubstituter(
+        settings.cluster_private_key,
+        verify=verify_fn,
+        unseal=unseal_fn,
+        max_entries=settings.credential_cache_size,
+    )
+    state = ServerState(
+        settings,
+        policy=policy,
+        sink=sink,
+        substitution=substitution,
+        metrics=metrics or ProxyMetrics(),
+        loop=loop,
+    )
+    factory: Callable[[], ClientConnection] = lambda: ClientConnection(state)  # noqa: E731
+    ctx = server_ssl_context(settings)
+    handshake = settings.timeouts.header_s if ctx else None
+    if sock is not None:
+        server = await loop.create_server(
+            factory, sock=sock, ssl=ctx, backlog=backlog, ssl_handshake_timeout=handshake
+        )
+    else:
+        server = await loop.create_server(
+            factory, host, port, ssl=ctx, backlog=backlog, ssl_handshake_timeout=handshake
+        )
+    log.info(
+        "EAS listener on %s (%s), upstream %s",
+        server.sockets[0].getsockname() if server.sockets else "?",
+        "https" if ctx else "http",
+        settings.upstream.url,
+    )
+    return EasServer(server, state)

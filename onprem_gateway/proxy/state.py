@@ -1,0 +1,99 @@
+"""The shared mutable state of one EAS server (one per worker process): settings, ports,
+the upstream pool, metrics, open connections. One small object, not module globals."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, Protocol
+
+from onprem_gateway.ports import EventSink, PolicyView
+from onprem_gateway.proxy.metrics import ProxyMetrics
+from onprem_gateway.proxy.responses import http_date
+from onprem_gateway.proxy.settings import ProxySettings
+from onprem_gateway.proxy.substitution import CredentialSubstituter
+from onprem_gateway.proxy.upstream import UpstreamPool
+
+if TYPE_CHECKING:
+    from onprem_gateway.proxy.connection import ClientConnection
+
+log = logging.getLogger(__name__)
+
+
+class Flushable(Protocol):
+    def flush_out(self) -> None: ...
+
+
+class ServerState:
+    def __init__(
+        self,
+        settings: ProxySettings,
+        *,
+        policy: PolicyView,
+        sink: EventSink,
+        substitution: CredentialSubstituter,
+        metrics: ProxyMetrics,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.settings = settings
+        self.policy = policy
+        self.sink = sink
+        self.substitution = substitution
+        self.metrics = metrics
+        self.loop = loop
+        self.node_id = settings.node_id
+        self.pool = UpstreamPool(
+            settings.upstream, settings.timeouts.upstream_connect_s, metrics, self
+        )
+        self.connections: set[ClientConnection] = set()
+        self.closing = False
+        self.date = http_date(time.time())
+        self._tasks: set[asyncio.Task[None]] = set()
+        # Set when the server is closing and the last connection is gone.
+        self.drained = asyncio.Event()
+        # Write coalescing: while a protocol callback runs, writes are collected per
+        # connection and sent as one buffer when it returns (a request head and its
+        # body, a response head and its body: one send() each instead of two; on
+        # loopback every send also runs the receiver's TCP path, so this halves the cost).
+        self.batching = False
+        self.dirty: list[Flushable] = []
+
+    def end_batch(self) -> None:
+        self.batching = False
+        dirty = self.dirty
+        while dirty:
+            self.dirty = []
+            for conn in dirty:
+                conn.flush_out()
+            dirty = self.dirty
+
+    def forget(self, conn: ClientConnection) -> None:
+        self.connections.discard(conn)
+        if self.closing and not self.connections:
+            self.drained.set()
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a coroutine in the background, keeping a reference until it ends."""
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
+
+    def sweep(self) -> None:
+        """Enforce idle timeouts and expire idle upstream connections (run ~1/s)."""
+        now = self.loop.time()
+        self.date = http_date(time.time())
+        expired = [c for c in self.connections if now - c.last_active > c.timeout]
+        for conn in expired:
+            conn.idle_expired(now)
+        self.pool.expire_idle(now, self.settings.timeouts.upstream_pool_idle_s)
+
+    def cancel_tasks(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()

@@ -1,0 +1,287 @@
+"""Connections to the mail server: a keep-alive pool and the response side of one leg.
+
+``UpstreamConnection`` is an asyncio Protocol with an httptools response parser. While
+it serves a request it hands every parser event to its ``owner`` (an ``Exchange``); idle,
+it sits in the ``UpstreamPool``. The pool is unlimited on purpose: every held Ping owns
+one upstream connection for up to an hour, and a bounded pool would queue the next
+device's Sync behind thousands of idle long-polls (TOOLCHAIN.md). Idle connections are
+expired by the server's sweeper (``expire_idle``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import ssl
+from typing import TYPE_CHECKING, Any, Protocol
+
+import httptools
+
+from onprem_gateway.proxy.metrics import ProxyMetrics
+from onprem_gateway.proxy.settings import Upstream
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+
+class UpstreamOwner(Protocol):
+    """What an upstream connection reports to the request it serves."""
+
+    def upstream_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None: ...
+    def upstream_body(self, chunk: bytes) -> None: ...
+    def upstream_done(self) -> None: ...
+    def upstream_failed(self, kind: str) -> None: ...
+    def upstream_pause_writing(self) -> None: ...
+    def upstream_resume_writing(self) -> None: ...
+
+
+class Batching(Protocol):
+    """The server state's write-coalescing switch (``ServerState``)."""
+
+    batching: bool
+    dirty: list[Any]
+
+    def end_batch(self) -> None: ...
+
+
+class UpstreamError(Exception):
+    """The upstream could not be reached; ``kind`` names why (metrics label)."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(detail)
+        self.kind = kind
+
+
+class UpstreamConnection(asyncio.Protocol):
+    __slots__ = (
+        "_headers",
+        "_informational",
+        "_out",
+        "_state",
+        "_parser",
+        "_pool",
+        "idle_since",
+        "keep_alive",
+        "owner",
+        "reused",
+        "transport",
+    )
+
+    def __init__(self, pool: UpstreamPool, state: Batching) -> None:
+        self._pool = pool
+        self._state = state
+        self._out: list[bytes] = []
+        self._parser = httptools.HttpResponseParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.owner: UpstreamOwner | None = None
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._informational = False
+        self.keep_alive = True
+        self.idle_since = 0.0
+        self.reused = False
+
+    # --- asyncio.Protocol -----------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        state = self._state
+        if state.batching:
+            self._feed(data)
+            return
+        state.batching = True
+        try:
+            self._feed(data)
+        finally:
+            state.end_batch()
+
+    def _feed(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            log.warning("upstream sent invalid HTTP: %s", exc)
+            self.keep_alive = False
+            owner, self.owner = self.owner, None
+            self.close()
+            if owner is not None:
+                owner.upstream_failed("protocol")
+
+    def eof_received(self) -> bool | None:
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.keep_alive = False
+        self._pool.forget(self)
+        owner, self.owner = self.owner, None
+        if owner is not None:
+            owner.upstream_failed("reset")
+
+    def pause_writing(self) -> None:
+        if self.owner is not None:
+            self.owner.upstream_pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.owner is not None:
+            self.owner.upstream_resume_writing()
+
+    # --- httptools callbacks ---------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._headers = []
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        # 1xx (e.g. a 100 Continue the gateway did not ask for): not forwarded, the
+        # gateway answered the device's Expect itself. 101 never happens: no Upgrade
+        # header is ever forwarded.
+        self._informational = 100 <= status < 200
+        if self._informational or self.owner is None:
+            return
+        self.keep_alive = self._parser.should_keep_alive()
+        self.owner.upstream_head(status, self._headers)
+
+    def on_body(self, body: bytes) -> None:
+        if self.owner is not None:
+            self.owner.upstream_body(body)
+
+    def on_message_complete(self) -> None:
+        if self._informational:
+            self._informational = False
+            return
+        owner, self.owner = self.owner, None
+        if owner is not None:
+            owner.upstream_done()
+
+    # --- used by the owner -------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        state = self._state
+        if state.batching:
+            if not self._out:
+                state.dirty.append(self)
+            self._out.append(data)
+        else:
+            transport.write(data)
+
+    def flush_out(self) -> None:
+        out, self._out = self._out, []
+        transport = self.transport
+        if out and transport is not None and not transport.is_closing():
+            transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def pause_reading(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None:
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        self.keep_alive = False
+        if self.transport is not None:
+            self.flush_out()
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.keep_alive = False
+        self._out = []
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class UpstreamPool:
+    """Pooled keep-alive connections to one upstream (one pool per worker process)."""
+
+    def __init__(
+        self,
+        upstream: Upstream,
+        connect_timeout_s: float,
+        metrics: ProxyMetrics,
+        batching: Batching,
+    ) -> None:
+        self._batching = batching
+        self._upstream = upstream
+        self._connect_timeout = connect_timeout_s
+        self._metrics = metrics
+        # Insertion-ordered: popitem() takes the warmest connection, removal is O(1).
+        self._idle: dict[UpstreamConnection, None] = {}
+        self._ssl = _client_context(upstream) if upstream.scheme == "https" else None
+        self._server_hostname = upstream.server_hostname or upstream.host
+
+    def take_idle(self) -> UpstreamConnection | None:
+        idle = self._idle
+        while idle:
+            conn, _ = idle.popitem()
+            if conn.transport is not None and not conn.transport.is_closing():
+                self._metrics.upstream_idle = len(idle)
+                conn.reused = True
+                return conn
+        self._metrics.upstream_idle = 0
+        return None
+
+    async def connect(self) -> UpstreamConnection:
+        loop = asyncio.get_running_loop()
+        factory: Callable[[], UpstreamConnection] = lambda: UpstreamConnection(self, self._batching)  # noqa: E731
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                _, conn = await loop.create_connection(
+                    factory,
+                    self._upstream.host,
+                    self._upstream.port,
+                    ssl=self._ssl,
+                    server_hostname=self._server_hostname if self._ssl else None,
+                )
+        except TimeoutError:
+            raise UpstreamError("timeout", "connect timed out") from None
+        except ssl.SSLError as exc:
+            raise UpstreamError("tls", f"TLS failed: {exc.reason or exc}") from None
+        except ConnectionRefusedError:
+            raise UpstreamError("refused", "connection refused") from None
+        except OSError as exc:
+            kind = "refused" if exc.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH) else "os"
+            raise UpstreamError(kind, exc.strerror or str(exc)) from None
+        return conn
+
+    def release(self, conn: UpstreamConnection, now: float) -> None:
+        """Put a connection whose exchange completed cleanly back in the pool."""
+        if conn.keep_alive and conn.transport is not None and not conn.transport.is_closing():
+            conn.owner = None
+            conn.idle_since = now
+            self._idle[conn] = None
+            self._metrics.upstream_idle = len(self._idle)
+        else:
+            conn.close()
+
+    def forget(self, conn: UpstreamConnection) -> None:
+        """A connection closed: drop it from the idle list if it is there."""
+        if self._idle.pop(conn, 0) is None:
+            self._metrics.upstream_idle = len(self._idle)
+
+    def expire_idle(self, now: float, max_idle_s: float) -> None:
+        stale = [c for c in self._idle if now - c.idle_since > max_idle_s]
+        for conn in stale:
+            del self._idle[conn]
+            conn.close()
+        self._metrics.upstream_idle = len(self._idle)
+
+    def close_all(self) -> None:
+        idle, self._idle = self._idle, {}
+        for conn in idle:
+            conn.close()
+        self._metrics.upstream_idle = 0
+
+
+def _client_context(upstream: Upstream) -> ssl.SSLContext:
+    """Verifying TLS client context: the configured CA bundle, else the system's."""
+    ctx = ssl.create_default_context(cafile=str(upstream.ca_bundle) if upstream.ca_bundle else None)
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx

@@ -1,0 +1,66 @@
+"""End-to-end fixtures: the whole system as ``seg up`` runs it (``seg_local.stack``):
+the control plane process, gateway node processes with TLS, the demo mail server."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from seg_cli.demo import DemoDevice
+from seg_local.stack import Node, Stack, StackOptions
+
+
+def start_stack(tmp_path_factory: pytest.TempPathFactory, **options: Any) -> Stack:
+    stack = Stack(
+        StackOptions(
+            state_dir=tmp_path_factory.mktemp("seg"),
+            demo_ping_hold_cap_s=2.0,
+            **options,
+        )
+    )
+    stack.start()
+    return stack
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    s = start_stack(tmp_path_factory, nodes=2)
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def new_device(user: str = "") -> DemoDevice:
+    tag = uuid.uuid4().hex[:8]
+    return DemoDevice(user or f"user{tag}", f"DEV{tag}".upper(), "iPhone", "iPhone 15", "iOS 18")
+
+
+def metrics(node: Node) -> dict[str, float]:
+    """The node's Prometheus samples, keyed ``name{labels}`` as exposed."""
+    text = httpx.get(node.admin_url + "/metrics", timeout=5).text
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def eventually(check: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except (httpx.HTTPError, KeyError, AssertionError) as exc:
+            last = exc
+        time.sleep(0.1)
+    raise AssertionError(f"not true after {timeout} s: {what} (last: {last!r})")

@@ -1,0 +1,158 @@
+"""Access events end to end (request -> batch -> control plane, spool across a restart)
+and the admin port's answers."""
+
+from __future__ import annotations
+
+import asyncio
+
+from seg_contract import Access
+from tests.integration.gateway_agent.conftest import (
+    ConfigFactory,
+    admin_get,
+    eas_post,
+    running,
+)
+from tests.integration.gateway_agent.control_plane_double import ControlPlaneDouble, eventually
+
+ALICE = "Cmd=Sync&User=alice&DeviceId=dev1&DeviceType=iPhone"
+BOB = "Cmd=FolderSync&User=bob&DeviceId=dev2&DeviceType=Android"
+
+
+async def test_every_request_becomes_an_access_event_in_a_batch(
+    double: ControlPlaneDouble, make_config: ConfigFactory
+) -> None:
+    async with running(make_config(double)) as node:
+        await eventually(lambda: node.store.current().version == 2)
+        assert (await eas_post(node.listen_port, ALICE)).status_code == 200
+        assert (await eas_post(node.listen_port, BOB)).status_code == 403
+        await eventually(lambda: len(double.events) == 2, what="events delivered")
+    events = [e for b in double.batches for e in b.events]
+    assert {(e.user, e.command, e.decision) for e in events} == {
+        ("alice", "Sync", Access.ALLOW),
+        ("bob", "FolderSync", Access.BLOCK),
+    }
+    assert all(
+        b.node_id == "node-1" and e.node_id == "node-1" for b in double.batches for e in b.events
+    )
+
+
+async def test_spool_survives_a_restart_and_drains_in_order_when_the_cloud_is_back(
+    double: ControlPlaneDouble, make_config: ConfigFactory
+) -> None:
+    config = make_config(double)
+    double.events_status = 503  # the control plane cannot take events
+    async with running(config) as node:
+        await eventually(lambda: node.store.current().version == 2)
+        for _ in range(3):
+            await eas_post(node.listen_port, ALICE)
+        await eventually(lambda: node.reporter.spool.depth_events == 3, what="spooled")
+        metrics = (await admin_get(node, "/metrics")).text
+        assert "seg_gateway_spool_events 3.0" in metrics
+    first_ids = [p.name for p in (config.state_dir / "spool").iterdir()]
+    assert first_ids, "the spool is on disk after shutdown"
+    await double.stop()
+    # Restart with the control plane down: the spool is loaded, more events join it.
+    async with running(config) as node:
+        assert node.reporter.spool.depth_events == 3
+        await eas_post(node.listen_port, BOB)
+        await eventually(lambda: node.reporter.spool.depth_events == 4)
+    # The control plane is back: everything drains, oldest first, nothing lost.
+    double.events_status = 202
+    await double.start()
+    config = make_config(double)
+    async with running(config) as node:
+        await eventually(lambda: len(double.events) == 4, what="drained", timeout=10)
+        await eventually(lambda: node.reporter.spool.depth_events == 0)
+    users = [e.user for b in double.batches for e in b.events]
+    assert users == ["alice", "alice", "alice", "bob"]
+    assert len(set(double.events)) == 4
+
+
+async def test_readyz_metrics_and_livez(
+    double: ControlPlaneDouble, make_config: ConfigFactory
+) -> None:
+    async with running(make_config(double)) as node:
+        await eventually(lambda: node.store.current().version == 2)
+        await eas_post(node.listen_port, ALICE)
+        await eas_post(node.listen_port, BOB)
+        assert (await admin_get(node, "/livez")).json()["status"] == "alive"
+        ready = await admin_get(node, "/readyz")
+        assert ready.status_code == 200 and ready.json()["reasons"] == []
+        text = (await admin_get(node, "/metrics")).text
+        for line in (
+            'seg_gateway_requests_total{command="Sync",decision="allow",enforced="true"} 1.0',
+            'seg_gateway_requests_total{command="FolderSync",decision="block",enforced="true"} 1.0',
+            "seg_gateway_policy_version 2.0",
+            'seg_gateway_policy_freshness{level="fresh"} 1.0',
+            'seg_gateway_push_connection_state{state="connected"} 1.0',
+            "seg_gateway_spool_evicted_events_total 0.0",
+            "seg_gateway_upstream_up 1.0",
+            "seg_gateway_held 0.0",
+        ):
+            assert line in text, line
+        assert 'seg_gateway_upstream_latency_seconds_count{command="Sync"} 1.0' in text
+        assert "seg_gateway_policy_age_seconds" in text
+
+
+async def test_readyz_reports_an_unreachable_upstream(
+    double: ControlPlaneDouble, make_config: ConfigFactory, upstream
+) -> None:  # type: ignore[no-untyped-def]
+    config = make_config(double, upstream_check_interval_s=0.1)
+    async with running(config) as node:
+        await eventually(lambda: node.store.current().version == 2)
+        upstream[0].close()
+        await eventually(lambda: node.upstream_ok is False, what="upstream check")
+        ready = await admin_get(node, "/readyz")
+        assert ready.status_code == 503
+        assert "upstream unreachable" in " ".join(ready.json()["reasons"])
+
+
+async def test_readyz_without_any_policy_is_not_ready(make_config: ConfigFactory) -> None:
+    # A control plane that is not there, and no policy on disk: fail closed.
+    dead = ControlPlaneDouble()
+    dead.port = 9  # discard port: nothing listens on 127.0.0.1:9
+    async with running(make_config(dead)) as node:
+        ready = await admin_get(node, "/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["policy"]["freshness"] == "missing"
+        assert "no policy loaded" in " ".join(ready.json()["reasons"])
+        assert "seg_gateway_fail_closed 1.0" in (await admin_get(node, "/metrics")).text
+
+
+async def test_diagnostics_explains_and_rejects_bad_questions(
+    double: ControlPlaneDouble, make_config: ConfigFactory
+) -> None:
+    async with running(make_config(double)) as node:
+        await eventually(lambda: node.store.current().version == 2)
+        ok = await admin_get(node, "/diagnostics/decision?user=CORP%5CBob&device_id=DEV2")
+        body = ok.json()
+        assert ok.status_code == 200
+        assert body["access"] == "block" and body["question"]["user"] == "bob"
+        assert body["steps"] and body["credential_substitution"] == "not configured"
+        unknown = (await admin_get(node, "/diagnostics/decision?user=nobody&device_id=x")).json()
+        assert unknown["rule"] == "unknown_device"
+        for bad in ("?user=alice", "?device_id=x", "?user=a&device_id=b&color=red"):
+            answer = await admin_get(node, "/diagnostics/decision" + bad)
+            assert answer.status_code == 400 and answer.json()["detail"]
+        long_id = "x" * 500
+        assert (
+            await admin_get(node, f"/diagnostics/decision?user=a&device_id={long_id}")
+        ).status_code == 400
+        assert (await admin_get(node, "/nope")).status_code == 404
+
+
+async def test_admin_port_refuses_malformed_and_oversized_requests(
+    double: ControlPlaneDouble, make_config: ConfigFactory
+) -> None:
+    async with running(make_config(double)) as node:
+        for raw, status in (
+            (b"POST /livez HTTP/1.1\r\n\r\n", b"405"),
+            (b"garbage\r\n\r\n", b"400"),
+            (b"GET /livez HTTP/1.1\r\nX: " + b"a" * 70_000 + b"\r\n\r\n", b"431"),
+        ):
+            reader, writer = await asyncio.open_connection("127.0.0.1", node.admin_port)
+            writer.write(raw)
+            await writer.drain()
+            answer = await reader.read(200)
+            writer.close()
+            assert answer.split(b" ")[1] == status, answer

@@ -1,0 +1,282 @@
+"""Fixtures for the EAS proxy on 127.0.0.1 with real TLS on both legs: a throwaway CA-less
+self-signed certificate per leg, a small aiohttp EAS upstream that records what it saw,
+an in-memory PolicyView / EventSink, and a gateway started in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import ipaddress
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from onprem_gateway.core.policy_index import PolicyIndex
+from onprem_gateway.proxy import ProxySettings, Timeouts, Upstream, start_eas_server
+from onprem_gateway.proxy.server import EasServer
+from seg_contract import (
+    Access,
+    AccessEvent,
+    ClusterSettings,
+    DeviceEntry,
+    EntrySource,
+    PolicySnapshot,
+    UserCredential,
+)
+
+NOW = dt.datetime(2026, 11, 27, tzinfo=dt.UTC)
+BLOCK_SIZE = 64 * 1024
+
+
+def pattern_block(seed: int) -> bytes:
+    """64 KiB of deterministic, non-repeating-looking bytes."""
+    out = bytearray()
+    counter = 0
+    while len(out) < BLOCK_SIZE:
+        out += hashlib.sha256(f"{seed}:{counter}".encode()).digest()
+        counter += 1
+    return bytes(out[:BLOCK_SIZE])
+
+
+def make_cert(tmp: Path, name: str) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(dt.datetime.now(dt.UTC) - dt.timedelta(days=1))
+        .not_valid_after(dt.datetime.now(dt.UTC) + dt.timedelta(days=2))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp / f"{name}.crt", tmp / f"{name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+@dataclass
+class Seen:
+    method: str
+    path_qs: str
+    headers: dict[str, str]
+    raw_headers: list[tuple[str, str]]
+    body_size: int
+    body_sha256: str
+
+
+@dataclass
+class FakeUpstream:
+    """A stand-in EAS server. ``hold_s`` delays Ping / FolderSync answers; requests with
+    ``X-Test-Respond-Bytes: N`` get N pattern bytes back (streamed)."""
+
+    seen: list[Seen] = field(default_factory=list)
+    hold_s: float = 0.0
+    # Set once the upstream has received this many request-body bytes (streaming proof).
+    got_bytes_event: asyncio.Event = field(default_factory=asyncio.Event)
+    got_bytes_threshold: int = 2 * 1024 * 1024
+    # The upstream waits for this before sending the rest of a large response.
+    client_got_first: asyncio.Event | None = None
+    port: int = 0
+    cert: Path | None = None
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        digest = hashlib.sha256()
+        size = 0
+        async for chunk in request.content.iter_chunked(256 * 1024):
+            digest.update(chunk)
+            size += len(chunk)
+            if size >= self.got_bytes_threshold:
+                self.got_bytes_event.set()
+        self.seen.append(
+            Seen(
+                request.method,
+                request.path_qs,
+                {k.lower(): v for k, v in request.headers.items()},
+                [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers],
+                size,
+                digest.hexdigest(),
+            )
+        )
+        cmd = request.query.get("Cmd", "")
+        if cmd in ("Ping", "FolderSync") and self.hold_s:
+            await asyncio.sleep(self.hold_s)
+        if request.headers.get("X-Test-451"):
+            return web.Response(
+                status=451,
+                headers={
+                    "X-MS-Location": "https://mail01.corp.internal/Microsoft-Server-ActiveSync"
+                },
+            )
+        respond = int(request.headers.get("X-Test-Respond-Bytes", "0"))
+        if respond:
+            resp = web.StreamResponse(status=200)
+            resp.content_length = respond
+            resp.content_type = "application/vnd.ms-sync.wbxml"
+            await resp.prepare(request)
+            block = pattern_block(2)
+            sent = 0
+            while sent < respond:
+                piece = block[: min(BLOCK_SIZE, respond - sent)]
+                await resp.write(piece)
+                sent += len(piece)
+                if self.client_got_first is not None and sent == 4 * 1024 * 1024:
+                    await asyncio.wait_for(self.client_got_first.wait(), 20)
+            await resp.write_eof()
+            return resp
+        return web.Response(
+            status=200,
+            body=f"ok {size} {digest.hexdigest()}".encode(),
+            headers={"X-Upstream": "yes", "Connection-Specific": "x"},
+            content_type="application/vnd.ms-sync.wbxml",
+        )
+
+
+class MemoryPolicy:
+    def __init__(self, index: PolicyIndex) -> None:
+        self.index = index
+
+    def current(self) -> PolicyIndex:
+        return self.index
+
+
+class MemorySink:
+    def __init__(self) -> None:
+        self.events: list[AccessEvent] = []
+
+    def record(self, event: AccessEvent) -> None:
+        self.events.append(event)
+
+
+def entry(user: str, device_id: str, access: Access, version: int = 1) -> DeviceEntry:
+    return DeviceEntry(
+        user=user,
+        device_id=device_id,
+        access=access,
+        reason=f"test {access}",
+        source=EntrySource.COMPLIANCE,
+        version=version,
+        updated_at=NOW,
+    )
+
+
+def policy_index(
+    devices: tuple[DeviceEntry, ...] = (),
+    credentials: tuple[UserCredential, ...] = (),
+    **settings: Any,
+) -> PolicyIndex:
+    snap = PolicySnapshot(
+        cluster_id="c1",
+        version=10,
+        generated_at=NOW,
+        settings=ClusterSettings(**settings),
+        devices=devices,
+        credentials=credentials,
+    )
+    return PolicyIndex.from_snapshot(snap, confirmed_at=time.time())
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
+    tmp = tmp_path_factory.mktemp("certs")
+    return {"gateway": make_cert(tmp, "gateway"), "upstream": make_cert(tmp, "upstream")}
+
+
+@pytest.fixture
+async def upstream(certs: dict[str, tuple[Path, Path]]) -> AsyncIterator[FakeUpstream]:
+    up = FakeUpstream()
+    app = web.Application(client_max_size=200 * 1024 * 1024)
+    app.router.add_route("*", "/{tail:.*}", up.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(*map(str, certs["upstream"]))
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
+    await site.start()
+    up.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    up.cert = certs["upstream"][0]
+    yield up
+    await runner.cleanup()
+
+
+@dataclass
+class Gateway:
+    server: EasServer
+    policy: MemoryPolicy
+    sink: MemorySink
+    client_ssl: ssl.SSLContext
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.server.port}"
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+
+GatewayFactory = Callable[..., Any]
+
+
+@pytest.fixture
+async def make_gateway(
+    certs: dict[str, tuple[Path, Path]],
+) -> AsyncIterator[GatewayFactory]:
+    started: list[EasServer] = []
+
+    async def make(
+        upstream_port: int,
+        index: PolicyIndex | None = None,
+        timeouts: Timeouts | None = None,
+        **overrides: Any,
+    ) -> Gateway:
+        settings = ProxySettings(
+            upstream=Upstream(
+                url=f"https://127.0.0.1:{upstream_port}",
+                ca_bundle=certs["upstream"][0],
+                server_hostname="localhost",
+            ),
+            public_url="https://seg.example.com",
+            tls_cert=certs["gateway"][0],
+            tls_key=certs["gateway"][1],
+            node_id="node-1",
+            timeouts=timeouts or Timeouts(upstream_connect_s=2.0),
+        )
+        if overrides:
+            settings = replace(settings, **overrides)
+        policy = MemoryPolicy(index or policy_index())
+        sink = MemorySink()
+        server = await start_eas_server(settings, policy, sink)
+        started.append(server)
+        client_ssl = ssl.create_default_context(cafile=str(certs["gateway"][0]))
+        return Gateway(server, policy, sink, client_ssl)
+
+    yield make
+    for server in started:
+        await server.close(0.5)

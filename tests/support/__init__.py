@@ -1,0 +1,1 @@
+"""Test helpers shared by several tiers (moto fixtures, event builders)."""

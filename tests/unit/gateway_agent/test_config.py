@@ -1,0 +1,231 @@
+"""Configuration: every source, every check, one error listing every problem."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import ssl
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from onprem_gateway.__main__ import main
+from onprem_gateway.config import ConfigError, config_from_wire, load_config
+from seg_contract.crypto import generate_cluster_keypair, seal, unseal
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, Path]:
+    out = {}
+    for name in ("cert.pem", "key.pem", "ca.pem", "policy.json"):
+        out[name] = tmp_path / name
+        out[name].write_text("x")
+    out["credential"] = tmp_path / "credential"
+    out["credential"].write_text("segc_c1_k1_secret\n")
+    out["cluster.key"] = tmp_path / "cluster.key"
+    out["cluster.key"].write_text(generate_cluster_keypair()[0] + "\n")
+    return out
+
+
+def good_env(files: dict[str, Path], tmp_path: Path) -> dict[str, str]:
+    return {
+        "SEG_GW_TLS_CERT": str(files["cert.pem"]),
+        "SEG_GW_TLS_KEY": str(files["key.pem"]),
+        "SEG_GW_UPSTREAM_URL": "https://mail.example.com",
+        "SEG_GW_API_URL": "https://api.example.com/",
+        "SEG_GW_WS_URL": "wss://ws.example.com/prod",
+        "SEG_GW_CREDENTIAL": "segc_c1_k1_secret",
+        "SEG_GW_STATE_DIR": str(tmp_path / "state"),
+    }
+
+
+def problems(env: dict[str, str], **kwargs: object) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_config(env=env, **kwargs)  # type: ignore[arg-type]
+    return info.value.problems
+
+
+def test_a_minimal_environment_gives_defaults_that_stay_under_api_gateway_limits(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    config = load_config(env=good_env(files, tmp_path))
+    assert config.listen_port == 8443 and config.admin_host == "127.0.0.1"
+    assert config.keepalive_interval_s < 600 and config.reconnect_after_s < 7200
+    assert config.workers >= 1 and config.node_id
+    assert config.long_poll_timeout_s > 3540
+    assert config.connected and config.log_level == "INFO"
+    assert "segc" not in repr(config)  # the credential never shows in a repr
+    assert config.describe()["credential"] == "<set>"
+
+
+def test_every_problem_is_reported_at_once(files: dict[str, Path], tmp_path: Path) -> None:
+    env = {
+        "SEG_GW_LISTEN_PORT": "99999",
+        "SEG_GW_WORKERS": "-1",
+        "SEG_GW_KEEPALIVE_INTERVAL_S": "700",
+        "SEG_GW_RECONNECT_AFTER_S": "7200",
+        "SEG_GW_UPSTREAM_URL": "http://mail.example.com",
+        "SEG_GW_API_URL": "ftp://x",
+        "SEG_GW_LOG_LEVEL": "chatty",
+        "SEG_GW_TRUSTED_PROXIES": "10.0.0.0/8,not-a-net",
+        "SEG_GW_MAX_SPOOL_BYTES": "10",
+        "SEG_GW_LONG_POLL_TIMEOUT_S": "60",
+        "SEG_GW_TYPO": "1",
+    }
+    found = "\n".join(problems(env))
+    for expected in (
+        "SEG_GW_LISTEN_PORT: 99999 is not a port",
+        "SEG_GW_WORKERS must be between 0",
+        "SEG_GW_KEEPALIVE_INTERVAL_S must be in (0, 540]",
+        "SEG_GW_RECONNECT_AFTER_S must be in (0, 7080]",
+        "SEG_GW_UPSTREAM_ALLOW_PLAIN_HTTP=true",
+        "SEG_GW_API_URL: 'ftp://x' must be a https or http URL",
+        "SEG_GW_LOG_LEVEL must be one of",
+        "SEG_GW_TRUSTED_PROXIES: '10.0.0.0/8,not-a-net' is not a valid networks",
+        "SEG_GW_MAX_SPOOL_BYTES must be at least",
+        "SEG_GW_LONG_POLL_TIMEOUT_S must be >= 3540",
+        "unknown environment variable SEG_GW_TYPO",
+        "SEG_GW_TLS_CERT is required",
+        "a control plane needs SEG_GW_API_URL, SEG_GW_WS_URL and SEG_GW_CREDENTIAL",
+    ):
+        assert expected in found, (expected, found)
+
+
+def test_missing_files_and_bad_keys_are_named(files: dict[str, Path], tmp_path: Path) -> None:
+    env = good_env(files, tmp_path) | {
+        "SEG_GW_TLS_CERT": str(tmp_path / "nope.pem"),
+        "SEG_GW_UPSTREAM_CA_BUNDLE": str(tmp_path / "nope-ca.pem"),
+        "SEG_GW_CLUSTER_KEY_FILE": str(files["ca.pem"]),
+    }
+    found = "\n".join(problems(env))
+    assert "nope.pem is not a readable file" in found
+    assert "nope-ca.pem is not a readable file" in found
+    assert "does not hold a base64 X25519 key" in found
+
+
+def test_credential_from_a_file_and_conflicts(files: dict[str, Path], tmp_path: Path) -> None:
+    env = good_env(files, tmp_path)
+    del env["SEG_GW_CREDENTIAL"]
+    config = load_config(env=env | {"SEG_GW_CREDENTIAL_FILE": str(files["credential"])})
+    assert config.credential == "segc_c1_k1_secret"
+    both = env | {
+        "SEG_GW_CREDENTIAL_FILE": str(files["credential"]),
+        "SEG_GW_CREDENTIAL": "segc_x",
+    }
+    assert "not both" in "\n".join(problems(both))
+    assert "whitespace" in "\n".join(problems(env | {"SEG_GW_CREDENTIAL": "a\tb"}))
+
+
+def test_air_gapped_needs_a_policy_file(files: dict[str, Path], tmp_path: Path) -> None:
+    env = {
+        "SEG_GW_TLS_CERT": str(files["cert.pem"]),
+        "SEG_GW_TLS_KEY": str(files["key.pem"]),
+        "SEG_GW_UPSTREAM_URL": "https://mail.example.com",
+    }
+    assert "no policy source" in "\n".join(problems(env))
+    config = load_config(env=env, overrides={"policy_file": files["policy.json"]})
+    assert not config.connected and config.policy_file == files["policy.json"]
+
+
+def test_toml_file_then_environment_then_command_line(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    toml = tmp_path / "gw.toml"
+    toml.write_text(
+        "[gateway]\n"
+        f'tls_cert = "{files["cert.pem"]}"\n'
+        f'tls_key = "{files["key.pem"]}"\n'
+        'upstream_url = "https://mail.example.com"\n'
+        "listen_port = 9443\n"
+        "workers = 3\n"
+        'trusted_proxies = ["10.0.0.0/8", "192.168.1.1"]\n'
+        f'policy_file = "{files["policy.json"]}"\n'
+    )
+    config = load_config(env={"SEG_GW_WORKERS": "0"}, config_file=toml)
+    assert config.listen_port == 9443 and config.workers == 0
+    assert config.trusted_proxies == (
+        ipaddress.ip_network("10.0.0.0/8"),
+        ipaddress.ip_network("192.168.1.1/32"),
+    )
+    other = tmp_path / "other.json"
+    other.write_text("{}")
+    assert (
+        load_config(env={}, config_file=toml, overrides={"policy_file": other}).policy_file == other
+    )
+
+
+def test_bad_toml_and_unknown_keys(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("listen_port = [")
+    assert "not valid TOML" in "\n".join(problems({}, config_file=bad))
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text("listen_prot = 1\n")
+    assert "unknown key 'listen_prot'" in "\n".join(problems({}, config_file=unknown))
+    assert "cannot read" in "\n".join(problems({}, config_file=tmp_path / "missing.toml"))
+
+
+def test_upstream_url_with_a_path_is_refused(files: dict[str, Path], tmp_path: Path) -> None:
+    env = good_env(files, tmp_path) | {"SEG_GW_UPSTREAM_URL": "https://mail/owa"}
+    assert "scheme://host[:port] only" in "\n".join(problems(env))
+
+
+def test_wire_round_trip_keeps_every_value(files: dict[str, Path], tmp_path: Path) -> None:
+    env = good_env(files, tmp_path) | {
+        "SEG_GW_TRUSTED_PROXIES": "10.1.0.0/16",
+        "SEG_GW_CLUSTER_KEY_FILE": str(files["cluster.key"]),
+        "SEG_GW_REFRESH_INTERVAL_S": "120",
+    }
+    config = load_config(env=env)
+    wire = config.to_wire()
+    assert "credential" not in wire and "api_url" not in wire  # workers never hold it
+    worker = config_from_wire(wire)
+    assert worker == replace(config, api_url="", ws_url="", credential="")
+
+
+def test_check_config_exits_2_with_the_problems(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in list(os.environ):
+        if name.startswith("SEG_GW_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("SEG_GW_WORKERS", "lots")
+    assert main(["check-config"]) == 2
+    err = capsys.readouterr().err
+    assert "invalid gateway configuration" in err and "SEG_GW_WORKERS" in err
+
+
+def test_check_config_prints_the_resolved_config_without_secrets(
+    files: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name, value in good_env(files, tmp_path).items():
+        monkeypatch.setenv(name, value)
+    assert main(["check-config"]) == 0
+    out = capsys.readouterr().out
+    assert '"credential": "<set>"' in out and "segc_c1_k1_secret" not in out
+
+
+def test_keygen_writes_a_private_key_and_prints_the_public_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    private = tmp_path / "cluster.key"
+    assert (
+        main(["keygen", "--private-key", str(private), "--public-key", str(tmp_path / "pub")]) == 0
+    )
+    public = capsys.readouterr().out.strip()
+    assert (tmp_path / "pub").read_text().strip() == public
+    assert private.stat().st_mode & 0o777 == 0o600
+    assert unseal(seal("pw2", public), private.read_text().strip()) == "pw2"
+    assert main(["keygen", "--private-key", str(private)]) == 2  # never overwrite
+
+
+def test_make_cert_writes_a_usable_pair(tmp_path: Path) -> None:
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    assert main(["make-cert", "--cert", str(cert), "--key", str(key), "--host", "gw.local"]) == 0
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(str(cert), str(key))
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert main(["make-cert", "--cert", str(cert), "--key", str(key), "--days", "0"]) == 2
