@@ -9,8 +9,11 @@ every 200 ms), so the figures include the access-event cost.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import cProfile
 import datetime as dt
+import gc
 import os
 import re
 import shutil
@@ -25,6 +28,18 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import uvloop  # noqa: E402
+
+from onprem_gateway.core.policy_index import PolicyIndex  # noqa: E402
+from onprem_gateway.proxy import ProxySettings, Upstream, start_eas_server  # noqa: E402
+from seg_contract import (  # noqa: E402
+    Access,
+    ClusterSettings,
+    DeviceEntry,
+    EntrySource,
+    PolicySnapshot,
+)
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SYNC_PATH = "/Microsoft-Server-ActiveSync?Cmd=Sync&User=alice&DeviceId=dev1&DeviceType=iPhone"
 PING_PATH = "/Microsoft-Server-ActiveSync?Cmd=Ping&User=alice&DeviceId=dev1&DeviceType=iPhone"
@@ -33,7 +48,9 @@ BODY_300 = b"\x03\x01j\x00\x00\x00E\\OK\x03" + b"x" * 288
 
 def ensure_tools() -> None:
     """nginx and wrk from Debian; installed when missing (the bench's only side effect)."""
-    missing = [t for t in ("nginx", "wrk") if not (shutil.which(t) or Path(f"/usr/sbin/{t}").exists())]
+    missing = [
+        t for t in ("nginx", "wrk") if not (shutil.which(t) or Path(f"/usr/sbin/{t}").exists())
+    ]
     if missing:
         print(f"installing {missing} (apt-get install -y nginx-light wrk)", flush=True)
         subprocess.run(["apt-get", "install", "-y", "nginx-light", "wrk"], check=True)
@@ -60,7 +77,9 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
 
 
-def start_nginx(workdir: Path, name: str, server_block: str, workers: int) -> subprocess.Popen[bytes]:
+def start_nginx(
+    workdir: Path, name: str, server_block: str, workers: int
+) -> subprocess.Popen[bytes]:
     base = workdir / name
     base.mkdir(parents=True, exist_ok=True)
     os.chmod(base, 0o777)
@@ -142,6 +161,19 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / CLK_TCK
 
 
+def cpu_split(pids: list[int]) -> tuple[float, float]:
+    """(user, system) CPU seconds of the processes."""
+    user = system = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        user += int(fields[11])
+        system += int(fields[12])
+    return user / CLK_TCK, system / CLK_TCK
+
+
 def rss_bytes(pids: list[int]) -> int:
     total = 0
     for pid in pids:
@@ -174,19 +206,30 @@ def _ms(value: str) -> float:
     return number / 1000 if unit == "us" else number * 1000 if unit == "s" else number
 
 
-def run_wrk(url: str, workdir: Path, *, duration: int, connections: int, threads: int = 2) -> dict[str, float]:
+def run_wrk(
+    url: str, workdir: Path, *, duration: int, connections: int, threads: int = 2
+) -> dict[str, float]:
     script = workdir / "post.lua"
     script.write_text(WRK_LUA)
     out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url],
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{duration}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     sock_err = re.search(r"Socket errors: (.*)", out)
     return {
@@ -202,8 +245,53 @@ def run_wrk(url: str, workdir: Path, *, duration: int, connections: int, threads
 # --- gateway workers -----------------------------------------------------------------------
 
 
+def make_cert(directory: Path) -> tuple[Path, Path]:
+    """A throwaway self-signed certificate for 127.0.0.1 / localhost (bench only)."""
+    import ipaddress  # noqa: PLC0415
+
+    from cryptography import x509  # noqa: PLC0415
+    from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+    from cryptography.x509.oid import NameOID  # noqa: PLC0415
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "bench.crt", directory / "bench.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
 def start_gateway_workers(
-    port: int, upstream_port: int, workers: int, *, profile_dir: Path | None = None
+    port: int,
+    upstream_port: int,
+    workers: int,
+    *,
+    profile_dir: Path | None = None,
+    tls: tuple[Path, Path] | None = None,
 ) -> list[subprocess.Popen[bytes]]:
     procs = []
     for index in range(workers):
@@ -217,6 +305,8 @@ def start_gateway_workers(
         ]
         if profile_dir is not None:
             cmd += ["--profile", str(profile_dir / f"worker{index}.prof")]
+        if tls is not None:
+            cmd += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
         procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE))
     for proc in procs:
         line = proc.stdout.readline() if proc.stdout else b""
@@ -255,9 +345,7 @@ class BatchingSink:
                 self.sent += len(payload)
 
 
-def bench_policy():  # type: ignore[no-untyped-def]
-    from onprem_gateway.core.policy_index import PolicyIndex
-    from seg_contract import Access, ClusterSettings, DeviceEntry, EntrySource, PolicySnapshot
+def bench_policy() -> PolicyIndex:
 
     now = dt.datetime.now(dt.UTC)
     devices = [
@@ -293,8 +381,7 @@ def bench_policy():  # type: ignore[no-untyped-def]
     return PolicyIndex.from_snapshot(snap, confirmed_at=time.time())
 
 
-async def _serve(port: int, upstream_port: int) -> None:
-    from onprem_gateway.proxy import ProxySettings, Upstream, start_eas_server
+async def _serve(port: int, upstream_port: int, tls: tuple[str, str] | None = None) -> None:
 
     index = bench_policy()
 
@@ -313,37 +400,59 @@ async def _serve(port: int, upstream_port: int) -> None:
         upstream=Upstream(url=f"http://127.0.0.1:{upstream_port}", allow_plain_http=True),
         public_url=f"http://127.0.0.1:{port}",
         node_id="bench",
+        tls_cert=Path(tls[0]) if tls else None,
+        tls_key=Path(tls[1]) if tls else None,
     )
-    server = await start_eas_server(settings, View(), sink, sock=sock)
+    server = await start_eas_server(
+        settings, View(), sink, sock=sock, freeze_gc=not os.environ.get("SEG_BENCH_NO_FREEZE")
+    )
     pump = asyncio.get_running_loop().create_task(sink.pump())
     stop_event = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop_event.set)
+    gc_times: list[tuple[int, float]] = []
+    if os.environ.get("SEG_BENCH_GC_STATS"):
+        started: list[float] = []
+
+        def on_gc(phase: str, info: dict[str, int]) -> None:
+            if phase == "start":
+                started.append(time.perf_counter())
+            elif started:
+                gc_times.append((info["generation"], time.perf_counter() - started.pop()))
+
+        gc.callbacks.append(on_gc)
     print("ready", flush=True)
     await stop_event.wait()
     pump.cancel()
     await server.close(1.0)
+    if gc_times:
+        for gen in (0, 1, 2):
+            durs = [d for g, d in gc_times if g == gen]
+            if durs:
+                print(
+                    f"gc gen{gen}: {len(durs)} runs, max {max(durs) * 1000:.1f} ms, "
+                    f"total {sum(durs) * 1000:.0f} ms",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
 
 def _worker_main(argv: list[str]) -> None:
-    import argparse
-
-    import uvloop
-
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream-port", type=int, required=True)
     parser.add_argument("--profile")
+    parser.add_argument("--tls-cert")
+    parser.add_argument("--tls-key")
     args = parser.parse_args(argv)
+    tls = (args.tls_cert, args.tls_key) if args.tls_cert else None
     if args.profile:
-        import cProfile
-
-        prof = cProfile.Profile()
+        prof = cProfile.Profile(time.process_time)  # CPU time: robust on a busy machine
         prof.enable()
-        uvloop.run(_serve(args.port, args.upstream_port))
+        uvloop.run(_serve(args.port, args.upstream_port, tls))
         prof.disable()
         prof.dump_stats(args.profile)
     else:
-        uvloop.run(_serve(args.port, args.upstream_port))
+        uvloop.run(_serve(args.port, args.upstream_port, tls))
 
 
 if __name__ == "__main__":

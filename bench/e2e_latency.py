@@ -78,10 +78,9 @@ def main() -> int:
     stack.start()
     print(f"system up in {time.monotonic() - t0:.1f} s (control plane + 2 gateway nodes)")
     try:
-        api, key = stack.endpoints["api_url"], stack.device_services_key
         device = DemoDevice("bench", "BENCHPHONE", "iPhone", "iPhone 15", "iOS 18.1")
-        enroll(api, key, device)
-        checkin(api, key, device, compromised=False)
+        enroll(stack, device)
+        checkin(stack, device, compromised=False)
         wait_enforced(stack.nodes, device.user, device.device_id, "allow")
         console = stack.console()
         all_nodes: list[float] = []  # per change: the slowest node
@@ -91,7 +90,7 @@ def main() -> int:
             access = "block" if block else "allow"
             start = time.monotonic()
             if args.kind == "checkin":
-                checkin(api, key, device, compromised=block)
+                checkin(stack, device, compromised=block)
             else:
                 r = console.post(
                     f"/console/v1/email-devices/{device.user}/{device.device_id.lower()}/override",
@@ -116,9 +115,10 @@ def main() -> int:
         f"of which the API call itself: p50 {statistics.median(api_ms):.0f} ms, "
         f"p99 {_percentile(api_ms, 0.99):.0f} ms"
     )
+    extra = " --external-moto" if args.external_moto else ""
     print(
         f"reproduce: .venv/bin/python bench/e2e_latency.py --changes {args.changes} "
-        f"--kind {args.kind}"
+        f"--kind {args.kind}{extra}"
     )
     return 0
 

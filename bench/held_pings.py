@@ -25,8 +25,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import pstats
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -36,12 +38,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _proxy_common import (  # noqa: E402
+import httptools
+import uvloop
+from _proxy_common import (
     BODY_300,
     PING_PATH,
     SYNC_PATH,
     cpu_seconds,
     free_port,
+    make_cert,
     rss_bytes,
     start_gateway_workers,
     stop,
@@ -56,7 +61,9 @@ PING_REQUEST = (
     f"POST {PING_PATH} HTTP/1.1\r\nHost: bench\r\nMS-ASProtocolVersion: 14.1\r\n"
     "User-Agent: Apple-iPhone/1801\r\nContent-Length: 0\r\n\r\n"
 ).encode()
-ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.ms-sync.wbxml\r\nContent-Length: 2\r\n\r\nok"
+ANSWER = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.ms-sync.wbxml\r\nContent-Length: 2\r\n\r\nok"
+)
 
 
 # --- upstream: holds Pings until SIGUSR1 ------------------------------------------------
@@ -66,8 +73,6 @@ class _UpstreamConn(asyncio.Protocol):
     held: set[_UpstreamConn] = set()
 
     def __init__(self) -> None:
-        import httptools
-
         self.parser = httptools.HttpRequestParser(self)
         self.url = b""
         self.transport: asyncio.Transport | None = None
@@ -117,7 +122,7 @@ async def _serve_upstream(port: int, count_file: str) -> None:
     loop.add_signal_handler(signal.SIGTERM, stop_event.set)
     print("ready", flush=True)
     while not stop_event.is_set():
-        Path(count_file).write_text(str(len(_UpstreamConn.held)))
+        Path(count_file).write_text(str(len(_UpstreamConn.held)))  # noqa: ASYNC240 (tiny)
         try:
             await asyncio.wait_for(stop_event.wait(), 0.5)
         except TimeoutError:
@@ -128,7 +133,14 @@ async def _serve_upstream(port: int, count_file: str) -> None:
 # --- ping clients ---------------------------------------------------------------------------
 
 
-async def _ping_client(port: int, count: int, source: str, rate: float, result_file: str) -> None:
+def _client_ssl(cert: str) -> ssl.SSLContext | None:
+    return ssl.create_default_context(cafile=cert) if cert else None
+
+
+async def _ping_client(
+    port: int, count: int, source: str, rate: float, result_file: str, cert: str
+) -> None:
+    ctx = _client_ssl(cert)
     ok = failed = 0
     opened = 0
     done = asyncio.Event()
@@ -138,7 +150,12 @@ async def _ping_client(port: int, count: int, source: str, rate: float, result_f
         nonlocal ok, failed, opened, answered
         try:
             reader, writer = await asyncio.open_connection(
-                "127.0.0.1", port, local_addr=(source, 0), limit=4096
+                "127.0.0.1",
+                port,
+                local_addr=(source, 0),
+                limit=4096,
+                ssl=ctx,
+                server_hostname="localhost" if ctx else None,
             )
         except OSError:
             failed += 1
@@ -168,13 +185,16 @@ async def _ping_client(port: int, count: int, source: str, rate: float, result_f
             await asyncio.sleep(delay)
     print(f"sent {count}", flush=True)
     await done.wait()
-    Path(result_file).write_text(f"{ok} {failed}")
+    Path(result_file).write_text(f"{ok} {failed}")  # noqa: ASYNC240 (once, at the end)
 
 
 # --- Sync load (open loop) ---------------------------------------------------------------------
 
 
-async def sync_load(port: int, rate: int, seconds: float) -> tuple[list[float], int]:
+async def sync_load(
+    port: int, rate: int, seconds: float, cert: str = ""
+) -> tuple[list[float], int]:
+    ctx = _client_ssl(cert)
     idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
     latencies: list[float] = []
     errors = 0
@@ -186,7 +206,9 @@ async def sync_load(port: int, rate: int, seconds: float) -> tuple[list[float], 
             if idle:
                 reader, writer = idle.pop()
             else:
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                reader, writer = await asyncio.open_connection(
+                    "127.0.0.1", port, ssl=ctx, server_hostname="localhost" if ctx else None
+                )
             writer.write(SYNC_REQUEST)
             head = await reader.readuntil(b"\r\n\r\n")
             length = 0
@@ -224,10 +246,10 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-def run_sync_phase(name: str, port: int, rate: int, seconds: float) -> tuple[float, float]:
-    import uvloop
-
-    lat, errors = uvloop.run(sync_load(port, rate, seconds))
+def run_sync_phase(
+    name: str, port: int, rate: int, seconds: float, cert: str = ""
+) -> tuple[float, float]:
+    lat, errors = uvloop.run(sync_load(port, rate, seconds, cert))
     p50, p99 = pct(lat, 0.50), pct(lat, 0.99)
     print(
         f"  Sync {rate}/s {name:34} p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  "
@@ -246,6 +268,8 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=500, help="Sync requests per second")
     parser.add_argument("--seconds", type=float, default=10.0, help="per Sync phase")
     parser.add_argument("--open-rate", type=float, default=500.0, help="new Pings per second")
+    parser.add_argument("--profile", action="store_true", help="cProfile one gateway worker")
+    parser.add_argument("--tls", action="store_true", help="TLS between devices and gateway")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="segheld-") as tmp:
@@ -256,19 +280,35 @@ def main() -> int:
             upstreams = []
             for k in range(args.upstream_procs):
                 proc = subprocess.Popen(
-                    [sys.executable, __file__, "--serve-upstream", str(up_port), str(work / f"up{k}")],
+                    [
+                        sys.executable,
+                        __file__,
+                        "--serve-upstream",
+                        str(up_port),
+                        str(work / f"up{k}"),
+                    ],
                     stdout=subprocess.PIPE,
                 )
                 procs.append(proc)
                 upstreams.append(proc)
                 assert proc.stdout is not None and proc.stdout.readline().startswith(b"ready")
-            gateway = start_gateway_workers(gw_port, up_port, args.workers)
+            prof_dir = work if args.profile else None
+            tls = make_cert(work) if args.tls else None
+            cert = str(tls[0]) if tls else ""
+            gateway = start_gateway_workers(
+                gw_port, up_port, args.workers, profile_dir=prof_dir, tls=tls
+            )
             procs += gateway
             wait_port(gw_port)
             gpids = [p.pid for p in gateway]
-            print(f"held Pings bench: {args.pings} Pings, gateway workers {args.workers}")
+            print(
+                f"held Pings bench: {args.pings} Pings, gateway workers {args.workers}, "
+                f"device leg {'TLS' if args.tls else 'plain HTTP'}, upstream leg plain HTTP"
+            )
             _, p99_direct = run_sync_phase("direct to upstream", up_port, args.rate, args.seconds)
-            _, p99_idle = run_sync_phase("through gateway, nothing held", gw_port, args.rate, args.seconds)
+            _, p99_idle = run_sync_phase(
+                "through gateway, nothing held", gw_port, args.rate, args.seconds, cert
+            )
             rss_idle = rss_bytes(gpids)
             cpu_before = cpu_seconds(gpids)
             t_open = time.monotonic()
@@ -287,6 +327,7 @@ def main() -> int:
                         f"127.0.0.{2 + k}",
                         str(args.open_rate / args.client_procs),
                         str(work / f"client{k}"),
+                        cert,
                     ],
                     stdout=subprocess.PIPE,
                 )
@@ -318,10 +359,15 @@ def main() -> int:
                 "accept + forward)",
                 flush=True,
             )
-            print(f"  held at the upstream: {held}; gateway RSS {rss_idle / 2**20:.0f} MiB idle, "
-                  f"{rss_held / 2**20:.0f} MiB with {held} held "
-                  f"({(rss_held - rss_idle) / max(held, 1) / 1024:.1f} KiB per held Ping)", flush=True)
-            _, p99_held = run_sync_phase(f"through gateway, {held} held", gw_port, args.rate, args.seconds)
+            print(
+                f"  held at the upstream: {held}; gateway RSS {rss_idle / 2**20:.0f} MiB idle, "
+                f"{rss_held / 2**20:.0f} MiB with {held} held "
+                f"({(rss_held - rss_idle) / max(held, 1) / 1024:.1f} KiB per held Ping)",
+                flush=True,
+            )
+            _, p99_held = run_sync_phase(
+                f"through gateway, {held} held", gw_port, args.rate, args.seconds, cert
+            )
             rss_after = rss_bytes(gpids)
             for proc in upstreams:
                 proc.send_signal(signal.SIGUSR1)
@@ -338,25 +384,31 @@ def main() -> int:
             )
         finally:
             stop(procs)
+        if args.profile:
+            for prof in sorted(work.glob("worker*.prof"))[:1]:
+                print(f"\ncProfile (CPU time) of one gateway worker ({prof.name}), top 20:")
+                pstats.Stats(str(prof)).sort_stats("tottime").print_stats(20)
     print(
         "reproduce: .venv/bin/python bench/held_pings.py "
-        f"--pings {args.pings} --workers {args.workers} --rate {args.rate} --seconds {args.seconds:g}"
+        f"--pings {args.pings} --workers {args.workers} --rate {args.rate} "
+        f"--seconds {args.seconds:g}" + (" --tls" if args.tls else "")
     )
     return 0
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--serve-upstream":
-        import uvloop
-
         uvloop.run(_serve_upstream(int(sys.argv[2]), sys.argv[3]))
     elif len(sys.argv) > 1 and sys.argv[1] == "--ping-client":
-        import uvloop
-
         signal.signal(signal.SIGTERM, lambda *_: os._exit(1))
         uvloop.run(
             _ping_client(
-                int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], float(sys.argv[5]), sys.argv[6]
+                int(sys.argv[2]),
+                int(sys.argv[3]),
+                sys.argv[4],
+                float(sys.argv[5]),
+                sys.argv[6],
+                sys.argv[7],
             )
         )
     else:

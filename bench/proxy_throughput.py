@@ -29,10 +29,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _proxy_common import (  # noqa: E402
+from _proxy_common import (
     SYNC_PATH,
     children_of,
     cpu_seconds,
+    cpu_split,
     ensure_tools,
     free_port,
     proxy_block,
@@ -88,8 +89,14 @@ def main() -> int:
             wait_port(gw_port)
             gpids = [p.pid for p in gateway]
             before = cpu_seconds(gpids)
+            user0, sys0 = cpu_split(gpids)
             results["gateway"] = res = run(gw_port)
             cpu_us["gateway"] = (cpu_seconds(gpids) - before) / res["requests"] * 1e6
+            user1, sys1 = cpu_split(gpids)
+            split = (
+                (user1 - user0) / res["requests"] * 1e6,
+                (sys1 - sys0) / res["requests"] * 1e6,
+            )
             stop(gateway)
         finally:
             stop(procs)
@@ -106,7 +113,11 @@ def main() -> int:
             )
             if res["non2xx"] or res["socket_errors"]:
                 print(f"    non-2xx: {res['non2xx']}  socket errors: {res['socket_errors']}")
-        print(f"gateway workers: {args.workers} (SO_REUSEPORT, uvloop); nginx workers: {args.workers}")
+        print(
+            f"gateway workers: {args.workers} (SO_REUSEPORT, uvloop); nginx workers: "
+            f"{args.workers}; gateway CPU per request: {split[0]:.0f} µs user (Python + "
+            f"uvloop), {split[1]:.0f} µs system (syscalls, loopback TCP)"
+        )
         if args.profile:
             for prof in sorted(work.glob("worker*.prof"))[:1]:
                 print(f"\ncProfile of one gateway worker ({prof.name}), top 25 by own time:")

@@ -8,7 +8,7 @@ secret are granted by the constructs that own those resources.
 
 from __future__ import annotations
 
-from aws_cdk import Duration, Stack
+from aws_cdk import Duration
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
@@ -66,12 +66,18 @@ class Functions(Construct):
         self.log_groups: dict[str, logs.LogGroup] = {}
         for declared in resources.FUNCTIONS:
             self.functions[declared.id] = self._function(
-                declared, config, code, shared_env, tables, queues
+                declared,
+                config=config,
+                code=code,
+                shared_env=shared_env,
+                tables=tables,
+                queues=queues,
             )
 
     def _function(
         self,
         declared: resources.Function,
+        *,
         config: StackConfig,
         code: lambda_.Code,
         shared_env: dict[str, str],
@@ -119,10 +125,3 @@ class Functions(Construct):
             queues[queue_id].grant_send_messages(function)
         self.log_groups[declared.id] = log_group
         return function
-
-    def declared_with(self, trigger: resources.Trigger) -> list[tuple[resources.Function, lambda_.Function]]:
-        return [(d, self.functions[d.id]) for d in resources.FUNCTIONS if d.trigger is trigger]
-
-    def account_region(self) -> tuple[str, str]:
-        stack = Stack.of(self)
-        return stack.account, stack.region

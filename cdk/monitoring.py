@@ -33,9 +33,7 @@ class Monitoring(Construct):
         super().__init__(scope, construct_id)
         # A customer-managed key: CloudWatch cannot publish to a topic encrypted with
         # the AWS-managed aws/sns key.
-        key = kms.Key(
-            self, "TopicKey", enable_key_rotation=True, description="seg alarm topic"
-        )
+        key = kms.Key(self, "TopicKey", enable_key_rotation=True, description="seg alarm topic")
         key.grant(
             iam.ServicePrincipal("cloudwatch.amazonaws.com"), "kms:Decrypt", "kms:GenerateDataKey"
         )

@@ -78,17 +78,39 @@ class ControlPlaneStack(Stack):
             http_api=self.http_api.api,
         )
 
-        CfnOutput(self, "HttpApiUrl", value=self.http_api.url,
-                  description="Base URL of the control-plane HTTP API (gateways, MDM, console)")
-        CfnOutput(self, "WebSocketUrl", value=self.websocket_api.url,
-                  description="WebSocket URL gateway nodes connect to")
-        CfnOutput(self, "WebSocketManagementEndpoint",
-                  value=self.websocket_api.management_endpoint,
-                  description="@connections endpoint the functions push through")
-        CfnOutput(self, "UserPoolId", value=self.auth.user_pool.user_pool_id,
-                  description="Cognito user pool of console admins")
-        CfnOutput(self, "UserPoolClientId", value=self.auth.client.user_pool_client_id,
-                  description="Cognito app client of the dashboard and the CLI")
-        CfnOutput(self, "DeviceServicesSecretArn",
-                  value=self.auth.device_services_secret.secret_arn,
-                  description="Secrets Manager secret holding the Device Services bearer key")
+        CfnOutput(
+            self,
+            "HttpApiUrl",
+            value=self.http_api.url,
+            description="Base URL of the control-plane HTTP API (gateways, MDM, console)",
+        )
+        CfnOutput(
+            self,
+            "WebSocketUrl",
+            value=self.websocket_api.url,
+            description="WebSocket URL gateway nodes connect to",
+        )
+        CfnOutput(
+            self,
+            "WebSocketManagementEndpoint",
+            value=self.websocket_api.management_endpoint,
+            description="@connections endpoint the functions push through",
+        )
+        CfnOutput(
+            self,
+            "UserPoolId",
+            value=self.auth.user_pool.user_pool_id,
+            description="Cognito user pool of console admins",
+        )
+        CfnOutput(
+            self,
+            "UserPoolClientId",
+            value=self.auth.client.user_pool_client_id,
+            description="Cognito app client of the dashboard and the CLI",
+        )
+        CfnOutput(
+            self,
+            "DeviceServicesSecretArn",
+            value=self.auth.device_services_secret.secret_arn,
+            description="Secrets Manager secret holding the Device Services bearer key",
+        )

@@ -8,11 +8,14 @@ edit additively, do not replace the file.)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from lambdas.domain.access import ManualOverride
+    from lambdas.domain.compliance import DeviceRecord
     from lambdas.usecases.email_view import AccessObservation, ActivityCount, NodeSeen
     from lambdas.usecases.gateway_auth import StoredCredential
     from lambdas.usecases.gateway_nodes import NodeReport
@@ -52,12 +55,59 @@ class EmailDeviceView(Protocol):
     def get(self, email_device_key: str) -> AccessObservation | None: ...
 
     def all_rows(self) -> list[AccessObservation]:
-        """Every row, newest first."""
+        """Every row, newest first (O(devices): tests and tools, not the dashboard)."""
         ...
 
     def activity(self, minutes: Sequence[str]) -> dict[str, tuple[int, int]]:
         """minute -> (requests, blocks) for the minutes that have counters."""
         ...
+
+    # Dashboard reads (helper C3): O(page) listing, counters, bounded windows.
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, AccessObservation]:
+        """The rows of these keys (absent keys are left out)."""
+        ...
+
+    def recent_page(
+        self,
+        access_state: str | None,
+        *,
+        ascending: bool,
+        limit: int,
+        after: tuple[str, str] | None = None,
+    ) -> tuple[list[AccessObservation], bool]:
+        """Up to ``limit`` rows (of one access state, or all) by last_seen, after the
+        (last_seen, key) position ``after``; and whether more follow. O(limit)."""
+        ...
+
+    def window(
+        self, access_state: str | None, cap: int, attributes: Iterable[str] = ()
+    ) -> tuple[list[AccessObservation], bool]:
+        """The ``cap`` most recently seen rows (of one access state, or all), holding
+        only the key, last_seen, access_state, rule and ``attributes`` (others empty);
+        and whether more rows exist beyond the cap."""
+        ...
+
+    def tallies(self) -> dict[str, int]:
+        """Rows per tally (``email_view.tally``), kept exact by the writes."""
+        ...
+
+    def count_since(self, access_state: str, since: str) -> int:
+        """Rows of the access state last seen at or after ``since`` (format_instant)."""
+        ...
+
+    def join(self, keys: Sequence[str]) -> ViewJoin | None:
+        """The MDM record and manual override of each key, in a few batch reads; None
+        when this view cannot join (the caller then asks the stores one by one)."""
+        ...
+
+
+@dataclass(frozen=True)
+class ViewJoin:
+    """What the MDM and the admins say about a page of email devices, by view key."""
+
+    devices: dict[str, DeviceRecord]
+    overrides: dict[str, ManualOverride]
 
 
 class GatewayNodeStore(Protocol):
@@ -184,6 +234,10 @@ class ClusterStore(Protocol):
         ...
 
     def set_public_key(self, cluster_id: str, public_key: str) -> None: ...
+
+    def mark_seeded(self, cluster_id: str, at: datetime) -> None:
+        """Record that every device was queued for evaluation into the cluster."""
+        ...
 
     def get_compliance_policy(self) -> CompliancePolicy: ...
 

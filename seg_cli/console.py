@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ class Target:
     token: str = field(repr=False)
     nodes: tuple[dict[str, Any], ...] = ()  # from a local stack's state file
     device_services_key: str = field(default="", repr=False)
+    ca_cert: str = ""  # the local CA, when the local control plane serves HTTPS
 
 
 def read_state(state_dir: Path) -> dict[str, Any] | None:
@@ -60,6 +62,7 @@ def resolve_target(api: str | None, token: str | None, state_dir: Path) -> Targe
         token=secret,
         nodes=tuple(state.get("nodes", [])) if local else (),
         device_services_key=state.get("device_services_key", "") if local else "",
+        ca_cert=state.get("ca_cert", "") if local else "",
     )
 
 
@@ -77,10 +80,14 @@ def _detail(response: httpx.Response) -> str:
 class Console:
     def __init__(self, target: Target, timeout: float = 15.0) -> None:
         self.target = target
+        verify: ssl.SSLContext | bool = True
+        if target.ca_cert and target.api_url.startswith("https"):
+            verify = ssl.create_default_context(cafile=target.ca_cert)
         self._http = httpx.Client(
             base_url=target.api_url,
             headers={"Authorization": f"Bearer {target.token}"},
             timeout=timeout,
+            verify=verify,
         )
 
     def __enter__(self) -> Console:

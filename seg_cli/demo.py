@@ -50,22 +50,24 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-def post_mdm_event(api_url: str, key: str, event: dict[str, Any]) -> None:
+def post_mdm_event(stack: Stack, event: dict[str, Any]) -> None:
+    """Post one event as Device Services does (``event_id`` and ``occurred_at`` default
+    to a fresh id and now)."""
     event = {"event_id": uuid.uuid4().hex, "occurred_at": _now(), **event}
     r = httpx.post(
-        f"{api_url}/mdm/v1/events",
+        f"{stack.endpoints['api_url']}/mdm/v1/events",
         json=event,
-        headers={"Authorization": f"Bearer {key}"},
+        headers={"Authorization": f"Bearer {stack.device_services_key}"},
         timeout=10,
+        verify=stack.verify,
     )
     if r.status_code != 202:
         raise DemoError(f"Device Services event refused: HTTP {r.status_code} {r.text[:200]}")
 
 
-def enroll(api_url: str, key: str, device: DemoDevice) -> None:
+def enroll(stack: Stack, device: DemoDevice) -> None:
     post_mdm_event(
-        api_url,
-        key,
+        stack,
         {
             "type": "enrollment",
             "mdm_device_id": device.mdm_device_id,
@@ -79,10 +81,9 @@ def enroll(api_url: str, key: str, device: DemoDevice) -> None:
     )
 
 
-def checkin(api_url: str, key: str, device: DemoDevice, *, compromised: bool) -> None:
+def checkin(stack: Stack, device: DemoDevice, *, compromised: bool) -> None:
     post_mdm_event(
-        api_url,
-        key,
+        stack,
         {
             "type": "checkin",
             "mdm_device_id": device.mdm_device_id,
@@ -214,11 +215,11 @@ def run_demo(stack: Stack, say: Callable[[str], None] = print) -> dict[str, floa
     """The scripted story; returns per-node seconds from the compliance change to
     enforcement."""
     assert stack.tls is not None
-    api, key, ca = stack.endpoints["api_url"], stack.device_services_key, stack.tls.ca_cert
+    ca = stack.tls.ca_cert
     say("1. Device Services enrolls three devices (compliant check-ins)")
     for d in DEVICES:
-        enroll(api, key, d)
-        checkin(api, key, d, compromised=False)
+        enroll(stack, d)
+        checkin(stack, d, compromised=False)
     for d in DEVICES:
         wait_enforced(stack.nodes, d.user, d.device_id, "allow")
         say(f"   {d.user:6} {d.device_id:14} allowed on {len(stack.nodes)} gateway node(s)")
@@ -230,7 +231,7 @@ def run_demo(stack: Stack, say: Callable[[str], None] = print) -> dict[str, floa
     victim = DEVICES[1]
     say(f"3. The MDM reports {victim.user}'s {victim.model} compromised")
     changed_at = time.monotonic()
-    checkin(api, key, victim, compromised=True)
+    checkin(stack, victim, compromised=True)
     times = wait_enforced(stack.nodes, victim.user, victim.device_id, "block", start=changed_at)
     for node_id, seconds in sorted(times.items()):
         say(f"   blocked on {node_id} {seconds * 1000:.0f} ms after the check-in was posted")

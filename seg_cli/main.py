@@ -2,7 +2,7 @@
 
     seg up [--nodes N] [--upstream URL [--upstream-ca FILE]]   the system, in the foreground
     seg demo                                                   the scripted demo, then exit
-    seg cluster register NAME | list | rotate ID | revoke ID
+    seg cluster register NAME | list | nodes ID | rotate ID | revoke ID
     seg devices list [--access allow|block|quarantine] [--query TEXT]
     seg device block|allow|clear USER DEVICE_ID [--reason TEXT]
     seg device decision USER DEVICE_ID
@@ -55,7 +55,11 @@ def _wait_for_interrupt() -> None:
 
 
 def cmd_up(args: argparse.Namespace, *, demo_only: bool = False) -> int:
-    from seg_cli.demo import DemoError, run_demo  # noqa: PLC0415 - heavy imports
+    import httpx  # noqa: PLC0415 - heavy imports only for the commands that use them
+    import requests  # noqa: PLC0415
+    from pyactivesync import EASError  # noqa: PLC0415
+
+    from seg_cli.demo import DemoError, run_demo  # noqa: PLC0415
     from seg_local.stack import Stack, StackError, StackOptions  # noqa: PLC0415
 
     if args.nodes < 1 or args.nodes > 16:
@@ -82,7 +86,13 @@ def cmd_up(args: argparse.Namespace, *, demo_only: bool = False) -> int:
         _announce(stack)
         if not upstream:
             print("\nDemo:", flush=True)
-            run_demo(stack, say=lambda line: print(line, flush=True))
+            try:
+                run_demo(stack, say=lambda line: print(line, flush=True))
+            except (DemoError, EASError, httpx.HTTPError, requests.RequestException) as exc:
+                if demo_only:
+                    raise DemoError(f"the demo failed: {exc}") from None
+                # `seg up` keeps the system running: it is still useful to look into.
+                print(f"seg: warning: the demo failed: {exc}{_log_hint(stack)}", flush=True)
         if demo_only:
             return 0
         print("\nRunning. Press Ctrl-C to stop.", flush=True)
@@ -153,7 +163,23 @@ def cmd_cluster(args: argparse.Namespace) -> int:
             if args.json:
                 _print_json(rows)
             else:
-                _table(list(rows), ("cluster_id", "name", "version", "revoked"))
+                _table(list(rows), ("cluster_id", "name", "policy_version", "created_at"))
+        elif args.action == "nodes":
+            rows = api.call("GET", f"/console/v1/clusters/{args.cluster_id}/nodes")
+            if args.json:
+                _print_json(rows)
+            else:
+                _table(
+                    list(rows),
+                    (
+                        "node_id",
+                        "connected",
+                        "policy_version",
+                        "policy_age_s",
+                        "spool_depth",
+                        "last_seen",
+                    ),
+                )
         elif args.action == "rotate":
             path = f"/console/v1/clusters/{args.cluster_id}/credentials/rotate"
             _print_json(api.call("POST", path))
@@ -243,8 +269,12 @@ def _parser() -> argparse.ArgumentParser:
     reg = csub.add_parser("register", parents=[api], help="register a cluster")
     reg.add_argument("name")
     csub.add_parser("list", parents=[api], help="list clusters")
-    for action in ("rotate", "revoke"):
-        p = csub.add_parser(action, parents=[api], help=f"{action} a cluster's credential")
+    for action, text in (
+        ("nodes", "a cluster's gateway nodes and their state"),
+        ("rotate", "issue a new cluster credential"),
+        ("revoke", "revoke the cluster credential (nodes are disconnected)"),
+    ):
+        p = csub.add_parser(action, parents=[api], help=text)
         p.add_argument("cluster_id")
 
     devices = sub.add_parser("devices", help="email devices seen by the gateways")

@@ -58,6 +58,9 @@ def _serve(args: argparse.Namespace) -> int:
         device_services_key=os.environ.get(ENV_DEVICE_SERVICES_KEY, ""),
         schedule_interval_s=args.schedule_minutes * 60 if args.schedule_minutes else None,
         log_level=args.log_level,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        ca_bundle=args.ca_bundle,
     )
     cp = LocalControlPlane(options)
     try:
@@ -113,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--schedule-minutes", type=float, default=None)
     serve.add_argument("--ready-file", default="")
     serve.add_argument("--log-level", default="WARNING", help="the handlers' log level")
+    serve.add_argument("--tls-cert", default="", help="PEM chain: serve HTTPS and WSS")
+    serve.add_argument("--tls-key", default="")
+    serve.add_argument("--ca-bundle", default="", help="CA the handlers trust (@connections)")
     moto = sub.add_parser("moto", help="run a bare moto server (DynamoDB, SQS)")
     moto.add_argument("--host", default="127.0.0.1")
     moto.add_argument("--port", type=int, default=0)

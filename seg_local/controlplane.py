@@ -81,6 +81,11 @@ class Options:
     poll_wait_s: int = 1
     ttl_sweep_interval_s: float = 60.0  # DynamoDB deletes expired items within days
     log_level: str = "WARNING"  # the handlers' POWERTOOLS_LOG_LEVEL
+    # HTTPS + WSS on the API and the WebSocket endpoint (API Gateway is TLS-only);
+    # ``ca_bundle`` lets the handlers' boto3 trust the @connections endpoint.
+    tls_cert: str = ""
+    tls_key: str = ""
+    ca_bundle: str = ""
     # Tests of the runtime pieces: function id -> handler, and an API app to serve.
     handler_overrides: Mapping[str, Handler] = field(default_factory=dict)
     api_app: Any = None
@@ -146,6 +151,7 @@ class LocalControlPlane:
         self.env: dict[str, str] = {}
         self._owns_process = False
         self._saved_env: dict[str, str | None] = {}
+        self._handler_map: dict[str, tuple[str, Handler]] = {}
 
     # --- start ----------------------------------------------------------------------
 
@@ -175,13 +181,17 @@ class LocalControlPlane:
 
     def _start(self) -> Endpoints:
         opts = self.options
-        moto_endpoint = self._start_moto()
-        api_sock = bind(opts.host, opts.api_port)
+        api_sock = bind(opts.host, opts.api_port)  # first: a taken port fails fast
         ws_sock = bind(opts.host, opts.ws_port)
+        moto_endpoint = self._start_moto()
         api_port, ws_port = api_sock.getsockname()[1], ws_sock.getsockname()[1]
         admin_token = opts.admin_token or new_secret("segadmin")
         ds_key = opts.device_services_key or new_secret("segds")
-        management = f"http://{opts.host}:{ws_port}/{WS_STAGE}"
+        if bool(opts.tls_cert) != bool(opts.tls_key):
+            raise ControlPlaneError("TLS needs both a certificate and a key")
+        tls = bool(opts.tls_cert)
+        http, ws = ("https", "wss") if tls else ("http", "ws")
+        management = f"{http}://{opts.host}:{ws_port}/{WS_STAGE}"
 
         session = boto3.session.Session(
             aws_access_key_id=FAKE_AWS_ENV["AWS_ACCESS_KEY_ID"],
@@ -209,12 +219,15 @@ class LocalControlPlane:
         }
         removed = ("AWS_PROFILE", resources.ENV_DEVICE_SERVICES_SECRET_ARN)
         self._saved_env = {k: os.environ.get(k) for k in (*self.env, *removed)}
+        if opts.ca_bundle:
+            self.env["AWS_CA_BUNDLE"] = opts.ca_bundle  # boto3 -> https @connections
+            self._saved_env["AWS_CA_BUNDLE"] = os.environ.get("AWS_CA_BUNDLE")
         os.environ.update(self.env)
         for name in removed:
             os.environ.pop(name, None)
         _clear_settings_cache()
 
-        handlers = self._handlers()
+        self._handler_map = handlers = self._handlers()
         api_app = opts.api_app if opts.api_app is not None else default_api_app()
         self.websocket_api = WebSocketApiStandIn(
             Routes(
@@ -230,7 +243,8 @@ class LocalControlPlane:
         )
         self.websocket_api.domain_name = f"{opts.host}:{ws_port}"
         self._servers = ServerThread()
-        self._servers.add("api", api_app, api_sock)
+        cert, key = opts.tls_cert or None, opts.tls_key or None
+        self._servers.add("api", api_app, api_sock, ssl_certfile=cert, ssl_keyfile=key)
         # uvicorn's own frame limit sits above API Gateway's 128 KB message limit, so the
         # stand-in sees an oversize message and closes with 1009 as API Gateway does.
         self._servers.add(
@@ -238,6 +252,8 @@ class LocalControlPlane:
             self.websocket_api.app,
             ws_sock,
             ws_max_size=4 * opts.ws_limits.max_message_bytes,
+            ssl_certfile=cert,
+            ssl_keyfile=key,
         )
         self._servers.start()
         self._start_consumers(sqs)
@@ -246,8 +262,8 @@ class LocalControlPlane:
         )
         self.ttl_sweeper.start()
         self.endpoints = Endpoints(
-            api_url=f"http://{opts.host}:{api_port}",
-            ws_url=f"ws://{opts.host}:{ws_port}/{WS_STAGE}",
+            api_url=f"{http}://{opts.host}:{api_port}",
+            ws_url=f"{ws}://{opts.host}:{ws_port}/{WS_STAGE}",
             management_endpoint=management,
             moto_endpoint=moto_endpoint,
             admin_token=admin_token,
@@ -272,7 +288,7 @@ class LocalControlPlane:
 
     def _start_consumers(self, sqs: Any) -> None:
         assert self.provisioned is not None
-        handlers = self._handlers()
+        handlers = self._handler_map
         for function in resources.FUNCTIONS:
             if function.trigger is resources.Trigger.SQS:
                 if function.consumes is None:

@@ -29,6 +29,7 @@ import secrets
 import ssl
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -130,7 +131,8 @@ class DemoMailServer:
         self.mailboxes: dict[str, Mailbox] = {}
         self.policy_keys: dict[tuple[str, str], str] = {}  # (user, device) -> final key
         self._temp_keys: dict[tuple[str, str], str] = {}
-        self.requests: list[tuple[str, str, str]] = []  # (user, device_id, command)
+        # The last requests seen, (user, device_id, command): bounded for long runs.
+        self.requests: deque[tuple[str, str, str]] = deque(maxlen=1000)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None

@@ -144,12 +144,21 @@ class SqsPoller:
                 failed = {m["MessageId"] for m in messages}
         done = [m for m in messages if m["MessageId"] not in failed]
         if done:
-            self._sqs.delete_message_batch(
+            result = self._sqs.delete_message_batch(
                 QueueUrl=self._queue_url,
                 Entries=[
                     {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)
                 ],
             )
+            if result.get("Failed"):
+                # e.g. the handler outlived the visibility timeout: SQS redelivers them,
+                # and the handlers are idempotent, as on AWS.
+                log.warning(
+                    "function %s: %d processed messages could not be deleted and will be "
+                    "redelivered",
+                    self.name,
+                    len(result["Failed"]),
+                )
         self.stats.deleted += len(done)
         if failed:
             self.stats.failed += len(failed)

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -148,6 +149,7 @@ class StackOptions:
     # node id -> extra SEG_GW_* values for that node only (tests: one node's network)
     node_gateway_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     demo_ping_hold_cap_s: float | None = None
+    control_plane_tls: bool = False  # HTTPS/WSS between gateways and the control plane
     start_timeout_s: float = 45.0
     log_level: str = "WARNING"
 
@@ -243,6 +245,10 @@ class Stack:
             argv += ["--moto-endpoint", self.moto_endpoint]
         if self.options.schedule_minutes:
             argv += ["--schedule-minutes", str(self.options.schedule_minutes)]
+        if self.options.control_plane_tls:
+            assert self.tls is not None
+            argv += ["--tls-cert", str(self.tls.cert), "--tls-key", str(self.tls.key)]
+            argv += ["--ca-bundle", str(self.tls.ca_cert)]
         env = self._base_env()
         env[ENV_ADMIN_TOKEN] = self.admin_token
         env[ENV_DEVICE_SERVICES_KEY] = self.device_services_key
@@ -255,6 +261,13 @@ class Stack:
         )
         self._wait_http(self.endpoints["api_url"] + "/health", "the control-plane API")
 
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        """What HTTP clients of this system's control plane pass as ``verify``."""
+        if self.tls is None or not self.endpoints.get("api_url", "").startswith("https"):
+            return True
+        return ssl.create_default_context(cafile=str(self.tls.ca_cert))
+
     def stop_control_plane(self, *, kill: bool = False) -> None:
         if self.control_plane is not None:
             self.control_plane.stop(sig=signal.SIGKILL if kill else signal.SIGTERM)
@@ -264,7 +277,7 @@ class Stack:
         last = ""
         while time.monotonic() < deadline:
             try:
-                r = httpx.get(url, timeout=2)
+                r = httpx.get(url, timeout=2, verify=self.verify)
                 if r.status_code == 200:
                     return
                 last = f"HTTP {r.status_code}: {r.text[:200]}"
@@ -278,6 +291,7 @@ class Stack:
             base_url=self.endpoints["api_url"],
             headers={"Authorization": f"Bearer {self.admin_token}"},
             timeout=10,
+            verify=self.verify,
         )
 
     def _register_cluster(self) -> None:
@@ -308,6 +322,8 @@ class Stack:
                 "SEG_GW_WORKERS": "0",  # in-process: two nodes on a laptop
             }
         )
+        if self.options.control_plane_tls:
+            env["SEG_GW_CONTROL_PLANE_CA_BUNDLE"] = str(self.tls.ca_cert)
         if self.mail is not None:
             env["SEG_GW_UPSTREAM_CA_BUNDLE"] = str(self.tls.ca_cert)
         elif self.options.upstream_ca_bundle is not None:

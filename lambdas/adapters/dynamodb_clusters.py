@@ -39,12 +39,13 @@ TENANT_ID = "#tenant"
 # Everything but the credentials map: it is none of the write side's business.
 _PROJECTION = (
     "cluster_id, kind, #name, created_at, policy_version, settings, settings_version, "
-    "purge_watermark, public_key"
+    "purge_watermark, public_key, seeded_at"
 )
 
 
 def parse_cluster(item: Item) -> ClusterRecord:
     raw_settings = get_s(item, "settings")
+    seeded = get_s(item, "seeded_at")
     return ClusterRecord(
         cluster_id=get_s(item, "cluster_id"),
         name=get_s(item, "name"),
@@ -56,6 +57,7 @@ def parse_cluster(item: Item) -> ClusterRecord:
         settings_version=get_n(item, "settings_version"),
         purge_watermark=get_n(item, "purge_watermark"),
         public_key=get_s(item, "public_key"),
+        seeded_at=parse_instant(seeded) if seeded else None,
     )
 
 
@@ -164,6 +166,23 @@ class DynamoDbClusters:
                     UpdateExpression="SET public_key = :k",
                     ConditionExpression="kind = :cluster",
                     ExpressionAttributeValues={":k": s(public_key), ":cluster": s("cluster")},
+                )
+        except ConditionFailed:
+            raise NotFound(f"cluster {cluster_id} not found") from None
+
+    def mark_seeded(self, cluster_id: str, at: datetime) -> None:
+        """Record that the cluster's seeding was queued (idempotent: first one stays)."""
+        try:
+            with translated(STORE):
+                self._client.update_item(
+                    TableName=self._table,
+                    Key={"cluster_id": s(cluster_id)},
+                    UpdateExpression="SET seeded_at = if_not_exists(seeded_at, :at)",
+                    ConditionExpression="kind = :cluster",
+                    ExpressionAttributeValues={
+                        ":at": s(format_instant(at)),
+                        ":cluster": s("cluster"),
+                    },
                 )
         except ConditionFailed:
             raise NotFound(f"cluster {cluster_id} not found") from None

@@ -1,26 +1,46 @@
 """The dashboard's email-device view on the email_devices table.
 
 Device rows: key ``email_device_key`` (the contract's entry key), ``view = "all"`` so the
-``by_recent`` index lists every row by ``last_seen``. Each write is conditional on the
-row holding an older (last_seen, event_id) pair: newest wins whatever the arrival order.
-Conditional writes cannot go through BatchWriteItem, so the reader first folds a batch
-to one observation per device (``email_view.newest_per_device``).
+``by_recent`` index lists every row by ``last_seen``, and ``access_state`` so ``by_state``
+lists one state's rows by ``last_seen``: the dashboard's default view and its
+access-state filter are index queries with native paging (O(page), whatever the number
+of devices). Each write is conditional on the row holding an older (last_seen, event_id)
+pair: newest wins whatever the arrival order. Conditional writes cannot go through
+BatchWriteItem, so the reader first folds a batch to one observation per device
+(``email_view.newest_per_device``).
+
+Device counters: one item ``counts#devices`` holds a number per tally
+(``email_view.tally``). A row that appears or changes tally is written in one
+transaction with the counter moves, conditional on the tally it replaces, so the counts
+stay exact under redelivery (a stale event writes nothing), reordering and concurrent
+readers (a lost race re-reads and retries). A row that keeps its tally (a device syncing
+again, the common case) is one conditional put, as before.
 
 Activity counters: items keyed ``stats#<YYYY-MM-DDTHH:MM>`` (no ``view``, so they stay
 out of both indexes), ``ADD requests, blocks`` guarded by the set of batch fingerprints
 already counted; they expire after ``STATS_TTL_S`` through the table's TTL attribute.
+
+The join: given the devices and manual_overrides tables, ``join`` reads the MDM record
+and the override of a page of email devices in two BatchGetItem calls (the email-link
+items and overrides together, then the owning devices), using the key layouts of
+``dynamodb_devices`` and ``dynamodb_manual_overrides``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from lambdas.usecases.email_view import AccessObservation, ActivityCount
+from lambdas.adapters.dynamodb_devices import LINK_PREFIX, parse_device
+from lambdas.adapters.dynamodb_manual_overrides import parse_override
+from lambdas.domain.access import ManualOverride, owned_keys
+from lambdas.domain.compliance import DeviceRecord
+from lambdas.ports import ViewJoin
+from lambdas.usecases.email_view import AccessObservation, ActivityCount, tally
 from lambdas.usecases.errors import StorageError
 
 if TYPE_CHECKING:
@@ -29,6 +49,11 @@ if TYPE_CHECKING:
 VIEW = "all"
 STATS_PREFIX = "stats#"
 STATS_TTL_S = 8 * 86_400
+COUNTS_KEY = "counts#devices"
+_COUNT_PREFIX = "n#"  # counter attribute of a tally: "n#block~unknown"
+_BATCH_KEYS = 100  # BatchGetItem's limit
+_MAX_ATTEMPTS = 8
+_UNAVAILABLE = "email device view unavailable"
 _STRINGS = (
     "user",
     "device_id",
@@ -44,11 +69,10 @@ _STRINGS = (
     "last_node",
     "cluster_id",
 )
-# Newest wins: (last_seen, event_id) must grow. Names are placeholders ("user" and
-# others are DynamoDB reserved words).
+# Newest wins: (last_seen, event_id) must grow.
 _NEWER = (
-    "attribute_not_exists(#last_seen) OR #last_seen < :last_seen "
-    "OR (#last_seen = :last_seen AND #event_id < :event_id)"
+    "(attribute_not_exists(#last_seen) OR #last_seen < :last_seen "
+    "OR (#last_seen = :last_seen AND #event_id < :event_id))"
 )
 
 
@@ -63,44 +87,144 @@ def _row(item: dict[str, Any]) -> AccessObservation:
     )
 
 
+def _is_newer(item: dict[str, Any], observation: AccessObservation) -> bool:
+    held = (item.get("last_seen", {}).get("S", ""), item.get("event_id", {}).get("S", ""))
+    return (observation.last_seen, observation.event_id) > held
+
+
+def _failed_condition(exc: ClientError) -> bool:
+    code = exc.response["Error"]["Code"]
+    if code == "ConditionalCheckFailedException":
+        return True
+    if code == "TransactionCanceledException":
+        reasons = exc.response.get("CancellationReasons") or []
+        # A condition lost to another writer, or two transactions on one item at once:
+        # both mean "read again".
+        return any(
+            r.get("Code") in {"ConditionalCheckFailed", "TransactionConflict"} for r in reasons
+        )
+    return False
+
+
 class DynamoDbEmailDevices:
     def __init__(
         self,
         table_name: str,
         client: DynamoDBClient | None = None,
         by_recent_index: str = "by_recent",
+        by_state_index: str = "by_state",
+        *,
+        devices_table: str | None = None,
+        overrides_table: str | None = None,
     ) -> None:
         self._table = table_name
         self._index = by_recent_index
+        self._state_index = by_state_index
+        self._devices_table = devices_table
+        self._overrides_table = overrides_table
         self._client: DynamoDBClient = client or boto3.client("dynamodb")
 
+    # --- writes (the payload reader) -----------------------------------------------
+
     def apply_observation(self, observation: AccessObservation) -> bool:
-        names = {f"#{n}": n for n in _STRINGS}
-        values: dict[str, Any] = {f":{n}": {"S": getattr(observation, n)} for n in _STRINGS}
-        values[":enforced"] = {"BOOL": observation.enforced}
-        values[":view"] = {"S": VIEW}
-        sets = [f"#{n} = :{n}" for n in _STRINGS]
-        sets += [
-            "enforced = :enforced",
-            "#view = :view",
-            "first_seen = if_not_exists(first_seen, :last_seen)",
-        ]
-        names["#view"] = "view"
+        # A whole-item conditional put: the row holds only the newest request's facts,
+        # and a put costs the same write unit as an update (and far less in moto, whose
+        # update-expression parser dominates the local runtime's cost).
+        new_tally = tally(observation.access_state, observation.rule)
+        item: dict[str, Any] = {n: {"S": getattr(observation, n)} for n in _STRINGS}
+        item["email_device_key"] = {"S": observation.email_device_key}
+        item["enforced"] = {"BOOL": observation.enforced}
+        item["view"] = {"S": VIEW}
+        item["tally"] = {"S": new_tally}
+        newer_values = {":last_seen": item["last_seen"], ":event_id": item["event_id"]}
+        names = {"#last_seen": "last_seen", "#event_id": "event_id", "#tally": "tally"}
         try:
-            self._client.update_item(
-                TableName=self._table,
-                Key={"email_device_key": {"S": observation.email_device_key}},
-                UpdateExpression="SET " + ", ".join(sets),
-                ConditionExpression=_NEWER,
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-            )
+            for _ in range(_MAX_ATTEMPTS):
+                # The common case first: a known device keeping its tally.
+                try:
+                    self._client.put_item(
+                        TableName=self._table,
+                        Item=item,
+                        ConditionExpression=f"{_NEWER} AND #tally = :tally",
+                        ExpressionAttributeNames=names,
+                        ExpressionAttributeValues={**newer_values, ":tally": item["tally"]},
+                        ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                    )
+                    return True
+                except ClientError as exc:
+                    if not _failed_condition(exc):
+                        raise
+                    found: Any = exc.response.get("Item")
+                    old: dict[str, Any] | None = dict(found) if found else None
+                if old is not None and not _is_newer(old, observation):
+                    return False  # the row already holds something newer
+                old_tally = str(old["tally"]["S"]) if old and "tally" in old else None
+                if self._move_tally(item, old is not None, old_tally, new_tally, names):
+                    return True
         except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False  # the row already holds something newer
-            raise StorageError("email device view unavailable") from exc
+            raise StorageError(_UNAVAILABLE) from exc
         except BotoCoreError as exc:
-            raise StorageError("email device view unavailable") from exc
+            raise StorageError(_UNAVAILABLE) from exc
+        raise StorageError(f"{_UNAVAILABLE}: {observation.email_device_key} kept racing")
+
+    def _move_tally(
+        self,
+        item: dict[str, Any],
+        exists: bool,
+        old_tally: str | None,
+        new_tally: str,
+        names: dict[str, str],
+    ) -> bool:
+        """Write the row and move the counters in one transaction, conditional on the
+        row still being what was read; False when another writer got there first."""
+        values: dict[str, Any] = {}
+        if not exists:
+            condition = "attribute_not_exists(email_device_key)"
+            row_names: dict[str, str] = {}
+        else:
+            values = {":last_seen": item["last_seen"], ":event_id": item["event_id"]}
+            row_names = dict(names)
+            if old_tally is None:  # a row written before counters existed
+                condition = f"{_NEWER} AND attribute_not_exists(#tally)"
+            else:
+                condition = f"{_NEWER} AND #tally = :old"
+                values[":old"] = {"S": old_tally}
+        counter_names = {"#new": _COUNT_PREFIX + new_tally}
+        counter_values: dict[str, Any] = {":one": {"N": "1"}}
+        update = "ADD #new :one"
+        if old_tally is not None and old_tally != new_tally:
+            counter_names["#old"] = _COUNT_PREFIX + old_tally
+            counter_values[":minus"] = {"N": "-1"}
+            update += ", #old :minus"
+        elif old_tally == new_tally:  # only reachable when the fast path raced
+            return False
+        put: dict[str, Any] = {
+            "TableName": self._table,
+            "Item": item,
+            "ConditionExpression": condition,
+        }
+        if row_names:
+            put["ExpressionAttributeNames"] = {k: v for k, v in row_names.items() if k in condition}
+        if values:
+            put["ExpressionAttributeValues"] = values
+        items: Any = [
+            {"Put": put},
+            {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": {"email_device_key": {"S": COUNTS_KEY}},
+                    "UpdateExpression": update,
+                    "ExpressionAttributeNames": counter_names,
+                    "ExpressionAttributeValues": counter_values,
+                }
+            },
+        ]
+        try:
+            self._client.transact_write_items(TransactItems=items)
+        except ClientError as exc:
+            if _failed_condition(exc):
+                return False
+            raise
         return True
 
     def add_activity(self, count: ActivityCount, fingerprint: str) -> bool:
@@ -125,10 +249,12 @@ class DynamoDbEmailDevices:
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
                 return False  # this batch was counted already
-            raise StorageError("email device view unavailable") from exc
+            raise StorageError(_UNAVAILABLE) from exc
         except BotoCoreError as exc:
-            raise StorageError("email device view unavailable") from exc
+            raise StorageError(_UNAVAILABLE) from exc
         return True
+
+    # --- reads (the dashboard) -----------------------------------------------------
 
     def get(self, email_device_key: str) -> AccessObservation | None:
         try:
@@ -136,20 +262,86 @@ class DynamoDbEmailDevices:
                 TableName=self._table, Key={"email_device_key": {"S": email_device_key}}
             )
         except (ClientError, BotoCoreError) as exc:
-            raise StorageError("email device view unavailable") from exc
+            raise StorageError(_UNAVAILABLE) from exc
         item = response.get("Item")
         return _row(dict(item)) if item and "view" in item else None
 
-    def all_rows(self) -> list[AccessObservation]:
-        rows: list[AccessObservation] = []
-        kwargs: dict[str, Any] = {
-            "TableName": self._table,
-            "IndexName": self._index,
-            "KeyConditionExpression": "#v = :v",
-            "ExpressionAttributeNames": {"#v": "view"},
-            "ExpressionAttributeValues": {":v": {"S": VIEW}},
-            "ScanIndexForward": False,
+    def get_many(self, keys: Sequence[str]) -> dict[str, AccessObservation]:
+        found = self._batch_get({self._table: list(dict.fromkeys(keys))})
+        return {
+            key: _row(item) for key, item in found.get(self._table, {}).items() if "view" in item
         }
+
+    def _query_kwargs(self, access_state: str | None, ascending: bool) -> dict[str, Any]:
+        if access_state is None:
+            index, partition, value = self._index, "view", VIEW
+        else:
+            index, partition, value = self._state_index, "access_state", access_state
+        return {
+            "TableName": self._table,
+            "IndexName": index,
+            "KeyConditionExpression": "#p = :p",
+            "ExpressionAttributeNames": {"#p": partition},
+            "ExpressionAttributeValues": {":p": {"S": value}},
+            "ScanIndexForward": ascending,
+        }
+
+    def recent_page(
+        self,
+        access_state: str | None,
+        *,
+        ascending: bool,
+        limit: int,
+        after: tuple[str, str] | None = None,
+    ) -> tuple[list[AccessObservation], bool]:
+        kwargs = self._query_kwargs(access_state, ascending)
+        if after is not None:
+            last_seen, key = after
+            start = {"email_device_key": {"S": key}, "last_seen": {"S": last_seen}}
+            if access_state is None:
+                start["view"] = {"S": VIEW}
+            else:
+                start["access_state"] = {"S": access_state}
+            kwargs["ExclusiveStartKey"] = start
+        rows: list[AccessObservation] = []
+        try:
+            while len(rows) <= limit:
+                # One more than asked for, so "is there a next page" needs no extra call.
+                kwargs["Limit"] = limit + 1 - len(rows)
+                page = self._client.query(**kwargs)
+                rows.extend(_row(dict(item)) for item in page.get("Items", []))
+                if "LastEvaluatedKey" not in page:
+                    break
+                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(_UNAVAILABLE) from exc
+        return rows[:limit], len(rows) > limit
+
+    def window(
+        self, access_state: str | None, cap: int, attributes: Iterable[str] = ()
+    ) -> tuple[list[AccessObservation], bool]:
+        wanted = {"email_device_key", "last_seen", "access_state", "rule", *attributes}
+        names = {f"#a{i}": name for i, name in enumerate(sorted(wanted))}
+        kwargs = self._query_kwargs(access_state, False)
+        kwargs["ExpressionAttributeNames"] = {**kwargs["ExpressionAttributeNames"], **names}
+        kwargs["ProjectionExpression"] = ", ".join(names)
+        rows: list[AccessObservation] = []
+        try:
+            while len(rows) <= cap:
+                kwargs["Limit"] = min(1000, cap + 1 - len(rows))
+                page = self._client.query(**kwargs)
+                rows.extend(_row(dict(item)) for item in page.get("Items", []))
+                if "LastEvaluatedKey" not in page:
+                    break
+                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(_UNAVAILABLE) from exc
+        return rows[:cap], len(rows) > cap
+
+    def all_rows(self) -> list[AccessObservation]:
+        """Every row, newest first: O(devices), for tests and tools, not the dashboard."""
+        kwargs = self._query_kwargs(None, False)
+        rows: list[AccessObservation] = []
         try:
             while True:
                 page = self._client.query(**kwargs)
@@ -158,7 +350,103 @@ class DynamoDbEmailDevices:
                     return rows
                 kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
         except (ClientError, BotoCoreError) as exc:
-            raise StorageError("email device view unavailable") from exc
+            raise StorageError(_UNAVAILABLE) from exc
+
+    def tallies(self) -> dict[str, int]:
+        try:
+            response = self._client.get_item(
+                TableName=self._table, Key={"email_device_key": {"S": COUNTS_KEY}}
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(_UNAVAILABLE) from exc
+        item = response.get("Item") or {}
+        return {
+            name[len(_COUNT_PREFIX) :]: int(value["N"])
+            for name, value in item.items()
+            if name.startswith(_COUNT_PREFIX) and "N" in value
+        }
+
+    def count_since(self, access_state: str, since: str) -> int:
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": self._state_index,
+            "KeyConditionExpression": "access_state = :s AND last_seen >= :since",
+            "ExpressionAttributeValues": {":s": {"S": access_state}, ":since": {"S": since}},
+            "Select": "COUNT",
+        }
+        total = 0
+        try:
+            while True:
+                page = self._client.query(**kwargs)
+                total += int(page.get("Count", 0))
+                if "LastEvaluatedKey" not in page:
+                    return total
+                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(_UNAVAILABLE) from exc
+
+    def join(self, keys: Sequence[str]) -> ViewJoin | None:
+        """The MDM record and the override of each email device (None: this view was
+        built without the devices and overrides tables)."""
+        if self._devices_table is None or self._overrides_table is None:
+            return None
+        unique = list(dict.fromkeys(keys))
+        first = self._batch_get(
+            {
+                self._devices_table: [LINK_PREFIX + k for k in unique],
+                self._overrides_table: unique,
+            }
+        )
+        owners = {
+            str(item["email_device_key"]["S"]): str(item["owner"]["S"])
+            for item in first.get(self._devices_table, {}).values()
+            if "owner" in item and "email_device_key" in item
+        }
+        records = self._batch_get({self._devices_table: sorted(set(owners.values()))})
+        by_id = {
+            mdm_id: parse_device(item)
+            for mdm_id, item in records.get(self._devices_table, {}).items()
+            if item.get("kind", {}).get("S") == "device"
+        }
+        devices: dict[str, DeviceRecord] = {}
+        for key, owner in owners.items():
+            device = by_id.get(owner)
+            # A link outlives the id it names (see dynamodb_devices): only a device that
+            # still reports the id owns it.
+            if device is not None and key in owned_keys(device):
+                devices[key] = device
+        overrides: dict[str, ManualOverride] = {
+            key: parse_override(item) for key, item in first.get(self._overrides_table, {}).items()
+        }
+        return ViewJoin(devices=devices, overrides=overrides)
+
+    def _batch_get(self, wanted: dict[str, list[str]]) -> dict[str, dict[str, dict[str, Any]]]:
+        """BatchGetItem over tables keyed by one string attribute: table -> key -> item.
+        Retries unprocessed keys (DynamoDB may return part of a batch)."""
+        key_names = {self._table: "email_device_key"}
+        if self._devices_table is not None:
+            key_names[self._devices_table] = "mdm_device_id"
+        if self._overrides_table is not None:
+            key_names[self._overrides_table] = "email_device_key"
+        pending = [(table, key) for table, keys in wanted.items() for key in keys]
+        found: dict[str, dict[str, dict[str, Any]]] = {table: {} for table in wanted}
+        try:
+            for start in range(0, len(pending), _BATCH_KEYS):
+                request: dict[str, Any] = {}
+                for table, key in pending[start : start + _BATCH_KEYS]:
+                    request.setdefault(table, {"Keys": []})["Keys"].append(
+                        {key_names[table]: {"S": key}}
+                    )
+                while request:
+                    response = self._client.batch_get_item(RequestItems=request)
+                    for table, items in response.get("Responses", {}).items():
+                        name = key_names[table]
+                        for item in items:
+                            found[table][str(item[name]["S"])] = dict(item)
+                    request = dict(response.get("UnprocessedKeys") or {})
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(_UNAVAILABLE) from exc
+        return found
 
     def activity(self, minutes: Sequence[str]) -> dict[str, tuple[int, int]]:
         found: dict[str, tuple[int, int]] = {}
@@ -185,5 +473,5 @@ class DynamoDbEmailDevices:
                         )
                     request = dict(response.get("UnprocessedKeys") or {})
         except (ClientError, BotoCoreError) as exc:
-            raise StorageError("email device view unavailable") from exc
+            raise StorageError(_UNAVAILABLE) from exc
         return found

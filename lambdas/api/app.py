@@ -13,6 +13,7 @@ from starlette.middleware.gzip import GZipMiddleware
 
 from lambdas.api import (
     errors,
+    routes_clusters,
     routes_console,
     routes_gateway,
     routes_health,
@@ -48,5 +49,6 @@ def create_app(
     app.include_router(routes_mdm.router)
     app.include_router(routes_gateway.router)
     app.include_router(routes_console.router)
+    app.include_router(routes_clusters.router)
     app.include_router(routes_ui.router)
     return app

@@ -118,7 +118,13 @@ class Container:
 
     @cached_property
     def email_devices(self) -> DynamoDbEmailDevices:
-        return DynamoDbEmailDevices(self.settings.table("email_devices"), self.dynamodb)
+        return DynamoDbEmailDevices(
+            self.settings.table("email_devices"),
+            self.dynamodb,
+            # The dashboard joins a page with its MDM records and overrides in batch reads.
+            devices_table=self.settings.table("devices"),
+            overrides_table=self.settings.table("manual_overrides"),
+        )
 
     @cached_property
     def gateway_nodes(self) -> DynamoDbGatewayNodes:

@@ -19,6 +19,9 @@ class ClusterRecord:
     settings_version: int  # the version that wrote ``settings`` (0: defaults, never set)
     purge_watermark: int  # deltas since a version below this are no longer exact
     public_key: str = ""
+    # When every existing device was queued for evaluation into this cluster (None: not
+    # yet; the scheduled sweep seeds such clusters).
+    seeded_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -58,5 +58,11 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     )
     metrics.add_metric(name="StaleDevices", unit=MetricUnit.Count, value=report.stale)
     metrics.add_metric(name="DevicesQueued", unit=MetricUnit.Count, value=report.queued)
-    logger.info("check-in sweep done", extra={"stale": report.stale, "queued": report.queued})
-    return {"stale": report.stale, "queued": report.queued}
+    metrics.add_metric(name="ClustersSeeded", unit=MetricUnit.Count, value=report.clusters_seeded)
+    result = {
+        "stale": report.stale,
+        "queued": report.queued,
+        "clusters_seeded": report.clusters_seeded,
+    }
+    logger.info("check-in sweep done", extra=result)
+    return result

@@ -1,7 +1,8 @@
 """The scheduled check-in sweep (the seed's Scheduler): find enrolled devices whose
 last check-in is older than the compliance policy allows and queue them for
 re-evaluation, so a phone that stops checking in loses mail access without anyone
-acting.
+acting. It also seeds any cluster whose existing devices were never queued for
+evaluation into it (``resync.seed_cluster``), so a new cluster cannot stay empty.
 
 Only devices last evaluated as compliant (or never evaluated) are queued: one already
 non-compliant is blocked already, and re-queueing it every sweep would only churn
@@ -19,6 +20,7 @@ from lambdas.domain.compliance import ComplianceState, stale_cutoff
 from lambdas.domain.messages import EvaluateDevice, device_group, sqs_id
 from lambdas.domain.timefmt import format_instant
 from lambdas.ports import ClusterStore, ComplianceQueue, DeviceStore
+from lambdas.usecases.resync import seed_cluster
 
 logger = logging.getLogger(__name__)
 
@@ -27,11 +29,17 @@ logger = logging.getLogger(__name__)
 class SweepReport:
     stale: int  # enrolled devices past the check-in age
     queued: int  # of those, queued for re-evaluation
+    clusters_seeded: int = 0  # clusters nobody had seeded with the existing devices
 
 
 def sweep_stale_checkins(
     *, devices: DeviceStore, clusters: ClusterStore, queue: ComplianceQueue, now: datetime
 ) -> SweepReport:
+    seeded = 0
+    for cluster in clusters.list_clusters():
+        if cluster.seeded_at is None:
+            seed_cluster(cluster.cluster_id, queue=queue, clusters=clusters, now=now)
+            seeded += 1
     policy = clusters.get_compliance_policy()
     cutoff = stale_cutoff(policy, now)
     stale = queued = 0
@@ -54,4 +62,4 @@ def sweep_stale_checkins(
     logger.info(
         "check-in sweep: cutoff=%s stale=%d queued=%d", format_instant(cutoff), stale, queued
     )
-    return SweepReport(stale=stale, queued=queued)
+    return SweepReport(stale=stale, queued=queued, clusters_seeded=seeded)

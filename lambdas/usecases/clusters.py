@@ -17,6 +17,7 @@ from lambdas.domain.records import ClusterRecord
 from lambdas.ports import (
     ClusterCredentialStore,
     ClusterStore,
+    ComplianceQueue,
     ConnectionPoster,
     ConnectionStore,
     GatewayNodeStore,
@@ -25,6 +26,7 @@ from lambdas.usecases.errors import InvalidInput, NotFound
 from lambdas.usecases.gateway_auth import IssuedCredential, StoredCredential, issue_credential
 from lambdas.usecases.gateway_nodes import NodeReport
 from lambdas.usecases.push import disconnect_all, publish
+from lambdas.usecases.resync import seed_cluster
 from seg_contract import PushRevoked
 from seg_contract.crypto import public_key_is_valid
 
@@ -85,6 +87,24 @@ def register_cluster(
     cluster = clusters.create_cluster(new_cluster_id(), name.strip(), now, public_key=key)
     issued = issue_credential(cluster.cluster_id)
     _store(credentials, issued, now)
+    return cluster, issued
+
+
+def create_cluster(
+    name: str,
+    public_key: str | None,
+    *,
+    clusters: ClusterStore,
+    credentials: ClusterCredentialStore,
+    queue: ComplianceQueue,
+    now: datetime,
+) -> tuple[ClusterRecord, IssuedCredential]:
+    """Register a cluster and seed it with every device's entry: a cluster registered
+    after devices exist must not treat them all as unknown until the next sweep."""
+    cluster, issued = register_cluster(
+        name, public_key, clusters=clusters, credentials=credentials, now=now
+    )
+    seed_cluster(cluster.cluster_id, queue=queue, clusters=clusters, now=now)
     return cluster, issued
 
 

@@ -1,8 +1,8 @@
 """MDM devices as the console shows them, and the tenant's compliance policy.
 
-Changing the compliance policy changes which devices are compliant, so every MDM device
-is queued for re-evaluation (one message per device, in its own FIFO group); the
-compliance reader writes and pushes whatever changed.
+Changing the compliance policy changes which devices are compliant, so the whole tenant
+is queued for re-evaluation (one ``ReevaluateAll`` message that the compliance reader
+fans out page by page); the reader writes and pushes whatever changed.
 """
 
 from __future__ import annotations
@@ -10,10 +10,11 @@ from __future__ import annotations
 from datetime import datetime
 
 from lambdas.domain.compliance import CompliancePolicy, DeviceRecord
-from lambdas.domain.messages import EvaluateDevice, device_group, sqs_id
+from lambdas.domain.messages import sqs_id
 from lambdas.domain.timefmt import format_instant
 from lambdas.ports import ClusterStore, ComplianceQueue, DeviceStore
 from lambdas.usecases.errors import InvalidInput, NotFound
+from lambdas.usecases.resync import request_reevaluation
 
 MAX_LIMIT = 500
 
@@ -37,24 +38,17 @@ def put_compliance_policy(
     policy: CompliancePolicy,
     *,
     clusters: ClusterStore,
-    devices: DeviceStore,
     queue: ComplianceQueue,
     now: datetime,
-) -> int:
-    """Store the policy and queue every device for re-evaluation; return how many."""
+) -> str:
+    """Store the policy and queue a tenant-wide re-evaluation; return its request id.
+
+    The re-evaluation fans out page by page in the compliance reader (``resync``), so
+    this request stays O(1) however many devices the tenant has (API Gateway gives an
+    integration 29 s)."""
     clusters.put_compliance_policy(policy, now)
-    stamp = format_instant(now)
-    queued = 0
-    cursor: str | None = None
-    while True:
-        page, cursor = devices.list_devices(1000, cursor)
-        for device in page:
-            message = EvaluateDevice(mdm_device_id=device.mdm_device_id, reason="policy_change")
-            queue.send(
-                message.model_dump_json(),
-                group_id=device_group(device.mdm_device_id),
-                dedup_id=sqs_id("pol-", f"{device.mdm_device_id}@{stamp}"),
-            )
-            queued += 1
-        if cursor is None:
-            return queued
+    return request_reevaluation(
+        queue=queue,
+        reason="policy_change",
+        request_id=sqs_id("pol-", format_instant(now)),
+    )

@@ -1,17 +1,32 @@
 """The email management dashboard: the email devices gateways have seen, joined with
 what the MDM knows of them and the admins' overrides.
 
-Listing reads the whole view (one paged Query on ``by_recent``) and the MDM devices, then
-filters, searches, sorts and pages in memory. That keeps every filter and every sort
-column exact, with a true total, at the cost of O(devices) reads per request: fine for
-the tens of thousands of devices a tenant has (a few MB read); a materialised join table
-would be the next step beyond that. The cursor is keyset-based (the last row's sort
-value and key), so rows arriving between pages do not shift or repeat the next page.
+What each request costs (the dashboard polls every few seconds, so the common requests
+must not grow with the number of devices):
+
+- The default view (newest first, or oldest first) and the access-state filter are index
+  queries (``by_recent``, ``by_state``) with DynamoDB's own paging: O(page). The page is
+  joined with its MDM records and overrides in two batch reads (``EmailDeviceView.join``),
+  never with every device. ``total`` comes from per-tally counters the payload reader
+  keeps exact (one read).
+- Search (``q``), the compliance-state filter and sorts by any other column need the
+  rows themselves: they consider the ``WINDOW_CAP`` most recently seen devices (of the
+  access state filtered on), read with only the columns needed, filter / join / sort
+  those, and fetch whole rows for the returned page only. ``total`` then counts matches
+  within that window: exact up to ``WINDOW_CAP`` devices, a lower bound beyond. The
+  compliance state lives on the MDM record, not on the view, so that filter joins the
+  whole window (batch reads of 100 keys).
+
+The cursor is keyset-based (the last row's sort value and key), so rows arriving between
+pages do not shift or repeat the next page; on the indexed path it is exactly
+DynamoDB's ExclusiveStartKey.
 
 Summary counts partition the rows: ``unknown`` are devices the gateway decided with the
 cluster's unknown-device action (rule ``unknown_device``), the rest count by access
-state. ``blocked_last_hour`` counts devices whose newest request in the last hour was
-refused. The series comes from per-minute counters the payload reader writes.
+state; they come from the same counters. ``blocked_last_hour`` counts devices whose
+newest request in the last hour was refused (``Select=COUNT`` queries of ``by_state``
+for the last hour: O(devices refused in that hour)). The series comes from per-minute
+counters the payload reader writes.
 """
 
 from __future__ import annotations
@@ -23,7 +38,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from lambdas.domain.access import split_key
+from lambdas.domain.access import ManualOverride, owned_keys, split_key
 from lambdas.domain.compliance import DeviceRecord
 from lambdas.domain.timefmt import format_instant
 from lambdas.ports import (
@@ -32,16 +47,22 @@ from lambdas.ports import (
     EmailDeviceView,
     ManualOverrideStore,
     PolicyEntryStore,
+    ViewJoin,
 )
-from lambdas.usecases.email_view import AccessObservation, email_device_key, minute_bucket
+from lambdas.usecases.email_view import (
+    AccessObservation,
+    email_device_key,
+    minute_bucket,
+    tally_state,
+)
 from lambdas.usecases.errors import InvalidInput, NotFound
-from seg_contract import DeviceEntry, entry_key
+from seg_contract import DeviceEntry
 
-RULE_UNKNOWN = "unknown_device"  # onprem_gateway.core.decision.RULE_UNKNOWN
 ACCESS_STATES = ("allow", "block", "quarantine")
 MAX_LIMIT = 500
 MAX_SERIES_MINUTES = 24 * 60
-_DEVICE_PAGE = 1000
+# Search, the compliance filter and other sorts look at this many most recent devices.
+WINDOW_CAP = 10_000
 
 SORT_COLUMNS = (
     "email_device_key",
@@ -147,21 +168,27 @@ def _row(obs: AccessObservation | None, key: str, device: DeviceRecord | None) -
     )
 
 
-def devices_by_email_key(devices: DeviceStore) -> dict[str, DeviceRecord]:
-    """Every MDM device, under each email device key it owns."""
-    found: dict[str, DeviceRecord] = {}
-    cursor: str | None = None
-    while True:
-        page, cursor = devices.list_devices(_DEVICE_PAGE, cursor)
-        for device in page:
-            for eas_id in device.eas_device_ids:
-                found[entry_key(device.user, eas_id)] = device
-        if cursor is None:
-            return found
+# Columns the view rows hold (a window read can project them); the rest come from the
+# MDM record (``_MDM_COLUMNS``) or the override (``override``, ``pending``).
+_VIEW_COLUMNS = frozenset(
+    {
+        "user",
+        "device_id",
+        "device_type",
+        "user_agent",
+        "access_state",
+        "reason",
+        "rule",
+        "last_seen",
+        "last_command",
+        "last_node",
+        "cluster_id",
+    }
+)
+_MDM_COLUMNS = frozenset({"model", "os", "mdm_device_id", "enrollment_state", "compliance_state"})
 
 
-def _with_override(row: EmailDeviceRow, overrides: ManualOverrideStore) -> EmailDeviceRow:
-    override = overrides.get(row.user, row.device_id)
+def _with_override(row: EmailDeviceRow, override: ManualOverride | None) -> EmailDeviceRow:
     if override is None or not override.effective:
         return row
     action: Literal["allow", "block"] = "allow" if override.action.value == "allow" else "block"
@@ -170,12 +197,51 @@ def _with_override(row: EmailDeviceRow, overrides: ManualOverrideStore) -> Email
     return replace(row, override=action, pending=pending)
 
 
+def _join(
+    observations: list[AccessObservation],
+    view: EmailDeviceView,
+    devices: DeviceStore,
+    overrides: ManualOverrideStore,
+) -> list[EmailDeviceRow]:
+    """Rows with their MDM facts and overrides: a few batch reads for the whole list
+    (or, for a view that cannot join, one lookup per row)."""
+    keys = [o.email_device_key for o in observations]
+    joined = view.join(keys) if keys else ViewJoin({}, {})
+    if joined is None:
+        joined = _join_one_by_one(keys, devices, overrides)
+    return [
+        _with_override(
+            _row(o, o.email_device_key, joined.devices.get(o.email_device_key)),
+            joined.overrides.get(o.email_device_key),
+        )
+        for o in observations
+    ]
+
+
+def _join_one_by_one(
+    keys: list[str], devices: DeviceStore, overrides: ManualOverrideStore
+) -> ViewJoin:
+    found = ViewJoin({}, {})
+    for key in keys:
+        user, device_id = split_key(key)
+        mdm_id = devices.find_by_email_device(user, device_id)
+        device = devices.get(mdm_id) if mdm_id else None
+        if device is not None and key in owned_keys(device):
+            found.devices[key] = device
+        override = overrides.get(user, device_id)
+        if override is not None:
+            found.overrides[key] = override
+    return found
+
+
 def _sort_value(row: EmailDeviceRow, column: str) -> str:
     value = getattr(row, column)
     if value is None:
         return ""
     if isinstance(value, bool):
         return "1" if value else "0"
+    if column == "last_seen":
+        return str(value)  # the index's order (case matters to it)
     return str(value).casefold()
 
 
@@ -204,6 +270,24 @@ def validate(query: ListQuery) -> None:
         raise InvalidInput(f"limit must be between 1 and {MAX_LIMIT}")
 
 
+def total_of(tallies: dict[str, int], access_state: str | None) -> int:
+    """Rows of one access state (or all rows), from the per-tally counters."""
+    return sum(
+        count
+        for name, count in tallies.items()
+        if access_state is None or tally_state(name)[0] == access_state
+    )
+
+
+def summary_counts(tallies: dict[str, int]) -> dict[str, int]:
+    """The summary's partition: unknown-device decisions apart, the rest by state."""
+    counts = {state: 0 for state in (*ACCESS_STATES, "unknown")}
+    for name, count in tallies.items():
+        state, unknown = tally_state(name)
+        counts["unknown" if unknown or state not in ACCESS_STATES else state] += count
+    return counts
+
+
 def list_email_devices(
     query: ListQuery,
     *,
@@ -212,25 +296,63 @@ def list_email_devices(
     overrides: ManualOverrideStore,
 ) -> Page:
     validate(query)
-    by_key = devices_by_email_key(devices)
-    rows = [
-        _row(obs, obs.email_device_key, by_key.get(obs.email_device_key)) for obs in view.all_rows()
-    ]
-    if query.access_state:
-        rows = [r for r in rows if r.access_state == query.access_state]
-    if query.compliance_state:
-        rows = [r for r in rows if r.compliance_state == query.compliance_state]
+    after = decode_cursor(query.cursor, query) if query.cursor else None
+    if query.sort == "last_seen" and not query.q and not query.compliance_state:
+        return _indexed_page(query, after, view, devices, overrides)
+    return _window_page(query, after, view, devices, overrides)
+
+
+def _indexed_page(
+    query: ListQuery,
+    after: tuple[str, str] | None,
+    view: EmailDeviceView,
+    devices: DeviceStore,
+    overrides: ManualOverrideStore,
+) -> Page:
+    """Newest (or oldest) first, all rows or one access state: one index query."""
+    found, more = view.recent_page(
+        query.access_state, ascending=query.order == "asc", limit=query.limit, after=after
+    )
+    items = _join(found, view, devices, overrides)
+    next_cursor = None
+    if more and found:
+        last = found[-1]
+        next_cursor = encode_cursor(last.last_seen, last.email_device_key, query)
+    return Page(
+        items=items, next_cursor=next_cursor, total=total_of(view.tallies(), query.access_state)
+    )
+
+
+def _window_page(
+    query: ListQuery,
+    after: tuple[str, str] | None,
+    view: EmailDeviceView,
+    devices: DeviceStore,
+    overrides: ManualOverrideStore,
+) -> Page:
+    """Search, compliance filter, other sorts: within the ``WINDOW_CAP`` newest rows."""
+    columns = {query.sort} & _VIEW_COLUMNS
+    window, _ = view.window(query.access_state, WINDOW_CAP, columns)
     if query.q:
         needle = query.q.casefold()
-        rows = [r for r in rows if needle in r.user.casefold() or needle in r.device_id.casefold()]
-    needs_overrides = query.sort in {"override", "pending"}
-    if needs_overrides:
-        rows = [_with_override(r, overrides) for r in rows]
+        window = [
+            o
+            for o in window
+            if any(needle in part.casefold() for part in split_key(o.email_device_key))
+        ]
+    needs_join = bool(query.compliance_state) or query.sort in (
+        _MDM_COLUMNS | {"override", "pending"}
+    )
+    if needs_join:
+        rows = _join(window, view, devices, overrides)
+    else:
+        rows = [_row(o, o.email_device_key, None) for o in window]
+    if query.compliance_state:
+        rows = [r for r in rows if r.compliance_state == query.compliance_state]
     descending = query.order == "desc"
     rows.sort(key=lambda r: (_sort_value(r, query.sort), r.email_device_key), reverse=descending)
     total = len(rows)
-    if query.cursor:
-        after = decode_cursor(query.cursor, query)
+    if after is not None:
         rows = [
             r
             for r in rows
@@ -241,13 +363,19 @@ def list_email_devices(
             )
         ]
     page = rows[: query.limit]
-    if not needs_overrides:
-        page = [_with_override(r, overrides) for r in page]
     next_cursor = None
     if len(rows) > query.limit:
         last = page[-1]
         next_cursor = encode_cursor(_sort_value(last, query.sort), last.email_device_key, query)
-    return Page(items=page, next_cursor=next_cursor, total=total)
+    # Whole rows (and their MDM facts and overrides) for the page only.
+    full = view.get_many([r.email_device_key for r in page])
+    items = _join(
+        [full[r.email_device_key] for r in page if r.email_device_key in full],
+        view,
+        devices,
+        overrides,
+    )
+    return Page(items=items, next_cursor=next_cursor, total=total)
 
 
 def email_device_detail(
@@ -276,22 +404,16 @@ def email_device_detail(
             found.append(EntryInCluster(cluster.cluster_id, entry))
     if obs is None and device is None and not found:
         raise NotFound(f"email device {norm_user}/{norm_device} not found")
-    return _with_override(_row(obs, key, device), overrides), found
+    override = overrides.get(norm_user, norm_device)
+    return _with_override(_row(obs, key, device), override), found
 
 
 def summary(*, view: EmailDeviceView, now: datetime, minutes: int = 60) -> Summary:
     if not 1 <= minutes <= MAX_SERIES_MINUTES:
         raise InvalidInput(f"minutes must be between 1 and {MAX_SERIES_MINUTES}")
-    rows = view.all_rows()
-    counts = {state: 0 for state in (*ACCESS_STATES, "unknown")}
+    counts = summary_counts(view.tallies())
     hour_ago = format_instant(now - timedelta(hours=1))
-    blocked = 0
-    for row in rows:
-        unknown = row.rule == RULE_UNKNOWN or row.access_state not in ACCESS_STATES
-        bucket = "unknown" if unknown else row.access_state
-        counts[bucket] += 1
-        if row.access_state != "allow" and row.last_seen >= hour_ago:
-            blocked += 1
+    blocked = sum(view.count_since(state, hour_ago) for state in ACCESS_STATES if state != "allow")
     wanted = [minute_bucket(now - timedelta(minutes=m)) for m in range(minutes - 1, -1, -1)]
     found = view.activity(wanted)
     series = [(f"{m}:00Z", *found.get(m, (0, 0))) for m in wanted]

@@ -10,6 +10,11 @@ Activity counters (requests and blocks per minute) feed the dashboard's time ser
 They are keyed by a fingerprint of the batch, so a redelivered or resent batch is counted
 once.
 
+Device counters: every row carries its *tally* (access state, plus whether the cluster's
+unknown-device rule decided it), and the view keeps one count per tally, moved in the
+same transaction as the row whenever a row appears or changes tally. The dashboard's
+totals and summary counts read those counters instead of every row.
+
 Pure: values in, values out.
 """
 
@@ -23,6 +28,22 @@ from datetime import datetime, timedelta
 from lambdas.domain.timefmt import format_instant, to_utc
 from seg_contract import Access, AccessEvent, AccessEventBatch, entry_key
 from seg_contract.identity import normalize_device_id, normalize_user
+
+RULE_UNKNOWN = "unknown_device"  # onprem_gateway.core.decision.RULE_UNKNOWN
+_UNKNOWN_SUFFIX = "~unknown"
+
+
+def tally(access_state: str, rule: str) -> str:
+    """The counter a row counts under: its access state, marked when the cluster's
+    unknown-device action decided it (the summary shows those apart)."""
+    return access_state + (_UNKNOWN_SUFFIX if rule == RULE_UNKNOWN else "")
+
+
+def tally_state(name: str) -> tuple[str, bool]:
+    """(access state, decided as unknown device) of a tally."""
+    if name.endswith(_UNKNOWN_SUFFIX):
+        return name[: -len(_UNKNOWN_SUFFIX)], True
+    return name, False
 
 
 def email_device_key(user: str, device_id: str) -> str:

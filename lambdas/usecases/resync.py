@@ -11,6 +11,7 @@ Queued evaluations are ordinary messages in each device's FIFO group: safe to re
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from lambdas.domain.access import OverrideAction
 from lambdas.domain.messages import (
@@ -21,7 +22,7 @@ from lambdas.domain.messages import (
     email_device_group,
     sqs_id,
 )
-from lambdas.ports import ComplianceQueue, DeviceStore, ManualOverrideStore
+from lambdas.ports import ClusterStore, ComplianceQueue, DeviceStore, ManualOverrideStore
 
 PAGE_SIZE = 100
 
@@ -49,10 +50,24 @@ def request_reevaluation(
     return message.request_id
 
 
-def seed_cluster(cluster_id: str, *, queue: ComplianceQueue) -> str:
-    """Write every device's entry into a newly registered cluster (call after
-    ``register_cluster``); return the request id."""
-    return request_reevaluation(queue=queue, reason="cluster_created", cluster_id=cluster_id)
+def seed_cluster(
+    cluster_id: str, *, queue: ComplianceQueue, clusters: ClusterStore, now: datetime
+) -> str:
+    """Write every device's entry into a newly registered cluster (the API calls this
+    right after ``register_cluster``; the scheduled sweep catches any cluster it
+    missed); return the request id.
+
+    Queued first and marked after, so a failure in between only seeds twice (the
+    request id is the cluster's, so SQS drops a repeat within its 5-minute window, and
+    re-evaluating is harmless anyway)."""
+    request_id = request_reevaluation(
+        queue=queue,
+        reason="cluster_created",
+        cluster_id=cluster_id,
+        request_id=f"seed-{cluster_id}",
+    )
+    clusters.mark_seeded(cluster_id, now)
+    return request_id
 
 
 def continue_reevaluation(

@@ -19,6 +19,8 @@ and executes commands, so every decision here is unit-tested without a network.
 
 - After every successful (re)connect the node fetches a delta since its applied version
   (pushes sent while it was away are lost otherwise) and resets the backoff.
+- A keepalive still unanswered (no pong, no message) when the next one is due counts as
+  LOST: the loop reports it so, and the connection is replaced after a backoff.
 - A planned reconnect (API Gateway closes every connection after 2 hours) closes and
   connects again at once, without backoff; the delta fetch after it closes any gap.
 - A push that reveals a gap, a ``resync`` push, or a ``pong`` whose version is ahead of

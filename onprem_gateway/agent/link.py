@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -98,9 +98,9 @@ class PolicySync:
         async with self._lock:
             return await self._guarded(self._delta_locked)
 
-    async def _guarded(self, fetch: Callable[[], object]) -> bool:
+    async def _guarded(self, fetch: Callable[[], Awaitable[None]]) -> bool:
         try:
-            await fetch()  # type: ignore[misc]
+            await fetch()
         except CredentialRejected as exc:
             self._status.fatal_reason = f"credential rejected by the control plane ({exc})"
             log.error("%s", self._status.fatal_reason)
@@ -190,6 +190,7 @@ class ControlPlaneLink:
         self._delta_task: asyncio.Task[None] | None = None
         self._delta_again = False
         self._refresh_now = asyncio.Event()
+        self._unanswered = False  # a keepalive was sent and nothing came back since
 
     # --- the two loops ----------------------------------------------------------------
 
@@ -255,6 +256,7 @@ class ControlPlaneLink:
             elif command is Command.RESET_BACKOFF:
                 self._delays = self._backoff()
             elif command is Command.ARM_TIMERS:
+                self._unanswered = False
                 now = time.monotonic()
                 self._conn_clock = ConnectionClock(
                     now, now, self._settings.keepalive_interval_s, self._settings.reconnect_after_s
@@ -344,6 +346,7 @@ class ControlPlaneLink:
         )
         with contextlib.suppress(ConnectionClosed):
             await self._ws.send(message.model_dump_json())
+            self._unanswered = True
 
     async def _wait_connected(self) -> Event:
         """While connected: the next message's event, a timer's, or LOST."""
@@ -354,10 +357,16 @@ class ControlPlaneLink:
             try:
                 raw = await asyncio.wait_for(self._ws.recv(), timeout)
             except TimeoutError:
+                if timer_event is Event.KEEPALIVE_DUE and self._unanswered:
+                    # The last keepalive got no pong within a whole interval: a silently
+                    # dead TCP path would otherwise take the kernel ~15 minutes to notice.
+                    log.warning("control-plane WebSocket: keepalive unanswered; reconnecting")
+                    return Event.LOST
                 return timer_event
             except ConnectionClosed:
                 log.warning("control-plane WebSocket closed; reconnecting")
                 return Event.LOST
+            self._unanswered = False
             event = self._on_message(raw)
             if event is not None:
                 return event

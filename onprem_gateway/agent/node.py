@@ -25,7 +25,7 @@ import logging
 import os
 import ssl
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -129,8 +129,9 @@ class Node:
         self.listen_port = 0
         self.admin_port = 0
         self._tasks: list[asyncio.Task[None]] = []
+        self._reload = asyncio.Event()
 
-    def _backoff(self) -> Any:
+    def _backoff(self) -> Iterator[float]:
         initial = self.config.backoff_initial_s
         return backoff(
             initial_delay=initial,
@@ -191,6 +192,8 @@ class Node:
         self._spawn("upstream-check", self._upstream_loop())
         if self.link is not None:
             self._spawn("control-plane-link", self.link.run())
+        elif self.config.policy_file is not None:
+            self._spawn("policy-file", self._watch_policy_file())
         self._write_runtime_file()
         mode = f"workers: {self.config.workers}" if self.config.workers else "in-process"
         log.info(
@@ -240,6 +243,46 @@ class Node:
             "started_at": datetime.now(UTC).isoformat(),
         }
         atomic_write(self.config.state_dir / RUNTIME_FILE, json.dumps(data).encode() + b"\n")
+
+    # --- air-gapped: the policy file is the control plane -----------------------------------
+
+    def reload_policy_file(self) -> None:
+        """Re-read the policy file now (SIGHUP on an air-gapped node)."""
+        self._reload.set()
+
+    async def _read_policy_file(self) -> None:
+        assert self.config.policy_file is not None
+        try:
+            # Parsing a large file takes a while: off the loop. Applying stays on it.
+            snapshot = await asyncio.to_thread(read_policy_file, self.config.policy_file)
+        except PolicyFileError as exc:
+            # Not confirmed: the policy in force ages towards the fail mode, loudly.
+            self.policy_problem = f"policy file refused: {exc}"
+            log.error("%s; keeping the policy in force", self.policy_problem)
+            return
+        self.policy_problem = ""
+        index = self.store.current()
+        now = time.time()
+        if snapshot.cluster_id == index.cluster_id and snapshot.version == index.version:
+            self.store.confirm(now)
+            return
+        self.store.apply_snapshot(snapshot, now)
+        log.info(
+            "policy file re-read: version %d, %d devices", snapshot.version, len(snapshot.devices)
+        )
+
+    async def _watch_policy_file(self) -> None:
+        """An air-gapped node re-reads its policy file every refresh interval (and on
+        SIGHUP): the operator's file is its only source, and re-reading it is the
+        contact that keeps the policy from expiring."""
+        while True:
+            wait = self.config.refresh_interval_s or float(
+                self.store.current().settings.refresh_interval_s
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reload.wait(), wait)
+            self._reload.clear()
+            await self._read_policy_file()
 
     # --- upstream reachability ------------------------------------------------------------
 
@@ -310,6 +353,7 @@ class Node:
             "node_id": self.config.node_id,
             "policy": {
                 "source": self.policy_source,
+                "problem": self.policy_problem,
                 "cluster_id": index.cluster_id,
                 "version": index.version,
                 "devices": index.device_count(),

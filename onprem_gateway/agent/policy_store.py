@@ -177,7 +177,8 @@ class PolicyStore:
             assert isinstance(op.body, PolicyDelta)
             return self.apply_delta(op.body, t)
         if op.kind == "push":
-            return self.apply_push(op.body, op.confirmed_at).index  # type: ignore[arg-type]
+            assert op.body is not None and not isinstance(op.body, PolicySnapshot | PolicyDelta)
+            return self.apply_push(op.body, op.confirmed_at).index
         return self.confirm(t)
 
 

@@ -22,27 +22,13 @@ from typing import Any
 from onprem_gateway.agent.channel import encode, open_channel, read_message, read_policy_op
 from onprem_gateway.agent.eas_runner import proxy_settings
 from onprem_gateway.agent.policy_store import PolicyStore
+from onprem_gateway.agent.reporter import EventBuffer
 from onprem_gateway.config import config_from_wire
 from onprem_gateway.proxy import ProxyMetrics, start_eas_server
-from seg_contract import AccessEvent
 
 log = logging.getLogger("onprem_gateway.worker")
 
 METRICS_EVERY_S = 1.0
-
-
-class EventForwarder:
-    """The worker's ``EventSink``: an in-memory list, shipped to the agent in batches."""
-
-    def __init__(self) -> None:
-        self._events: list[AccessEvent] = []
-
-    def record(self, event: AccessEvent) -> None:
-        self._events.append(event)
-
-    def take(self) -> list[AccessEvent]:
-        events, self._events = self._events, []
-        return events
 
 
 class WorkerProcess:
@@ -55,7 +41,8 @@ class WorkerProcess:
         self.reader = reader
         self.writer = writer
         self.store = PolicyStore()
-        self.events = EventForwarder()
+        # The same bounded in-memory sink the agent uses; shipped to it in batches.
+        self.events = EventBuffer()
         self.metrics = ProxyMetrics()
         self.stop = asyncio.Event()
         self.grace_s = 0.0
@@ -65,7 +52,7 @@ class WorkerProcess:
             self.writer.write(encode(message))
 
     def flush_events(self) -> None:
-        batch = self.events.take()
+        batch = self.events.take_all()
         if batch:
             self.send({"op": "events", "events": [e.model_dump(mode="json") for e in batch]})
 

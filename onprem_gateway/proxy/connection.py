@@ -25,6 +25,21 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+# Headers that must appear at most once (RFC 9110 5.3 allows repeating only list-valued
+# fields; these decide identity, routing or framing).
+_UNIQUE = frozenset(
+    {
+        b"authorization",
+        b"host",
+        b"content-length",
+        b"transfer-encoding",
+        b"ms-asprotocolversion",
+        b"x-ms-policykey",
+        b"user-agent",
+    }
+)
+
+
 class _LimitExceededError(Exception):
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
@@ -41,6 +56,7 @@ class ClientConnection(asyncio.Protocol):
         "_expect",
         "_header_bytes",
         "_headers",
+        "_lookup",
         "_out",
         "_parser",
         "_paused",
@@ -70,7 +86,8 @@ class ClientConnection(asyncio.Protocol):
         self._paused = 0
         self.write_paused = False
         self._url = b""
-        self._headers: list[tuple[bytes, bytes]] = []
+        self._headers: list[tuple[bytes, bytes, bytes]] = []
+        self._lookup: dict[bytes, bytes] = {}
         self._header_bytes = 0
         self._expect = False
         self.timeout = state.settings.timeouts.client_keepalive_s
@@ -127,6 +144,9 @@ class ClientConnection(asyncio.Protocol):
         self.closed = True
         self.state.forget(self)
         self.state.metrics.connections -= 1
+        # The parser holds this protocol: drop the cycle so the connection is freed by
+        # reference counting, not by the (slow, with many held Pings) cyclic GC.
+        del self._parser
         current, self.current = self.current, None
         if current is not None:
             current.connection_lost()
@@ -148,6 +168,7 @@ class ClientConnection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._url = b""
         self._headers = []
+        self._lookup = {}
         self._header_bytes = 0
         self._expect = False
         if self.current is None:
@@ -164,13 +185,23 @@ class ClientConnection(asyncio.Protocol):
         self._header_bytes += len(name) + len(value) + 4
         if self._header_bytes > limits.max_header_bytes:
             raise _LimitExceededError(431, f"request headers over {limits.max_header_bytes} bytes")
-        if len(self._headers) >= limits.max_header_count:
+        headers = self._headers
+        if len(headers) >= limits.max_header_count:
             raise _LimitExceededError(431, f"more than {limits.max_header_count} request headers")
-        if len(name) == 6 and name.lower() == b"expect":
+        lname = name.lower()
+        headers.append((lname, name, value))
+        lookup = self._lookup
+        if lname in lookup:
+            if lname in _UNIQUE:
+                # Two Authorization (or Host, length...) headers: we and the upstream
+                # might each pick a different one and disagree on who is asking.
+                raise _LimitExceededError(400, f"duplicate {lname.decode('latin-1')} header")
+            return
+        lookup[lname] = value
+        if lname == b"expect":
             if value.strip().lower() != b"100-continue":
                 raise _LimitExceededError(417, "only Expect: 100-continue is supported")
             self._expect = True
-        self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         parser = self._parser
@@ -181,15 +212,12 @@ class ClientConnection(asyncio.Protocol):
             raise _LimitExceededError(414, f"query string longer than {limits.max_query_bytes}")
         if not url.startswith(b"/"):
             raise _LimitExceededError(400, "request target must be a path (origin form)")
-        content_length: int | None = None
-        chunked = False
-        for name, value in self._headers:
-            if len(name) == 14 and name.lower() == b"content-length":
-                content_length = int(value)  # llhttp already checked it is a number
-            elif len(name) == 17 and name.lower() == b"transfer-encoding":
-                chunked = True  # llhttp refuses a non-chunked final coding in requests
-        if chunked:
-            content_length = None
+        lookup = self._lookup
+        # llhttp has checked Content-Length is a number, and refuses a request whose
+        # final transfer coding is not chunked or that carries both.
+        chunked = b"transfer-encoding" in lookup
+        raw_length = lookup.get(b"content-length")
+        content_length = int(raw_length) if raw_length is not None and not chunked else None
         if content_length is not None and content_length > limits.max_body_bytes:
             raise _LimitExceededError(413, f"request body over {limits.max_body_bytes} bytes")
         exchange = Exchange(
@@ -197,6 +225,7 @@ class ClientConnection(asyncio.Protocol):
             parser.get_method(),
             url,
             self._headers,
+            lookup,
             keep_alive=parser.should_keep_alive(),
             http11=parser.get_http_version() == "1.1",
             content_length=content_length,

@@ -48,6 +48,13 @@ log = logging.getLogger(__name__)
 EAS_PATH = b"/microsoft-server-activesync"
 AUTODISCOVER_PATH = b"/autodiscover/autodiscover.xml"
 _EAS_METHODS = (b"POST", b"OPTIONS")
+# The request headers ``eas_request.parse`` reads.
+_EAS_HEADERS = (
+    (b"user-agent", "user-agent"),
+    (b"authorization", "authorization"),
+    (b"ms-asprotocolversion", "ms-asprotocolversion"),
+    (b"x-ms-policykey", "x-ms-policykey"),
+)
 _AUTODISCOVER_METHODS = (b"POST", b"GET")
 # A request body we keep a copy of, so a request that met a pooled connection the
 # upstream had just closed can be sent again on a fresh one (nothing was answered).
@@ -85,6 +92,7 @@ class Exchange:
         "held",
         "http11",
         "keep_alive",
+        "lookup",
         "method",
         "response_started",
         "state",
@@ -97,7 +105,8 @@ class Exchange:
         conn: ClientConnection,
         method: bytes,
         target: bytes,
-        header_list: list[tuple[bytes, bytes]],
+        header_list: list[tuple[bytes, bytes, bytes]],
+        lookup: dict[bytes, bytes],
         *,
         keep_alive: bool,
         http11: bool,
@@ -110,6 +119,7 @@ class Exchange:
         self.method = method
         self.target = target
         self.headers = header_list
+        self.lookup = lookup
         self.keep_alive = keep_alive
         self.http11 = http11
         self.content_length = content_length
@@ -161,7 +171,8 @@ class Exchange:
 
     def _start_eas(self) -> None:
         state = self.state
-        hdrs = {n.decode("latin-1").lower(): v.decode("latin-1") for n, v in self.headers}
+        lookup = self.lookup
+        hdrs = {name: lookup[raw].decode("latin-1") for raw, name in _EAS_HEADERS if raw in lookup}
         try:
             facts = parse(self.method.decode("ascii"), self.target.decode("latin-1"), hdrs)
         except EasRequestError as exc:
@@ -192,11 +203,6 @@ class Exchange:
             self.held = True
             state.metrics.held += 1
             self.conn.timeout = state.settings.timeouts.long_poll_idle_s
-            if facts.command == "Ping":
-                # A Ping is answered up to an hour later: record it now (status 0 =
-                # "forwarded, answer pending") so the dashboard sees the device at once.
-                # (Sync is mostly short; whether it long-polls is in its WBXML body.)
-                self._record_proxied(0)
         outcome = state.substitution.evaluate(policy, facts, hdrs.get("authorization"))
         if isinstance(outcome, asyncio.Future):
             outcome.add_done_callback(self._substitution_ready)
@@ -285,11 +291,9 @@ class Exchange:
         state = self.state
         settings = state.settings
         up_settings = settings.upstream
+        host = state.upstream_authority
         if up_settings.preserve_host:
-            host = next((v for n, v in self.headers if n.lower() == b"host"), b"")
-            host = host or up_settings.authority.encode("ascii")
-        else:
-            host = up_settings.authority.encode("ascii")
+            host = self.lookup.get(b"host") or host
         xff, xfp = headers.forwarded_for(
             self.conn.peer_ip, self.headers, settings.trusted_proxies, settings.tls
         )
@@ -307,7 +311,13 @@ class Exchange:
             content_length=length,
             chunked=self.chunked,
             authorization=authorization,
+            has_connection=b"connection" in self.lookup,
         )
+        if self._facts is not None and self._facts.command == "Ping":
+            # A Ping is answered up to an hour later: record it when forwarded (status 0
+            # = "answer pending") so the dashboard sees the device at once. (Sync is
+            # mostly short; whether it long-polls is in its WBXML body.)
+            self._record_proxied(0)
         if self.expect_continue and not self._body_done:
             self.conn.write(responses.CONTINUE)
         conn = state.pool.take_idle()
@@ -411,22 +421,18 @@ class Exchange:
             self.upstream.resume_reading()
 
     # Upstream response events (from UpstreamConnection).
-    def upstream_head(self, status: int, header_list: list[tuple[bytes, bytes]]) -> None:
+    def upstream_head(
+        self,
+        status: int,
+        header_list: list[tuple[bytes, bytes, bytes]],
+        length: int | None,
+        chunked: bool,
+        has_connection: bool,
+    ) -> None:
         state = self.state
         self.conn.touch()
         command = self._facts.command if self._facts is not None else "autodiscover"
         state.metrics.observe_upstream(command or "OPTIONS", state.loop.time() - self._sent_at)
-        length: int | None = None
-        chunked = False
-        for name, value in header_list:
-            lname = name.lower()
-            if lname == b"content-length":
-                try:
-                    length = int(value)
-                except ValueError:
-                    length = None
-            elif lname == b"transfer-encoding" and b"chunked" in value.lower():
-                chunked = True
         if chunked:
             length = None
         no_body = status in (204, 304) or (length == 0 and not chunked)
@@ -457,13 +463,14 @@ class Exchange:
                 chunked=framing == _CHUNKED,
                 keep_alive=keep_alive,
                 ms_location=ms_location,
+                has_connection=has_connection,
             )
         )
 
-    def _rewrite_451(self, header_list: list[tuple[bytes, bytes]]) -> bytes | None:
+    def _rewrite_451(self, header_list: list[tuple[bytes, bytes, bytes]]) -> bytes | None:
         settings = self.state.settings
-        for name, value in header_list:
-            if name.lower() == b"x-ms-location":
+        for lname, _, value in header_list:
+            if lname == b"x-ms-location":
                 new = headers.rewrite_ms_location(
                     value, settings.public_url, settings.redirect_allowed_hosts
                 )

@@ -1,7 +1,7 @@
 """Pure header handling for the proxy: what crosses each leg, what is added, what is
-rewritten. Header lists are ``[(name, value), ...]`` of bytes exactly as parsed, names in
-their original case (HTTP field names are case-insensitive, but some servers and
-clients are not, so we keep the spelling we were given).
+rewritten. Header lists are ``[(lower_name, name, value), ...]`` of bytes as parsed: the
+name is lower-cased once, when parsed, and kept in its original case for forwarding
+(HTTP field names are case-insensitive, but some servers and clients are not).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from onprem_gateway.proxy.settings import IPNetwork
 
-Header = tuple[bytes, bytes]
+Header = tuple[bytes, bytes, bytes]  # (lower-cased name, name as sent, value)
 
 # RFC 9110 7.6.1: connection-specific fields, never forwarded. Proxy-* (Proxy-Connection,
 # Proxy-Authorization, Proxy-Authenticate) are for this hop only as well.
@@ -26,19 +26,20 @@ _REQUEST_OWN = frozenset(
     {b"content-length", b"expect", b"x-forwarded-for", b"x-forwarded-proto", b"host"}
 )
 _RESPONSE_OWN = frozenset({b"content-length"})
+_REQUEST_DROP = HOP_BY_HOP | _REQUEST_OWN
+_RESPONSE_DROP = HOP_BY_HOP | _RESPONSE_OWN
+
+
+_NO_TOKENS: frozenset[bytes] = frozenset()
 
 
 def connection_tokens(headers: Iterable[Header]) -> frozenset[bytes]:
     """Field names listed in Connection headers (RFC 9110 7.6.1), lower-cased."""
     tokens: set[bytes] = set()
-    for name, value in headers:
-        if name.lower() == b"connection":
+    for lname, _, value in headers:
+        if lname == b"connection":
             tokens.update(t.strip().lower() for t in value.split(b",") if t.strip())
-    return frozenset(tokens)
-
-
-def _droppable(lname: bytes, extra: frozenset[bytes]) -> bool:
-    return lname in HOP_BY_HOP or lname.startswith(b"proxy-") or lname in extra
+    return frozenset(tokens) if tokens else _NO_TOKENS
 
 
 def forwarded_for(
@@ -54,8 +55,7 @@ def forwarded_for(
     prior_for: list[bytes] = []
     proto = b"https" if tls else b"http"
     if peer_trusted:
-        for name, value in headers:
-            lname = name.lower()
+        for lname, _, value in headers:
             if lname == b"x-forwarded-for":
                 prior_for.append(value.strip())
             elif lname == b"x-forwarded-proto" and value.strip().lower() in (b"http", b"https"):
@@ -85,18 +85,20 @@ def upstream_request_head(
     content_length: int | None,
     chunked: bool,
     authorization: bytes | None = None,
+    has_connection: bool = True,
 ) -> bytes:
     """The request head sent upstream (always HTTP/1.1, keep-alive).
 
     ``content_length`` / ``chunked`` describe how the gateway frames the body it
     forwards; ``authorization`` replaces the device's Authorization (credential
-    substitution) when given.
+    substitution) when given. ``has_connection`` False: the caller knows there is no
+    Connection header (saves a pass).
     """
-    extra = connection_tokens(headers)
+    extra = connection_tokens(headers) if has_connection else _NO_TOKENS
     parts = [method, b" ", target, b" HTTP/1.1\r\nHost: ", host, b"\r\n"]
-    for name, value in headers:
-        lname = name.lower()
-        if lname in _REQUEST_OWN or _droppable(lname, extra):
+    for lname, name, value in headers:
+        # Inlined (runs for every header of every request).
+        if lname in _REQUEST_DROP or lname.startswith(b"proxy-") or (extra and lname in extra):
             continue
         if authorization is not None and lname == b"authorization":
             continue
@@ -122,14 +124,14 @@ def client_response_head(
     chunked: bool,
     keep_alive: bool,
     ms_location: bytes | None = None,
+    has_connection: bool = True,
 ) -> bytes:
     """The response head sent to the device. ``ms_location`` replaces a 451's
     X-MS-Location (see ``rewrite_ms_location``)."""
-    extra = connection_tokens(headers)
+    extra = connection_tokens(headers) if has_connection else _NO_TOKENS
     parts = [b"HTTP/1.1 ", str(status).encode("ascii"), b" ", reason, b"\r\n"]
-    for name, value in headers:
-        lname = name.lower()
-        if lname in _RESPONSE_OWN or _droppable(lname, extra):
+    for lname, name, value in headers:
+        if lname in _RESPONSE_DROP or lname.startswith(b"proxy-") or (extra and lname in extra):
             continue
         if ms_location is not None and lname == b"x-ms-location":
             parts += (name, b": ", ms_location, b"\r\n")

@@ -44,6 +44,7 @@ class ServerState:
         self.metrics = metrics
         self.loop = loop
         self.node_id = settings.node_id
+        self.upstream_authority = settings.upstream.authority.encode("ascii")
         self.pool = UpstreamPool(
             settings.upstream, settings.timeouts.upstream_connect_s, metrics, self
         )

@@ -30,7 +30,14 @@ log = logging.getLogger(__name__)
 class UpstreamOwner(Protocol):
     """What an upstream connection reports to the request it serves."""
 
-    def upstream_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None: ...
+    def upstream_head(
+        self,
+        status: int,
+        headers: list[tuple[bytes, bytes, bytes]],
+        length: int | None,
+        chunked: bool,
+        has_connection: bool,
+    ) -> None: ...
     def upstream_body(self, chunk: bytes) -> None: ...
     def upstream_done(self) -> None: ...
     def upstream_failed(self, kind: str) -> None: ...
@@ -57,12 +64,15 @@ class UpstreamError(Exception):
 
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
+        "_chunked",
+        "_has_connection",
         "_headers",
         "_informational",
+        "_length",
         "_out",
-        "_state",
         "_parser",
         "_pool",
+        "_state",
         "idle_since",
         "keep_alive",
         "owner",
@@ -77,7 +87,10 @@ class UpstreamConnection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
         self.owner: UpstreamOwner | None = None
-        self._headers: list[tuple[bytes, bytes]] = []
+        self._headers: list[tuple[bytes, bytes, bytes]] = []
+        self._length: int | None = None
+        self._chunked = False
+        self._has_connection = False
         self._informational = False
         self.keep_alive = True
         self.idle_since = 0.0
@@ -115,6 +128,7 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         self.keep_alive = False
+        del self._parser  # the parser holds this protocol: free by refcount, not GC
         self._pool.forget(self)
         owner, self.owner = self.owner, None
         if owner is not None:
@@ -131,9 +145,21 @@ class UpstreamConnection(asyncio.Protocol):
     # --- httptools callbacks ---------------------------------------------------------
     def on_message_begin(self) -> None:
         self._headers = []
+        self._length = None
+        self._chunked = self._has_connection = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
+        lname = name.lower()
+        self._headers.append((lname, name, value))
+        if lname == b"content-length":
+            try:
+                self._length = int(value)
+            except ValueError:
+                self._length = None  # llhttp rejects it before the body anyway
+        elif lname == b"transfer-encoding":
+            self._chunked = b"chunked" in value.lower()
+        elif lname == b"connection":
+            self._has_connection = True
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
@@ -144,7 +170,9 @@ class UpstreamConnection(asyncio.Protocol):
         if self._informational or self.owner is None:
             return
         self.keep_alive = self._parser.should_keep_alive()
-        self.owner.upstream_head(status, self._headers)
+        self.owner.upstream_head(
+            status, self._headers, self._length, self._chunked, self._has_connection
+        )
 
     def on_body(self, body: bytes) -> None:
         if self.owner is not None:

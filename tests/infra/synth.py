@@ -38,4 +38,4 @@ def synthesize(outdir: Path, **context: Any) -> Synthesized:
     app, stack = build_app(context={**cdk_json_context(), **context}, outdir=str(outdir))
     app.synth()  # runs cdk-nag: raises on any unacknowledged finding
     template = assertions.Template.from_stack(stack)
-    return Synthesized(stack=stack, template=template, json=template.to_json(), outdir=outdir)
+    return Synthesized(stack=stack, template=template, json=dict(template.to_json()), outdir=outdir)

@@ -75,7 +75,9 @@ def _actions_on(statements: list[dict[str, Any]], logical_id: str) -> set[str]:
 # --- storage ---------------------------------------------------------------------------
 
 
-def test_every_declared_table_is_on_demand_with_pitr_sse_keys_and_ttl(synthesized: Synthesized) -> None:
+def test_every_declared_table_is_on_demand_with_pitr_sse_keys_and_ttl(
+    synthesized: Synthesized,
+) -> None:
     s = synthesized
     tables = s.resources("AWS::DynamoDB::Table")
     assert len(tables) == len(resources.TABLES)
@@ -103,7 +105,9 @@ def test_every_declared_table_is_on_demand_with_pitr_sse_keys_and_ttl(synthesize
 # --- queues ----------------------------------------------------------------------------
 
 
-def test_every_queue_has_a_dlq_with_redrive_encryption_and_a_depth_alarm(synthesized: Synthesized) -> None:
+def test_every_queue_has_a_dlq_with_redrive_encryption_and_a_depth_alarm(
+    synthesized: Synthesized,
+) -> None:
     s = synthesized
     alarms = s.resources("AWS::CloudWatch::Alarm").values()
     for declared in resources.QUEUES:
@@ -158,7 +162,9 @@ def test_sqs_event_sources_report_batch_item_failures(synthesized: Synthesized) 
     for declared in readers:
         function_id = s.logical_id(s.stack.functions.functions[declared.id])
         queue_id = s.logical_id(s.stack.queues.pairs[str(declared.consumes)].queue)
-        (mapping,) = [m for m in mappings if m["Properties"]["FunctionName"] == {"Ref": function_id}]
+        (mapping,) = [
+            m for m in mappings if m["Properties"]["FunctionName"] == {"Ref": function_id}
+        ]
         assert mapping["Properties"]["EventSourceArn"] == {"Fn::GetAtt": [queue_id, "Arn"]}
         assert mapping["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
         assert mapping["Properties"]["BatchSize"] == declared.batch_size
@@ -236,7 +242,9 @@ def test_each_function_policy_names_only_its_declared_resources(synthesized: Syn
             assert actions >= CONSUME_ACTIONS
             assert not actions & SEND_ACTIONS or declared.consumes in declared.sends_to
         ws_actions = _actions_on(statements, ws_api)
-        assert ws_actions == ({"execute-api:ManageConnections"} if declared.posts_to_connections else set())
+        assert ws_actions == (
+            {"execute-api:ManageConnections"} if declared.posts_to_connections else set()
+        )
         for statement in statements:
             if ws_api in _refs(statement.get("Resource")):
                 joined = json.dumps(statement["Resource"])
@@ -286,7 +294,9 @@ def _integration_function(s: Synthesized, route: dict[str, Any]) -> str:
     return function_id
 
 
-def test_websocket_api_has_its_three_routes_on_the_declared_functions(synthesized: Synthesized) -> None:
+def test_websocket_api_has_its_three_routes_on_the_declared_functions(
+    synthesized: Synthesized,
+) -> None:
     s = synthesized
     routes = _routes(s, s.stack.websocket_api.api)
     assert set(routes) == {"$connect", "$disconnect", "$default"}
@@ -297,12 +307,17 @@ def test_websocket_api_has_its_three_routes_on_the_declared_functions(synthesize
             assert _integration_function(s, route) == expected
     s.template.has_resource_properties(
         "AWS::ApiGatewayV2::Stage",
-        {"StageName": s.stack.config.stage_name, "AutoDeploy": True,
-         "AccessLogSettings": assertions.Match.object_like({})},
+        {
+            "StageName": s.stack.config.stage_name,
+            "AutoDeploy": True,
+            "AccessLogSettings": assertions.Match.object_like({}),
+        },
     )
 
 
-def test_console_routes_use_the_jwt_authorizer_and_others_reach_the_app(synthesized: Synthesized) -> None:
+def test_console_routes_use_the_jwt_authorizer_and_others_reach_the_app(
+    synthesized: Synthesized,
+) -> None:
     s = synthesized
     routes = _routes(s, s.stack.http_api.api)
     assert set(routes) == {

@@ -31,6 +31,8 @@ class Console {
     this.timer = null;
     this.expiryTimer = null;
     this.running = false;
+    this.ticking = false;
+    this.tickAgain = false;
     this.lastSummary = null;
     this.devices = new DevicesView({
       api: this.api,
@@ -39,7 +41,17 @@ class Console {
       onError: (error) => this.handleError(error),
       announce: (text) => this.announce(text),
     });
-    this.clusters = new ClustersView({ api: this.api, onError: (error) => this.handleError(error) });
+    this.clusters = new ClustersView({
+      api: this.api,
+      onError: (error) => this.handleError(error),
+      onNames: (clusters) => {
+        const names = new Map(clusters.map((c) => [c.cluster_id, c.name || c.cluster_id]));
+        const before = JSON.stringify([...this.devices.clusterNames]);
+        this.devices.clusterNames = names;
+        if (before !== JSON.stringify([...names]) && this.devices.loaded) this.devices.rerender();
+      },
+    });
+    this.ticks = 0;
     this.bindSignIn();
     this.bindTabs();
     this.bindDialog();
@@ -64,6 +76,7 @@ class Console {
       }
       storeToken(token);
       byId("token-input").value = "";
+      this.stop();
       this.start(MESSAGES.refused);
     });
     byId("sign-out").addEventListener("click", () => this.signOut(MESSAGES.signedOut));
@@ -103,8 +116,9 @@ class Console {
       if (error instanceof AuthError) {
         this.signOut(`${refusedMessage} (${error.message})`);
       } else {
-        forgetToken();
-        this.showSignIn(`Could not reach the control plane: ${error.message}`);
+        // Not the token's fault: keep it and try again shortly.
+        this.showSignIn(`Could not reach the control plane (${error.message}). Retrying…`);
+        this.timer = setTimeout(() => this.start(refusedMessage), this.config.refresh_seconds * 2000);
       }
       return;
     }
@@ -133,22 +147,43 @@ class Console {
 
   // --- refresh loop -------------------------------------------------------------
 
+  /** One refresh of everything visible, then the next one after refresh_seconds. Never
+   *  two at once: a tick asked for while one runs (tab shown again, an action done) runs
+   *  right after it instead. */
   async tick() {
     clearTimeout(this.timer);
     if (!this.running) return;
-    if (!document.hidden) {
-      const background = this.devices.loaded;
-      const jobs = [this.devices.refresh({ background }), this.refreshSummary()];
-      if (!byId("panel-clusters").hidden) jobs.push(this.clusters.refresh());
-      this.errorSeen = false;
-      await Promise.all(jobs);
-      if (!this.running) return;
-      if (!this.errorSeen) {
-        byId("error-banner").hidden = true;
-        replaceChildren(byId("refresh-state"), `Live · updated ${new Date().toLocaleTimeString()}`);
-      }
+    if (this.ticking) {
+      this.tickAgain = true;
+      return;
+    }
+    this.ticking = true;
+    try {
+      if (!document.hidden) await this.refreshAll();
+    } finally {
+      this.ticking = false;
+    }
+    if (!this.running) return;
+    if (this.tickAgain) {
+      this.tickAgain = false;
+      this.tick();
+      return;
     }
     this.timer = setTimeout(() => this.tick(), this.config.refresh_seconds * 1000);
+  }
+
+  async refreshAll() {
+    const background = this.devices.loaded;
+    const jobs = [this.devices.refresh({ background }), this.refreshSummary()];
+    if (!byId("panel-clusters").hidden) jobs.push(this.clusters.refresh());
+    else if (this.ticks % 10 === 0) jobs.push(this.clusters.refreshNames()); // names change rarely
+    this.ticks += 1;
+    this.errorSeen = false;
+    await Promise.all(jobs);
+    if (this.running && !this.errorSeen) {
+      byId("error-banner").hidden = true;
+      replaceChildren(byId("refresh-state"), `Live · updated ${new Date().toLocaleTimeString()}`);
+    }
   }
 
   async refreshSummary() {

@@ -6,11 +6,21 @@ import { byId, h } from "./dom.js";
 import { count, duration, exactTime, parseTime, relativeTime } from "./format.js";
 
 export class ClustersView {
-  constructor({ api, onError }) {
+  constructor({ api, onError, onNames }) {
     this.api = api;
     this.onError = onError;
+    this.onNames = onNames;
     this.container = byId("clusters");
     this.controller = null;
+  }
+
+  /** Only the cluster list, for the names the devices table shows. */
+  async refreshNames() {
+    try {
+      this.onNames(listOf(await this.api.clusters()));
+    } catch (error) {
+      if (error.name !== "AbortError") this.onError(error);
+    }
   }
 
   async refresh() {
@@ -19,6 +29,7 @@ export class ClustersView {
     const { signal } = this.controller;
     try {
       const clusters = listOf(await this.api.clusters(signal));
+      this.onNames(clusters);
       const nodes = await Promise.all(
         clusters.map((c) => this.api.nodes(c.cluster_id, signal).then(listOf)),
       );
@@ -47,7 +58,7 @@ function listOf(payload) {
 
 function clusterCard(cluster, nodes, now) {
   const id = cluster.cluster_id;
-  const version = Number.isFinite(cluster.version) ? cluster.version : cluster.policy_version;
+  const version = Number.isFinite(cluster.policy_version) ? cluster.policy_version : cluster.version;
   const connected = nodes.filter((n) => n.connected).length;
   const titleId = `cluster-${cssSafe(id)}`;
   return h("section", { className: "card cluster", "aria-labelledby": titleId },
@@ -76,7 +87,7 @@ function nodeRow(node, clusterVersion, now) {
     h("td", {},
       h("span", { className: `badge ${node.connected ? "badge-allow" : "badge-block"}` },
         node.connected ? "Connected" : "Disconnected")),
-    h("td", {},
+    h("td", { title: node.policy_version === null ? "Not reported yet (keepalive pending)" : "" },
       node.policy_version ?? "—",
       behind > 0 ? h("span", { className: "badge badge-quarantine behind" }, `${behind} behind`) : null),
     h("td", {}, duration(node.policy_age_s)),

@@ -19,17 +19,29 @@ const DEFAULT_SORT = "last_seen";
 const DESC_FIRST = new Set(["last_seen"]);
 const PAGE_SIZES = new Set([25, 50, 100, 200]);
 const FILTER_KEYS = ["q", "access_state", "compliance_state"];
+// What the API accepts (GET /console/v1/email-devices); anything else in a hand-edited
+// address is dropped rather than sent (it would only earn a 422).
+const ACCESS_STATES = new Set(["allow", "block", "quarantine"]);
+const COMPLIANCE_STATES = new Set(["compliant", "non_compliant", "unknown"]);
+const SORT_COLUMNS = new Set([
+  "user", "device_id", "device_type", "user_agent", "compliance_state", "access_state",
+  "last_seen", "last_command", "last_node",
+]);
+
+function oneOf(value, allowed) {
+  return allowed.has(value) ? value : "";
+}
 
 /** The view state, read from and written to the query string. */
 export function readViewState(search) {
   const params = new URLSearchParams(search);
   const limit = Number(params.get("limit"));
-  const sort = params.get("sort") || DEFAULT_SORT;
+  const sort = oneOf(params.get("sort"), SORT_COLUMNS) || DEFAULT_SORT;
   const order = params.get("order");
   return {
-    q: params.get("q") || "",
-    access_state: params.get("access_state") || "",
-    compliance_state: params.get("compliance_state") || "",
+    q: (params.get("q") || "").slice(0, 256),
+    access_state: oneOf(params.get("access_state"), ACCESS_STATES),
+    compliance_state: oneOf(params.get("compliance_state"), COMPLIANCE_STATES),
     sort,
     order: order === "asc" || order === "desc" ? order : DESC_FIRST.has(sort) ? "desc" : "asc",
     limit: PAGE_SIZES.has(limit) ? limit : 50,
@@ -64,6 +76,7 @@ export class DevicesView {
     this.onError = onError;
     this.announce = announce;
     this.pending = pending;
+    this.clusterNames = new Map(); // cluster_id -> name, from the cluster panel's data
     this.state = readViewState(location.search);
     this.items = [];
     this.previous = new Map(); // key -> signature, to announce what changed
@@ -218,7 +231,14 @@ export class DevicesView {
       this.render(page.items || [], { background });
       if (focusTable) byId("devices-table").focus();
     } catch (error) {
-      if (error.name !== "AbortError") this.onError(error);
+      if (error.name === "AbortError") return;
+      if (error.status === 422 && this.state.cursors.at(-1)) {
+        // A cursor from a bookmark or an older sort: start again from the first page.
+        this.resetPaging();
+        this.refresh({ focusTable, background });
+        return;
+      }
+      this.onError(error);
     } finally {
       if (sequence === this.sequence) byId("devices-table").removeAttribute("aria-busy");
     }
@@ -299,7 +319,10 @@ export class DevicesView {
       h("td", {}, item.last_command || "—"),
       h("td", {},
         h("div", {}, item.last_node || "—"),
-        item.cluster_id ? h("div", { className: "sub" }, item.cluster_id) : null),
+        item.cluster_id
+          ? h("div", { className: "sub", title: `Cluster ${item.cluster_id}` },
+            this.clusterNames.get(item.cluster_id) || item.cluster_id)
+          : null),
       h("td", { className: "cell-actions" },
         h("div", { className: "actions" }, ...this.actionButtons(item, pending))));
   }

@@ -67,7 +67,7 @@ export function relativeTime(date, now = new Date()) {
 
 /** A duration in seconds, short: "8 s", "4 min", "2 h 5 min". */
 export function duration(seconds) {
-  if (seconds === null || seconds === undefined || Number.isNaN(Number(seconds))) return "–";
+  if (seconds === null || seconds === undefined || Number.isNaN(Number(seconds))) return "—";
   const s = Math.max(0, Math.round(Number(seconds)));
   if (s < 60) return `${s} s`;
   if (s < 3600) return `${Math.floor(s / 60)} min`;
@@ -88,7 +88,7 @@ export function exactTime(date) {
 const integer = new Intl.NumberFormat();
 
 export function count(value) {
-  return value === null || value === undefined ? "–" : integer.format(value);
+  return value === null || value === undefined ? "—" : integer.format(value);
 }
 
 const clock = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });

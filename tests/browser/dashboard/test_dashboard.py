@@ -314,6 +314,13 @@ def test_cursor_paging(page: Page, seg: Seg) -> None:
     expect(page.locator("#page-info")).to_contain_text("Page 2")
     page.get_by_role("button", name="Previous").click()
     expect(page.locator("#devices-body tr")).to_have_count(25)
+    # A stale cursor (bookmarked under another sort) starts again at page 1, no error.
+    page.goto(seg.console_url + "?sort=user&cursor=bm90LW91cnM&page=3&q=" + tag)
+    expect(page.locator("#page-info")).to_contain_text("Page 1")
+    expect(page.locator("#devices-body tr")).to_have_count(30)
+    expect(page.locator("#error-banner")).to_be_hidden()
+    page.goto(seg.console_url + "?limit=25&q=" + tag)
+    expect(page.locator("#devices-body tr")).to_have_count(25)
     # Newest first by default.
     expect(page.locator("#devices-body th[scope=row]").first).to_have_text(f"{tag}u29")
 
@@ -385,6 +392,11 @@ def test_block_from_the_page_reaches_the_gateway(page: Page, seg: Seg) -> None:
     page.get_by_role("tab", name="Gateway clusters").click()
     node_row = page.locator(".cluster tbody tr", has_text="node-1")
     expect(node_row).to_contain_text("Connected")
+    version = page.locator(".cluster-facts strong").first.inner_text()
+    expect(node_row.locator("td").nth(1)).to_have_text(version)  # enforces the newest policy
+    expect(node_row.locator("td").nth(3)).to_have_text("0")  # nothing spooled
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "clusters.png"))
 
 
 def test_sign_in_through_the_hosted_ui(page: Page, seg: Seg) -> None:

@@ -28,6 +28,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import boto3
+import botocore.exceptions
 import httpx
 import pytest
 import websockets
@@ -41,7 +43,7 @@ from tests.infra.synth import synthesize
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
 ADMIN = "admin"
-ADMIN_PASSWORD = "Correct-Horse-Battery-9!"  # noqa: S105 - a throwaway emulator user
+ADMIN_PASSWORD = "Correct-Horse-Battery-9!"
 
 
 @dataclass
@@ -52,6 +54,7 @@ class Deployed:
     http_base: str
     admin_token: str
     device_services_key: str
+    function_names: dict[str, str]  # declaration id -> deployed function name
 
 
 def _totp(secret: str, at: float) -> str:
@@ -74,7 +77,7 @@ def _admin_token(emulator: ministack.Ministack, pool_id: str, client_id: str) ->
             {"Name": "email", "Value": "admin@example.com"},
             {"Name": "email_verified", "Value": "true"},
         ],
-        TemporaryPassword="Temporary-Passw0rd-1!",  # noqa: S106
+        TemporaryPassword="Temporary-Passw0rd-1!",
         MessageAction="SUPPRESS",
     )
     cognito.admin_set_user_password(
@@ -99,6 +102,60 @@ def _admin_token(emulator: ministack.Ministack, pool_id: str, client_id: str) ->
     return str(answer["AuthenticationResult"]["IdToken"])
 
 
+def _work_around_secret_ref(
+    emulator: ministack.Ministack, outputs: dict[str, str], api_role_logical_id: str
+) -> None:
+    """ministack 1.5.33 resolves ``Ref`` of an AWS::SecretsManager::Secret to the
+    secret's name; CloudFormation returns its ARN. The api role's grant (made on the Ref)
+    therefore names no ARN and IAM enforcement denies GetSecretValue. Re-grant exactly
+    the same two actions on the real ARN, only while the emulator has this bug."""
+    if outputs["DeviceServicesSecretArn"].startswith("arn:"):
+        return
+    arn = emulator.client("secretsmanager").describe_secret(
+        SecretId=outputs["DeviceServicesSecretArn"]
+    )["ARN"]
+    role = emulator.client("cloudformation").describe_stack_resource(
+        StackName=STACK_NAME, LogicalResourceId=api_role_logical_id
+    )["StackResourceDetail"]["PhysicalResourceId"]
+    emulator.client("iam").put_role_policy(
+        RoleName=role,
+        PolicyName="ministack-secret-ref-workaround",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Action": [
+                            "secretsmanager:GetSecretValue",
+                            "secretsmanager:DescribeSecret",
+                        ],
+                        "Resource": arn,
+                    }
+                ],
+            }
+        ),
+    )
+
+
+def _without_tls_only_queue_policies(template: dict[str, Any]) -> dict[str, Any]:
+    """The template to deploy into ministack: the synthesized one minus the queue
+    policies, after checking that denying calls without TLS (enforceSSL) is all they
+    say. ministack serves plain HTTP on loopback (its TLS mode breaks its own JWT
+    authorizer, whose JWKS fetch is hard-wired to http), so with IAM enforced those
+    policies would deny every call, even root's. Identity policies stay enforced."""
+    kept = dict(template)
+    kept["Resources"] = {}
+    for logical_id, resource in template["Resources"].items():
+        if resource["Type"] == "AWS::SQS::QueuePolicy":
+            for statement in resource["Properties"]["PolicyDocument"]["Statement"]:
+                assert statement["Effect"] == "Deny", statement
+                assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+            continue
+        kept["Resources"][logical_id] = resource
+    return kept
+
+
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
     workdir: Path = tmp_path_factory.mktemp("ministack")
@@ -110,7 +167,23 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
             execute_api_base_url=emulator.execute_api_base_url,
         )
         ministack.publish_assets(emulator, synthesized.outdir, STACK_NAME, workdir)
-        outputs = ministack.deploy(emulator, synthesized.outdir, STACK_NAME)
+        deployed_template = _without_tls_only_queue_policies(synthesized.json)
+        outputs = ministack.deploy(emulator, deployed_template, STACK_NAME)
+        _work_around_secret_ref(
+            emulator,
+            outputs,
+            synthesized.logical_id(synthesized.stack.functions.functions["api"].role),
+        )
+        cfn = emulator.client("cloudformation")
+        function_names = {
+            declared.id: cfn.describe_stack_resource(
+                StackName=STACK_NAME,
+                LogicalResourceId=synthesized.logical_id(
+                    synthesized.stack.functions.functions[declared.id]
+                ),
+            )["StackResourceDetail"]["PhysicalResourceId"]
+            for declared in resources.FUNCTIONS
+        }
         http_api_id = outputs["HttpApiUrl"].split("//", 1)[1].split(".", 1)[0]
         secret = emulator.client("secretsmanager").get_secret_value(
             SecretId=outputs["DeviceServicesSecretArn"]
@@ -118,10 +191,11 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
         yield Deployed(
             emulator=emulator,
             outputs=outputs,
-            template=synthesized.json,
+            template=deployed_template,
             http_base=f"{emulator.endpoint}/_aws/execute-api/{http_api_id}/$default",
             admin_token=_admin_token(emulator, outputs["UserPoolId"], outputs["UserPoolClientId"]),
             device_services_key=secret["SecretString"],
+            function_names=function_names,
         )
 
 
@@ -295,3 +369,50 @@ async def test_an_access_event_lands_in_the_dashboard_view(
     assert row["access_state"] == "block"
     assert row["last_node"] == "node-b"
     assert row["cluster_id"] == cluster["cluster_id"]
+
+
+def test_iam_is_enforced_by_the_emulator(deployed: Deployed) -> None:
+    """Without this, the flows above would prove nothing about the grants."""
+    iam = deployed.emulator.client("iam")
+    iam.create_user(UserName="nobody")
+    key = iam.create_access_key(UserName="nobody")["AccessKey"]
+    dynamodb = boto3.client(
+        "dynamodb",
+        endpoint_url=deployed.emulator.endpoint,
+        region_name=ministack.REGION,
+        aws_access_key_id=key["AccessKeyId"],
+        aws_secret_access_key=key["SecretAccessKey"],
+    )
+    with pytest.raises(botocore.exceptions.ClientError) as denied:
+        dynamodb.list_tables()
+    assert "AccessDenied" in str(denied.value)
+
+
+def test_scheduled_checkin_runs_on_its_schedule_within_its_grants(deployed: Deployed) -> None:
+    name = deployed.function_names["scheduled_checkin"]
+    events = deployed.emulator.client("events")
+    (rule,) = events.list_rule_names_by_target(
+        TargetArn=deployed.emulator.client("lambda").get_function(FunctionName=name)[
+            "Configuration"
+        ]["FunctionArn"]
+    )["RuleNames"]
+    assert events.describe_rule(Name=rule)["ScheduleExpression"] == "rate(15 minutes)"
+    # What EventBridge sends; the sweep reads devices/clusters and queues stale ones.
+    answer = deployed.emulator.client("lambda").invoke(
+        FunctionName=name,
+        Payload=json.dumps(
+            {
+                "version": "0",
+                "id": str(uuid.uuid4()),
+                "detail-type": "Scheduled Event",
+                "source": "aws.events",
+                "account": ministack.ACCOUNT,
+                "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "region": ministack.REGION,
+                "resources": [],
+                "detail": {},
+            }
+        ).encode(),
+    )
+    payload = answer["Payload"].read().decode()
+    assert "FunctionError" not in answer, payload

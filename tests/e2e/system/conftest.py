@@ -29,7 +29,9 @@ def start_stack(tmp_path_factory: pytest.TempPathFactory, **options: Any) -> Sta
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    s = start_stack(tmp_path_factory, nodes=2)
+    # HTTPS/WSS between gateways and control plane, as with API Gateway; the EventBridge
+    # stand-in fires the scheduled check-in every 1.8 s.
+    s = start_stack(tmp_path_factory, nodes=2, schedule_minutes=0.03, control_plane_tls=True)
     try:
         yield s
     finally:

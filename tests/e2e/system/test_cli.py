@@ -103,6 +103,11 @@ def test_console_commands_against_seg_up(
     sd = ["--state-dir", str(state_dir)]
     code, out, _ = run(capsys, "cluster", "list", *sd, "--json")
     assert code == 0 and json.loads(out)[0]["name"] == "local"
+    cluster_id = json.loads(out)[0]["cluster_id"]
+    code, out, _ = run(capsys, "cluster", "nodes", cluster_id, *sd, "--json")
+    assert code == 0 and [n["node_id"] for n in json.loads(out)] == ["node-1"]
+    code, out, _ = run(capsys, "cluster", "list", *sd)
+    assert code == 0 and out.startswith("CLUSTER_ID") and "local" in out
 
     code, out, err = run(capsys, "device", "block", "Alice", "PHONE1", "--reason", "lost", *sd)
     assert code == 0, err

@@ -12,6 +12,8 @@ Last, a revoked cluster credential disconnects the nodes and is refused afterwar
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import httpx
 import pytest
 import websockets
@@ -55,15 +57,14 @@ def _override(stack: Stack, user: str, device_id: str, action: str) -> None:
 
 
 def test_single_device_updates_reach_both_nodes_by_push(stack: Stack) -> None:
-    api, key = stack.endpoints["api_url"], stack.device_services_key
     device = new_device()
     fetches, pushes = _fetches(stack), _pushes(stack)
 
-    enroll(api, key, device)
-    checkin(api, key, device, compromised=False)
+    enroll(stack, device)
+    checkin(stack, device, compromised=False)
     wait_enforced(stack.nodes, device.user, device.device_id, "allow")
 
-    checkin(api, key, device, compromised=True)
+    checkin(stack, device, compromised=True)
     wait_enforced(stack.nodes, device.user, device.device_id, "block")
 
     _override(stack, device.user, device.device_id, "allow")  # the admin knows better
@@ -71,7 +72,7 @@ def test_single_device_updates_reach_both_nodes_by_push(stack: Stack) -> None:
     _override(stack, device.user, device.device_id, "clear")
     wait_enforced(stack.nodes, device.user, device.device_id, "block")
 
-    post_mdm_event(api, key, {"type": "unenrollment", "mdm_device_id": device.mdm_device_id})
+    post_mdm_event(stack, {"type": "unenrollment", "mdm_device_id": device.mdm_device_id})
     eventually(
         lambda: all(n_entry(stack, n, device) == "unenrolled" for n in range(len(stack.nodes))),
         what="the unenrollment reaches both nodes",
@@ -92,12 +93,35 @@ def n_entry(stack: Stack, index: int, device: DemoDevice) -> str:
     return str(entry.get("source", ""))
 
 
+def test_scheduled_checkin_blocks_a_device_that_stopped_checking_in(stack: Stack) -> None:
+    device = new_device()
+    # Enrolled and last checked in 8 s short of the policy's maximum check-in age (a day
+    # by default): compliant now, stale in 8 s, when only the schedule re-evaluates it.
+    long_ago = (datetime.now(UTC) - timedelta(seconds=86_400 - 8)).isoformat()
+    post_mdm_event(
+        stack,
+        {
+            "type": "enrollment",
+            "occurred_at": long_ago,
+            "mdm_device_id": device.mdm_device_id,
+            "user": device.user,
+            "eas_device_ids": [device.device_id],
+            "managed": True,
+        },
+    )
+    wait_enforced(stack.nodes, device.user, device.device_id, "allow")
+    wait_enforced(stack.nodes, device.user, device.device_id, "block", timeout=30)
+    with stack.console() as http:
+        detail = http.get(f"/console/v1/email-devices/{device.user}/{device.device_id.lower()}")
+    assert detail.json()["compliance_state"] != "compliant", detail.text
+
+
 def test_real_eas_client_syncs_through_either_node_until_blocked(stack: Stack) -> None:
     assert stack.tls is not None
-    api, key, ca = stack.endpoints["api_url"], stack.device_services_key, stack.tls.ca_cert
+    ca = stack.tls.ca_cert
     device = new_device()
-    enroll(api, key, device)
-    checkin(api, key, device, compromised=False)
+    enroll(stack, device)
+    checkin(stack, device, compromised=False)
     wait_enforced(stack.nodes, device.user, device.device_id, "allow")
     for node in stack.nodes:
         subjects = sync_inbox(node, ca, device)
@@ -127,10 +151,10 @@ def test_unknown_device_is_blocked_and_seen_on_the_dashboard(stack: Stack) -> No
 
 def test_syncs_reach_the_dashboard_with_their_node(stack: Stack) -> None:
     assert stack.tls is not None
-    api, key, ca = stack.endpoints["api_url"], stack.device_services_key, stack.tls.ca_cert
+    ca = stack.tls.ca_cert
     device = new_device()
-    enroll(api, key, device)
-    checkin(api, key, device, compromised=False)
+    enroll(stack, device)
+    checkin(stack, device, compromised=False)
     wait_enforced(stack.nodes, device.user, device.device_id, "allow")
     sync_inbox(stack.nodes[1], ca, device)
     row = eventually(
@@ -165,8 +189,12 @@ async def test_revoked_credential_is_disconnected_and_refused(stack: Stack) -> N
     )
     headers = {"Authorization": f"Bearer {stack.credential}", "X-SEG-Node-Id": "intruder"}
     with pytest.raises(InvalidStatus) as info:
-        async with websockets.connect(stack.endpoints["ws_url"], additional_headers=headers):
+        async with websockets.connect(
+            stack.endpoints["ws_url"], additional_headers=headers, ssl=stack.verify
+        ):
             pass
     assert info.value.response.status_code in {401, 403}
-    policy = httpx.get(stack.endpoints["api_url"] + "/gateway/v1/policy", headers=headers)
+    policy = httpx.get(
+        stack.endpoints["api_url"] + "/gateway/v1/policy", headers=headers, verify=stack.verify
+    )
     assert policy.status_code in {401, 403}

@@ -96,10 +96,9 @@ def _access(node: Node, user: str, device_id: str) -> str:
 
 
 def _allowed_device(stack: Stack):  # type: ignore[no-untyped-def]
-    api, key = stack.endpoints["api_url"], stack.device_services_key
     device = new_device()
-    enroll(api, key, device)
-    checkin(api, key, device, compromised=False)
+    enroll(stack, device)
+    checkin(stack, device, compromised=False)
     wait_enforced(stack.nodes, device.user, device.device_id, "allow")
     return device
 
@@ -112,7 +111,7 @@ def test_change_while_disconnected_arrives_by_delta_after_reconnect(world: World
 
     world.cut.set_mode("refuse")
     eventually(lambda: not _connected(node2), what="node-2 notices the cut")
-    checkin(stack.endpoints["api_url"], stack.device_services_key, device, compromised=True)
+    checkin(stack, device, compromised=True)
     wait_enforced([node1], device.user, device.device_id, "block")
     assert _access(node2, device.user, device.device_id) == "allow"  # it cannot know yet
 
@@ -129,7 +128,7 @@ def test_missed_push_arrives_by_the_interval_refresh(world: World) -> None:
     before = metrics(node3)
 
     world.mute.set_mode("blackhole")  # the node keeps its socket and hears nothing
-    checkin(stack.endpoints["api_url"], stack.device_services_key, device, compromised=True)
+    checkin(stack, device, compromised=True)
     wait_enforced([node1], device.user, device.device_id, "block")
     wait_enforced([node3], device.user, device.device_id, "block", timeout=15)
     after = metrics(node3)
@@ -145,11 +144,10 @@ def test_restart_during_outage_enforces_persisted_policy_and_spools(world: World
     stack = world.stack
     assert stack.tls is not None
     node1, ca = stack.nodes[0], stack.tls.ca_cert
-    api, key = stack.endpoints["api_url"], stack.device_services_key
     allowed = _allowed_device(stack)
     blocked = new_device()
-    enroll(api, key, blocked)
-    checkin(api, key, blocked, compromised=True)
+    enroll(stack, blocked)
+    checkin(stack, blocked, compromised=True)
     wait_enforced([node1], blocked.user, blocked.device_id, "block")
 
     stack.stop_control_plane(kill=True)  # a crash: no goodbye to anyone

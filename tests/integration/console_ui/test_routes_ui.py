@@ -12,7 +12,11 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from lambdas.api import routes_ui
+from lambdas.api.app import create_app
+from lambdas.api.deps import Container
 from lambdas.api.routes_ui import UiConfig, UiConfigError, build_router, parse_ui_config
+from lambdas.settings import parse_settings
+from tests.support.aws import AwsEnv, aws  # noqa: F401  (fixture)
 
 UI_DIR = routes_ui.UI_DIR
 
@@ -247,3 +251,19 @@ def test_config_follows_the_environment_when_not_given(monkeypatch: pytest.Monke
     assert client.get("/console/static/config.json").json()["refresh_seconds"] == 2
     monkeypatch.setenv(routes_ui.ENV_REFRESH_SECONDS, "7")
     assert client.get("/console/static/config.json").json()["refresh_seconds"] == 7
+
+
+def test_the_control_plane_app_serves_the_dashboard(aws: AwsEnv) -> None:  # noqa: F811
+    """The real app (``create_app``) includes these routes, outside the console API's
+    authentication: the page loads without a token, the data does not."""
+    settings = parse_settings(
+        {**aws.env, "SEG_CONSOLE_AUTH": "static", "SEG_CONSOLE_TOKEN_SHA256": "0" * 64}
+    )
+    app = create_app(container=Container(settings, dynamodb=aws.dynamodb, sqs=aws.sqs))
+    client = TestClient(app)
+    page = client.get("/console/")
+    assert page.status_code == 200
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert client.get("/console/static/app.js").status_code == 200
+    assert client.get("/console/v1/whoami").status_code == 401
+    assert "/console/" not in client.get("/openapi.json").json()["paths"]

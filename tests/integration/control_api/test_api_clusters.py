@@ -203,3 +203,12 @@ def test_substitution_rejects_bad_bodies_and_order(ctx: Ctx) -> None:
     secret = {"upstream_password": "s3cret-value", "extra": 1}
     response = ctx.client.put(path, json=secret, headers=ctx.admin())
     assert response.status_code == 422 and "s3cret-value" not in response.text
+
+
+def test_a_new_cluster_is_seeded_with_every_device(ctx: Ctx) -> None:
+    """A cluster registered after devices exist must not treat them all as unknown:
+    registration queues a re-evaluation of the whole tenant into that cluster."""
+    cluster_id, _ = register(ctx, "Branch office")
+    bodies = [json.loads(m["Body"]) for m in ctx.aws.receive_all("compliance")]
+    seeds = [b for b in bodies if b["type"] == "reevaluate_all"]
+    assert [(s["cluster_id"], s["reason"]) for s in seeds] == [(cluster_id, "cluster_created")]

@@ -32,6 +32,7 @@ from lambdas.handlers import (
 from lambdas.usecases.clusters import register_cluster
 from lambdas.usecases.device_events import EventReceipt, record_device_event
 from lambdas.usecases.manual_overrides import request_override
+from lambdas.usecases.resync import seed_cluster
 from seg_contract import DeviceEntry
 from tests.support.aws import AwsEnv, aws  # noqa: F401  (fixture)
 from tests.support.events import LambdaContext, sqs_event_from_messages, ws_connect_event
@@ -110,11 +111,18 @@ class World:
 
     # --- gateways ------------------------------------------------------------------
 
-    def cluster(self, name: str = "hq") -> tuple[str, str]:
-        """Register a cluster; return (cluster id, gateway credential)."""
+    def cluster(self, name: str = "hq", *, seed: bool = True) -> tuple[str, str]:
+        """Register a cluster as the API does (and, with ``seed``, seed it with the
+        existing devices and run the reader until the queue is empty); return (cluster
+        id, gateway credential)."""
         cluster, issued = register_cluster(
             name, None, clusters=self.clusters, credentials=self.credentials, now=self.clock()
         )
+        if seed:
+            seed_cluster(
+                cluster.cluster_id, queue=self.queue, clusters=self.clusters, now=self.clock()
+            )
+            self.drain()
         return cluster.cluster_id, issued.token
 
     def connect(self, credential: str, node_id: str, connection_id: str) -> dict[str, Any]:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+from lambdas.handlers import scheduled_checkin
 from lambdas.usecases import resync
 from lambdas.usecases.policy_sync import build_snapshot
 from seg_contract import Access, EntrySource
+from tests.support.events import LambdaContext, scheduled_event
 
 from .conftest import World
 
@@ -25,11 +27,15 @@ def test_new_cluster_is_seeded_with_every_device_and_override(
     world.drain()
     old_version = world.clusters.get_cluster(old).policy_version  # type: ignore[union-attr]
 
-    new, credential = world.cluster("new")
+    new, credential = world.cluster("new", seed=False)
     world.connect(credential, "node-a", "conn-a")
-    request_id = resync.seed_cluster(new, queue=world.queue)
-    assert request_id
+    assert world.clusters.get_cluster(new).seeded_at is None  # type: ignore[union-attr]
+    request_id = resync.seed_cluster(
+        new, queue=world.queue, clusters=world.clusters, now=world.clock()
+    )
+    assert request_id == f"seed-{new}"
     world.drain()
+    assert world.clusters.get_cluster(new).seeded_at == world.clock.now  # type: ignore[union-attr]
 
     snapshot = build_snapshot(
         new, clusters=world.clusters, entries=world.entries, now=world.clock()
@@ -58,3 +64,17 @@ def test_tenant_wide_reevaluation_touches_every_cluster(world: World) -> None:
     world.drain()
     assert world.entry(a, "alice", "dev1").version > before
     assert world.entry(b, "alice", "dev1").access is Access.ALLOW
+
+
+def test_the_sweep_seeds_a_cluster_nobody_seeded(world: World) -> None:
+    world.enroll("mdm-1", "alice", "dev1")
+    world.drain()
+    cluster_id, _ = world.cluster("forgotten", seed=False)
+    assert world.entries.get_device_entry(cluster_id, "alice", "dev1") is None
+
+    result = scheduled_checkin.handler(scheduled_event(), LambdaContext())
+    assert result == {"stale": 0, "queued": 0, "clusters_seeded": 1}
+    world.drain()
+    assert world.entry(cluster_id, "alice", "dev1").access is Access.ALLOW
+    again = scheduled_checkin.handler(scheduled_event(), LambdaContext())
+    assert again["clusters_seeded"] == 0

@@ -27,7 +27,7 @@ def test_stale_checkin_is_queued_and_then_blocked(world: World) -> None:
     world.clock.advance(hours=5)  # alice: 25 h without a check-in; bob: 5 h
 
     result = scheduled_checkin.handler(scheduled_event(), LambdaContext())
-    assert result == {"stale": 1, "queued": 1}
+    assert result == {"stale": 1, "queued": 1, "clusters_seeded": 0}
     (queued,) = world.receive(visibility_timeout=0)
     body = json.loads(queued["Body"])
     assert (body["type"], body["mdm_device_id"], body["reason"]) == (
@@ -61,12 +61,14 @@ def test_already_blocked_and_unenrolled_devices_are_not_requeued(world: World) -
     assert scheduled_checkin.handler(scheduled_event(), LambdaContext()) == {
         "stale": 1,
         "queued": 1,
+        "clusters_seeded": 0,
     }
     world.drain()  # mdm-1 is now non-compliant (stale)
     world.clock.advance(minutes=15)
     assert scheduled_checkin.handler(scheduled_event(), LambdaContext()) == {
         "stale": 1,
         "queued": 0,
+        "clusters_seeded": 0,
     }
 
 

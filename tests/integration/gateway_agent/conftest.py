@@ -33,6 +33,7 @@ class Upstream:
     def __init__(self) -> None:
         self.server: asyncio.Server | None = None
         self.requests = 0
+        self.delay_s = 0.0  # hold each answer this long (a Ping held by the server)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(Exception):
@@ -45,6 +46,8 @@ class Upstream:
                 if length:
                     await reader.readexactly(length)
                 self.requests += 1
+                if self.delay_s:
+                    await asyncio.sleep(self.delay_s)
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
                 await writer.drain()
         writer.close()

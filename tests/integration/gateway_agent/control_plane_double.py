@@ -53,6 +53,7 @@ class ControlPlaneDouble:
     revoked: bool = False
     events_status: int = 202
     delta_gone: bool = False
+    answer_keepalives: bool = True
     # What the node did.
     requests: list[str] = field(default_factory=list)
     delta_calls: list[int] = field(default_factory=list)
@@ -162,6 +163,8 @@ class ControlPlaneDouble:
             if msg.type is WSMsgType.TEXT:
                 data = json.loads(msg.data)
                 self.keepalives.append(data)
+                if not self.answer_keepalives:
+                    continue
                 pong = PushPong(
                     cluster_id=CLUSTER, version=self.version, server_time=datetime.now(UTC)
                 )
@@ -175,7 +178,9 @@ class ControlPlaneDouble:
         app.router.add_get("/gateway/v1/policy/delta", self._delta)
         app.router.add_post("/gateway/v1/access-events", self._events)
         app.router.add_get("/ws", self._ws)
-        self._runner = web.AppRunner(app, handle_signals=False)
+        # A short shutdown: open keep-alive or WebSocket connections must not hold a
+        # test's teardown for aiohttp's default minute.
+        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()

@@ -27,6 +27,14 @@ def connected(node) -> bool:  # type: ignore[no-untyped-def]
     return node.link_status is not None and node.link_status.state is State.CONNECTED
 
 
+def settled(node) -> bool:  # type: ignore[no-untyped-def]
+    """Connected, and both start-up fetches (the refresh loop's snapshot and the one
+    after connecting) are done: from here on only the test's actions change anything."""
+    status = node.link_status
+    fetches = status.snapshots + status.not_modified + status.deltas
+    return connected(node) and fetches >= 2 and node.store.current().version == 2
+
+
 async def test_start_fetches_the_snapshot_connects_and_is_ready(
     double: ControlPlaneDouble, make_config: ConfigFactory
 ) -> None:
@@ -51,7 +59,7 @@ async def test_a_push_changes_the_next_decision_without_a_poll(
     double: ControlPlaneDouble, make_config: ConfigFactory
 ) -> None:
     async with running(make_config(double)) as node:
-        await eventually(lambda: connected(node) and node.store.current().version == 2)
+        await eventually(lambda: settled(node), what="settled")
         assert (await eas_post(node.listen_port, ALICE)).status_code == 200
         policy_gets = double.requests.count("GET /gateway/v1/policy")
         await double.push_entry(double.set_entry("alice", "dev1", Access.BLOCK))
@@ -69,8 +77,7 @@ async def test_a_push_that_reveals_a_gap_fetches_a_delta(
     double: ControlPlaneDouble, make_config: ConfigFactory
 ) -> None:
     async with running(make_config(double)) as node:
-        await eventually(lambda: connected(node) and node.store.current().version == 2)
-        await eventually(lambda: len(double.delta_calls) >= 1, what="delta after connect")
+        await eventually(lambda: settled(node), what="settled")
         calls = len(double.delta_calls)
         double.set_entry("carol", "dev3", Access.ALLOW)  # 3, never pushed
         double.set_entry("dave", "dev4", Access.QUARANTINE)  # 4, never pushed
@@ -86,7 +93,7 @@ async def test_resync_and_a_pong_ahead_fetch_a_delta(
 ) -> None:
     config = make_config(double, keepalive_interval_s=0.2)
     async with running(config) as node:
-        await eventually(lambda: connected(node) and node.store.current().version == 2)
+        await eventually(lambda: settled(node), what="settled")
         double.set_entry("carol", "dev3", Access.ALLOW)  # 3: only a pong will tell
         await eventually(lambda: node.store.current().version == 3, what="pong ahead -> delta")
         assert double.keepalives and double.keepalives[0]["action"] == "keepalive"
@@ -100,7 +107,7 @@ async def test_410_on_delta_falls_back_to_the_snapshot(
     double: ControlPlaneDouble, make_config: ConfigFactory
 ) -> None:
     async with running(make_config(double)) as node:
-        await eventually(lambda: connected(node) and node.store.current().version == 2)
+        await eventually(lambda: settled(node), what="settled")
         double.delta_gone = True
         snapshots = node.link_status.snapshots
         double.set_entry("carol", "dev3", Access.ALLOW)
@@ -123,7 +130,7 @@ async def test_revoked_push_stops_the_link_and_the_node_reports_it(
     double: ControlPlaneDouble, make_config: ConfigFactory
 ) -> None:
     async with running(make_config(double)) as node:
-        await eventually(lambda: connected(node))
+        await eventually(lambda: settled(node), what="settled")
         await double.revoke()
         await eventually(lambda: node.link_status.state is State.REVOKED, what="revoked")
         connects = double.ws_connects
@@ -205,3 +212,13 @@ async def test_startup_snapshot_is_refreshed_with_an_etag(
 def test_entry_helper_is_versioned() -> None:
     assert entry("a", "b", Access.ALLOW, 7).version == 7
     assert datetime.now(UTC).tzinfo is UTC
+
+
+async def test_an_unanswered_keepalive_replaces_the_connection(
+    double: ControlPlaneDouble, make_config: ConfigFactory
+) -> None:
+    double.answer_keepalives = False  # a path that swallows everything
+    config = make_config(double, keepalive_interval_s=0.2)
+    async with running(config) as node:
+        await eventually(lambda: node.link_status.connects >= 2, what="reconnect after silence")
+        assert len(double.keepalives) >= 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+from onprem_gateway.agent.node import Node
 from seg_contract import Access
 from tests.integration.gateway_agent.conftest import (
     ConfigFactory,
@@ -13,6 +14,7 @@ from tests.integration.gateway_agent.conftest import (
     running,
 )
 from tests.integration.gateway_agent.control_plane_double import ControlPlaneDouble, eventually
+from tests.unit.gateway_agent.helpers import entry, snapshot
 
 ALICE = "Cmd=Sync&User=alice&DeviceId=dev1&DeviceType=iPhone"
 BOB = "Cmd=FolderSync&User=bob&DeviceId=dev2&DeviceType=Android"
@@ -156,3 +158,42 @@ async def test_admin_port_refuses_malformed_and_oversized_requests(
             answer = await reader.read(200)
             writer.close()
             assert answer.split(b" ")[1] == status, answer
+
+
+async def test_shutdown_lets_a_held_ping_finish_and_reports_it(
+    double: ControlPlaneDouble, make_config: ConfigFactory, upstream
+) -> None:  # type: ignore[no-untyped-def]
+    upstream[0].delay_s = 0.5
+    node = Node(make_config(double, shutdown_grace_s=5))
+    await node.start()
+    await eventually(lambda: node.store.current().version == 2)
+    ping = asyncio.create_task(
+        eas_post(node.listen_port, "Cmd=Ping&User=alice&DeviceId=dev1&DeviceType=iPhone")
+    )
+    await eventually(lambda: upstream[0].requests == 1, what="ping upstream")
+    await node.shutdown()  # while the Ping is held
+    assert (await ping).status_code == 200
+    assert node.shutting_down
+    # Its access event went to the control plane (or the spool) during shutdown.
+    sent = [e.command for b in double.batches for e in b.events]
+    assert "Ping" in sent or node.reporter.spool.depth_events == 1
+
+
+async def test_an_air_gapped_node_rereads_its_policy_file(
+    make_config: ConfigFactory, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    policy = tmp_path / "policy.json"
+    policy.write_text(snapshot(2).model_dump_json())
+    config = make_config(None, policy_file=policy, refresh_interval_s=0.1)
+    async with running(config) as node:
+        assert node.link is None and node.store.current().version == 2
+        confirmed = node.store.current().confirmed_at
+        await eventually(lambda: node.store.current().confirmed_at > confirmed, what="re-read")
+        policy.write_text(snapshot(3, entry("alice", "dev1", Access.BLOCK, 3)).model_dump_json())
+        await eventually(lambda: node.store.current().version == 3, what="new file applied")
+        assert (await eas_post(node.listen_port, ALICE)).status_code == 403
+        policy.write_text("{broken")
+        await eventually(lambda: "policy file refused" in node.policy_problem)
+        assert node.store.current().version == 3  # the policy in force stays
+        body = (await admin_get(node, "/readyz")).json()
+        assert "policy file refused" in body["policy"]["problem"]

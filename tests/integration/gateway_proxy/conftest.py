@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import uvloop
 from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -36,6 +37,14 @@ from seg_contract import (
 )
 
 NOW = dt.datetime(2026, 11, 27, tzinfo=dt.UTC)
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
+    """Every test here runs on asyncio's loop and on uvloop: the node runs the proxy on
+    uvloop, whose TLS and transports are its own code, not asyncio's."""
+    return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+
+
 BLOCK_SIZE = 64 * 1024
 
 

@@ -18,10 +18,15 @@ SYNC = "/Microsoft-Server-ActiveSync?Cmd=Sync&User=alice&DeviceId=DEV1&DeviceTyp
 
 
 def request(
-    body: bytes = b"x", *, close: bool = False, extra: str = "", target: str = SYNC
+    body: bytes = b"x",
+    *,
+    close: bool = False,
+    extra: str = "",
+    target: str = SYNC,
+    version: str = "14.1",
 ) -> bytes:
     head = (
-        f"POST {target} HTTP/1.1\r\nHost: seg.example.com\r\nMS-ASProtocolVersion: 14.1\r\n"
+        f"POST {target} HTTP/1.1\r\nHost: seg.example.com\r\nMS-ASProtocolVersion: {version}\r\n"
         f"Content-Length: {len(body)}\r\n{extra}"
     )
     if close:
@@ -85,9 +90,7 @@ async def test_blocked_request_body_is_discarded_and_connection_kept(
     upstream: FakeUpstream, make_gateway: GatewayFactory
 ) -> None:
     gw = await make_gateway(upstream.port)  # unknown device: blocked
-    out = await exchange_raw(
-        gw, request(b"y" * 5000, extra="MS-ASProtocolVersion: 12.1\r\n") + request(close=True)
-    )
+    out = await exchange_raw(gw, request(b"y" * 5000, version="12.1") + request(close=True))
     assert out.count(b"HTTP/1.1 403 Forbidden") == 1
     assert out.count(b"HTTP/1.1 200 OK") == 1  # the 14.1 status-129 answer
     assert upstream.seen == []
@@ -119,6 +122,10 @@ async def test_malformed_http_gets_400_and_close(
     assert out.startswith(b"HTTP/1.1 400 ")
     out = await exchange_raw(gw, request(extra="Expect: something-else\r\n"))
     assert out.startswith(b"HTTP/1.1 417 ")
+    # Two Authorization headers: we and the upstream could disagree on who is asking.
+    twice = request(extra="Authorization: Basic YTpi\r\nAuthorization: Basic Yzpk\r\n")
+    out = await exchange_raw(gw, twice)
+    assert out.startswith(b"HTTP/1.1 400 ") and b"duplicate authorization" in out
 
 
 async def test_graceful_close_lets_a_held_request_finish(

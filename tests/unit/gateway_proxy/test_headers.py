@@ -11,6 +11,10 @@ from onprem_gateway.proxy import headers
 TRUSTED = (ipaddress.ip_network("10.0.0.0/8"),)
 
 
+def triples(pairs: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes, bytes]]:
+    return [(n.lower(), n, v) for n, v in pairs]
+
+
 def test_hop_by_hop_and_connection_named_headers_are_not_forwarded() -> None:
     given = [
         (b"Connection", b"keep-alive, X-Private"),
@@ -31,7 +35,7 @@ def test_hop_by_hop_and_connection_named_headers_are_not_forwarded() -> None:
     head = headers.upstream_request_head(
         b"POST",
         b"/Microsoft-Server-ActiveSync?Cmd=Sync",
-        given,
+        triples(given),
         host=b"device.example",
         x_forwarded_for=b"192.0.2.1",
         x_forwarded_proto=b"https",
@@ -53,7 +57,7 @@ def test_substituted_authorization_replaces_the_devices_own() -> None:
     head = headers.upstream_request_head(
         b"POST",
         b"/x",
-        [(b"authorization", b"Basic old"), (b"User-Agent", b"ua")],
+        triples([(b"authorization", b"Basic old"), (b"User-Agent", b"ua")]),
         host=b"h",
         x_forwarded_for=b"1.2.3.4",
         x_forwarded_proto=b"https",
@@ -70,13 +74,15 @@ def test_response_head_drops_hop_by_hop_and_sets_framing() -> None:
     head = headers.client_response_head(
         200,
         b"OK",
-        [
-            (b"Connection", b"close, X-Internal"),
-            (b"X-Internal", b"secret"),
-            (b"Transfer-Encoding", b"chunked"),
-            (b"Content-Type", b"application/vnd.ms-sync.wbxml"),
-            (b"MS-Server-ActiveSync", b"15.1"),
-        ],
+        triples(
+            [
+                (b"Connection", b"close, X-Internal"),
+                (b"X-Internal", b"secret"),
+                (b"Transfer-Encoding", b"chunked"),
+                (b"Content-Type", b"application/vnd.ms-sync.wbxml"),
+                (b"MS-Server-ActiveSync", b"15.1"),
+            ]
+        ),
         content_length=None,
         chunked=True,
         keep_alive=False,
@@ -109,7 +115,7 @@ def test_response_head_drops_hop_by_hop_and_sets_framing() -> None:
 def test_forwarded_for_trusts_only_configured_proxies(
     peer: str, given: list[tuple[bytes, bytes]], expected_for: bytes, expected_proto: bytes
 ) -> None:
-    assert headers.forwarded_for(peer, given, TRUSTED, tls=True) == (
+    assert headers.forwarded_for(peer, triples(given), TRUSTED, tls=True) == (
         expected_for,
         expected_proto,
     )
@@ -145,6 +151,6 @@ def test_451_location_never_leaks_an_internal_host(location: bytes, expected: by
 
 
 def test_connection_tokens_are_case_insensitive() -> None:
-    assert headers.connection_tokens([(b"CONNECTION", b"Keep-Alive , X-A,,")]) == frozenset(
-        {b"keep-alive", b"x-a"}
-    )
+    assert headers.connection_tokens(
+        triples([(b"CONNECTION", b"Keep-Alive , X-A,,")])
+    ) == frozenset({b"keep-alive", b"x-a"})

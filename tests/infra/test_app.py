@@ -1,0 +1,89 @@
+"""The app's parameters and its cdk-nag gate (synthesized without bundling: fast)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from aws_cdk import aws_iam as iam
+
+from cdk.app import build_app
+from cdk.bundling import BundlingError, lambda_dependencies
+from cdk.config import BundleTarget, ConfigError, StackConfig, parse_config
+
+NO_BUNDLING = {"aws:cdk:bundling-stacks": []}
+
+
+def test_no_context_gives_the_documented_defaults() -> None:
+    config = parse_config({})
+    assert config == StackConfig()
+    assert config.stage_name == "v1"
+    assert config.alarm_email is None
+    assert config.log_retention_days == 90
+    assert config.log_level == "INFO"
+    assert config.retain_data is True
+    assert config.bundle_target is BundleTarget.LAMBDA
+
+
+def test_cli_strings_are_parsed() -> None:
+    config = parse_config(
+        {
+            "stage_name": "prod",
+            "alarm_email": "ops@example.com",
+            "log_retention_days": "30",
+            "log_level": "debug",
+            "retain_data": "false",
+            "throttle_rate": "50",
+        }
+    )
+    assert (config.stage_name, config.alarm_email) == ("prod", "ops@example.com")
+    assert (config.log_retention_days, config.log_level) == (30, "DEBUG")
+    assert config.retain_data is False
+    assert config.throttle_rate == 50
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("stage_name", "has space", "stage_name"),
+        ("alarm_email", "not-an-address", "alarm_email"),
+        ("log_retention_days", "42", "CloudWatch allows"),
+        ("log_retention_days", "many", "expected an integer"),
+        ("log_level", "LOUD", "log_level"),
+        ("retain_data", "maybe", "expected true or false"),
+        ("throttle_burst", "0", "at least 1"),
+        ("bundle_target", "docker", "bundle_target"),
+        ("auth_domain_prefix", "Has_Upper", "auth_domain_prefix"),
+        ("execute_api_base_url", "ftp://x", "execute_api_base_url"),
+    ],
+)
+def test_bad_context_fails_with_a_clear_message(key: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_config({key: value})
+
+
+def test_the_bundle_dependencies_come_from_pyproject(tmp_path: Path) -> None:
+    deps = lambda_dependencies()
+    assert any(d.startswith("pydantic") for d in deps)  # seg_contract's
+    assert any(d.startswith("fastapi") for d in deps)
+    broken = tmp_path / "pyproject.toml"
+    broken.write_text('[project]\nname = "x"\n')
+    with pytest.raises(BundlingError, match="lambda extra"):
+        lambda_dependencies(broken)
+
+
+def test_synth_with_no_context_passes_cdk_nag(tmp_path: Path) -> None:
+    app, stack = build_app(context=NO_BUNDLING, outdir=str(tmp_path))
+    app.synth()  # raises on any unacknowledged AwsSolutions finding
+    assert stack.config == StackConfig()
+
+
+def test_cdk_nag_rejects_an_unacknowledged_wildcard(tmp_path: Path) -> None:
+    app, stack = build_app(context=NO_BUNDLING, outdir=str(tmp_path))
+    stack.functions.functions["payload_reader"].add_to_role_policy(
+        iam.PolicyStatement(actions=["dynamodb:GetItem"], resources=["arn:aws:dynamodb:*:*:*"])
+    )
+    with pytest.raises(RuntimeError, match="ValidationFailed"):
+        app.synth()
+    report = (tmp_path / "validation-report.json").read_text()
+    assert "AwsSolutions-IAM5[Resource::arn:aws:dynamodb:*:*:*]" in report

@@ -1,0 +1,274 @@
+"""The dashboard's reads stay O(page): index queries with native paging for the default
+view and the access-state filter, a batch join per page, counters for totals and the
+summary (kept exact under redelivery, reordering and races), a bounded window for
+search and other sorts. Costs are asserted as DynamoDB calls and items read, not time."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from lambdas.adapters.dynamodb_email_devices import DynamoDbEmailDevices
+from lambdas.api.deps import clock
+from lambdas.domain.compliance import ComplianceResult, ComplianceState
+from lambdas.usecases import dashboard
+from lambdas.usecases.email_view import AccessObservation, email_device_key, tally
+from tests.integration.control_api.conftest import Ctx, enrollment
+from tests.support.aws import AwsEnv
+
+NOW = datetime(2026, 11, 27, 3, 0, tzinfo=UTC)
+
+
+def obs(
+    i: int, decision: str = "allow", seconds_ago: int = 0, rule: str = "entry", event: str = ""
+) -> AccessObservation:
+    user, device = f"user{i:02d}", f"dev{i:02d}"
+    at = (NOW - timedelta(seconds=seconds_ago)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return AccessObservation(
+        email_device_key=email_device_key(user, device),
+        user=user,
+        device_id=device,
+        device_type="iPhone",
+        user_agent="Apple-iPhone/1",
+        last_seen=at,
+        event_id=event or f"e-{i}-{seconds_ago}-{decision}",
+        last_command="Sync",
+        access_state=decision,
+        reason=decision,
+        rule=rule,
+        enforced=True,
+        protocol_version="16.1",
+        last_node="node-1",
+        cluster_id="c-1",
+    )
+
+
+def view(env: AwsEnv) -> DynamoDbEmailDevices:
+    return DynamoDbEmailDevices(
+        env.tables["email_devices"],
+        env.dynamodb,
+        devices_table=env.tables["devices"],
+        overrides_table=env.tables["manual_overrides"],
+    )
+
+
+def recount(v: DynamoDbEmailDevices) -> dict[str, int]:
+    return dict(Counter(tally(r.access_state, r.rule) for r in v.all_rows()))
+
+
+def nonzero(tallies: dict[str, int]) -> dict[str, int]:
+    return {k: n for k, n in tallies.items() if n}
+
+
+def test_counters_stay_exact_under_redelivery_reordering_and_transitions(env: AwsEnv) -> None:
+    v = view(env)
+    rng = random.Random(7)
+    history: list[AccessObservation] = []
+    for step in range(80):
+        if history and rng.random() < 0.3:
+            o = rng.choice(history)  # a redelivered or late (older) event
+        else:
+            decision = rng.choice(["allow", "allow", "block", "quarantine"])
+            rule = "unknown_device" if rng.random() < 0.2 else "entry"
+            o = obs(rng.randrange(6), decision, seconds_ago=rng.randrange(600), rule=rule)
+            o = replace(o, event_id=f"ev-{step}")
+            history.append(o)
+        v.apply_observation(o)
+    assert nonzero(v.tallies()) == recount(v)
+    newest: dict[str, AccessObservation] = {}
+    for o in history:
+        held = newest.get(o.email_device_key)
+        if held is None or o.newer_than(held):
+            newest[o.email_device_key] = o
+    assert {r.email_device_key: r for r in v.all_rows()} == newest
+
+
+@dataclass
+class RacingClient:
+    """A DynamoDB client that lets another writer change the row just before this
+    writer's first transaction, as a second payload reader would."""
+
+    client: Any
+    before_transaction: Any
+    raced: list[bool] = field(default_factory=list)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    def transact_write_items(self, **kwargs: Any) -> Any:
+        if not self.raced:
+            self.raced.append(True)
+            self.before_transaction()
+        return self.client.transact_write_items(**kwargs)
+
+
+def test_a_writer_that_loses_a_race_reads_again_and_counts_once(env: AwsEnv) -> None:
+    plain = view(env)
+    plain.apply_observation(obs(1, "allow", seconds_ago=60))
+    racing = RacingClient(env.dynamodb, lambda: plain.apply_observation(obs(1, "quarantine", 30)))
+    contender = DynamoDbEmailDevices(env.tables["email_devices"], racing)  # type: ignore[arg-type]
+    assert contender.apply_observation(obs(1, "block", seconds_ago=0))
+    assert racing.raced == [True]
+    assert nonzero(plain.tallies()) == {"block": 1} == recount(plain)
+    # Redelivering any of the three changes nothing.
+    for again in (obs(1, "allow", 60), obs(1, "quarantine", 30), obs(1, "block", 0)):
+        assert not plain.apply_observation(again)
+    assert nonzero(plain.tallies()) == {"block": 1}
+
+
+def test_a_row_written_before_counters_existed_is_counted_on_its_next_event(
+    env: AwsEnv,
+) -> None:
+    v = view(env)
+    old = obs(1, "block", seconds_ago=60)
+    item = {k: {"S": str(getattr(old, k))} for k in ("user", "device_id", "last_seen")}
+    item.update(
+        email_device_key={"S": old.email_device_key},
+        event_id={"S": old.event_id},
+        access_state={"S": "block"},
+        view={"S": "all"},
+    )
+    env.dynamodb.put_item(TableName=env.tables["email_devices"], Item=item)
+    assert v.apply_observation(obs(1, "allow", seconds_ago=0))
+    assert nonzero(v.tallies()) == {"allow": 1}
+
+
+class DynamoCalls:
+    """The DynamoDB operations a piece of code makes, and the items they return."""
+
+    def __init__(self, client: Any) -> None:
+        self.calls: Counter[str] = Counter()
+        self.items = 0
+        self._client = client
+        client.meta.events.register("after-call.dynamodb.*", self._seen)
+
+    def _seen(self, http_response: Any, parsed: dict[str, Any], model: Any, **_: Any) -> None:
+        self.calls[model.name] += 1
+        self.items += len(parsed.get("Items", []))
+        self.items += sum(len(v) for v in parsed.get("Responses", {}).values())
+
+    def reset(self) -> None:
+        self.calls.clear()
+        self.items = 0
+
+    def close(self) -> None:
+        self._client.meta.events.unregister("after-call.dynamodb.*", self._seen)
+
+
+@pytest.fixture
+def many(ctx: Ctx) -> Iterator[tuple[Ctx, DynamoCalls]]:
+    """40 email devices (every fourth blocked), 10 of them enrolled in the MDM."""
+    ctx.client.app.dependency_overrides[clock] = lambda: NOW  # type: ignore[attr-defined]
+    v = view(ctx.aws)
+    for i in range(40):
+        v.apply_observation(obs(i, "block" if i % 4 == 0 else "allow", seconds_ago=i * 100 + 50))
+    for i in range(0, 40, 4):
+        body = enrollment(f"mdm-{i}", f"user{i:02d}", f"DEV{i:02d}")
+        ctx.client.post("/mdm/v1/events", json=body, headers=ctx.mdm()).raise_for_status()
+    calls = DynamoCalls(ctx.aws.dynamodb)
+    yield ctx, calls
+    calls.close()
+
+
+def listing(ctx: Ctx, **query: Any) -> dict[str, Any]:
+    response = ctx.client.get("/console/v1/email-devices", params=query, headers=ctx.admin())
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def test_default_view_pages_through_the_index_reading_only_each_page(many) -> None:
+    ctx, calls = many
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        calls.reset()
+        page = listing(ctx, limit=7, **({"cursor": cursor} if cursor else {}))
+        pages += 1
+        assert page["total"] == 40
+        # The page (plus one row to know whether more follow), its email links and
+        # overrides, its MDM records, the counters: never the other devices.
+        assert "Scan" not in calls.calls, calls.calls
+        assert calls.calls["Query"] == 1 and calls.calls["BatchGetItem"] <= 2
+        assert calls.items <= 8 + 2 * 7 + 7
+        seen += [i["user"] for i in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert pages == 6  # 6 * 7 >= 40: no empty page at the end
+    assert seen == [f"user{i:02d}" for i in range(40)]
+    enrolled = listing(ctx, limit=1)["items"][0]
+    assert (enrolled["mdm_device_id"], enrolled["enrollment_state"]) == ("mdm-0", "enrolled")
+
+
+def test_oldest_first_and_the_access_state_filter_page_through_their_index(many) -> None:
+    ctx, calls = many
+    oldest = listing(ctx, limit=5, order="asc")
+    assert [i["user"] for i in oldest["items"]] == [f"user{i:02d}" for i in range(39, 34, -1)]
+    blocked: list[str] = []
+    cursor = None
+    while True:
+        calls.reset()
+        page = listing(ctx, access_state="block", limit=4, **({"cursor": cursor} if cursor else {}))
+        assert page["total"] == 10 and "Scan" not in calls.calls
+        assert calls.items <= 5 + 2 * 4 + 4
+        blocked += [i["user"] for i in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert blocked == [f"user{i:02d}" for i in range(0, 40, 4)]
+
+
+def test_summary_reads_counters_not_rows(many) -> None:
+    ctx, calls = many
+    calls.reset()
+    body = ctx.client.get("/console/v1/email-devices/summary", headers=ctx.admin()).json()
+    assert body["counts"] == {"allow": 30, "block": 10, "quarantine": 0, "unknown": 0}
+    # Seen in the last hour: devices 0..35 (i * 100 + 50 s); blocked: 0, 4, ..., 32.
+    assert body["blocked_last_hour"] == 9
+    assert "Scan" not in calls.calls
+    assert calls.items <= 1  # the counters item (the last-hour counts return no items)
+
+
+def test_search_and_other_sorts_are_exact_within_the_window_and_bounded_by_it(
+    many, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx, calls = many
+    page = listing(ctx, q="USER1", sort="user", order="asc", limit=3)
+    assert [i["user"] for i in page["items"]] == ["user10", "user11", "user12"]
+    assert page["total"] == 10
+    devices = ctx.client.app.state.container.devices  # type: ignore[attr-defined]
+    for mdm_id in ("mdm-0", "mdm-8"):
+        devices.set_compliance(mdm_id, ComplianceResult(ComplianceState.COMPLIANT), NOW)
+    compliant = listing(ctx, compliance_state="compliant", limit=1)
+    assert compliant["total"] == 2 and compliant["items"][0]["user"] == "user00"
+    page_two = listing(ctx, compliance_state="compliant", cursor=compliant["next_cursor"])
+    assert [i["user"] for i in page_two["items"]] == ["user08"] and not page_two["next_cursor"]
+    assert listing(ctx, compliance_state="unknown")["total"] == 38
+    monkeypatch.setattr(dashboard, "WINDOW_CAP", 12)
+    calls.reset()
+    capped = listing(ctx, q="user", sort="device_id", order="desc", limit=5)
+    # Only the 12 most recently seen devices are searched: user00..user11.
+    assert capped["total"] == 12
+    assert [i["user"] for i in capped["items"]] == [f"user{i:02d}" for i in (11, 10, 9, 8, 7)]
+    assert "Scan" not in calls.calls and calls.items <= 13 + 5 + 2 * 5 + 5
+
+
+def test_a_link_to_an_id_the_device_no_longer_reports_does_not_join(ctx: Ctx) -> None:
+    v = view(ctx.aws)
+    v.apply_observation(obs(1))
+    first = enrollment("mdm-1", "user01", "dev01")
+    ctx.client.post("/mdm/v1/events", json=first, headers=ctx.mdm()).raise_for_status()
+    [row] = listing(ctx)["items"]
+    assert row["mdm_device_id"] == "mdm-1"
+    moved = {**enrollment("mdm-1", "user01", "dev99"), "occurred_at": "2026-11-27T02:00:00Z"}
+    ctx.client.post("/mdm/v1/events", json=moved, headers=ctx.mdm()).raise_for_status()
+    [row] = listing(ctx)["items"]
+    assert (row["mdm_device_id"], row["enrollment_state"]) == ("", "unknown")
