@@ -409,6 +409,11 @@ async def _serve(port: int, upstream_port: int, tls: tuple[str, str] | None = No
     pump = asyncio.get_running_loop().create_task(sink.pump())
     stop_event = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop_event.set)
+    if os.environ.get("SEG_BENCH_TRIM"):
+        import ctypes  # noqa: PLC0415
+
+        libc = ctypes.CDLL("libc.so.6")
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, lambda: libc.malloc_trim(0))
     gc_times: list[tuple[int, float]] = []
     if os.environ.get("SEG_BENCH_GC_STATS"):
         started: list[float] = []

@@ -16,8 +16,14 @@ answers every Ping and the clients count the answers.
 Prints: held Pings (answered 200 / failed), gateway RSS (total and per held Ping), Sync
 p50/p99 direct / through idle gateway / through gateway with N held, and the added p99.
 
+``--tls`` puts TLS on the device leg (self-signed certificate made for the run); the
+Python load generator's own TLS handshakes then limit the Sync figures, so read the RSS
+figures of that mode, not its latencies. Environment: SEG_BENCH_GC_STATS=1 prints each
+worker's GC pauses; SEG_BENCH_TRIM=1 calls malloc_trim(0) in the workers before the RSS
+reading (shows how much of the RSS is freed-but-kept heap).
+
 Reproduce: .venv/bin/python bench/held_pings.py [--pings 20000] [--workers 3]
-           [--rate 500] [--seconds 15]
+           [--rate 500] [--seconds 15] [--tls]
 """
 
 from __future__ import annotations
@@ -351,6 +357,12 @@ def main() -> int:
                 if stable >= 5:
                     break
                 last = held
+            if os.environ.get("SEG_BENCH_TRIM"):
+                rss_untrimmed = rss_bytes(gpids)
+                for proc in gateway:
+                    proc.send_signal(signal.SIGUSR2)
+                time.sleep(1.0)
+                print(f"  (RSS before malloc_trim: {rss_untrimmed / 2**20:.0f} MiB)")
             rss_held = rss_bytes(gpids)
             cpu_open = cpu_seconds(gpids) - cpu_before
             print(

@@ -53,7 +53,8 @@ ACKNOWLEDGED = {
 APIG4_REASON = {
     "http": "Authenticated by the application: Device Services and gateways present "
     "bearer credentials the function checks (constant time, revocable); /health, "
-    "/openapi.json and the dashboard's static page are public by design and hold no data.",
+    "/openapi.json and the dashboard's static page are public by design and hold no data; "
+    "$default only sees paths no authorized route matches.",
     "ws": "Gateway nodes authenticate in $connect with their cluster credential, checked "
     "by the ws_connect function (a Lambda authorizer would run the same check); "
     "$default and $disconnect only reach connections $connect accepted.",
@@ -109,7 +110,7 @@ def acknowledge_findings(stack: Stack) -> None:
     public = {path for path, _, jwt in ROUTES if not jwt}
     for route in http_api.node.children:
         route_path = route.node.id.split("--", 1)[-1].replace("--", "/")
-        if "/" + route_path in public:
+        if "/" + route_path in public or route.node.id == "CatchAll":
             _acknowledge(route, "AwsSolutions-APIG4", APIG4_REASON["http"])
     ws_api = stack.node.find_child("WebSocketApi").node.find_child("Api")
     for route in ws_api.node.children:

@@ -99,8 +99,19 @@ class HttpApi(Construct):
                 integration=integration,
                 authorizer=authorizer if jwt else None,
             )
+        # Route keys cannot end in "/", so the dashboard page (/console/, where /console
+        # redirects) arrives here, as does any unknown path (the app answers 404). API
+        # Gateway uses $default only when no route above matches, so /console/v1/* always
+        # meets the JWT authorizer first.
+        apigwv2.HttpRoute(
+            self.api,
+            "CatchAll",  # not "Default": CDK leaves that id out of logical ids
+            http_api=self.api,
+            route_key=apigwv2.HttpRouteKey.DEFAULT,
+            integration=integration,
+        )
 
     @property
     def url(self) -> str:
-        """The base URL, ending in "/"."""
-        return self.api.api_endpoint + "/"
+        """The base URL, without a trailing "/" (clients append "/console/v1/...")."""
+        return self.api.api_endpoint

@@ -47,7 +47,7 @@ class ControlPlaneStack(Stack):
             self,
             "Auth",
             retain_data=config.retain_data,
-            console_url=self.http_api.url + "console/",
+            console_url=self.http_api.url + "/console/",
             domain_prefix=config.auth_domain_prefix or f"seg-console-{self.account}",
         )
 

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from lambdas.domain.access import ManualOverride
-    from lambdas.domain.compliance import DeviceRecord
     from lambdas.usecases.email_view import AccessObservation, ActivityCount, NodeSeen
     from lambdas.usecases.gateway_auth import StoredCredential
     from lambdas.usecases.gateway_nodes import NodeReport
@@ -65,7 +64,8 @@ class EmailDeviceView(Protocol):
     # Dashboard reads (helper C3): O(page) listing, counters, bounded windows.
 
     def get_many(self, keys: Sequence[str]) -> dict[str, AccessObservation]:
-        """The rows of these keys (absent keys are left out)."""
+        """The rows of these keys (absent keys are left out), with the columns the
+        dashboard shows (event_id and protocol_version empty)."""
         ...
 
     def recent_page(
@@ -77,15 +77,16 @@ class EmailDeviceView(Protocol):
         after: tuple[str, str] | None = None,
     ) -> tuple[list[AccessObservation], bool]:
         """Up to ``limit`` rows (of one access state, or all) by last_seen, after the
-        (last_seen, key) position ``after``; and whether more follow. O(limit)."""
+        (last_seen, key) position ``after``; and whether more follow. O(limit). Rows
+        hold the columns the dashboard shows, as ``get_many``."""
         ...
 
     def window(
         self, access_state: str | None, cap: int, attributes: Iterable[str] = ()
     ) -> tuple[list[AccessObservation], bool]:
         """The ``cap`` most recently seen rows (of one access state, or all), holding
-        only the key, last_seen, access_state, rule and ``attributes`` (others empty);
-        and whether more rows exist beyond the cap."""
+        only the key, last_seen and ``attributes`` (others empty); and whether more rows
+        exist beyond the cap."""
         ...
 
     def tallies(self) -> dict[str, int]:
@@ -103,10 +104,22 @@ class EmailDeviceView(Protocol):
 
 
 @dataclass(frozen=True)
+class MdmFacts:
+    """The MDM record's facts a dashboard row shows."""
+
+    mdm_device_id: str
+    model: str
+    platform: str
+    os_version: str
+    enrollment_state: str
+    compliance_state: str
+
+
+@dataclass(frozen=True)
 class ViewJoin:
     """What the MDM and the admins say about a page of email devices, by view key."""
 
-    devices: dict[str, DeviceRecord]
+    devices: dict[str, MdmFacts]
     overrides: dict[str, ManualOverride]
 
 

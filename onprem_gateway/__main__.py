@@ -66,15 +66,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from onprem_gateway.agent.logs import configure_logging  # noqa: PLC0415
     from onprem_gateway.agent.node import Node  # noqa: PLC0415 (keep `--help` light)
     from onprem_gateway.agent.persist import PolicyFileError  # noqa: PLC0415
 
     config = _load(args)
-    logging.basicConfig(
-        level=config.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(config.log_level, config.log_format, "agent")
     try:
         node = Node(config)
     except PolicyFileError as exc:

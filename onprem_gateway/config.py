@@ -83,6 +83,7 @@ class GatewayConfig:
     upstream_check_interval_s: float
     shutdown_grace_s: float
     log_level: str
+    log_format: str
 
     @property
     def connected(self) -> bool:
@@ -132,7 +133,11 @@ class FieldSpec:
 
 
 def _cpu_count() -> int:
-    return os.cpu_count() or 1
+    # The CPUs this process may run on (a container's cpuset), not the host's count.
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
 
 
 REQUIRED = object()
@@ -191,6 +196,7 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("upstream_check_interval_s", "float", 15.0, "upstream reachability check period"),
     FieldSpec("shutdown_grace_s", "float", 30.0, "how long shutdown waits for held requests"),
     FieldSpec("log_level", "str", "INFO", "DEBUG, INFO, WARNING or ERROR"),
+    FieldSpec("log_format", "str", "text", "text, or json (one object per line)"),
 )
 _BY_NAME = {f.name: f for f in FIELDS}
 
@@ -469,6 +475,8 @@ def _check_operation(values: dict[str, Any], problems: list[str]) -> None:
     if level not in LOG_LEVELS:
         problems.append(f"SEG_GW_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
     values["log_level"] = level
+    if values["log_format"] not in ("text", "json"):
+        problems.append("SEG_GW_LOG_FORMAT must be text or json")
     if not values["node_id"]:
         values["node_id"] = socket.gethostname()
     if len(values["node_id"]) > 128 or any(c.isspace() for c in values["node_id"]):

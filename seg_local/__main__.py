@@ -47,6 +47,7 @@ def _wait_for_signal() -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     from seg_local.controlplane import ControlPlaneError, LocalControlPlane, Options  # noqa: PLC0415
+    from seg_local.websocket_api import Limits  # noqa: PLC0415
 
     options = Options(
         host=args.host,
@@ -58,6 +59,10 @@ def _serve(args: argparse.Namespace) -> int:
         device_services_key=os.environ.get(ENV_DEVICE_SERVICES_KEY, ""),
         schedule_interval_s=args.schedule_minutes * 60 if args.schedule_minutes else None,
         log_level=args.log_level,
+        ws_limits=Limits(
+            max_connection_s=args.ws_max_connection_s,
+            idle_timeout_s=args.ws_idle_timeout_s,
+        ),
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         ca_bundle=args.ca_bundle,
@@ -119,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--tls-cert", default="", help="PEM chain: serve HTTPS and WSS")
     serve.add_argument("--tls-key", default="")
     serve.add_argument("--ca-bundle", default="", help="CA the handlers trust (@connections)")
+    serve.add_argument("--ws-max-connection-s", type=float, default=7200.0, help="API Gateway: 2 h")
+    serve.add_argument("--ws-idle-timeout-s", type=float, default=600.0, help="API Gateway: 10 min")
     moto = sub.add_parser("moto", help="run a bare moto server (DynamoDB, SQS)")
     moto.add_argument("--host", default="127.0.0.1")
     moto.add_argument("--port", type=int, default=0)

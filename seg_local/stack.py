@@ -150,6 +150,9 @@ class StackOptions:
     node_gateway_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     demo_ping_hold_cap_s: float | None = None
     control_plane_tls: bool = False  # HTTPS/WSS between gateways and the control plane
+    # API Gateway's WebSocket limits (tests and soak runs shorten them)
+    ws_max_connection_s: float = 7200.0
+    ws_idle_timeout_s: float = 600.0
     start_timeout_s: float = 45.0
     log_level: str = "WARNING"
 
@@ -240,6 +243,10 @@ class Stack:
             str(ws_port),
             "--log-level",
             self.options.log_level,
+            "--ws-max-connection-s",
+            str(self.options.ws_max_connection_s),
+            "--ws-idle-timeout-s",
+            str(self.options.ws_idle_timeout_s),
         ]
         if self.moto_endpoint:
             argv += ["--moto-endpoint", self.moto_endpoint]
@@ -314,7 +321,7 @@ class Stack:
                 "SEG_GW_UPSTREAM_URL": self.upstream_url,
                 "SEG_GW_API_URL": self.endpoints["api_url"],
                 "SEG_GW_WS_URL": self.endpoints["ws_url"],
-                "SEG_GW_CREDENTIAL": self.credential,
+                "SEG_GW_CREDENTIAL_FILE": str(self._credential_file(state_dir)),
                 "SEG_GW_NODE_ID": node_id,
                 "SEG_GW_STATE_DIR": str(state_dir),
                 "SEG_GW_ADMIN_HOST": "127.0.0.1",
@@ -333,6 +340,16 @@ class Stack:
         env.update(self.options.gateway_env)
         env.update(self.options.node_gateway_env.get(node_id, {}))
         return env
+
+    def _credential_file(self, state_dir: Path) -> Path:
+        """The cluster credential in a 0600 file (not in the environment, which other
+        processes of the user can read)."""
+        path = state_dir / "credential"
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(self.credential)
+        return path
 
     def _new_node(self, node_id: str) -> Node:
         state_dir = self.state_dir / "nodes" / node_id

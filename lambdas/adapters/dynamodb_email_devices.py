@@ -35,13 +35,13 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from lambdas.adapters.dynamodb_devices import LINK_PREFIX, parse_device
+from lambdas.adapters.dynamodb_devices import LINK_PREFIX
 from lambdas.adapters.dynamodb_manual_overrides import parse_override
-from lambdas.domain.access import ManualOverride, owned_keys
-from lambdas.domain.compliance import DeviceRecord
-from lambdas.ports import ViewJoin
+from lambdas.domain.access import ManualOverride
+from lambdas.ports import MdmFacts, ViewJoin
 from lambdas.usecases.email_view import AccessObservation, ActivityCount, tally
 from lambdas.usecases.errors import StorageError
+from seg_contract import entry_key
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -69,6 +69,34 @@ _STRINGS = (
     "last_node",
     "cluster_id",
 )
+# What a dashboard row shows: page reads fetch only these (moto's cost, and the bytes
+# sent, grow with every attribute).
+_DISPLAY = (
+    "email_device_key",
+    "user",
+    "device_id",
+    "device_type",
+    "user_agent",
+    "last_seen",
+    "access_state",
+    "reason",
+    "rule",
+    "last_command",
+    "last_node",
+    "cluster_id",
+)
+# The MDM facts of a row, and what tells whether the device still owns the email device.
+_DEVICE_FACTS = (
+    "mdm_device_id",
+    "kind",
+    "user",
+    "eas_device_ids",
+    "model",
+    "platform",
+    "os_version",
+    "enrollment_state",
+    "compliance_state",
+)
 # Newest wins: (last_seen, event_id) must grow.
 _NEWER = (
     "(attribute_not_exists(#last_seen) OR #last_seen < :last_seen "
@@ -84,6 +112,34 @@ def _row(item: dict[str, Any]) -> AccessObservation:
         email_device_key=s("email_device_key"),
         enforced=bool(item.get("enforced", {}).get("BOOL", True)),
         **{name: s(name) for name in _STRINGS},
+    )
+
+
+def _projection(attributes: Iterable[str]) -> dict[str, Any]:
+    """ProjectionExpression with placeholders ("user" and others are reserved words)."""
+    names = {f"#p{i}": name for i, name in enumerate(sorted(set(attributes)))}
+    return {"ProjectionExpression": ", ".join(names), "ExpressionAttributeNames": names}
+
+
+def _facts(item: dict[str, Any], key: str) -> MdmFacts | None:
+    """The device's facts, when it still reports the email device's id (a link outlives
+    the id it names, see ``dynamodb_devices``)."""
+
+    def s(name: str) -> str:
+        return str(item.get(name, {}).get("S", ""))
+
+    if s("kind") != "device":
+        return None
+    ids = [str(v.get("S", "")) for v in item.get("eas_device_ids", {}).get("L", [])]
+    if key not in {entry_key(s("user"), d) for d in ids}:
+        return None
+    return MdmFacts(
+        mdm_device_id=s("mdm_device_id"),
+        model=s("model"),
+        platform=s("platform"),
+        os_version=s("os_version"),
+        enrollment_state=s("enrollment_state") or "unknown",
+        compliance_state=s("compliance_state") or "unknown",
     )
 
 
@@ -267,24 +323,34 @@ class DynamoDbEmailDevices:
         return _row(dict(item)) if item and "view" in item else None
 
     def get_many(self, keys: Sequence[str]) -> dict[str, AccessObservation]:
-        found = self._batch_get({self._table: list(dict.fromkeys(keys))})
+        found = self._batch_get({self._table: list(dict.fromkeys(keys))}, {self._table: _DISPLAY})
         return {
-            key: _row(item) for key, item in found.get(self._table, {}).items() if "view" in item
+            # Device rows only (counter items have no last_seen).
+            key: _row(item)
+            for key, item in found.get(self._table, {}).items()
+            if "last_seen" in item
         }
 
-    def _query_kwargs(self, access_state: str | None, ascending: bool) -> dict[str, Any]:
+    def _query_kwargs(
+        self, access_state: str | None, ascending: bool, attributes: Iterable[str] | None = None
+    ) -> dict[str, Any]:
         if access_state is None:
             index, partition, value = self._index, "view", VIEW
         else:
             index, partition, value = self._state_index, "access_state", access_state
-        return {
+        kwargs: dict[str, Any] = {
             "TableName": self._table,
             "IndexName": index,
-            "KeyConditionExpression": "#p = :p",
-            "ExpressionAttributeNames": {"#p": partition},
-            "ExpressionAttributeValues": {":p": {"S": value}},
+            "KeyConditionExpression": "#k = :k",
+            "ExpressionAttributeNames": {"#k": partition},
+            "ExpressionAttributeValues": {":k": {"S": value}},
             "ScanIndexForward": ascending,
         }
+        if attributes is not None:
+            projection = _projection(attributes)
+            kwargs["ProjectionExpression"] = projection["ProjectionExpression"]
+            kwargs["ExpressionAttributeNames"].update(projection["ExpressionAttributeNames"])
+        return kwargs
 
     def recent_page(
         self,
@@ -294,7 +360,7 @@ class DynamoDbEmailDevices:
         limit: int,
         after: tuple[str, str] | None = None,
     ) -> tuple[list[AccessObservation], bool]:
-        kwargs = self._query_kwargs(access_state, ascending)
+        kwargs = self._query_kwargs(access_state, ascending, _DISPLAY)
         if after is not None:
             last_seen, key = after
             start = {"email_device_key": {"S": key}, "last_seen": {"S": last_seen}}
@@ -320,11 +386,8 @@ class DynamoDbEmailDevices:
     def window(
         self, access_state: str | None, cap: int, attributes: Iterable[str] = ()
     ) -> tuple[list[AccessObservation], bool]:
-        wanted = {"email_device_key", "last_seen", "access_state", "rule", *attributes}
-        names = {f"#a{i}": name for i, name in enumerate(sorted(wanted))}
-        kwargs = self._query_kwargs(access_state, False)
-        kwargs["ExpressionAttributeNames"] = {**kwargs["ExpressionAttributeNames"], **names}
-        kwargs["ProjectionExpression"] = ", ".join(names)
+        wanted = {"email_device_key", "last_seen", *attributes}
+        kwargs = self._query_kwargs(access_state, False, wanted)
         rows: list[AccessObservation] = []
         try:
             while len(rows) <= cap:
@@ -391,38 +454,33 @@ class DynamoDbEmailDevices:
         if self._devices_table is None or self._overrides_table is None:
             return None
         unique = list(dict.fromkeys(keys))
+        links, overrides_table = self._devices_table, self._overrides_table
         first = self._batch_get(
-            {
-                self._devices_table: [LINK_PREFIX + k for k in unique],
-                self._overrides_table: unique,
-            }
+            {links: [LINK_PREFIX + k for k in unique], overrides_table: unique},
+            {links: ("email_device_key", "owner")},
         )
         owners = {
             str(item["email_device_key"]["S"]): str(item["owner"]["S"])
-            for item in first.get(self._devices_table, {}).values()
+            for item in first[links].values()
             if "owner" in item and "email_device_key" in item
         }
-        records = self._batch_get({self._devices_table: sorted(set(owners.values()))})
-        by_id = {
-            mdm_id: parse_device(item)
-            for mdm_id, item in records.get(self._devices_table, {}).items()
-            if item.get("kind", {}).get("S") == "device"
-        }
-        devices: dict[str, DeviceRecord] = {}
+        records = self._batch_get({links: sorted(set(owners.values()))}, {links: _DEVICE_FACTS})
+        devices: dict[str, MdmFacts] = {}
         for key, owner in owners.items():
-            device = by_id.get(owner)
-            # A link outlives the id it names (see dynamodb_devices): only a device that
-            # still reports the id owns it.
-            if device is not None and key in owned_keys(device):
-                devices[key] = device
+            facts = _facts(records[links].get(owner, {}), key)
+            if facts is not None:
+                devices[key] = facts
         overrides: dict[str, ManualOverride] = {
-            key: parse_override(item) for key, item in first.get(self._overrides_table, {}).items()
+            key: parse_override(item) for key, item in first[overrides_table].items()
         }
         return ViewJoin(devices=devices, overrides=overrides)
 
-    def _batch_get(self, wanted: dict[str, list[str]]) -> dict[str, dict[str, dict[str, Any]]]:
-        """BatchGetItem over tables keyed by one string attribute: table -> key -> item.
-        Retries unprocessed keys (DynamoDB may return part of a batch)."""
+    def _batch_get(
+        self, wanted: dict[str, list[str]], projections: dict[str, Sequence[str]]
+    ) -> dict[str, dict[str, dict[str, Any]]]:
+        """BatchGetItem over tables keyed by one string attribute: table -> key -> item
+        (with the table's projection, plus its key). Retries unprocessed keys (DynamoDB
+        may return part of a batch)."""
         key_names = {self._table: "email_device_key"}
         if self._devices_table is not None:
             key_names[self._devices_table] = "mdm_device_id"
@@ -434,9 +492,13 @@ class DynamoDbEmailDevices:
             for start in range(0, len(pending), _BATCH_KEYS):
                 request: dict[str, Any] = {}
                 for table, key in pending[start : start + _BATCH_KEYS]:
-                    request.setdefault(table, {"Keys": []})["Keys"].append(
-                        {key_names[table]: {"S": key}}
-                    )
+                    if table not in request:
+                        request[table] = {"Keys": []}
+                        if table in projections:
+                            request[table].update(
+                                _projection([key_names[table], *projections[table]])
+                            )
+                    request[table]["Keys"].append({key_names[table]: {"S": key}})
                 while request:
                     response = self._client.batch_get_item(RequestItems=request)
                     for table, items in response.get("Responses", {}).items():

@@ -46,6 +46,7 @@ from lambdas.ports import (
     DeviceStore,
     EmailDeviceView,
     ManualOverrideStore,
+    MdmFacts,
     PolicyEntryStore,
     ViewJoin,
 )
@@ -141,11 +142,22 @@ class Summary:
     series: list[tuple[str, int, int]]  # (minute start iso, requests, blocks)
 
 
-def _os(device: DeviceRecord) -> str:
+def mdm_facts(device: DeviceRecord) -> MdmFacts:
+    return MdmFacts(
+        mdm_device_id=device.mdm_device_id,
+        model=device.model,
+        platform=device.platform,
+        os_version=device.os_version,
+        enrollment_state=device.enrollment_state.value,
+        compliance_state=device.compliance_state.value,
+    )
+
+
+def _os(device: MdmFacts) -> str:
     return " ".join(part for part in (device.platform, device.os_version) if part)
 
 
-def _row(obs: AccessObservation | None, key: str, device: DeviceRecord | None) -> EmailDeviceRow:
+def _row(obs: AccessObservation | None, key: str, device: MdmFacts | None) -> EmailDeviceRow:
     user, device_id = split_key(key)
     return EmailDeviceRow(
         email_device_key=key,
@@ -156,8 +168,8 @@ def _row(obs: AccessObservation | None, key: str, device: DeviceRecord | None) -
         os=_os(device) if device else "",
         user_agent=obs.user_agent if obs else "",
         mdm_device_id=device.mdm_device_id if device else "",
-        enrollment_state=device.enrollment_state.value if device else "unknown",
-        compliance_state=device.compliance_state.value if device else "unknown",
+        enrollment_state=device.enrollment_state if device else "unknown",
+        compliance_state=device.compliance_state if device else "unknown",
         access_state=obs.access_state if obs else "",
         reason=obs.reason if obs else "",
         rule=obs.rule if obs else "",
@@ -227,7 +239,7 @@ def _join_one_by_one(
         mdm_id = devices.find_by_email_device(user, device_id)
         device = devices.get(mdm_id) if mdm_id else None
         if device is not None and key in owned_keys(device):
-            found.devices[key] = device
+            found.devices[key] = mdm_facts(device)
         override = overrides.get(user, device_id)
         if override is not None:
             found.overrides[key] = override
@@ -310,6 +322,10 @@ def _indexed_page(
     overrides: ManualOverrideStore,
 ) -> Page:
     """Newest (or oldest) first, all rows or one access state: one index query."""
+    if after is not None and not all(after):
+        # The index's position needs a real last_seen and key (DynamoDB refuses empty
+        # key values); every cursor this path issues has both.
+        raise InvalidInput("cursor is not one this API issued")
     found, more = view.recent_page(
         query.access_state, ascending=query.order == "asc", limit=query.limit, after=after
     )
@@ -332,6 +348,8 @@ def _window_page(
 ) -> Page:
     """Search, compliance filter, other sorts: within the ``WINDOW_CAP`` newest rows."""
     columns = {query.sort} & _VIEW_COLUMNS
+    if query.sort == "pending":
+        columns.add("access_state")  # pending compares it with the override
     window, _ = view.window(query.access_state, WINDOW_CAP, columns)
     if query.q:
         needle = query.q.casefold()
@@ -405,7 +423,8 @@ def email_device_detail(
     if obs is None and device is None and not found:
         raise NotFound(f"email device {norm_user}/{norm_device} not found")
     override = overrides.get(norm_user, norm_device)
-    return _with_override(_row(obs, key, device), override), found
+    facts = mdm_facts(device) if device else None
+    return _with_override(_row(obs, key, facts), override), found
 
 
 def summary(*, view: EmailDeviceView, now: datetime, minutes: int = 60) -> Summary:

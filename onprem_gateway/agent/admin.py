@@ -87,7 +87,7 @@ class AdminServer:
             method, target, _version = head.split(b"\r\n", 1)[0].decode("ascii").split(" ")
         except (UnicodeDecodeError, ValueError):
             return Response.json(400, {"detail": "malformed request line"})
-        if method not in ("GET", "HEAD"):
+        if method != "GET":
             return Response.json(405, {"detail": "only GET is served here"})
         url = urlsplit(target)
         handler = self._routes.get(url.path)

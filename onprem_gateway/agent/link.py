@@ -1,9 +1,7 @@
-"""The control-plane link: policy fetches and the push WebSocket (asyncio; never on the
-request path).
+"""The control-plane link: the refresh schedule and the push WebSocket (asyncio; never on
+the request path). Fetching itself is ``policy_sync.PolicySync``.
 
-``PolicySync`` fetches the full snapshot (ETag-aware: ``If-None-Match`` names the applied
-version, so an up-to-date node gets a 304) and deltas (410 -> full snapshot), one at a
-time. ``ControlPlaneLink`` runs two tasks:
+``ControlPlaneLink`` runs two tasks:
 
 - the refresh loop: a full fetch at start (retried with backoff until it succeeds), then
   one every Rules Refresh Interval (the cluster's ``refresh_interval_s``, or the node's
@@ -18,8 +16,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -27,21 +25,16 @@ from pydantic import ValidationError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from onprem_gateway.agent.cloud import (
-    ControlPlaneClient,
-    ControlPlaneUnavailable,
-    CredentialRejected,
-    ssl_context,
-)
+from onprem_gateway.agent.cloud import ssl_context
 from onprem_gateway.agent.lifecycle import (
     Command,
     ConnectionClock,
     Event,
     Lifecycle,
-    State,
     classify_connect_status,
 )
 from onprem_gateway.agent.policy_store import PolicyStore
+from onprem_gateway.agent.policy_sync import LinkStatus, PolicySync
 from onprem_gateway.core.policy_index import PolicyMismatchError
 from seg_contract import GatewayKeepalive, PushPong, PushResync, PushRevoked
 from seg_contract.models import PUSH_MESSAGE
@@ -50,105 +43,6 @@ log = logging.getLogger(__name__)
 
 # API Gateway caps a WebSocket message at 128 KB; a push is far smaller.
 MAX_PUSH_BYTES = 256 * 1024
-
-
-@dataclass
-class LinkStatus:
-    """What health, metrics and keepalives report about the link."""
-
-    state: State = State.IDLE
-    fatal_reason: str = ""
-    connected_since: float | None = None  # epoch seconds
-    last_contact: float | None = None  # epoch seconds of the last good answer
-    last_error: str = ""
-    connects: int = 0
-    snapshots: int = 0
-    not_modified: int = 0
-    deltas: int = 0
-    pushes: int = 0
-    fetch_failures: int = 0
-    counters: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def fatal(self) -> bool:
-        return bool(self.fatal_reason)
-
-
-class PolicySync:
-    """Snapshot and delta fetches into the store, serialised by one lock."""
-
-    def __init__(
-        self,
-        client: ControlPlaneClient,
-        store: PolicyStore,
-        status: LinkStatus,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self._client = client
-        self._store = store
-        self._status = status
-        self._clock = clock
-        self._lock = asyncio.Lock()
-
-    async def full(self) -> bool:
-        async with self._lock:
-            return await self._guarded(self._full_locked)
-
-    async def delta(self) -> bool:
-        async with self._lock:
-            return await self._guarded(self._delta_locked)
-
-    async def _guarded(self, fetch: Callable[[], Awaitable[None]]) -> bool:
-        try:
-            await fetch()
-        except CredentialRejected as exc:
-            self._status.fatal_reason = f"credential rejected by the control plane ({exc})"
-            log.error("%s", self._status.fatal_reason)
-            return False
-        except ControlPlaneUnavailable as exc:
-            self._status.fetch_failures += 1
-            self._status.last_error = str(exc)
-            log.warning("policy fetch failed: %s", exc)
-            return False
-        self._status.last_contact = self._clock()
-        return True
-
-    async def _full_locked(self) -> None:
-        index = self._store.current()
-        etag = f'"{index.cluster_id}-{index.version}"' if index.loaded else None
-        answer = await self._client.fetch_snapshot(etag)
-        now = self._clock()
-        if answer.snapshot is None:
-            self._status.not_modified += 1
-            self._store.confirm(now)
-            return
-        self._status.snapshots += 1
-        self._store.apply_snapshot(answer.snapshot, now)
-        log.info(
-            "policy snapshot applied: cluster %s version %d, %d devices",
-            answer.snapshot.cluster_id,
-            answer.snapshot.version,
-            len(answer.snapshot.devices),
-        )
-
-    async def _delta_locked(self) -> None:
-        index = self._store.current()
-        if not index.loaded:
-            await self._full_locked()
-            return
-        delta = await self._client.fetch_delta(index.version)
-        if delta is None:
-            log.info("delta since %d is gone (410); fetching the snapshot", index.version)
-            await self._full_locked()
-            return
-        try:
-            self._store.apply_delta(delta, self._clock())
-        except PolicyMismatchError as exc:
-            log.warning("delta not applicable (%s); fetching the snapshot", exc)
-            await self._full_locked()
-            return
-        self._status.deltas += 1
-        log.info("policy delta %d..%d applied", delta.since_version, delta.version)
 
 
 @dataclass(frozen=True)

@@ -35,9 +35,10 @@ from onprem_gateway.agent.admin import AdminServer, Response
 from onprem_gateway.agent.cloud import ControlPlaneClient, ssl_context
 from onprem_gateway.agent.diagnostics import DiagnosticsError, explain_device
 from onprem_gateway.agent.eas_runner import InProcessRunner, public_url
-from onprem_gateway.agent.link import ControlPlaneLink, LinkSettings, LinkStatus, PolicySync
+from onprem_gateway.agent.link import ControlPlaneLink, LinkSettings
 from onprem_gateway.agent.persist import PolicyFile, PolicyFileError, atomic_write, read_policy_file
 from onprem_gateway.agent.policy_store import PolicyPersister, PolicyStore
+from onprem_gateway.agent.policy_sync import LinkStatus, PolicySync
 from onprem_gateway.agent.reporter import EventBuffer, Reporter
 from onprem_gateway.agent.spool import Spool
 from onprem_gateway.agent.telemetry import CONTENT_TYPE, render

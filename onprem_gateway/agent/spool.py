@@ -18,7 +18,9 @@ The spool is bounded by ``max_bytes``: when an append would exceed it, whole seg
 are evicted oldest-first and their events counted in ``evicted_events`` (a metric), so a
 long outage costs the oldest events, never the node's disk.
 
-Not thread-safe: one task (the reporter's) uses it at a time.
+One task (the reporter's) uses it, through worker threads (file I/O stays off the event
+loop); a lock serialises the calls, because a thread cancelled from the loop's side still
+runs to its end while shutdown appends the last batches.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import struct
+import threading
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +88,7 @@ class Spool:
         self.evicted_events = 0
         self.evicted_batches = 0
         self.damaged_segments = 0
+        self._lock = threading.Lock()
         self._open()
 
     # --- state --------------------------------------------------------------------------
@@ -150,6 +154,10 @@ class Spool:
 
     def append(self, payload: bytes, events: int) -> None:
         """Append one batch and fsync it; evict the oldest segments past ``max_bytes``."""
+        with self._lock:
+            self._append(payload, events)
+
+    def _append(self, payload: bytes, events: int) -> None:
         record = encode_record(payload)
         self._evict_for(len(record))
         segment, fd = self._writable(len(record))
@@ -205,6 +213,10 @@ class Spool:
 
     def peek(self) -> bytes | None:
         """The oldest unacknowledged batch (its JSON payload), or None."""
+        with self._lock:
+            return self._peek()
+
+    def _peek(self) -> bytes | None:
         while self._segments:
             head = self._segments[0]
             if self._cursor < len(head.records):
@@ -219,15 +231,17 @@ class Spool:
 
     def ack(self) -> None:
         """The batch ``peek`` returned was delivered."""
-        if not self._segments:
-            return
-        head = self._segments[0]
-        self._cursor += 1
-        if self._cursor >= len(head.records):
-            self._drop_head()
+        with self._lock:
+            if not self._segments:
+                return
+            head = self._segments[0]
+            self._cursor += 1
+            if self._cursor >= len(head.records):
+                self._drop_head()
 
     def close(self) -> None:
-        self._close_active()
+        with self._lock:
+            self._close_active()
 
 
 def _count_events(payload: bytes) -> int:

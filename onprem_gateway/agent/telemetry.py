@@ -22,8 +22,8 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from onprem_gateway.agent.lifecycle import State
-from onprem_gateway.agent.link import LinkStatus
 from onprem_gateway.agent.policy_store import PolicyStore
+from onprem_gateway.agent.policy_sync import LinkStatus
 from onprem_gateway.agent.reporter import Reporter
 from onprem_gateway.core.freshness import Enforcement, Level, freshness
 from onprem_gateway.proxy.metrics import UPSTREAM_BUCKETS
@@ -62,6 +62,11 @@ class NodeCollector(Collector):
             "seg_gateway_workers_running",
             "EAS worker processes running (0 in in-process mode)",
             sum(1 for w in workers if w.get("running")),
+        )
+        yield CounterMetricFamily(
+            "seg_gateway_worker_restarts",
+            "EAS worker processes restarted after an unexpected exit",
+            value=sum(int(w.get("restarts", 0)) for w in workers),
         )
         up = self._node.upstream_ok
         yield _gauge(

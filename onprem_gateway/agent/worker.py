@@ -21,6 +21,7 @@ from typing import Any
 
 from onprem_gateway.agent.channel import encode, open_channel, read_message, read_policy_op
 from onprem_gateway.agent.eas_runner import proxy_settings
+from onprem_gateway.agent.logs import configure_logging
 from onprem_gateway.agent.policy_store import PolicyStore
 from onprem_gateway.agent.reporter import EventBuffer
 from onprem_gateway.config import config_from_wire
@@ -106,10 +107,7 @@ async def run_worker(index: int, control_fd: int, listen_fd: int) -> int:
         print("worker: no hello from the agent", file=sys.stderr)
         return 2
     config = config_from_wire(hello["config"])
-    logging.basicConfig(
-        level=config.log_level,
-        format=f"%(asctime)s %(levelname)s worker-{index} %(name)s: %(message)s",
-    )
+    configure_logging(config.log_level, config.log_format, f"worker-{index}")
     worker = WorkerProcess(index, reader, writer)
     worker.grace_s = config.shutdown_grace_s
     if hello.get("policy"):

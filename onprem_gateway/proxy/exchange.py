@@ -5,8 +5,8 @@ Theory of operation
 The client connection creates an ``Exchange`` when a request head is complete and calls
 ``start`` when it becomes the connection's current request (HTTP/1.1 answers go out in
 request order; a pipelined request waits, its body buffered, with reading paused).
-``start`` routes and decides synchronously (parse, policy lookup, decision: a few µs)
-and then either
+``start`` (``admission.py``) routes and decides synchronously (parse, policy lookup,
+decision: a few µs) and then either
 
 - answers locally (404, 400, block, 401...): the answer is written at once; a body still
   arriving is read and dropped (``discard``) so the connection stays usable, or the
@@ -23,21 +23,13 @@ verifying a device password (scrypt), runs in a thread and only on a cache miss.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from onprem_gateway.core.block_responses import blocked_response
-from onprem_gateway.core.decision import decide
-from onprem_gateway.core.eas_request import EasRequestError, parse
 from onprem_gateway.core.facts import Decision, RequestFacts
 from onprem_gateway.proxy import events, headers, responses
-from onprem_gateway.proxy.settings import LONG_POLL_COMMANDS
-from onprem_gateway.proxy.substitution import REJECT, Outcome, Substitution
+from onprem_gateway.proxy.admission import Admission
 from onprem_gateway.proxy.upstream import UpstreamConnection, UpstreamError
-from seg_contract import Access
 
 if TYPE_CHECKING:
     from onprem_gateway.proxy.connection import ClientConnection
@@ -45,17 +37,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EAS_PATH = b"/microsoft-server-activesync"
-AUTODISCOVER_PATH = b"/autodiscover/autodiscover.xml"
-_EAS_METHODS = (b"POST", b"OPTIONS")
-# The request headers ``eas_request.parse`` reads.
-_EAS_HEADERS = (
-    (b"user-agent", "user-agent"),
-    (b"authorization", "authorization"),
-    (b"ms-asprotocolversion", "ms-asprotocolversion"),
-    (b"x-ms-policykey", "x-ms-policykey"),
-)
-_AUTODISCOVER_METHODS = (b"POST", b"GET")
 # A request body we keep a copy of, so a request that met a pooled connection the
 # upstream had just closed can be sent again on a fresh one (nothing was answered).
 _REPLAY_LIMIT = 64 * 1024
@@ -64,14 +45,12 @@ _REPLAY_LIMIT = 64 * 1024
 _LENGTH, _CHUNKED, _CLOSE, _EMPTY = 0, 1, 2, 3
 
 
-class Exchange:
+class Exchange(Admission):
     __slots__ = (
         "_body_done",
         "_client_framing",
         "_closing",
-        "_decision",
         "_discarding",
-        "_facts",
         "_finished",
         "_head",
         "_local_done",
@@ -89,7 +68,6 @@ class Exchange:
         "content_length",
         "expect_continue",
         "headers",
-        "held",
         "http11",
         "keep_alive",
         "lookup",
@@ -146,105 +124,6 @@ class Exchange:
         self._client_framing = _LENGTH
         self._upstream_until_close = False
         self._upstream_paused = False
-
-    # --- start: route, decide ----------------------------------------------------------
-    def start(self) -> None:
-        state = self.state
-        state.metrics.in_flight += 1
-        path = self.target.split(b"?", 1)[0].lower()
-        if path == EAS_PATH:
-            if self.method not in _EAS_METHODS:
-                self._method_not_allowed(b"OPTIONS, POST")
-                return
-            self._start_eas()
-        elif path == AUTODISCOVER_PATH:
-            # Autodiscover (MS-OXDSCLI) is not an EAS command: not decided, passed through.
-            if self.method not in _AUTODISCOVER_METHODS:
-                self._method_not_allowed(b"GET, POST")
-                return
-            self._proxy(None)
-        else:
-            self.answer(404, responses.text("not found: this gateway serves Exchange ActiveSync"))
-
-    def _method_not_allowed(self, allow: bytes) -> None:
-        self.answer(405, responses.text("method not allowed"), headers=((b"Allow", allow),))
-
-    def _start_eas(self) -> None:
-        state = self.state
-        lookup = self.lookup
-        hdrs = {name: lookup[raw].decode("latin-1") for raw, name in _EAS_HEADERS if raw in lookup}
-        try:
-            facts = parse(self.method.decode("ascii"), self.target.decode("latin-1"), hdrs)
-        except EasRequestError as exc:
-            state.metrics.count_request("malformed", "block", True)
-            events.record_rejected(
-                state.sink,
-                state.node_id,
-                None,
-                reason=exc.reason,
-                rule="malformed",
-                http_status=400,
-            )
-            self.answer(400, responses.text(f"bad EAS request: {exc.reason}"))
-            return
-        self._facts = facts
-        policy = state.policy.current()
-        decision = decide(facts, policy, time.time())
-        state.metrics.count_request(
-            facts.command or facts.method, decision.access, decision.enforced
-        )
-        if decision.effective is not Access.ALLOW:
-            block = blocked_response(facts, decision)
-            events.record_decision(state.sink, state.node_id, facts, decision, block.status)
-            self.answer(block.status, block.body, content_type=None, headers=_raw(block.headers))
-            return
-        self._decision = decision
-        if facts.command in LONG_POLL_COMMANDS:
-            self.held = True
-            state.metrics.held += 1
-            self.conn.timeout = state.settings.timeouts.long_poll_idle_s
-        outcome = state.substitution.evaluate(policy, facts, hdrs.get("authorization"))
-        if isinstance(outcome, asyncio.Future):
-            outcome.add_done_callback(self._substitution_ready)
-        else:
-            self._substituted(outcome)
-
-    def _substitution_ready(self, fut: asyncio.Future[Outcome]) -> None:
-        if self._finished or self.conn.closed:
-            return
-        self._substituted(REJECT if fut.cancelled() or fut.exception() else fut.result())
-
-    def _substituted(self, result: Outcome) -> None:
-        if result is None or isinstance(result, bytes):
-            self._proxy(result)
-        elif result is Substitution.UNAVAILABLE:
-            self.answer(
-                503,
-                responses.text("credential substitution is unavailable on this node"),
-                headers=(
-                    (b"Retry-After", str(self.state.settings.timeouts.retry_after_s).encode()),
-                ),
-            )
-        else:
-            assert self._facts is not None
-            self._reject_password(self._facts)
-
-    def _reject_password(self, facts: RequestFacts) -> None:
-        # A wrong device password (PW1) is never forwarded: the upstream would count it
-        # against the real account's lockout. 401 + Basic challenge (MS-ASHTTP 3.1.5.2).
-        events.record_rejected(
-            self.state.sink,
-            self.state.node_id,
-            facts,
-            reason="wrong device password",
-            rule="pw1",
-            http_status=401,
-        )
-        self.answer(
-            401,
-            responses.text("wrong device password"),
-            headers=((b"WWW-Authenticate", b'Basic realm="Exchange ActiveSync"'),),
-        )
 
     # --- local answers -----------------------------------------------------------------
     def answer(
@@ -313,6 +192,10 @@ class Exchange:
             authorization=authorization,
             has_connection=b"connection" in self.lookup,
         )
+        # The head is built: drop the parsed headers (a held Ping keeps its exchange for
+        # up to an hour; fewer live objects per held request = shorter GC passes).
+        self.headers = []
+        self.lookup = {}
         if self._facts is not None and self._facts.command == "Ping":
             # A Ping is answered up to an hour later: record it when forwarded (status 0
             # = "answer pending") so the dashboard sees the device at once. (Sync is
@@ -376,7 +259,7 @@ class Exchange:
     # Client body events (from the client connection's parser).
     def client_body(self, chunk: bytes) -> None:
         self.body_seen += len(chunk)
-        if self._discarding:
+        if self._discarding or not chunk:  # an empty chunk would end a chunked body
             return
         replay = self._replay
         if replay is not None:
@@ -483,6 +366,8 @@ class Exchange:
         return None
 
     def upstream_body(self, chunk: bytes) -> None:
+        if not chunk:
+            return
         conn = self.conn
         conn.last_active = self.state.loop.time()  # a long download is not idle
         if self._client_framing == _CHUNKED:
@@ -586,16 +471,3 @@ class Exchange:
         if self.held:
             metrics.held -= 1
         self.conn.exchange_finished(self, close=self._closing)
-
-
-def _raw(pairs: object) -> tuple[tuple[bytes, bytes], ...]:
-    """A block answer's headers as bytes pairs, minus framing (we set Content-Length)."""
-    items = pairs.items() if isinstance(pairs, Mapping) else pairs
-    out = []
-    for name, value in items:  # type: ignore[attr-defined]
-        name_b = name if isinstance(name, bytes) else str(name).encode("latin-1")
-        if name_b.lower() in (b"content-length", b"transfer-encoding", b"connection"):
-            continue
-        value_b = value if isinstance(value, bytes) else str(value).encode("latin-1")
-        out.append((name_b, value_b))
-    return tuple(out)

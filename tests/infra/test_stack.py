@@ -328,6 +328,7 @@ def test_console_routes_use_the_jwt_authorizer_and_others_reach_the_app(
         "ANY /gateway/{proxy+}",
         "GET /health",
         "GET /openapi.json",
+        "$default",
     }
     (authorizer_id, authorizer) = next(iter(s.resources("AWS::ApiGatewayV2::Authorizer").items()))
     assert authorizer["Properties"]["AuthorizerType"] == "JWT"

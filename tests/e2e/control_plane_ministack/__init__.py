@@ -1,0 +1,1 @@
+"""The CDK stack deployed into ministack (a local AWS emulator) and driven end to end."""

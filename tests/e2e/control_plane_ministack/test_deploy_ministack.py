@@ -259,6 +259,10 @@ async def test_health_is_public_and_the_console_needs_a_cognito_token(
     assert anonymous.status_code == 401  # refused by API Gateway's JWT authorizer
     forged = await http.get("/console/v1/whoami", headers={"Authorization": "Bearer a.b.c"})
     assert forged.status_code == 401
+    # The dashboard page: /console redirects to /console/, which only $default can route.
+    page = await http.get("/console", follow_redirects=True)
+    assert page.status_code == 200, page.text
+    assert page.headers["content-type"].startswith("text/html")
     signed_in = await http.get("/console/v1/whoami", headers=_admin(deployed))
     assert signed_in.status_code == 200, signed_in.text
     assert signed_in.json()["subject"]

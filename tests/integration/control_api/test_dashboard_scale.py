@@ -272,3 +272,28 @@ def test_a_link_to_an_id_the_device_no_longer_reports_does_not_join(ctx: Ctx) ->
     ctx.client.post("/mdm/v1/events", json=moved, headers=ctx.mdm()).raise_for_status()
     [row] = listing(ctx)["items"]
     assert (row["mdm_device_id"], row["enrollment_state"]) == ("", "unknown")
+
+
+def test_a_forged_cursor_is_refused_with_a_clear_422(many) -> None:
+    ctx, _ = many
+    forged = dashboard.encode_cursor("", "", dashboard.ListQuery())
+    response = ctx.client.get(
+        "/console/v1/email-devices", params={"cursor": forged}, headers=ctx.admin()
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"] == "cursor is not one this API issued"
+
+
+def test_tallies_partition_into_state_totals_and_summary_counts() -> None:
+    assert tally("block", "unknown_device") == "block~unknown"
+    assert tally("block", "entry") == "block"
+    tallies = {"allow": 5, "block": 2, "block~unknown": 3, "allow~unknown": 1, "quarantine": 4}
+    assert dashboard.total_of(tallies, None) == 15
+    assert dashboard.total_of(tallies, "block") == 5
+    assert dashboard.total_of(tallies, "quarantine") == 4
+    assert dashboard.summary_counts(tallies) == {
+        "allow": 5,
+        "block": 2,
+        "quarantine": 4,
+        "unknown": 4,
+    }

@@ -5,6 +5,7 @@ an in-memory PolicyView / EventSink, and a gateway started in-process."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import ipaddress
@@ -114,6 +115,8 @@ class FakeUpstream:
     client_got_first: asyncio.Event | None = None
     port: int = 0
     cert: Path | None = None
+    # Set at teardown: held requests end at once instead of holding up the cleanup.
+    release: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         digest = hashlib.sha256()
@@ -135,7 +138,8 @@ class FakeUpstream:
         )
         cmd = request.query.get("Cmd", "")
         if cmd in ("Ping", "FolderSync") and self.hold_s:
-            await asyncio.sleep(self.hold_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.release.wait(), self.hold_s)
         if request.headers.get("X-Test-451"):
             return web.Response(
                 status=451,
@@ -231,6 +235,7 @@ async def upstream(certs: dict[str, tuple[Path, Path]]) -> AsyncIterator[FakeUps
     up.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     up.cert = certs["upstream"][0]
     yield up
+    up.release.set()
     await runner.cleanup()
 
 

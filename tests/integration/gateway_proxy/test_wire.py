@@ -150,3 +150,20 @@ async def test_graceful_close_lets_a_held_request_finish(
         pass
     else:
         raise AssertionError("a closed server accepted a connection")
+
+
+async def test_close_cuts_requests_still_held_at_the_deadline(
+    upstream: FakeUpstream, make_gateway: GatewayFactory
+) -> None:
+    gw = await make_gateway(
+        upstream.port, policy_index(devices=(entry("alice", "dev1", Access.ALLOW),))
+    )
+    upstream.hold_s = 30.0  # far beyond the deadline below
+    ping = SYNC.replace("Cmd=Sync", "Cmd=Ping")
+    held = asyncio.create_task(exchange_raw(gw, request(target=ping)))
+    while gw.server.metrics.held == 0:
+        await asyncio.sleep(0.01)
+    await gw.server.close(0.2)
+    out = await held
+    assert out == b""  # cut, never a half answer
+    assert gw.server.metrics.connections == 0

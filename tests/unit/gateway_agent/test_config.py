@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import json
+import logging
 import os
 import ssl
 from dataclasses import replace
@@ -11,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from onprem_gateway.__main__ import main
-from onprem_gateway.config import ConfigError, config_from_wire, load_config
+from onprem_gateway.agent.logs import configure_logging
+from onprem_gateway.config import FIELDS, ConfigError, config_from_wire, load_config
 from seg_contract.crypto import generate_cluster_keypair, seal, unseal
 
 
@@ -229,3 +232,19 @@ def test_make_cert_writes_a_usable_pair(tmp_path: Path) -> None:
     ctx.load_cert_chain(str(cert), str(key))
     assert key.stat().st_mode & 0o777 == 0o600
     assert main(["make-cert", "--cert", str(cert), "--key", str(key), "--days", "0"]) == 2
+
+
+def test_every_setting_is_documented_for_operators() -> None:
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "gateway.md").read_text()
+    assert [f.env for f in FIELDS if f"`{f.env}`" not in doc] == []
+
+
+def test_json_logs_are_one_object_per_line(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("INFO", "json", "worker-3")
+    try:
+        logging.getLogger("onprem_gateway.test").info("policy %s applied", 42)
+    finally:
+        logging.getLogger().handlers.clear()
+    line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert line["message"] == "policy 42 applied" and line["process"] == "worker-3"
+    assert line["level"] == "INFO" and line["logger"] == "onprem_gateway.test"

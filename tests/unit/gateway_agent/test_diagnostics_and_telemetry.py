@@ -11,8 +11,8 @@ import pytest
 
 from onprem_gateway.agent.diagnostics import DiagnosticsError, explain_device
 from onprem_gateway.agent.lifecycle import State
-from onprem_gateway.agent.link import LinkStatus
 from onprem_gateway.agent.policy_store import PolicyStore
+from onprem_gateway.agent.policy_sync import LinkStatus
 from onprem_gateway.agent.reporter import EventBuffer, Reporter
 from onprem_gateway.agent.spool import Spool
 from onprem_gateway.agent.telemetry import render
@@ -90,7 +90,7 @@ class FakeNode:
         return self.metrics.snapshot()
 
     def workers_status(self) -> list[dict[str, Any]]:
-        return [{"running": True}, {"running": False}]
+        return [{"running": True, "restarts": 0}, {"running": False, "restarts": 2}]
 
 
 def test_metrics_render_every_family(tmp_path: Path) -> None:
@@ -113,6 +113,7 @@ def test_metrics_render_every_family(tmp_path: Path) -> None:
         'seg_gateway_push_connection_state{state="connected"} 1.0',
         'seg_gateway_policy_fetches_total{outcome="snapshot"} 1.0',
         "seg_gateway_workers_running 1.0",
+        "seg_gateway_worker_restarts_total 2.0",
         "seg_gateway_spool_evicted_events_total 0.0",
         "seg_gateway_fail_closed 0.0",
     ):

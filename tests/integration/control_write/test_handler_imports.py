@@ -1,5 +1,6 @@
 """Importing a handler needs no environment: clients are built on first use (so CDK
-synth, the local runtime and tests can import them freely)."""
+synth, the local runtime and tests can import them freely). Integration tier: the X-Ray
+SDK behind powertools' Tracer opens a UDP socket when it is imported."""
 
 from __future__ import annotations
 

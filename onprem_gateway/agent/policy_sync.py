@@ -1,0 +1,126 @@
+"""Policy fetches from the control plane into the store, and the link's status.
+
+``PolicySync`` fetches the full snapshot (ETag-aware: ``If-None-Match`` names the applied
+version, so an up-to-date node gets a 304 and only records the contact) and deltas
+(410, or a delta that cannot apply -> the full snapshot), one at a time under one lock.
+A 401/403 marks the link fatal (``LinkStatus.fatal_reason``); any other failure is
+counted and left to the caller's retry schedule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from onprem_gateway.agent.cloud import (
+    ControlPlaneClient,
+    ControlPlaneUnavailable,
+    CredentialRejected,
+)
+from onprem_gateway.agent.lifecycle import State
+from onprem_gateway.agent.policy_store import PolicyStore
+from onprem_gateway.core.policy_index import PolicyMismatchError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LinkStatus:
+    """What health, metrics and keepalives report about the link."""
+
+    state: State = State.IDLE
+    fatal_reason: str = ""
+    connected_since: float | None = None  # epoch seconds
+    last_contact: float | None = None  # epoch seconds of the last good answer
+    last_error: str = ""
+    connects: int = 0
+    snapshots: int = 0
+    not_modified: int = 0
+    deltas: int = 0
+    pushes: int = 0
+    fetch_failures: int = 0
+    counters: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def fatal(self) -> bool:
+        return bool(self.fatal_reason)
+
+
+class PolicySync:
+    """Snapshot and delta fetches into the store, serialised by one lock."""
+
+    def __init__(
+        self,
+        client: ControlPlaneClient,
+        store: PolicyStore,
+        status: LinkStatus,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._client = client
+        self._store = store
+        self._status = status
+        self._clock = clock
+        self._lock = asyncio.Lock()
+
+    async def full(self) -> bool:
+        async with self._lock:
+            return await self._guarded(self._full_locked)
+
+    async def delta(self) -> bool:
+        async with self._lock:
+            return await self._guarded(self._delta_locked)
+
+    async def _guarded(self, fetch: Callable[[], Awaitable[None]]) -> bool:
+        try:
+            await fetch()
+        except CredentialRejected as exc:
+            self._status.fatal_reason = f"credential rejected by the control plane ({exc})"
+            log.error("%s", self._status.fatal_reason)
+            return False
+        except ControlPlaneUnavailable as exc:
+            self._status.fetch_failures += 1
+            self._status.last_error = str(exc)
+            log.warning("policy fetch failed: %s", exc)
+            return False
+        self._status.last_contact = self._clock()
+        return True
+
+    async def _full_locked(self) -> None:
+        index = self._store.current()
+        etag = f'"{index.cluster_id}-{index.version}"' if index.loaded else None
+        answer = await self._client.fetch_snapshot(etag)
+        now = self._clock()
+        if answer.snapshot is None:
+            self._status.not_modified += 1
+            self._store.confirm(now)
+            return
+        self._status.snapshots += 1
+        self._store.apply_snapshot(answer.snapshot, now)
+        log.info(
+            "policy snapshot applied: cluster %s version %d, %d devices",
+            answer.snapshot.cluster_id,
+            answer.snapshot.version,
+            len(answer.snapshot.devices),
+        )
+
+    async def _delta_locked(self) -> None:
+        index = self._store.current()
+        if not index.loaded:
+            await self._full_locked()
+            return
+        delta = await self._client.fetch_delta(index.version)
+        if delta is None:
+            log.info("delta since %d is gone (410); fetching the snapshot", index.version)
+            await self._full_locked()
+            return
+        try:
+            self._store.apply_delta(delta, self._clock())
+        except PolicyMismatchError as exc:
+            log.warning("delta not applicable (%s); fetching the snapshot", exc)
+            await self._full_locked()
+            return
+        self._status.deltas += 1
+        log.info("policy delta %d..%d applied", delta.since_version, delta.version)
