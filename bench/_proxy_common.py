@@ -404,7 +404,7 @@ async def _serve(port: int, upstream_port: int, tls: tuple[str, str] | None = No
         tls_key=Path(tls[1]) if tls else None,
     )
     server = await start_eas_server(
-        settings, View(), sink, sock=sock, freeze_gc=not os.environ.get("SEG_BENCH_NO_FREEZE")
+        settings, View(), sink, sock=sock, tune_gc=not os.environ.get("SEG_BENCH_NO_GC_TUNING")
     )
     pump = asyncio.get_running_loop().create_task(sink.pump())
     stop_event = asyncio.Event()

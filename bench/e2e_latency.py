@@ -6,7 +6,7 @@ moto in its own process, two ``seg-gateway`` processes, the demo mail server). E
 change is a Device Services check-in that flips one enrolled device between compromised
 and compliant (or, with ``--kind override``, a console block/allow); the clock starts
 just before the POST and stops, per node, when the node's diagnostics endpoint answers
-the new decision (each node polled concurrently, every 2 ms).
+the new decision (each node polled concurrently, every 10 ms).
 
     .venv/bin/python bench/e2e_latency.py [--changes 300] [--kind checkin|override]
 """
@@ -49,7 +49,7 @@ def _wait_all(nodes: list[Node], device: DemoDevice, access: str, start: float) 
                     return
                 if time.monotonic() - start > 30:
                     raise SystemExit(f"{node.node_id} did not enforce {access} within 30 s")
-                time.sleep(0.002)
+                time.sleep(0.01)
 
     threads = [threading.Thread(target=poll, args=(n,)) for n in nodes]
     for t in threads:

@@ -41,8 +41,9 @@ IAM5_REASONS = (
 )
 
 ACKNOWLEDGED = {
-    "AwsSolutions-L1": "Python 3.13 is the runtime the project supports and tests "
-    "(pyproject, the Lambda bundle's wheels); a runtime upgrade is a deliberate change.",
+    "AwsSolutions-L1": "Python 3.13 is the newest Lambda runtime inside the project's "
+    "supported range (requires-python <3.14 in pyproject.toml, which the bundle's wheels "
+    "are built for); moving to 3.14 is a deliberate upgrade of that range.",
     "AwsSolutions-COG8": "The Plus feature plan (threat protection) is a paid add-on for "
     "a handful of admin accounts that already need a password and TOTP; tenants can "
     "enable it on the pool without a code change.",

@@ -114,8 +114,18 @@ def installed_dependencies(deps: tuple[str, ...], target: PipTarget) -> Path:
             f"pip could not install the Lambda dependencies for {target.name}:\n{result.stderr}"
         )
     (staging / ".complete").write_text(" ".join(deps))
-    shutil.rmtree(cache, ignore_errors=True)
-    staging.rename(cache)
+    # Another synth (a parallel test run) may have filled the cache meanwhile: keep the
+    # first complete copy and never delete one that someone may be reading.
+    if (cache / ".complete").exists():
+        shutil.rmtree(staging, ignore_errors=True)
+        return cache
+    shutil.rmtree(cache, ignore_errors=True)  # an incomplete leftover
+    try:
+        staging.rename(cache)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not (cache / ".complete").exists():
+            raise
     return cache
 
 

@@ -18,6 +18,7 @@ import ctypes
 import json
 import logging
 import os
+import shutil
 import signal
 import ssl
 import subprocess
@@ -185,6 +186,10 @@ class Stack:
 
     def _start(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        # The control plane starts empty (moto keeps nothing), so a node's persisted
+        # policy and spool from an earlier run belong to a cluster that no longer exists.
+        shutil.rmtree(self.state_dir / "nodes", ignore_errors=True)
+        shutil.rmtree(self.state_dir / "logs", ignore_errors=True)  # one run's logs
         self.tls = make_local_tls(self.state_dir / "tls")
         if not self.upstream_url:
             self.mail = DemoMailServer(ping_hold_cap_s=self.options.demo_ping_hold_cap_s)

@@ -110,3 +110,9 @@ def gateway(
     # a node id the WebSocket side would accept.
     node = validate_node_id(node_id.strip()) if node_id else ""
     return GatewayCaller(principal=principal, node_id=node)
+
+
+# The callers as route parameters, spelled once for every router.
+Admin = Annotated[ConsoleAdmin, Depends(console_admin)]
+Gateway = Annotated[GatewayCaller, Depends(gateway)]
+DeviceServices = Annotated[DeviceServicesCaller, Depends(device_services)]

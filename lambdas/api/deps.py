@@ -13,22 +13,10 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-import boto3
 from fastapi import Request
 
-from lambdas.adapters.apigw_connections import ApiGatewayConnections
-from lambdas.adapters.dynamodb_cluster_credentials import DynamoDbClusterCredentials
-from lambdas.adapters.dynamodb_clusters import DynamoDbClusters
-from lambdas.adapters.dynamodb_connections import DynamoDbConnections
-from lambdas.adapters.dynamodb_device_events import DynamoDbDeviceEvents
-from lambdas.adapters.dynamodb_devices import DynamoDbDevices
-from lambdas.adapters.dynamodb_email_devices import DynamoDbEmailDevices
-from lambdas.adapters.dynamodb_gateway_nodes import DynamoDbGatewayNodes
-from lambdas.adapters.dynamodb_manual_overrides import DynamoDbManualOverrides
-from lambdas.adapters.dynamodb_policy_entries import DynamoDbPolicyEntries
 from lambdas.adapters.secretsmanager_device_services_key import SecretsManagerKeyDigest
-from lambdas.adapters.sqs_compliance_queue import SqsComplianceQueue
-from lambdas.adapters.sqs_payload_queue import SqsPayloadQueue
+from lambdas.adapters.wiring import Adapters
 from lambdas.domain.errors import PushFailed
 from lambdas.ports import (
     ClusterCredentialStore,
@@ -59,8 +47,9 @@ class AuthConfig:
     device_services_key_sha256: str
 
 
-class Container:
-    """Adapters over one set of boto3 clients (created lazily, reused warm)."""
+class Container(Adapters):
+    """The API's adapters (``lambdas.adapters.wiring``), a poster that tolerates a
+    deployment without a WebSocket API, and the callers' authentication settings."""
 
     def __init__(
         self,
@@ -71,26 +60,14 @@ class Container:
         apigw: ApiGatewayManagementApiClient | None = None,
         secrets: Any = None,
     ) -> None:
-        self.settings = settings
-        self._dynamodb = dynamodb
-        self._sqs = sqs
-        self._apigw = apigw
+        super().__init__(settings, dynamodb=dynamodb, sqs=sqs, apigw=apigw)
         self._secrets = secrets  # a Secrets Manager client (built lazily when None)
 
     @cached_property
-    def dynamodb(self) -> DynamoDBClient:
-        return self._dynamodb or boto3.client("dynamodb")
-
-    @cached_property
-    def sqs(self) -> SQSClient:
-        return self._sqs or boto3.client("sqs")
-
-    @cached_property
     def poster(self) -> ConnectionPoster:
-        endpoint = self.settings.websocket_management_endpoint
-        if self._apigw is None and not endpoint:
+        if self._apigw is None and not self.settings.websocket_management_endpoint:
             return NoWebSocketApi()
-        return ApiGatewayConnections(endpoint, self._apigw)
+        return super().poster
 
     @property
     def auth(self) -> AuthConfig:
@@ -111,56 +88,6 @@ class Container:
             return self.settings.device_services_key_sha256
         secret = self._device_services_secret
         return secret.sha256() if secret is not None else ""
-
-    @cached_property
-    def credentials(self) -> DynamoDbClusterCredentials:
-        return DynamoDbClusterCredentials(self.settings.table("clusters"), self.dynamodb)
-
-    @cached_property
-    def email_devices(self) -> DynamoDbEmailDevices:
-        return DynamoDbEmailDevices(
-            self.settings.table("email_devices"),
-            self.dynamodb,
-            # The dashboard joins a page with its MDM records and overrides in batch reads.
-            devices_table=self.settings.table("devices"),
-            overrides_table=self.settings.table("manual_overrides"),
-        )
-
-    @cached_property
-    def gateway_nodes(self) -> DynamoDbGatewayNodes:
-        return DynamoDbGatewayNodes(self.settings.table("gateway_nodes"), self.dynamodb)
-
-    @cached_property
-    def payload_queue(self) -> SqsPayloadQueue:
-        return SqsPayloadQueue(self.settings.queue_url("payload"), self.sqs)
-
-    @cached_property
-    def compliance_queue(self) -> SqsComplianceQueue:
-        return SqsComplianceQueue(self.settings.queue_url("compliance"), self.sqs)
-
-    @cached_property
-    def clusters(self) -> DynamoDbClusters:
-        return DynamoDbClusters(self.settings.table("clusters"), self.dynamodb)
-
-    @cached_property
-    def devices(self) -> DynamoDbDevices:
-        return DynamoDbDevices(self.settings.table("devices"), self.dynamodb)
-
-    @cached_property
-    def device_events(self) -> DynamoDbDeviceEvents:
-        return DynamoDbDeviceEvents(self.settings.table("device_events"), self.dynamodb)
-
-    @cached_property
-    def policy_entries(self) -> DynamoDbPolicyEntries:
-        return DynamoDbPolicyEntries(self.settings.table("policy_entries"), self.dynamodb)
-
-    @cached_property
-    def connections(self) -> DynamoDbConnections:
-        return DynamoDbConnections(self.settings.table("connections"), self.dynamodb)
-
-    @cached_property
-    def overrides(self) -> DynamoDbManualOverrides:
-        return DynamoDbManualOverrides(self.settings.table("manual_overrides"), self.dynamodb)
 
 
 class NoWebSocketApi:

@@ -4,57 +4,32 @@ Every route needs a console admin."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Path, Response, status
+from fastapi import APIRouter, Body, Response, status
 
 from lambdas.api import models
-from lambdas.api.auth import ConsoleAdmin, console_admin
-from lambdas.api.deps import (
-    clock,
-    cluster_store,
-    compliance_queue,
-    connection_poster,
-    connection_store,
-    credential_store,
-    gateway_node_store,
-    policy_entry_store,
+from lambdas.api.auth import Admin
+from lambdas.api.params import (
+    ClusterId,
+    Clusters,
+    Connections,
+    Credentials,
+    Nodes,
+    Now,
+    Poster,
+    Publishing,
+    Queue,
+    UserPath,
 )
 from lambdas.domain.records import ClusterRecord
-from lambdas.domain.timefmt import format_instant
-from lambdas.ports import (
-    ClusterCredentialStore,
-    ClusterStore,
-    ComplianceQueue,
-    ConnectionPoster,
-    ConnectionStore,
-    GatewayNodeStore,
-    PolicyEntryStore,
-)
+from lambdas.domain.timefmt import format_instant, format_optional_instant
 from lambdas.usecases import clusters as cluster_cases
 from lambdas.usecases import credential_substitution
 from lambdas.usecases.policy_changes import change_settings
 from seg_contract import ClusterSettings
 
 router = APIRouter(prefix="/console/v1", tags=["console"])
-
-Admin = Annotated[ConsoleAdmin, Depends(console_admin)]
-Now = Annotated[datetime, Depends(clock)]
-Clusters = Annotated[ClusterStore, Depends(cluster_store)]
-Credentials = Annotated[ClusterCredentialStore, Depends(credential_store)]
-Connections = Annotated[ConnectionStore, Depends(connection_store)]
-Poster = Annotated[ConnectionPoster, Depends(connection_poster)]
-Entries = Annotated[PolicyEntryStore, Depends(policy_entry_store)]
-Nodes = Annotated[GatewayNodeStore, Depends(gateway_node_store)]
-Queue = Annotated[ComplianceQueue, Depends(compliance_queue)]
-
-ClusterId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9-]*$")]
-UserPath = Annotated[str, Path(min_length=1, max_length=256)]
-
-
-def _iso(value: datetime | None) -> str | None:
-    return format_instant(value) if value is not None else None
 
 
 # --- Clusters -----------------------------------------------------------------------------
@@ -64,7 +39,7 @@ def _summary(cluster: ClusterRecord) -> models.ClusterSummary:
     return models.ClusterSummary(
         cluster_id=cluster.cluster_id,
         name=cluster.name,
-        policy_version=max(cluster.policy_version, cluster.settings_version),
+        policy_version=cluster.current_version,
         created_at=format_instant(cluster.created_at),
     )
 
@@ -137,7 +112,7 @@ def get_cluster(
         cluster_id=cluster.cluster_id,
         name=cluster.name,
         created_at=format_instant(cluster.created_at),
-        policy_version=max(cluster.policy_version, cluster.settings_version),
+        policy_version=cluster.current_version,
         settings_version=cluster.settings_version,
         settings=cluster.settings,
         public_key=cluster.public_key,
@@ -146,7 +121,7 @@ def get_cluster(
             models.CredentialInfo(
                 key_id=c.key_id,
                 created_at=format_instant(c.created_at),
-                revoked_at=_iso(c.revoked_at),
+                revoked_at=format_optional_instant(c.revoked_at),
             )
             for c in detail.credentials
         ],
@@ -266,21 +241,11 @@ def put_upstream_password(
     user: UserPath,
     body: models.UpstreamPassword,
     _admin: Admin,
-    clusters: Clusters,
-    entries: Entries,
-    connections: Connections,
-    poster: Poster,
+    stores: Publishing,
     now: Now,
 ) -> Response:
     credential_substitution.set_upstream_password(
-        cluster_id,
-        user,
-        body.upstream_password,
-        clusters=clusters,
-        entries=entries,
-        connections=connections,
-        poster=poster,
-        now=now,
+        cluster_id, user, body.upstream_password, stores=stores, now=now
     )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -296,20 +261,11 @@ def issue_device_password(
     cluster_id: ClusterId,
     user: UserPath,
     _admin: Admin,
-    clusters: Clusters,
-    entries: Entries,
-    connections: Connections,
-    poster: Poster,
+    stores: Publishing,
     now: Now,
 ) -> models.DevicePassword:
     password = credential_substitution.issue_device_password(
-        cluster_id,
-        user,
-        clusters=clusters,
-        entries=entries,
-        connections=connections,
-        poster=poster,
-        now=now,
+        cluster_id, user, stores=stores, now=now
     )
     return models.DevicePassword(device_password=password)
 
@@ -320,19 +276,8 @@ def delete_substitution(
     cluster_id: ClusterId,
     user: UserPath,
     _admin: Admin,
-    clusters: Clusters,
-    entries: Entries,
-    connections: Connections,
-    poster: Poster,
+    stores: Publishing,
     now: Now,
 ) -> Response:
-    credential_substitution.remove_substitution(
-        cluster_id,
-        user,
-        clusters=clusters,
-        entries=entries,
-        connections=connections,
-        poster=poster,
-        now=now,
-    )
+    credential_substitution.remove_substitution(cluster_id, user, stores=stores, now=now)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -4,52 +4,30 @@ admin."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, status
+from fastapi import APIRouter, Query, status
 
 from lambdas.api import models
-from lambdas.api.auth import ConsoleAdmin, console_admin
-from lambdas.api.deps import (
-    clock,
-    cluster_store,
-    compliance_queue,
-    device_store,
-    email_device_view,
-    override_store,
-    policy_entry_store,
+from lambdas.api.auth import Admin
+from lambdas.api.params import (
+    Clusters,
+    DeviceIdPath,
+    Devices,
+    Entries,
+    MdmDeviceIdPath,
+    Now,
+    Overrides,
+    Queue,
+    UserPath,
+    View,
 )
 from lambdas.domain.compliance import CompliancePolicy, DeviceRecord
-from lambdas.domain.timefmt import format_instant
-from lambdas.ports import (
-    ClusterStore,
-    ComplianceQueue,
-    DeviceStore,
-    EmailDeviceView,
-    ManualOverrideStore,
-    PolicyEntryStore,
-)
+from lambdas.domain.timefmt import format_instant, format_optional_instant
 from lambdas.usecases import console_devices, dashboard
 from lambdas.usecases.manual_overrides import request_override
 
 router = APIRouter(prefix="/console/v1", tags=["console"])
-
-Admin = Annotated[ConsoleAdmin, Depends(console_admin)]
-Now = Annotated[datetime, Depends(clock)]
-Clusters = Annotated[ClusterStore, Depends(cluster_store)]
-Entries = Annotated[PolicyEntryStore, Depends(policy_entry_store)]
-Devices = Annotated[DeviceStore, Depends(device_store)]
-View = Annotated[EmailDeviceView, Depends(email_device_view)]
-Overrides = Annotated[ManualOverrideStore, Depends(override_store)]
-Queue = Annotated[ComplianceQueue, Depends(compliance_queue)]
-
-UserPath = Annotated[str, Path(min_length=1, max_length=256)]
-DeviceIdPath = Annotated[str, Path(min_length=1, max_length=128)]
-
-
-def _iso(value: datetime | None) -> str | None:
-    return format_instant(value) if value is not None else None
 
 
 @router.get("/whoami", response_model=models.WhoAmI)
@@ -169,18 +147,18 @@ def _mdm_device(device: DeviceRecord) -> models.MdmDevice:
         eas_device_ids=list(device.eas_device_ids),
         enrollment_state=device.enrollment_state.value,
         enrolled_at=format_instant(device.enrolled_at),
-        unenrolled_at=_iso(device.unenrolled_at),
+        unenrolled_at=format_optional_instant(device.unenrolled_at),
         platform=device.platform,
         model=device.model,
         os_version=device.os_version,
         managed=device.managed,
-        last_checkin_at=_iso(device.last_checkin_at),
+        last_checkin_at=format_optional_instant(device.last_checkin_at),
         compromised=device.compromised,
         encrypted=device.encrypted,
         passcode=device.passcode,
         compliance_state=device.compliance_state.value,
         compliance_reasons=list(device.compliance_reasons),
-        evaluated_at=_iso(device.evaluated_at),
+        evaluated_at=format_optional_instant(device.evaluated_at),
     )
 
 
@@ -199,7 +177,7 @@ def list_devices(
 @router.get("/devices/{mdm_device_id}", response_model=models.MdmDevice)
 def get_device(
     *,
-    mdm_device_id: Annotated[str, Path(min_length=1, max_length=128)],
+    mdm_device_id: MdmDeviceIdPath,
     _admin: Admin,
     devices: Devices,
 ) -> models.MdmDevice:

@@ -8,26 +8,19 @@ of an unchanged cluster costs one DynamoDB read per node.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Response, status
+from fastapi import APIRouter, Header, Query, Response, status
 
-from lambdas.api.auth import GatewayCaller, gateway
-from lambdas.api.deps import clock, cluster_store, payload_queue, policy_entry_store
+from lambdas.api.auth import Gateway as Caller
 from lambdas.api.models import Accepted
-from lambdas.ports import ClusterStore, PayloadQueue, PolicyEntryStore
+from lambdas.api.params import Clusters, Entries, Now, Payloads
 from lambdas.usecases.access_events import accept_access_events
-from lambdas.usecases.errors import NotFound
-from lambdas.usecases.policy_sync import build_delta, build_snapshot
+from lambdas.usecases.policy_sync import build_delta, snapshot_unless_held
 from seg_contract import AccessEventBatch, PolicyDelta, PolicySnapshot
 
 router = APIRouter(prefix="/gateway/v1", tags=["gateway"])
 
-Caller = Annotated[GatewayCaller, Depends(gateway)]
-Clusters = Annotated[ClusterStore, Depends(cluster_store)]
-Entries = Annotated[PolicyEntryStore, Depends(policy_entry_store)]
-Now = Annotated[datetime, Depends(clock)]
 _JSON = "application/json"
 
 
@@ -57,15 +50,15 @@ def get_policy(
     now: Now,
     if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
 ) -> Response:
-    cluster = clusters.get_cluster(caller.cluster_id)
-    if cluster is None:
-        raise NotFound(f"cluster {caller.cluster_id} not found")
-    current = etag(caller.cluster_id, max(cluster.policy_version, cluster.settings_version))
-    if _matches(if_none_match, current):
-        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": current})
-    snapshot = build_snapshot(caller.cluster_id, clusters=clusters, entries=entries, now=now)
-    tag = etag(caller.cluster_id, snapshot.version)
-    if _matches(if_none_match, tag):
+    version, snapshot = snapshot_unless_held(
+        caller.cluster_id,
+        lambda held: _matches(if_none_match, etag(caller.cluster_id, held)),
+        clusters=clusters,
+        entries=entries,
+        now=now,
+    )
+    tag = etag(caller.cluster_id, version)
+    if snapshot is None:
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": tag})
     return Response(snapshot.model_dump_json(), media_type=_JSON, headers={"ETag": tag})
 
@@ -98,7 +91,7 @@ def post_access_events(
     *,
     batch: AccessEventBatch,
     caller: Caller,
-    queue: Annotated[PayloadQueue, Depends(payload_queue)],
+    queue: Payloads,
     now: Now,
 ) -> Accepted:
     return Accepted(accepted=accept_access_events(batch, caller.cluster_id, queue, now))

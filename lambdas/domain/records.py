@@ -23,6 +23,13 @@ class ClusterRecord:
     # yet; the scheduled sweep seeds such clusters).
     seeded_at: datetime | None = None
 
+    @property
+    def current_version(self) -> int:
+        """The cluster's policy version as gateways see it: the newest of the counter
+        and the version that wrote the settings (the snapshot's floor, the ETag's number,
+        the keepalive answer)."""
+        return max(self.policy_version, self.settings_version)
+
 
 @dataclass(frozen=True)
 class Connection:

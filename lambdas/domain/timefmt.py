@@ -21,5 +21,9 @@ def format_instant(value: datetime) -> str:
     return to_utc(value).strftime(_FORMAT)
 
 
+def format_optional_instant(value: datetime | None) -> str | None:
+    return format_instant(value) if value is not None else None
+
+
 def parse_instant(text: str) -> datetime:
     return datetime.strptime(text, _FORMAT).replace(tzinfo=UTC)

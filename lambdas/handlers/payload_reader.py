@@ -12,7 +12,6 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import (
@@ -26,24 +25,21 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from lambdas.adapters.dynamodb_email_devices import DynamoDbEmailDevices
 from lambdas.adapters.dynamodb_gateway_nodes import DynamoDbGatewayNodes
-from lambdas.settings import load_settings
+from lambdas.handlers import write_side
 from lambdas.usecases.access_events import PayloadMessage, apply_payload
 
 logger = Logger(service="payload_reader")
 metrics = Metrics(namespace="SEG", service="payload_reader")
 tracer = Tracer(service="payload_reader")
+write_side.share_log_config(logger)
 processor = BatchProcessor(event_type=EventType.SQS)
 
 
 @cache
 def _ports() -> tuple[DynamoDbEmailDevices, DynamoDbGatewayNodes]:
     """Built once per warm container (after the environment is in place)."""
-    settings = load_settings()
-    dynamodb = boto3.client("dynamodb")
-    return (
-        DynamoDbEmailDevices(settings.table("email_devices"), dynamodb),
-        DynamoDbGatewayNodes(settings.table("gateway_nodes"), dynamodb),
-    )
+    adapters = write_side.adapters()
+    return adapters.email_devices, adapters.gateway_nodes
 
 
 @tracer.capture_method

@@ -5,7 +5,6 @@ compliance reader blocks it (``lambdas.usecases.checkin``)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
@@ -14,11 +13,8 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from lambdas.adapters.dynamodb_clusters import DynamoDbClusters
-from lambdas.adapters.dynamodb_devices import DynamoDbDevices
-from lambdas.adapters.sqs_compliance_queue import SqsComplianceQueue
+from lambdas.adapters.wiring import Adapters
 from lambdas.handlers import write_side
-from lambdas.settings import load_settings
 from lambdas.usecases.checkin import sweep_stale_checkins
 
 logger = Logger(service="scheduled_checkin")
@@ -29,22 +25,9 @@ write_side.share_log_config(logger)
 clock: Callable[[], datetime] = lambda: datetime.now(UTC)  # noqa: E731 - tests replace it
 
 
-@dataclass(frozen=True)
-class _Ports:
-    devices: DynamoDbDevices
-    clusters: DynamoDbClusters
-    queue: SqsComplianceQueue
-
-
 @cache
-def ports() -> _Ports:
-    settings = load_settings()
-    client = write_side.dynamodb_client()
-    return _Ports(
-        devices=write_side.devices(settings, client),
-        clusters=write_side.clusters(settings, client),
-        queue=write_side.compliance_queue(settings),
-    )
+def ports() -> Adapters:
+    return write_side.adapters()
 
 
 @logger.inject_lambda_context(clear_state=True, correlation_id_path="id")
@@ -54,7 +37,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # The event (an EventBridge "Scheduled Event") carries nothing we need but its id.
     p = ports()
     report = sweep_stale_checkins(
-        devices=p.devices, clusters=p.clusters, queue=p.queue, now=clock()
+        devices=p.devices, clusters=p.clusters, queue=p.compliance_queue, now=clock()
     )
     metrics.add_metric(name="StaleDevices", unit=MetricUnit.Count, value=report.stale)
     metrics.add_metric(name="DevicesQueued", unit=MetricUnit.Count, value=report.queued)

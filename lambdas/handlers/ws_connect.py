@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
@@ -16,14 +15,12 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
-from lambdas.adapters.dynamodb_cluster_credentials import DynamoDbClusterCredentials
-from lambdas.adapters.dynamodb_connections import DynamoDbConnections
+from lambdas.adapters.wiring import Adapters
 from lambdas.handlers import write_side
 from lambdas.handlers.ws_events import WebSocketEvent, response
-from lambdas.settings import load_settings
 from lambdas.usecases.connections import connect
 from lambdas.usecases.errors import Forbidden, InvalidInput, Unauthenticated
-from lambdas.usecases.gateway_auth import GatewayPrincipal, authenticate_gateway, bearer_token
+from lambdas.usecases.gateway_auth import authenticate_gateway, bearer_token
 
 logger = Logger(service="ws_connect")
 metrics = Metrics(namespace="SEG", service="ws_connect")
@@ -33,23 +30,9 @@ write_side.share_log_config(logger)
 clock: Callable[[], datetime] = lambda: datetime.now(UTC)  # noqa: E731 - tests replace it
 
 
-@dataclass(frozen=True)
-class _Ports:
-    credentials: DynamoDbClusterCredentials
-    connections: DynamoDbConnections
-
-    def authenticate(self, token: str) -> GatewayPrincipal:
-        return authenticate_gateway(token, self.credentials)
-
-
 @cache
-def ports() -> _Ports:
-    settings = load_settings()
-    client = write_side.dynamodb_client()
-    return _Ports(
-        credentials=DynamoDbClusterCredentials(settings.table("clusters"), client),
-        connections=write_side.connections(settings, client),
-    )
+def ports() -> Adapters:
+    return write_side.adapters()
 
 
 def _refuse(status: int, detail: str, metric: str) -> dict[str, Any]:
@@ -73,7 +56,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             token,
             parsed.header("x-seg-node-id") or parsed.query.get("node_id"),
             parsed.request_context.connection_id,
-            authenticate=p.authenticate,
+            authenticate=lambda presented: authenticate_gateway(presented, p.credentials),
             connections=p.connections,
             now=clock(),
         )

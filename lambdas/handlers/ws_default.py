@@ -7,7 +7,6 @@ and the connection is closed, so the node reconnects and meets ``$connect``."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
@@ -17,14 +16,10 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
-from lambdas.adapters.apigw_connections import ApiGatewayConnections
-from lambdas.adapters.dynamodb_clusters import DynamoDbClusters
-from lambdas.adapters.dynamodb_connections import DynamoDbConnections
-from lambdas.adapters.dynamodb_gateway_nodes import DynamoDbGatewayNodes
+from lambdas.adapters.wiring import Adapters
 from lambdas.domain.errors import PushFailed
 from lambdas.handlers import write_side
 from lambdas.handlers.ws_events import WebSocketEvent, response
-from lambdas.settings import load_settings
 from lambdas.usecases.connections import keepalive
 from lambdas.usecases.errors import Forbidden, InvalidInput
 
@@ -36,24 +31,9 @@ write_side.share_log_config(logger)
 clock: Callable[[], datetime] = lambda: datetime.now(UTC)  # noqa: E731 - tests replace it
 
 
-@dataclass(frozen=True)
-class _Ports:
-    connections: DynamoDbConnections
-    nodes: DynamoDbGatewayNodes
-    clusters: DynamoDbClusters
-    poster: ApiGatewayConnections
-
-
 @cache
-def ports() -> _Ports:
-    settings = load_settings()
-    client = write_side.dynamodb_client()
-    return _Ports(
-        connections=write_side.connections(settings, client),
-        nodes=DynamoDbGatewayNodes(settings.table("gateway_nodes"), client),
-        clusters=write_side.clusters(settings, client),
-        poster=write_side.poster(settings),
-    )
+def ports() -> Adapters:
+    return write_side.adapters()
 
 
 @logger.inject_lambda_context(clear_state=True, correlation_id_path="requestContext.connectionId")
@@ -72,7 +52,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             connection_id,
             parsed.text(),
             connections=p.connections,
-            nodes=p.nodes,
+            nodes=p.gateway_nodes,
             clusters=p.clusters,
             poster=p.poster,
             now=clock(),

@@ -14,7 +14,6 @@ from pydantic import ValidationError
 from lambdas.adapters.dynamodb_connections import DynamoDbConnections
 from lambdas.handlers import write_side
 from lambdas.handlers.ws_events import WebSocketEvent, response
-from lambdas.settings import load_settings
 from lambdas.usecases.connections import disconnect
 
 logger = Logger(service="ws_disconnect")
@@ -25,8 +24,7 @@ write_side.share_log_config(logger)
 
 @cache
 def connections() -> DynamoDbConnections:
-    settings = load_settings()
-    return write_side.connections(settings, write_side.dynamodb_client())
+    return write_side.adapters().connections
 
 
 @logger.inject_lambda_context(clear_state=True, correlation_id_path="requestContext.connectionId")

@@ -22,6 +22,7 @@ from lambdas.ports import (
     ConnectionStore,
     GatewayNodeStore,
 )
+from lambdas.usecases.cluster_lookup import require_cluster
 from lambdas.usecases.errors import InvalidInput, NotFound
 from lambdas.usecases.gateway_auth import IssuedCredential, StoredCredential, issue_credential
 from lambdas.usecases.gateway_nodes import NodeReport
@@ -55,13 +56,6 @@ def validate_public_key(public_key: str) -> str:
     if not public_key_is_valid(key):
         raise InvalidInput("public_key must be a base64 32-byte X25519 public key")
     return key
-
-
-def _require(clusters: ClusterStore, cluster_id: str) -> ClusterRecord:
-    cluster = clusters.get_cluster(cluster_id)
-    if cluster is None:
-        raise NotFound(f"cluster {cluster_id} not found")
-    return cluster
 
 
 def _store(credentials: ClusterCredentialStore, issued: IssuedCredential, now: datetime) -> None:
@@ -115,7 +109,7 @@ def rotate_credential(
     credentials: ClusterCredentialStore,
     now: datetime,
 ) -> IssuedCredential:
-    _require(clusters, cluster_id)
+    require_cluster(clusters, cluster_id)
     issued = issue_credential(cluster_id)
     _store(credentials, issued, now)
     return issued
@@ -133,7 +127,7 @@ def revoke_credentials(
 ) -> tuple[list[str], int]:
     """Revoke one key (or all); push ``revoked`` to, and disconnect, the nodes that used
     it. Returns (key ids revoked now, connections closed)."""
-    _require(clusters, cluster_id)
+    require_cluster(clusters, cluster_id)
     known = {c.key_id for c in credentials.list_credentials(cluster_id)}
     if key_id is not None and key_id not in known:
         raise NotFound(f"cluster {cluster_id} has no credential {key_id}")
@@ -155,7 +149,7 @@ def revoke_credentials(
 
 
 def set_public_key(cluster_id: str, public_key: str, *, clusters: ClusterStore) -> str:
-    _require(clusters, cluster_id)
+    require_cluster(clusters, cluster_id)
     key = validate_public_key(public_key)
     clusters.set_public_key(cluster_id, key)
     return key
@@ -169,7 +163,7 @@ def cluster_detail(
     nodes: GatewayNodeStore,
     connections: ConnectionStore,
 ) -> ClusterDetail:
-    cluster = _require(clusters, cluster_id)
+    cluster = require_cluster(clusters, cluster_id)
     return ClusterDetail(
         cluster=cluster,
         nodes=node_statuses(cluster_id, nodes=nodes, connections=connections),

@@ -48,6 +48,7 @@ from lambdas.ports import (
     ManualOverrideStore,
     PolicyEntryStore,
 )
+from lambdas.usecases.cluster_lookup import require_cluster
 from lambdas.usecases.errors import NotFound
 from lambdas.usecases.push import PushReport, send_to
 from lambdas.usecases.resync import continue_reevaluation
@@ -208,10 +209,7 @@ def evaluate_device(
 def _target_clusters(stores: ComplianceStores, cluster_id: str | None) -> list[ClusterRecord]:
     if cluster_id is None:
         return stores.clusters.list_clusters()
-    cluster = stores.clusters.get_cluster(cluster_id)
-    if cluster is None:
-        raise NotFound(f"cluster {cluster_id} not found")
-    return [cluster]
+    return [require_cluster(stores.clusters, cluster_id)]
 
 
 def _take_versions(stores: ComplianceStores, clusters: list[ClusterRecord]) -> dict[str, int]:

@@ -115,7 +115,7 @@ def keepalive(
         raise Forbidden("the connection's cluster no longer exists")
     pong = PushPong(
         cluster_id=connection.cluster_id,
-        version=max(cluster.policy_version, cluster.settings_version),
+        version=cluster.current_version,
         server_time=now,
     )
     try:

@@ -16,9 +16,9 @@ import secrets
 from datetime import datetime
 
 from lambdas.domain.records import ClusterRecord
-from lambdas.ports import ClusterStore, ConnectionPoster, ConnectionStore, PolicyEntryStore
+from lambdas.usecases.cluster_lookup import require_cluster
 from lambdas.usecases.errors import Conflict, InvalidInput, NotFound
-from lambdas.usecases.policy_changes import change_credential
+from lambdas.usecases.policy_changes import PolicyStores, change_credential
 from seg_contract import UserCredential, normalize_user
 from seg_contract.crypto import PasswordHashError, SealError, hash_device_password, seal
 
@@ -41,26 +41,44 @@ def _user(raw: str) -> str:
     return user
 
 
-def _cluster(clusters: ClusterStore, cluster_id: str) -> ClusterRecord:
-    cluster = clusters.get_cluster(cluster_id)
-    if cluster is None:
-        raise NotFound(f"cluster {cluster_id} not found")
-    return cluster
+def _held(
+    stores: PolicyStores, cluster_id: str, user: str
+) -> tuple[ClusterRecord, str, UserCredential | None]:
+    """The cluster (or ``NotFound``), the normalised user and the entry it holds now."""
+    name = _user(user)
+    cluster = require_cluster(stores.clusters, cluster_id)
+    return cluster, name, stores.entries.get_credential(cluster_id, name)
+
+
+def _change(
+    stores: PolicyStores,
+    cluster_id: str,
+    name: str,
+    *,
+    pw1_hashes: tuple[str, ...],
+    sealed_pw2: str,
+    now: datetime,
+) -> UserCredential:
+    """Store and push the user's entry; enabled exactly when it carries a sealed PW2."""
+    return change_credential(
+        cluster_id,
+        name,
+        enabled=bool(sealed_pw2),
+        pw1_hashes=pw1_hashes,
+        sealed_pw2=sealed_pw2,
+        clusters=stores.clusters,
+        entries=stores.entries,
+        connections=stores.connections,
+        poster=stores.poster,
+        now=now,
+    )
 
 
 def set_upstream_password(
-    cluster_id: str,
-    user: str,
-    upstream_password: str,
-    *,
-    clusters: ClusterStore,
-    entries: PolicyEntryStore,
-    connections: ConnectionStore,
-    poster: ConnectionPoster,
-    now: datetime,
+    cluster_id: str, user: str, upstream_password: str, *, stores: PolicyStores, now: datetime
 ) -> UserCredential:
-    name = _user(user)
-    cluster = _cluster(clusters, cluster_id)
+    """Seal the PW2 to the cluster's key and store it, keeping the user's PW1s."""
+    cluster, name, held = _held(stores, cluster_id, user)
     if not cluster.public_key:
         raise Conflict(
             f"cluster {cluster_id} has no public key to seal with; "
@@ -70,36 +88,15 @@ def set_upstream_password(
         sealed = seal(upstream_password, cluster.public_key)
     except SealError as exc:
         raise InvalidInput(str(exc)) from exc
-    held = entries.get_credential(cluster_id, name)
     hashes = held.pw1_hashes if held is not None and held.enabled else ()
-    return change_credential(
-        cluster_id,
-        name,
-        enabled=True,
-        pw1_hashes=hashes,
-        sealed_pw2=sealed,
-        clusters=clusters,
-        entries=entries,
-        connections=connections,
-        poster=poster,
-        now=now,
-    )
+    return _change(stores, cluster_id, name, pw1_hashes=hashes, sealed_pw2=sealed, now=now)
 
 
 def issue_device_password(
-    cluster_id: str,
-    user: str,
-    *,
-    clusters: ClusterStore,
-    entries: PolicyEntryStore,
-    connections: ConnectionStore,
-    poster: ConnectionPoster,
-    now: datetime,
+    cluster_id: str, user: str, *, stores: PolicyStores, now: datetime
 ) -> str:
     """Generate a PW1, store its hash, and return it (the only time it is readable)."""
-    name = _user(user)
-    _cluster(clusters, cluster_id)
-    held = entries.get_credential(cluster_id, name)
+    _cluster, name, held = _held(stores, cluster_id, user)
     if held is None or not held.enabled or not held.sealed_pw2:
         raise Conflict(f"set {name}'s upstream password before issuing a device password")
     password = new_device_password()
@@ -108,45 +105,15 @@ def issue_device_password(
     except PasswordHashError as exc:  # only if the defaults were broken
         raise InvalidInput(str(exc)) from exc
     hashes = (*held.pw1_hashes, hashed)[-MAX_DEVICE_PASSWORDS:]
-    change_credential(
-        cluster_id,
-        name,
-        enabled=True,
-        pw1_hashes=hashes,
-        sealed_pw2=held.sealed_pw2,
-        clusters=clusters,
-        entries=entries,
-        connections=connections,
-        poster=poster,
-        now=now,
-    )
+    _change(stores, cluster_id, name, pw1_hashes=hashes, sealed_pw2=held.sealed_pw2, now=now)
     return password
 
 
 def remove_substitution(
-    cluster_id: str,
-    user: str,
-    *,
-    clusters: ClusterStore,
-    entries: PolicyEntryStore,
-    connections: ConnectionStore,
-    poster: ConnectionPoster,
-    now: datetime,
+    cluster_id: str, user: str, *, stores: PolicyStores, now: datetime
 ) -> UserCredential:
-    name = _user(user)
-    _cluster(clusters, cluster_id)
-    held = entries.get_credential(cluster_id, name)
+    """Write a disabled, empty entry, so the nodes that apply it forget the secrets."""
+    _cluster, name, held = _held(stores, cluster_id, user)
     if held is None or not held.enabled:
         raise NotFound(f"no credential substitution for {name} in cluster {cluster_id}")
-    return change_credential(
-        cluster_id,
-        name,
-        enabled=False,
-        pw1_hashes=(),
-        sealed_pw2="",
-        clusters=clusters,
-        entries=entries,
-        connections=connections,
-        poster=poster,
-        now=now,
-    )
+    return _change(stores, cluster_id, name, pw1_hashes=(), sealed_pw2="", now=now)

@@ -10,12 +10,16 @@ must not grow with the number of devices):
   never with every device. ``total`` comes from per-tally counters the payload reader
   keeps exact (one read).
 - Search (``q``), the compliance-state filter and sorts by any other column need the
-  rows themselves: they consider the ``WINDOW_CAP`` most recently seen devices (of the
-  access state filtered on), read with only the columns needed, filter / join / sort
-  those, and fetch whole rows for the returned page only. ``total`` then counts matches
-  within that window: exact up to ``WINDOW_CAP`` devices, a lower bound beyond. The
-  compliance state lives on the MDM record, not on the view, so that filter joins the
-  whole window (batch reads of 100 keys).
+  rows themselves: they consider the ``WINDOW_CAP`` (20,000) most recently seen devices
+  (of the access state filtered on), read with only the key, last_seen and the sort
+  column, filter and sort those, and fetch whole rows for the returned page only.
+  The compliance state lives on the MDM record, not on the view, so the compliance
+  filter and sorts by MDM or override columns join what they consider (two batch reads
+  per 100 rows): they consider the ``JOIN_CAP`` (2,000) most recently seen devices that
+  match the search. ``total`` counts matches within what was considered: exact up to
+  those caps, a lower bound beyond them. (A denormalised compliance state on the view
+  would need the compliance reader to write this table; the per-page join keeps the
+  MDM facts exact instead.)
 
 The cursor is keyset-based (the last row's sort value and key), so rows arriving between
 pages do not shift or repeat the next page; on the indexed path it is exactly
@@ -62,8 +66,12 @@ from seg_contract import DeviceEntry
 ACCESS_STATES = ("allow", "block", "quarantine")
 MAX_LIMIT = 500
 MAX_SERIES_MINUTES = 24 * 60
-# Search, the compliance filter and other sorts look at this many most recent devices.
-WINDOW_CAP = 10_000
+# Search and sorts by other columns look at this many most recently seen devices (read
+# with only the key, last_seen and the sort column) ...
+WINDOW_CAP = 20_000
+# ... and the compliance filter and sorts by MDM or override columns, which need a join
+# (two batch reads per 100 rows), at this many of those that match the search.
+JOIN_CAP = 2_000
 
 SORT_COLUMNS = (
     "email_device_key",
@@ -362,7 +370,7 @@ def _window_page(
         _MDM_COLUMNS | {"override", "pending"}
     )
     if needs_join:
-        rows = _join(window, view, devices, overrides)
+        rows = _join(window[:JOIN_CAP], view, devices, overrides)
     else:
         rows = [_row(o, o.email_device_key, None) for o in window]
     if query.compliance_state:

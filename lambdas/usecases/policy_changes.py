@@ -6,10 +6,11 @@ API side's business)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from lambdas.ports import ClusterStore, ConnectionPoster, ConnectionStore, PolicyEntryStore
-from lambdas.usecases.errors import NotFound
+from lambdas.usecases.cluster_lookup import require_cluster
 from lambdas.usecases.push import PushReport, publish
 from seg_contract import (
     ClusterSettings,
@@ -18,6 +19,16 @@ from seg_contract import (
     UserCredential,
     normalize_user,
 )
+
+
+@dataclass(frozen=True)
+class PolicyStores:
+    """Where a cluster-wide change is versioned, stored and pushed from."""
+
+    clusters: ClusterStore
+    entries: PolicyEntryStore
+    connections: ConnectionStore
+    poster: ConnectionPoster
 
 
 def change_settings(
@@ -29,8 +40,7 @@ def change_settings(
     poster: ConnectionPoster,
 ) -> tuple[int, PushReport]:
     """Store new settings under the next version and push them; return the version."""
-    if clusters.get_cluster(cluster_id) is None:
-        raise NotFound(f"cluster {cluster_id} not found")
+    require_cluster(clusters, cluster_id)
     version = clusters.next_version(cluster_id)
     clusters.put_settings(cluster_id, settings, version)
     push = PushSettingsUpdate(cluster_id=cluster_id, version=version, settings=settings)
@@ -51,8 +61,7 @@ def change_credential(
     now: datetime,
 ) -> UserCredential:
     """Store a user's substitution entry under the next version and push it."""
-    if clusters.get_cluster(cluster_id) is None:
-        raise NotFound(f"cluster {cluster_id} not found")
+    require_cluster(clusters, cluster_id)
     version = clusters.next_version(cluster_id)
     credential = UserCredential(
         user=normalize_user(user),

@@ -8,12 +8,14 @@ harmless, and leaving it out could hide a key's only state."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 from lambdas.domain.records import ClusterRecord
 from lambdas.domain.versioning import DeltaVerdict, check_delta
 from lambdas.ports import ClusterStore, PolicyEntryStore
-from lambdas.usecases.errors import Gone, InvalidInput, NotFound
+from lambdas.usecases.cluster_lookup import require_cluster
+from lambdas.usecases.errors import Gone, InvalidInput
 from seg_contract import DeviceEntry, PolicyDelta, PolicySnapshot, UserCredential
 
 
@@ -25,13 +27,6 @@ class DeltaTooOld(Gone):
         self.since = since
 
 
-def _cluster(clusters: ClusterStore, cluster_id: str) -> ClusterRecord:
-    cluster = clusters.get_cluster(cluster_id)
-    if cluster is None:
-        raise NotFound(f"cluster {cluster_id} not found")
-    return cluster
-
-
 def _top(version: int, devices: list[DeviceEntry], creds: list[UserCredential]) -> int:
     return max([version, *(d.version for d in devices), *(c.version for c in creds)])
 
@@ -39,11 +34,34 @@ def _top(version: int, devices: list[DeviceEntry], creds: list[UserCredential]) 
 def build_snapshot(
     cluster_id: str, *, clusters: ClusterStore, entries: PolicyEntryStore, now: datetime
 ) -> PolicySnapshot:
-    cluster = _cluster(clusters, cluster_id)
+    return _snapshot(require_cluster(clusters, cluster_id), entries, now)
+
+
+def snapshot_unless_held(
+    cluster_id: str,
+    held: Callable[[int], bool],
+    *,
+    clusters: ClusterStore,
+    entries: PolicyEntryStore,
+    now: datetime,
+) -> tuple[int, PolicySnapshot | None]:
+    """The cluster's version and full snapshot, or ``(version, None)`` when
+    ``held(version)`` says the caller already has it (a conditional GET). Asked first of
+    the cluster item alone, so refreshing an unchanged cluster costs one read; asked
+    again of the built snapshot, whose version may be higher (see the module doc)."""
+    cluster = require_cluster(clusters, cluster_id)
+    if held(cluster.current_version):
+        return cluster.current_version, None
+    snapshot = _snapshot(cluster, entries, now)
+    return snapshot.version, None if held(snapshot.version) else snapshot
+
+
+def _snapshot(cluster: ClusterRecord, entries: PolicyEntryStore, now: datetime) -> PolicySnapshot:
+    cluster_id = cluster.cluster_id
     devices, credentials = entries.list_all(cluster_id)
     return PolicySnapshot(
         cluster_id=cluster_id,
-        version=_top(max(cluster.policy_version, cluster.settings_version), devices, credentials),
+        version=_top(cluster.current_version, devices, credentials),
         generated_at=now,
         settings=cluster.settings,
         devices=tuple(sorted(devices, key=lambda d: d.key)),
@@ -63,7 +81,7 @@ def build_delta(
     ``DeltaTooOld`` (purged, or a version this cluster never reached) and ``NotFound``."""
     if since < 0:
         raise InvalidInput("since must be a non-negative policy version")
-    cluster = _cluster(clusters, cluster_id)
+    cluster = require_cluster(clusters, cluster_id)
     check = check_delta(
         since, current_version=cluster.policy_version, purge_watermark=cluster.purge_watermark
     )

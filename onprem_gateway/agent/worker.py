@@ -120,7 +120,12 @@ async def run_worker(index: int, control_fd: int, listen_fd: int) -> int:
     listen.setblocking(False)
     settings = proxy_settings(config, int(listen.getsockname()[1]))
     server = await start_eas_server(
-        settings, worker.store, worker.events, sock=listen, metrics=worker.metrics
+        settings,
+        worker.store,
+        worker.events,
+        sock=listen,
+        metrics=worker.metrics,
+        tune_gc=True,  # a worker only serves EAS: see proxy.server.tune_garbage_collector
     )
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, worker.stop.set)
     worker.send({"op": "ready", "pid": os.getpid(), "index": index})

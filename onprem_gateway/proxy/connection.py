@@ -97,7 +97,7 @@ class ClientConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         state = self.state
         self.transport = transport  # type: ignore[assignment]
-        if len(state.connections) >= state.settings.limits.max_connections or state.closing:
+        if len(state.connections) >= state.max_connections or state.closing:
             # Over the limit: refuse at once, the device retries (another node behind the
             # load balancer may take it).
             self.closed = True

@@ -111,15 +111,13 @@ async def start_eas_server(
     metrics: ProxyMetrics | None = None,
     credential_functions: tuple[VerifyFn, UnsealFn] | None = None,
     backlog: int = 4096,
-    freeze_gc: bool = False,
+    tune_gc: bool = False,
 ) -> EasServer:
     """Start serving EAS on ``sock`` (already bound, e.g. SO_REUSEPORT by the runner) or
     on ``host:port``. The caller closes it with ``await server.close(deadline_s)``.
 
-    ``freeze_gc`` (for a worker process that does nothing else): move every object that
-    exists now (modules, the loaded policy) out of the cyclic GC's reach (``gc.freeze``).
-    Measured in bench/held_pings.py: with thousands of held Pings a full collection over
-    them stalled the event loop for up to a second; frozen, it drops to tens of ms."""
+    ``tune_gc``: for a process whose only job is this server (a node worker); see
+    ``tune_garbage_collector``."""
     loop = asyncio.get_running_loop()
     verify_fn, unseal_fn = credential_functions or (verify_any, unseal)
     substitution = CredentialSubstituter(
@@ -153,7 +151,24 @@ async def start_eas_server(
         "https" if ctx else "http",
         settings.upstream.url,
     )
-    if freeze_gc:
-        gc.collect()
-        gc.freeze()
+    if tune_gc:
+        tune_garbage_collector()
     return EasServer(server, state)
+
+
+# Young-generation threshold: allocations (net) between two young collections. CPython's
+# default (700) runs one every ~200 requests here, promoting objects that live a few
+# hundred ms (access events waiting for their batch, in-flight exchanges) to the old
+# generation, which fills and triggers full collections; a full collection walks every
+# held Ping's objects (~40 each) and stalled a worker holding 7,000 Pings for hundreds
+# of ms (bench/held_pings.py with SEG_BENCH_GC_STATS=1). With 50,000 those objects die
+# young, and a young collection still takes about a millisecond.
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def tune_garbage_collector() -> None:
+    """Move every object that exists now (modules, the loaded policy) out of the cyclic
+    collector's reach (``gc.freeze``) and collect young generations less often."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)

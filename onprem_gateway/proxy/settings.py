@@ -46,6 +46,7 @@ class Limits:
     # 20,000 and a proxied request holds two descriptors (client + upstream), so one
     # process can hold at most ~9,900 requests; beyond the limit new connections are
     # closed at accept (nginx: worker_connections 512 by default, counting both legs).
+    # Lowered at start if the process's open-files limit is smaller (state.connection_limit).
     max_connections: int = 9_500
     # A request answered locally (blocked, 404...) whose body is still arriving is read and
     # dropped up to this many bytes so the connection can be kept alive; beyond it the

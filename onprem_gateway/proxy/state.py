@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
@@ -26,6 +27,25 @@ class Flushable(Protocol):
     def flush_out(self) -> None: ...
 
 
+def connection_limit(configured: int) -> int:
+    """The configured connection limit, lowered to what the open-files limit allows: a
+    proxied request holds two descriptors (device + upstream), plus a reserve for the
+    listener, the event loop and logs. Past it ``accept`` would fail with EMFILE for
+    everyone; refusing the excess connection keeps the others served."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return configured
+    allowed = max(1, (soft - 64) // 2)
+    if allowed < configured:
+        log.warning(
+            "open-files limit %d allows %d connections, not the configured %d",
+            soft,
+            allowed,
+            configured,
+        )
+    return min(configured, allowed)
+
+
 class ServerState:
     def __init__(
         self,
@@ -45,6 +65,7 @@ class ServerState:
         self.loop = loop
         self.node_id = settings.node_id
         self.upstream_authority = settings.upstream.authority.encode("ascii")
+        self.max_connections = connection_limit(settings.limits.max_connections)
         self.pool = UpstreamPool(
             settings.upstream, settings.timeouts.upstream_connect_s, metrics, self
         )

@@ -11,7 +11,7 @@ from cdk.app import build_app
 from cdk.bundling import BundlingError, lambda_dependencies
 from cdk.config import BundleTarget, ConfigError, StackConfig, parse_config
 
-NO_BUNDLING = {"aws:cdk:bundling-stacks": []}
+NO_BUNDLING: dict[str, list[str]] = {"aws:cdk:bundling-stacks": []}
 
 
 def test_no_context_gives_the_documented_defaults() -> None:

@@ -61,9 +61,12 @@ export class Api {
     return this.request("GET", "v1/email-devices/summary", { signal });
   }
 
+  emailDevice(user, deviceId) {
+    return this.request("GET", devicePath(user, deviceId));
+  }
+
   override(user, deviceId, action, reason) {
-    const path = `v1/email-devices/${encodeURIComponent(user)}/${encodeURIComponent(deviceId)}/override`;
-    return this.request("POST", path, { body: { action, reason } });
+    return this.request("POST", `${devicePath(user, deviceId)}/override`, { body: { action, reason } });
   }
 
   clusters(signal) {
@@ -73,6 +76,10 @@ export class Api {
   nodes(clusterId, signal) {
     return this.request("GET", `v1/clusters/${encodeURIComponent(clusterId)}/nodes`, { signal });
   }
+}
+
+function devicePath(user, deviceId) {
+  return `v1/email-devices/${encodeURIComponent(user)}/${encodeURIComponent(deviceId)}`;
 }
 
 async function readJson(response) {

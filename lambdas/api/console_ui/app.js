@@ -14,11 +14,11 @@ import {
 import { drawChart } from "./chart.js";
 import { ClustersView } from "./clusters.js";
 import { DevicesView } from "./devices.js";
-import { byId, replaceChildren } from "./dom.js";
-import { count } from "./format.js";
+import { byId, h, replaceChildren } from "./dom.js";
+import { accessClass, accessLabel, count, stateLabel } from "./format.js";
 
 const MESSAGES = {
-  refused: "That token was refused. Paste the admin token `seg up` printed, or a current console token.",
+  refused: "That token was refused. Paste the admin token that \"seg up\" printed, or a current console token.",
   expired: "Your session has ended (the token expired or was revoked). Sign in again.",
   signedOut: "You are signed out.",
 };
@@ -258,9 +258,24 @@ class Console {
       await this.submitAction();
     });
     dialog.addEventListener("close", () => {
-      if (this.returnFocus && this.returnFocus.isConnected) this.returnFocus.focus();
+      this.restoreFocusAfterDialog();
       this.target = null;
     });
+  }
+
+  /** Back to the button that opened the dialog; a refresh may have re-rendered its row
+   *  meanwhile, so find the same row's button again by key and action. */
+  restoreFocusAfterDialog() {
+    const opener = this.returnFocus;
+    if (opener && opener.isConnected) {
+      opener.focus();
+      return;
+    }
+    const { key, action } = (opener && opener.dataset) || {};
+    const buttons = [...byId("devices-body").querySelectorAll("button[data-key]")]
+      .filter((b) => b.dataset.key === key && !b.disabled);
+    const same = buttons.find((b) => b.dataset.action === action) || buttons[0];
+    if (same) same.focus();
   }
 
   confirmAction(item, action) {
@@ -282,6 +297,35 @@ class Console {
     byId("confirm-error").hidden = true;
     byId("confirm-dialog").showModal();
     byId("confirm-reason").focus();
+    this.showEntries(item);
+  }
+
+  /** The per-cluster entries the gateways enforce for the device (with versions). */
+  async showEntries(item) {
+    const list = byId("confirm-entries");
+    replaceChildren(list, h("li", { className: "muted" }, "Loading…"));
+    let entries;
+    try {
+      entries = (await this.api.emailDevice(item.user, item.device_id)).entries || [];
+    } catch (error) {
+      if (this.target && this.target.item === item) {
+        replaceChildren(list, h("li", { className: "muted" }, `Not available: ${error.message}`));
+      }
+      return;
+    }
+    if (!this.target || this.target.item !== item) return; // the dialog moved on
+    if (!entries.length) {
+      replaceChildren(list, h("li", { className: "muted" },
+        "No entry yet: the cluster's unknown-device action applies."));
+      return;
+    }
+    replaceChildren(list, ...entries.map((e) =>
+      h("li", {},
+        h("span", { className: `badge badge-${accessClass(e.access)}` }, accessLabel(e.access)),
+        " ",
+        h("strong", {}, this.devices.clusterNames.get(e.cluster_id) || e.cluster_id),
+        h("span", { className: "muted" }, ` · ${stateLabel(e.source)} · policy version ${e.version}`),
+        e.reason ? h("div", { className: "sub" }, e.reason) : null)));
   }
 
   async submitAction() {

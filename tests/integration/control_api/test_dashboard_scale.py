@@ -259,6 +259,11 @@ def test_search_and_other_sorts_are_exact_within_the_window_and_bounded_by_it(
     assert capped["total"] == 12
     assert [i["user"] for i in capped["items"]] == [f"user{i:02d}" for i in (11, 10, 9, 8, 7)]
     assert "Scan" not in calls.calls and calls.items <= 13 + 5 + 2 * 5 + 5
+    # The compliance filter joins the 6 most recently seen devices only: user00 and
+    # user04 are enrolled; of them user00 is compliant (user08 is beyond the cap).
+    monkeypatch.setattr(dashboard, "JOIN_CAP", 6)
+    capped = listing(ctx, compliance_state="compliant")
+    assert capped["total"] == 1 and [i["user"] for i in capped["items"]] == ["user00"]
 
 
 def test_a_link_to_an_id_the_device_no_longer_reports_does_not_join(ctx: Ctx) -> None:

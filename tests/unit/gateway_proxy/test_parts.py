@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import resource
 import threading
 import time
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from onprem_gateway.proxy.events import build_event, next_event_id
 from onprem_gateway.proxy.metrics import UPSTREAM_BUCKETS, ProxyMetrics, merge
 from onprem_gateway.proxy.responses import local_response
 from onprem_gateway.proxy.settings import SettingsError
+from onprem_gateway.proxy.state import connection_limit
 from onprem_gateway.proxy.substitution import REJECT, CredentialSubstituter, Substitution
 from seg_contract import Access, ClusterSettings, PolicySnapshot, UserCredential
 
@@ -202,3 +204,10 @@ async def test_cache_is_bounded() -> None:
         assert isinstance(pending, asyncio.Future)
         await pending
     assert len(sub._verified) == 3
+
+
+def test_connection_limit_follows_the_open_files_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (20_000, 20_000))
+    assert connection_limit(9_500) == 9_500
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (1024, 1024))
+    assert connection_limit(9_500) == 480

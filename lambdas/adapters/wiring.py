@@ -1,0 +1,113 @@
+"""Every adapter of the control plane, built from ``lambdas.settings`` over one set of
+boto3 clients: the one place a table or queue name meets its adapter. Clients and
+adapters are created on first use and reused while the Lambda container is warm.
+
+The HTTP API's container (``lambdas.api.deps.Container``) extends it, and each write-side
+handler builds one in its cached composition root (``lambdas.handlers.write_side``)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+import boto3
+
+from lambdas.adapters.apigw_connections import ApiGatewayConnections
+from lambdas.adapters.dynamodb_cluster_credentials import DynamoDbClusterCredentials
+from lambdas.adapters.dynamodb_clusters import DynamoDbClusters
+from lambdas.adapters.dynamodb_connections import DynamoDbConnections
+from lambdas.adapters.dynamodb_device_events import DynamoDbDeviceEvents
+from lambdas.adapters.dynamodb_devices import DynamoDbDevices
+from lambdas.adapters.dynamodb_email_devices import DynamoDbEmailDevices
+from lambdas.adapters.dynamodb_gateway_nodes import DynamoDbGatewayNodes
+from lambdas.adapters.dynamodb_manual_overrides import DynamoDbManualOverrides
+from lambdas.adapters.dynamodb_policy_entries import DynamoDbPolicyEntries
+from lambdas.adapters.sqs_compliance_queue import SqsComplianceQueue
+from lambdas.adapters.sqs_payload_queue import SqsPayloadQueue
+from lambdas.ports import ConnectionPoster
+from lambdas.settings import Settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_apigatewaymanagementapi import ApiGatewayManagementApiClient
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_sqs import SQSClient
+
+
+class Adapters:
+    """Adapters over one set of boto3 clients (injected, or created lazily)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        dynamodb: DynamoDBClient | None = None,
+        sqs: SQSClient | None = None,
+        apigw: ApiGatewayManagementApiClient | None = None,
+    ) -> None:
+        self.settings = settings
+        self._dynamodb = dynamodb
+        self._sqs = sqs
+        self._apigw = apigw
+
+    @cached_property
+    def dynamodb(self) -> DynamoDBClient:
+        return self._dynamodb or boto3.client("dynamodb")
+
+    @cached_property
+    def sqs(self) -> SQSClient:
+        return self._sqs or boto3.client("sqs")
+
+    @cached_property
+    def poster(self) -> ConnectionPoster:
+        """The Management API at the configured endpoint (``ValueError`` without one)."""
+        return ApiGatewayConnections(self.settings.websocket_management_endpoint, self._apigw)
+
+    @cached_property
+    def credentials(self) -> DynamoDbClusterCredentials:
+        return DynamoDbClusterCredentials(self.settings.table("clusters"), self.dynamodb)
+
+    @cached_property
+    def email_devices(self) -> DynamoDbEmailDevices:
+        return DynamoDbEmailDevices(
+            self.settings.table("email_devices"),
+            self.dynamodb,
+            # The dashboard joins a page with its MDM records and overrides in batch reads.
+            devices_table=self.settings.table("devices"),
+            overrides_table=self.settings.table("manual_overrides"),
+        )
+
+    @cached_property
+    def gateway_nodes(self) -> DynamoDbGatewayNodes:
+        return DynamoDbGatewayNodes(self.settings.table("gateway_nodes"), self.dynamodb)
+
+    @cached_property
+    def payload_queue(self) -> SqsPayloadQueue:
+        return SqsPayloadQueue(self.settings.queue_url("payload"), self.sqs)
+
+    @cached_property
+    def compliance_queue(self) -> SqsComplianceQueue:
+        return SqsComplianceQueue(self.settings.queue_url("compliance"), self.sqs)
+
+    @cached_property
+    def clusters(self) -> DynamoDbClusters:
+        return DynamoDbClusters(self.settings.table("clusters"), self.dynamodb)
+
+    @cached_property
+    def devices(self) -> DynamoDbDevices:
+        return DynamoDbDevices(self.settings.table("devices"), self.dynamodb)
+
+    @cached_property
+    def device_events(self) -> DynamoDbDeviceEvents:
+        return DynamoDbDeviceEvents(self.settings.table("device_events"), self.dynamodb)
+
+    @cached_property
+    def policy_entries(self) -> DynamoDbPolicyEntries:
+        return DynamoDbPolicyEntries(self.settings.table("policy_entries"), self.dynamodb)
+
+    @cached_property
+    def connections(self) -> DynamoDbConnections:
+        return DynamoDbConnections(self.settings.table("connections"), self.dynamodb)
+
+    @cached_property
+    def overrides(self) -> DynamoDbManualOverrides:
+        return DynamoDbManualOverrides(self.settings.table("manual_overrides"), self.dynamodb)
