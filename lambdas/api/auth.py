@@ -28,8 +28,7 @@ from lambdas.ports import ClusterCredentialStore
 from lambdas.usecases.connections import validate_node_id
 from lambdas.usecases.errors import Unauthenticated
 from lambdas.usecases.gateway_auth import GatewayPrincipal, authenticate_gateway, bearer_token
-
-NODE_ID_HEADER = "X-SEG-Node-Id"
+from seg_contract.http import NODE_ID_HEADER
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,9 @@ from lambdas.api.params import Clusters, Entries, Now, Payloads
 from lambdas.usecases.access_events import accept_access_events
 from lambdas.usecases.policy_sync import build_delta, snapshot_unless_held
 from seg_contract import AccessEventBatch, PolicyDelta, PolicySnapshot
+from seg_contract.http import DELTA_PATH, EVENTS_PATH, GATEWAY_PREFIX, POLICY_PATH
 
-router = APIRouter(prefix="/gateway/v1", tags=["gateway"])
+router = APIRouter(prefix=GATEWAY_PREFIX, tags=["gateway"])
 
 _JSON = "application/json"
 
@@ -37,7 +38,7 @@ def _matches(if_none_match: str | None, tag: str) -> bool:
 
 
 @router.get(
-    "/policy",
+    POLICY_PATH.removeprefix(GATEWAY_PREFIX),
     response_model=PolicySnapshot,
     summary="The cluster's full policy (ETag; 304 when If-None-Match is current)",
     responses={304: {"description": "Not modified"}},
@@ -64,7 +65,7 @@ def get_policy(
 
 
 @router.get(
-    "/policy/delta",
+    DELTA_PATH.removeprefix(GATEWAY_PREFIX),
     response_model=PolicyDelta,
     summary="The cluster's changes after version `since` (410: fetch the snapshot)",
     responses={410: {"description": "Too old: fetch the full snapshot"}},
@@ -82,7 +83,7 @@ def get_delta(
 
 
 @router.post(
-    "/access-events",
+    EVENTS_PATH.removeprefix(GATEWAY_PREFIX),
     response_model=Accepted,
     status_code=status.HTTP_202_ACCEPTED,
     summary="Report a batch of access events (queued, never written synchronously)",

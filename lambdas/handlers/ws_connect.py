@@ -21,6 +21,7 @@ from lambdas.handlers.ws_events import WebSocketEvent, response
 from lambdas.usecases.connections import connect
 from lambdas.usecases.errors import Forbidden, InvalidInput, Unauthenticated
 from lambdas.usecases.gateway_auth import authenticate_gateway, bearer_token
+from seg_contract.http import NODE_ID_HEADER, NODE_ID_QUERY
 
 logger = Logger(service="ws_connect")
 metrics = Metrics(namespace="SEG", service="ws_connect")
@@ -54,7 +55,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         token = bearer_token(parsed.header("authorization"))
         connection = connect(
             token,
-            parsed.header("x-seg-node-id") or parsed.query.get("node_id"),
+            parsed.header(NODE_ID_HEADER) or parsed.query.get(NODE_ID_QUERY),
             parsed.request_context.connection_id,
             authenticate=lambda presented: authenticate_gateway(presented, p.credentials),
             connections=p.connections,

@@ -18,12 +18,10 @@ import httpx
 from pydantic import ValidationError
 
 from seg_contract import PolicyDelta, PolicySnapshot
+from seg_contract.http import DELTA_PATH, EVENTS_PATH, NODE_ID_HEADER, POLICY_PATH
 
 log = logging.getLogger(__name__)
 
-POLICY_PATH = "/gateway/v1/policy"
-DELTA_PATH = "/gateway/v1/policy/delta"
-EVENTS_PATH = "/gateway/v1/access-events"
 # A snapshot of 100,000 devices is ~40 MB of JSON; refuse anything far beyond that.
 MAX_POLICY_BYTES = 256 * 1024 * 1024
 
@@ -68,7 +66,7 @@ class ControlPlaneClient:
             base_url=api_url.rstrip("/"),
             headers={
                 "Authorization": f"Bearer {credential}",
-                "X-SEG-Node-Id": node_id,
+                NODE_ID_HEADER: node_id,
                 "User-Agent": "seg-gateway",
             },
             timeout=httpx.Timeout(timeout_s),

@@ -37,6 +37,7 @@ from onprem_gateway.agent.policy_store import PolicyStore
 from onprem_gateway.agent.policy_sync import LinkStatus, PolicySync
 from onprem_gateway.core.policy_index import PolicyMismatchError
 from seg_contract import GatewayKeepalive, PushPong, PushResync, PushRevoked
+from seg_contract.http import NODE_ID_HEADER, NODE_ID_QUERY
 from seg_contract.models import PUSH_MESSAGE
 
 log = logging.getLogger(__name__)
@@ -171,7 +172,7 @@ class ControlPlaneLink:
         query = (
             parts.query
             + ("&" if parts.query else "")
-            + urlencode({"node_id": self._settings.node_id})
+            + urlencode({NODE_ID_QUERY: self._settings.node_id})
         )
         return urlunsplit(parts._replace(query=query))
 
@@ -185,7 +186,7 @@ class ControlPlaneLink:
                 url,
                 additional_headers={
                     "Authorization": f"Bearer {self._settings.credential}",
-                    "X-SEG-Node-Id": self._settings.node_id,
+                    NODE_ID_HEADER: self._settings.node_id,
                 },
                 user_agent_header="seg-gateway",
                 proxy=None,
