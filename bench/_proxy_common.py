@@ -19,6 +19,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -134,6 +135,20 @@ def proxy_block(port: int, upstream_port: int) -> str:
             proxy_read_timeout 3900s;
         }}
     }}"""
+
+
+def tls_proxy_block(port: int, upstream_port: int, cert: Path, key: Path) -> str:
+    """``proxy_block`` with TLS termination on the listener (the gateway's TLS peer):
+    same certificate, TLS 1.2+ only, nginx's default ciphers (``HIGH:!aNULL:!MD5``)."""
+    return proxy_block(port, upstream_port).replace(
+        "reuseport backlog=4096;",
+        f"""reuseport backlog=4096 ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_cache shared:SSL:10m;""",
+        1,
+    )
 
 
 def children_of(pid: int) -> list[int]:
@@ -389,6 +404,10 @@ async def _serve(port: int, upstream_port: int, tls: tuple[str, str] | None = No
         def current(self):  # type: ignore[no-untyped-def]
             return index
 
+    if os.environ.get("SEG_BENCH_STOCK_SSLOBJECT"):  # A/B of the DirectSSLObject fast path
+        import onprem_gateway.proxy.server as server_module  # noqa: PLC0415
+
+        server_module.DirectSSLObject = ssl.SSLObject  # type: ignore[misc,assignment]
     sink = BatchingSink()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

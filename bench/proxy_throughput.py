@@ -11,11 +11,14 @@ figures compare (the machine's cores are shared by wrk, the upstream and the pro
 
 Prints req/s, p50/p99 latency, the ratio of gateway to nginx throughput, and CPU per
 request of each proxy (utime + stime of its processes from /proc over the run / number
-of requests). ``--profile`` also runs the gateway under cProfile and prints the top
-entries. Installs nginx-light and wrk with apt-get only if they are missing.
+of requests). ``--tls`` adds the same pair with TLS on the device leg (a self-signed
+certificate made for the run; nginx with ``ssl`` on its listener and the same
+certificate: the fair peer of a gateway terminating TLS); ``--tls-only`` runs only those.
+``--profile`` also runs the gateway (the TLS one with ``--tls``) under cProfile and
+prints the top entries. Installs nginx-light and wrk with apt-get only if they are missing.
 
 Reproduce: .venv/bin/python bench/proxy_throughput.py [--duration 10] [--connections 64]
-           [--workers 2] [--profile]
+           [--workers 2] [--profile] [--tls | --tls-only]
 """
 
 from __future__ import annotations
@@ -36,12 +39,14 @@ from _proxy_common import (
     cpu_split,
     ensure_tools,
     free_port,
+    make_cert,
     proxy_block,
     run_wrk,
     start_gateway_workers,
     start_nginx,
     static_upstream_block,
     stop,
+    tls_proxy_block,
     wait_port,
 )
 
@@ -53,59 +58,92 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="proxy worker processes")
     parser.add_argument("--profile", action="store_true", help="cProfile the gateway run")
     parser.add_argument("--skip-direct", action="store_true")
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="also run nginx and the gateway with TLS on the device leg (same certificate)",
+    )
+    parser.add_argument("--tls-only", action="store_true", help="only the TLS runs")
     args = parser.parse_args()
     ensure_tools()
     results: dict[str, dict[str, float]] = {}
     cpu_us: dict[str, float] = {}
+    splits: dict[str, tuple[float, float]] = {}
+    with_plain = not args.tls_only
+    with_tls = args.tls or args.tls_only
     with tempfile.TemporaryDirectory(prefix="segbench-") as tmp:
         work = Path(tmp)
-        up_port, ngx_port, gw_port = free_port(), free_port(), free_port()
+        up_port = free_port()
         upstream = start_nginx(work, "upstream", static_upstream_block(up_port), workers=1)
         procs = [upstream]
-        try:
-            wait_port(up_port)
-            run = lambda port: run_wrk(  # noqa: E731
-                f"http://127.0.0.1:{port}{SYNC_PATH}",
+        cert = make_cert(work) if with_tls else None
+
+        def run(port: int, scheme: str = "http") -> dict[str, float]:
+            return run_wrk(
+                f"{scheme}://127.0.0.1:{port}{SYNC_PATH}",
                 work,
                 duration=args.duration,
                 connections=args.connections,
             )
-            if not args.skip_direct:
-                results["direct (nginx static)"] = run(up_port)
 
-            ngx = start_nginx(work, "proxy", proxy_block(ngx_port, up_port), workers=args.workers)
-            procs.append(ngx)
-            wait_port(ngx_port)
-            time.sleep(0.3)
-            pids = [ngx.pid, *children_of(ngx.pid)]
+        def measure(name: str, pids: list[int], port: int, scheme: str) -> None:
             before = cpu_seconds(pids)
-            results["nginx proxy_pass"] = res = run(ngx_port)
-            cpu_us["nginx proxy_pass"] = (cpu_seconds(pids) - before) / res["requests"] * 1e6
-            stop([ngx])
-
-            prof_dir = work if args.profile else None
-            gateway = start_gateway_workers(gw_port, up_port, args.workers, profile_dir=prof_dir)
-            procs += gateway
-            wait_port(gw_port)
-            gpids = [p.pid for p in gateway]
-            before = cpu_seconds(gpids)
-            user0, sys0 = cpu_split(gpids)
-            results["gateway"] = res = run(gw_port)
-            cpu_us["gateway"] = (cpu_seconds(gpids) - before) / res["requests"] * 1e6
-            user1, sys1 = cpu_split(gpids)
-            split = (
+            user0, sys0 = cpu_split(pids)
+            results[name] = res = run(port, scheme)
+            cpu_us[name] = (cpu_seconds(pids) - before) / res["requests"] * 1e6
+            user1, sys1 = cpu_split(pids)
+            splits[name] = (
                 (user1 - user0) / res["requests"] * 1e6,
                 (sys1 - sys0) / res["requests"] * 1e6,
             )
-            stop(gateway)
+
+        def nginx_run(name: str, block: str, port: int, scheme: str) -> None:
+            ngx = start_nginx(work, "proxy-" + scheme, block, workers=args.workers)
+            procs.append(ngx)
+            try:
+                wait_port(port)
+                time.sleep(0.3)
+                measure(name, [ngx.pid, *children_of(ngx.pid)], port, scheme)
+            finally:
+                stop([ngx])
+
+        def gateway_run(name: str, port: int, tls: bool) -> None:
+            profile = args.profile and (tls or not with_tls)
+            gateway = start_gateway_workers(
+                port,
+                up_port,
+                args.workers,
+                profile_dir=work if profile else None,
+                tls=cert if tls else None,
+            )
+            procs.extend(gateway)
+            try:
+                wait_port(port)
+                measure(name, [p.pid for p in gateway], port, "https" if tls else "http")
+            finally:
+                stop(gateway)
+
+        try:
+            wait_port(up_port)
+            if not args.skip_direct:
+                results["direct (nginx static)"] = run(up_port)
+            if with_plain:
+                port = free_port()
+                nginx_run("nginx proxy_pass", proxy_block(port, up_port), port, "http")
+                gateway_run("gateway", free_port(), tls=False)
+            if with_tls and cert is not None:
+                port = free_port()
+                block = tls_proxy_block(port, up_port, *cert)
+                nginx_run("nginx proxy_pass TLS", block, port, "https")
+                gateway_run("gateway TLS", free_port(), tls=True)
         finally:
             stop(procs)
 
         print(f"\nSmall Sync POSTs, wrk -t2 -c{args.connections} -d{args.duration}s, 127.0.0.1")
         print(f"{'config':24} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'ratio':>6} {'CPU/req':>9}")
-        nginx_rps = results["nginx proxy_pass"]["rps"]
         for name, res in results.items():
-            ratio = res["rps"] / nginx_rps if name != "direct (nginx static)" else float("nan")
+            peer = "nginx proxy_pass TLS" if "TLS" in name else "nginx proxy_pass"
+            ratio = res["rps"] / results[peer]["rps"] if name in cpu_us else float("nan")
             cpu = f"{cpu_us[name]:.0f} µs" if name in cpu_us else "-"
             print(
                 f"{name:24} {res['rps']:9.0f} {res['p50_ms']:8.2f} {res['p99_ms']:8.2f} "
@@ -115,9 +153,15 @@ def main() -> int:
                 print(f"    non-2xx: {res['non2xx']}  socket errors: {res['socket_errors']}")
         print(
             f"gateway workers: {args.workers} (SO_REUSEPORT, uvloop); nginx workers: "
-            f"{args.workers}; gateway CPU per request: {split[0]:.0f} µs user (Python + "
-            f"uvloop), {split[1]:.0f} µs system (syscalls, loopback TCP)"
+            f"{args.workers}; ratio: to nginx with the same device leg (TLS rows: nginx "
+            "terminating TLS with the same certificate, keep-alive, so few handshakes)"
         )
+        for name, (user, system) in splits.items():
+            if name.startswith("gateway"):
+                print(
+                    f"{name} CPU per request: {user:.0f} µs user (Python + uvloop"
+                    f"{' + OpenSSL' if 'TLS' in name else ''}), {system:.0f} µs system"
+                )
         if args.profile:
             for prof in sorted(work.glob("worker*.prof"))[:1]:
                 print(f"\ncProfile of one gateway worker ({prof.name}), top 25 by own time:")
@@ -126,6 +170,7 @@ def main() -> int:
         "reproduce: .venv/bin/python bench/proxy_throughput.py "
         f"--duration {args.duration} --connections {args.connections} --workers {args.workers}"
         + (" --profile" if args.profile else "")
+        + (" --tls-only" if args.tls_only else " --tls" if args.tls else "")
     )
     return 0
 

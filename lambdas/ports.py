@@ -90,7 +90,7 @@ class EmailDeviceView(Protocol):
         ...
 
     def tallies(self) -> dict[str, int]:
-        """Rows per tally (``email_view.tally``), kept exact by the writes."""
+        """Rows per tally (``email_view.tally``): exact, at most a few seconds old."""
         ...
 
     def count_since(self, access_state: str, since: str) -> int:

@@ -79,6 +79,10 @@ class Child:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def send_signal(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
     def stop(self, timeout: float = 15.0, sig: int = signal.SIGTERM) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
@@ -332,6 +336,8 @@ class Stack:
                 "SEG_GW_ADMIN_HOST": "127.0.0.1",
                 "SEG_GW_ADMIN_PORT": "0",
                 "SEG_GW_WORKERS": "0",  # in-process: two nodes on a laptop
+                # Ctrl-C should not wait half a minute for held Pings: devices re-Ping.
+                "SEG_GW_SHUTDOWN_GRACE_S": "5",
             }
         )
         if self.options.control_plane_tls:
@@ -431,6 +437,8 @@ class Stack:
     def stop(self) -> None:
         """Gateways first (they flush their events), then the control plane, moto and
         the demo mail server. Safe to call twice."""
+        for node in self.nodes:
+            node.child.send_signal()  # all at once: each drains its held requests in parallel
         for node in self.nodes:
             node.child.stop()
         if self.control_plane is not None:

@@ -9,14 +9,15 @@ below DynamoDB's 400 KB item limit.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import boto3
-from botocore.exceptions import BotoCoreError, ClientError
 
-from lambdas.usecases.errors import NotFound, StorageError
+from lambdas.adapters.dynamodb_support import ConditionFailed, translated
+from lambdas.usecases.errors import NotFound
 from lambdas.usecases.gateway_auth import StoredCredential
 
 if TYPE_CHECKING:
@@ -25,6 +26,17 @@ if TYPE_CHECKING:
 ATTR = "credentials"
 # Only items the clusters adapter created as clusters (not the "#tenant" item).
 _IS_CLUSTER = "kind = :cluster"
+_STORE = "cluster credential store"
+
+
+@contextmanager
+def _on_cluster(cluster_id: str) -> Iterator[None]:
+    """A write conditioned on ``_IS_CLUSTER``: a failed condition means no such cluster."""
+    try:
+        with translated(_STORE):
+            yield
+    except ConditionFailed as exc:
+        raise NotFound(f"cluster {cluster_id} not found") from exc
 
 
 def _parse(cluster_id: str, key_id: str, raw: dict[str, Any]) -> StoredCredential:
@@ -45,7 +57,7 @@ class DynamoDbClusterCredentials:
         self._client: DynamoDBClient = client or boto3.client("dynamodb")
 
     def _item(self, cluster_id: str, projection: str, names: dict[str, str]) -> dict[str, Any]:
-        try:
+        with translated(_STORE):
             response = self._client.get_item(
                 TableName=self._table,
                 Key={"cluster_id": {"S": cluster_id}},
@@ -53,8 +65,6 @@ class DynamoDbClusterCredentials:
                 ExpressionAttributeNames=names,
                 ConsistentRead=True,  # a just-revoked key must fail at once
             )
-        except (ClientError, BotoCoreError) as exc:
-            raise StorageError("cluster credential store unavailable") from exc
         return dict(response.get("Item", {}))
 
     def get_credential(self, cluster_id: str, key_id: str) -> StoredCredential | None:
@@ -75,7 +85,7 @@ class DynamoDbClusterCredentials:
                 "created_at": {"S": credential.created_at.isoformat()},
             }
         }
-        try:
+        with _on_cluster(credential.cluster_id):
             # Two steps: DynamoDB cannot SET a nested key of a map that does not exist
             # yet, so the map is created first (if_not_exists) on the existing item.
             self._client.update_item(
@@ -94,12 +104,6 @@ class DynamoDbClusterCredentials:
                 ExpressionAttributeNames={"#c": ATTR, "#k": credential.key_id},
                 ExpressionAttributeValues={":v": value, ":cluster": {"S": "cluster"}},
             )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                raise NotFound(f"cluster {credential.cluster_id} not found") from exc
-            raise StorageError("cluster credential store unavailable") from exc
-        except BotoCoreError as exc:
-            raise StorageError("cluster credential store unavailable") from exc
 
     def revoke_credentials(
         self, cluster_id: str, at: datetime, key_id: str | None = None
@@ -115,7 +119,7 @@ class DynamoDbClusterCredentials:
         for i, target in enumerate(targets):
             names[f"#k{i}"] = target
             sets.append(f"#c.#k{i}.revoked_at = :at")
-        try:
+        with _on_cluster(cluster_id):
             self._client.update_item(
                 TableName=self._table,
                 Key={"cluster_id": {"S": cluster_id}},
@@ -127,10 +131,4 @@ class DynamoDbClusterCredentials:
                     ":cluster": {"S": "cluster"},
                 },
             )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                raise NotFound(f"cluster {cluster_id} not found") from exc
-            raise StorageError("cluster credential store unavailable") from exc
-        except BotoCoreError as exc:
-            raise StorageError("cluster credential store unavailable") from exc
         return targets

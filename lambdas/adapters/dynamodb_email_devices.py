@@ -9,12 +9,14 @@ pair: newest wins whatever the arrival order. Conditional writes cannot go throu
 BatchWriteItem, so the reader first folds a batch to one observation per device
 (``email_view.newest_per_device``).
 
-Device counters: one item ``counts#devices`` holds a number per tally
-(``email_view.tally``). A row that appears or changes tally is written in one
-transaction with the counter moves, conditional on the tally it replaces, so the counts
-stay exact under redelivery (a stale event writes nothing), reordering and concurrent
-readers (a lost race re-reads and retries). A row that keeps its tally (a device syncing
-again, the common case) is one conditional put, as before.
+Device counts (the dashboard's totals and summary): ``Select=COUNT`` queries of
+``by_state``, one per access state, recounted at most every ``TALLIES_TTL_S`` seconds
+per process. They count rows, so they are exact whatever the redelivery, reordering or
+concurrency of the writes, and cost the writes nothing. (Counters moved in a
+TransactWriteItems with each row cost O(1) to read in AWS, but moto copies the whole
+table for every transaction: 1-5 s per new device at 1,000-5,000 devices, which the local
+runtime cannot afford. A recount reads the index - about 1 RCU per 20 rows, without
+transferring items - at most every few seconds, however many pollers.)
 
 Activity counters: items keyed ``stats#<YYYY-MM-DDTHH:MM>`` (no ``view``, so they stay
 out of both indexes), ``ADD requests, blocks`` guarded by the set of batch fingerprints
@@ -29,7 +31,7 @@ items and overrides together, then the owning devices), using the key layouts of
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -39,20 +41,20 @@ from lambdas.adapters.dynamodb_devices import LINK_PREFIX
 from lambdas.adapters.dynamodb_manual_overrides import parse_override
 from lambdas.domain.access import ManualOverride
 from lambdas.ports import MdmFacts, ViewJoin
-from lambdas.usecases.email_view import AccessObservation, ActivityCount, tally
+from lambdas.usecases.email_view import RULE_UNKNOWN, AccessObservation, ActivityCount, tally
 from lambdas.usecases.errors import StorageError
-from seg_contract import entry_key
+from seg_contract import Access, entry_key
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 VIEW = "all"
+_STATES = tuple(a.value for a in Access)
 STATS_PREFIX = "stats#"
 STATS_TTL_S = 8 * 86_400
-COUNTS_KEY = "counts#devices"
-_COUNT_PREFIX = "n#"  # counter attribute of a tally: "n#block~unknown"
 _BATCH_KEYS = 100  # BatchGetItem's limit
-_MAX_ATTEMPTS = 8
+# The device counts are recounted at most this often per process (see ``tallies``).
+TALLIES_TTL_S = 5.0
 _UNAVAILABLE = "email device view unavailable"
 _STRINGS = (
     "user",
@@ -143,25 +145,6 @@ def _facts(item: dict[str, Any], key: str) -> MdmFacts | None:
     )
 
 
-def _is_newer(item: dict[str, Any], observation: AccessObservation) -> bool:
-    held = (item.get("last_seen", {}).get("S", ""), item.get("event_id", {}).get("S", ""))
-    return (observation.last_seen, observation.event_id) > held
-
-
-def _failed_condition(exc: ClientError) -> bool:
-    code = exc.response["Error"]["Code"]
-    if code == "ConditionalCheckFailedException":
-        return True
-    if code == "TransactionCanceledException":
-        reasons = exc.response.get("CancellationReasons") or []
-        # A condition lost to another writer, or two transactions on one item at once:
-        # both mean "read again".
-        return any(
-            r.get("Code") in {"ConditionalCheckFailed", "TransactionConflict"} for r in reasons
-        )
-    return False
-
-
 class DynamoDbEmailDevices:
     def __init__(
         self,
@@ -172,12 +155,17 @@ class DynamoDbEmailDevices:
         *,
         devices_table: str | None = None,
         overrides_table: str | None = None,
+        tallies_ttl_s: float = TALLIES_TTL_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._table = table_name
         self._index = by_recent_index
         self._state_index = by_state_index
         self._devices_table = devices_table
         self._overrides_table = overrides_table
+        self._tallies_ttl_s = tallies_ttl_s
+        self._clock = clock
+        self._tallies: tuple[float, dict[str, int]] | None = None
         self._client: DynamoDBClient = client or boto3.client("dynamodb")
 
     # --- writes (the payload reader) -----------------------------------------------
@@ -186,101 +174,27 @@ class DynamoDbEmailDevices:
         # A whole-item conditional put: the row holds only the newest request's facts,
         # and a put costs the same write unit as an update (and far less in moto, whose
         # update-expression parser dominates the local runtime's cost).
-        new_tally = tally(observation.access_state, observation.rule)
         item: dict[str, Any] = {n: {"S": getattr(observation, n)} for n in _STRINGS}
         item["email_device_key"] = {"S": observation.email_device_key}
         item["enforced"] = {"BOOL": observation.enforced}
         item["view"] = {"S": VIEW}
-        item["tally"] = {"S": new_tally}
-        newer_values = {":last_seen": item["last_seen"], ":event_id": item["event_id"]}
-        names = {"#last_seen": "last_seen", "#event_id": "event_id", "#tally": "tally"}
         try:
-            for _ in range(_MAX_ATTEMPTS):
-                # The common case first: a known device keeping its tally.
-                try:
-                    self._client.put_item(
-                        TableName=self._table,
-                        Item=item,
-                        ConditionExpression=f"{_NEWER} AND #tally = :tally",
-                        ExpressionAttributeNames=names,
-                        ExpressionAttributeValues={**newer_values, ":tally": item["tally"]},
-                        ReturnValuesOnConditionCheckFailure="ALL_OLD",
-                    )
-                    return True
-                except ClientError as exc:
-                    if not _failed_condition(exc):
-                        raise
-                    found: Any = exc.response.get("Item")
-                    old: dict[str, Any] | None = dict(found) if found else None
-                if old is not None and not _is_newer(old, observation):
-                    return False  # the row already holds something newer
-                old_tally = str(old["tally"]["S"]) if old and "tally" in old else None
-                if self._move_tally(item, old is not None, old_tally, new_tally, names):
-                    return True
+            self._client.put_item(
+                TableName=self._table,
+                Item=item,
+                ConditionExpression=_NEWER,
+                ExpressionAttributeNames={"#last_seen": "last_seen", "#event_id": "event_id"},
+                ExpressionAttributeValues={
+                    ":last_seen": item["last_seen"],
+                    ":event_id": item["event_id"],
+                },
+            )
         except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False  # the row already holds something newer
             raise StorageError(_UNAVAILABLE) from exc
         except BotoCoreError as exc:
             raise StorageError(_UNAVAILABLE) from exc
-        raise StorageError(f"{_UNAVAILABLE}: {observation.email_device_key} kept racing")
-
-    def _move_tally(
-        self,
-        item: dict[str, Any],
-        exists: bool,
-        old_tally: str | None,
-        new_tally: str,
-        names: dict[str, str],
-    ) -> bool:
-        """Write the row and move the counters in one transaction, conditional on the
-        row still being what was read; False when another writer got there first."""
-        values: dict[str, Any] = {}
-        if not exists:
-            condition = "attribute_not_exists(email_device_key)"
-            row_names: dict[str, str] = {}
-        else:
-            values = {":last_seen": item["last_seen"], ":event_id": item["event_id"]}
-            row_names = dict(names)
-            if old_tally is None:  # a row written before counters existed
-                condition = f"{_NEWER} AND attribute_not_exists(#tally)"
-            else:
-                condition = f"{_NEWER} AND #tally = :old"
-                values[":old"] = {"S": old_tally}
-        counter_names = {"#new": _COUNT_PREFIX + new_tally}
-        counter_values: dict[str, Any] = {":one": {"N": "1"}}
-        update = "ADD #new :one"
-        if old_tally is not None and old_tally != new_tally:
-            counter_names["#old"] = _COUNT_PREFIX + old_tally
-            counter_values[":minus"] = {"N": "-1"}
-            update += ", #old :minus"
-        elif old_tally == new_tally:  # only reachable when the fast path raced
-            return False
-        put: dict[str, Any] = {
-            "TableName": self._table,
-            "Item": item,
-            "ConditionExpression": condition,
-        }
-        if row_names:
-            put["ExpressionAttributeNames"] = {k: v for k, v in row_names.items() if k in condition}
-        if values:
-            put["ExpressionAttributeValues"] = values
-        items: Any = [
-            {"Put": put},
-            {
-                "Update": {
-                    "TableName": self._table,
-                    "Key": {"email_device_key": {"S": COUNTS_KEY}},
-                    "UpdateExpression": update,
-                    "ExpressionAttributeNames": counter_names,
-                    "ExpressionAttributeValues": counter_values,
-                }
-            },
-        ]
-        try:
-            self._client.transact_write_items(TransactItems=items)
-        except ClientError as exc:
-            if _failed_condition(exc):
-                return False
-            raise
         return True
 
     def add_activity(self, count: ActivityCount, fingerprint: str) -> bool:
@@ -416,18 +330,42 @@ class DynamoDbEmailDevices:
             raise StorageError(_UNAVAILABLE) from exc
 
     def tallies(self) -> dict[str, int]:
+        """Rows per tally, counted with ``Select=COUNT`` queries of ``by_state`` (one per
+        state: ``ScannedCount`` is every row of the state, ``Count`` those the
+        unknown-device rule decided) and kept ``tallies_ttl_s`` by this process: a
+        dashboard polling every few seconds recounts a few times a minute, not per poll."""
+        now = self._clock()
+        if self._tallies is not None and now - self._tallies[0] < self._tallies_ttl_s:
+            return dict(self._tallies[1])
+        counted: dict[str, int] = {}
         try:
-            response = self._client.get_item(
-                TableName=self._table, Key={"email_device_key": {"S": COUNTS_KEY}}
-            )
+            for state in _STATES:
+                kwargs: dict[str, Any] = {
+                    "TableName": self._table,
+                    "IndexName": self._state_index,
+                    "KeyConditionExpression": "access_state = :s",
+                    "FilterExpression": "#rule = :unknown",
+                    "ExpressionAttributeNames": {"#rule": "rule"},
+                    "ExpressionAttributeValues": {
+                        ":s": {"S": state},
+                        ":unknown": {"S": RULE_UNKNOWN},
+                    },
+                    "Select": "COUNT",
+                }
+                scanned = unknown = 0
+                while True:
+                    page = self._client.query(**kwargs)
+                    scanned += int(page.get("ScannedCount", 0))
+                    unknown += int(page.get("Count", 0))
+                    if "LastEvaluatedKey" not in page:
+                        break
+                    kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+                counted[tally(state, "")] = scanned - unknown
+                counted[tally(state, RULE_UNKNOWN)] = unknown
         except (ClientError, BotoCoreError) as exc:
             raise StorageError(_UNAVAILABLE) from exc
-        item = response.get("Item") or {}
-        return {
-            name[len(_COUNT_PREFIX) :]: int(value["N"])
-            for name, value in item.items()
-            if name.startswith(_COUNT_PREFIX) and "N" in value
-        }
+        self._tallies = (now, counted)
+        return dict(counted)
 
     def count_since(self, access_state: str, since: str) -> int:
         kwargs: dict[str, Any] = {

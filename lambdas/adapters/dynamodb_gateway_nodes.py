@@ -9,16 +9,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import boto3
-from botocore.exceptions import BotoCoreError, ClientError
 
+from lambdas.adapters.dynamodb_support import ConditionFailed, paged, translated
 from lambdas.usecases.email_view import NodeSeen
-from lambdas.usecases.errors import StorageError
 from lambdas.usecases.gateway_nodes import NodeReport
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 _FORWARD = "attribute_not_exists(last_seen) OR last_seen < :seen"
+_STORE = "gateway node store"
 
 
 def _num(item: dict[str, Any], name: str) -> str | None:
@@ -35,19 +35,16 @@ class DynamoDbGatewayNodes:
         self, key: dict[str, Any], expression: str, values: dict[str, Any], condition: str
     ) -> None:
         try:
-            self._client.update_item(
-                TableName=self._table,
-                Key=key,
-                UpdateExpression=expression,
-                ConditionExpression=condition,
-                ExpressionAttributeValues=values,
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return  # we already know of a newer sighting: nothing to do
-            raise StorageError("gateway node store unavailable") from exc
-        except BotoCoreError as exc:
-            raise StorageError("gateway node store unavailable") from exc
+            with translated(_STORE):
+                self._client.update_item(
+                    TableName=self._table,
+                    Key=key,
+                    UpdateExpression=expression,
+                    ConditionExpression=condition,
+                    ExpressionAttributeValues=values,
+                )
+        except ConditionFailed:
+            return  # we already know of a newer sighting: nothing to do
 
     def record_seen(self, seen: NodeSeen) -> None:
         self._update(
@@ -78,35 +75,29 @@ class DynamoDbGatewayNodes:
         self.record_seen(NodeSeen(report.cluster_id, report.node_id, report.last_seen))
 
     def list_nodes(self, cluster_id: str) -> list[NodeReport]:
-        reports: list[NodeReport] = []
-        kwargs: dict[str, Any] = {
-            "TableName": self._table,
-            "KeyConditionExpression": "cluster_id = :c",
-            "ExpressionAttributeValues": {":c": {"S": cluster_id}},
-        }
-        try:
-            while True:
-                page = self._client.query(**kwargs)
-                for item in page.get("Items", []):
-                    version, age, depth = (
-                        _num(item, "policy_version"),
-                        _num(item, "policy_age_s"),
-                        _num(item, "spool_depth"),
-                    )
-                    reports.append(
-                        NodeReport(
-                            cluster_id=cluster_id,
-                            node_id=item["node_id"]["S"],
-                            last_seen=item.get("last_seen", {}).get("S", ""),
-                            policy_version=int(version) if version is not None else None,
-                            policy_age_s=float(age) if age is not None else None,
-                            spool_depth=int(depth) if depth is not None else None,
-                            gateway_version=item.get("gateway_version", {}).get("S", ""),
-                            reported_at=item.get("reported_at", {}).get("S", ""),
-                        )
-                    )
-                if "LastEvaluatedKey" not in page:
-                    return reports
-                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        except (ClientError, BotoCoreError) as exc:
-            raise StorageError("gateway node store unavailable") from exc
+        items = paged(
+            self._client.query,
+            _STORE,
+            TableName=self._table,
+            KeyConditionExpression="cluster_id = :c",
+            ExpressionAttributeValues={":c": {"S": cluster_id}},
+        )
+        return [_report(cluster_id, item) for item in items]
+
+
+def _report(cluster_id: str, item: dict[str, Any]) -> NodeReport:
+    version, age, depth = (
+        _num(item, "policy_version"),
+        _num(item, "policy_age_s"),
+        _num(item, "spool_depth"),
+    )
+    return NodeReport(
+        cluster_id=cluster_id,
+        node_id=item["node_id"]["S"],
+        last_seen=item.get("last_seen", {}).get("S", ""),
+        policy_version=int(version) if version is not None else None,
+        policy_age_s=float(age) if age is not None else None,
+        spool_depth=int(depth) if depth is not None else None,
+        gateway_version=item.get("gateway_version", {}).get("S", ""),
+        reported_at=item.get("reported_at", {}).get("S", ""),
+    )

@@ -213,18 +213,13 @@ def list_nodes(
     cluster_id: ClusterId,
     _admin: Admin,
     clusters: Clusters,
-    credentials: Credentials,
     nodes: Nodes,
     connections: Connections,
 ) -> list[models.NodeInfo]:
-    detail = cluster_cases.cluster_detail(
-        cluster_id,
-        clusters=clusters,
-        credentials=credentials,
-        nodes=nodes,
-        connections=connections,
+    statuses = cluster_cases.cluster_nodes(
+        cluster_id, clusters=clusters, nodes=nodes, connections=connections
     )
-    return _nodes(detail.nodes)
+    return _nodes(statuses)
 
 
 # --- Credential substitution --------------------------------------------------------------

@@ -17,7 +17,6 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
 from lambdas.adapters.wiring import Adapters
-from lambdas.domain.errors import PushFailed
 from lambdas.handlers import write_side
 from lambdas.handlers.ws_events import WebSocketEvent, response
 from lambdas.usecases.connections import keepalive
@@ -59,11 +58,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         )
     except Forbidden as exc:
         metrics.add_metric(name="MessagesRejected", unit=MetricUnit.Count, value=1)
-        logger.warning("message on an unknown connection: closing it", extra={"detail": exc.detail})
-        try:
-            p.poster.disconnect(connection_id)
-        except PushFailed:
-            logger.warning("could not close the connection")
+        logger.warning("message on an unknown connection: closed", extra={"detail": exc.detail})
         return response(403, exc.detail)
     except InvalidInput as exc:
         metrics.add_metric(name="MessagesRejected", unit=MetricUnit.Count, value=1)

@@ -171,6 +171,18 @@ def cluster_detail(
     )
 
 
+def cluster_nodes(
+    cluster_id: str,
+    *,
+    clusters: ClusterStore,
+    nodes: GatewayNodeStore,
+    connections: ConnectionStore,
+) -> list[NodeStatus]:
+    """The cluster's nodes (``NotFound`` for an unknown cluster)."""
+    require_cluster(clusters, cluster_id)
+    return node_statuses(cluster_id, nodes=nodes, connections=connections)
+
+
 def node_statuses(
     cluster_id: str, *, nodes: GatewayNodeStore, connections: ConnectionStore
 ) -> list[NodeStatus]:

@@ -13,13 +13,15 @@ from datetime import datetime
 
 from pydantic import ValidationError
 
-from lambdas.domain.errors import ConnectionGone, PushFailed
+from lambdas.domain.errors import PushFailed
 from lambdas.domain.records import Connection
 from lambdas.ports import ClusterStore, ConnectionPoster, ConnectionStore, GatewayNodeStore
 from lambdas.usecases.errors import Forbidden, InvalidInput
 from lambdas.usecases.gateway_auth import GatewayPrincipal
 from lambdas.usecases.gateway_nodes import record_keepalive
+from lambdas.usecases.push import send_to
 from seg_contract import GatewayKeepalive, PushPong
+from seg_contract.http import NODE_ID_HEADER, NODE_ID_QUERY
 from seg_contract.models import GATEWAY_MESSAGE
 
 logger = logging.getLogger(__name__)
@@ -29,7 +31,7 @@ _NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
 def validate_node_id(node_id: str | None) -> str:
     if not node_id:
-        raise InvalidInput("missing node id (header X-SEG-Node-Id or query node_id)")
+        raise InvalidInput(f"missing node id (header {NODE_ID_HEADER} or query {NODE_ID_QUERY})")
     if not _NODE_ID.match(node_id):
         raise InvalidInput(
             "node id must be 1-128 characters: letters, digits, '.', '_', ':' or '-'"
@@ -87,6 +89,15 @@ def parse_keepalive(body: str | None) -> GatewayKeepalive:
         raise InvalidInput(f"invalid gateway message: {problems}") from exc
 
 
+def _closed(connection_id: str, poster: ConnectionPoster, detail: str) -> Forbidden:
+    """Close a connection we will not serve (best effort) and say why."""
+    try:
+        poster.disconnect(connection_id)
+    except PushFailed:
+        logger.warning("could not close connection %s", connection_id)
+    return Forbidden(detail)
+
+
 def keepalive(
     connection_id: str,
     body: str | None,
@@ -98,11 +109,12 @@ def keepalive(
     now: datetime,
 ) -> PushPong:
     """Record the node's reported state and answer with the cluster's version.
-    Raises ``Forbidden`` (connection unknown: closed, expired or revoked) and
-    ``InvalidInput`` (not a keepalive, or another node's id)."""
+    Raises ``Forbidden`` (connection unknown, i.e. closed, expired or revoked, or its
+    cluster gone: the connection is closed too, so the node reconnects and meets
+    ``$connect``) and ``InvalidInput`` (not a keepalive, or another node's id)."""
     connection = connections.get(connection_id)
     if connection is None:
-        raise Forbidden("unknown connection: reconnect")
+        raise _closed(connection_id, poster, "unknown connection: reconnect")
     message = parse_keepalive(body)
     if message.node_id != connection.node_id:
         raise InvalidInput(
@@ -112,16 +124,11 @@ def keepalive(
     record_keepalive(nodes, connection.cluster_id, message, now)
     cluster = clusters.get_cluster(connection.cluster_id)
     if cluster is None:
-        raise Forbidden("the connection's cluster no longer exists")
+        raise _closed(connection_id, poster, "the connection's cluster no longer exists")
     pong = PushPong(
         cluster_id=connection.cluster_id,
         version=cluster.current_version,
         server_time=now,
     )
-    try:
-        poster.post(connection_id, pong.model_dump_json().encode("utf-8"))
-    except ConnectionGone:
-        connections.delete(connection_id)
-    except PushFailed as exc:
-        logger.warning("pong failed: connection=%s error=%s", connection_id, exc)
+    send_to([connection], pong, connections=connections, poster=poster)
     return pong

@@ -20,7 +20,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from lambdas.ports import ClusterCredentialStore
@@ -69,7 +69,7 @@ class IssuedCredential:
 
     cluster_id: str
     key_id: str
-    token: str
+    token: str = field(repr=False)  # never in a log line or a traceback
     secret_sha256: str
 
 

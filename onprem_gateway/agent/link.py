@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -49,7 +49,7 @@ MAX_PUSH_BYTES = 256 * 1024
 @dataclass(frozen=True)
 class LinkSettings:
     ws_url: str
-    credential: str
+    credential: str = field(repr=False)  # never in a log line or a traceback
     node_id: str
     keepalive_interval_s: float
     reconnect_after_s: float

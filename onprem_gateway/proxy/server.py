@@ -90,13 +90,42 @@ def _smallest_timeout(settings: ProxySettings) -> float:
     )
 
 
+class DirectSSLObject(ssl.SSLObject):
+    """``ssl.SSLObject`` whose per-record methods are the C object's own.
+
+    The event loop's TLS layer (uvloop's and asyncio's ``SSLProtocol``) calls ``read``,
+    ``write`` and ``pending`` of the object ``SSLContext.wrap_bio`` returns several times
+    per request (``read`` until it raises ``SSLWantReadError``). ``ssl.SSLObject``
+    defines each as a Python method that only forwards to ``self._sslobj`` (the C
+    ``_ssl._SSLObject``), so every call costs a Python frame and every
+    ``SSLWantReadError`` unwinds one. Binding the C methods on the instance skips that
+    frame; arguments, results and exceptions are the C object's, i.e. what the Python
+    methods forward (CPython 3.11-3.13 ``Lib/ssl.py``). Measured with
+    ``bench/proxy_throughput.py --tls``: see docs/gateway.md, performance.
+    """
+
+    @classmethod
+    def _create(cls, *args: object, **kwargs: object) -> DirectSSLObject:  # type: ignore[override]
+        obj = super()._create(*args, **kwargs)  # type: ignore[misc]
+        inner = getattr(obj, "_sslobj", None)
+        if inner is not None:  # the forwarding target; absent would mean another CPython
+            obj.read = inner.read  # type: ignore[method-assign]
+            obj.write = inner.write  # type: ignore[method-assign]
+            obj.pending = inner.pending  # type: ignore[method-assign]
+        return obj  # type: ignore[return-value]
+
+
 def server_ssl_context(settings: ProxySettings) -> ssl.SSLContext | None:
+    """TLS 1.2+ with Python's default server ciphers (ECDHE + AES-GCM / ChaCha20, no
+    compression, no TLS 1.0/1.1), HTTP/1.1 ALPN, session tickets on (a
+    device reconnecting after a Ping resumes without a full handshake)."""
     if settings.tls_cert is None or settings.tls_key is None:
         return None
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(str(settings.tls_cert), str(settings.tls_key))
     ctx.set_alpn_protocols(["http/1.1"])
+    ctx.sslobject_class = DirectSSLObject
     return ctx
 
 

@@ -3,7 +3,8 @@
 ``seg_contract`` is the one wire contract: the control plane (``lambdas``) and the gateway
 (``onprem_gateway``) both import it and never each other, and the contract imports
 neither. Inside the control plane, the use cases and the domain stay free of boto3,
-FastAPI and the adapters (``lambdas/usecases/__init__.py``)."""
+FastAPI and the adapters (``lambdas/usecases/__init__.py``); the gateway's core stays free
+of I/O and of the rest of the gateway (``onprem_gateway/core/__init__.py``)."""
 
 from __future__ import annotations
 
@@ -49,6 +50,14 @@ RULES = [
     ("seg_contract", ("lambdas", "onprem_gateway", "seg_local", "seg_cli", "cdk")),
     ("lambdas.usecases", ("boto3", "botocore", "fastapi", "lambdas.adapters", "lambdas.api")),
     ("lambdas.domain", ("boto3", "botocore", "fastapi", "lambdas.adapters", "lambdas.usecases")),
+    # The gateway's pure core: values in, values out (``onprem_gateway/core/__init__.py``).
+    (
+        "onprem_gateway.core",
+        (
+            *("onprem_gateway.agent", "onprem_gateway.proxy", "onprem_gateway.config"),
+            *("asyncio", "socket", "ssl", "os", "pathlib", "httpx", "aiohttp", "websockets"),
+        ),
+    ),
 ]
 
 

@@ -27,14 +27,29 @@ def start_stack(tmp_path_factory: pytest.TempPathFactory, **options: Any) -> Sta
     return stack
 
 
+def dump_logs_on_failure(stack: Stack, request: pytest.FixtureRequest, failed_before: int) -> None:
+    """When a test of the module failed, show the tail of every process's log (the
+    failure is usually explained there)."""
+    if request.session.testsfailed == failed_before:
+        return
+    logs = stack.state_dir / "logs"
+    for path in sorted(logs.glob("*.log")) if logs.exists() else []:
+        lines = path.read_text(errors="replace").splitlines()[-40:]
+        print(f"\n----- {path.name} (last {len(lines)} lines) -----\n" + "\n".join(lines))
+
+
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Stack]:
     # HTTPS/WSS between gateways and control plane, as with API Gateway; the EventBridge
     # stand-in fires the scheduled check-in every 1.8 s.
     s = start_stack(tmp_path_factory, nodes=2, schedule_minutes=0.03, control_plane_tls=True)
+    failed_before = request.session.testsfailed
     try:
         yield s
     finally:
+        dump_logs_on_failure(s, request, failed_before)
         s.stop()
 
 

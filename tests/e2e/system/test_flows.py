@@ -26,6 +26,7 @@ from seg_cli.demo import (
     enroll,
     post_mdm_event,
     refused_reason,
+    run_demo,
     sync_inbox,
     wait_enforced,
 )
@@ -165,6 +166,15 @@ def test_syncs_reach_the_dashboard_with_their_node(stack: Stack) -> None:
     with stack.console() as http:
         summary = http.get("/console/v1/email-devices/summary").json()
     assert summary["counts"]["allow"] >= 1
+
+
+def test_the_demo_story_runs_end_to_end(stack: Stack) -> None:
+    """What `seg up` / `seg demo` show (seg_cli.demo.run_demo) on this cluster."""
+    lines: list[str] = []
+    times = run_demo(stack, say=lines.append)
+    assert set(times) == {n.node_id for n in stack.nodes}
+    assert sum("refused (EAS status 129)" in line for line in lines) == len(stack.nodes)
+    assert "5. The dashboard shows bob/bobpixel8: block" in "\n".join(lines)
 
 
 async def test_revoked_credential_is_disconnected_and_refused(stack: Stack) -> None:

@@ -30,7 +30,7 @@ from seg_cli.demo import (
 )
 from seg_local.stack import Node, Stack, StackOptions
 
-from .conftest import eventually, metrics, new_device
+from .conftest import dump_logs_on_failure, eventually, metrics, new_device
 from .tcp_proxy import TcpProxy
 
 
@@ -42,7 +42,9 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+def world(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[World]:
     holder: dict[str, Stack] = {}
 
     def ws_target() -> tuple[str, int]:
@@ -69,10 +71,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         )
     )
     holder["stack"] = stack
+    failed_before = request.session.testsfailed
     try:
         stack.start()
         yield World(stack, cut, mute)
     finally:
+        dump_logs_on_failure(stack, request, failed_before)
         stack.stop()
         cut.stop()
         mute.stop()
