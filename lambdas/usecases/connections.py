@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from lambdas.domain.errors import PushFailed
 from lambdas.domain.records import Connection
 from lambdas.ports import ClusterStore, ConnectionPoster, ConnectionStore, GatewayNodeStore
-from lambdas.usecases.errors import Forbidden, InvalidInput
+from lambdas.usecases.errors import Forbidden, InvalidInput, validation_problems
 from lambdas.usecases.gateway_auth import GatewayPrincipal
 from lambdas.usecases.gateway_nodes import record_keepalive
 from lambdas.usecases.push import send_to
@@ -83,10 +83,7 @@ def parse_keepalive(body: str | None) -> GatewayKeepalive:
     try:
         return GATEWAY_MESSAGE.validate_json(body)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        raise InvalidInput(f"invalid gateway message: {problems}") from exc
+        raise InvalidInput(f"invalid gateway message: {validation_problems(exc)}") from exc
 
 
 def _closed(connection_id: str, poster: ConnectionPoster, detail: str) -> Forbidden:

@@ -7,6 +7,8 @@ carries a secret, a password or a credential.
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 
 class UseCaseError(Exception):
     """Base of every typed error a use case may raise."""
@@ -42,3 +44,9 @@ class Gone(UseCaseError):
 
 class StorageError(UseCaseError):
     """A backend failed in a way the caller cannot fix (throttling, outage)."""
+
+
+def validation_problems(exc: ValidationError) -> str:
+    """pydantic's errors on one line, ``where: what; ...``, for an ``InvalidInput``
+    detail: locations and messages only, leaving out the input values pydantic keeps."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())

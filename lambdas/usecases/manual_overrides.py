@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from lambdas.domain.messages import ManualOverrideRequest, email_device_group
 from lambdas.ports import ComplianceQueue
-from lambdas.usecases.errors import InvalidInput
+from lambdas.usecases.errors import InvalidInput, validation_problems
 
 
 def request_override(
@@ -40,10 +40,7 @@ def request_override(
             request_id=request_id or uuid.uuid4().hex,
         )
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        raise InvalidInput(f"invalid override: {problems}") from exc
+        raise InvalidInput(f"invalid override: {validation_problems(exc)}") from exc
     queue.send(
         message.model_dump_json(),
         group_id=email_device_group(message.user, message.device_id),

@@ -94,16 +94,28 @@ def test_counts_are_exact_under_redelivery_reordering_and_transitions(env: AwsEn
     )
 
 
-def test_counts_are_recounted_at_most_once_per_ttl(env: AwsEnv) -> None:
+def test_a_count_is_reused_for_ten_times_what_it_took_at_most_the_ttl(env: AwsEnv) -> None:
     now = [100.0]
-    v = view(env, tallies_ttl_s=5, clock=lambda: now[0])
+
+    def clock() -> float:  # every reading moves 0.1 s: a count "takes" 0.1 s
+        now[0] += 0.1
+        return now[0]
+
+    v = view(env, tallies_ttl_s=5, clock=clock)
     v.apply_observation(obs(1, "block"))
-    assert nonzero(v.tallies()) == {"block": 1}
+    assert nonzero(v.tallies()) == {"block": 1}  # counted 100.1-100.2, reused until 101.2
     v.apply_observation(obs(2, "allow", rule="unknown_device"))
-    now[0] += 4.9
-    assert nonzero(v.tallies()) == {"block": 1}  # the cached count
-    now[0] += 0.2
+    now[0] = 101.0
+    assert nonzero(v.tallies()) == {"block": 1}  # the reused count
+    now[0] = 101.2
     assert nonzero(v.tallies()) == {"block": 1, "allow~unknown": 1}
+    slow = view(env, tallies_ttl_s=0.5, clock=clock)
+    slow.tallies()
+    v.apply_observation(obs(3, "quarantine"))
+    now[0] += 0.35
+    assert nonzero(slow.tallies()) == {"block": 1, "allow~unknown": 1}
+    now[0] += 0.2  # past the TTL, although 10 x 0.1 s is not over
+    assert nonzero(slow.tallies()) == {"block": 1, "allow~unknown": 1, "quarantine": 1}
 
 
 class DynamoCalls:
