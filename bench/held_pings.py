@@ -17,13 +17,14 @@ Prints: held Pings (answered 200 / failed), gateway RSS (total and per held Ping
 p50/p99 direct / through idle gateway / through gateway with N held, and the added p99.
 
 ``--tls`` puts TLS on the device leg (self-signed certificate made for the run); the
-Python load generator's own TLS handshakes then limit the Sync figures, so read the RSS
-figures of that mode, not its latencies. Environment: SEG_BENCH_GC_STATS=1 prints each
+Sync load opens its keep-alive pool (32 connections) before its clock starts, so its own
+TLS handshakes are not timed (opening 20,000 TLS Pings takes this Python client a while:
+use ``--open-rate`` 250-300 on a busy 2-core machine). Environment: SEG_BENCH_GC_STATS=1 prints each
 worker's GC pauses; SEG_BENCH_TRIM=1 calls malloc_trim(0) in the workers before the RSS
 reading (shows how much of the RSS is freed-but-kept heap).
 
 Reproduce: .venv/bin/python bench/held_pings.py [--pings 20000] [--workers 3]
-           [--rate 500] [--seconds 15] [--tls]
+           [--rate 500] [--seconds 15] [--open-rate 500] [--tls]
 """
 
 from __future__ import annotations
@@ -413,7 +414,8 @@ def main() -> int:
     print(
         "reproduce: .venv/bin/python bench/held_pings.py "
         f"--pings {args.pings} --workers {args.workers} --rate {args.rate} "
-        f"--seconds {args.seconds:g}" + (" --tls" if args.tls else "")
+        f"--seconds {args.seconds:g} --open-rate {args.open_rate:g}"
+        + (" --tls" if args.tls else "")
     )
     return 0
 

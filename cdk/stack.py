@@ -20,7 +20,6 @@ from cdk.schedule import Schedules
 from cdk.storage import Storage
 from cdk.websocket_api import WebSocketApi
 from lambdas import resources
-from lambdas.api.routes_ui import ENV_OAUTH_AUTHORIZE_URL, ENV_OAUTH_CLIENT_ID
 
 
 class ControlPlaneStack(Stack):
@@ -63,8 +62,12 @@ class ControlPlaneStack(Stack):
         )
         self.auth.device_services_secret.grant_read(api_function)
         # The dashboard's sign-in goes to the Cognito hosted UI.
-        api_function.add_environment(ENV_OAUTH_AUTHORIZE_URL, self.auth.authorize_url)
-        api_function.add_environment(ENV_OAUTH_CLIENT_ID, self.auth.client.user_pool_client_id)
+        api_function.add_environment(
+            resources.ENV_CONSOLE_OAUTH_AUTHORIZE_URL, self.auth.authorize_url
+        )
+        api_function.add_environment(
+            resources.ENV_CONSOLE_OAUTH_CLIENT_ID, self.auth.client.user_pool_client_id
+        )
         self.http_api.add_app_routes(api_function, self.auth.authorizer)
 
         self.websocket_api = WebSocketApi(self, "WebSocketApi", config=config, functions=functions)

@@ -169,13 +169,6 @@ MANUAL_OVERRIDES = Table(
     purpose="Console admins' allow/block overrides per (user, EAS DeviceId); they win "
     "over compliance and also cover devices the MDM never enrolled",
 )
-IDEMPOTENCY = Table(
-    id="idempotency",
-    partition=Key("id"),
-    ttl_attribute="expiration",
-    purpose="aws-lambda-powertools idempotency records for SQS consumers",
-)
-
 TABLES: tuple[Table, ...] = (
     DEVICES,
     POLICY_ENTRIES,
@@ -185,7 +178,6 @@ TABLES: tuple[Table, ...] = (
     EMAIL_DEVICES,
     DEVICE_EVENTS,
     MANUAL_OVERRIDES,
-    IDEMPOTENCY,
 )
 
 # --- Queues -------------------------------------------------------------------------
@@ -249,7 +241,6 @@ FUNCTIONS: tuple[Function, ...] = (
             "clusters": RW,
             "connections": RW,
             "manual_overrides": RW,
-            "idempotency": RW,
         },
         posts_to_connections=True,
         batch_size=10,
@@ -270,7 +261,7 @@ FUNCTIONS: tuple[Function, ...] = (
         handler="lambdas.handlers.ws_connect.handler",
         trigger=Trigger.WEBSOCKET_CONNECT,
         purpose="Authenticate a gateway node and record its connection",
-        tables={"clusters": R, "connections": RW, "gateway_nodes": RW},
+        tables={"clusters": R, "connections": RW},
         timeout_s=10,
     ),
     Function(
@@ -278,7 +269,7 @@ FUNCTIONS: tuple[Function, ...] = (
         handler="lambdas.handlers.ws_disconnect.handler",
         trigger=Trigger.WEBSOCKET_DISCONNECT,
         purpose="Forget a closed connection",
-        tables={"connections": RW, "gateway_nodes": RW},
+        tables={"connections": RW},
         timeout_s=10,
     ),
     Function(
@@ -312,6 +303,11 @@ ENV_CONSOLE_TOKEN_SHA256 = "SEG_CONSOLE_TOKEN_SHA256"  # noqa: S105 - hex sha256
 ENV_DEVICE_SERVICES_KEY_SHA256 = "SEG_DEVICE_SERVICES_KEY_SHA256"  # hex sha256 of the MDM key
 ENV_DEVICE_SERVICES_SECRET_ARN = "SEG_DEVICE_SERVICES_SECRET_ARN"  # noqa: S105 - Secrets Manager, in AWS
 ENV_LOG_LEVEL = "POWERTOOLS_LOG_LEVEL"
+# The dashboard's sign-in (Cognito hosted UI) and polling, read by lambdas.api.routes_ui.
+ENV_CONSOLE_OAUTH_AUTHORIZE_URL = "SEG_CONSOLE_OAUTH_AUTHORIZE_URL"
+ENV_CONSOLE_OAUTH_CLIENT_ID = "SEG_CONSOLE_OAUTH_CLIENT_ID"
+ENV_CONSOLE_OAUTH_SCOPES = "SEG_CONSOLE_OAUTH_SCOPES"  # space separated; default "openid email"
+ENV_CONSOLE_REFRESH_SECONDS = "SEG_CONSOLE_REFRESH_SECONDS"  # dashboard polling, default 5
 
 
 def table(table_id: str) -> Table:

@@ -66,7 +66,7 @@ def device_services(
     authorization: AuthorizationHeader = None,
 ) -> DeviceServicesCaller:
     token = bearer_token(authorization)
-    if not _matches_sha256(token, config.device_services_key_sha256):
+    if not _matches_sha256(token, config.device_services_key_sha256()):
         raise Unauthenticated("invalid Device Services key")
     return DeviceServicesCaller()
 

@@ -8,6 +8,7 @@ a test can replace the whole container (or any single provider) with
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
@@ -44,7 +45,9 @@ if TYPE_CHECKING:
 class AuthConfig:
     console_auth: str  # "jwt" | "static"
     console_token_sha256: str
-    device_services_key_sha256: str
+    # Resolved only when a Device Services call is authenticated: in AWS it reads
+    # Secrets Manager, and a console or gateway call must not depend on that secret.
+    device_services_key_sha256: Callable[[], str]
 
 
 class Container(Adapters):
@@ -74,7 +77,7 @@ class Container(Adapters):
         return AuthConfig(
             console_auth=self.settings.console_auth,
             console_token_sha256=self.settings.console_token_sha256,
-            device_services_key_sha256=self.device_services_sha256(),
+            device_services_key_sha256=self.device_services_sha256,
         )
 
     @cached_property

@@ -80,7 +80,9 @@ def email_device_summary(
     )
 
 
-@router.get("/email-devices/{user}/{device_id}", response_model=models.EmailDeviceDetail)
+# ``:path``: a DeviceId is client-chosen and may contain "/" (sent as %2F, which the
+# router sees decoded).
+@router.get("/email-devices/{user}/{device_id:path}", response_model=models.EmailDeviceDetail)
 def email_device_detail(
     *,
     user: UserPath,
@@ -118,7 +120,7 @@ def email_device_detail(
 
 
 @router.post(
-    "/email-devices/{user}/{device_id}/override",
+    "/email-devices/{user}/{device_id:path}/override",
     response_model=models.Queued,
     status_code=status.HTTP_202_ACCEPTED,
 )

@@ -32,14 +32,16 @@ from pathlib import Path
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import RedirectResponse
 
+from lambdas import resources
+
 UI_DIR = Path(__file__).with_name("console_ui")
 
 # Cognito hosted UI (implicit grant): the authorize endpoint, e.g.
 # https://<domain>.auth.<region>.amazoncognito.com/oauth2/authorize, and the app client id.
-ENV_OAUTH_AUTHORIZE_URL = "SEG_CONSOLE_OAUTH_AUTHORIZE_URL"
-ENV_OAUTH_CLIENT_ID = "SEG_CONSOLE_OAUTH_CLIENT_ID"
-ENV_OAUTH_SCOPES = "SEG_CONSOLE_OAUTH_SCOPES"  # space separated; default "openid email"
-ENV_REFRESH_SECONDS = "SEG_CONSOLE_REFRESH_SECONDS"  # dashboard polling period, default 5
+ENV_OAUTH_AUTHORIZE_URL = resources.ENV_CONSOLE_OAUTH_AUTHORIZE_URL
+ENV_OAUTH_CLIENT_ID = resources.ENV_CONSOLE_OAUTH_CLIENT_ID
+ENV_OAUTH_SCOPES = resources.ENV_CONSOLE_OAUTH_SCOPES
+ENV_REFRESH_SECONDS = resources.ENV_CONSOLE_REFRESH_SECONDS
 
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",

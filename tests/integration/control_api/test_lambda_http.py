@@ -15,6 +15,7 @@ from lambdas.api import openapi
 from lambdas.handlers import api
 from lambdas.settings import load_settings
 from tests.integration.control_api.conftest import (
+    ADMIN_TOKEN,
     MDM_KEY,
     Ctx,
     enrollment,
@@ -118,3 +119,30 @@ def test_device_services_key_from_secrets_manager(
         )
     )
     assert old["statusCode"] == 401
+
+
+def test_console_does_not_depend_on_an_unreadable_device_services_secret(
+    invoke, env: AwsEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only Device Services calls read the MDM key's secret: when it cannot be read, the
+    console and the gateways keep working and the MDM gets a clear 503."""
+    monkeypatch.delenv(resources.ENV_DEVICE_SERVICES_KEY_SHA256)
+    monkeypatch.setenv(
+        resources.ENV_DEVICE_SERVICES_SECRET_ARN,
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:missing-AbCdEf",
+    )
+    load_settings.cache_clear()
+    whoami = invoke(
+        http_event("GET", "/console/v1/whoami", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    )
+    assert whoami["statusCode"] == 200
+    mdm = invoke(
+        http_event(
+            "POST",
+            "/mdm/v1/events",
+            headers={"Authorization": "Bearer anything"},
+            body=enrollment(),
+        )
+    )
+    assert mdm["statusCode"] == 503
+    assert "detail" in json.loads(mdm["body"])
