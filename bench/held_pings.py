@@ -19,9 +19,10 @@ p50/p99 direct / through idle gateway / through gateway with N held, and the add
 ``--tls`` puts TLS on the device leg (self-signed certificate made for the run); the
 Sync load opens its keep-alive pool (32 connections) before its clock starts, so its own
 TLS handshakes are not timed (opening 20,000 TLS Pings takes this Python client a while:
-use ``--open-rate`` 250-300 on a busy 2-core machine). Environment: SEG_BENCH_GC_STATS=1 prints each
-worker's GC pauses; SEG_BENCH_TRIM=1 calls malloc_trim(0) in the workers before the RSS
-reading (shows how much of the RSS is freed-but-kept heap).
+use ``--open-rate`` 250-300 on a busy 2-core machine).
+Environment: SEG_BENCH_GC_STATS=1 prints each worker's GC pauses; SEG_BENCH_TRIM=1 calls
+malloc_trim(0) in the workers before the RSS reading (shows how much of the RSS is
+freed-but-kept heap).
 
 Reproduce: .venv/bin/python bench/held_pings.py [--pings 20000] [--workers 3]
            [--rate 500] [--seconds 15] [--open-rate 500] [--tls]

@@ -100,8 +100,9 @@ class DirectSSLObject(ssl.SSLObject):
     ``_ssl._SSLObject``), so every call costs a Python frame and every
     ``SSLWantReadError`` unwinds one. Binding the C methods on the instance skips that
     frame; arguments, results and exceptions are the C object's, i.e. what the Python
-    methods forward (CPython 3.11-3.13 ``Lib/ssl.py``). Measured with
-    ``bench/proxy_throughput.py --tls``: see docs/gateway.md, performance.
+    methods forward (CPython 3.11-3.13 ``Lib/ssl.py``), except that ``read`` needs its
+    size (both event loops always pass it). About 1.2 µs per request
+    (``bench/tls_cost.py``; docs/gateway.md, "Performance: TLS on the device leg").
     """
 
     @classmethod
@@ -117,8 +118,8 @@ class DirectSSLObject(ssl.SSLObject):
 
 def server_ssl_context(settings: ProxySettings) -> ssl.SSLContext | None:
     """TLS 1.2+ with Python's default server ciphers (ECDHE + AES-GCM / ChaCha20, no
-    compression, no TLS 1.0/1.1), HTTP/1.1 ALPN, session tickets on (a
-    device reconnecting after a Ping resumes without a full handshake)."""
+    compression, no TLS 1.0/1.1), HTTP/1.1 ALPN, session tickets on (a device that
+    reconnects resumes without the certificate signature)."""
     if settings.tls_cert is None or settings.tls_key is None:
         return None
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
