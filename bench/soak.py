@@ -13,14 +13,22 @@ to the dashboard, which is checked once a minute.
 
 Once a minute it prints, per process of the stack (this process holds the demo mail
 server): RSS, threads, open fds, sockets and sockets in CLOSE_WAIT (read from /proc);
-DynamoDB items (Scan COUNT over every table) and SQS depth (visible + in flight, DLQs
+DynamoDB items (DescribeTable ItemCount per table) and SQS depth (visible + in flight, DLQs
 apart) read straight from moto; the minute's enforcement latency p50/p99, the check-in
 POST and dashboard-query latencies, failures, and new ERROR lines in the stack's logs.
 At the end: growth of RSS / fds / threads per hour (least squares after a warm-up),
 latency drift, failures and the exact command to reproduce. Stops by itself; every
 child process is stopped (and checked gone) on exit, Ctrl-C or SIGTERM.
 
+Known finding (moto 5.2.5): ``moto.core.common_models.BaseModel.__new__`` appends every
+model instance to a class-level ``instances_tracked`` list that only a mock reset clears,
+so in server mode every DynamoDB ``Item`` copy a Scan / Query / GetItem makes lives
+forever (~0.75 KB per item read). The control plane's RSS therefore grows with the items
+READ (the TTL sweeper scans whole tables every minute); this script reads item counts
+with DescribeTable so that it does not add to it.
+
     .venv/bin/python bench/soak.py [--minutes 30] [--devices 50] [--interval 2]
+                                   [--ws-max-connection-s 7200]
 """
 
 from __future__ import annotations
@@ -117,9 +125,11 @@ class ProcSample:
     pids: int = 0
 
 
-def _proc_sample(pid: int, close_wait: set[str]) -> ProcSample:
+def _proc_sample(pid: int, close_wait: set[str], *, tree: bool = True) -> ProcSample:
+    """One process, plus its descendants with ``tree`` (this process's children are the
+    stack's own processes, sampled apart)."""
     s = ProcSample()
-    for p in _tree(pid):
+    for p in _tree(pid) if tree else [pid]:
         try:
             status = Path(f"/proc/{p}/status").read_text()
             fds = os.listdir(f"/proc/{p}/fd")
@@ -158,17 +168,12 @@ class MotoState:
         self.sqs = session.client("sqs", endpoint_url=endpoint)
 
     def items(self) -> dict[str, int]:
-        counts = {}
-        for table in self.ddb.list_tables()["TableNames"]:
-            n, kwargs = 0, {"TableName": table, "Select": "COUNT"}
-            while True:
-                page = self.ddb.scan(**kwargs)
-                n += page["Count"]
-                if "LastEvaluatedKey" not in page:
-                    break
-                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-            counts[table] = n
-        return counts
+        """DescribeTable's ItemCount: live in moto (AWS refreshes it every ~6 h). Not a
+        Scan: moto keeps every item copy a Scan makes (see the module docstring)."""
+        return {
+            table: self.ddb.describe_table(TableName=table)["Table"].get("ItemCount", 0)
+            for table in self.ddb.list_tables()["TableNames"]
+        }
 
     def queues(self) -> dict[str, int]:
         depth = {}
@@ -396,7 +401,7 @@ class Soak:
         for name, pid in self.processes().items():
             if name != "soak+mail" and not Path(f"/proc/{pid}").exists():
                 minute.failures[f"{name}_died"] += 1
-            row["procs"][name] = _proc_sample(pid, close_wait)
+            row["procs"][name] = _proc_sample(pid, close_wait, tree=name != "soak+mail")
         try:
             items = self.moto.items()
             queues = self.moto.queues()
@@ -513,6 +518,12 @@ def main() -> int:
     parser.add_argument("--override-share", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=4)
     parser.add_argument("--sample-s", type=float, default=60.0, help="seconds between samples")
+    parser.add_argument(
+        "--ws-max-connection-s",
+        type=float,
+        default=7200.0,
+        help="API Gateway's WebSocket lifetime (shorten it to soak node reconnects)",
+    )
     args = parser.parse_args()
     if args.minutes <= 0 or args.devices < 1 or args.interval <= 0 or args.bound <= 0:
         parser.error("--minutes, --devices, --interval and --bound must be positive")
@@ -523,7 +534,9 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, _term)
     state_dir = Path(tempfile.mkdtemp(prefix="seg-soak-"))
-    stack = Stack(StackOptions(state_dir=state_dir, nodes=2))
+    stack = Stack(
+        StackOptions(state_dir=state_dir, nodes=2, ws_max_connection_s=args.ws_max_connection_s)
+    )
     t0 = time.monotonic()
     stack.start()
     print(f"system up in {time.monotonic() - t0:.1f} s; state and logs in {state_dir}")

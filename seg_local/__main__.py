@@ -87,16 +87,15 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _moto(args: argparse.Namespace) -> int:
-    from moto.server import ThreadedMotoServer  # noqa: PLC0415
+    from seg_local.moto_server import LocalMotoServer  # noqa: PLC0415
 
-    server = ThreadedMotoServer(ip_address=args.host, port=args.port, verbose=False)
+    server = LocalMotoServer(args.host, args.port)
     try:
-        server.start()
+        endpoint = server.start()
     except OSError as exc:
         print(f"seg_local: cannot start moto on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
-    host, port = server.get_host_and_port()
-    info = {"moto_endpoint": f"http://{host}:{port}", "pid": os.getpid()}
+    info = {"moto_endpoint": endpoint, "pid": os.getpid()}
     if args.ready_file:
         write_json_atomic(Path(args.ready_file), info)
     print(json.dumps(info), flush=True)

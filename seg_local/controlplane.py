@@ -171,13 +171,11 @@ class LocalControlPlane:
     def _start_moto(self) -> str:
         if self.options.moto_endpoint:
             return self.options.moto_endpoint.rstrip("/")
-        from moto.server import ThreadedMotoServer  # noqa: PLC0415 - only when embedded
+        from seg_local.moto_server import LocalMotoServer  # noqa: PLC0415 - only when embedded
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request
-        self._moto = ThreadedMotoServer(ip_address=self.options.host, port=0, verbose=False)
-        self._moto.start()
-        host, port = self._moto.get_host_and_port()
-        return f"http://{host}:{port}"
+        self._moto = LocalMotoServer(self.options.host)
+        return self._moto.start()
 
     def _start(self) -> Endpoints:
         opts = self.options
