@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from lambdas.usecases import dashboard
 from seg_contract import Access, ClusterSettings
 
 
@@ -43,26 +44,8 @@ class EventQueued(_Response):
 # --- Dashboard --------------------------------------------------------------------------
 
 
-class EmailDevice(_Response):
-    email_device_key: str
-    user: str
-    device_id: str
-    device_type: str
-    model: str
-    os: str
-    user_agent: str
-    mdm_device_id: str
-    enrollment_state: str
-    compliance_state: str
-    access_state: str
-    reason: str
-    rule: str
-    last_seen: str
-    last_command: str
-    last_node: str
-    cluster_id: str
-    override: Literal["allow", "block"] | None
-    pending: bool
+# The row is defined once, by the use case that builds it.
+EmailDevice = dashboard.EmailDevice
 
 
 class EmailDevicePage(_Response):

@@ -58,7 +58,7 @@ def list_email_devices(
     query = dashboard.ListQuery(access_state, compliance_state, q, sort, order, limit, cursor)
     page = dashboard.list_email_devices(query, view=view, devices=devices, overrides=overrides)
     return models.EmailDevicePage(
-        items=[models.EmailDevice(**dashboard.as_dict(r)) for r in page.items],
+        items=list(page.items),
         next_cursor=page.next_cursor,
         total=page.total,
     )

@@ -38,9 +38,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
 
 from lambdas.domain.access import ManualOverride, owned_keys, split_key
 from lambdas.domain.compliance import DeviceRecord
@@ -96,8 +98,12 @@ SORT_COLUMNS = (
 )
 
 
-@dataclass(frozen=True)
-class EmailDeviceRow:
+class EmailDevice(BaseModel):
+    """One row of the dashboard: what the gateways saw, joined with the MDM record and
+    the manual override. It is also the API's response model (one definition)."""
+
+    model_config = ConfigDict(frozen=True)
+
     email_device_key: str
     user: str
     device_id: str
@@ -115,8 +121,8 @@ class EmailDeviceRow:
     last_command: str
     last_node: str
     cluster_id: str
-    override: Literal["allow", "block"] | None = None
-    pending: bool = False
+    override: Literal["allow", "block"] | None
+    pending: bool
 
 
 @dataclass(frozen=True)
@@ -132,7 +138,7 @@ class ListQuery:
 
 @dataclass(frozen=True)
 class Page:
-    items: list[EmailDeviceRow]
+    items: list[EmailDevice]
     next_cursor: str | None
     total: int
 
@@ -165,9 +171,9 @@ def _os(device: MdmFacts) -> str:
     return " ".join(part for part in (device.platform, device.os_version) if part)
 
 
-def _row(obs: AccessObservation | None, key: str, device: MdmFacts | None) -> EmailDeviceRow:
+def _row(obs: AccessObservation | None, key: str, device: MdmFacts | None) -> EmailDevice:
     user, device_id = split_key(key)
-    return EmailDeviceRow(
+    return EmailDevice(
         email_device_key=key,
         user=obs.user if obs else user,
         device_id=obs.device_id if obs else device_id,
@@ -185,6 +191,8 @@ def _row(obs: AccessObservation | None, key: str, device: MdmFacts | None) -> Em
         last_command=obs.last_command if obs else "",
         last_node=obs.last_node if obs else "",
         cluster_id=obs.cluster_id if obs else "",
+        override=None,
+        pending=False,
     )
 
 
@@ -208,13 +216,13 @@ _VIEW_COLUMNS = frozenset(
 _MDM_COLUMNS = frozenset({"model", "os", "mdm_device_id", "enrollment_state", "compliance_state"})
 
 
-def _with_override(row: EmailDeviceRow, override: ManualOverride | None) -> EmailDeviceRow:
+def _with_override(row: EmailDevice, override: ManualOverride | None) -> EmailDevice:
     if override is None or not override.effective:
         return row
     action: Literal["allow", "block"] = "allow" if override.action.value == "allow" else "block"
     # Pending: the gateway's newest decision does not reflect the override yet.
     pending = row.access_state != "" and (row.access_state == "allow") != (action == "allow")
-    return replace(row, override=action, pending=pending)
+    return row.model_copy(update={"override": action, "pending": pending})
 
 
 def _join(
@@ -222,7 +230,7 @@ def _join(
     view: EmailDeviceView,
     devices: DeviceStore,
     overrides: ManualOverrideStore,
-) -> list[EmailDeviceRow]:
+) -> list[EmailDevice]:
     """Rows with their MDM facts and overrides: a few batch reads for the whole list
     (or, for a view that cannot join, one lookup per row)."""
     keys = [o.email_device_key for o in observations]
@@ -254,7 +262,7 @@ def _join_one_by_one(
     return found
 
 
-def _sort_value(row: EmailDeviceRow, column: str) -> str:
+def _sort_value(row: EmailDevice, column: str) -> str:
     value = getattr(row, column)
     if value is None:
         return ""
@@ -413,7 +421,7 @@ def email_device_detail(
     overrides: ManualOverrideStore,
     clusters: ClusterStore,
     entries: PolicyEntryStore,
-) -> tuple[EmailDeviceRow, list[EntryInCluster]]:
+) -> tuple[EmailDevice, list[EntryInCluster]]:
     """The device's row and, per cluster, the entry its gateways enforce. ``NotFound``
     when neither a gateway nor the MDM nor any cluster knows the device."""
     key = email_device_key(user, device_id)
@@ -447,5 +455,5 @@ def summary(*, view: EmailDeviceView, now: datetime, minutes: int = 60) -> Summa
     return Summary(counts=counts, blocked_last_hour=blocked, series=series)
 
 
-def as_dict(row: EmailDeviceRow) -> dict[str, Any]:
-    return dict(row.__dict__)
+def as_dict(row: EmailDevice) -> dict[str, Any]:
+    return row.model_dump()
