@@ -32,7 +32,7 @@ from seg_contract import (
     DeviceRule,
     EntrySource,
     PolicySnapshot,
-    PushDeviceUpdate,
+    PushChange,
     RuleField,
 )
 
@@ -151,10 +151,10 @@ def main() -> None:
         f"snapshot JSON validation (pydantic, agent side): "
         f"{(time.process_time() - started) * 1000:.0f} ms CPU"
     )
-    push = PushDeviceUpdate(
+    push = PushChange(
         cluster_id="bench",
         version=args.devices + 1,
-        entry=snap.devices[5].model_copy(update={"version": args.devices + 1}),
+        devices=(snap.devices[5].model_copy(update={"version": args.devices + 1}),),
     )
     push_us, _ = per_call_us(lambda: index.apply_push(push), 2000)
     print(f"apply one push: {push_us:.1f} µs")

@@ -3,7 +3,8 @@
 
 Both sides import these models; neither imports the other. Everything that crosses the
 network between them (policy snapshot, policy delta, WebSocket push and keepalive
-messages, access-event batches) is defined here once, versioned by ``CONTRACT_VERSION``,
+messages, access-event batches) is defined here once, with the policy digest both sides
+compute (``digest``),, versioned by ``CONTRACT_VERSION``,
 and exported as JSON Schema (``python -m seg_contract.schema``).
 
 This package may import only pydantic, the standard library and (in ``crypto``, the
@@ -25,13 +26,11 @@ from seg_contract.models import (
     GatewayMessage,
     PolicyDelta,
     PolicySnapshot,
-    PushCredentialUpdate,
-    PushDeviceUpdate,
+    PushChange,
     PushMessage,
     PushPong,
     PushResync,
     PushRevoked,
-    PushSettingsUpdate,
     RuleField,
     UserCredential,
     entry_key,
@@ -51,13 +50,11 @@ __all__ = [
     "GatewayMessage",
     "PolicyDelta",
     "PolicySnapshot",
-    "PushCredentialUpdate",
-    "PushDeviceUpdate",
+    "PushChange",
     "PushMessage",
     "PushPong",
     "PushResync",
     "PushRevoked",
-    "PushSettingsUpdate",
     "RuleField",
     "UserCredential",
     "entry_key",

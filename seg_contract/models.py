@@ -1,29 +1,46 @@
-"""Wire models shared by the control plane and the gateway (contract version 1).
+"""Wire models shared by the control plane and the gateway (contract version 2).
 
 Theory of operation
 -------------------
-Every change to a cluster's effective policy (a device entry, a user credential, the
-cluster settings) is stamped with the cluster's next *policy version*, taken from one
-atomic counter per cluster. The control plane keeps, per cluster, the latest state of
-every entry together with the version that wrote it, so:
+Every change to a cluster's effective policy (device entries, user credentials, the
+cluster settings) is stamped with one *policy version* of that cluster. The control
+plane hands versions out from one atomic counter per cluster and writes everything a
+version changes in one transaction, together with that version's record in the
+cluster's policy log (``lambdas.usecases.policy_versions`` has the whole protocol).
 
-- a *snapshot* is every entry plus the settings, at ``version`` (the counter when read);
-- a *delta since N* is every entry whose version is greater than N (and the settings if
-  they changed after N); it is always exact, except after old tombstones were purged, in
-  which case the API answers "too old, take the full snapshot" (HTTP 410);
-- a *push* carries one changed entry with its version.
+The cluster's *committed version* W is the highest version such that every version up
+to it is settled: written, or abandoned by a writer that died and fenced off so it can
+never be written later. W only moves forward, and it is the only version the control
+plane ever states to a gateway:
 
-The gateway applies entries **per key, newest version wins**: an entry whose version is
-not greater than the one it already holds for the same key changes nothing, so
-duplicates, replays and out-of-order pushes are harmless, and applying is idempotent.
-It also tracks ``applied_version`` (the highest version it has seen from a snapshot,
-delta or push); a push whose version is more than ``applied_version + 1`` reveals a gap
-and makes the gateway fetch a delta since ``applied_version``.
+- a *snapshot* says ``version = W``: it holds, for every key, the newest entry whose
+  version is at most W, and possibly a newer one (a write that committed while the
+  snapshot was read);
+- a *delta since N* says ``version = W`` and holds the current entry of every key that a
+  version in (N, W] changed (HTTP 410 when the log no longer covers N: take the
+  snapshot);
+- a *push* (``PushChange``) carries every change of one committed version, all at once;
+- a *pong* answers a keepalive with W, so a node that missed a push notices within one
+  report interval.
 
-Two writers may take versions 5 and 6 and commit 6 first; a delta read in between
-returns 6 but not 5. Per-key newest-wins makes that harmless: the push for 5 still
-applies when it arrives (its key holds nothing newer), and the interval refresh is the
-backstop.
+The gateway applies entries **per key, newest version wins** (duplicates, replays and
+out-of-order pushes change nothing) and keeps an *applied version* V with the invariant
+
+    a node at applied version V holds, for every key, an entry at least as new as the
+    newest one whose version is <= V.
+
+V moves to a snapshot's or a delta's version, or by one with the push of version V + 1;
+a push beyond V + 1 is applied per key but does not move V (the node fetches a delta).
+Because the control plane never states a version before everything up to it is
+written, no interleaving of writers, fetches and lost, duplicated or reordered pushes
+can make a node claim a version whose changes it lacks.
+
+Anti-entropy: both sides compute the same digest of a policy (``seg_contract.digest``).
+A node reports its digest with each keepalive when its state is exactly "version V"
+(it holds nothing newer than V); the control plane compares it with its own digest of
+version V and answers ``diverged`` when they differ, and the node then replaces its
+policy with a fresh snapshot. Divergence from any cause heals within one report
+interval (``ClusterSettings.report_interval_s``).
 
 Limits: lists are bounded so that a malicious or broken peer cannot make the other side
 allocate without bound. A snapshot is not bounded by count (a tenant may have 100,000
@@ -38,7 +55,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-CONTRACT_VERSION: Literal[1] = 1
+CONTRACT_VERSION: Literal[2] = 2
 
 # Bounds on every string that crosses the wire. DeviceId is at most 32 characters in
 # MS-ASHTTP but real clients exceed it; 128 leaves room without allowing abuse.
@@ -111,6 +128,10 @@ class ClusterSettings(_Model):
     # How long a node may go without reaching the control plane before fail_mode applies.
     max_policy_age_s: int = Field(default=86_400, ge=300, le=30 * 86_400)
     fail_mode: FailMode = FailMode.CLOSED
+    # How often each node reports (keepalive with its policy digest): a node that missed
+    # a push, or whose policy diverged for any reason, is repaired within this interval,
+    # and a silent control plane is noticed within it (plus the pong deadline).
+    report_interval_s: int = Field(default=30, ge=10, le=300)
 
 
 class DeviceEntry(_Model):
@@ -159,13 +180,15 @@ def entry_key(user: str, device_id: str) -> str:
 
 
 class PolicySnapshot(_Model):
-    """The full policy of one cluster (GET /gateway/v1/policy)."""
+    """The full policy of one cluster (GET /gateway/v1/policy) at its committed version
+    ``version``; entries newer than ``version`` may be included (see the module doc)."""
 
-    contract_version: Literal[1] = CONTRACT_VERSION
+    contract_version: Literal[2] = CONTRACT_VERSION
     cluster_id: ShortStr
     version: int = Field(ge=0)
     generated_at: datetime
     settings: ClusterSettings
+    settings_version: int = Field(default=0, ge=0)  # the version that wrote ``settings``
     devices: tuple[DeviceEntry, ...] = ()
     credentials: tuple[UserCredential, ...] = ()
 
@@ -174,12 +197,13 @@ class PolicyDelta(_Model):
     """The changes of one cluster after ``since_version`` (GET
     /gateway/v1/policy/delta?since=N), up to ``version``."""
 
-    contract_version: Literal[1] = CONTRACT_VERSION
+    contract_version: Literal[2] = CONTRACT_VERSION
     cluster_id: ShortStr
     since_version: int = Field(ge=0)
     version: int = Field(ge=0)
     generated_at: datetime
     settings: ClusterSettings | None = None  # present when the settings changed after N
+    settings_version: int = Field(default=0, ge=0)  # the version that wrote ``settings``
     devices: tuple[DeviceEntry, ...] = ()
     credentials: tuple[UserCredential, ...] = ()
 
@@ -187,33 +211,28 @@ class PolicyDelta(_Model):
 # --- WebSocket: control plane -> gateway ------------------------------------------------
 
 
-class PushDeviceUpdate(_Model):
-    type: Literal["device_update"] = "device_update"
+class PushChange(_Model):
+    """Everything one committed policy version changed in a cluster, in one message
+    (an empty change is a version that changed nothing: it still moves a node's applied
+    version on). The one message that changes a node's policy from the control plane."""
+
+    type: Literal["change"] = "change"
     cluster_id: ShortStr
     version: int = Field(ge=1)
-    entry: DeviceEntry
-
-
-class PushCredentialUpdate(_Model):
-    type: Literal["credential_update"] = "credential_update"
-    cluster_id: ShortStr
-    version: int = Field(ge=1)
-    credential: UserCredential
-
-
-class PushSettingsUpdate(_Model):
-    type: Literal["settings_update"] = "settings_update"
-    cluster_id: ShortStr
-    version: int = Field(ge=1)
-    settings: ClusterSettings
+    devices: tuple[DeviceEntry, ...] = Field(default=(), max_length=100)
+    credentials: tuple[UserCredential, ...] = Field(default=(), max_length=100)
+    settings: ClusterSettings | None = None
 
 
 class PushResync(_Model):
-    """Fetch a delta since your applied version (e.g. after a bulk change)."""
+    """Fetch a delta since your applied version (e.g. after a bulk change), or, with
+    ``full``, replace your policy with a fresh snapshot."""
 
     type: Literal["resync"] = "resync"
     cluster_id: ShortStr
     version: int = Field(ge=0)
+    full: bool = False
+    reason: ReasonStr = ""
 
 
 class PushRevoked(_Model):
@@ -223,23 +242,26 @@ class PushRevoked(_Model):
     cluster_id: ShortStr
 
 
+DigestCheck = Literal["in_sync", "diverged", "unchecked"]
+
+
 class PushPong(_Model):
-    """The answer to a keepalive: the cluster's current policy version, so an idle node
-    notices a missed push within one keepalive interval."""
+    """The answer to a keepalive: the cluster's committed version, so an idle node
+    notices a missed push within one report interval, and the verdict on the digest the
+    keepalive reported: ``in_sync`` (equal to the control plane's digest of
+    ``checked_version``), ``diverged`` (different: replace the policy with a snapshot) or
+    ``unchecked`` (no digest reported, or none kept for that version)."""
 
     type: Literal["pong"] = "pong"
     cluster_id: ShortStr
     version: int = Field(ge=0)
     server_time: datetime
+    digest_check: DigestCheck = "unchecked"
+    checked_version: int = Field(default=0, ge=0)
 
 
 PushMessage = Annotated[
-    PushDeviceUpdate
-    | PushCredentialUpdate
-    | PushSettingsUpdate
-    | PushResync
-    | PushRevoked
-    | PushPong,
+    PushChange | PushResync | PushRevoked | PushPong,
     Field(discriminator="type"),
 ]
 PUSH_MESSAGE: TypeAdapter[PushMessage] = TypeAdapter(PushMessage)
@@ -249,8 +271,10 @@ PUSH_MESSAGE: TypeAdapter[PushMessage] = TypeAdapter(PushMessage)
 
 
 class GatewayKeepalive(_Model):
-    """Sent by each node at least every 5 minutes (API Gateway closes idle WebSocket
-    connections after 10). Carries the node's state for the cluster panel."""
+    """Sent by each node every report interval (API Gateway closes idle WebSocket
+    connections after 10 minutes). Carries the node's state for the cluster panel and,
+    when the node holds exactly version ``policy_version`` (nothing newer), the digest
+    of its policy (``seg_contract.digest``); "" otherwise."""
 
     action: Literal["keepalive"] = "keepalive"
     node_id: ShortStr
@@ -258,6 +282,7 @@ class GatewayKeepalive(_Model):
     policy_age_s: float = Field(ge=0)
     spool_depth: int = Field(ge=0)
     gateway_version: ShortStr = ""
+    digest: Annotated[str, Field(pattern=r"^([0-9a-f]{32})?$")] = ""
 
 
 GatewayMessage = Annotated[GatewayKeepalive, Field(discriminator="action")]
@@ -290,6 +315,6 @@ class AccessEvent(_Model):
 
 
 class AccessEventBatch(_Model):
-    contract_version: Literal[1] = CONTRACT_VERSION
+    contract_version: Literal[2] = CONTRACT_VERSION
     node_id: ShortStr
     events: tuple[AccessEvent, ...] = Field(min_length=1, max_length=500)

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter
 
 from seg_contract.models import (
+    CONTRACT_VERSION,
     GATEWAY_MESSAGE,
     PUSH_MESSAGE,
     AccessEventBatch,
@@ -42,7 +43,7 @@ def render() -> dict[str, str]:
             schema = model.json_schema()
         else:
             schema = model.model_json_schema()
-        schema["$id"] = f"urn:seg:contract:v1:{name}"
+        schema["$id"] = f"urn:seg:contract:v{CONTRACT_VERSION}:{name}"
         out[f"{name}.schema.json"] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
     return out
 

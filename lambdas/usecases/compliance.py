@@ -10,7 +10,7 @@ than reader A, B read after A took its version, hence after A's input (device re
 or override) was stored, so the entry that wins (B's) reflects both. A message
 processed twice writes the same state again under a new version; a stale one cannot
 overwrite a newer entry. Every written entry is pushed to every connection of its
-cluster (``PushDeviceUpdate``), and connections that are gone are forgotten.
+cluster (``PushChange``), and connections that are gone are forgotten.
 
 All entries one message writes in one cluster share that cluster's version: a delta
 "since N" is still exact, and a gateway applies entries per key.
@@ -52,7 +52,7 @@ from lambdas.usecases.cluster_lookup import require_cluster
 from lambdas.usecases.errors import NotFound
 from lambdas.usecases.push import PushReport, send_to
 from lambdas.usecases.resync import continue_reevaluation
-from seg_contract import DeviceEntry, PushDeviceUpdate
+from seg_contract import DeviceEntry, PushChange
 
 logger = logging.getLogger(__name__)
 
@@ -225,17 +225,16 @@ def _write_and_push(
     now: datetime,
     outcome: ComplianceOutcome,
 ) -> None:
-    targets: list[Connection] | None = None
+    written: list[DeviceEntry] = []
     for decision, device in decisions:
         entry = to_entry(decision, version=version, now=now, device=device)
         if not stores.entries.put_device_entry(cluster.cluster_id, entry):
             outcome.refused += 1
             continue
         outcome.written.append((cluster.cluster_id, entry))
-        if targets is None:
-            targets = stores.connections.list_for_cluster(cluster.cluster_id)
-        push = PushDeviceUpdate(cluster_id=cluster.cluster_id, version=version, entry=entry)
+        written.append(entry)
+    if written:
+        targets: list[Connection] = stores.connections.list_for_cluster(cluster.cluster_id)
+        push = PushChange(cluster_id=cluster.cluster_id, version=version, devices=tuple(written))
         report = send_to(targets, push, connections=stores.connections, poster=stores.poster)
-        if report.gone:
-            targets = stores.connections.list_for_cluster(cluster.cluster_id)
         outcome.pushes = outcome.pushes + report

@@ -14,8 +14,7 @@ from lambdas.usecases.cluster_lookup import require_cluster
 from lambdas.usecases.push import PushReport, publish
 from seg_contract import (
     ClusterSettings,
-    PushCredentialUpdate,
-    PushSettingsUpdate,
+    PushChange,
     UserCredential,
     normalize_user,
 )
@@ -43,7 +42,7 @@ def change_settings(
     require_cluster(clusters, cluster_id)
     version = clusters.next_version(cluster_id)
     clusters.put_settings(cluster_id, settings, version)
-    push = PushSettingsUpdate(cluster_id=cluster_id, version=version, settings=settings)
+    push = PushChange(cluster_id=cluster_id, version=version, settings=settings)
     return version, publish(cluster_id, push, connections=connections, poster=poster)
 
 
@@ -72,6 +71,6 @@ def change_credential(
         updated_at=now,
     )
     if entries.put_credential(cluster_id, credential):
-        push = PushCredentialUpdate(cluster_id=cluster_id, version=version, credential=credential)
+        push = PushChange(cluster_id=cluster_id, version=version, credentials=(credential,))
         publish(cluster_id, push, connections=connections, poster=poster)
     return credential

@@ -64,6 +64,7 @@ def _snapshot(cluster: ClusterRecord, entries: PolicyEntryStore, now: datetime) 
         version=_top(cluster.current_version, devices, credentials),
         generated_at=now,
         settings=cluster.settings,
+        settings_version=cluster.settings_version,
         devices=tuple(sorted(devices, key=lambda d: d.key)),
         credentials=tuple(sorted(credentials, key=lambda c: c.user)),
     )
@@ -94,6 +95,7 @@ def build_delta(
         version=_top(max(cluster.policy_version, since), devices, credentials),
         generated_at=now,
         settings=cluster.settings if cluster.settings_version > since else None,
+        settings_version=cluster.settings_version if cluster.settings_version > since else 0,
         devices=tuple(sorted(devices, key=lambda d: (d.version, d.key))),
         credentials=tuple(sorted(credentials, key=lambda c: (c.version, c.user))),
     )

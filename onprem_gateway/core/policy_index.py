@@ -36,12 +36,10 @@ from seg_contract import (
     DeviceEntry,
     PolicyDelta,
     PolicySnapshot,
-    PushCredentialUpdate,
-    PushDeviceUpdate,
+    PushChange,
     PushMessage,
     PushPong,
     PushResync,
-    PushSettingsUpdate,
     UserCredential,
     normalize_device_id,
     normalize_user,
@@ -247,7 +245,7 @@ class PolicyIndex:
             settings=snap.settings,
             entries=_Layered(entries),
             credentials=_Layered(credentials),
-            settings_version=snap.version,
+            settings_version=snap.settings_version,
             loaded=True,
             generated_at=snap.generated_at,
         )
@@ -300,7 +298,7 @@ class PolicyIndex:
         newer_creds = {
             user: cred for user, cred in self._credentials.items() if cred.version > snap.version
         }
-        keep_settings = self._settings_version > snap.version
+        keep_settings = self._settings_version > snap.settings_version
         version = max(self.version, snap.version)
         return PolicyIndex(
             cluster_id=snap.cluster_id,
@@ -311,7 +309,7 @@ class PolicyIndex:
             credentials=fresh._credentials.with_changes(
                 _newer(newer_creds.items(), fresh._credentials)
             ),
-            settings_version=max(self._settings_version, snap.version),
+            settings_version=max(self._settings_version, snap.settings_version),
             loaded=True,
             generated_at=snap.generated_at,
             ahead=frozenset(v for v in self._ahead if v > version),
@@ -333,8 +331,8 @@ class PolicyIndex:
             _newer(_credential_items(delta.credentials), self._credentials)
         )
         settings, settings_version = self.settings, self._settings_version
-        if delta.settings is not None and delta.version > settings_version:
-            settings, settings_version = delta.settings, delta.version
+        if delta.settings is not None and delta.settings_version > settings_version:
+            settings, settings_version = delta.settings, delta.settings_version
         version = max(self.version, delta.version)
         version, ahead = _advance(version, self._ahead)
         return self._replace(
@@ -357,7 +355,7 @@ class PolicyIndex:
         base = self if confirmed_at is None else self.with_confirmation(confirmed_at)
         if isinstance(msg, PushPong | PushResync):
             return ApplyResult(base, base is not self, msg.version > self.version)
-        if not isinstance(msg, PushDeviceUpdate | PushCredentialUpdate | PushSettingsUpdate):
+        if not isinstance(msg, PushChange):
             return ApplyResult(base, base is not self, False)
         if not self.loaded:
             # Nothing to apply onto: the caller must fetch a snapshot first.
@@ -367,15 +365,12 @@ class PolicyIndex:
         changed = False
         entries, credentials = base._entries, base._credentials
         settings, settings_version = base.settings, base._settings_version
-        if isinstance(msg, PushDeviceUpdate):
-            changes = _newer(_entry_items((msg.entry,)), entries)
-            entries = entries.with_changes(changes)
-            changed = bool(changes)
-        elif isinstance(msg, PushCredentialUpdate):
-            cred_changes = _newer(_credential_items((msg.credential,)), credentials)
-            credentials = credentials.with_changes(cred_changes)
-            changed = bool(cred_changes)
-        elif version > settings_version:
+        changes = _newer(_entry_items(msg.devices), entries)
+        entries = entries.with_changes(changes)
+        cred_changes = _newer(_credential_items(msg.credentials), credentials)
+        credentials = credentials.with_changes(cred_changes)
+        changed = bool(changes or cred_changes)
+        if msg.settings is not None and version > settings_version:
             settings, settings_version, changed = msg.settings, version, True
         applied, ahead = base.version, base._ahead
         if version == applied + 1:
@@ -403,6 +398,7 @@ class PolicyIndex:
             version=self.version,
             generated_at=datetime.fromtimestamp(self.confirmed_at, UTC),
             settings=self.settings,
+            settings_version=self._settings_version,
             devices=tuple(sorted(self._entries.values(), key=lambda e: (e.user, e.device_id))),
             credentials=tuple(sorted(self._credentials.values(), key=lambda c: c.user)),
         )

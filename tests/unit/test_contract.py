@@ -15,7 +15,7 @@ from seg_contract import (
     normalize_device_id,
     normalize_user,
 )
-from seg_contract.models import PUSH_MESSAGE, PushDeviceUpdate
+from seg_contract.models import PUSH_MESSAGE, PushChange
 from seg_contract.schema import stale_files
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -49,7 +49,7 @@ def test_push_message_round_trips_through_the_discriminated_union() -> None:
         version=7,
         updated_at=NOW,
     )
-    push = PushDeviceUpdate(cluster_id="c1", version=7, entry=entry)
+    push = PushChange(cluster_id="c1", version=7, devices=(entry,))
     parsed = PUSH_MESSAGE.validate_json(push.model_dump_json())
     assert parsed == push
 

@@ -323,9 +323,9 @@ async def test_enrollment_pushes_a_device_update_to_the_connected_gateway(
         )
         assert posted.status_code == 202, posted.text
         # compliance queue (FIFO) -> compliance_reader -> policy entry -> push.
-        update = await _receive_until(ws, "device_update", 120)
+        update = await _receive_until(ws, "change", 120)
     assert update["cluster_id"] == cluster["cluster_id"]
-    assert update["entry"]["device_id"].lower() == "enroll0001"
+    assert update["devices"][0]["device_id"].lower() == "enroll0001"
     assert update["version"] >= 1
 
 

@@ -105,7 +105,7 @@ def test_settings_change_is_versioned_and_pushed_to_every_node(ctx: Ctx) -> None
     assert response.json() == {"cluster_id": cluster_id, "version": 1}
     for connection in (a, b):
         [push] = ctx.aws.posted(connection)
-        assert push["type"] == "settings_update" and push["version"] == 1
+        assert push["type"] == "change" and push["version"] == 1
         assert push["settings"]["unknown_device_action"] == "quarantine"
     assert ctx.aws.posted(foreign) == []
     nodes = ctx.client.get(f"/console/v1/clusters/{cluster_id}/nodes", headers=ctx.admin())
@@ -176,7 +176,7 @@ def test_upstream_password_is_sealed_and_never_returned(ctx: Ctx) -> None:
     assert unseal(entry.sealed_pw2, private) == pw2
     assert verify_device_password(entry.pw1_hashes[0], pw1)
     pushes = ctx.aws.posted(node)
-    assert [p["type"] for p in pushes] == ["credential_update", "credential_update"]
+    assert [(p["type"], len(p["credentials"])) for p in pushes] == [("change", 1), ("change", 1)]
     everything = str(pushes) + snapshot.model_dump_json()
     everything += ctx.client.get(f"/console/v1/clusters/{cluster_id}", headers=ctx.admin()).text
     assert pw2 not in everything and pw1 not in everything

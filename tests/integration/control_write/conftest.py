@@ -183,7 +183,10 @@ class World:
 
 
 def device_updates(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [m for m in messages if m["type"] == "device_update"]
+    """One item per device entry pushed (``entry``: the entry, plus the push's fields)."""
+    return [
+        {**m, "entry": entry} for m in messages if m["type"] == "change" for entry in m["devices"]
+    ]
 
 
 def dumps(value: Any) -> str:

@@ -4,7 +4,7 @@ cluster's next version -> pushed to every node of every cluster."""
 
 from __future__ import annotations
 
-from seg_contract import Access, EntrySource, PushDeviceUpdate
+from seg_contract import Access, EntrySource, PushChange
 
 from .conftest import World, device_updates
 
@@ -32,11 +32,11 @@ def test_enrollment_allows_the_device_and_pushes_to_both_nodes(world: World) -> 
     assert entry.version == 1
     assert entry.mdm_device_id == "mdm-1"
     for connection_id in ("conn-a", "conn-b"):
-        (push,) = device_updates(world.posted(connection_id))
-        parsed = PushDeviceUpdate.model_validate(push)
+        (push,) = world.posted(connection_id)
+        parsed = PushChange.model_validate(push)
         assert parsed.cluster_id == cluster_id
         assert parsed.version == 1
-        assert parsed.entry == entry
+        assert parsed.devices == (entry,)
     record = world.devices.get("mdm-1")
     assert record is not None and record.compliance_state.value == "compliant"
 

@@ -64,7 +64,7 @@ def test_the_same_message_processed_twice_leaves_the_same_state(world: World) ->
     assert (entry.access, entry.version) == (Access.ALLOW, 2)
     pushes = world.posted("conn-a")
     assert [p["version"] for p in pushes] == [1, 2]
-    assert pushes[0]["entry"]["access"] == pushes[1]["entry"]["access"] == "allow"
+    assert pushes[0]["devices"][0]["access"] == pushes[1]["devices"][0]["access"] == "allow"
 
 
 def test_an_older_version_never_overwrites_a_newer_entry(world: World) -> None:
@@ -147,11 +147,10 @@ def test_settings_and_credentials_take_versions_and_are_pushed(world: World) -> 
         now=world.clock(),
     )
     assert (cred.user, cred.version) == ("alice", 3)
-    assert [p["type"] for p in world.posted("conn-a")] == [
-        "device_update",
-        "settings_update",
-        "credential_update",
-    ]
+    assert [
+        (p["type"], len(p["devices"]), p["settings"] is not None, len(p["credentials"]))
+        for p in world.posted("conn-a")
+    ] == [("change", 1, False, 0), ("change", 0, True, 0), ("change", 0, False, 1)]
 
     delta = build_delta(
         cluster_id, 1, clusters=world.clusters, entries=world.entries, now=world.clock()

@@ -24,7 +24,7 @@ from seg_contract import (
     EntrySource,
     PolicyDelta,
     PolicySnapshot,
-    PushDeviceUpdate,
+    PushChange,
     PushPong,
     PushRevoked,
 )
@@ -105,7 +105,7 @@ class ControlPlaneDouble:
                 await ws.send_str(text)
 
     async def push_entry(self, e: DeviceEntry) -> None:
-        await self.push(PushDeviceUpdate(cluster_id=CLUSTER, version=e.version, entry=e))
+        await self.push(PushChange(cluster_id=CLUSTER, version=e.version, devices=(e,)))
 
     async def revoke(self) -> None:
         self.revoked = True

@@ -12,7 +12,7 @@ from seg_contract import (
     EntrySource,
     PolicyDelta,
     PolicySnapshot,
-    PushDeviceUpdate,
+    PushChange,
 )
 
 NOW = datetime(2026, 11, 27, 2, 0, tzinfo=UTC)
@@ -50,8 +50,8 @@ def delta(since: int, version: int, *entries: DeviceEntry) -> PolicyDelta:
     )
 
 
-def push(e: DeviceEntry) -> PushDeviceUpdate:
-    return PushDeviceUpdate(cluster_id="c1", version=e.version, entry=e)
+def push(e: DeviceEntry) -> PushChange:
+    return PushChange(cluster_id="c1", version=e.version, devices=(e,))
 
 
 def event(n: int, user: str = "alice") -> AccessEvent:

@@ -13,12 +13,10 @@ from seg_contract import (
     ClusterSettings,
     PolicyDelta,
     PolicySnapshot,
-    PushCredentialUpdate,
-    PushDeviceUpdate,
+    PushChange,
     PushPong,
     PushResync,
     PushRevoked,
-    PushSettingsUpdate,
     RuleField,
 )
 from tests.unit.gateway_core.builders import NOW, T0, credential, entry, rule, snapshot
@@ -37,9 +35,9 @@ def base_index() -> PolicyIndex:
     return PolicyIndex.from_snapshot(snap, confirmed_at=NOW)
 
 
-def device_push(version: int, user: str, device: str, access: Access) -> PushDeviceUpdate:
-    return PushDeviceUpdate(
-        cluster_id="c1", version=version, entry=entry(user, device, access, version=version)
+def device_push(version: int, user: str, device: str, access: Access) -> PushChange:
+    return PushChange(
+        cluster_id="c1", version=version, devices=(entry(user, device, access, version=version),)
     )
 
 
@@ -50,6 +48,7 @@ def delta(since: int, version: int, *devices, settings=None, cluster_id="c1") ->
         version=version,
         generated_at=T0,
         settings=settings,
+        settings_version=version if settings is not None else 0,
         devices=tuple(devices),
     )
 
@@ -156,28 +155,26 @@ def test_settings_push_replaces_settings_and_recompiles_rules() -> None:
     new_settings = ClusterSettings(
         rules=(rule("r2", RuleField.USER_AGENT, "Bad*", B),), blocked_users=("zed",)
     )
-    result = base_index().apply_push(
-        PushSettingsUpdate(cluster_id="c1", version=11, settings=new_settings)
-    )
+    result = base_index().apply_push(PushChange(cluster_id="c1", version=11, settings=new_settings))
     assert result.changed and result.index.version == 11
     assert [c.rule.id for c in result.index.rules] == ["r2"]
     assert result.index.blocked_users == frozenset({"zed"})
     older = result.index.apply_push(
-        PushSettingsUpdate(cluster_id="c1", version=11, settings=ClusterSettings())
+        PushChange(cluster_id="c1", version=11, settings=ClusterSettings())
     )
     assert not older.changed
 
 
 def test_credential_push() -> None:
     index = base_index()
-    push = PushCredentialUpdate(
-        cluster_id="c1", version=11, credential=credential("alice", version=11, enabled=False)
+    push = PushChange(
+        cluster_id="c1", version=11, credentials=(credential("alice", version=11, enabled=False),)
     )
     result = index.apply_push(push)
     assert result.changed
     assert result.index.credential("alice").enabled is False  # type: ignore[union-attr]
     stale = result.index.apply_push(
-        PushCredentialUpdate(cluster_id="c1", version=4, credential=credential("alice", version=4))
+        PushChange(cluster_id="c1", version=4, credentials=(credential("alice", version=4),))
     )
     assert not stale.changed
 
@@ -210,7 +207,7 @@ def test_push_onto_an_empty_index_asks_for_a_fetch() -> None:
 
 
 def test_push_for_another_cluster_is_refused() -> None:
-    other = PushDeviceUpdate(cluster_id="c2", version=11, entry=entry("a", "d", A, version=11))
+    other = PushChange(cluster_id="c2", version=11, devices=(entry("a", "d", A, version=11),))
     with pytest.raises(PolicyMismatchError):
         base_index().apply_push(other)
 
