@@ -14,3 +14,10 @@ EVENTS_PATH = f"{GATEWAY_PREFIX}/access-events"  # POST: AccessEventBatch (202)
 # WebSocket also accepts it as the query parameter ``node_id``).
 NODE_ID_HEADER = "X-SEG-Node-Id"
 NODE_ID_QUERY = "node_id"
+
+# The control plane sets this header (value "rejected") on every 401/403 that refuses a
+# gateway's cluster credential (HTTP routes and the WebSocket $connect). A 401/403 without
+# it came from something else in the path (a proxy, a WAF, a captive portal): the node
+# backs off and retries instead of treating its credential as revoked.
+CREDENTIAL_REJECTED_HEADER = "X-SEG-Credential"
+CREDENTIAL_REJECTED_VALUE = "rejected"
