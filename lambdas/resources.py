@@ -319,11 +319,13 @@ ENV_CONSOLE_REFRESH_SECONDS = "SEG_CONSOLE_REFRESH_SECONDS"  # dashboard polling
 # ``signs_policy`` only.
 ENV_POLICY_SIGNING_KEY_ARNS = "SEG_POLICY_SIGNING_KEY_ARNS"
 # Every function: the Powertools tracer never records a handler's response or exception
-# as trace metadata (responses carry issued credentials and device passwords; X-Ray is
-# readable by more people than the secrets are meant for).
-TRACER_ENV = {
+# as trace metadata, and the logger never logs the incoming event (responses carry issued
+# credentials and device passwords, events carry bearer credentials; traces and logs are
+# readable by more people than those secrets are meant for).
+OBSERVABILITY_ENV = {
     "POWERTOOLS_TRACER_CAPTURE_RESPONSE": "false",
     "POWERTOOLS_TRACER_CAPTURE_ERROR": "false",
+    "POWERTOOLS_LOGGER_LOG_EVENT": "false",
 }
 
 
