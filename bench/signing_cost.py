@@ -140,14 +140,18 @@ def main() -> int:
     )
     push = PushChange(cluster_id=CLUSTER, version=snapshot.version + 1, devices=(entry,))
     raw_push = push.model_dump_json()
-    signed_push = issue(
-        signer,
-        cluster_id=CLUSTER,
-        kind=Kind.CHANGE,
-        version=push.version,
-        payload=raw_push.encode(),
-        issued_at_ms=now_ms,
-    )
+
+    def sign_push() -> SignedPayload:
+        return issue(
+            signer,
+            cluster_id=CLUSTER,
+            kind=Kind.CHANGE,
+            version=push.version,
+            payload=raw_push.encode(),
+            issued_at_ms=now_ms,
+        )
+
+    signed_push = sign_push()
     frame = signed_push.envelope().model_dump_json()
     applied = Applied(version=snapshot.version)
 
@@ -170,16 +174,6 @@ def main() -> int:
         1.0,
         unit="µs",
     )
-
-    def sign_push() -> object:
-        return issue(
-            signer,
-            cluster_id=CLUSTER,
-            kind=Kind.CHANGE,
-            version=push.version,
-            payload=raw_push.encode(),
-            issued_at_ms=now_ms,
-        )
 
     print(
         f"{'signing one push (local key)':<34} {cpu_ms(sign_push, args.push_rounds) * 1000:10.1f} "

@@ -117,28 +117,15 @@ def test_answers_every_node_shares_are_signed_once_per_reuse_window(
         built.append(at)
         return f'{{"server_time":"{at.isoformat()}"}}'.encode()
 
-    first = signing.sign_reusable(
-        ("in_sync", 9), cluster_id=CLUSTER, kind=Kind.PONG, version=9, make_payload=pong, now=NOW
-    )
-    again = signing.sign_reusable(
-        ("in_sync", 9),
-        cluster_id=CLUSTER,
-        kind=Kind.PONG,
-        version=9,
-        make_payload=pong,
-        now=NOW + timedelta(seconds=59),
-    )
-    other_verdict = signing.sign_reusable(
-        ("diverged", 9), cluster_id=CLUSTER, kind=Kind.PONG, version=9, make_payload=pong, now=NOW
-    )
-    expired = signing.sign_reusable(
-        ("in_sync", 9),
-        cluster_id=CLUSTER,
-        kind=Kind.PONG,
-        version=9,
-        make_payload=pong,
-        now=NOW + timedelta(seconds=60),
-    )
+    def pong_at(verdict: str, at: datetime):  # type: ignore[no-untyped-def]
+        return signing.sign_reusable(
+            (verdict, 9), cluster_id=CLUSTER, kind=Kind.PONG, version=9, make_payload=pong, now=at
+        )
+
+    first = pong_at("in_sync", NOW)
+    again = pong_at("in_sync", NOW + timedelta(seconds=59))
+    other_verdict = pong_at("diverged", NOW)
+    expired = pong_at("in_sync", NOW + timedelta(seconds=60))
     assert again is first
     assert other_verdict is not first and expired is not first
     assert key.signed == 3
