@@ -213,7 +213,7 @@ FIELDS: tuple[FieldSpec, ...] = (
         "policy_clock_skew_s",
         "float",
         300.0,
-        "how far in the future a signed policy's issue time may be (clock skew)",
+        "how far in the future a signed policy's issue time may be (clock skew, 0-600)",
     ),
 )
 _BY_NAME = {f.name: f for f in FIELDS}
@@ -487,8 +487,10 @@ def _check_timings(values: dict[str, Any], problems: list[str]) -> None:
         if values[name] is not None and values[name] <= 0:
             problems.append(f"{_BY_NAME[name].env} must be > 0")
     skew = values["policy_clock_skew_s"]
-    if skew is not None and not 0 <= skew <= 3600:
-        problems.append("SEG_GW_POLICY_CLOCK_SKEW_S must be between 0 and 3600 seconds")
+    # At most 10 minutes: signed input that just arrived may be at most 15 minutes old,
+    # and the future allowance must stay below that window.
+    if skew is not None and not 0 <= skew <= 600:
+        problems.append("SEG_GW_POLICY_CLOCK_SKEW_S must be between 0 and 600 seconds")
     if values["shutdown_grace_s"] is not None and values["shutdown_grace_s"] < 0:
         problems.append("SEG_GW_SHUTDOWN_GRACE_S must be >= 0")
     keepalive = values["keepalive_interval_s"]
