@@ -7,13 +7,14 @@ messages, access-event batches) is defined here once, with the policy digest bot
 compute (``digest``), versioned by ``CONTRACT_VERSION``,
 and exported as JSON Schema (``python -m seg_contract.schema``).
 
-Policy is signed by the control plane and verified by the gateway: ``signing`` holds
-the signed statement, its canonical bytes, signing and verification; ``key_ring`` the
+Policy is signed by the control plane and verified by the gateway: ``statement`` is what
+is signed (one canonical encoding), ``signed`` how a signed payload travels and is
+stored, ``signing`` signing and verification (and re-exports both), ``key_ring`` the
 keys a gateway trusts and how it learns the next one during a rotation.
 
 This package may import only pydantic, the standard library, PyNaCl (in ``crypto``, the
 credential-substitution hashing and sealing both sides need) and cryptography (in
-``signing``, ECDSA P-256 as AWS KMS produces it).
+``signing``: ECDSA P-256 as AWS KMS produces it).
 """
 
 from seg_contract.identity import normalize_device_id, normalize_user

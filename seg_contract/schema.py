@@ -24,7 +24,7 @@ from seg_contract.models import (
     PolicyDelta,
     PolicySnapshot,
 )
-from seg_contract.signing import SignedMessage
+from seg_contract.signed import SignedMessage
 
 SCHEMA_DIR = Path(__file__).with_name("schemas")
 
