@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from seg_contract.crypto import public_key_is_valid
+from seg_contract.signing import TrustedKey, load_public_key
 
 ENV_PREFIX = "SEG_GW_"
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -84,6 +85,10 @@ class GatewayConfig:
     shutdown_grace_s: float
     log_level: str
     log_format: str
+    # Signed policy (``seg_contract.signing``): the control plane's public keys this node
+    # trusts (pinned), and the clock skew it tolerates in a statement's issue time.
+    policy_signing_keys: tuple[TrustedKey, ...] = ()
+    policy_clock_skew_s: float = 300.0
 
     @property
     def connected(self) -> bool:
@@ -123,7 +128,7 @@ class GatewayConfig:
 @dataclass(frozen=True)
 class FieldSpec:
     name: str
-    kind: str  # str | int | float | bool | path | networks | credential
+    kind: str  # str | int | float | bool | path | networks | credential | keys
     default: Any
     doc: str
 
@@ -197,6 +202,19 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("shutdown_grace_s", "float", 30.0, "how long shutdown waits for held requests"),
     FieldSpec("log_level", "str", "INFO", "DEBUG, INFO, WARNING or ERROR"),
     FieldSpec("log_format", "str", "text", "text, or json (one object per line)"),
+    FieldSpec(
+        "policy_signing_keys",
+        "keys",
+        (),
+        "public keys that sign the cluster's policy (base64 DER SubjectPublicKeyInfo, "
+        "comma separated; `seg cluster register` prints them)",
+    ),
+    FieldSpec(
+        "policy_clock_skew_s",
+        "float",
+        300.0,
+        "how far in the future a signed policy's issue time may be (clock skew, 0-600)",
+    ),
 )
 _BY_NAME = {f.name: f for f in FIELDS}
 
@@ -234,6 +252,18 @@ def _parse_float(value: Any) -> float:
     return float(str(value).strip())
 
 
+def _parse_keys(value: Any) -> tuple[TrustedKey, ...]:
+    """A TOML list (items may be PEM) or a comma-separated string of base64 keys."""
+    items = value if isinstance(value, list) else str(value).split(",")
+    keys: list[TrustedKey] = []
+    for n, item in enumerate((str(i).strip() for i in items if str(i).strip()), start=1):
+        try:
+            keys.append(load_public_key(item))
+        except ValueError as exc:
+            raise ValueError(f"key {n}: {exc}") from None
+    return tuple(keys)
+
+
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "str": lambda v: str(v).strip(),
     "credential": lambda v: str(v).strip(),
@@ -242,6 +272,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "bool": _parse_bool,
     "path": lambda v: Path(str(v).strip()) if str(v).strip() else None,
     "networks": _parse_networks,
+    "keys": _parse_keys,
 }
 
 
@@ -321,7 +352,16 @@ def load_config(
     return GatewayConfig(**values)
 
 
-_AGENT_ONLY = ("api_url", "ws_url", "credential", "credential_file", "control_plane_ca_bundle")
+# A worker never talks to the cloud: it gets policy the agent verified, never a key.
+_AGENT_ONLY = (
+    "api_url",
+    "ws_url",
+    "credential",
+    "credential_file",
+    "control_plane_ca_bundle",
+    "policy_signing_keys",
+    "policy_clock_skew_s",
+)
 
 
 def config_from_wire(data: Mapping[str, Any]) -> GatewayConfig:
@@ -446,6 +486,11 @@ def _check_timings(values: dict[str, Any], problems: list[str]) -> None:
     ):
         if values[name] is not None and values[name] <= 0:
             problems.append(f"{_BY_NAME[name].env} must be > 0")
+    skew = values["policy_clock_skew_s"]
+    # At most 10 minutes: signed input that just arrived may be at most 15 minutes old,
+    # and the future allowance must stay below that window.
+    if skew is not None and not 0 <= skew <= 600:
+        problems.append("SEG_GW_POLICY_CLOCK_SKEW_S must be between 0 and 600 seconds")
     if values["shutdown_grace_s"] is not None and values["shutdown_grace_s"] < 0:
         problems.append("SEG_GW_SHUTDOWN_GRACE_S must be >= 0")
     keepalive = values["keepalive_interval_s"]
