@@ -262,6 +262,8 @@ class ControlPlaneLink:
             return Event.CONNECT_FAILED
         self.status.connects += 1
         self.status.connected_since = self._clock()
+        # It answered the handshake; whether it answers keepalives the deadline will tell.
+        self.status.unresponsive_since = None
         log.info("control-plane WebSocket connected (%s)", self._settings.ws_url)
         return Event.CONNECTED
 
