@@ -23,44 +23,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from decision_cost import build_snapshot  # the same 100,000-device policy
 
 from onprem_gateway.core.policy_index import PolicyIndex
-from seg_contract import (
-    Access,
-    ClusterSettings,
-    DeviceEntry,
-    EntrySource,
-    PolicySnapshot,
-    PushChange,
-)
+from seg_contract import Access, DeviceEntry, EntrySource, PushChange
 from seg_contract.digest import policy_digest
-
-
-def build_snapshot(devices: int, version: int) -> PolicySnapshot:
-    now = datetime.now(UTC)
-    entries = tuple(
-        DeviceEntry.model_construct(
-            user=f"user{i}",
-            device_id=f"device{i:08d}",
-            access=Access.ALLOW if i % 10 else Access.BLOCK,
-            reason="compliant" if i % 10 else "compromised",
-            source=EntrySource.COMPLIANCE,
-            version=1 + i % version,
-            updated_at=now,
-            mdm_device_id=f"mdm-{i}",
-            device_type="iPhone",
-            model="iPhone 15",
-            os="iOS 18.1",
-        )
-        for i in range(devices)
-    )
-    return PolicySnapshot(
-        cluster_id="bench",
-        version=version,
-        generated_at=now,
-        settings=ClusterSettings(),
-        devices=entries,
-    )
 
 
 def cpu_ms(fn: Callable[[], object], repeat: int = 5) -> float:
@@ -115,8 +84,8 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=100_000)
     parser.add_argument("--pushes", type=int, default=2_000)
     args = parser.parse_args()
-    version = 1_000
-    snap = build_snapshot(args.devices, version)
+    snap = build_snapshot(args.devices)
+    version = snap.version
     index = PolicyIndex.from_snapshot(snap, time.time())
 
     print(f"python {sys.version.split()[0]}, {args.devices:,} devices")
