@@ -21,7 +21,10 @@ network.
     any state --STOP--> STOPPED
 
 - After every successful (re)connect the node fetches a delta since its applied version
-  (pushes sent while it was away are lost otherwise) and resets the backoff.
+  (pushes sent while it was away are lost otherwise), resets the backoff and sends a
+  keepalive at once: a handshake proves little (a control plane can accept connections
+  and still answer nothing), the first pong proves the path works, verifies the digest
+  without waiting a whole report interval, and ends an "unresponsive" state promptly.
 - Keepalives go every report interval, each carrying the policy digest. A pong must
   come within the pong deadline; when none does (PONG_OVERDUE) the control plane is
   treated as unresponsive: the connection is closed and replaced after a backoff. A
@@ -106,7 +109,7 @@ TRANSITIONS: dict[tuple[State, Event], tuple[State, tuple[Command, ...]]] = {
     (S.IDLE, E.START): (S.CONNECTING, (C.CONNECT,)),
     (S.CONNECTING, E.CONNECTED): (
         S.CONNECTED,
-        (C.RESET_BACKOFF, C.ARM_TIMERS, C.FETCH_DELTA),
+        (C.RESET_BACKOFF, C.ARM_TIMERS, C.FETCH_DELTA, C.SEND_KEEPALIVE),
     ),
     (S.CONNECTING, E.CONNECT_FAILED): (S.BACKING_OFF, (C.SLEEP_BACKOFF,)),
     (S.CONNECTING, E.CONNECT_REJECTED): (S.REJECTED, (C.REPORT_FATAL,)),

@@ -102,6 +102,8 @@ class ControlPlaneLink:
         self._replace_reason = ""  # why the next replacement (set with the event)
         self._pending_uncommitted: int | None = None  # core.convergence.judge_pong
         self._trusted_up_to = 0  # the newest version the last replacement brought
+        self._replacements = 0  # replacements done; a verdict on an older policy is stale
+        self._reported_generation = 0  # ``_replacements`` when the last keepalive went out
         self._refresh_now = asyncio.Event()
 
     # --- the two loops ----------------------------------------------------------------
@@ -262,8 +264,6 @@ class ControlPlaneLink:
             return Event.CONNECT_FAILED
         self.status.connects += 1
         self.status.connected_since = self._clock()
-        # It answered the handshake; whether it answers keepalives the deadline will tell.
-        self.status.unresponsive_since = None
         log.info("control-plane WebSocket connected (%s)", self._settings.ws_url)
         return Event.CONNECTED
 
@@ -316,6 +316,7 @@ class ControlPlaneLink:
             digest=digest,
         )
         self._conn_clock = self._conn_clock.sent(time.monotonic(), self.keepalive_interval_s())
+        self._reported_generation = self._replacements
         with contextlib.suppress(ConnectionClosed):
             await self._ws.send(message.model_dump_json())
 
@@ -375,14 +376,19 @@ class ControlPlaneLink:
         index = self._store.current()
         if pong.cluster_id != index.cluster_id and index.cluster_id:
             raise PolicyMismatchError(f"pong for cluster {pong.cluster_id!r}")
+        check = pong.digest_check
+        if self._reported_generation != self._replacements:
+            # The keepalive it answers reported the policy a replacement has since
+            # replaced: the verdict is about something the node no longer holds.
+            check = "unchecked"
         status.verdict, status.verdict_version, status.verdict_at = (
-            pong.digest_check,
+            check,
             pong.checked_version,
             now,
         )
-        if pong.digest_check == "in_sync":
+        if check == "in_sync":
             status.last_verified_at, status.last_verified_version = now, pong.checked_version
-        elif pong.digest_check == "diverged":
+        elif check == "diverged":
             status.digest_mismatches += 1
             log.warning(
                 "the control plane finds this node's policy at version %d diverged; "
@@ -391,7 +397,7 @@ class ControlPlaneLink:
             )
         judgement = judge_pong(
             committed=pong.version,
-            digest_check=pong.digest_check,
+            digest_check=check,
             applied=index.version,
             newest_held=index.newest_held_version,
             pending_uncommitted=self._pending_uncommitted,
@@ -452,6 +458,7 @@ class ControlPlaneLink:
         delays = self._backoff()
         for _ in range(3):  # then the next pong judges again
             if await self._sync.replace(reason):
+                self._replacements += 1
                 # What the control plane's own snapshot holds is not "uncommitted".
                 self._trusted_up_to = self._store.current().newest_held_version
                 self._pending_uncommitted = None

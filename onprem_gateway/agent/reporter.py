@@ -150,7 +150,12 @@ class Reporter:
         if self._sender is None:
             return  # air-gapped: events stay in the (bounded) spool
         while True:
-            await self.drain()
+            try:
+                await self.drain()
+            except OSError:
+                # The spool's disk failed under us: keep trying, never stop reporting.
+                log.exception("could not read the spool; retrying")
+                self._mark_down()
             wait = self._flush_interval_s
             if not self.cloud_up:
                 wait = max(wait, self._retry_at - self._clock())

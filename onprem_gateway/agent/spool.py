@@ -139,13 +139,15 @@ class Spool:
     @property
     def oldest_unsent_at(self) -> float | None:
         """When the oldest unacknowledged record was appended (epoch), None if none."""
-        segments = self._segments
-        if not segments:
-            return None
-        head = segments[0]
-        if self._cursor < len(head.appended_at):
-            return head.appended_at[self._cursor]
-        return segments[1].appended_at[0] if len(segments) > 1 else None
+        # Read without the lock (a gauge): copies, and no assumption that a segment
+        # just created by a commit in progress already holds a record.
+        cursor = self._cursor
+        for n, segment in enumerate(list(self._segments)):
+            first = cursor if n == 0 else 0
+            appended = segment.appended_at
+            if first < len(appended):
+                return appended[first]
+        return None
 
     # --- open / scan --------------------------------------------------------------------
 

@@ -24,9 +24,14 @@ def run(events: list[Event]) -> tuple[Lifecycle, list[tuple[Command, ...]]]:
     return life, [life.handle(e) for e in events]
 
 
-def test_first_connect_fetches_a_delta_and_arms_the_timers() -> None:
+def test_first_connect_fetches_a_delta_arms_the_timers_and_reports_at_once() -> None:
     life, cmds = run([E.START, E.CONNECTED])
-    assert cmds == [(C.CONNECT,), (C.RESET_BACKOFF, C.ARM_TIMERS, C.FETCH_DELTA)]
+    # The keepalive at once (new with the pong deadline): only a pong proves the control
+    # plane answers, and it verifies the digest without waiting a report interval.
+    assert cmds == [
+        (C.CONNECT,),
+        (C.RESET_BACKOFF, C.ARM_TIMERS, C.FETCH_DELTA, C.SEND_KEEPALIVE),
+    ]
     assert life.state is S.CONNECTED
 
 

@@ -194,3 +194,13 @@ async def test_a_node_holding_something_newer_reports_no_digest() -> None:
     store.apply_push(push(entry("carol", "dev3", Access.BLOCK, 4)))  # 3 is missing
     sent = await keepalive_of(store)
     assert sent["policy_version"] == 2 and sent["digest"] == ""
+
+
+def test_a_verdict_on_a_policy_replaced_since_is_not_acted_on() -> None:
+    store = loaded_store()
+    lk = link(store, [700.0])
+    lk._replacements = 1  # a replacement finished after the keepalive went out
+    assert lk._on_message(pong(2, "diverged", 2)) is None
+    assert lk.status.digest_mismatches == 0 and lk.status.verdict == "unchecked"
+    lk._reported_generation = 1  # the next keepalive reports the replacement
+    assert lk._on_message(pong(2, "diverged", 2)) is Event.DIVERGED
