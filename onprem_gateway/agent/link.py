@@ -40,6 +40,7 @@ from onprem_gateway.agent.lifecycle import (
 )
 from onprem_gateway.agent.policy_store import PolicyStore
 from onprem_gateway.agent.policy_sync import LinkStatus, PolicySync
+from onprem_gateway.config import MAX_KEEPALIVE_S  # API Gateway's 10-minute idle limit
 from onprem_gateway.core.convergence import PongAction, judge_pong, keepalive_interval
 from onprem_gateway.core.policy_index import PolicyMismatchError
 from seg_contract import GatewayKeepalive, PushPong, PushResync, PushRevoked
@@ -55,8 +56,7 @@ log = logging.getLogger(__name__)
 
 # API Gateway caps a WebSocket message at 128 KB; a push is far smaller.
 MAX_PUSH_BYTES = 256 * 1024
-# API Gateway closes a WebSocket idle for 10 minutes: a keepalive never waits longer.
-MAX_KEEPALIVE_S = 540.0
+CLOSE_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -232,6 +232,9 @@ class ControlPlaneLink:
                 # Liveness is our JSON keepalive + pong (API Gateway's idle timer counts
                 # only data frames), not WebSocket pings.
                 ping_interval=None,
+                # A control plane that stopped answering will not answer a close frame
+                # either: give up on the closing handshake quickly and drop the TCP.
+                close_timeout=CLOSE_TIMEOUT_S,
                 max_size=MAX_PUSH_BYTES,
                 **kwargs,  # type: ignore[arg-type]
             )
@@ -285,7 +288,7 @@ class ControlPlaneLink:
         self.status.connected_since = None
         if ws is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(ws.close(), 5)
+                await asyncio.wait_for(ws.close(), CLOSE_TIMEOUT_S + 1)
 
     def _report_unresponsive(self) -> None:
         self.status.pong_deadline_misses += 1
