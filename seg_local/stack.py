@@ -352,6 +352,11 @@ class Stack:
             env["SEG_GW_UPSTREAM_ALLOW_PLAIN_HTTP"] = "true"
         env.update(self.options.gateway_env)
         env.update(self.options.node_gateway_env.get(node_id, {}))
+        if env["SEG_GW_API_URL"].startswith("http://") or env["SEG_GW_WS_URL"].startswith("ws://"):
+            # The local control plane runs without TLS unless asked (--tls / tests), so
+            # this local system opts in to plain control-plane URLs; a real node never
+            # does (docs/gateway.md).
+            env.setdefault("SEG_GW_CONTROL_PLANE_ALLOW_PLAIN_HTTP", "true")
         return env
 
     def _credential_file(self, state_dir: Path) -> Path:
