@@ -214,4 +214,3 @@ def node_settings(env: Mapping[str, str], paths: Mapping[str, str]) -> dict[str,
         if key.startswith("SEG_GW_"):
             out[key] = paths.get(value, value)
     return out
-
