@@ -22,11 +22,13 @@ fi
 
 _seg_podman_env() {
   local cache="${SEG_CONTAINER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/seg/containers}"
-  local run_root
+  # Run-time state (locks, mounts) per storage: two caches must not share it.
+  local run_root key
+  key=$(printf '%s' "$cache" | sha256sum | cut -c1-8)
   if [ "$(id -u)" -eq 0 ]; then
-    run_root="/run/seg-podman"
+    run_root="/run/seg-podman/$key"
   else
-    run_root="${XDG_RUNTIME_DIR:-/tmp/seg-podman-$(id -u)}/seg-podman"
+    run_root="${XDG_RUNTIME_DIR:-/tmp/seg-podman-$(id -u)}/seg-podman/$key"
   fi
   local nofile nproc
   nofile=$(ulimit -Hn)
