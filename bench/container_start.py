@@ -20,7 +20,6 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -28,13 +27,6 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from seg_contract import (  # noqa: E402
-    Access,
-    ClusterSettings,
-    DeviceEntry,
-    EntrySource,
-    PolicySnapshot,
-)
 from seg_local.demo_mail import DemoMailServer, server_ssl_context  # noqa: E402
 from seg_local.tls import make_local_tls  # noqa: E402
 from tests.container.podman import (  # noqa: E402
@@ -45,28 +37,7 @@ from tests.container.podman import (  # noqa: E402
     probe,
     unique,
 )
-
-
-def _policy(path: Path) -> Path:
-    now = datetime.now(UTC)
-    entry = DeviceEntry(
-        user="bench",
-        device_id="bench1",
-        access=Access.ALLOW,
-        reason="bench",
-        source=EntrySource.MANUAL,
-        version=1,
-        updated_at=now,
-    )
-    snapshot = PolicySnapshot(
-        cluster_id="bench",
-        version=1,
-        generated_at=now,
-        settings=ClusterSettings(),
-        devices=(entry,),
-    )
-    path.write_text(snapshot.model_dump_json())
-    return path
+from tests.container.policy import allow_policy_file  # noqa: E402
 
 
 def _ready_seconds(node: GatewayContainer, timeout: float = 60.0) -> float:
@@ -129,7 +100,9 @@ def main() -> int:
                     "tls.crt": tls.cert,
                     "tls.key": tls.key,
                     "ca.pem": tls.ca_cert,
-                    "policy.json": _policy(tmp / "policy.json"),
+                    "policy.json": allow_policy_file(
+                        tmp / "policy.json", [("bench", "bench1")], "bench"
+                    ),
                 },
                 conf,
             )

@@ -55,6 +55,8 @@ if [ -n "${SEG_BASE_REFRESH:-}" ] || [ ! -s "$tarball" ]; then
     exit 1
   fi
   mv "$tarball.partial" "$tarball"
+  # Tarballs of earlier recipes are of no further use.
+  find "$(dirname "$tarball")" -name 'seg-debian-py-*.tar*' ! -name "$(basename "$tarball")*" -delete
 fi
 echo "build-base-image: importing $tarball as $image" >&2
 podman import --quiet \

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE_UID = 10001  # the Dockerfile's USER
 STATE_DIR = "/var/lib/seg-gateway"
@@ -103,6 +105,22 @@ def probe() -> Podman | str:
     return podman
 
 
+def hardened_run_options() -> list[str]:
+    """`podman run` options as docs/gateway.md runs the image: the host's network (no
+    bridge), our cgroup, and a read-only root with only a tmpfs on /tmp besides the
+    volumes the caller adds."""
+    return [
+        "--network",
+        "host",
+        "--cgroup-parent",
+        CGROUP_PARENT,
+        "--read-only",
+        "--read-only-tmpfs=false",
+        "--tmpfs",
+        "/tmp:rw,size=64m,mode=1777",
+    ]
+
+
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
@@ -130,15 +148,7 @@ class GatewayContainer:
             "--detach",
             "--name",
             self.name,
-            "--network",
-            "host",
-            "--cgroup-parent",
-            CGROUP_PARENT,
-            # As documented: only the state volume and /tmp are writable.
-            "--read-only",
-            "--read-only-tmpfs=false",
-            "--tmpfs",
-            "/tmp:rw,size=64m,mode=1777",
+            *hardened_run_options(),
             "--volume",
             f"{self.state_dir}:{STATE_DIR}:U",
             "--volume",
@@ -151,8 +161,6 @@ class GatewayContainer:
 
     def wait_ready(self, timeout: float = 120.0, *, ready: bool = True) -> dict[str, Any]:
         """Wait for runtime.json, then for /livez (and /readyz 200 when ``ready``)."""
-        import httpx  # noqa: PLC0415
-
         deadline = time.monotonic() + timeout
         last = ""
         while time.monotonic() < deadline:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.container import deploy_files as files
-from tests.container.podman import CGROUP_PARENT, IMAGE_UID, STATE_DIR, Podman
+from tests.container.podman import IMAGE_UID, STATE_DIR, Podman, hardened_run_options
 
 pytestmark = pytest.mark.timeout(900)  # the first test may build the image
 
@@ -24,18 +24,7 @@ def run_once(
     mounts: tuple[str, ...] = (),
     entrypoint: str = "",
 ) -> Any:
-    argv = [
-        "run",
-        "--rm",
-        "--network",
-        "host",
-        "--cgroup-parent",
-        CGROUP_PARENT,
-        "--read-only",
-        "--read-only-tmpfs=false",
-        "--tmpfs",
-        "/tmp",
-    ]
+    argv = ["run", "--rm", *hardened_run_options()]
     if entrypoint:
         argv += ["--entrypoint", entrypoint]
     for key, value in (env or {}).items():

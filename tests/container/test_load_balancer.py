@@ -24,7 +24,6 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +34,11 @@ from aiohttp import web
 from pyactivesync import FolderType
 
 from seg_cli.demo import DemoDevice, eas_client
-from seg_contract import Access, ClusterSettings, DeviceEntry, EntrySource, PolicySnapshot
 from seg_local.demo_mail import DEMO_PASSWORD, MAX_HEARTBEAT_S, DemoMailServer, server_ssl_context
 from seg_local.stack import Child
 from seg_local.tls import TlsFiles, make_local_tls
+from tests.container.policy import allow_policy_file
+from tests.e2e.control_plane_ministack.ministack import free_port
 from tests.e2e.system.conftest import eventually, metrics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,12 +88,6 @@ def scaled_config(text: str, *, replace_s: float | None = None) -> str:
         return f"{m.group(1)}{round(value * 1000 / TIME_SCALE)}ms{m.group(4)}"
 
     return _TIMEOUT.sub(scale, text)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -174,31 +168,6 @@ class SiteLB:
         return balancer
 
 
-def write_policy(path: Path) -> Path:
-    now = datetime.now(UTC)
-    entries = tuple(
-        DeviceEntry(
-            user=d.user,
-            device_id=d.device_id,
-            access=Access.ALLOW,
-            reason="load-balancer test",
-            source=EntrySource.MANUAL,
-            version=1,
-            updated_at=now,
-        )
-        for d in DEVICES
-    )
-    snapshot = PolicySnapshot(
-        cluster_id="lb-site",
-        version=1,
-        generated_at=now,
-        settings=ClusterSettings(),
-        devices=entries,
-    )
-    path.write_text(snapshot.model_dump_json())
-    return path
-
-
 def start_node(index: int, tmp: Path, tls: TlsFiles, mail_port: int, policy: Path) -> ProcessNode:
     state = tmp / f"node{index}"
     env = {
@@ -269,7 +238,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SiteLB]:
     mail = DemoMailServer()
     mail.app.middlewares.append(recorder(seen))
     mail_port = mail.start(ssl_context=server_ssl_context(tls.cert, tls.key))
-    policy = write_policy(tmp / "policy.json")
+    policy = allow_policy_file(
+        tmp / "policy.json", ((d.user, d.device_id) for d in DEVICES), "lb-site"
+    )
     nodes = [start_node(i, tmp, tls, mail_port, policy) for i in (1, 2)]
     pem = tmp / "gateway.pem"  # HAProxy's crt: chain then key
     pem.write_bytes(tls.cert.read_bytes() + tls.key.read_bytes())
