@@ -16,7 +16,7 @@ import pytest
 
 from tests.container.podman import Podman, PodmanError, probe, unique
 
-_TIER: dict[str, object] = {"skipped": ""}
+_TIER: dict[str, object] = {}
 _PREFIX = "tests/container/"
 
 
@@ -34,8 +34,7 @@ def pytest_runtest_logfinish(nodeid: str) -> None:
 def podman() -> Podman:
     found = probe()
     if isinstance(found, str):
-        _TIER["skipped"] = found
-        pytest.skip(f"container tier skipped: {found}")
+        pytest.skip(found)
     return found
 
 
@@ -69,8 +68,14 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     write = terminalreporter.write_line
     terminalreporter.section("container tier")
     write(f"run time {end - start:.0f} s (tests/container: set-up, tests, tear-down)")
-    if _TIER["skipped"]:
-        write(f"SKIPPED the tests that need podman: {_TIER['skipped']}")
+    # Never silent: every reason a test of the tier was skipped for, once each.
+    reasons: dict[str, int] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        if report.nodeid.startswith(_PREFIX) and isinstance(report.longrepr, tuple):
+            reason = str(report.longrepr[2]).removeprefix("Skipped: ")
+            reasons[reason] = reasons.get(reason, 0) + 1
+    for reason, count in reasons.items():
+        write(f"SKIPPED {count} test(s): {reason}")
     podman = _TIER.get("podman")
     if isinstance(podman, Podman):
         for name, seconds in podman.timings.items():
