@@ -132,7 +132,7 @@ def _allowed(stack: Stack, nodes: list[GatewayContainer]) -> DemoDevice:
     device = new_device()
     enroll(stack, device)
     checkin(stack, device, compromised=False)
-    wait_enforced(nodes, device.user, device.device_id, "allow")  # type: ignore[arg-type]
+    wait_enforced(nodes, device.user, device.device_id, "allow", timeout=90)  # type: ignore[arg-type]
     return device
 
 
@@ -199,7 +199,7 @@ def test_enrollment_sync_block_refused_on_both_containers(site: Site) -> None:
     assert row["last_node"] in {n.node_id for n in nodes}
 
     checkin(stack, device, compromised=True)
-    wait_enforced(nodes, device.user, device.device_id, "block")  # type: ignore[arg-type]
+    wait_enforced(nodes, device.user, device.device_id, "block", timeout=90)  # type: ignore[arg-type]
     for node in nodes:
         assert refused_reason(node, site.ca, device) == "EAS status 129"  # type: ignore[arg-type]
 
@@ -211,7 +211,7 @@ def test_a_replaced_container_enforces_from_its_volume_with_the_control_plane_do
     allowed = _allowed(stack, site.nodes)
     blocked = _allowed(stack, site.nodes)
     _override(stack, blocked, "block")
-    wait_enforced([node], blocked.user, blocked.device_id, "block")  # type: ignore[list-item]
+    wait_enforced([node], blocked.user, blocked.device_id, "block", timeout=90)  # type: ignore[list-item]
 
     stack.stop_control_plane(kill=True)  # a crash: no goodbye to anyone
     stopped = node.stop(GRACE_S + 30)  # the node writes its policy on the way out
