@@ -187,6 +187,8 @@ def start_node(index: int, tmp: Path, tls: TlsFiles, mail_port: int, policy: Pat
         "SEG_GW_ADMIN_PORT": "0",
         "SEG_GW_WORKERS": "0",
         "SEG_GW_SHUTDOWN_GRACE_S": "30",
+        # Readiness follows the mail server within a second (the last test stops it).
+        "SEG_GW_UPSTREAM_CHECK_INTERVAL_S": "1",
     }
     child = Child(
         f"gateway {index}",
@@ -417,3 +419,38 @@ def test_a_stopping_node_drains_its_held_ping_and_the_site_fails_over(site: Site
     with eas_client(Endpoint(site.balancer.url), site.tls.ca_cert, other) as client:  # type: ignore[arg-type]
         client.provision()
         assert client.list_folders()
+
+
+def test_with_no_node_ready_devices_still_reach_a_live_node(site: SiteLB) -> None:
+    """The fallback backend: when every node answers 503 on /readyz (here: the mail
+    server is down), HAProxy still sends devices to a live node, whose own answer the
+    device gets (not HAProxy's "no server available"). Runs last: it stops the mail
+    server."""
+    site.mail.stop()
+    eventually(
+        lambda: "UP" not in site.balancer.server_status().values(),
+        timeout=60,
+        what="no node is ready",
+    )
+    eventually(
+        lambda: "UP" in site.balancer.server_status("gateways-live").values(),
+        timeout=60,
+        what="a node is alive",
+    )
+    device = DEVICES[0]
+    with device_client(site.tls) as http:
+        r = http.post(
+            f"{site.balancer.url}/Microsoft-Server-ActiveSync",
+            params={
+                "Cmd": "FolderSync",
+                "User": device.user,
+                "DeviceId": device.device_id,
+                "DeviceType": device.device_type,
+            },
+            headers={"MS-ASProtocolVersion": "16.1"},
+            auth=(device.user, DEMO_PASSWORD),
+            content=b"",
+        )
+    assert r.status_code == 503, r.text
+    assert "mail server is unreachable" in r.text, r.text  # the gateway's own answer
+    assert "Retry-After" in r.headers
