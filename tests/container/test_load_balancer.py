@@ -287,6 +287,29 @@ def device_client(tls: TlsFiles) -> httpx.Client:
     return httpx.Client(transport=transport, verify=verify, trust_env=False, timeout=30)
 
 
+def folder_sync(
+    site: SiteLB, device: DemoDevice, headers: dict[str, str] | None = None
+) -> httpx.Response:
+    """One raw EAS request through the balancer, from DEVICE_ADDRESS."""
+    with device_client(site.tls) as http:
+        return http.post(
+            f"{site.balancer.url}/Microsoft-Server-ActiveSync",
+            params={
+                "Cmd": "FolderSync",
+                "User": device.user,
+                "DeviceId": device.device_id,
+                "DeviceType": device.device_type,
+            },
+            headers={
+                "MS-ASProtocolVersion": "16.1",
+                "Content-Type": "application/vnd.ms-sync.wbxml",
+                **(headers or {}),
+            },
+            auth=(device.user, DEMO_PASSWORD),
+            content=b"",
+        )
+
+
 def ping(site: SiteLB, endpoint: Endpoint, device: DemoDevice, timeout: float = 120) -> Any:
     with eas_client(endpoint, site.tls.ca_cert, device, timeout=timeout) as client:  # type: ignore[arg-type]
         client.provision()
@@ -338,23 +361,8 @@ def test_a_ping_outlives_haproxys_default_timeouts(site: SiteLB) -> None:
 
 def test_the_device_address_reaches_the_mail_server_as_x_forwarded_for(site: SiteLB) -> None:
     device = DEVICES[1]
-    with device_client(site.tls) as http:
-        r = http.post(
-            f"{site.balancer.url}/Microsoft-Server-ActiveSync",
-            params={
-                "Cmd": "FolderSync",
-                "User": device.user,
-                "DeviceId": device.device_id,
-                "DeviceType": device.device_type,
-            },
-            headers={
-                "MS-ASProtocolVersion": "16.1",
-                "Content-Type": "application/vnd.ms-sync.wbxml",
-                "X-Forwarded-For": "203.0.113.7",  # a device's claim: must not survive
-            },
-            auth=(device.user, DEMO_PASSWORD),
-            content=b"",
-        )
+    # A device's own X-Forwarded-For is a claim: it must not survive.
+    r = folder_sync(site, device, {"X-Forwarded-For": "203.0.113.7"})
     assert r.status_code == 200, r.text
     mine = [s for s in site.seen if s["user"] == device.user and s["command"] == "FolderSync"]
     assert mine, site.seen
@@ -437,20 +445,7 @@ def test_with_no_node_ready_devices_still_reach_a_live_node(site: SiteLB) -> Non
         timeout=60,
         what="a node is alive",
     )
-    device = DEVICES[0]
-    with device_client(site.tls) as http:
-        r = http.post(
-            f"{site.balancer.url}/Microsoft-Server-ActiveSync",
-            params={
-                "Cmd": "FolderSync",
-                "User": device.user,
-                "DeviceId": device.device_id,
-                "DeviceType": device.device_type,
-            },
-            headers={"MS-ASProtocolVersion": "16.1"},
-            auth=(device.user, DEMO_PASSWORD),
-            content=b"",
-        )
+    r = folder_sync(site, DEVICES[0])
     assert r.status_code == 503, r.text
     assert "mail server is unreachable" in r.text, r.text  # the gateway's own answer
     assert "Retry-After" in r.headers
