@@ -21,7 +21,8 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
 fi
 
 _seg_podman_env() {
-  local cache="${SEG_CONTAINER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/seg/containers}"
+  local home="${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}"
+  local cache="${SEG_CONTAINER_CACHE:-${XDG_CACHE_HOME:-$home/.cache}/seg/containers}"
   # Run-time state (locks, mounts) per storage: two caches must not share it.
   local run_root key
   key=$(printf '%s' "$cache" | sha256sum | cut -c1-8)
