@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from lambdas.adapters.apigw_connections import ApiGatewayConnections
 from lambdas.adapters.dynamodb_cluster_credentials import DynamoDbClusterCredentials
 from lambdas.adapters.dynamodb_clusters import DynamoDbClusters
 from lambdas.adapters.dynamodb_connections import DynamoDbConnections
@@ -20,7 +21,9 @@ from lambdas.adapters.dynamodb_device_events import DynamoDbDeviceEvents
 from lambdas.adapters.dynamodb_devices import DynamoDbDevices
 from lambdas.adapters.dynamodb_manual_overrides import DynamoDbManualOverrides
 from lambdas.adapters.dynamodb_policy_entries import DynamoDbPolicyEntries
+from lambdas.adapters.dynamodb_policy_log import DynamoDbPolicyLog
 from lambdas.adapters.sqs_compliance_queue import SqsComplianceQueue
+from lambdas.adapters.wiring import Adapters
 from lambdas.domain.mdm_events import MDM_EVENT
 from lambdas.handlers import (
     compliance_reader,
@@ -32,6 +35,7 @@ from lambdas.handlers import (
 from lambdas.usecases.clusters import register_cluster
 from lambdas.usecases.device_events import EventReceipt, record_device_event
 from lambdas.usecases.manual_overrides import request_override
+from lambdas.usecases.policy_versions import VersionStores
 from lambdas.usecases.resync import seed_cluster
 from seg_contract import DeviceEntry
 from tests.support.aws import AwsEnv, aws  # noqa: F401  (fixture)
@@ -64,7 +68,19 @@ class World:
     events: DynamoDbDeviceEvents
     credentials: DynamoDbClusterCredentials
     queue: SqsComplianceQueue
+    log: DynamoDbPolicyLog
     _seq: int = 0
+
+    @property
+    def versions(self) -> VersionStores:
+        """The stores a policy version is committed through, pushing to moto."""
+        return VersionStores(
+            clusters=self.clusters,
+            entries=self.entries,
+            log=self.log,
+            connections=self.connections,
+            poster=ApiGatewayConnections("", self.aws.apigw),
+        )
 
     # --- the MDM and the console ---------------------------------------------------
 
@@ -219,6 +235,7 @@ def world(aws: AwsEnv, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:  # n
         events=DynamoDbDeviceEvents(settings.table("device_events"), client),
         credentials=DynamoDbClusterCredentials(settings.table("clusters"), client),
         queue=SqsComplianceQueue(settings.queue_url("compliance"), aws.sqs),
+        log=Adapters(settings, dynamodb=client).policy_log,
     )
     for cached in roots:
         cached.cache_clear()

@@ -64,8 +64,15 @@ def test_an_override_landing_mid_evaluation_is_not_overwritten(world: World) -> 
         EvaluateDevice(mdm_device_id="mdm-1", reason="checkin"), reader_b_stores, world.clock()
     )
 
-    # B took version 2 before A took 3: its (stale, override-less) BLOCK is refused.
-    assert (outcome_b.refused, outcome_b.written) == (1, [])
+    # B took version 2 before A took 3: its (stale, override-less) BLOCK is refused, and
+    # version 2 commits empty (and is pushed: it moves the nodes' applied version on).
+    assert (outcome_b.refused, outcome_b.written, outcome_b.versions) == (1, [], [(cluster_id, 2)])
     entry = world.entry(cluster_id, "alice", "dev1")
     assert (entry.access, entry.source, entry.version) == (Access.ALLOW, EntrySource.MANUAL, 3)
-    assert [p["version"] for p in world.posted("conn-a")] == [1, 3]
+    assert [(p["version"], len(p["devices"])) for p in world.posted("conn-a")] == [
+        (1, 1),
+        (3, 1),
+        (2, 0),
+    ]
+    cluster = world.clusters.get_cluster(cluster_id)
+    assert cluster is not None and cluster.committed_version == 3

@@ -10,6 +10,7 @@ from lambdas.adapters.dynamodb_gateway_nodes import DynamoDbGatewayNodes
 from lambdas.handlers import ws_connect, ws_default, ws_disconnect
 from lambdas.usecases.clusters import revoke_credentials, rotate_credential
 from seg_contract import GatewayKeepalive, PushPong
+from seg_contract.http import CREDENTIAL_REJECTED_HEADER, CREDENTIAL_REJECTED_VALUE
 from tests.support.events import (
     LambdaContext,
     ws_connect_event,
@@ -85,6 +86,7 @@ def test_connect_refuses_a_revoked_credential_and_a_bad_node_id(world: World) ->
     )
     assert world.connect(credential, "node-a", "conn-old") == {
         "statusCode": 403,
+        "headers": {CREDENTIAL_REJECTED_HEADER: CREDENTIAL_REJECTED_VALUE},
         "body": "gateway credential revoked",
     }
     bad_node = world.connect(fresh.token, "bad node!", "conn-x")
