@@ -99,18 +99,29 @@ def initial_watermark(settings: ClusterSettings) -> Watermark:
     return Watermark(0, digest, ((0, digest),))
 
 
+# How many versions past the first unsettled one a walk looks at: it marks the missing
+# ones pending and fences the old pending ones there too, so that several writers that
+# died together cost one grace, not one grace each. Each version is marked at most once
+# (the mark is conditional), so this costs at most one write per version.
+LOOKAHEAD = 100
+
+
 @dataclass(frozen=True)
 class WalkPlan:
     """What an advancer must do: fence ``fence`` (pending too long), mark
-    ``mark_pending`` (missing, so that its age can be measured), then move W to
-    ``watermark`` (valid only once every fence has succeeded)."""
+    ``mark_pending`` (missing, so that their age can be measured), then move W to
+    ``watermark``, which is valid only once every fence at or below it has succeeded."""
 
     watermark: Watermark
     fence: tuple[int, ...] = ()
-    mark_pending: int | None = None
+    mark_pending: tuple[int, ...] = ()
 
     def moves(self, current: Watermark) -> bool:
         return self.watermark.version > current.version
+
+    @property
+    def required_fences(self) -> tuple[int, ...]:
+        return tuple(v for v in self.fence if v <= self.watermark.version)
 
 
 def walk(
@@ -122,36 +133,51 @@ def walk(
 ) -> WalkPlan:
     """Move W over the settled versions after it, up to ``counter`` (the last version
     handed out). ``records`` are the log records of versions in (W, counter], in version
-    order; the walk stops consuming them where it stops (so the caller can read lazily).
+    order; the walk reads no further than ``LOOKAHEAD`` versions past where W stops (so
+    the caller can read lazily).
 
     committed -> apply its changes, go on; abandoned -> go on; pending and older than
     ``grace`` -> fence it (abandoned), go on; pending and younger -> stop; missing ->
-    mark it pending, stop."""
+    mark it pending, stop. Past the stop, missing versions are marked and old pending
+    ones fenced as well, without moving W."""
     version, digest = watermark.version, watermark.digest
     recent = list(watermark.recent)
     fence: list[int] = []
-    mark: int | None = None
+    mark: list[int] = []
+    stopped_at: int | None = None
     found = iter(records)
-    ahead: LogRecord | None = next(found, None)
+    ahead: LogRecord | None = None  # read, not yet walked
+    exhausted = False
     for wanted in range(watermark.version + 1, counter + 1):
-        while ahead is not None and ahead.version < wanted:  # stray record below W
-            ahead = next(found, None)
-        if ahead is None or ahead.version != wanted:
-            mark = wanted
+        if stopped_at is not None and wanted - stopped_at > LOOKAHEAD:
             break
-        record = ahead
-        if record.state is LogState.PENDING:
+        while not exhausted and (ahead is None or ahead.version < wanted):  # (strays < W)
+            ahead = next(found, None)
+            exhausted = ahead is None
+        record = ahead if ahead is not None and ahead.version == wanted else None
+        if record is not None:
+            ahead = None
+        if record is None:
+            mark.append(wanted)
+        elif record.state is LogState.PENDING:
             seen = record.first_seen
-            if seen is None or now - seen < grace:
-                break
-            fence.append(wanted)
-        elif record.state is LogState.COMMITTED:
+            if seen is not None and now - seen >= grace:
+                fence.append(wanted)
+            else:
+                record = None  # unsettled: W stops here
+        if stopped_at is not None:
+            continue
+        if record is None:
+            stopped_at = wanted
+            continue
+        if record.state is LogState.COMMITTED:
             for change in record.changes:
                 digest = replace(digest, change.old_term, change.new_term)
         version = wanted
         recent.append((version, digest))
-        ahead = next(found, None)
-    return WalkPlan(Watermark(version, digest, tuple(recent[-RECENT_DIGESTS:])), tuple(fence), mark)
+    return WalkPlan(
+        Watermark(version, digest, tuple(recent[-RECENT_DIGESTS:])), tuple(fence), tuple(mark)
+    )
 
 
 class DigestVerdict(StrEnum):

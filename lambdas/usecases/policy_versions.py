@@ -230,9 +230,12 @@ def advance(
             return cluster
         records = log.read(cluster_id, current.version, cluster.policy_version)
         plan = walk(current, cluster.policy_version, records, now, grace)
-        if plan.mark_pending is not None:
-            log.mark_pending(cluster_id, plan.mark_pending, now)
-        fenced = all(log.abandon(cluster_id, v, now, fence=True) for v in plan.fence)
+        for version in plan.mark_pending:
+            log.mark_pending(cluster_id, version, now)
+        lost = [v for v in plan.fence if not log.abandon(cluster_id, v, now, fence=True)]
+        if plan.fence:
+            logger.warning("cluster %s: fenced abandoned versions %s", cluster_id, plan.fence)
+        fenced = not set(lost) & set(plan.required_fences)
         if fenced and not plan.moves(current):
             return cluster
         # The cluster as written, not as read before the walk: its settings must be
@@ -243,8 +246,6 @@ def advance(
             else None
         )
         if moved is not None:
-            if plan.fence:
-                logger.warning("cluster %s: fenced abandoned versions %s", cluster_id, plan.fence)
             return moved
         # A fenced version was committed meanwhile, or another advancer moved W: again.
         cluster = require_cluster(clusters, cluster_id)

@@ -24,6 +24,7 @@ from lambdas.adapters.dynamodb_policy_entries import DynamoDbPolicyEntries
 from lambdas.adapters.dynamodb_policy_log import DynamoDbPolicyLog
 from lambdas.adapters.sqs_compliance_queue import SqsComplianceQueue
 from lambdas.adapters.wiring import Adapters
+from lambdas.domain.compliance import DeviceRecord
 from lambdas.domain.mdm_events import MDM_EVENT
 from lambdas.handlers import (
     compliance_reader,
@@ -196,6 +197,25 @@ class World:
         found = self.entries.get_device_entry(cluster_id, user, device_id)
         assert found is not None, f"no entry for {user}/{device_id} in {cluster_id}"
         return found
+
+
+@dataclass
+class InterleavingDevices:
+    """A device store that runs ``meanwhile`` once, just after the first read: a reader
+    that has taken its versions and read its inputs, and has not committed yet."""
+
+    inner: Any
+    meanwhile: Any
+
+    def get(self, mdm_device_id: str) -> DeviceRecord | None:
+        record = self.inner.get(mdm_device_id)
+        if self.meanwhile is not None:
+            run, self.meanwhile = self.meanwhile, None
+            run()
+        return record
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
 
 def device_updates(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -4,35 +4,15 @@ higher version read the other's input, so the newest state wins whatever the tim
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import replace
 
 from lambdas.domain.access import OverrideAction
-from lambdas.domain.compliance import DeviceRecord
 from lambdas.domain.messages import EvaluateDevice, ManualOverrideRequest
 from lambdas.handlers import compliance_reader
 from lambdas.usecases.compliance import ComplianceStores, handle_message
 from seg_contract import Access, EntrySource
 
-from .conftest import World
-
-
-@dataclass
-class _InterleavingDevices:
-    """A device store that runs ``meanwhile`` once, just after the first read."""
-
-    inner: Any
-    meanwhile: Any
-
-    def get(self, mdm_device_id: str) -> DeviceRecord | None:
-        record = self.inner.get(mdm_device_id)
-        if self.meanwhile is not None:
-            run, self.meanwhile = self.meanwhile, None
-            run()
-        return record
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+from .conftest import InterleavingDevices, World
 
 
 def test_an_override_landing_mid_evaluation_is_not_overwritten(world: World) -> None:
@@ -59,7 +39,7 @@ def test_an_override_landing_mid_evaluation_is_not_overwritten(world: World) -> 
         outcome = handle_message(override, stores, world.clock())
         assert [e.version for _, e in outcome.written] == [3]
 
-    reader_b_stores = replace(stores, devices=_InterleavingDevices(stores.devices, reader_a))
+    reader_b_stores = replace(stores, devices=InterleavingDevices(stores.devices, reader_a))
     outcome_b = handle_message(
         EvaluateDevice(mdm_device_id="mdm-1", reason="checkin"), reader_b_stores, world.clock()
     )

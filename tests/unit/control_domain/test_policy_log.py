@@ -10,6 +10,7 @@ import pytest
 from lambdas.domain.policy_commit import Held, Proposal, plan_commit
 from lambdas.domain.policy_log import (
     ABANDON_GRACE,
+    LOOKAHEAD,
     RECENT_DIGESTS,
     SETTINGS_KEY,
     Change,
@@ -47,23 +48,23 @@ def committed(version: int, *terms: tuple[int | None, int]) -> LogRecord:
 @pytest.mark.parametrize(
     ("records", "counter", "version", "digest", "fence", "mark"),
     [
-        pytest.param([], 4, 4, 1000, (), None, id="nothing handed out"),
-        pytest.param([committed(5, (None, 7))], 5, 5, 1007, (), None, id="committed: +new"),
+        pytest.param([], 4, 4, 1000, (), (), id="nothing handed out"),
+        pytest.param([committed(5, (None, 7))], 5, 5, 1007, (), (), id="committed: +new"),
         pytest.param(
             [committed(5, (100, 30)), committed(6, (None, 1), (30, 40))],
             6,
             6,
             1000 - 100 + 30 + 1 - 30 + 40,
             (),
-            None,
+            (),
             id="committed: -old +new, in order",
         ),
         pytest.param(
-            [LogRecord(5, A), committed(6, (None, 5))], 6, 6, 1005, (), None, id="abandoned"
+            [LogRecord(5, A), committed(6, (None, 5))], 6, 6, 1005, (), (), id="abandoned"
         ),
-        pytest.param([committed(6, (None, 5))], 6, 4, 1000, (), 5, id="missing: mark, stop"),
+        pytest.param([committed(6, (None, 5))], 6, 4, 1000, (), (5,), id="missing: mark, stop"),
         pytest.param(
-            [committed(5, (None, 5))], 7, 5, 1005, (), 6, id="missing after a committed one"
+            [committed(5, (None, 5))], 7, 5, 1005, (), (6, 7), id="every missing one is marked"
         ),
         pytest.param(
             [LogRecord(5, P, first_seen=YOUNG), committed(6, (None, 5))],
@@ -71,7 +72,7 @@ def committed(version: int, *terms: tuple[int | None, int]) -> LogRecord:
             4,
             1000,
             (),
-            None,
+            (),
             id="pending, young: stop",
         ),
         pytest.param(
@@ -80,7 +81,7 @@ def committed(version: int, *terms: tuple[int | None, int]) -> LogRecord:
             6,
             1005,
             (5,),
-            None,
+            (),
             id="pending, old: fence, go on",
         ),
         pytest.param(
@@ -89,8 +90,21 @@ def committed(version: int, *terms: tuple[int | None, int]) -> LogRecord:
             5,
             1000,
             (5,),
-            None,
+            (),
             id="fence one, stop at the next",
+        ),
+        pytest.param(
+            [
+                LogRecord(5, P, first_seen=YOUNG),
+                LogRecord(7, P, first_seen=OLD),
+                committed(8, (None, 5)),
+            ],
+            9,
+            4,
+            1000,
+            (7,),
+            (6, 9),
+            id="past the stop: fenced and marked, W stays",
         ),
         pytest.param(
             [LogRecord(5, P, first_seen=NOW + timedelta(minutes=5))],
@@ -98,11 +112,11 @@ def committed(version: int, *terms: tuple[int | None, int]) -> LogRecord:
             4,
             1000,
             (),
-            None,
+            (),
             id="pending seen in the future (skew): stop",
         ),
         pytest.param(
-            [LogRecord(3, A), committed(5, (None, 5))], 5, 5, 1005, (), None, id="stray below W"
+            [LogRecord(3, A), committed(5, (None, 5))], 5, 5, 1005, (), (), id="stray below W"
         ),
     ],
 )
@@ -112,7 +126,7 @@ def test_the_watermark_walk(
     version: int,
     digest: int,
     fence: tuple[int, ...],
-    mark: int | None,
+    mark: tuple[int, ...],
 ) -> None:
     plan = walk(START, counter, records, NOW)
     assert plan.watermark.version == version
@@ -141,17 +155,23 @@ def test_the_walk_wraps_the_digest_modulo_2_128() -> None:
     assert back.watermark.digest == MODULUS - 1
 
 
-def test_the_walk_reads_no_further_than_where_it_stops() -> None:
+def test_the_walk_reads_no_further_than_its_lookahead_past_the_stop() -> None:
     consumed: list[int] = []
+    stop = 6
 
     def records():  # type: ignore[no-untyped-def]
-        for record in [committed(5, (None, 1)), LogRecord(6, P, first_seen=YOUNG)]:
+        yield from consume([committed(5, (None, 1)), LogRecord(stop, P, first_seen=YOUNG)])
+        yield from consume(LogRecord(v, A) for v in range(stop + 1, stop + LOOKAHEAD + 1))
+        raise AssertionError("read past the lookahead")
+
+    def consume(found):  # type: ignore[no-untyped-def]
+        for record in found:
             consumed.append(record.version)
             yield record
-        raise AssertionError("read past the stop")
 
-    assert walk(START, 50, records(), NOW).watermark.version == 5
-    assert consumed == [5, 6]
+    plan = walk(START, 10_000, records(), NOW)
+    assert (plan.watermark.version, plan.mark_pending) == (5, ())
+    assert consumed == list(range(5, stop + LOOKAHEAD + 1))
 
 
 def test_a_new_clusters_watermark_is_the_digest_of_its_settings() -> None:
