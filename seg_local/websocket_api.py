@@ -187,13 +187,13 @@ class WebSocketApiStandIn:
             body = result.get("body") or "" if isinstance(result, dict) else ""
             # The route's headers travel with the refusal, as API Gateway passes them
             # (e.g. the control plane's mark on a rejected gateway credential).
-            headers = result.get("headers") if isinstance(result, dict) else None
+            refusal_headers = result.get("headers") if isinstance(result, dict) else None
             await websocket.send_denial_response(
                 Response(
                     str(body),
                     status_code=status,
                     media_type="application/json",
-                    headers=dict(headers) if isinstance(headers, dict) else None,
+                    headers=dict(refusal_headers) if isinstance(refusal_headers, dict) else None,
                 )
             )
             return
