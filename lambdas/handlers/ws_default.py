@@ -62,7 +62,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         )
     except Forbidden as exc:
         metrics.add_metric(name="MessagesRejected", unit=MetricUnit.Count, value=1)
-        logger.warning("message on an unknown connection: closed", extra={"detail": exc.detail})
+        logger.warning("keepalive refused, connection closed", extra={"detail": exc.detail})
         return response(403, exc.detail)
     except InvalidInput as exc:
         metrics.add_metric(name="MessagesRejected", unit=MetricUnit.Count, value=1)

@@ -8,11 +8,11 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from lambdas.domain.policy_commit import Proposal
 from lambdas.usecases.access_events import PayloadMessage
 from lambdas.usecases.policy_versions import write_version
-from seg_contract import Access, DeviceEntry, EntrySource, PolicyDelta, PolicySnapshot
+from seg_contract import Access, PolicyDelta, PolicySnapshot
 from tests.integration.control_api.conftest import Ctx, enrollment, register
+from tests.support.policy import propose_entry
 
 
 def access_batch(**event: Any) -> dict[str, Any]:
@@ -33,18 +33,7 @@ def access_batch(**event: Any) -> dict[str, Any]:
 def put_entry(ctx: Ctx, cluster_id: str, device_id: str = "dev1") -> int:
     """Commit one device entry as the cluster's next version; return the version."""
 
-    def propose(version: int) -> Proposal:
-        entry = DeviceEntry(
-            user="alice",
-            device_id=device_id,
-            access=Access.ALLOW,
-            reason="compliant",
-            source=EntrySource.COMPLIANCE,
-            version=version,
-            updated_at=datetime(2026, 11, 27, tzinfo=UTC),
-        )
-        return Proposal(devices=(entry,))
-
+    propose = propose_entry("alice", Access.ALLOW, device_id=device_id)
     container = ctx.client.app.state.container  # type: ignore[attr-defined]
     return write_version(
         cluster_id, propose, stores=container.versions, now=datetime.now(UTC)

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from lambdas.adapters.apigw_connections import ApiGatewayConnections
 from lambdas.adapters.dynamodb_cluster_credentials import DynamoDbClusterCredentials
 from lambdas.adapters.dynamodb_clusters import DynamoDbClusters
 from lambdas.adapters.dynamodb_connections import DynamoDbConnections
@@ -36,9 +35,10 @@ from lambdas.handlers import (
 from lambdas.usecases.clusters import register_cluster
 from lambdas.usecases.device_events import EventReceipt, record_device_event
 from lambdas.usecases.manual_overrides import request_override
+from lambdas.usecases.policy_sync import build_delta, build_snapshot
 from lambdas.usecases.policy_versions import VersionStores
 from lambdas.usecases.resync import seed_cluster
-from seg_contract import DeviceEntry
+from seg_contract import DeviceEntry, PolicyDelta, PolicySnapshot
 from tests.support.aws import AwsEnv, aws  # noqa: F401  (fixture)
 from tests.support.events import LambdaContext, sqs_event_from_messages, ws_connect_event
 
@@ -75,12 +75,23 @@ class World:
     @property
     def versions(self) -> VersionStores:
         """The stores a policy version is committed through, pushing to moto."""
-        return VersionStores(
+        return Adapters(
+            self.aws.settings, dynamodb=self.aws.dynamodb, apigw=self.aws.apigw
+        ).versions
+
+    def snapshot(self, cluster_id: str) -> PolicySnapshot:
+        return build_snapshot(
+            cluster_id, clusters=self.clusters, entries=self.entries, log=self.log, now=self.clock()
+        )
+
+    def delta(self, cluster_id: str, since: int) -> PolicyDelta:
+        return build_delta(
+            cluster_id,
+            since,
             clusters=self.clusters,
             entries=self.entries,
             log=self.log,
-            connections=self.connections,
-            poster=ApiGatewayConnections("", self.aws.apigw),
+            now=self.clock(),
         )
 
     # --- the MDM and the console ---------------------------------------------------

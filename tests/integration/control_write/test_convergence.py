@@ -17,45 +17,28 @@ import pytest
 
 from lambdas.domain.errors import VersionFenced
 from lambdas.domain.messages import EvaluateDevice
-from lambdas.domain.policy_commit import Proposal
 from lambdas.domain.policy_log import ABANDON_GRACE, ChangeKind, LogRecord, LogState
 from lambdas.handlers import compliance_reader, ws_default
 from lambdas.usecases.clusters import revoke_credentials, rotate_credential
 from lambdas.usecases.compliance import handle_message
 from lambdas.usecases.errors import NotFound
-from lambdas.usecases.policy_sync import build_delta, build_snapshot, snapshot_unless_held
+from lambdas.usecases.policy_sync import snapshot_unless_held
 from lambdas.usecases.policy_versions import commit_version, write_version
-from seg_contract import Access, DeviceEntry, EntrySource, PolicyDelta, PolicySnapshot
+from seg_contract import Access, DeviceEntry, PolicyDelta, PolicySnapshot
 from seg_contract.digest import policy_digest
 from tests.support.events import LambdaContext, ws_message_event
 from tests.support.node import SimNode
+from tests.support.policy import propose_entry
 
-from .conftest import T0, InterleavingDevices, World
+from .conftest import InterleavingDevices, World
 
 
 def node_of(world: World, cluster_id: str, node_id: str = "node-a") -> SimNode:
     return SimNode(
         node_id,
         cluster_id,
-        snapshot=lambda: _snapshot(world, cluster_id),
-        delta=lambda since: _delta(world, cluster_id, since),
-    )
-
-
-def _snapshot(world: World, cluster_id: str) -> PolicySnapshot:
-    return build_snapshot(
-        cluster_id, clusters=world.clusters, entries=world.entries, log=world.log, now=world.clock()
-    )
-
-
-def _delta(world: World, cluster_id: str, since: int) -> PolicyDelta:
-    return build_delta(
-        cluster_id,
-        since,
-        clusters=world.clusters,
-        entries=world.entries,
-        log=world.log,
-        now=world.clock(),
+        snapshot=lambda: world.snapshot(cluster_id),
+        delta=lambda since: world.delta(cluster_id, since),
     )
 
 
@@ -104,7 +87,7 @@ def test_the_issues_interleaving_converges(world: World, monkeypatch: pytest.Mon
     def snapshot_meanwhile() -> None:  # the reader has taken version 1, not written it
         cluster = world.clusters.get_cluster(cluster_id)
         assert cluster is not None and cluster.policy_version == 1
-        fetched.append(_snapshot(world, cluster_id))
+        fetched.append(world.snapshot(cluster_id))
         node.refresh()
 
     stores = compliance_reader.stores()
@@ -140,22 +123,6 @@ def test_the_issues_interleaving_converges(world: World, monkeypatch: pytest.Mon
     assert (verdict["digest_check"], verdict["checked_version"]) == ("in_sync", 1)
 
 
-def _entry(user: str, version: int, access: Access = Access.BLOCK) -> DeviceEntry:
-    return DeviceEntry(
-        user=user,
-        device_id="dev1",
-        access=access,
-        reason="test",
-        source=EntrySource.MANUAL,
-        version=version,
-        updated_at=T0,
-    )
-
-
-def _propose(user: str, access: Access = Access.BLOCK) -> Any:
-    return lambda version: Proposal(devices=(_entry(user, version, access),))
-
-
 def _record(world: World, cluster_id: str, version: int) -> LogRecord:
     (record,) = world.log.read(cluster_id, version - 1, version)
     return record
@@ -187,10 +154,12 @@ def test_a_dead_writers_version_is_fenced_after_the_grace(world: World) -> None:
     # The writer wakes up: its commit is refused, and the use case redoes it under a new
     # version.
     with pytest.raises(VersionFenced):
-        commit_version(cluster_id, dead, _propose("bob"), stores=world.versions, now=world.clock())
+        commit_version(
+            cluster_id, dead, propose_entry("bob"), stores=world.versions, now=world.clock()
+        )
     assert world.entries.get_device_entry(cluster_id, "bob", "dev1") is None
     again = write_version(
-        cluster_id, _propose("bob"), stores=world.versions, now=world.clock(), version=dead
+        cluster_id, propose_entry("bob"), stores=world.versions, now=world.clock(), version=dead
     )
     assert again.version == 3 and committed_version(world, cluster_id) == 3
     bob = world.entries.get_device_entry(cluster_id, "bob", "dev1")
@@ -236,7 +205,7 @@ def test_concurrent_writers_never_let_a_fetch_claim_a_missing_entry(world: World
         rng = random.Random(seed)
         try:
             for _ in range(6):
-                propose = _propose(rng.choice(users), rng.choice([Access.ALLOW, Access.BLOCK]))
+                propose = propose_entry(rng.choice(users), rng.choice([Access.ALLOW, Access.BLOCK]))
                 write_version(cluster_id, propose, stores=world.versions, now=world.clock())
         except BaseException as exc:  # surfaced below
             errors.append(exc)
@@ -245,9 +214,9 @@ def test_concurrent_writers_never_let_a_fetch_claim_a_missing_entry(world: World
         rng = random.Random(99)
         try:
             while not done.is_set():
-                snapshot = _snapshot(world, cluster_id)
+                snapshot = world.snapshot(cluster_id)
                 snapshots.append(snapshot)
-                deltas.append(_delta(world, cluster_id, rng.randint(0, snapshot.version)))
+                deltas.append(world.delta(cluster_id, rng.randint(0, snapshot.version)))
         except BaseException as exc:
             errors.append(exc)
 
@@ -280,7 +249,7 @@ def test_concurrent_writers_never_let_a_fetch_claim_a_missing_entry(world: World
     for delta in deltas:
         covers(delta.devices, delta.since_version, delta.version)
 
-    final = _snapshot(world, cluster_id)
+    final = world.snapshot(cluster_id)
     cluster = world.clusters.get_cluster(cluster_id)
     assert cluster is not None
     assert policy_digest(final.devices, final.credentials, final.settings, 0) == (

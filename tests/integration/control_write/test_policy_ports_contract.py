@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -17,11 +17,10 @@ from lambdas.domain.policy_commit import CommitPlan, Held, Proposal, plan_commit
 from lambdas.domain.policy_log import LogState, Watermark, initial_watermark
 from lambdas.ports import ClusterStore, PolicyEntryStore, PolicyLog
 from lambdas.usecases.errors import Conflict, NotFound
-from seg_contract import Access, ClusterSettings, DeviceEntry, EntrySource, UserCredential
+from seg_contract import Access, ClusterSettings, DeviceEntry, UserCredential
 from tests.support.aws import AwsEnv, aws  # noqa: F401  (fixture)
 from tests.support.fakes import MemoryClusters, MemoryEntries, MemoryPolicyLog, MemoryPolicyState
-
-T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+from tests.support.policy import T0, device_entry
 
 
 @dataclass
@@ -43,15 +42,7 @@ def ports(request: pytest.FixtureRequest) -> Iterator[Ports]:
 
 
 def entry(user: str, version: int, access: Access = Access.ALLOW) -> DeviceEntry:
-    return DeviceEntry(
-        user=user,
-        device_id="dev1",
-        access=access,
-        reason="test",
-        source=EntrySource.COMPLIANCE,
-        version=version,
-        updated_at=T0,
-    )
+    return device_entry(user, version, access)
 
 
 def plan(ports: Ports, version: int, proposal: Proposal, cluster: str = "c-1") -> CommitPlan:

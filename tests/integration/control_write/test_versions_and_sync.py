@@ -10,9 +10,9 @@ import pytest
 from lambdas.domain.policy_commit import Proposal
 from lambdas.usecases.errors import InvalidInput, NotFound
 from lambdas.usecases.policy_changes import CredentialChange, change_credential, change_settings
-from lambdas.usecases.policy_sync import DeltaTooOld, build_delta, build_snapshot
+from lambdas.usecases.policy_sync import DeltaTooOld
 from lambdas.usecases.policy_versions import write_version
-from seg_contract import Access, ClusterSettings, EntrySource, PolicyDelta, UserCredential
+from seg_contract import Access, ClusterSettings, EntrySource, UserCredential
 
 from .conftest import World
 
@@ -107,7 +107,7 @@ def test_delta_since_n_holds_exactly_the_changes_after_n(world: World) -> None:
     world.checkin("mdm-1", passcode=False)  # v4
     world.drain()
 
-    delta = _delta(world, cluster_id, 2)
+    delta = world.delta(cluster_id, 2)
     assert (delta.since_version, delta.version) == (2, 4)
     assert [(d.user, d.version, d.access) for d in delta.devices] == [
         ("carol", 3, Access.ALLOW),
@@ -115,12 +115,10 @@ def test_delta_since_n_holds_exactly_the_changes_after_n(world: World) -> None:
     ]
     assert delta.settings is None  # settings unchanged since 2
 
-    empty = _delta(world, cluster_id, 4)
+    empty = world.delta(cluster_id, 4)
     assert (empty.version, empty.devices) == (4, ())
 
-    snapshot = build_snapshot(
-        cluster_id, clusters=world.clusters, entries=world.entries, log=world.log, now=world.clock()
-    )
+    snapshot = world.snapshot(cluster_id)
     assert snapshot.version == 4
     assert [(d.user, d.version) for d in snapshot.devices] == [
         ("alice", 4),
@@ -152,15 +150,13 @@ def test_settings_and_credentials_take_versions_and_are_pushed(world: World) -> 
         for p in world.posted("conn-a")
     ] == [("change", 1, False, 0), ("change", 0, True, 0), ("change", 0, False, 1)]
 
-    delta = _delta(world, cluster_id, 1)
+    delta = world.delta(cluster_id, 1)
     assert delta.version == 3
     assert (delta.settings, delta.settings_version) == (settings, 2)
     assert delta.credentials == (cred,)
     assert delta.devices == ()
-    assert _delta(world, cluster_id, 2).settings is None
-    snapshot = build_snapshot(
-        cluster_id, clusters=world.clusters, entries=world.entries, log=world.log, now=world.clock()
-    )
+    assert world.delta(cluster_id, 2).settings is None
+    snapshot = world.snapshot(cluster_id)
     assert (snapshot.version, snapshot.settings, snapshot.settings_version) == (3, settings, 2)
     assert snapshot.credentials == (cred,)
 
@@ -177,15 +173,15 @@ def test_delta_refused_when_the_log_expired_or_ahead(world: World) -> None:
     )
 
     with pytest.raises(DeltaTooOld) as expired:
-        _delta(world, cluster_id, 0)
+        world.delta(cluster_id, 0)
     assert expired.value.detail == "delta since 0 is no longer available; fetch the full snapshot"
     with pytest.raises(DeltaTooOld, match="ahead"):
-        _delta(world, cluster_id, 9)
+        world.delta(cluster_id, 9)
     with pytest.raises(InvalidInput):
-        _delta(world, cluster_id, -1)
+        world.delta(cluster_id, -1)
     with pytest.raises(NotFound):
-        _delta(world, "c-nope", 0)
-    assert [d.user for d in _delta(world, cluster_id, 1).devices] == ["bob"]
+        world.delta("c-nope", 0)
+    assert [d.user for d in world.delta(cluster_id, 1).devices] == ["bob"]
 
 
 def test_unknown_device_action_follows_each_clusters_settings(world: World) -> None:
@@ -205,14 +201,3 @@ def test_unknown_device_action_follows_each_clusters_settings(world: World) -> N
     assert world.entry(strict, "dave", "tablet9").access is Access.BLOCK
     allowed = world.entry(lenient, "dave", "tablet9")
     assert (allowed.access, allowed.source) == (Access.ALLOW, EntrySource.COMPLIANCE)
-
-
-def _delta(world: World, cluster_id: str, since: int) -> PolicyDelta:
-    return build_delta(
-        cluster_id,
-        since,
-        clusters=world.clusters,
-        entries=world.entries,
-        log=world.log,
-        now=world.clock(),
-    )

@@ -29,8 +29,9 @@ from lambdas.domain.versioning import (
     check_coverage,
     check_delta,
 )
-from seg_contract import Access, ClusterSettings, DeviceEntry, EntrySource, UserCredential
+from seg_contract import Access, ClusterSettings, DeviceEntry, UserCredential
 from seg_contract.digest import MODULUS, credential_term, entry_term, settings_term
+from tests.support.policy import device_entry
 
 from .conftest import NOW
 
@@ -243,15 +244,7 @@ def test_negative_since_is_a_programming_error() -> None:
 
 
 def _entry(user: str, version: int, access: Access = Access.ALLOW) -> DeviceEntry:
-    return DeviceEntry(
-        user=user,
-        device_id="dev",
-        access=access,
-        reason="r",
-        source=EntrySource.COMPLIANCE,
-        version=version,
-        updated_at=NOW,
-    )
+    return device_entry(user, version, access, at=NOW)
 
 
 def _credential(user: str, version: int) -> UserCredential:

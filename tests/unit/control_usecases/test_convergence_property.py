@@ -28,12 +28,11 @@ from lambdas.usecases.policy_versions import write_version
 from seg_contract import (
     Access,
     ClusterSettings,
-    DeviceEntry,
-    EntrySource,
     UserCredential,
     entry_key,
 )
 from seg_contract.digest import policy_digest, to_hex
+from tests.support.policy import device_entry
 
 from .world import CLUSTER, FakeControlPlane
 
@@ -67,16 +66,7 @@ class Convergence(RuleBasedStateMachine):
 
         def propose(version: int) -> Proposal:
             if kind == "device":
-                entry = DeviceEntry(
-                    user=subject,
-                    device_id="d",
-                    access=value,
-                    reason=f"v{version}",
-                    source=EntrySource.MANUAL,
-                    version=version,
-                    updated_at=now,
-                )
-                return Proposal(devices=(entry,))
+                return Proposal(devices=(device_entry(subject, version, value, at=now),))
             if kind == "credential":
                 credential = UserCredential(
                     user=subject, enabled=value, version=version, updated_at=now

@@ -9,30 +9,19 @@ import json
 
 import pytest
 
-from lambdas.domain.policy_commit import Proposal
 from lambdas.domain.records import Connection
 from lambdas.usecases.clusters import RELIST_AFTER_S, revoke_credentials
 from lambdas.usecases.errors import Forbidden
 from lambdas.usecases.policy_versions import write_version
-from seg_contract import Access, DeviceEntry, EntrySource, PushPong
+from seg_contract import Access, PushPong
 from seg_contract.digest import from_hex
+from tests.support.policy import propose_entry
 
 from .world import CLUSTER, KEY, T0, FakeControlPlane
 
 
 def _write(cp: FakeControlPlane, user: str, access: Access = Access.BLOCK) -> int:
-    def propose(version: int) -> Proposal:
-        entry = DeviceEntry(
-            user=user,
-            device_id="d",
-            access=access,
-            reason="r",
-            source=EntrySource.MANUAL,
-            version=version,
-            updated_at=cp.now,
-        )
-        return Proposal(devices=(entry,))
-
+    propose = propose_entry(user, access, at=cp.now)
     return write_version(CLUSTER, propose, stores=cp.versions, now=cp.now).version
 
 
@@ -73,7 +62,7 @@ def test_the_pong_checks_the_digest_and_the_node_store_keeps_the_verdict() -> No
     )
     cp.deliver_all(node)  # the node replaces its policy
     assert node.fetches["replace"] == 1
-    assert node.index.entry("alice", "d").access is Access.BLOCK  # type: ignore[union-attr]
+    assert node.index.entry("alice", "dev1").access is Access.BLOCK  # type: ignore[union-attr]
     cp.tick(30)
     assert cp.keepalive(node).digest_check == "in_sync"
 
