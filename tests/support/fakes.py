@@ -32,6 +32,11 @@ class MemoryPolicyState:
     devices: dict[tuple[str, str], DeviceEntry] = field(default_factory=dict)
     credentials: dict[tuple[str, str], UserCredential] = field(default_factory=dict)
     log: dict[tuple[str, int], LogRecord] = field(default_factory=dict)
+    # Everything ever committed, in commit order: (cluster, entry | credential | settings
+    # with their version), so tests can rebuild the policy as of any version.
+    history: list[tuple[str, DeviceEntry | UserCredential | tuple[ClusterSettings, int]]] = field(
+        default_factory=list
+    )
     compliance_policy: CompliancePolicy = field(default_factory=CompliancePolicy)
     lock: threading.RLock = field(default_factory=threading.RLock)
 
@@ -175,12 +180,15 @@ class MemoryPolicyLog:
             )
             for entry, _ in plan.devices:
                 state.devices[(cluster_id, entry.key)] = entry
+                state.history.append((cluster_id, entry))
             for credential, _ in plan.credentials:
                 state.credentials[(cluster_id, credential.user)] = credential
+                state.history.append((cluster_id, credential))
             if plan.settings is not None and cluster is not None:
                 state.clusters[cluster_id] = replace(
                     cluster, settings=plan.settings[0], settings_version=plan.version
                 )
+                state.history.append((cluster_id, (plan.settings[0], plan.version)))
 
     def read(self, cluster_id: str, after: int, upto: int) -> Iterator[LogRecord]:
         with self.state.lock:

@@ -9,6 +9,8 @@ After every step, for every node at applied version V:
 - for every key, the node holds an entry at least as new as the newest committed entry
   with version <= V, and every entry it holds was committed (a hand edit aside);
 - its settings are at least as new as the newest committed settings <= V.
+And the control plane's digest of every version it keeps one of (W and the recent ones)
+equals ``policy_digest`` of every key's newest entry with version <= that version.
 After a final anti-entropy round (dead writers fenced, keepalives, pongs answered),
 every node's digest equals the control plane's and its decisions equal the control
 plane's for every key.
@@ -28,6 +30,7 @@ from lambdas.usecases.policy_versions import write_version
 from seg_contract import (
     Access,
     ClusterSettings,
+    DeviceEntry,
     UserCredential,
     entry_key,
 )
@@ -193,6 +196,37 @@ class Convergence(RuleBasedStateMachine):
                 if key != SETTINGS_KEY or version:
                     assert (version, key) in written, (node.node_id, key, version)
 
+    @invariant()
+    def the_kept_digests_are_the_digests_of_the_policy_at_their_versions(self) -> None:
+        if not hasattr(self, "cp"):
+            return
+        cluster = self.cp.clusters.get_cluster(CLUSTER)
+        assert cluster is not None
+        for version, digest in cluster.watermark.recent:
+            assert digest == self._digest_as_of(version), version
+        assert cluster.watermark.digest_at(cluster.committed_version) == cluster.watermark.digest
+
+    def _digest_as_of(self, version: int) -> int:
+        """``policy_digest`` of the policy as of ``version``, rebuilt from everything
+        ever committed (not from the log's terms)."""
+        devices: dict[str, DeviceEntry] = {}
+        credentials: dict[str, UserCredential] = {}
+        settings, settings_version = ClusterSettings(), 0
+        for _, item in self.cp.state.history:
+            if isinstance(item, DeviceEntry):
+                held_entry = devices.get(item.key)
+                if item.version <= version and (
+                    held_entry is None or item.version > held_entry.version
+                ):
+                    devices[item.key] = item
+            elif isinstance(item, UserCredential):
+                held = credentials.get(item.user)
+                if item.version <= version and (held is None or item.version > held.version):
+                    credentials[item.user] = item
+            elif settings_version < item[1] <= version:
+                settings, settings_version = item
+        return policy_digest(devices.values(), credentials.values(), settings, settings_version)
+
     # --- the end: one anti-entropy round --------------------------------------------
 
     def teardown(self) -> None:
@@ -221,8 +255,8 @@ class Convergence(RuleBasedStateMachine):
 
 
 Convergence.TestCase.settings = settings(
-    max_examples=60,
-    stateful_step_count=30,
+    max_examples=150,
+    stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
