@@ -14,6 +14,21 @@ import pytest
 from seg_cli.demo import DemoDevice
 from seg_local.stack import Node, Stack, StackOptions
 
+# Figures a test measured (never asserted: tests assert behaviour, bench/ measures), shown
+# in the terminal summary of every run, whatever the capture and -r options.
+_FIGURES: list[str] = []
+
+
+def report_figure(line: str) -> None:
+    _FIGURES.append(line)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _FIGURES:
+        terminalreporter.section("system tier figures")
+        for line in _FIGURES:
+            terminalreporter.write_line(line)
+
 
 def start_stack(tmp_path_factory: pytest.TempPathFactory, **options: Any) -> Stack:
     stack = Stack(
