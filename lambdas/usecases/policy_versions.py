@@ -78,6 +78,7 @@ from lambdas.ports import (
 )
 from lambdas.usecases.cluster_lookup import require_cluster
 from lambdas.usecases.errors import StorageError
+from lambdas.usecases.policy_bootstrap import bootstrap
 from lambdas.usecases.push import PushReport, publish
 from seg_contract import PushChange
 
@@ -197,7 +198,9 @@ def publish_version(
         cluster_id, committed.message(), connections=stores.connections, poster=stores.poster
     )
     try:
-        advance(cluster_id, clusters=stores.clusters, log=stores.log, now=now)
+        advance(
+            cluster_id, clusters=stores.clusters, log=stores.log, now=now, entries=stores.entries
+        )
     except StorageError:
         logger.warning("could not advance %s after version %d", cluster_id, plan.version)
     return replace(committed, pushes=report)
@@ -219,11 +222,22 @@ def advance(
     log: PolicyLog,
     now: datetime,
     grace: timedelta = ABANDON_GRACE,
+    entries: PolicyEntryStore | None = None,
 ) -> ClusterRecord:
     """Move the cluster's committed version over every settled version after it (see
     the module doc) and return the cluster as it is then. ``NotFound`` for an unknown
-    cluster. Cheap when nothing is unsettled: one consistent read."""
+    cluster. Cheap when nothing is unsettled: one consistent read.
+
+    A cluster item from before committed versions is bootstrapped first
+    (``policy_bootstrap``; ``entries``: the store its first watermark is read from,
+    None to only mark it); until then it stays at its placeholder version 0."""
     cluster = require_cluster(clusters, cluster_id)
+    if cluster.legacy:
+        cluster = bootstrap(
+            cluster, clusters=clusters, log=log, entries=entries, now=now, grace=grace
+        )
+        if cluster.legacy:
+            return cluster
     for _ in range(_ADVANCE_ROUNDS):
         current = cluster.watermark
         if cluster.policy_version <= current.version:
