@@ -49,13 +49,17 @@ A small timeline (one cluster, W = 4, counter = 4)::
 
     t0  writer A takes 5            counter 5; W 4 (5 is unsettled)
     t1  node fetches the snapshot   -> version 4: A's entry is not promised
-    t2  A commits 5 (entry + log)   W -> 5 (A advances); push of 5 to every node
+    t2  A commits 5 (entry + log)   push of 5 to every node; W -> 5 (A advances)
     t3  the push is lost            node stays at 4
     t4  node's keepalive            pong version 5 > 4: node fetches the delta since 4
                                     -> log (4, 5] -> A's entry, version 5: converged
-    t5  writer B takes 6, dies      advance marks 6 pending (first seen t5)
-    t6  writer C takes 7, commits   W stays 5 (6 unsettled); push of 7 (node: gap)
-    t5 + 90 s  a keepalive          6 fenced (abandoned), W -> 7; pong 7: delta (5, 7]
+    t5  writer B takes 6, dies      counter 6; W 5
+    t6  writer C takes 7, commits   push of 7 (node: a gap, stays at 5); C's advance
+                                    marks 6 pending (first seen t6), W stays 5
+    t6 + 90 s  a keepalive          6 fenced (abandoned), W -> 7; pong 7: delta (5, 7]
+
+A cluster item from before this protocol has no W yet: ``advance`` bootstraps it first
+(``policy_bootstrap``).
 """
 
 from __future__ import annotations
