@@ -65,6 +65,16 @@ def watermark_values(watermark: Watermark) -> Item:
     }
 
 
+_SET_WATERMARK = (
+    "SET committed_version = :committed_version, digest = :digest, recent_digests = :recent_digests"
+)
+
+
+def _values(attributes: Item) -> Item:
+    """Attribute values as an update's expression values (``:name``)."""
+    return {f":{k}": v for k, v in attributes.items()}
+
+
 def parse_watermark(item: Item, settings: ClusterSettings) -> Watermark:
     if "committed_version" not in item:
         # Never written (a cluster item from before committed versions): a placeholder
@@ -182,94 +192,62 @@ class DynamoDbClusters:
             raise NotFound(f"cluster {cluster_id} not found") from None
         return get_n(dict(response["Attributes"]), "policy_version")
 
-    def advance_watermark(
-        self, cluster_id: str, expected: int, watermark: Watermark
+    def _update_if(
+        self, cluster_id: str, update: str, condition: str, values: Item
     ) -> ClusterRecord | None:
-        values = {f":{k}": v for k, v in watermark_values(watermark).items()}
-        # An item without a committed version never matches: its first one is set by
-        # its bootstrap (``bootstrap_watermark``), never by a walk from the placeholder.
-        moved_from = "committed_version = :expected"
+        """A conditional update of a cluster item; the item after it (None: the
+        condition failed)."""
         try:
             with translated(STORE):
                 response = self._client.update_item(
                     TableName=self._table,
                     Key={"cluster_id": s(cluster_id)},
-                    UpdateExpression=(
-                        "SET committed_version = :committed_version, digest = :digest, "
-                        "recent_digests = :recent_digests"
-                    ),
-                    ConditionExpression=f"kind = :cluster AND {moved_from}",
-                    ExpressionAttributeValues={
-                        **values,
-                        ":expected": n(expected),
-                        ":cluster": s("cluster"),
-                    },
+                    UpdateExpression=update,
+                    ConditionExpression=f"kind = :cluster AND {condition}",
+                    ExpressionAttributeValues={**values, ":cluster": s("cluster")},
                     ReturnValues="ALL_NEW",
                 )
         except ConditionFailed:
             return None
         return parse_cluster(dict(response["Attributes"]))
+
+    def advance_watermark(
+        self, cluster_id: str, expected: int, watermark: Watermark
+    ) -> ClusterRecord | None:
+        # An item without a committed version never matches: its first one is set by
+        # its bootstrap (``bootstrap_watermark``), never by a walk from the placeholder.
+        return self._update_if(
+            cluster_id,
+            _SET_WATERMARK,
+            "committed_version = :expected",
+            {**_values(watermark_values(watermark)), ":expected": n(expected)},
+        )
 
     def mark_bootstrap(
         self, cluster_id: str, at: datetime, *, replacing: int | None = None
     ) -> ClusterRecord | None:
         # The counter is copied in the same write, so every version up to the mark's
         # counter was handed out before the mark was stored.
-        unmarked = (
-            "attribute_not_exists(bootstrap_counter)"
-            if replacing is None
-            else "bootstrap_counter = :replacing"
-        )
-        values: Item = {":at": s(format_instant(at)), ":zero": n(0), ":cluster": s("cluster")}
+        values: Item = {":at": s(format_instant(at)), ":zero": n(0)}
+        unmarked = "attribute_not_exists(bootstrap_counter)"
         if replacing is not None:
-            values[":replacing"] = n(replacing)
-        try:
-            with translated(STORE):
-                response = self._client.update_item(
-                    TableName=self._table,
-                    Key={"cluster_id": s(cluster_id)},
-                    UpdateExpression=(
-                        "SET bootstrap_counter = if_not_exists(policy_version, :zero), "
-                        "bootstrap_at = :at"
-                    ),
-                    ConditionExpression=(
-                        "kind = :cluster AND attribute_not_exists(committed_version) "
-                        f"AND {unmarked}"
-                    ),
-                    ExpressionAttributeValues=values,
-                    ReturnValues="ALL_NEW",
-                )
-        except ConditionFailed:
-            return None
-        return parse_cluster(dict(response["Attributes"]))
+            unmarked, values[":replacing"] = "bootstrap_counter = :replacing", n(replacing)
+        return self._update_if(
+            cluster_id,
+            "SET bootstrap_counter = if_not_exists(policy_version, :zero), bootstrap_at = :at",
+            f"attribute_not_exists(committed_version) AND {unmarked}",
+            values,
+        )
 
     def bootstrap_watermark(
         self, cluster_id: str, marked: int, watermark: Watermark
     ) -> ClusterRecord | None:
-        values = {f":{k}": v for k, v in watermark_values(watermark).items()}
-        try:
-            with translated(STORE):
-                response = self._client.update_item(
-                    TableName=self._table,
-                    Key={"cluster_id": s(cluster_id)},
-                    UpdateExpression=(
-                        "SET committed_version = :committed_version, digest = :digest, "
-                        "recent_digests = :recent_digests REMOVE bootstrap_counter, bootstrap_at"
-                    ),
-                    ConditionExpression=(
-                        "kind = :cluster AND attribute_not_exists(committed_version) "
-                        "AND bootstrap_counter = :marked"
-                    ),
-                    ExpressionAttributeValues={
-                        **values,
-                        ":marked": n(marked),
-                        ":cluster": s("cluster"),
-                    },
-                    ReturnValues="ALL_NEW",
-                )
-        except ConditionFailed:
-            return None
-        return parse_cluster(dict(response["Attributes"]))
+        return self._update_if(
+            cluster_id,
+            f"{_SET_WATERMARK} REMOVE bootstrap_counter, bootstrap_at",
+            "attribute_not_exists(committed_version) AND bootstrap_counter = :marked",
+            {**_values(watermark_values(watermark)), ":marked": n(marked)},
+        )
 
     def set_public_key(self, cluster_id: str, public_key: str) -> None:
         try:

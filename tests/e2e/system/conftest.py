@@ -53,6 +53,17 @@ def dump_logs_on_failure(stack: Stack, request: pytest.FixtureRequest, failed_be
         print(f"\n----- {path.name} (last {len(lines)} lines) -----\n" + "\n".join(lines))
 
 
+def serve(stack: Stack, request: pytest.FixtureRequest) -> Iterator[Stack]:
+    """A module fixture's body: yield the started stack, then show the logs if a test
+    of the module failed, and stop it."""
+    failed_before = request.session.testsfailed
+    try:
+        yield stack
+    finally:
+        dump_logs_on_failure(stack, request, failed_before)
+        stack.stop()
+
+
 @pytest.fixture(scope="module")
 def stack(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
@@ -60,12 +71,7 @@ def stack(
     # HTTPS/WSS between gateways and control plane, as with API Gateway; the EventBridge
     # stand-in fires the scheduled check-in every 1.8 s.
     s = start_stack(tmp_path_factory, nodes=2, schedule_minutes=0.03, control_plane_tls=True)
-    failed_before = request.session.testsfailed
-    try:
-        yield s
-    finally:
-        dump_logs_on_failure(s, request, failed_before)
-        s.stop()
+    yield from serve(s, request)
 
 
 def new_device(user: str = "") -> DemoDevice:

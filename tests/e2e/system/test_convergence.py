@@ -43,7 +43,7 @@ from seg_local.controlplane import FAKE_AWS_ENV
 from seg_local.provision import table_name
 from seg_local.stack import Node, Stack
 
-from .conftest import dump_logs_on_failure, eventually, metrics, report_figure, start_stack
+from .conftest import eventually, metrics, report_figure, serve, start_stack
 
 REPORT_INTERVAL_S = 10  # ClusterSettings' minimum
 DEVICES = 24  # half flipped by console overrides, half by MDM check-ins
@@ -80,12 +80,7 @@ def stack(
         external_moto=True,  # its own process (and core): the control plane is busy
         gateway_env={"SEG_GW_BACKOFF_INITIAL_S": "0.2", "SEG_GW_BACKOFF_MAX_S": "1"},
     )
-    failed_before = request.session.testsfailed
-    try:
-        yield s
-    finally:
-        dump_logs_on_failure(s, request, failed_before)
-        s.stop()
+    yield from serve(s, request)
 
 
 # --- the control plane's and the nodes' decisions ------------------------------------
