@@ -135,6 +135,7 @@ class Adapters:
             log=self.policy_log,
             connections=self.connections,
             poster=self.poster,
+            signing=self.policy_signing,
         )
 
     @cached_property

@@ -25,6 +25,7 @@ from lambdas.api.deps import (
     payload_queue,
     policy_entry_store,
     policy_log,
+    policy_signing,
 )
 from lambdas.ports import (
     ClusterCredentialStore,
@@ -41,6 +42,7 @@ from lambdas.ports import (
     PolicyEntryStore,
     PolicyLog,
 )
+from lambdas.usecases.policy_signing import PolicySigning
 from lambdas.usecases.policy_versions import VersionStores
 
 Now = Annotated[datetime, Depends(clock)]
@@ -57,13 +59,25 @@ View = Annotated[EmailDeviceView, Depends(email_device_view)]
 Overrides = Annotated[ManualOverrideStore, Depends(override_store)]
 Queue = Annotated[ComplianceQueue, Depends(compliance_queue)]
 Payloads = Annotated[PayloadQueue, Depends(payload_queue)]
+Signing = Annotated[PolicySigning, Depends(policy_signing)]
 
 
 def version_stores(
-    clusters: Clusters, entries: Entries, log: Log, connections: Connections, poster: Poster
+    *,
+    clusters: Clusters,
+    entries: Entries,
+    log: Log,
+    connections: Connections,
+    poster: Poster,
+    signing: Signing,
 ) -> VersionStores:
     return VersionStores(
-        clusters=clusters, entries=entries, log=log, connections=connections, poster=poster
+        clusters=clusters,
+        entries=entries,
+        log=log,
+        connections=connections,
+        poster=poster,
+        signing=signing,
     )
 
 

@@ -69,7 +69,9 @@ def env(aws: AwsEnv, monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsEnv]:  # no
 
 @pytest.fixture
 def ctx(env: AwsEnv) -> Iterator[Ctx]:
-    container = Container(env.settings, dynamodb=env.dynamodb, sqs=env.sqs, apigw=env.apigw)
+    container = Container(
+        env.settings, dynamodb=env.dynamodb, sqs=env.sqs, apigw=env.apigw, kms=env.kms
+    )
     app = create_app(container=container)
     with TestClient(app) as client:
         yield Ctx(env, client)

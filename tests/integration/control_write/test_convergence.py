@@ -271,6 +271,7 @@ def test_a_keepalive_with_a_revoked_credential_is_refused_and_closed(world: Worl
         credentials=world.credentials,
         connections=world.connections,
         poster=None,
+        signing=world.signing,
         now=world.clock(),
     )
     node = node_of(world, cluster_id)

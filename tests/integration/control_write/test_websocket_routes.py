@@ -86,6 +86,7 @@ def test_connect_refuses_a_revoked_credential_and_a_bad_node_id(world: World) ->
         credentials=world.credentials,
         connections=world.connections,
         poster=None,
+        signing=world.signing,
         now=world.clock(),
     )
     assert world.connect(credential, "node-a", "conn-old") == {
