@@ -99,6 +99,11 @@ class SigningKeysFile:
         self.path = state_dir / FILE_NAME
         self._chain: list[SignedPayload] = []
 
+    @property
+    def newest(self) -> SignedPayload | None:
+        """The newest key set accepted (None before the first)."""
+        return self._chain[-1] if self._chain else None
+
     def load(
         self, pins: tuple[TrustedKey, ...], cluster_id: str, now_ms: int, max_skew_ms: int
     ) -> Loaded:
