@@ -176,28 +176,6 @@ async def test_restart_with_the_control_plane_down_enforces_from_disk(
         await eventually(lambda: node.link_status.connects == 0 and node.link_status.last_error)
 
 
-async def test_a_damaged_last_known_good_is_refused_and_the_node_fails_closed(
-    double: ControlPlaneDouble, make_config: ConfigFactory
-) -> None:
-    config = make_config(double)
-    async with running(config) as node:
-        await eventually(lambda: node.store.current().version == 2)
-        await eventually(lambda: node.persister.writes >= 1)
-    await double.stop()
-    lkg = config.state_dir / "policy.lkg"
-    data = bytearray(lkg.read_bytes())
-    data[-5] ^= 0x01
-    lkg.write_bytes(bytes(data))
-    async with running(config) as node:
-        assert not node.store.current().loaded
-        ready = await admin_get(node, "/readyz")
-        assert ready.status_code == 503
-        assert "sha256 mismatch" in " ".join(ready.json()["reasons"])
-        # Fail closed: nothing goes upstream (the data path answers 503 without a policy).
-        assert (await eas_post(node.listen_port, ALICE)).status_code in (403, 503)
-    assert list(config.state_dir.glob("policy.lkg.corrupt-*"))
-
-
 async def test_startup_snapshot_is_refreshed_with_an_etag(
     double: ControlPlaneDouble, make_config: ConfigFactory
 ) -> None:

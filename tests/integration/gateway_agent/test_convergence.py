@@ -5,13 +5,11 @@ plane's."""
 
 from __future__ import annotations
 
-import time
-
 from onprem_gateway.agent.lifecycle import Event, State
 from onprem_gateway.agent.node import Node
-from onprem_gateway.agent.persist import PolicyFile
 from seg_contract import Access, PushResync
 from seg_contract.digest import from_hex
+from seg_contract.signing import Kind, encode_record
 from tests.integration.gateway_agent.conftest import ConfigFactory, admin_get, eas_post, running
 from tests.integration.gateway_agent.control_plane_double import (
     CLUSTER,
@@ -29,14 +27,18 @@ def access(node: Node, user: str, device: str) -> Access | None:
 
 
 def hand_edit_lkg(double: ControlPlaneDouble, config_state_dir, version: int) -> None:  # type: ignore[no-untyped-def]
-    """A last-known-good file someone edited (and re-hashed): bob's block is an allow."""
+    """A last-known-good journal that verifies but disagrees with what the control plane
+    holds (it signed it, then lost or rewrote what it said: a control-plane bug; a node
+    never loads an edited file, see test_signed_policy): bob's block is an allow."""
     snap = double.snapshot()
     devices = tuple(
         e.model_copy(update={"access": Access.ALLOW, "version": version}) if e.user == "bob" else e
         for e in snap.devices
     )
+    edited = snap.model_copy(update={"devices": devices})
+    signed = double.sign(Kind.SNAPSHOT, edited.version, edited.model_dump_json().encode())
     config_state_dir.mkdir(parents=True, exist_ok=True)
-    PolicyFile(config_state_dir).save(snap.model_copy(update={"devices": devices}), time.time())
+    (config_state_dir / "policy.journal").write_bytes(encode_record(signed))
 
 
 async def test_an_exact_node_reports_its_digest_and_the_control_plane_finds_it_in_sync(
