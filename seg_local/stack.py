@@ -160,6 +160,10 @@ class StackOptions:
     ws_idle_timeout_s: float = 600.0
     start_timeout_s: float = 45.0
     log_level: str = "WARNING"
+    # Policy signing keys of the control plane (2: a rotation can be run) and how long
+    # its handlers keep the key registry (None: 60 s, as in AWS).
+    signing_keys: int = 1
+    signing_registry_ttl_s: float | None = None
 
 
 class Stack:
@@ -259,6 +263,10 @@ class Stack:
         ]
         if self.moto_endpoint:
             argv += ["--moto-endpoint", self.moto_endpoint]
+        if self.options.signing_keys != 1:
+            argv += ["--signing-keys", str(self.options.signing_keys)]
+        if self.options.signing_registry_ttl_s is not None:
+            argv += ["--signing-registry-ttl-s", str(self.options.signing_registry_ttl_s)]
         if self.options.schedule_minutes:
             argv += ["--schedule-minutes", str(self.options.schedule_minutes)]
         if self.options.control_plane_tls:

@@ -7,6 +7,7 @@ handler builds one in its cached composition root (``lambdas.handlers.write_side
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -156,4 +157,5 @@ class Adapters:
             KmsPolicySigners(self._kms),
             self.signing_keys,
             self.settings.policy_signing_key_arns,
+            registry_ttl=timedelta(seconds=self.settings.policy_signing_registry_ttl_s),
         )

@@ -416,6 +416,7 @@ class Node:
                 },
                 "last_rejection": self.trust.last_rejection(now),
                 "keys": self.trust.describe(),
+                "journal": None if self.journal is None else self.journal.describe(),
             },
             "control_plane": None if self.link_status is None else self._link_body(now),
             "spool": {

@@ -227,6 +227,15 @@ class PolicyJournal:
         """The keys that signed what the journal holds (a rotation re-bases it)."""
         return frozenset(r.statement.kid for r in self._records)
 
+    def describe(self) -> dict[str, object]:
+        """The journal's part of ``/readyz``."""
+        return {
+            "records": len(self._records),
+            "signed_by": sorted(self.kids()),
+            "writes": self.writes,
+            "write_failures": self.failures,
+        }
+
     @property
     def wants_snapshot(self) -> bool:
         """Whether the next refresh should fetch a full snapshot (no base yet, or the
