@@ -171,7 +171,11 @@ class World:
         return ws_connect.handler(event, LambdaContext())
 
     def posted(self, connection_id: str) -> list[dict[str, Any]]:
+        """What a connection received, each frame verified and unwrapped."""
         return self.aws.posted(connection_id)
+
+    def posted_raw(self, connection_id: str) -> list[dict[str, Any]]:
+        return self.aws.posted_raw(connection_id)
 
     # --- the compliance reader, as Lambda's event-source mapping drives it ----------
 
