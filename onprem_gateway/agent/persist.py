@@ -81,7 +81,7 @@ def decode_records(data: bytes, *, allow_torn: bool) -> Read:
     offset = 0
     while offset < len(data):
         try:
-            signed, used = decode_record(data[offset:])
+            signed, used = decode_record(data, offset)
         except SignatureRejected as exc:
             truncated = exc.detail in ("record is truncated", "no record header")
             if allow_torn and records and truncated and b"\n" not in _after_header(data, offset):

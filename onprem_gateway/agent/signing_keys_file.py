@@ -119,7 +119,7 @@ class SigningKeysFile:
             chain: list[SignedPayload] = []
             offset = 0
             while offset < len(data):
-                signed, used = decode_record(data[offset:])
+                signed, used = decode_record(data, offset)
                 chain.append(signed)
                 offset += used
                 if len(chain) > MAX_CHAIN:

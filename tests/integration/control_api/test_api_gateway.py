@@ -105,7 +105,9 @@ def test_every_policy_answer_is_signed_for_the_cluster_and_version_it_states(ctx
         headers={**ctx.gw(credential), "If-None-Match": first.headers["ETag"]},
     )
     assert again.status_code == 304
-    confirm = ctx.aws.verify(SignedPayload.from_headers(again.headers, b""), cluster_id, Kind.CONFIRM)
+    confirm = ctx.aws.verify(
+        SignedPayload.from_headers(again.headers, b""), cluster_id, Kind.CONFIRM
+    )
     assert confirm.statement.version == 1 and confirm.payload == b""
     delta = ctx.client.get("/gateway/v1/policy/delta?since=0", headers=ctx.gw(credential))
     verified = ctx.aws.verify(
