@@ -184,8 +184,12 @@ class PolicyTrust:
         )
 
     def note_stated(self, verified: Verified) -> None:
-        if verified.statement.kind in STATED_KINDS:
-            self.stated = max(self.stated, verified.statement.version)
+        s = verified.statement
+        # An empty delta "since N" at version N echoes the version asked about; it states
+        # no committed version of the control plane's.
+        echo = s.kind is Kind.DELTA and s.since_version == s.version
+        if s.kind in STATED_KINDS and not echo:
+            self.stated = max(self.stated, s.version)
 
     def snapshot(
         self, signed: SignedPayload, *, live: bool = True
