@@ -166,6 +166,7 @@ class PolicyJournal:
         self._generation = 0  # bumped by every change other than an append
         self._confirms = 0  # confirmations in ``_records``
         self._dirty = asyncio.Event()
+        self._writing: asyncio.Future[None] | None = None  # the write under way
         self.problem = ""  # why the stored journal was refused at start
         self.writes = 0
         self.failures = 0
@@ -192,7 +193,9 @@ class PolicyJournal:
                 read = self._file.read()
                 if read is None:
                     return PolicyIndex.empty()
-                index, records = replay(read.records, trust)
+                index, replayed = replay(read.records, trust)
+                # The sizes on disk (a compaction copies the base by its size).
+                records = [replace(r, size=n) for r, n in zip(replayed, read.sizes, strict=True)]
         except PolicyRefused as exc:
             aside = self._file.move_aside()
             self.problem = (
@@ -331,10 +334,17 @@ class PolicyJournal:
             self._file.append(parts)
 
     async def flush(self) -> None:
+        """Write what changed since the last write (one write at a time: a write whose
+        caller was cancelled, at shutdown, finishes before the next one starts)."""
+        while self._writing is not None:
+            await asyncio.shield(self._writing)
         if not self._dirty.is_set():
             return
         self._dirty.clear()
-        plan = self._plan()
+        self._writing = asyncio.ensure_future(self._write(self._plan()))
+        await asyncio.shield(self._writing)
+
+    async def _write(self, plan: _Plan) -> None:
         started = time.monotonic()
         try:
             await asyncio.to_thread(self._run, plan)
@@ -343,6 +353,8 @@ class PolicyJournal:
             self._dirty.set()  # again with the next change or at shutdown
             log.exception("could not write the policy journal %s", self.path)
             return
+        finally:
+            self._writing = None
         self.writes += 1
         if plan.generation == self._generation:
             self._written = plan.count

@@ -3,13 +3,14 @@ replays it at start, and what it refuses; and an operator's policy file."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import pytest
 
 from onprem_gateway.agent import policy_journal
-from onprem_gateway.agent.persist import JournalFile
+from onprem_gateway.agent.persist import JournalFile, decode_records
 from onprem_gateway.agent.policy_journal import (
     MAX_CONFIRMS,
     PolicyFileError,
@@ -331,3 +332,18 @@ def test_a_connected_nodes_journal_is_a_valid_policy_file(tmp_path: Path) -> Non
     path.write_bytes(b"".join(encode_record(r) for r in records))
     loaded = load_policy_file(path, trust(lambda: T, cluster=""), allow_unsigned=False, now=T)
     assert loaded.index.version == 3 and len(loaded.records) == 2
+
+
+async def test_a_write_cancelled_at_shutdown_finishes_before_the_last_one(tmp_path: Path) -> None:
+    node = Node(tmp_path)
+    node.take_snapshot(2, 1000.0)
+    first = asyncio.create_task(node.flush())
+    await asyncio.sleep(0)  # the write is under way in its thread
+    first.cancel()
+    node.take_push(push(entry("alice", "dev1", Access.BLOCK, 3)), 1100.0)
+    await node.flush()  # waits for the first write, then appends the push once
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    records = decode_records((tmp_path / "policy.journal").read_bytes(), allow_torn=False)
+    assert [r.statement().kind for r in records.records] == [Kind.SNAPSHOT, Kind.CHANGE]
+    assert restart(tmp_path)[0].version == 3
