@@ -378,9 +378,14 @@ class Node:
         if self.shutting_down:
             reasons.append("shutting down")
         if fresh.level is Level.MISSING:
+            refused = self.trust.rejections
+            why = self.policy_problem or (
+                f"the last policy input was refused ({refused.last_reason}: {refused.last_detail})"
+                if refused.last_at is not None
+                else ""
+            )
             reasons.append(
-                "no policy loaded (every request is blocked)"
-                + (f": {self.policy_problem}" if self.policy_problem else "")
+                "no policy loaded (every request is blocked)" + (f": {why}" if why else "")
             )
         elif fresh.level is Level.EXPIRED:
             reasons.append(

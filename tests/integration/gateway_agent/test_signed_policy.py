@@ -185,3 +185,18 @@ async def test_an_air_gapped_node_verifies_its_signed_policy_file(
         assert (await eas_post(node.listen_port, ALICE)).status_code == 403
         body = (await admin_get(node, "/readyz")).json()["policy"]
         assert body["signed"] is True and body["rejections"]["by_reason"]["payload_mismatch"] >= 1
+
+
+async def test_a_node_that_pins_the_wrong_key_refuses_everything_and_says_why(
+    double: ControlPlaneDouble, make_config: ConfigFactory
+) -> None:
+    wrong = LocalSigner.generate()
+    config = make_config(double, policy_signing_keys=wrong.public.spki_b64)
+    async with running(config) as node:
+        await eventually(lambda: node.trust.rejections.total >= 1, what="refused")
+        assert not node.store.current().loaded
+        ready = await admin_get(node, "/readyz")
+        assert ready.status_code == 503
+        reasons = " ".join(ready.json()["reasons"])
+        assert "no policy loaded" in reasons and "unknown_key" in reasons
+        assert (await eas_post(node.listen_port, ALICE)).status_code in (403, 503)
