@@ -21,8 +21,11 @@ class RequestFacts:
     """What an EAS request says about itself (MS-ASHTTP 2.2.1.1).
 
     ``user`` and ``device_id`` are normalised (``seg_contract.identity``); ``raw_user`` is
-    the name as presented, kept only for credential substitution and never logged.
-    ``command`` is the command name ("Sync", "Ping", ...), "" for OPTIONS.
+    the name as presented, kept only for credential substitution and never logged. As
+    ``parse`` returns them they are the query's claim; ``core.admission`` replaces them
+    with the authenticated user before anything is decided.
+    ``command`` is the command name ("Sync", "Ping", ...), "" for OPTIONS,
+    "Autodiscover" for an Autodiscover request.
     """
 
     method: str
