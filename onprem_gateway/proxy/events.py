@@ -20,6 +20,8 @@ from seg_contract import Access, AccessEvent
 log = logging.getLogger(__name__)
 
 _PREFIX = os.urandom(8).hex()
+# The reason of the event that records a request ended by a policy change in flight.
+REVOKED_PREFIX = "revoked in flight: "
 _COUNTER = itertools.count(1)
 
 
@@ -109,6 +111,31 @@ def record_rejected(
                 enforced=True,
                 http_status=http_status,
                 command=command,
+            )
+        )
+    except Exception:
+        log.exception("could not record an access event")
+
+
+def record_revoked(
+    sink: EventSink,
+    node_id: str,
+    facts: RequestFacts,
+    decision: Decision,
+    http_status: int,
+) -> None:
+    """Record a request a policy change ended while it was in flight (its first event,
+    if any, said how it was admitted); ``http_status`` 0: its connection was cut."""
+    try:
+        sink.record(
+            build_event(
+                node_id,
+                facts=facts,
+                decision=decision.access,
+                reason=f"{REVOKED_PREFIX}{decision.reason}",
+                rule=decision.rule,
+                enforced=decision.enforced,
+                http_status=http_status,
             )
         )
     except Exception:

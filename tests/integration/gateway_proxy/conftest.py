@@ -38,6 +38,8 @@ from seg_contract import (
 )
 
 NOW = dt.datetime(2026, 11, 27, tzinfo=dt.UTC)
+# Basic alice:pw: who the mail server authenticates, so who the gateway decides on.
+ALICE = "Basic YWxpY2U6cHc="
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
