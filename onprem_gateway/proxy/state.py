@@ -137,6 +137,9 @@ class ServerState:
             if not held:
                 del self.inflight[user]
 
+    def inflight_count(self) -> int:
+        return sum(len(held) for held in self.inflight.values())
+
     def revoke(self, affected: Affected) -> int:
         """Decide again every in-flight request ``affected`` names, with the policy in
         force now; end those it no longer admits. Returns how many ended."""

@@ -105,11 +105,13 @@ class Seen:
 
 @dataclass
 class FakeUpstream:
-    """A stand-in EAS server. ``hold_s`` delays Ping / FolderSync answers; requests with
-    ``X-Test-Respond-Bytes: N`` get N pattern bytes back (streamed)."""
+    """A stand-in EAS server. ``hold_s`` delays the answers to ``hold_commands``; requests with
+    ``X-Test-Respond-Bytes: N`` get N pattern bytes back (streamed); with
+    ``X-Test-Hold-After-Head`` the answer starts and then waits (``release``)."""
 
     seen: list[Seen] = field(default_factory=list)
     hold_s: float = 0.0
+    hold_commands: tuple[str, ...] = ("Ping", "FolderSync")
     # Set once the upstream has received this many request-body bytes (streaming proof).
     got_bytes_event: asyncio.Event = field(default_factory=asyncio.Event)
     got_bytes_threshold: int = 2 * 1024 * 1024
@@ -139,7 +141,17 @@ class FakeUpstream:
             )
         )
         cmd = request.query.get("Cmd", "")
-        if cmd in ("Ping", "FolderSync") and self.hold_s:
+        if request.headers.get("X-Test-Hold-After-Head"):
+            # An answer that has started (head and a first chunk) and then waits.
+            resp = web.StreamResponse(status=200)
+            resp.content_type = "application/vnd.ms-sync.wbxml"
+            await resp.prepare(request)
+            await resp.write(b"partial")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.release.wait(), self.hold_s or 30)
+            await resp.write_eof()
+            return resp
+        if cmd in self.hold_commands and self.hold_s:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.release.wait(), self.hold_s)
         if request.headers.get("X-Test-451"):
