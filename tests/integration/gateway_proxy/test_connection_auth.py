@@ -336,6 +336,7 @@ async def test_kerberos_follows_the_cluster_setting(
     try:
         status, headers, _ = await client.send(sync(), kerberos)
         assert status == 401 and "cannot verify" in gw.sink.events[-1].reason
+        assert "Negotiate" not in headers["www-authenticate"]  # not offered under refuse
     finally:
         client.close()
     gw = await make_gateway(
