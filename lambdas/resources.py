@@ -292,6 +292,19 @@ FUNCTIONS: tuple[Function, ...] = (
         timeout_s=120,
         reserved_concurrency=1,  # one sweep at a time
     ),
+    Function(
+        id="issuer_keys",
+        handler="lambdas.handlers.issuer_keys.handler",
+        trigger=Trigger.SCHEDULE,
+        # Identity providers announce a new signing key well ahead of using it (Entra ID:
+        # days); hourly keeps every node's keys current without a fetch per token.
+        schedule_minutes=60,
+        purpose="Refresh Bearer token issuers' keys (JWKS) in cluster settings; push changes",
+        tables={"clusters": RW, "connections": RW},  # RW: a gone connection is forgotten
+        posts_to_connections=True,
+        timeout_s=60,
+        reserved_concurrency=1,  # one refresh at a time (settings versions)
+    ),
 )
 
 # Environment variables that are not a table or a queue.

@@ -22,6 +22,7 @@ from lambdas.adapters.dynamodb_email_devices import DynamoDbEmailDevices
 from lambdas.adapters.dynamodb_gateway_nodes import DynamoDbGatewayNodes
 from lambdas.adapters.dynamodb_manual_overrides import DynamoDbManualOverrides
 from lambdas.adapters.dynamodb_policy_entries import DynamoDbPolicyEntries
+from lambdas.adapters.http_jwks import HttpJwks
 from lambdas.adapters.sqs_compliance_queue import SqsComplianceQueue
 from lambdas.adapters.sqs_payload_queue import SqsPayloadQueue
 from lambdas.ports import ConnectionPoster
@@ -48,6 +49,11 @@ class Adapters:
         self._dynamodb = dynamodb
         self._sqs = sqs
         self._apigw = apigw
+
+    @cached_property
+    def jwks(self) -> HttpJwks:
+        """Token issuers' key sets over HTTPS (the system trust store)."""
+        return HttpJwks()
 
     @cached_property
     def dynamodb(self) -> DynamoDBClient:

@@ -29,6 +29,7 @@ from lambdas.ports import (
     DeviceStore,
     EmailDeviceView,
     GatewayNodeStore,
+    JwksSource,
     ManualOverrideStore,
     PayloadQueue,
     PolicyEntryStore,
@@ -164,6 +165,10 @@ def connection_poster(request: Request) -> ConnectionPoster:
 
 def override_store(request: Request) -> ManualOverrideStore:
     return _c(request).overrides
+
+
+def jwks_source(request: Request) -> JwksSource:
+    return _c(request).jwks
 
 
 def clock() -> datetime:

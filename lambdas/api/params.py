@@ -21,6 +21,7 @@ from lambdas.api.deps import (
     device_store,
     email_device_view,
     gateway_node_store,
+    jwks_source,
     override_store,
     payload_queue,
     policy_entry_store,
@@ -35,6 +36,7 @@ from lambdas.ports import (
     DeviceStore,
     EmailDeviceView,
     GatewayNodeStore,
+    JwksSource,
     ManualOverrideStore,
     PayloadQueue,
     PolicyEntryStore,
@@ -54,6 +56,7 @@ View = Annotated[EmailDeviceView, Depends(email_device_view)]
 Overrides = Annotated[ManualOverrideStore, Depends(override_store)]
 Queue = Annotated[ComplianceQueue, Depends(compliance_queue)]
 Payloads = Annotated[PayloadQueue, Depends(payload_queue)]
+Jwks = Annotated[JwksSource, Depends(jwks_source)]
 
 
 def policy_stores(

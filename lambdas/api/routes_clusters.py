@@ -15,6 +15,8 @@ from lambdas.api.params import (
     Clusters,
     Connections,
     Credentials,
+    DeviceIdPath,
+    Jwks,
     Nodes,
     Now,
     Poster,
@@ -25,9 +27,8 @@ from lambdas.api.params import (
 from lambdas.domain.records import ClusterRecord
 from lambdas.domain.timefmt import format_instant, format_optional_instant
 from lambdas.usecases import clusters as cluster_cases
-from lambdas.usecases import credential_substitution
-from lambdas.usecases.policy_changes import change_settings
-from seg_contract import ClusterSettings
+from lambdas.usecases import credential_substitution, token_issuers
+from seg_contract import ClusterSettings, normalize_device_id
 
 router = APIRouter(prefix="/console/v1", tags=["console"])
 
@@ -137,10 +138,20 @@ def put_settings(
     clusters: Clusters,
     connections: Connections,
     poster: Poster,
+    jwks: Jwks,
+    now: Now,
 ) -> models.SettingsUpdated:
-    """Store the settings under the cluster's next policy version and push them."""
-    version, _report = change_settings(
-        cluster_id, settings, clusters=clusters, connections=connections, poster=poster
+    """Store the settings under the cluster's next policy version and push them. The
+    keys of every Bearer issuer with a ``jwks_uri`` are fetched first (422 when they
+    cannot be), so nodes verify tokens with keys that travel in the policy."""
+    version = token_issuers.save_settings(
+        cluster_id,
+        settings,
+        clusters=clusters,
+        connections=connections,
+        poster=poster,
+        source=jwks,
+        now=now,
     )
     return models.SettingsUpdated(cluster_id=cluster_id, version=version)
 
@@ -249,20 +260,60 @@ def put_upstream_password(
     "/clusters/{cluster_id}/substitution/{user}/device-password",
     response_model=models.DevicePassword,
     status_code=status.HTTP_201_CREATED,
-    summary="Issue a device password (PW1): shown once, stored as a hash",
+    summary="Issue a device password (PW1) for one DeviceId: shown once, stored as a hash",
 )
 def issue_device_password(
+    *,
+    cluster_id: ClusterId,
+    user: UserPath,
+    body: models.DevicePasswordRequest,
+    _admin: Admin,
+    stores: Publishing,
+    now: Now,
+) -> models.DevicePassword:
+    password = credential_substitution.issue_device_password(
+        cluster_id, user, body.device_id, stores=stores, now=now
+    )
+    return models.DevicePassword(
+        device_password=password, device_id=normalize_device_id(body.device_id)
+    )
+
+
+@router.delete(
+    "/clusters/{cluster_id}/substitution/{user}/device-password/{device_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Withdraw one device's password (its held requests end on every node)",
+)
+def delete_device_password(
+    *,
+    cluster_id: ClusterId,
+    user: UserPath,
+    device_id: DeviceIdPath,
+    _admin: Admin,
+    stores: Publishing,
+    now: Now,
+) -> Response:
+    credential_substitution.revoke_device_password(
+        cluster_id, user, device_id, stores=stores, now=now
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.delete(
+    "/clusters/{cluster_id}/substitution/{user}/unbound-device-passwords",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Withdraw the device passwords issued before passwords were bound to a device",
+)
+def delete_unbound_device_passwords(
     *,
     cluster_id: ClusterId,
     user: UserPath,
     _admin: Admin,
     stores: Publishing,
     now: Now,
-) -> models.DevicePassword:
-    password = credential_substitution.issue_device_password(
-        cluster_id, user, stores=stores, now=now
-    )
-    return models.DevicePassword(device_password=password)
+) -> Response:
+    credential_substitution.remove_unbound_passwords(cluster_id, user, stores=stores, now=now)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.delete("/clusters/{cluster_id}/substitution/{user}", status_code=status.HTTP_204_NO_CONTENT)

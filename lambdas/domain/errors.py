@@ -14,3 +14,7 @@ class ConnectionGone(Exception):
 
 class PushFailed(Exception):
     """Posting to a connection failed for another reason (throttled, too large)."""
+
+
+class JwksUnavailable(Exception):
+    """A token issuer's key set could not be fetched (network, TLS, HTTP, not JSON)."""

@@ -3,8 +3,12 @@
 - The upstream password (PW2) is sealed at intake to the cluster's X25519 public key
   (``seg_contract.crypto.seal``): the control plane never stores, returns or logs it in
   the clear, and cannot open what it stored; only the cluster's gateways can.
-- A device password (PW1) is generated here, returned to the admin once, and stored only
-  as an scrypt hash; a user may hold several (one per device), newest last.
+- A device password (PW1) is generated here for one EAS DeviceId, returned to the admin
+  once, and stored only as an scrypt hash bound to that device (``DevicePassword``): a
+  gateway accepts it from that DeviceId only. A user holds one per device (issuing again
+  for a device replaces its password). Passwords issued before binding existed
+  (``UserCredential.pw1_hashes``) keep working from any device until the admin removes
+  them (``remove_unbound_passwords``), the explicit migration.
 - Every change is a ``UserCredential`` entry under the cluster's next policy version,
   pushed to every node (``policy_changes.change_credential``). Removing substitution
   writes a disabled, empty entry, so nodes that apply it forget the secrets.
@@ -19,10 +23,10 @@ from lambdas.domain.records import ClusterRecord
 from lambdas.usecases.cluster_lookup import require_cluster
 from lambdas.usecases.errors import Conflict, InvalidInput, NotFound
 from lambdas.usecases.policy_changes import PolicyStores, change_credential
-from seg_contract import UserCredential, normalize_user
+from seg_contract import DevicePassword, UserCredential, normalize_device_id, normalize_user
 from seg_contract.crypto import PasswordHashError, SealError, hash_device_password, seal
 
-MAX_DEVICE_PASSWORDS = 50  # UserCredential.pw1_hashes' bound
+MAX_DEVICE_PASSWORDS = 50  # UserCredential.device_passwords' bound
 # Device passwords are typed on phones: lower-case letters and digits without look-alikes
 # (no 0/o, 1/l/i), 4 groups of 5 = 20 symbols of 5 bits = 100 bits.
 _ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
@@ -56,6 +60,7 @@ def _change(
     name: str,
     *,
     pw1_hashes: tuple[str, ...],
+    device_passwords: tuple[DevicePassword, ...],
     sealed_pw2: str,
     now: datetime,
 ) -> UserCredential:
@@ -65,6 +70,7 @@ def _change(
         name,
         enabled=bool(sealed_pw2),
         pw1_hashes=pw1_hashes,
+        device_passwords=device_passwords,
         sealed_pw2=sealed_pw2,
         clusters=stores.clusters,
         entries=stores.entries,
@@ -88,25 +94,95 @@ def set_upstream_password(
         sealed = seal(upstream_password, cluster.public_key)
     except SealError as exc:
         raise InvalidInput(str(exc)) from exc
-    hashes = held.pw1_hashes if held is not None and held.enabled else ()
-    return _change(stores, cluster_id, name, pw1_hashes=hashes, sealed_pw2=sealed, now=now)
+    kept = held is not None and held.enabled
+    return _change(
+        stores,
+        cluster_id,
+        name,
+        pw1_hashes=held.pw1_hashes if held is not None and kept else (),
+        device_passwords=held.device_passwords if held is not None and kept else (),
+        sealed_pw2=sealed,
+        now=now,
+    )
+
+
+def _device(raw: str) -> str:
+    device_id = normalize_device_id(raw)
+    if not device_id:
+        raise InvalidInput("device_id must not be empty")
+    if len(device_id) > 128 or not device_id.isprintable():
+        raise InvalidInput("device_id must be at most 128 printable characters")
+    return device_id
 
 
 def issue_device_password(
-    cluster_id: str, user: str, *, stores: PolicyStores, now: datetime
+    cluster_id: str, user: str, device_id: str, *, stores: PolicyStores, now: datetime
 ) -> str:
-    """Generate a PW1, store its hash, and return it (the only time it is readable)."""
+    """Generate a PW1 for one device, store its hash bound to that DeviceId (replacing
+    the device's previous one), and return it (the only time it is readable)."""
     _cluster, name, held = _held(stores, cluster_id, user)
+    device = _device(device_id)
     if held is None or not held.enabled or not held.sealed_pw2:
         raise Conflict(f"set {name}'s upstream password before issuing a device password")
+    others = tuple(d for d in held.device_passwords if normalize_device_id(d.device_id) != device)
+    if len(others) + len(held.pw1_hashes) >= MAX_DEVICE_PASSWORDS:
+        raise Conflict(f"{name} holds {MAX_DEVICE_PASSWORDS} device passwords: revoke one first")
     password = new_device_password()
     try:
         hashed = hash_device_password(password)
     except PasswordHashError as exc:  # only if the defaults were broken
         raise InvalidInput(str(exc)) from exc
-    hashes = (*held.pw1_hashes, hashed)[-MAX_DEVICE_PASSWORDS:]
-    _change(stores, cluster_id, name, pw1_hashes=hashes, sealed_pw2=held.sealed_pw2, now=now)
+    _change(
+        stores,
+        cluster_id,
+        name,
+        pw1_hashes=held.pw1_hashes,
+        device_passwords=(*others, DevicePassword(device_id=device, pw1_hash=hashed)),
+        sealed_pw2=held.sealed_pw2,
+        now=now,
+    )
     return password
+
+
+def revoke_device_password(
+    cluster_id: str, user: str, device_id: str, *, stores: PolicyStores, now: datetime
+) -> UserCredential:
+    """Withdraw the password of one device (its held requests end on every node)."""
+    _cluster, name, held = _held(stores, cluster_id, user)
+    device = _device(device_id)
+    if held is None or not held.enabled:
+        raise NotFound(f"no credential substitution for {name} in cluster {cluster_id}")
+    kept = tuple(d for d in held.device_passwords if normalize_device_id(d.device_id) != device)
+    if len(kept) == len(held.device_passwords):
+        raise NotFound(f"{name} has no device password for {device}")
+    return _change(
+        stores,
+        cluster_id,
+        name,
+        pw1_hashes=held.pw1_hashes,
+        device_passwords=kept,
+        sealed_pw2=held.sealed_pw2,
+        now=now,
+    )
+
+
+def remove_unbound_passwords(
+    cluster_id: str, user: str, *, stores: PolicyStores, now: datetime
+) -> UserCredential:
+    """The migration to device-bound passwords: withdraw the passwords issued before
+    binding existed (they work from any of the user's devices)."""
+    _cluster, name, held = _held(stores, cluster_id, user)
+    if held is None or not held.enabled or not held.pw1_hashes:
+        raise NotFound(f"{name} has no unbound device passwords in cluster {cluster_id}")
+    return _change(
+        stores,
+        cluster_id,
+        name,
+        pw1_hashes=(),
+        device_passwords=held.device_passwords,
+        sealed_pw2=held.sealed_pw2,
+        now=now,
+    )
 
 
 def remove_substitution(
@@ -116,4 +192,6 @@ def remove_substitution(
     _cluster, name, held = _held(stores, cluster_id, user)
     if held is None or not held.enabled:
         raise NotFound(f"no credential substitution for {name} in cluster {cluster_id}")
-    return _change(stores, cluster_id, name, pw1_hashes=(), sealed_pw2="", now=now)
+    return _change(
+        stores, cluster_id, name, pw1_hashes=(), device_passwords=(), sealed_pw2="", now=now
+    )

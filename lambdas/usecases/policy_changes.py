@@ -14,6 +14,7 @@ from lambdas.usecases.cluster_lookup import require_cluster
 from lambdas.usecases.push import PushReport, publish
 from seg_contract import (
     ClusterSettings,
+    DevicePassword,
     PushChange,
     UserCredential,
     normalize_user,
@@ -58,6 +59,7 @@ def change_credential(
     connections: ConnectionStore,
     poster: ConnectionPoster,
     now: datetime,
+    device_passwords: Sequence[DevicePassword] = (),
 ) -> UserCredential:
     """Store a user's substitution entry under the next version and push it."""
     require_cluster(clusters, cluster_id)
@@ -66,6 +68,7 @@ def change_credential(
         user=normalize_user(user),
         enabled=enabled,
         pw1_hashes=tuple(pw1_hashes),
+        device_passwords=tuple(device_passwords),
         sealed_pw2=sealed_pw2,
         version=version,
         updated_at=now,
