@@ -45,6 +45,8 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 SYNC_PATH = "/Microsoft-Server-ActiveSync?Cmd=Sync&User=alice&DeviceId=dev1&DeviceType=iPhone"
 PING_PATH = "/Microsoft-Server-ActiveSync?Cmd=Ping&User=alice&DeviceId=dev1&DeviceType=iPhone"
 BODY_300 = b"\x03\x01j\x00\x00\x00E\\OK\x03" + b"x" * 288
+# Basic alice:password: the gateway decides on the user the mail server authenticates.
+ALICE = "Basic YWxpY2U6cGFzc3dvcmQ="
 
 
 def ensure_tools() -> None:

@@ -49,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import httptools
 import uvloop
 from _proxy_common import (
+    ALICE,
     BODY_300,
     PING_PATH,
     SYNC_PATH,
@@ -63,10 +64,12 @@ from _proxy_common import (
 
 SYNC_REQUEST = (
     f"POST {SYNC_PATH} HTTP/1.1\r\nHost: bench\r\nMS-ASProtocolVersion: 14.1\r\n"
+    f"Authorization: {ALICE}\r\n"
     f"User-Agent: Apple-iPhone/1801\r\nContent-Length: {len(BODY_300)}\r\n\r\n"
 ).encode() + BODY_300
 PING_REQUEST = (
     f"POST {PING_PATH} HTTP/1.1\r\nHost: bench\r\nMS-ASProtocolVersion: 14.1\r\n"
+    f"Authorization: {ALICE}\r\n"
     "User-Agent: Apple-iPhone/1801\r\nContent-Length: 0\r\n\r\n"
 ).encode()
 ANSWER = (

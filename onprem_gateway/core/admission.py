@@ -18,13 +18,13 @@ policy changes (revocation of held requests).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from types import MappingProxyType
 
 from onprem_gateway.core.block_responses import BlockResponse, blocked_response
 from onprem_gateway.core.decision import AUTODISCOVER, decide
 from onprem_gateway.core.eas_request import EasRequestError, parse
-from onprem_gateway.core.facts import Decision, RequestFacts
+from onprem_gateway.core.facts import Decision, RequestFacts, with_user
 from onprem_gateway.core.identity import (
     RULE_UNVERIFIABLE,
     Binding,
@@ -123,11 +123,12 @@ def admit(
             who.status, who.reason, who.rule, facts, challenge=True, bearer_error=who.bearer_error
         )
     if isinstance(who, Handshake):
-        return HandshakeLeg(replace(facts, user="", raw_user=""), who)
+        return HandshakeLeg(with_user(facts, "", ""), who)
     user = normalize_user(who.user)
     if not user:
         return Refused(400, "user name is empty once normalised", RULE_MALFORMED, facts)
-    facts = replace(facts, user=user, raw_user=who.user)
+    if user != facts.user or who.user != facts.raw_user:  # usually equal: keep the facts
+        facts = with_user(facts, user, who.user)
     decision = redecide(facts, who.source, policy, now)
     if decision.effective is not Access.ALLOW:
         return Blocked(facts, decision, blocked_response(facts, decision))

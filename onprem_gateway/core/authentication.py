@@ -25,6 +25,7 @@ must not be able to step around Basic by spelling it oddly.
 from __future__ import annotations
 
 import binascii
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -42,6 +43,7 @@ from onprem_gateway.core.ntlm import (
 MAX_BASIC = 1024
 MAX_USER = 256
 
+_SEPARATOR = re.compile(r"[ \t,]")
 _BASE64 = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
 # RFC 9110 token68: ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/", then "="s.
 _TOKEN68 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/=")
@@ -158,18 +160,24 @@ def basic_credentials(value: str | None) -> tuple[str, str] | None:
 
 def _split_scheme(value: str) -> tuple[str, str, str]:
     """(scheme, the one separator character after it or "", the rest)."""
-    for i, char in enumerate(value):
-        if char in " \t,":
-            return value[:i], char, value[i + 1 :]
-    return value, "", ""
+    match = _SEPARATOR.search(value)
+    if match is None:
+        return value, "", ""
+    at = match.start()
+    return value[:at], value[at], value[at + 1 :]
 
 
 def _b64(text: str, scheme: Scheme) -> bytes:
-    if not _BASE64.issuperset(text.encode("latin-1", "replace")):
-        raise AuthorizationError(scheme, f"{scheme.value} credentials are not base64")
     try:
-        return binascii.a2b_base64(text.encode("ascii"), strict_mode=True)
+        raw = text.encode("ascii")
+    except UnicodeEncodeError:
+        raise AuthorizationError(scheme, f"{scheme.value} credentials are not base64") from None
+    try:
+        # strict: the standard alphabet only (no whitespace, no base64url), padded.
+        return binascii.a2b_base64(raw, strict_mode=True)
     except binascii.Error:
+        if not _BASE64.issuperset(raw):
+            raise AuthorizationError(scheme, f"{scheme.value} credentials are not base64") from None
         raise AuthorizationError(
             scheme, f"{scheme.value} credentials are not padded base64"
         ) from None

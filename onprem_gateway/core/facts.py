@@ -65,3 +65,22 @@ class Decision:
     def effective(self) -> Access:
         """What the gateway actually does with the request."""
         return Access.ALLOW if self.admitted or not self.enforced else self.access
+
+
+def with_user(facts: RequestFacts, user: str, raw_user: str) -> RequestFacts:
+    """``facts`` naming another user (``dataclasses.replace`` costs ~3 µs per request:
+    it introspects the fields on every call)."""
+    return RequestFacts(
+        facts.method,
+        facts.command,
+        user,
+        facts.device_id,
+        facts.device_type,
+        facts.protocol_version,
+        facts.policy_key,
+        facts.user_agent,
+        facts.query_form,
+        raw_user,
+        facts.locale,
+        facts.parameters,
+    )
