@@ -319,3 +319,53 @@ class JwksSource(Protocol):
     def fetch(self, uri: str) -> dict[str, Any]:
         """The JSON document at ``uri``; raises ``lambdas.domain.errors.JwksUnavailable``."""
         ...
+
+
+# --- Signed policy: the KMS signing keys and their registry ---------------------------
+
+if TYPE_CHECKING:
+    from lambdas.domain.signing_keys import KeyRegistry
+
+
+class PolicySigner(Protocol):
+    """One asymmetric signing key (ECC NIST P-256): satisfies ``seg_contract.signing
+    .Signer``, so every signer shares ``seg_contract.signing.issue``."""
+
+    @property
+    def key_arn(self) -> str: ...
+
+    @property
+    def kid(self) -> str:
+        """The key id: the fingerprint of ``public_key_der`` (``seg_contract.signing``)."""
+        ...
+
+    @property
+    def public_key_der(self) -> bytes:
+        """The DER SubjectPublicKeyInfo (read once per warm container)."""
+        ...
+
+    def sign(self, message: bytes) -> bytes:
+        """DER ECDSA P-256 / SHA-256 signature of ``message`` (a statement, at most
+        4096 bytes); ``SigningUnavailable`` when the key cannot sign."""
+        ...
+
+
+class PolicySigners(Protocol):
+    """The signer of each of the stack's signing keys, by key ARN."""
+
+    def signer(self, key_arn: str) -> PolicySigner:
+        """``SigningUnavailable`` when the key cannot be read or is not ECC P-256."""
+        ...
+
+
+class SigningKeyStore(Protocol):
+    """The registry of signing keys (one item of the clusters table)."""
+
+    def get_registry(self) -> KeyRegistry:
+        """The stored registry (generation 0 and no keys when never written)."""
+        ...
+
+    def put_registry(self, registry: KeyRegistry, expected_generation: int) -> None:
+        """Store ``registry`` if the stored one is at ``expected_generation`` (0: none
+        stored yet); ``Conflict`` when another change got there first."""
+        ...

@@ -96,6 +96,9 @@ class Function:
     sends_to: tuple[str, ...] = ()  # queue ids
     consumes: str | None = None  # queue id, for Trigger.SQS
     posts_to_connections: bool = False  # API Gateway Management API (WebSocket pushes)
+    # Emits policy to gateways (snapshots, deltas, pushes, pongs): may sign with the
+    # stack's policy signing keys (kms:Sign and kms:GetPublicKey on those keys only).
+    signs_policy: bool = False
     schedule_minutes: int | None = None  # for Trigger.SCHEDULE
     batch_size: int = 10
     timeout_s: int = 30
@@ -223,6 +226,7 @@ FUNCTIONS: tuple[Function, ...] = (
         },
         sends_to=("compliance", "payload"),
         posts_to_connections=True,  # settings/credential changes are pushed too
+        signs_policy=True,  # snapshots, deltas, 304 confirmations, key sets, pushes
         timeout_s=29,  # API Gateway's integration limit
         memory_mb=1024,
     ),
@@ -243,6 +247,7 @@ FUNCTIONS: tuple[Function, ...] = (
             "manual_overrides": RW,
         },
         posts_to_connections=True,
+        signs_policy=True,  # the pushes of each committed version
         batch_size=10,
         timeout_s=30,
     ),
@@ -279,6 +284,7 @@ FUNCTIONS: tuple[Function, ...] = (
         purpose="Answer keepalives; record each node's policy version",
         tables={"clusters": R, "connections": RW, "gateway_nodes": RW},
         posts_to_connections=True,
+        signs_policy=True,  # the pongs
         timeout_s=10,
     ),
     Function(
@@ -321,6 +327,19 @@ ENV_CONSOLE_OAUTH_AUTHORIZE_URL = "SEG_CONSOLE_OAUTH_AUTHORIZE_URL"
 ENV_CONSOLE_OAUTH_CLIENT_ID = "SEG_CONSOLE_OAUTH_CLIENT_ID"
 ENV_CONSOLE_OAUTH_SCOPES = "SEG_CONSOLE_OAUTH_SCOPES"  # space separated; default "openid email"
 ENV_CONSOLE_REFRESH_SECONDS = "SEG_CONSOLE_REFRESH_SECONDS"  # dashboard polling, default 5
+# The stack's policy signing keys (KMS key ARNs, comma separated; the first is the active
+# one until the signing-key registry says otherwise). Set on the functions that
+# ``signs_policy`` only.
+ENV_POLICY_SIGNING_KEY_ARNS = "SEG_POLICY_SIGNING_KEY_ARNS"
+# Every function: the Powertools tracer never records a handler's response or exception
+# as trace metadata, and the logger never logs the incoming event (responses carry issued
+# credentials and device passwords, events carry bearer credentials; traces and logs are
+# readable by more people than those secrets are meant for).
+OBSERVABILITY_ENV = {
+    "POWERTOOLS_TRACER_CAPTURE_RESPONSE": "false",
+    "POWERTOOLS_TRACER_CAPTURE_ERROR": "false",
+    "POWERTOOLS_LOGGER_LOG_EVENT": "false",
+}
 
 
 def table(table_id: str) -> Table:

@@ -3,6 +3,8 @@
     seg up [--nodes N] [--upstream URL [--upstream-ca FILE]]   the system, in the foreground
     seg demo                                                   the scripted demo, then exit
     seg cluster register NAME | list | nodes ID | rotate ID | revoke ID
+    seg cluster signing-keys
+    seg cluster rotate-signing-key begin KEY_ARN | activate KID | retire KID
     seg devices list [--access allow|block|quarantine] [--query TEXT]
     seg device block|allow|clear USER DEVICE_ID [--reason TEXT]
     seg device decision USER DEVICE_ID
@@ -143,6 +145,8 @@ def _announce(stack: Any) -> None:
     if state["demo_mail"]:
         print("Demo mailbox: any user name, password 'demo'")
     print(f"Local CA:     {state['ca_cert']} (trust it in test clients)")
+    for key in state["policy_signing_keys"]:
+        print(f"Policy key:   {key} (nodes pin it: SEG_GW_POLICY_SIGNING_KEYS)")
     print(f"State, logs:  {stack.state_dir}", flush=True)
 
 
@@ -154,9 +158,17 @@ def _console(args: argparse.Namespace) -> Console:
 
 
 def cmd_cluster(args: argparse.Namespace) -> int:
+    if args.action in {"signing-keys", "rotate-signing-key"}:
+        return cmd_signing_keys(args)
     with _console(args) as api:
         if args.action == "register":
-            _print_json(api.call("POST", "/console/v1/clusters", json={"name": args.name}))
+            created = api.call("POST", "/console/v1/clusters", json={"name": args.name})
+            try:
+                pins = _pins(api)
+            except CliError:
+                _print_json(created)  # shown once: never lose the credential
+                raise
+            _print_json({**created, **pins})
         elif args.action == "list":
             body = api.call("GET", "/console/v1/clusters")
             rows = body.get("items", body) if isinstance(body, dict) else body
@@ -186,6 +198,44 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         elif args.action == "revoke":
             path = f"/console/v1/clusters/{args.cluster_id}/credentials/revoke"
             _print_json(api.call("POST", path) or {"status": "revoked"})
+    return 0
+
+
+# --- policy signing keys (docs/gateway.md, "Signed policy") ----------------------------
+
+SIGNING_KEYS = "/console/v1/signing-keys"
+
+
+def _pins(api: Console) -> dict[str, Any]:
+    """What a new cluster's nodes must pin: printed with its credential, so an operator
+    configures both at once."""
+    try:
+        keys = api.call("GET", SIGNING_KEYS)
+    except CliError as exc:
+        raise CliError(
+            f"the cluster is registered (its credential is above), but the policy signing "
+            f"keys could not be read: {exc}; run `seg cluster signing-keys`"
+        ) from None
+    return {
+        "policy_signing_keys": keys["trusted"],
+        "gateway_env": {"SEG_GW_POLICY_SIGNING_KEYS": ",".join(keys["trusted"])},
+    }
+
+
+def cmd_signing_keys(args: argparse.Namespace) -> int:
+    with _console(args) as api:
+        if args.action == "signing-keys":
+            body = api.call("GET", SIGNING_KEYS)
+        elif args.step == "begin":
+            body = api.call("POST", SIGNING_KEYS, json={"key_arn": args.target})
+        else:
+            body = api.call("POST", f"{SIGNING_KEYS}/{args.target}/{args.step}")
+    if args.json:
+        _print_json(body)
+        return 0
+    _table(list(body["keys"]), ("kid", "state", "key_arn", "changed_at"))
+    print(f"\nNodes must trust (SEG_GW_POLICY_SIGNING_KEYS, key set v{body['generation']}):")
+    print(",".join(body["trusted"]))
     return 0
 
 
@@ -276,6 +326,20 @@ def _parser() -> argparse.ArgumentParser:
     ):
         p = csub.add_parser(action, parents=[api], help=text)
         p.add_argument("cluster_id")
+    csub.add_parser(
+        "signing-keys", parents=[api], help="the policy signing keys and the ones nodes pin"
+    )
+    rot = csub.add_parser(
+        "rotate-signing-key",
+        parents=[api],
+        help="rotate the policy signing key: begin KEY_ARN, activate KID, retire KID",
+        description="1. deploy the stack with a new key label (-c signing_keys=1,2); "
+        "2. `begin <new key ARN>`: nodes learn the key; 3. once every node trusts it "
+        "(one refresh interval), `activate <new kid>`; 4. once every node refreshed "
+        "again, `retire <old kid>`; 5. deploy without the old label.",
+    )
+    rot.add_argument("step", choices=("begin", "activate", "retire"))
+    rot.add_argument("target", help="begin: the new key's ARN; activate/retire: a kid")
 
     devices = sub.add_parser("devices", help="email devices seen by the gateways")
     dsub = devices.add_subparsers(dest="action", required=True)

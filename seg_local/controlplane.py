@@ -25,6 +25,7 @@ from seg_local.aws_events import REGION
 from seg_local.provision import Provisioned, provision
 from seg_local.schedule import ScheduleTimer
 from seg_local.servers import ServerThread, bind
+from seg_local.signing_key import SigningKey, provision_signing_key
 from seg_local.sqs_poller import SqsPoller
 from seg_local.ttl_sweeper import TtlSweeper
 from seg_local.websocket_api import Limits, Routes, WebSocketApiStandIn
@@ -99,14 +100,17 @@ class Endpoints:
     moto_endpoint: str
     admin_token: str = field(repr=False)
     device_services_key: str = field(repr=False)
+    # The public keys gateway nodes pin (base64 DER SubjectPublicKeyInfo): not secret.
+    policy_signing_keys: tuple[str, ...] = ()
 
-    def public(self) -> dict[str, str]:
+    def public(self) -> dict[str, Any]:
         """Everything but the secrets (for logs and ready files)."""
         return {
             "api_url": self.api_url,
             "ws_url": self.ws_url,
             "management_endpoint": self.management_endpoint,
             "moto_endpoint": self.moto_endpoint,
+            "policy_signing_keys": list(self.policy_signing_keys),
         }
 
 
@@ -147,6 +151,7 @@ class LocalControlPlane:
         self.timers: dict[str, ScheduleTimer] = {}
         self.ttl_sweeper: TtlSweeper | None = None
         self.provisioned: Provisioned | None = None
+        self.signing_key: SigningKey | None = None
         self.endpoints: Endpoints | None = None
         self.env: dict[str, str] = {}
         self._owns_process = False
@@ -202,14 +207,21 @@ class LocalControlPlane:
             self.provisioned = provision(dynamodb, sqs, opts.prefix, opts.visibility_timeout_s)
         except Exception as exc:
             raise ControlPlaneError(f"cannot create tables and queues in moto: {exc}") from exc
+        kms = session.client("kms", endpoint_url=moto_endpoint)
+        try:
+            self.signing_key = provision_signing_key(kms, opts.prefix)
+        except Exception as exc:
+            raise ControlPlaneError(f"cannot create the policy signing key in moto: {exc}") from exc
 
         self.env = {
             **FAKE_AWS_ENV,
             **POWERTOOLS_ENV,
+            **resources.OBSERVABILITY_ENV,  # as in AWS: no secrets in traces or logs
             "POWERTOOLS_LOG_LEVEL": opts.log_level,
             "AWS_ENDPOINT_URL": moto_endpoint,
             "AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI": management,
             **self.provisioned.env(),
+            resources.ENV_POLICY_SIGNING_KEY_ARNS: self.signing_key.arn,
             resources.ENV_WEBSOCKET_MANAGEMENT_ENDPOINT: management,
             resources.ENV_CONSOLE_AUTH: "static",
             resources.ENV_CONSOLE_TOKEN_SHA256: sha256_hex(admin_token),
@@ -266,6 +278,7 @@ class LocalControlPlane:
             moto_endpoint=moto_endpoint,
             admin_token=admin_token,
             device_services_key=ds_key,
+            policy_signing_keys=(self.signing_key.public_key,),
         )
         log.info("local control plane up: %s", self.endpoints.public())
         return self.endpoints

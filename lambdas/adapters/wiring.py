@@ -22,15 +22,19 @@ from lambdas.adapters.dynamodb_email_devices import DynamoDbEmailDevices
 from lambdas.adapters.dynamodb_gateway_nodes import DynamoDbGatewayNodes
 from lambdas.adapters.dynamodb_manual_overrides import DynamoDbManualOverrides
 from lambdas.adapters.dynamodb_policy_entries import DynamoDbPolicyEntries
+from lambdas.adapters.dynamodb_signing_keys import DynamoDbSigningKeys
 from lambdas.adapters.http_jwks import HttpJwks
+from lambdas.adapters.kms_policy_signer import KmsPolicySigners
 from lambdas.adapters.sqs_compliance_queue import SqsComplianceQueue
 from lambdas.adapters.sqs_payload_queue import SqsPayloadQueue
 from lambdas.ports import ConnectionPoster
 from lambdas.settings import Settings
+from lambdas.usecases.policy_signing import PolicySigning
 
 if TYPE_CHECKING:
     from mypy_boto3_apigatewaymanagementapi import ApiGatewayManagementApiClient
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_kms import KMSClient
     from mypy_boto3_sqs import SQSClient
 
 
@@ -44,11 +48,13 @@ class Adapters:
         dynamodb: DynamoDBClient | None = None,
         sqs: SQSClient | None = None,
         apigw: ApiGatewayManagementApiClient | None = None,
+        kms: KMSClient | None = None,
     ) -> None:
         self.settings = settings
         self._dynamodb = dynamodb
         self._sqs = sqs
         self._apigw = apigw
+        self._kms = kms
 
     @cached_property
     def jwks(self) -> HttpJwks:
@@ -117,3 +123,19 @@ class Adapters:
     @cached_property
     def overrides(self) -> DynamoDbManualOverrides:
         return DynamoDbManualOverrides(self.settings.table("manual_overrides"), self.dynamodb)
+
+    # --- signed policy ------------------------------------------------------------------
+
+    @cached_property
+    def signing_keys(self) -> DynamoDbSigningKeys:
+        return DynamoDbSigningKeys(self.settings.table("clusters"), self.dynamodb)
+
+    @cached_property
+    def policy_signing(self) -> PolicySigning:
+        """Signs with the registry's active key; the KMS client is built on the first
+        signature (a deployment without signing keys never builds one)."""
+        return PolicySigning(
+            KmsPolicySigners(self._kms),
+            self.signing_keys,
+            self.settings.policy_signing_key_arns,
+        )

@@ -33,12 +33,15 @@ from lambdas.ports import (
     ManualOverrideStore,
     PayloadQueue,
     PolicyEntryStore,
+    SigningKeyStore,
 )
 from lambdas.settings import Settings
+from lambdas.usecases.policy_signing import PolicySigning
 
 if TYPE_CHECKING:
     from mypy_boto3_apigatewaymanagementapi import ApiGatewayManagementApiClient
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_kms import KMSClient
     from mypy_boto3_sqs import SQSClient
 
 
@@ -63,8 +66,9 @@ class Container(Adapters):
         sqs: SQSClient | None = None,
         apigw: ApiGatewayManagementApiClient | None = None,
         secrets: Any = None,
+        kms: KMSClient | None = None,
     ) -> None:
-        super().__init__(settings, dynamodb=dynamodb, sqs=sqs, apigw=apigw)
+        super().__init__(settings, dynamodb=dynamodb, sqs=sqs, apigw=apigw, kms=kms)
         self._secrets = secrets  # a Secrets Manager client (built lazily when None)
 
     @cached_property
@@ -169,6 +173,14 @@ def override_store(request: Request) -> ManualOverrideStore:
 
 def jwks_source(request: Request) -> JwksSource:
     return _c(request).jwks
+
+
+def policy_signing(request: Request) -> PolicySigning:
+    return _c(request).policy_signing
+
+
+def signing_key_store(request: Request) -> SigningKeyStore:
+    return _c(request).signing_keys
 
 
 def clock() -> datetime:
