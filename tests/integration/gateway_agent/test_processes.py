@@ -209,6 +209,7 @@ async def test_a_push_that_blocks_a_device_ends_its_held_pings_in_every_worker(
         "SEG_GW_API_URL": double.api_url,
         "SEG_GW_WS_URL": double.ws_url,
         "SEG_GW_CREDENTIAL": CREDENTIAL,
+        "SEG_GW_CONTROL_PLANE_ALLOW_PLAIN_HTTP": "true",
     }
     argv = [str(BIN / "seg-gateway"), "run"]
     async with gateway_process(argv, env, tmp_path / "state") as (proc, runtime):
