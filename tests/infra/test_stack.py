@@ -415,7 +415,14 @@ def test_scheduled_functions_have_their_rule(synthesized: Synthesized) -> None:
         function_id = s.logical_id(s.stack.functions.functions[declared.id])
         (rule,) = [r for r in rules if function_id in _refs(r["Properties"]["Targets"])]
         minutes = declared.schedule_minutes
-        assert rule["Properties"]["ScheduleExpression"] == f"rate({minutes} minutes)"
+        assert minutes is not None
+        # CDK writes whole hours as hours (rate(1 hour), rate(2 hours)).
+        if minutes % 60:
+            expected = f"rate({minutes} minutes)"
+        else:
+            hours = minutes // 60
+            expected = f"rate({hours} hour{'s' if hours > 1 else ''})"
+        assert rule["Properties"]["ScheduleExpression"] == expected
 
 
 def test_alarms_cover_function_errors_throttles_and_api_5xx(synthesized: Synthesized) -> None:
