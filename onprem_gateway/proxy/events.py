@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from onprem_gateway.core.facts import Decision, RequestFacts
@@ -126,17 +127,5 @@ def record_revoked(
 ) -> None:
     """Record a request a policy change ended while it was in flight (its first event,
     if any, said how it was admitted); ``http_status`` 0: its connection was cut."""
-    try:
-        sink.record(
-            build_event(
-                node_id,
-                facts=facts,
-                decision=decision.access,
-                reason=f"{REVOKED_PREFIX}{decision.reason}",
-                rule=decision.rule,
-                enforced=decision.enforced,
-                http_status=http_status,
-            )
-        )
-    except Exception:
-        log.exception("could not record an access event")
+    revoked = replace(decision, reason=f"{REVOKED_PREFIX}{decision.reason}")
+    record_decision(sink, node_id, facts, revoked, http_status)

@@ -14,9 +14,9 @@ import pytest
 from pyactivesync import FolderType, StatusError
 
 from seg_cli.demo import checkin, eas_client, enroll, wait_enforced
-from seg_local.stack import Stack, StackOptions
+from seg_local.stack import Stack
 
-from .conftest import dump_logs_on_failure, eventually, metrics, new_device
+from .conftest import dump_logs_on_failure, eventually, metrics, new_device, start_stack
 
 HEARTBEAT_S = 600  # what the client asks; the mail server holds the Ping that long
 CLIENT_TIMEOUT_S = 120  # the client gives up on its own long before the heartbeat
@@ -27,8 +27,7 @@ def stack(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[Stack]:
     # Pings are held for their whole heartbeat (no hold cap), unlike the flows' stack.
-    s = Stack(StackOptions(state_dir=tmp_path_factory.mktemp("seg-revocation"), nodes=2))
-    s.start()
+    s = start_stack(tmp_path_factory, nodes=2, demo_ping_hold_cap_s=None)
     failed_before = request.session.testsfailed
     try:
         yield s

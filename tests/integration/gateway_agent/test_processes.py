@@ -65,6 +65,19 @@ def base_env(tmp_path: Path, tls: tuple[Path, Path], upstream_port: int) -> dict
     return env
 
 
+def two_workers_env(
+    tmp_path: Path, tls: tuple[Path, Path], upstream_port: int, double: ControlPlaneDouble
+) -> dict[str, str]:
+    """A node with two worker processes, linked to the control-plane double."""
+    return base_env(tmp_path, tls, upstream_port) | {
+        "SEG_GW_WORKERS": "2",
+        "SEG_GW_API_URL": double.api_url,
+        "SEG_GW_WS_URL": double.ws_url,
+        "SEG_GW_CREDENTIAL": CREDENTIAL,
+        "SEG_GW_CONTROL_PLANE_ALLOW_PLAIN_HTTP": "true",
+    }
+
+
 @asynccontextmanager
 async def gateway_process(
     argv: list[str], env: dict[str, str], state_dir: Path
@@ -146,14 +159,7 @@ async def test_the_dockerfile_entrypoint_runs_a_ready_node_and_stops_cleanly(
 async def test_a_push_reaches_every_worker_process(
     tmp_path: Path, tls_pair: tuple[Path, Path], upstream, double: ControlPlaneDouble
 ) -> None:  # type: ignore[no-untyped-def]
-    env = base_env(tmp_path, tls_pair, upstream[1])
-    env |= {
-        "SEG_GW_WORKERS": "2",
-        "SEG_GW_API_URL": double.api_url,
-        "SEG_GW_WS_URL": double.ws_url,
-        "SEG_GW_CREDENTIAL": CREDENTIAL,
-        "SEG_GW_CONTROL_PLANE_ALLOW_PLAIN_HTTP": "true",
-    }
+    env = two_workers_env(tmp_path, tls_pair, upstream[1], double)
     argv = [str(BIN / "seg-gateway"), "run"]
     async with gateway_process(argv, env, tmp_path / "state") as (proc, runtime):
         admin = f"http://127.0.0.1:{runtime['admin_port']}"
@@ -203,14 +209,7 @@ async def test_a_push_that_blocks_a_device_ends_its_held_pings_in_every_worker(
     tmp_path: Path, tls_pair: tuple[Path, Path], upstream, double: ControlPlaneDouble
 ) -> None:  # type: ignore[no-untyped-def]
     up, upstream_port = upstream
-    env = base_env(tmp_path, tls_pair, upstream_port)
-    env |= {
-        "SEG_GW_WORKERS": "2",
-        "SEG_GW_API_URL": double.api_url,
-        "SEG_GW_WS_URL": double.ws_url,
-        "SEG_GW_CREDENTIAL": CREDENTIAL,
-        "SEG_GW_CONTROL_PLANE_ALLOW_PLAIN_HTTP": "true",
-    }
+    env = two_workers_env(tmp_path, tls_pair, upstream_port, double)
     argv = [str(BIN / "seg-gateway"), "run"]
     async with gateway_process(argv, env, tmp_path / "state") as (proc, runtime):
         admin = f"http://127.0.0.1:{runtime['admin_port']}"

@@ -235,18 +235,26 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Pat
     return {"gateway": make_cert(tmp, "gateway"), "upstream": make_cert(tmp, "upstream")}
 
 
+async def serve_tls(
+    handler: Callable[[web.Request], Any], cert: tuple[Path, Path], **runner_options: Any
+) -> tuple[web.AppRunner, int]:
+    """An aiohttp server on 127.0.0.1 (ephemeral port, TLS with ``cert``) that hands every
+    request to ``handler``; the caller cleans the runner up."""
+    app = web.Application(client_max_size=200 * 1024 * 1024)
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app, access_log=None, **runner_options)
+    await runner.setup()
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(*map(str, cert))
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+
 @pytest.fixture
 async def upstream(certs: dict[str, tuple[Path, Path]]) -> AsyncIterator[FakeUpstream]:
     up = FakeUpstream()
-    app = web.Application(client_max_size=200 * 1024 * 1024)
-    app.router.add_route("*", "/{tail:.*}", up.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(*map(str, certs["upstream"]))
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
-    await site.start()
-    up.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, up.port = await serve_tls(up.handle, certs["upstream"])
     up.cert = certs["upstream"][0]
     yield up
     up.release.set()

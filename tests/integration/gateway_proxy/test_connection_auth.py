@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import ssl
 import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from tests.integration.gateway_proxy.conftest import (
     GatewayFactory,
     entry,
     policy_index,
+    serve_tls,
 )
 from tests.support.tokens import Issuer
 from tests.unit.gateway_core import ntlm_messages as m
@@ -105,15 +105,7 @@ class NtlmUpstream:
 @pytest.fixture
 async def ntlm_upstream(certs: dict[str, tuple[Path, Path]]) -> AsyncIterator[NtlmUpstream]:
     up = NtlmUpstream()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", up.handle)
-    runner = web.AppRunner(app, access_log=None, keepalive_timeout=60)
-    await runner.setup()
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(*map(str, certs["upstream"]))
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
-    await site.start()
-    up.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, up.port = await serve_tls(up.handle, certs["upstream"], keepalive_timeout=60)
     yield up
     await runner.cleanup()
 
