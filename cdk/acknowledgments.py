@@ -99,7 +99,11 @@ def acknowledge_findings(stack: Stack) -> None:
                     continue
                 for matches, reason in IAM5_REASONS:
                     if matches(resource):
-                        _acknowledge(construct, f"AwsSolutions-IAM5[Resource::{resource}]", reason)
+                        # On the role when the policy is a role's: a large policy is split
+                        # into overflow managed policies under the role at synthesis.
+                        owner = construct.node.scope
+                        target = owner if isinstance(owner, iam.Role) else construct
+                        _acknowledge(target, f"AwsSolutions-IAM5[Resource::{resource}]", reason)
                         break
         elif isinstance(construct, lambda_.Function):
             _acknowledge(construct, "AwsSolutions-L1", ACKNOWLEDGED["AwsSolutions-L1"])

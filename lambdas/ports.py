@@ -8,7 +8,7 @@ edit additively, do not replace the file.)
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -131,7 +131,9 @@ class GatewayNodeStore(Protocol):
         ...
 
     def record_keepalive(self, report: NodeReport) -> None:
-        """Store what a node reported in its keepalive (and move last_seen forward)."""
+        """Store what a node reported in its keepalive and its digest verdict (and move
+        last_seen forward). ``digest_mismatches`` is added to the stored count, and
+        ``last_verified_at`` kept unless the report carries a newer one."""
         ...
 
     def list_nodes(self, cluster_id: str) -> list[NodeReport]: ...
@@ -152,8 +154,10 @@ if TYPE_CHECKING:
     from lambdas.domain.access import ManualOverride
     from lambdas.domain.compliance import CompliancePolicy, ComplianceResult, DeviceRecord
     from lambdas.domain.mdm_events import CheckinEvent, EnrollmentEvent, UnenrollmentEvent
+    from lambdas.domain.policy_commit import CommitPlan
+    from lambdas.domain.policy_log import LogRecord, Watermark
     from lambdas.domain.records import ClusterRecord, Connection
-    from seg_contract import ClusterSettings, DeviceEntry, UserCredential
+    from seg_contract import DeviceEntry, UserCredential
 
 
 class DeviceStore(Protocol):
@@ -199,15 +203,8 @@ class DeviceStore(Protocol):
 
 
 class PolicyEntryStore(Protocol):
-    """Per cluster: the latest versioned state of every device entry and credential."""
-
-    def put_device_entry(self, cluster_id: str, entry: DeviceEntry) -> bool:
-        """Write if newer than the stored entry (newest wins); return whether written."""
-        ...
-
-    def put_credential(self, cluster_id: str, credential: UserCredential) -> bool:
-        """Write if newer than the stored credential; return whether written."""
-        ...
+    """Per cluster: the latest versioned state of every device entry and credential.
+    Written only by a version's commit (``PolicyLog.commit``); every read is consistent."""
 
     def get_device_entry(
         self, cluster_id: str, user: str, device_id: str
@@ -215,18 +212,48 @@ class PolicyEntryStore(Protocol):
 
     def get_credential(self, cluster_id: str, user: str) -> UserCredential | None: ...
 
+    def get_many(
+        self, cluster_id: str, device_keys: Collection[str], users: Collection[str]
+    ) -> tuple[dict[str, DeviceEntry], dict[str, UserCredential]]:
+        """The stored entries of these keys (``entry_key``) and credentials of these
+        users; absent ones are left out."""
+        ...
+
     def list_all(self, cluster_id: str) -> tuple[list[DeviceEntry], list[UserCredential]]: ...
 
-    def list_since(
-        self, cluster_id: str, since_version: int
-    ) -> tuple[list[DeviceEntry], list[UserCredential]]:
-        """Everything written with a version greater than ``since_version``."""
+
+class PolicyLog(Protocol):
+    """Per cluster and version: how each handed-out policy version was settled
+    (``lambdas.domain.policy_log``), and the one transaction that commits a version."""
+
+    def commit(self, cluster_id: str, plan: CommitPlan, at: datetime) -> None:
+        """Write the plan's entries, credentials and settings, each conditional on the
+        version it replaces, together with the version's log record (committed, unless
+        the version is already settled) in one transaction. Raises ``VersionFenced``
+        (the version was abandoned), ``CommitConflict`` (something it replaces moved:
+        nothing was written) or ``NotFound`` (no such cluster, for a settings change)."""
+        ...
+
+    def read(self, cluster_id: str, after: int, upto: int) -> Iterator[LogRecord]:
+        """The records of versions in (after, upto], in version order, read
+        consistently and lazily (a caller that stops early reads less)."""
+        ...
+
+    def mark_pending(self, cluster_id: str, version: int, at: datetime) -> bool:
+        """Record that ``version`` was seen unsettled at ``at``, unless a record exists;
+        return whether it was recorded."""
+        ...
+
+    def abandon(self, cluster_id: str, version: int, at: datetime, *, fence: bool) -> bool:
+        """Settle ``version`` as abandoned: a pending record only (``fence``: an advancer
+        fencing a dead writer's version), or a pending or missing one (a writer giving
+        its own version up). Return whether it was settled so."""
         ...
 
 
 class ClusterStore(Protocol):
-    """Cluster items (clusters table): version counter, settings, purge watermark; and
-    the tenant-wide compliance policy."""
+    """Cluster items (clusters table): version counter, committed watermark, settings;
+    and the tenant-wide compliance policy."""
 
     def create_cluster(
         self, cluster_id: str, name: str, created_at: datetime, public_key: str = ""
@@ -234,7 +261,9 @@ class ClusterStore(Protocol):
         """Create with default settings at version 0; ``Conflict`` if it exists."""
         ...
 
-    def get_cluster(self, cluster_id: str) -> ClusterRecord | None: ...
+    def get_cluster(self, cluster_id: str) -> ClusterRecord | None:
+        """The cluster, read consistently."""
+        ...
 
     def list_clusters(self) -> list[ClusterRecord]: ...
 
@@ -242,8 +271,11 @@ class ClusterStore(Protocol):
         """Atomically take the cluster's next policy version. ``NotFound`` if none."""
         ...
 
-    def put_settings(self, cluster_id: str, settings: ClusterSettings, version: int) -> bool:
-        """Store settings stamped with ``version`` if newer than the stored ones."""
+    def advance_watermark(
+        self, cluster_id: str, expected: int, watermark: Watermark
+    ) -> ClusterRecord | None:
+        """Store a new committed watermark if the stored one is still at version
+        ``expected``; return the cluster as it is after the write (None: not stored)."""
         ...
 
     def set_public_key(self, cluster_id: str, public_key: str) -> None: ...

@@ -124,9 +124,19 @@ POLICY_ENTRIES = Table(
     id="policy_entries",
     partition=Key("cluster_id"),
     sort=Key("entry_key"),
-    indexes=(Index("by_version", Key("cluster_id"), Key("version", KeyType.N)),),
     purpose="Per cluster: the latest state of every access-list entry and credential, "
-    "with the policy version that wrote it (snapshot = query; delta = by_version > N)",
+    "with the policy version that wrote it (snapshot = consistent query)",
+)
+POLICY_LOG = Table(
+    id="policy_log",
+    partition=Key("cluster_id"),
+    sort=Key("version", KeyType.N),
+    # Records expire 30 days after their version settled: a delta since an older
+    # version is answered 410 (take the snapshot).
+    ttl_attribute="expires_at",
+    purpose="Per cluster and policy version: committed (with the keys it changed and "
+    "their digest terms) or abandoned; the committed version only moves over settled "
+    "versions (delta = the keys changed in (N, W])",
 )
 CLUSTERS = Table(
     id="clusters",
@@ -175,6 +185,7 @@ MANUAL_OVERRIDES = Table(
 TABLES: tuple[Table, ...] = (
     DEVICES,
     POLICY_ENTRIES,
+    POLICY_LOG,
     CLUSTERS,
     GATEWAY_NODES,
     CONNECTIONS,
@@ -215,6 +226,9 @@ FUNCTIONS: tuple[Function, ...] = (
         tables={
             "devices": RW,
             "policy_entries": RW,
+            # Settings and credential changes commit versions; snapshots and deltas
+            # read it and advance the committed version.
+            "policy_log": RW,
             "clusters": RW,
             "gateway_nodes": R,
             # RW: revoking a credential deletes its nodes' connections, and a push to a
@@ -242,6 +256,7 @@ FUNCTIONS: tuple[Function, ...] = (
         tables={
             "devices": RW,
             "policy_entries": RW,
+            "policy_log": RW,
             "clusters": RW,
             "connections": RW,
             "manual_overrides": RW,
@@ -281,8 +296,11 @@ FUNCTIONS: tuple[Function, ...] = (
         id="ws_default",
         handler="lambdas.handlers.ws_default.handler",
         trigger=Trigger.WEBSOCKET_DEFAULT,
-        purpose="Answer keepalives; record each node's policy version",
-        tables={"clusters": R, "connections": RW, "gateway_nodes": RW},
+        purpose="Answer keepalives: re-check the credential, advance the committed version, "
+        "check the node's policy digest, record each node's state",
+        # clusters RW and policy_log RW: advancing the committed version fences a dead
+        # writer's version and moves the watermark on the cluster item.
+        tables={"clusters": RW, "policy_log": RW, "connections": RW, "gateway_nodes": RW},
         posts_to_connections=True,
         signs_policy=True,  # the pongs
         timeout_s=10,
@@ -306,8 +324,11 @@ FUNCTIONS: tuple[Function, ...] = (
         # days); hourly keeps every node's keys current without a fetch per token.
         schedule_minutes=60,
         purpose="Refresh Bearer token issuers' keys (JWKS) in cluster settings; push changes",
-        tables={"clusters": RW, "connections": RW},  # RW: a gone connection is forgotten
+        # A changed key set is committed as a settings version (clusters, policy_log) and
+        # pushed (connections RW: a gone connection is forgotten).
+        tables={"clusters": RW, "policy_log": RW, "connections": RW},
         posts_to_connections=True,
+        signs_policy=True,  # the push of the committed version
         timeout_s=60,
         reserved_concurrency=1,  # one refresh at a time (settings versions)
     ),

@@ -186,7 +186,9 @@ def cmd_cluster(args: argparse.Namespace) -> int:
                     (
                         "node_id",
                         "connected",
-                        "policy_version",
+                        "policy_version",  # the version the node has applied
+                        "digest_check",  # in_sync / diverged / unchecked, at its last report
+                        "last_verified_at",
                         "policy_age_s",
                         "spool_depth",
                         "last_seen",

@@ -22,6 +22,7 @@ from lambdas.adapters.dynamodb_email_devices import DynamoDbEmailDevices
 from lambdas.adapters.dynamodb_gateway_nodes import DynamoDbGatewayNodes
 from lambdas.adapters.dynamodb_manual_overrides import DynamoDbManualOverrides
 from lambdas.adapters.dynamodb_policy_entries import DynamoDbPolicyEntries
+from lambdas.adapters.dynamodb_policy_log import DynamoDbPolicyLog
 from lambdas.adapters.dynamodb_signing_keys import DynamoDbSigningKeys
 from lambdas.adapters.http_jwks import HttpJwks
 from lambdas.adapters.kms_policy_signer import KmsPolicySigners
@@ -30,6 +31,7 @@ from lambdas.adapters.sqs_payload_queue import SqsPayloadQueue
 from lambdas.ports import ConnectionPoster
 from lambdas.settings import Settings
 from lambdas.usecases.policy_signing import PolicySigning
+from lambdas.usecases.policy_versions import VersionStores
 
 if TYPE_CHECKING:
     from mypy_boto3_apigatewaymanagementapi import ApiGatewayManagementApiClient
@@ -117,8 +119,29 @@ class Adapters:
         return DynamoDbPolicyEntries(self.settings.table("policy_entries"), self.dynamodb)
 
     @cached_property
+    def policy_log(self) -> DynamoDbPolicyLog:
+        return DynamoDbPolicyLog(
+            self.settings.table("policy_log"),
+            # A version's commit writes its entries and settings in the same transaction.
+            entries_table=self.settings.table("policy_entries"),
+            clusters_table=self.settings.table("clusters"),
+            client=self.dynamodb,
+        )
+
+    @cached_property
     def connections(self) -> DynamoDbConnections:
         return DynamoDbConnections(self.settings.table("connections"), self.dynamodb)
+
+    @property
+    def versions(self) -> VersionStores:
+        """Where a policy version is taken, committed, advanced and pushed from."""
+        return VersionStores(
+            clusters=self.clusters,
+            entries=self.policy_entries,
+            log=self.policy_log,
+            connections=self.connections,
+            poster=self.poster,
+        )
 
     @cached_property
     def overrides(self) -> DynamoDbManualOverrides:

@@ -27,7 +27,12 @@ from lambdas.api.deps import AuthConfig, auth_config, credential_store
 from lambdas.ports import ClusterCredentialStore
 from lambdas.usecases.connections import validate_node_id
 from lambdas.usecases.errors import Unauthenticated
-from lambdas.usecases.gateway_auth import GatewayPrincipal, authenticate_gateway, bearer_token
+from lambdas.usecases.gateway_auth import (
+    GatewayPrincipal,
+    authenticate_gateway,
+    bearer_token,
+    gateway_token,
+)
 from seg_contract.http import NODE_ID_HEADER
 
 
@@ -104,7 +109,7 @@ def gateway(
     authorization: AuthorizationHeader = None,
     node_id: Annotated[str | None, Header(alias=NODE_ID_HEADER)] = None,
 ) -> GatewayCaller:
-    principal = authenticate_gateway(bearer_token(authorization), credentials)
+    principal = authenticate_gateway(gateway_token(authorization), credentials)
     # Optional on HTTP routes (the body's events name their node); when sent, it must be
     # a node id the WebSocket side would accept.
     node = validate_node_id(node_id.strip()) if node_id else ""

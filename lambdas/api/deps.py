@@ -33,6 +33,7 @@ from lambdas.ports import (
     ManualOverrideStore,
     PayloadQueue,
     PolicyEntryStore,
+    PolicyLog,
     SigningKeyStore,
 )
 from lambdas.settings import Settings
@@ -157,6 +158,10 @@ def device_event_log(request: Request) -> DeviceEventLog:
 
 def policy_entry_store(request: Request) -> PolicyEntryStore:
     return _c(request).policy_entries
+
+
+def policy_log(request: Request) -> PolicyLog:
+    return _c(request).policy_log
 
 
 def connection_store(request: Request) -> ConnectionStore:

@@ -40,7 +40,7 @@ def _summary(cluster: ClusterRecord) -> models.ClusterSummary:
     return models.ClusterSummary(
         cluster_id=cluster.cluster_id,
         name=cluster.name,
-        policy_version=cluster.current_version,
+        policy_version=cluster.committed_version,
         created_at=format_instant(cluster.created_at),
     )
 
@@ -55,6 +55,9 @@ def _nodes(statuses: list[cluster_cases.NodeStatus]) -> list[models.NodeInfo]:
             spool_depth=s.report.spool_depth,
             last_seen=s.report.last_seen or None,
             gateway_version=s.report.gateway_version,
+            digest_check=s.report.digest_check or None,
+            last_verified_at=s.report.last_verified_at or None,
+            digest_mismatches=s.report.digest_mismatches,
         )
         for s in statuses
     ]
@@ -113,7 +116,7 @@ def get_cluster(
         cluster_id=cluster.cluster_id,
         name=cluster.name,
         created_at=format_instant(cluster.created_at),
-        policy_version=cluster.current_version,
+        policy_version=cluster.committed_version,
         settings_version=cluster.settings_version,
         settings=cluster.settings,
         public_key=cluster.public_key,
@@ -135,24 +138,14 @@ def put_settings(
     cluster_id: ClusterId,
     settings: ClusterSettings,
     _admin: Admin,
-    clusters: Clusters,
-    connections: Connections,
-    poster: Poster,
+    stores: Publishing,
     jwks: Jwks,
     now: Now,
 ) -> models.SettingsUpdated:
-    """Store the settings under the cluster's next policy version and push them. The
-    keys of every Bearer issuer with a ``jwks_uri`` are fetched first (422 when they
-    cannot be), so nodes verify tokens with keys that travel in the policy."""
-    version = token_issuers.save_settings(
-        cluster_id,
-        settings,
-        clusters=clusters,
-        connections=connections,
-        poster=poster,
-        source=jwks,
-        now=now,
-    )
+    """Commit the settings as the cluster's next policy version and push them. The keys
+    of every Bearer issuer with a ``jwks_uri`` are fetched first (422 when they cannot
+    be), so nodes verify tokens with keys that travel in the policy."""
+    version = token_issuers.save_settings(cluster_id, settings, stores=stores, source=jwks, now=now)
     return models.SettingsUpdated(cluster_id=cluster_id, version=version)
 
 

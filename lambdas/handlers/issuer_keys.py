@@ -36,9 +36,7 @@ def ports() -> Adapters:
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # The event (an EventBridge "Scheduled Event") carries nothing we need but its id.
     p = ports()
-    report = refresh_issuer_keys(
-        clusters=p.clusters, connections=p.connections, poster=p.poster, source=p.jwks, now=clock()
-    )
+    report = refresh_issuer_keys(stores=p.versions, source=p.jwks, now=clock())
     metrics.add_metric(name="IssuerKeysChanged", unit=MetricUnit.Count, value=len(report.changed))
     metrics.add_metric(name="IssuerKeysFailed", unit=MetricUnit.Count, value=len(report.failed))
     result = {"clusters": report.clusters, "changed": report.changed, "failed": report.failed}

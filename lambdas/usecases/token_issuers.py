@@ -18,15 +18,19 @@ keeps them current:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import urlsplit
 
 from lambdas.domain.errors import JwksUnavailable
 from lambdas.domain.jwks import JwksError, signing_keys
-from lambdas.ports import ClusterStore, ConnectionPoster, ConnectionStore, JwksSource
+from lambdas.domain.policy_commit import Proposal
+from lambdas.ports import JwksSource
+from lambdas.usecases.cluster_lookup import require_cluster
 from lambdas.usecases.errors import InvalidInput
 from lambdas.usecases.policy_changes import change_settings
+from lambdas.usecases.policy_versions import VersionStores, write_version
 from seg_contract import BearerIssuer, ClusterSettings
 
 logger = logging.getLogger(__name__)
@@ -72,19 +76,14 @@ def save_settings(
     cluster_id: str,
     settings: ClusterSettings,
     *,
-    clusters: ClusterStore,
-    connections: ConnectionStore,
-    poster: ConnectionPoster,
+    stores: VersionStores,
     source: JwksSource,
     now: datetime,
 ) -> int:
-    """Fetch the issuers' keys, then store the settings under the next version and push
+    """Fetch the issuers' keys, then commit the settings as the next version and push
     them; return the version."""
     settings = with_fresh_keys(settings, source, now)
-    version, _ = change_settings(
-        cluster_id, settings, clusters=clusters, connections=connections, poster=poster
-    )
-    return version
+    return change_settings(cluster_id, settings, stores=stores, now=now).version
 
 
 @dataclass
@@ -94,26 +93,41 @@ class RefreshReport:
     failed: list[str] = field(default_factory=list)  # "cluster issuer: reason"
 
 
+def _with_keys(
+    settings: ClusterSettings, fetched: dict[tuple[str, str], BearerIssuer]
+) -> ClusterSettings:
+    """``settings`` whose issuers take the keys fetched for their (issuer, jwks_uri)."""
+    issuers = tuple(fetched.get((i.issuer, i.jwks_uri), i) for i in settings.bearer_issuers)
+    return settings.model_copy(update={"bearer_issuers": issuers})
+
+
+def _keys_proposal(
+    cluster_id: str, fetched: dict[tuple[str, str], BearerIssuer], stores: VersionStores
+) -> Callable[[int], Proposal]:
+    def propose(_version: int) -> Proposal:
+        # Read after the version was taken: an admin's save in between is kept, only the
+        # fetched keys are put into it.
+        current = require_cluster(stores.clusters, cluster_id).settings
+        return Proposal(settings=_with_keys(current, fetched))
+
+    return propose
+
+
 def refresh_issuer_keys(
-    *,
-    clusters: ClusterStore,
-    connections: ConnectionStore,
-    poster: ConnectionPoster,
-    source: JwksSource,
-    now: datetime,
+    *, stores: VersionStores, source: JwksSource, now: datetime
 ) -> RefreshReport:
-    """Fetch every cluster's issuer keys again; version and push the clusters whose keys
+    """Fetch every cluster's issuer keys again; commit and push the clusters whose keys
     changed. An unreachable provider keeps the cluster's current keys."""
     report = RefreshReport()
-    for cluster in clusters.list_clusters():
-        settings = cluster.settings
-        if not any(i.jwks_uri for i in settings.bearer_issuers):
+    for cluster in stores.clusters.list_clusters():
+        issuers = [i for i in cluster.settings.bearer_issuers if i.jwks_uri]
+        if not issuers:
             continue
         report.clusters += 1
-        issuers = []
-        for issuer in settings.bearer_issuers:
+        fetched: dict[tuple[str, str], BearerIssuer] = {}
+        for issuer in issuers:
             try:
-                issuers.append(_fresh(issuer, source, now))
+                fresh = _fresh(issuer, source, now)
             except (JwksError, JwksUnavailable) as exc:
                 report.failed.append(f"{cluster.cluster_id} {issuer.issuer}: {exc}")
                 logger.warning(
@@ -122,11 +136,17 @@ def refresh_issuer_keys(
                     issuer.issuer,
                     exc,
                 )
-                issuers.append(issuer)
-        if tuple(issuers) != settings.bearer_issuers:
-            new = settings.model_copy(update={"bearer_issuers": tuple(issuers)})
-            change_settings(
-                cluster.cluster_id, new, clusters=clusters, connections=connections, poster=poster
-            )
-            report.changed.append(cluster.cluster_id)
+                continue
+            if fresh is not issuer:
+                fetched[(issuer.issuer, issuer.jwks_uri)] = fresh
+        if not fetched:
+            continue
+
+        write_version(
+            cluster.cluster_id,
+            _keys_proposal(cluster.cluster_id, fetched, stores),
+            stores=stores,
+            now=now,
+        )
+        report.changed.append(cluster.cluster_id)
     return report

@@ -102,6 +102,27 @@ def test_every_declared_table_is_on_demand_with_pitr_sse_keys_and_ttl(
             assert ttl is None, declared.id
 
 
+def test_the_policy_log_expires_and_only_committers_and_advancers_may_touch_it(
+    synthesized: Synthesized,
+) -> None:
+    s = synthesized
+    log = s.json["Resources"][s.logical_id(s.stack.storage.tables["policy_log"])]["Properties"]
+    assert {k["AttributeName"]: k["KeyType"] for k in log["KeySchema"]} == {
+        "cluster_id": "HASH",
+        "version": "RANGE",
+    }
+    assert {"AttributeName": "version", "AttributeType": "N"} in log["AttributeDefinitions"]
+    assert log["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    # Writers commit versions (API: settings and credentials; the compliance reader);
+    # readers advance the committed version (API: snapshots and deltas; keepalives).
+    granted = {
+        f.id: f.tables["policy_log"] for f in resources.FUNCTIONS if "policy_log" in f.tables
+    }
+    assert granted == dict.fromkeys(("api", "compliance_reader", "ws_default"), resources.RW)
+    entries = s.json["Resources"][s.logical_id(s.stack.storage.tables["policy_entries"])]
+    assert "GlobalSecondaryIndexes" not in entries["Properties"]  # deltas read the log
+
+
 # --- queues ----------------------------------------------------------------------------
 
 

@@ -107,6 +107,15 @@ def test_console_commands_against_seg_up(
     cluster_id = json.loads(out)[0]["cluster_id"]
     code, out, _ = run(capsys, "cluster", "nodes", cluster_id, *sd, "--json")
     assert code == 0 and [n["node_id"] for n in json.loads(out)] == ["node-1"]
+    code, out, _ = run(capsys, "cluster", "nodes", cluster_id, *sd)
+    header = out.splitlines()[0].split()
+    assert code == 0 and header[:5] == [
+        "NODE_ID",
+        "CONNECTED",
+        "POLICY_VERSION",
+        "DIGEST_CHECK",
+        "LAST_VERIFIED_AT",
+    ]
     code, out, _ = run(capsys, "cluster", "list", *sd)
     assert code == 0 and out.startswith("CLUSTER_ID") and "local" in out
 

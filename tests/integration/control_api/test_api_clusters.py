@@ -11,7 +11,7 @@ from lambdas.adapters.wiring import Adapters
 from lambdas.api.deps import connection_poster
 from lambdas.domain.records import Connection
 from lambdas.ports import ConnectionPoster
-from lambdas.usecases.policy_changes import change_credential
+from lambdas.usecases.policy_changes import CredentialChange, change_credential
 from seg_contract import PolicySnapshot, UserCredential
 from seg_contract.crypto import generate_cluster_keypair, unseal, verify_device_password
 from tests.integration.control_api.conftest import Ctx, register
@@ -264,14 +264,10 @@ def test_device_passwords_are_bound_replaced_revoked_and_legacy_ones_migrated(ct
     change_credential(  # how records were written before passwords were bound
         cluster_id,
         "bob",
-        enabled=True,
-        pw1_hashes=("scrypt$legacy",),
-        device_passwords=before.device_passwords,
-        sealed_pw2=before.sealed_pw2,
-        clusters=adapters.clusters,
-        entries=adapters.policy_entries,
-        connections=adapters.connections,
-        poster=adapters.poster,
+        lambda held: CredentialChange(
+            ("scrypt$legacy",), before.sealed_pw2, before.device_passwords
+        ),
+        stores=adapters.versions,
         now=datetime(2026, 11, 27, tzinfo=UTC),
     )
     assert held().pw1_hashes == ("scrypt$legacy",)

@@ -178,13 +178,7 @@ def test_the_schedule_versions_a_cluster_only_when_its_issuer_rolled_keys(
     ).raise_for_status()
 
     def refresh() -> tuple[list[str], list[str]]:
-        report = refresh_issuer_keys(
-            clusters=container.clusters,
-            connections=container.connections,
-            poster=container.poster,
-            source=source,
-            now=NOW,
-        )
+        report = refresh_issuer_keys(stores=container.versions, source=source, now=NOW)
         return report.changed, report.failed
 
     def policy() -> PolicySnapshot:
