@@ -113,12 +113,14 @@ def test_the_policy_log_expires_and_only_committers_and_advancers_may_touch_it(
     }
     assert {"AttributeName": "version", "AttributeType": "N"} in log["AttributeDefinitions"]
     assert log["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
-    # Writers commit versions (API: settings and credentials; the compliance reader);
-    # readers advance the committed version (API: snapshots and deltas; keepalives).
+    # Writers commit versions (API: settings and credentials; the compliance reader; the
+    # issuer-keys refresh); readers advance the committed version (API: snapshots and
+    # deltas; keepalives).
     granted = {
         f.id: f.tables["policy_log"] for f in resources.FUNCTIONS if "policy_log" in f.tables
     }
-    assert granted == dict.fromkeys(("api", "compliance_reader", "ws_default"), resources.RW)
+    writers = ("api", "compliance_reader", "issuer_keys", "ws_default")
+    assert granted == dict.fromkeys(writers, resources.RW)
     entries = s.json["Resources"][s.logical_id(s.stack.storage.tables["policy_entries"])]
     assert "GlobalSecondaryIndexes" not in entries["Properties"]  # deltas read the log
 
@@ -331,7 +333,7 @@ def test_policy_signing_keys_are_asymmetric_p256_signing_keys(synthesized: Synth
         (statement,) = _statements(props["KeyPolicy"])
         assert statement["Principal"]["AWS"]["Fn::Join"][1][-1] == ":root"
     signers = [f.id for f in resources.FUNCTIONS if f.signs_policy]
-    assert sorted(signers) == ["api", "compliance_reader", "ws_default"]
+    assert sorted(signers) == ["api", "compliance_reader", "issuer_keys", "ws_default"]
 
 
 # --- APIs ------------------------------------------------------------------------------
