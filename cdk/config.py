@@ -72,6 +72,9 @@ class StackConfig:
     # https://{api_id}.execute-api.{region}.amazonaws.com (ministack:
     # http://127.0.0.1:<port>/_aws/execute-api).
     execute_api_base_url: str | None = None
+    # The SES identity notices to users come from (verified in SES beforehand); None:
+    # notices are not sent (the console says so).
+    notice_sender: str | None = None
 
     @property
     def log_retention(self) -> logs.RetentionDays:
@@ -89,6 +92,7 @@ CONTEXT_KEYS = (
     "bundle_target",
     "auth_domain_prefix",
     "execute_api_base_url",
+    "notice_sender",
 )
 
 
@@ -151,7 +155,12 @@ def parse_config(context: dict[str, Any]) -> StackConfig:
     if base_url is not None and not re.match(r"^https?://[^\s/]+(/[^\s]*)?$", str(base_url)):
         raise ConfigError(f"context execute_api_base_url={base_url!r}: not an http(s) URL")
 
+    sender = raw.get("notice_sender")
+    if sender is not None and not _EMAIL_RE.match(str(sender)):
+        raise ConfigError(f"context notice_sender={sender!r}: not an e-mail address")
+
     return StackConfig(
+        notice_sender=str(sender) if sender is not None else None,
         execute_api_base_url=str(base_url).rstrip("/") if base_url is not None else None,
         auth_domain_prefix=str(prefix) if prefix is not None else None,
         stage_name=stage,
