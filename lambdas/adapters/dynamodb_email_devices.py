@@ -19,9 +19,10 @@ batch count once, and it is bounded: a minute item holds at most ``BATCHES_PER_I
 fingerprints (16 bytes each: ~4 KB, so a write costs at most 5 write units however busy
 the minute). A full minute item is marked ``sharded`` and further batches go to one of 16
 shard items (``stats#<minute>#<first hex digit of the fingerprint>``) with the same
-bound: 4,352 batches a minute are counted exactly once each. Past that, a batch is added
-without the check (it may count twice if it is redelivered; a warning says so) rather
-than grow an item toward DynamoDB's 400 KB limit.
+bound: up to 17 x 256 = 4,352 batches a minute (fingerprints are hashes, so they spread
+evenly over the shards) are counted exactly once each. Past a full shard, a batch is
+added without the check (it may count twice if it is redelivered; a warning says so)
+rather than grow an item toward DynamoDB's 400 KB limit.
 
 The join: given the devices and manual_overrides tables, ``join`` reads the MDM record
 and the override of email devices in two BatchGetItem calls per 100 (the email-link items

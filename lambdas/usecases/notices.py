@@ -56,19 +56,14 @@ DEFAULT_REMEDIATION = "Contact your IT help desk."
 
 def _template(text: str) -> str:
     """A ``string.Template`` that uses only the known placeholders (``$$`` is a "$")."""
-    try:
-        names = string.Template(text).get_identifiers()
-        string.Template(text).substitute(dict.fromkeys(PLACEHOLDERS, ""))
-    except (ValueError, KeyError) as exc:
-        raise ValueError(
-            f"invalid placeholder ({exc}); use {', '.join('$' + p for p in PLACEHOLDERS)}"
-        ) from None
-    unknown = sorted(set(names) - set(PLACEHOLDERS))
+    known = ", ".join("$" + p for p in PLACEHOLDERS)
+    unknown = sorted(set(string.Template(text).get_identifiers()) - set(PLACEHOLDERS))
     if unknown:
-        raise ValueError(
-            f"unknown placeholder {', '.join('$' + u for u in unknown)}; "
-            f"use {', '.join('$' + p for p in PLACEHOLDERS)}"
-        )
+        raise ValueError(f"unknown placeholder {', '.join('$' + u for u in unknown)}; use {known}")
+    try:
+        string.Template(text).substitute(dict.fromkeys(PLACEHOLDERS, ""))
+    except ValueError:
+        raise ValueError(f"invalid placeholder (a $ not followed by a name); use {known}") from None
     return text
 
 

@@ -161,6 +161,48 @@ class Compaction:
     replayed: int  # journal entries folded in
 
 
+@dataclass(frozen=True)
+class Folded:
+    index: RosterIndex
+    epoch: str  # the published snapshot's, or a new one after a rebuild
+    rebuilt: bool
+    replayed: int
+
+
+def fold(
+    *,
+    snapshots: RosterSnapshots,
+    journal: RosterJournal,
+    view: EmailDeviceView,
+    force_rebuild: bool = False,
+) -> Folded:
+    """The roster now: the published snapshot and the journal since, or (with no
+    snapshot, or one older than the journal keeps) a rebuild from the tables."""
+    now = journal.now()
+    published = None if force_rebuild else load_published(snapshots)
+    fresh = (
+        published is not None
+        and parse_instant(published[1].watermark) - JOURNAL_MARGIN > now - JOURNAL_TTL
+    )
+    if published is not None and fresh:
+        head, snapshot = published
+        index = RosterIndex()
+        snapshot.load_into(index)
+        entries = journal.read_since(parse_instant(snapshot.watermark) - JOURNAL_MARGIN)
+        replay(index, entries, view)
+        return Folded(index, head.epoch, rebuilt=False, replayed=len(entries))
+    if published is not None:
+        logger.warning(
+            "roster snapshot of %s is older than the journal keeps: rebuilding",
+            published[1].watermark,
+        )
+    index = rebuild(view)
+    # Changes journalled while the rebuild read the tables.
+    entries = journal.read_since(now - COMPACT_MARGIN)
+    replay(index, entries, view)
+    return Folded(index, new_epoch(), rebuilt=True, replayed=len(entries))
+
+
 def compact(
     *,
     snapshots: RosterSnapshots,
@@ -170,43 +212,20 @@ def compact(
 ) -> Compaction:
     """Publish a snapshot of the roster as of the journal's clock now."""
     now = journal.now()
-    published = None if force_rebuild else load_published(snapshots)
-    index = RosterIndex()
-    entries: list[JournalEntry] = []
-    fresh = (
-        published is not None
-        and parse_instant(published[1].watermark) - JOURNAL_MARGIN > now - JOURNAL_TTL
-    )
-    if published is not None and fresh:
-        head, snapshot = published
-        snapshot.load_into(index)
-        since = parse_instant(snapshot.watermark) - JOURNAL_MARGIN
-        entries = journal.read_since(since)
-        replay(index, entries, view)
-        epoch, rebuilt = head.epoch, False
-    else:
-        if published is not None:
-            logger.warning(
-                "roster snapshot of %s is older than the journal keeps: rebuilding",
-                published[1].watermark,
-            )
-        started = now
-        index = rebuild(view)
-        # Changes journalled while the rebuild read the tables.
-        entries = journal.read_since(started - COMPACT_MARGIN)
-        replay(index, entries, view)
-        epoch, rebuilt = new_epoch(), True
+    folded = fold(snapshots=snapshots, journal=journal, view=view, force_rebuild=force_rebuild)
     watermark = format_instant(now - COMPACT_MARGIN)
-    data = encode_snapshot(Snapshot.of(index, watermark))
-    head = snapshots.publish(data, epoch=epoch, watermark=watermark, rows=len(index), now=now)
+    data = encode_snapshot(Snapshot.of(folded.index, watermark))
+    head = snapshots.publish(
+        data, epoch=folded.epoch, watermark=watermark, rows=len(folded.index), now=now
+    )
     logger.info(
         "roster snapshot published: rows=%d bytes=%d entries=%d rebuilt=%s",
-        len(index),
+        len(folded.index),
         len(data),
-        len(entries),
-        rebuilt,
+        folded.replayed,
+        folded.rebuilt,
     )
-    return Compaction(head=head, rebuilt=rebuilt, replayed=len(entries))
+    return Compaction(head=head, rebuilt=folded.rebuilt, replayed=folded.replayed)
 
 
 def publish_index(

@@ -29,6 +29,8 @@ from lambdas.usecases.email_view import AccessObservation
 from lambdas.usecases.roster_index import OBSERVATION_COLUMNS, RosterIndex
 
 FORMAT_VERSION = 1
+# Stored: the observation columns but the two keys, which follow from the others.
+_STORED = tuple(c for c in OBSERVATION_COLUMNS if c not in ("row_key", "email_device_key"))
 _FACT_FIELDS = (
     "mdm_device_id",
     "model",
@@ -87,13 +89,13 @@ class Snapshot:
 
     @property
     def rows(self) -> int:
-        return len(self.observations["row_key"])
+        return len(self.observations["user"])
 
     @staticmethod
     def of(index: RosterIndex, watermark: str) -> Snapshot:
         return Snapshot(
             watermark=watermark,
-            observations={c: list(index.columns[c]) for c in OBSERVATION_COLUMNS},
+            observations={c: list(index.columns[c]) for c in _STORED},
             facts=index.facts(),
             overrides=index.overrides(),
         )
@@ -109,7 +111,7 @@ def encode_snapshot(snapshot: Snapshot) -> bytes:
         "v": FORMAT_VERSION,
         "watermark": snapshot.watermark,
         "rows": snapshot.rows,
-        "obs": {c: _encode_column(snapshot.observations[c]) for c in OBSERVATION_COLUMNS},
+        "obs": {c: _encode_column(snapshot.observations[c]) for c in _STORED},
         "facts": {
             "rows": len(fact_keys),
             "key": _encode_column(fact_keys),
@@ -120,7 +122,7 @@ def encode_snapshot(snapshot: Snapshot) -> bytes:
         },
         "overrides": {k: snapshot.overrides[k] for k in override_keys},
     }
-    return zlib.compress(json.dumps(document, separators=(",", ":")).encode(), 6)
+    return zlib.compress(json.dumps(document, separators=(",", ":")).encode(), 1)
 
 
 def decode_snapshot(data: bytes) -> Snapshot:
@@ -129,7 +131,7 @@ def decode_snapshot(data: bytes) -> Snapshot:
         if document.get("v") != FORMAT_VERSION:
             raise SnapshotError(f"snapshot format {document.get('v')!r} is not {FORMAT_VERSION}")
         rows = int(document["rows"])
-        observations = {c: _decode_column(document["obs"][c], rows) for c in OBSERVATION_COLUMNS}
+        observations = {c: _decode_column(document["obs"][c], rows) for c in _STORED}
         facts_doc = document["facts"]
         fact_rows = int(facts_doc["rows"])
         keys = _decode_column(facts_doc["key"], fact_rows)
