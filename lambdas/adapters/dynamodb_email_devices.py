@@ -46,6 +46,7 @@ from lambdas.adapters.dynamodb_support import refused_item
 from lambdas.domain.access import ManualOverride
 from lambdas.ports import MdmFacts, ObservationWrite, ViewJoin
 from lambdas.usecases.email_view import (
+    OBSERVATION_STRINGS,
     AccessObservation,
     ActivityCount,
     split_observation_key,
@@ -65,21 +66,7 @@ BATCHES_PER_ITEM = 256
 STATS_SHARDS = "0123456789abcdef"
 _BATCH_KEYS = 100  # BatchGetItem's limit
 _UNAVAILABLE = "email device view unavailable"
-_STRINGS = (
-    "user",
-    "device_id",
-    "device_type",
-    "user_agent",
-    "last_seen",
-    "event_id",
-    "last_command",
-    "access_state",
-    "reason",
-    "rule",
-    "protocol_version",
-    "last_node",
-    "cluster_id",
-)
+_STRINGS = OBSERVATION_STRINGS
 # The MDM facts of a row, and what tells whether the device still owns the email device.
 _DEVICE_FACTS = (
     "mdm_device_id",

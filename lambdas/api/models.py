@@ -4,11 +4,11 @@ an error, not a silently ignored setting."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lambdas.usecases import dashboard, notices
+from lambdas.usecases import audit, dashboard, history, notices
 from seg_contract import Access, ClusterSettings
 
 
@@ -125,15 +125,8 @@ class NodeHolding(_Response):
     holds: Literal["current", "behind", "unknown"]
 
 
-class AccessEventView(_Response):
-    at: str
-    node: str
-    command: str
-    decision: str
-    rule: str
-    reason: str
-    enforced: bool
-    http_status: int
+# An event of a device's history is defined once, by the use case that keeps it.
+AccessEventView = history.HistoryEvent
 
 
 class ClusterHistory(_Response):
@@ -275,16 +268,8 @@ class MdmDevicePage(_Response):
 # --- Audit trail ------------------------------------------------------------------------
 
 
-class AuditRecord(_Response):
-    seq: str
-    at: str
-    actor: str
-    role: str
-    action: str
-    target: str
-    before: dict[str, Any] | None
-    after: dict[str, Any] | None
-    reason: str
+# A record is defined once, by the use case that writes it.
+AuditRecord = audit.AuditEvent
 
 
 class AuditPage(_Response):

@@ -5,10 +5,11 @@ per-cluster remediation text, on or off)."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 
 from lambdas.api import models
 from lambdas.api.auth import AdminAudit, Viewer
@@ -30,8 +31,20 @@ Until = Annotated[datetime | None, Query(description="at or before this instant"
 Cursor = Annotated[str | None, Query(max_length=512)]
 
 
-def _record(event: audit_cases.AuditEvent) -> models.AuditRecord:
-    return models.AuditRecord(**event.as_dict())
+def audit_filters(
+    *,
+    actor: Actor = None,
+    action: Action = None,
+    target: Target = None,
+    q: Text = None,
+    since: Since = None,
+    until: Until = None,
+) -> audit_cases.AuditQuery:
+    """What to look for (limit and cursor are each route's own)."""
+    return audit_cases.AuditQuery(actor, action, target, q, since, until)
+
+
+Filters = Annotated[audit_cases.AuditQuery, Depends(audit_filters)]
 
 
 @router.get("/audit", response_model=models.AuditPage)
@@ -41,20 +54,15 @@ def search_audit(
     log: Audit,
     retention_days: AuditRetentionDays,
     now: Now,
-    actor: Actor = None,
-    action: Action = None,
-    target: Target = None,
-    q: Text = None,
-    since: Since = None,
-    until: Until = None,
+    filters: Filters,
     limit: Annotated[int, Query(ge=1, le=audit_cases.MAX_LIMIT)] = 50,
     cursor: Cursor = None,
 ) -> models.AuditPage:
     """Records newest first. A page may hold fewer than ``limit`` records with a
     ``next_cursor`` when the search read its share of a long, sparse history."""
-    query = audit_cases.AuditQuery(actor, action, target, q, since, until, limit, cursor)
+    query = replace(filters, limit=limit, cursor=cursor)
     found, next_cursor = audit_cases.search(log, query, now=now, retention_days=retention_days)
-    return models.AuditPage(items=[_record(e) for e in found], next_cursor=next_cursor)
+    return models.AuditPage(items=found, next_cursor=next_cursor)
 
 
 @router.get(
@@ -70,17 +78,10 @@ def export_audit(
     retention_days: AuditRetentionDays,
     now: Now,
     format: Annotated[Literal["csv", "json"], Query()] = "csv",
-    actor: Actor = None,
-    action: Action = None,
-    target: Target = None,
-    q: Text = None,
-    since: Since = None,
-    until: Until = None,
+    filters: Filters,
     cursor: Cursor = None,
 ) -> Response:
-    query = audit_cases.AuditQuery(
-        actor, action, target, q, since, until, audit_cases.MAX_EXPORT, cursor
-    )
+    query = replace(filters, limit=audit_cases.MAX_EXPORT, cursor=cursor)
     found, next_cursor = audit_cases.search(
         log,
         query,

@@ -4,9 +4,10 @@ one device's page, and the operators' actions on it (block / allow / clear, note
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Response, status
 
 from lambdas.api import models
 from lambdas.api.auth import OperatorAudit, Viewer
@@ -57,12 +58,36 @@ Order = Annotated[Literal["asc", "desc"], Query()]
 Cursor = Annotated[str | None, Query(max_length=2048)]
 
 
-@router.get("/email-devices", response_model=models.EmailDevicePage)
-def list_email_devices(
+@dataclass(frozen=True)
+class ViewFilters:
+    """The list's filters, search and sort, as both the list and its export take them."""
+
+    access_state: str | None
+    compliance_state: str | None
+    cluster_id: str | None
+    node: str | None
+    not_seen_days: int | None
+    q: str | None
+    sort: str
+    order: Literal["asc", "desc"]
+
+    def query(self, limit: int, cursor: str | None) -> dashboard.ListQuery:
+        return dashboard.ListQuery(
+            access_state=self.access_state,
+            compliance_state=self.compliance_state,
+            q=self.q,
+            sort=self.sort,
+            order=self.order,
+            limit=limit,
+            cursor=cursor,
+            cluster_id=self.cluster_id,
+            node=self.node,
+            not_seen_days=self.not_seen_days,
+        )
+
+
+def view_filters(
     *,
-    _user: Viewer,
-    roster: Roster,
-    now: Now,
     access_state: AccessFilter = None,
     compliance_state: ComplianceFilter = None,
     cluster_id: ClusterFilter = None,
@@ -71,21 +96,26 @@ def list_email_devices(
     q: Search = None,
     sort: Sort = "last_seen",
     order: Order = "desc",
+) -> ViewFilters:
+    return ViewFilters(
+        access_state, compliance_state, cluster_id, node, not_seen_days, q, sort, order
+    )
+
+
+Filters = Annotated[ViewFilters, Depends(view_filters)]
+
+
+@router.get("/email-devices", response_model=models.EmailDevicePage)
+def list_email_devices(
+    *,
+    _user: Viewer,
+    roster: Roster,
+    now: Now,
+    filters: Filters,
     limit: Annotated[int, Query(ge=1, le=dashboard.MAX_LIMIT)] = 50,
     cursor: Cursor = None,
 ) -> models.EmailDevicePage:
-    query = dashboard.ListQuery(
-        access_state,
-        compliance_state,
-        q,
-        sort,
-        order,
-        limit,
-        cursor,
-        cluster_id,
-        node,
-        not_seen_days,
-    )
+    query = filters.query(limit, cursor)
     page = dashboard.list_email_devices(query, roster=roster, now=now)
     return models.EmailDevicePage(items=page.items, next_cursor=page.next_cursor, total=page.total)
 
@@ -101,30 +131,13 @@ def export_email_devices(
     _user: Viewer,
     roster: Roster,
     now: Now,
-    access_state: AccessFilter = None,
-    compliance_state: ComplianceFilter = None,
-    cluster_id: ClusterFilter = None,
-    node: NodeFilter = None,
-    not_seen_days: NotSeenDays = None,
-    q: Search = None,
-    sort: Sort = "last_seen",
-    order: Order = "desc",
+    filters: Filters,
     limit: Annotated[int, Query(ge=1, le=dashboard.MAX_EXPORT_ROWS)] = dashboard.MAX_EXPORT_ROWS,
     cursor: Cursor = None,
 ) -> Response:
-    query = dashboard.ListQuery(
-        access_state,
-        compliance_state,
-        q,
-        sort,
-        order,
-        limit,
-        cursor,
-        cluster_id,
-        node,
-        not_seen_days,
+    text, next_cursor, total = dashboard.export_csv(
+        filters.query(limit, cursor), roster=roster, now=now
     )
-    text, next_cursor, total = dashboard.export_csv(query, roster=roster, now=now)
     headers = {
         "Content-Disposition": 'attachment; filename="email-devices.csv"',
         "X-Total-Count": str(total),
@@ -218,19 +231,7 @@ def email_device_detail(
         history=[
             models.ClusterHistory(
                 cluster_id=cluster_id,
-                events=[
-                    models.AccessEventView(
-                        at=e.at,
-                        node=e.node,
-                        command=e.command,
-                        decision=e.decision,
-                        rule=e.rule,
-                        reason=e.reason,
-                        enforced=e.enforced,
-                        http_status=e.http_status,
-                    )
-                    for e in events
-                ],
+                events=events,
             )
             for cluster_id, events in page.history.items()
         ],

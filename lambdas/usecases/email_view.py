@@ -72,6 +72,25 @@ def minute_bucket(at: datetime) -> str:
     return format_instant(at)[:16]  # "YYYY-MM-DDTHH:MM"
 
 
+# The text fields of an observation besides its key, in the order storage and the
+# roster's journal keep them.
+OBSERVATION_STRINGS = (
+    "user",
+    "device_id",
+    "device_type",
+    "user_agent",
+    "last_seen",
+    "event_id",
+    "last_command",
+    "access_state",
+    "reason",
+    "rule",
+    "protocol_version",
+    "last_node",
+    "cluster_id",
+)
+
+
 @dataclass(frozen=True)
 class AccessObservation:
     """The newest facts about one email device, from one access event."""

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lambdas.ports import MdmFacts
-from lambdas.usecases.email_view import AccessObservation
+from lambdas.usecases.email_view import OBSERVATION_STRINGS, AccessObservation
 from lambdas.usecases.roster_index import OBSERVATION_COLUMNS, RosterIndex
 
 FORMAT_VERSION = 1
@@ -39,22 +39,7 @@ _FACT_FIELDS = (
     "enrollment_state",
     "compliance_state",
 )
-_OBS_FIELDS = (
-    "email_device_key",
-    "user",
-    "device_id",
-    "device_type",
-    "user_agent",
-    "last_seen",
-    "event_id",
-    "last_command",
-    "access_state",
-    "reason",
-    "rule",
-    "protocol_version",
-    "last_node",
-    "cluster_id",
-)
+_OBS_FIELDS = ("email_device_key", *OBSERVATION_STRINGS)
 
 
 class SnapshotError(ValueError):

@@ -9,6 +9,7 @@ import {
   accessLabel,
   complianceClass,
   exactTime,
+  overrideActions,
   parseTime,
   relativeTime,
   ruleLabel,
@@ -120,11 +121,7 @@ export class DeviceView {
       type: "button", id: `device-${action}`, className: `btn btn-small btn-${action}`,
       on: { click: () => this.onAction(d, action) },
     }, label);
-    const out = [];
-    if (d.override !== "block") out.push(button("block", "Block"));
-    if (d.override !== "allow") out.push(button("allow", "Allow"));
-    if (d.override) out.push(button("clear", "Clear override"));
-    return out;
+    return overrideActions(d.override).map(([action, label]) => button(action, label));
   }
 
   observations(d, now) {

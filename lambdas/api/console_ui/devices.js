@@ -10,6 +10,7 @@ import {
   complianceClass,
   count,
   exactTime,
+  overrideActions,
   parseTime,
   relativeTime,
   ruleLabel,
@@ -410,11 +411,7 @@ export class DevicesView {
         "aria-label": `${label} ${who}`,
         on: { click: () => this.onAction(item, action) },
       }, label);
-    const buttons = [];
-    if (item.override !== "block") buttons.push(button("block", "Block"));
-    if (item.override !== "allow") buttons.push(button("allow", "Allow"));
-    if (item.override) buttons.push(button("clear", "Clear override"));
-    return buttons;
+    return overrideActions(item.override).map(([action, label]) => button(action, label));
   }
 }
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import collections
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -20,10 +20,10 @@ from lambdas.usecases.email_view import ActivityCount
 from lambdas.usecases.roster import RosterCache, compact, fold
 from seg_local import fleet
 from tests.integration.control_api.conftest import Ctx, enrollment, register, sqs_event
+from tests.integration.control_api.test_api_dashboard import NOW, ev
 from tests.support.aws import AwsEnv
 from tests.support.events import LambdaContext
 
-NOW = datetime(2026, 11, 27, 3, 0, tzinfo=UTC)
 FLEET = 250_000
 
 
@@ -55,21 +55,6 @@ def report(ctx: Ctx, credential: str, *events: dict[str, Any]) -> None:
     payload_reader._ports.cache_clear()
     assert payload_reader.handler(sqs_event(ctx.aws, "payload"), LambdaContext()) == {
         "batchItemFailures": []
-    }
-
-
-def ev(user: str, device: str, decision: str, minutes_ago: float = 0, **more: Any) -> dict:
-    return {
-        "event_id": uuid.uuid4().hex,
-        "at": (NOW - timedelta(minutes=minutes_ago)).isoformat(),
-        "node_id": "node-1",
-        "user": user,
-        "device_id": device,
-        "device_type": "iPhone",
-        "command": "Sync",
-        "decision": decision,
-        "reason": decision,
-        **more,
     }
 
 
@@ -128,7 +113,7 @@ def test_exact_totals_and_search_over_250000_devices(pinned: Ctx) -> None:
 
     # Through the gateway path: one allowed fleet device is now blocked, one new device.
     cluster_id, credential = register(ctx)
-    report(ctx, credential, ev("newcomer", "NEW1", "allow"))
+    report(ctx, credential, ev("newcomer", "NEW1", "allow", 0))
     assert listing(ctx, limit=1)["total"] == FLEET + 1
     assert listing(ctx, access_state="block", limit=1)["total"] == states["block"]
     row = listing(ctx, q="newcomer")["items"][0]
@@ -140,7 +125,7 @@ def test_changes_reach_a_warm_function_through_the_journal_only(ctx: Ctx) -> Non
     report(ctx, credential, ev("alice", "DEV1", "allow", 1), ev("bob", "dev2", "block", 2))
     assert listing(ctx)["total"] == 2  # first request: built from the tables (no snapshot)
     counter = CallCounter(ctx.aws.dynamodb)
-    report(ctx, credential, ev("carol", "dev3", "quarantine"))
+    report(ctx, credential, ev("carol", "dev3", "quarantine", 0))
     ctx.client.post("/mdm/v1/events", json=enrollment(), headers=ctx.mdm()).raise_for_status()
     counter.calls.clear()
     page = listing(ctx, sort="user", order="asc")
@@ -153,12 +138,12 @@ def test_changes_reach_a_warm_function_through_the_journal_only(ctx: Ctx) -> Non
 
 def test_the_compactor_publishes_what_warm_functions_hold(ctx: Ctx) -> None:
     _, credential = register(ctx)
-    report(ctx, credential, ev("alice", "DEV1", "allow"), ev("bob", "dev2", "block"))
+    report(ctx, credential, ev("alice", "DEV1", "allow", 0), ev("bob", "dev2", "block", 0))
     ctx.client.post("/mdm/v1/events", json=enrollment(), headers=ctx.mdm()).raise_for_status()
     r, v = roster(ctx.aws), view(ctx.aws)
     first = compact(snapshots=r, journal=r, view=v)
     assert (first.rebuilt, first.head.rows) == (True, 2)  # no snapshot yet: a rebuild
-    report(ctx, credential, ev("carol", "dev3", "quarantine"))
+    report(ctx, credential, ev("carol", "dev3", "quarantine", 0))
     second = compact(snapshots=r, journal=r, view=v)
     assert (second.rebuilt, second.head.rows, second.head.epoch) == (False, 3, first.head.epoch)
     warm = RosterCache(snapshots=r, journal=r, view=v, refresh_s=0).current()
