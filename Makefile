@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export CDK_DISABLE_CLI_TELEMETRY := true
 
-.PHONY: run test lint typecheck venv system-deps schemas bench clean
+.PHONY: run test lint typecheck venv system-deps schemas bench image clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,9 +21,18 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Debian packages the browser tier needs (headless Chromium). Installed only when missing.
+# Debian packages the browser tier needs (headless Chromium) and the container tier needs
+# (podman with runc, buildah, mmdebstrap, haproxy). Installed only when missing.
 system-deps:
 	@bash scripts/system-deps.sh
+	@bash scripts/container-deps.sh
+
+# The gateway image, with podman on the Debian-package base (no Docker, no registry):
+# localhost/seg-gateway:latest in the project's podman storage (scripts/podman-env.sh).
+# `docker build -t seg-gateway .` builds the same Dockerfile on python:3.11-slim.
+image:
+	@bash scripts/container-deps.sh
+	@bash scripts/build-image.sh $(IMAGE)
 
 run: $(STAMP)
 	$(VENV)/bin/seg up $(ARGS)

@@ -42,6 +42,7 @@ from lambdas.adapters.dynamodb_device_events import DynamoDbDeviceEvents  # noqa
 from lambdas.adapters.dynamodb_devices import DynamoDbDevices  # noqa: E402
 from lambdas.adapters.dynamodb_policy_entries import DynamoDbPolicyEntries  # noqa: E402
 from lambdas.adapters.sqs_compliance_queue import SqsComplianceQueue  # noqa: E402
+from lambdas.adapters.wiring import Adapters  # noqa: E402
 from lambdas.domain.mdm_events import EnrollmentEvent  # noqa: E402
 from lambdas.domain.records import Connection  # noqa: E402
 from lambdas.handlers import compliance_reader  # noqa: E402
@@ -130,12 +131,20 @@ def main() -> None:
         elapsed = time.perf_counter() - started
 
         entries = DynamoDbPolicyEntries(settings.table("policy_entries"), dynamodb)
+        log = Adapters(settings, dynamodb=dynamodb).policy_log
         t0 = time.perf_counter()
-        snapshot = build_snapshot(cluster_ids[0], clusters=clusters, entries=entries, now=now)
+        snapshot = build_snapshot(
+            cluster_ids[0], clusters=clusters, entries=entries, log=log, now=now
+        )
         t_snapshot = time.perf_counter() - t0
         t0 = time.perf_counter()
         delta = build_delta(
-            cluster_ids[0], snapshot.version - 10, clusters=clusters, entries=entries, now=now
+            cluster_ids[0],
+            snapshot.version - 10,
+            clusters=clusters,
+            entries=entries,
+            log=log,
+            now=now,
         )
         t_delta = time.perf_counter() - t0
 

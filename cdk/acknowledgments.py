@@ -94,18 +94,16 @@ def acknowledge_findings(stack: Stack) -> None:
     for construct in stack.node.find_all():
         if isinstance(construct, iam.Policy):
             document = stack.resolve(construct.document.to_json())
-            # The role too: when its inline policy passes IAM's size limit (without the
-            # minimizePolicies flag), CDK moves statements into "overflow" managed
-            # policies under the role at synthesis, which inherit the acknowledgment.
-            owner = construct.node.scope
-            scopes = [construct] + ([owner] if isinstance(owner, iam.Role) else [])
             for resource in sorted(_resources(document)):
                 if "*" not in resource:
                     continue
                 for matches, reason in IAM5_REASONS:
                     if matches(resource):
-                        for scope in scopes:
-                            _acknowledge(scope, f"AwsSolutions-IAM5[Resource::{resource}]", reason)
+                        # On the role when the policy is a role's: a large policy is split
+                        # into overflow managed policies under the role at synthesis.
+                        owner = construct.node.scope
+                        target = owner if isinstance(owner, iam.Role) else construct
+                        _acknowledge(target, f"AwsSolutions-IAM5[Resource::{resource}]", reason)
                         break
         elif isinstance(construct, lambda_.Function):
             _acknowledge(construct, "AwsSolutions-L1", ACKNOWLEDGED["AwsSolutions-L1"])

@@ -30,6 +30,8 @@ class BundleTarget(StrEnum):
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _STAGE_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _DOMAIN_PREFIX_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_KEY_LABEL_RE = re.compile(r"^[A-Za-z0-9]{1,16}$")
+MAX_SIGNING_KEYS = 3  # active, next and previous during a rotation
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _RETENTION_DAYS = {
     1: logs.RetentionDays.ONE_DAY,
@@ -75,6 +77,9 @@ class StackConfig:
     # The SES identity notices to users come from (verified in SES beforehand); None:
     # notices are not sent (the console says so).
     notice_sender: str | None = None
+    # Labels of the policy signing keys (one asymmetric KMS key each). A rotation adds a
+    # label, then (once the old key is retired in the console) removes the old one.
+    signing_keys: tuple[str, ...] = ("1",)
 
     @property
     def log_retention(self) -> logs.RetentionDays:
@@ -93,6 +98,7 @@ CONTEXT_KEYS = (
     "auth_domain_prefix",
     "execute_api_base_url",
     "notice_sender",
+    "signing_keys",
 )
 
 
@@ -115,6 +121,21 @@ def _as_int(key: str, value: Any, minimum: int) -> int:
     if number < minimum:
         raise ConfigError(f"context {key}={value!r}: must be at least {minimum}")
     return number
+
+
+def _signing_keys(value: Any) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else str(value).split(",")
+    labels = tuple(str(item).strip() for item in items if str(item).strip())
+    if not 1 <= len(labels) <= MAX_SIGNING_KEYS:
+        raise ConfigError(
+            f"context signing_keys={value!r}: list 1 to {MAX_SIGNING_KEYS} key labels"
+        )
+    bad = [label for label in labels if not _KEY_LABEL_RE.match(label)]
+    if bad:
+        raise ConfigError(f"context signing_keys={value!r}: labels are 1-16 letters or digits")
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"context signing_keys={value!r}: a label is listed twice")
+    return labels
 
 
 def parse_config(context: dict[str, Any]) -> StackConfig:
@@ -161,6 +182,7 @@ def parse_config(context: dict[str, Any]) -> StackConfig:
 
     return StackConfig(
         notice_sender=str(sender) if sender is not None else None,
+        signing_keys=_signing_keys(raw.get("signing_keys", ",".join(defaults.signing_keys))),
         execute_api_base_url=str(base_url).rstrip("/") if base_url is not None else None,
         auth_domain_prefix=str(prefix) if prefix is not None else None,
         stage_name=stage,

@@ -2,8 +2,8 @@
 
 Each function gets its own role holding exactly what its declaration lists: read, write
 or read-write data on its tables (and their indexes), send on the queues it sends to,
-and write on its own log group. Consuming, WebSocket posting and the Device Services
-secret are granted by the constructs that own those resources.
+and write on its own log group. Consuming, WebSocket posting, policy signing and the
+Device Services secret are granted by the constructs that own those resources.
 """
 
 from __future__ import annotations
@@ -78,6 +78,8 @@ class Functions(Construct):
             # The audit trail is kept as long as the logs.
             resources.ENV_AUDIT_RETENTION_DAYS: str(config.log_retention_days),
         }
+        # Tracing never records responses or errors, logging never the event (secrets).
+        shared_env |= resources.OBSERVABILITY_ENV
         self.functions: dict[str, lambda_.Function] = {}
         self.log_groups: dict[str, logs.LogGroup] = {}
         for declared in resources.FUNCTIONS:

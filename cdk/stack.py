@@ -17,6 +17,7 @@ from cdk.monitoring import Monitoring
 from cdk.queues import Queues
 from cdk.readers import Readers
 from cdk.schedule import Schedules
+from cdk.signing import PolicySigningKeys
 from cdk.storage import Storage
 from cdk.websocket_api import WebSocketApi
 from lambdas import resources
@@ -40,6 +41,13 @@ class ControlPlaneStack(Stack):
             queues=queues,
         )
         functions = self.functions.functions
+        self.signing = PolicySigningKeys(
+            self,
+            "PolicySigning",
+            labels=config.signing_keys,
+            retain_data=config.retain_data,
+            functions=functions,
+        )
         Readers(self, "Readers", functions=functions, queues=queues)
         self.http_api = HttpApi(self, "HttpApi", config=config)
         self.auth = Auth(
@@ -98,6 +106,13 @@ class ControlPlaneStack(Stack):
             "WebSocketManagementEndpoint",
             value=self.websocket_api.management_endpoint,
             description="@connections endpoint the functions push through",
+        )
+        CfnOutput(
+            self,
+            "PolicySigningKeyArns",
+            value=self.signing.key_arns,
+            description="KMS keys that sign gateway policy (comma separated); a node pins "
+            "`aws kms get-public-key --key-id <arn> --query PublicKey --output text`",
         )
         CfnOutput(
             self,

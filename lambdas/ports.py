@@ -8,7 +8,7 @@ edit additively, do not replace the file.)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
@@ -108,7 +108,9 @@ class GatewayNodeStore(Protocol):
         ...
 
     def record_keepalive(self, report: NodeReport) -> None:
-        """Store what a node reported in its keepalive (and move last_seen forward)."""
+        """Store what a node reported in its keepalive and its digest verdict (and move
+        last_seen forward). ``digest_mismatches`` is added to the stored count, and
+        ``last_verified_at`` kept unless the report carries a newer one."""
         ...
 
     def list_nodes(self, cluster_id: str) -> list[NodeReport]: ...
@@ -129,8 +131,10 @@ if TYPE_CHECKING:
     from lambdas.domain.access import ManualOverride
     from lambdas.domain.compliance import CompliancePolicy, ComplianceResult, DeviceRecord
     from lambdas.domain.mdm_events import CheckinEvent, EnrollmentEvent, UnenrollmentEvent
+    from lambdas.domain.policy_commit import CommitPlan
+    from lambdas.domain.policy_log import LogRecord, Watermark
     from lambdas.domain.records import ClusterRecord, Connection
-    from seg_contract import ClusterSettings, DeviceEntry, UserCredential
+    from seg_contract import DeviceEntry, UserCredential
 
 
 class DeviceStore(Protocol):
@@ -176,15 +180,8 @@ class DeviceStore(Protocol):
 
 
 class PolicyEntryStore(Protocol):
-    """Per cluster: the latest versioned state of every device entry and credential."""
-
-    def put_device_entry(self, cluster_id: str, entry: DeviceEntry) -> bool:
-        """Write if newer than the stored entry (newest wins); return whether written."""
-        ...
-
-    def put_credential(self, cluster_id: str, credential: UserCredential) -> bool:
-        """Write if newer than the stored credential; return whether written."""
-        ...
+    """Per cluster: the latest versioned state of every device entry and credential.
+    Written only by a version's commit (``PolicyLog.commit``); every read is consistent."""
 
     def get_device_entry(
         self, cluster_id: str, user: str, device_id: str
@@ -192,18 +189,48 @@ class PolicyEntryStore(Protocol):
 
     def get_credential(self, cluster_id: str, user: str) -> UserCredential | None: ...
 
+    def get_many(
+        self, cluster_id: str, device_keys: Collection[str], users: Collection[str]
+    ) -> tuple[dict[str, DeviceEntry], dict[str, UserCredential]]:
+        """The stored entries of these keys (``entry_key``) and credentials of these
+        users; absent ones are left out."""
+        ...
+
     def list_all(self, cluster_id: str) -> tuple[list[DeviceEntry], list[UserCredential]]: ...
 
-    def list_since(
-        self, cluster_id: str, since_version: int
-    ) -> tuple[list[DeviceEntry], list[UserCredential]]:
-        """Everything written with a version greater than ``since_version``."""
+
+class PolicyLog(Protocol):
+    """Per cluster and version: how each handed-out policy version was settled
+    (``lambdas.domain.policy_log``), and the one transaction that commits a version."""
+
+    def commit(self, cluster_id: str, plan: CommitPlan, at: datetime) -> None:
+        """Write the plan's entries, credentials and settings, each conditional on the
+        version it replaces, together with the version's log record (committed, unless
+        the version is already settled) in one transaction. Raises ``VersionFenced``
+        (the version was abandoned), ``CommitConflict`` (something it replaces moved:
+        nothing was written) or ``NotFound`` (no such cluster, for a settings change)."""
+        ...
+
+    def read(self, cluster_id: str, after: int, upto: int) -> Iterator[LogRecord]:
+        """The records of versions in (after, upto], in version order, read
+        consistently and lazily (a caller that stops early reads less)."""
+        ...
+
+    def mark_pending(self, cluster_id: str, version: int, at: datetime) -> bool:
+        """Record that ``version`` was seen unsettled at ``at``, unless a record exists;
+        return whether it was recorded."""
+        ...
+
+    def abandon(self, cluster_id: str, version: int, at: datetime, *, fence: bool) -> bool:
+        """Settle ``version`` as abandoned: a pending record only (``fence``: an advancer
+        fencing a dead writer's version), or a pending or missing one (a writer giving
+        its own version up). Return whether it was settled so."""
         ...
 
 
 class ClusterStore(Protocol):
-    """Cluster items (clusters table): version counter, settings, purge watermark; and
-    the tenant-wide compliance policy."""
+    """Cluster items (clusters table): version counter, committed watermark, settings;
+    and the tenant-wide compliance policy."""
 
     def create_cluster(
         self, cluster_id: str, name: str, created_at: datetime, public_key: str = ""
@@ -211,7 +238,9 @@ class ClusterStore(Protocol):
         """Create with default settings at version 0; ``Conflict`` if it exists."""
         ...
 
-    def get_cluster(self, cluster_id: str) -> ClusterRecord | None: ...
+    def get_cluster(self, cluster_id: str) -> ClusterRecord | None:
+        """The cluster, read consistently."""
+        ...
 
     def list_clusters(self) -> list[ClusterRecord]: ...
 
@@ -219,8 +248,11 @@ class ClusterStore(Protocol):
         """Atomically take the cluster's next policy version. ``NotFound`` if none."""
         ...
 
-    def put_settings(self, cluster_id: str, settings: ClusterSettings, version: int) -> bool:
-        """Store settings stamped with ``version`` if newer than the stored ones."""
+    def advance_watermark(
+        self, cluster_id: str, expected: int, watermark: Watermark
+    ) -> ClusterRecord | None:
+        """Store a new committed watermark if the stored one is still at version
+        ``expected``; return the cluster as it is after the write (None: not stored)."""
         ...
 
     def set_public_key(self, cluster_id: str, public_key: str) -> None: ...
@@ -433,4 +465,53 @@ class NoticeQueue(Protocol):
 class Mailer(Protocol):
     def send(self, *, sender: str, to: str, subject: str, body: str) -> str:
         """Send a plain-text e-mail; return the provider's message id."""
+
+
+# --- Signed policy: the KMS signing keys and their registry ---------------------------
+
+if TYPE_CHECKING:
+    from lambdas.domain.signing_keys import KeyRegistry
+
+
+class PolicySigner(Protocol):
+    """One asymmetric signing key (ECC NIST P-256): satisfies ``seg_contract.signing
+    .Signer``, so every signer shares ``seg_contract.signing.issue``."""
+
+    @property
+    def key_arn(self) -> str: ...
+
+    @property
+    def kid(self) -> str:
+        """The key id: the fingerprint of ``public_key_der`` (``seg_contract.signing``)."""
+        ...
+
+    @property
+    def public_key_der(self) -> bytes:
+        """The DER SubjectPublicKeyInfo (read once per warm container)."""
+        ...
+
+    def sign(self, message: bytes) -> bytes:
+        """DER ECDSA P-256 / SHA-256 signature of ``message`` (a statement, at most
+        4096 bytes); ``SigningUnavailable`` when the key cannot sign."""
+        ...
+
+
+class PolicySigners(Protocol):
+    """The signer of each of the stack's signing keys, by key ARN."""
+
+    def signer(self, key_arn: str) -> PolicySigner:
+        """``SigningUnavailable`` when the key cannot be read or is not ECC P-256."""
+        ...
+
+
+class SigningKeyStore(Protocol):
+    """The registry of signing keys (one item of the clusters table)."""
+
+    def get_registry(self) -> KeyRegistry:
+        """The stored registry (generation 0 and no keys when never written)."""
+        ...
+
+    def put_registry(self, registry: KeyRegistry, expected_generation: int) -> None:
+        """Store ``registry`` if the stored one is at ``expected_generation`` (0: none
+        stored yet); ``Conflict`` when another change got there first."""
         ...

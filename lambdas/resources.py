@@ -100,6 +100,9 @@ class Function:
     consumes: str | None = None  # queue id, for Trigger.SQS
     posts_to_connections: bool = False  # API Gateway Management API (WebSocket pushes)
     sends_email: bool = False  # SES, from the configured notice sender identity
+    # Emits policy to gateways (snapshots, deltas, pushes, pongs): may sign with the
+    # stack's policy signing keys (kms:Sign and kms:GetPublicKey on those keys only).
+    signs_policy: bool = False
     schedule_minutes: int | None = None  # for Trigger.SCHEDULE
     batch_size: int = 10
     timeout_s: int = 30
@@ -125,9 +128,19 @@ POLICY_ENTRIES = Table(
     id="policy_entries",
     partition=Key("cluster_id"),
     sort=Key("entry_key"),
-    indexes=(Index("by_version", Key("cluster_id"), Key("version", KeyType.N)),),
     purpose="Per cluster: the latest state of every access-list entry and credential, "
-    "with the policy version that wrote it (snapshot = query; delta = by_version > N)",
+    "with the policy version that wrote it (snapshot = consistent query)",
+)
+POLICY_LOG = Table(
+    id="policy_log",
+    partition=Key("cluster_id"),
+    sort=Key("version", KeyType.N),
+    # Records expire 30 days after their version settled: a delta since an older
+    # version is answered 410 (take the snapshot).
+    ttl_attribute="expires_at",
+    purpose="Per cluster and policy version: committed (with the keys it changed and "
+    "their digest terms) or abandoned; the committed version only moves over settled "
+    "versions (delta = the keys changed in (N, W])",
 )
 CLUSTERS = Table(
     id="clusters",
@@ -213,6 +226,7 @@ NOTICES = Table(
 TABLES: tuple[Table, ...] = (
     DEVICES,
     POLICY_ENTRIES,
+    POLICY_LOG,
     CLUSTERS,
     GATEWAY_NODES,
     CONNECTIONS,
@@ -266,6 +280,9 @@ FUNCTIONS: tuple[Function, ...] = (
         tables={
             "devices": RW,
             "policy_entries": RW,
+            # Settings and credential changes commit versions; snapshots and deltas
+            # read it and advance the committed version.
+            "policy_log": RW,
             "clusters": RW,
             "gateway_nodes": R,
             # RW: revoking a credential deletes its nodes' connections, and a push to a
@@ -283,6 +300,7 @@ FUNCTIONS: tuple[Function, ...] = (
         },
         sends_to=("compliance", "payload"),
         posts_to_connections=True,  # settings/credential changes are pushed too
+        signs_policy=True,  # snapshots, deltas, 304 confirmations, key sets, pushes
         timeout_s=29,  # API Gateway's integration limit
         memory_mb=1024,
     ),
@@ -298,12 +316,14 @@ FUNCTIONS: tuple[Function, ...] = (
         tables={
             "devices": RW,
             "policy_entries": RW,
+            "policy_log": RW,
             "clusters": RW,
             "connections": RW,
             "manual_overrides": RW,
             "roster": W,  # journals the devices and overrides it changes
         },
         posts_to_connections=True,
+        signs_policy=True,  # the pushes of each committed version
         batch_size=10,
         timeout_s=30,
     ),
@@ -345,9 +365,13 @@ FUNCTIONS: tuple[Function, ...] = (
         id="ws_default",
         handler="lambdas.handlers.ws_default.handler",
         trigger=Trigger.WEBSOCKET_DEFAULT,
-        purpose="Answer keepalives; record each node's policy version",
-        tables={"clusters": R, "connections": RW, "gateway_nodes": RW},
+        purpose="Answer keepalives: re-check the credential, advance the committed version, "
+        "check the node's policy digest, record each node's state",
+        # clusters RW and policy_log RW: advancing the committed version fences a dead
+        # writer's version and moves the watermark on the cluster item.
+        tables={"clusters": RW, "policy_log": RW, "connections": RW, "gateway_nodes": RW},
         posts_to_connections=True,
+        signs_policy=True,  # the pongs
         timeout_s=10,
     ),
     Function(
@@ -406,6 +430,19 @@ ENV_CONSOLE_OAUTH_AUTHORIZE_URL = "SEG_CONSOLE_OAUTH_AUTHORIZE_URL"
 ENV_CONSOLE_OAUTH_CLIENT_ID = "SEG_CONSOLE_OAUTH_CLIENT_ID"
 ENV_CONSOLE_OAUTH_SCOPES = "SEG_CONSOLE_OAUTH_SCOPES"  # space separated; default "openid email"
 ENV_CONSOLE_REFRESH_SECONDS = "SEG_CONSOLE_REFRESH_SECONDS"  # dashboard polling, default 5
+# The stack's policy signing keys (KMS key ARNs, comma separated; the first is the active
+# one until the signing-key registry says otherwise). Set on the functions that
+# ``signs_policy`` only.
+ENV_POLICY_SIGNING_KEY_ARNS = "SEG_POLICY_SIGNING_KEY_ARNS"
+# Every function: the Powertools tracer never records a handler's response or exception
+# as trace metadata, and the logger never logs the incoming event (responses carry issued
+# credentials and device passwords, events carry bearer credentials; traces and logs are
+# readable by more people than those secrets are meant for).
+OBSERVABILITY_ENV = {
+    "POWERTOOLS_TRACER_CAPTURE_RESPONSE": "false",
+    "POWERTOOLS_TRACER_CAPTURE_ERROR": "false",
+    "POWERTOOLS_LOGGER_LOG_EVENT": "false",
+}
 
 
 def table(table_id: str) -> Table:

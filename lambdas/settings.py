@@ -8,6 +8,7 @@ definitions). ``load_settings()`` fails fast, naming every missing variable at o
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -69,6 +70,8 @@ class Settings:
     console_viewer_token_sha256: str = ""
     audit_retention_days: int = DEFAULT_AUDIT_RETENTION_DAYS
     notice_sender: str = ""  # SES identity notices are sent from ("": notices are off)
+    # The stack's policy signing keys (KMS key ARNs); () when this deployment has none.
+    policy_signing_key_arns: tuple[str, ...] = ()
 
     def table(self, table_id: str) -> str:
         return self.tables[table_id]
@@ -89,7 +92,9 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         raise SettingsError(
             f"{resources.ENV_CONSOLE_AUTH}=static needs {resources.ENV_CONSOLE_TOKEN_SHA256}"
         )
+    signing_keys = _signing_key_arns(env.get(resources.ENV_POLICY_SIGNING_KEY_ARNS, ""))
     return Settings(
+        policy_signing_key_arns=signing_keys,
         tables={t.id: env[t.env] for t in resources.TABLES},
         queues={q.id: env[q.env] for q in resources.QUEUES},
         websocket_management_endpoint=env.get(resources.ENV_WEBSOCKET_MANAGEMENT_ENDPOINT, ""),
@@ -102,6 +107,21 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         audit_retention_days=_retention_days(env),
         notice_sender=_notice_sender(env),
     )
+
+
+_KMS_KEY_ARN = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]{1,128}$")
+
+
+def _signing_key_arns(raw: str) -> tuple[str, ...]:
+    arns = tuple(a.strip() for a in raw.split(",") if a.strip())
+    bad = [a for a in arns if not _KMS_KEY_ARN.match(a)]
+    if bad:
+        raise SettingsError(
+            f"{resources.ENV_POLICY_SIGNING_KEY_ARNS}: not a KMS key ARN: {', '.join(bad)}"
+        )
+    if len(set(arns)) != len(arns):
+        raise SettingsError(f"{resources.ENV_POLICY_SIGNING_KEY_ARNS} lists a key twice")
+    return arns
 
 
 @lru_cache(maxsize=1)

@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from seg_contract.crypto import public_key_is_valid
+from seg_contract.signing import TrustedKey, load_public_key
 
 ENV_PREFIX = "SEG_GW_"
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -29,6 +30,9 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # the keepalive and the planned reconnect stay under those limits with a margin.
 MAX_KEEPALIVE_S = 540.0
 MAX_RECONNECT_AFTER_S = 7080.0
+# An access event is on disk within about two flush intervals (the worker's, then the
+# agent's spool commit) plus one fsync; a longer interval is a longer window of loss.
+MAX_EVENT_FLUSH_INTERVAL_S = 5.0
 
 
 class ConfigError(ValueError):
@@ -61,12 +65,14 @@ class GatewayConfig:
     # The control plane ("" api_url: air-gapped, enforce the policy file only).
     api_url: str
     ws_url: str
+    control_plane_allow_plain_http: bool
     control_plane_ca_bundle: Path | None
     credential: str = field(repr=False)
     node_id: str
     cluster_key_file: Path | None
     http_timeout_s: float
-    keepalive_interval_s: float
+    keepalive_interval_s: float | None  # None: the cluster's report interval
+    pong_timeout_s: float
     reconnect_after_s: float
     backoff_initial_s: float
     backoff_max_s: float
@@ -84,6 +90,10 @@ class GatewayConfig:
     shutdown_grace_s: float
     log_level: str
     log_format: str
+    # Signed policy (``seg_contract.signing``): the control plane's public keys this node
+    # trusts (pinned), and the clock skew it tolerates in a statement's issue time.
+    policy_signing_keys: tuple[TrustedKey, ...] = ()
+    policy_clock_skew_s: float = 300.0
 
     @property
     def connected(self) -> bool:
@@ -123,7 +133,7 @@ class GatewayConfig:
 @dataclass(frozen=True)
 class FieldSpec:
     name: str
-    kind: str  # str | int | float | bool | path | networks | credential
+    kind: str  # str | int | float | bool | path | networks | credential | keys
     default: Any
     doc: str
 
@@ -170,13 +180,30 @@ FIELDS: tuple[FieldSpec, ...] = (
     ),
     FieldSpec("api_url", "str", "", "control-plane API base URL (empty: air-gapped)"),
     FieldSpec("ws_url", "str", "", "control-plane WebSocket URL (wss://...)"),
+    FieldSpec(
+        "control_plane_allow_plain_http",
+        "bool",
+        False,
+        "allow http:// and ws:// control-plane URLs (local test systems only)",
+    ),
     FieldSpec("control_plane_ca_bundle", "path", None, "PEM CA bundle for the control plane"),
     FieldSpec("credential", "credential", "", "cluster credential (segc_...)"),
     FieldSpec("credential_file", "path", None, "file holding the cluster credential"),
     FieldSpec("node_id", "str", "", "this node's id (default: the host name)"),
     FieldSpec("cluster_key_file", "path", None, "cluster X25519 private key (substitution)"),
     FieldSpec("http_timeout_s", "float", 10.0, "control-plane HTTP timeout"),
-    FieldSpec("keepalive_interval_s", "float", 240.0, "WebSocket keepalive period (<= 540)"),
+    FieldSpec(
+        "keepalive_interval_s",
+        "float",
+        None,
+        "report (keepalive) period when shorter than the cluster's report interval (<= 540)",
+    ),
+    FieldSpec(
+        "pong_timeout_s",
+        "float",
+        10.0,
+        "a keepalive unanswered this long: the control plane is unresponsive, reconnect",
+    ),
     FieldSpec("reconnect_after_s", "float", 6600.0, "planned WebSocket reconnect (< 2 h)"),
     FieldSpec("backoff_initial_s", "float", 1.0, "first reconnect delay"),
     FieldSpec("backoff_max_s", "float", 60.0, "longest reconnect delay"),
@@ -189,7 +216,12 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("state_dir", "path", Path("/var/lib/seg-gateway"), "persisted policy and spool"),
     FieldSpec("policy_file", "path", None, "start from this PolicySnapshot JSON file"),
     FieldSpec("max_spool_bytes", "int", 256 * 1024 * 1024, "bound of the event spool on disk"),
-    FieldSpec("event_flush_interval_s", "float", 0.2, "access-event batching period"),
+    FieldSpec(
+        "event_flush_interval_s",
+        "float",
+        0.2,
+        "access-event batching period; an event is on disk within ~2x this (<= 5)",
+    ),
     FieldSpec("admin_host", "str", "127.0.0.1", "admin port address (health, metrics)"),
     FieldSpec("admin_port", "int", 9090, "admin port (0: ephemeral, see runtime.json)"),
     FieldSpec("workers", "int", None, "EAS worker processes (default: CPU count; 0: in-process)"),
@@ -197,6 +229,19 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("shutdown_grace_s", "float", 30.0, "how long shutdown waits for held requests"),
     FieldSpec("log_level", "str", "INFO", "DEBUG, INFO, WARNING or ERROR"),
     FieldSpec("log_format", "str", "text", "text, or json (one object per line)"),
+    FieldSpec(
+        "policy_signing_keys",
+        "keys",
+        (),
+        "public keys that sign the cluster's policy (base64 DER SubjectPublicKeyInfo, "
+        "comma separated; `seg cluster register` prints them)",
+    ),
+    FieldSpec(
+        "policy_clock_skew_s",
+        "float",
+        300.0,
+        "how far in the future a signed policy's issue time may be (clock skew, 0-600)",
+    ),
 )
 _BY_NAME = {f.name: f for f in FIELDS}
 
@@ -234,6 +279,18 @@ def _parse_float(value: Any) -> float:
     return float(str(value).strip())
 
 
+def _parse_keys(value: Any) -> tuple[TrustedKey, ...]:
+    """A TOML list (items may be PEM) or a comma-separated string of base64 keys."""
+    items = value if isinstance(value, list) else str(value).split(",")
+    keys: list[TrustedKey] = []
+    for n, item in enumerate((str(i).strip() for i in items if str(i).strip()), start=1):
+        try:
+            keys.append(load_public_key(item))
+        except ValueError as exc:
+            raise ValueError(f"key {n}: {exc}") from None
+    return tuple(keys)
+
+
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "str": lambda v: str(v).strip(),
     "credential": lambda v: str(v).strip(),
@@ -242,6 +299,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "bool": _parse_bool,
     "path": lambda v: Path(str(v).strip()) if str(v).strip() else None,
     "networks": _parse_networks,
+    "keys": _parse_keys,
 }
 
 
@@ -321,7 +379,16 @@ def load_config(
     return GatewayConfig(**values)
 
 
-_AGENT_ONLY = ("api_url", "ws_url", "credential", "credential_file", "control_plane_ca_bundle")
+# A worker never talks to the cloud: it gets policy the agent verified, never a key.
+_AGENT_ONLY = (
+    "api_url",
+    "ws_url",
+    "credential",
+    "credential_file",
+    "control_plane_ca_bundle",
+    "policy_signing_keys",
+    "policy_clock_skew_s",
+)
 
 
 def config_from_wire(data: Mapping[str, Any]) -> GatewayConfig:
@@ -413,10 +480,17 @@ def _check_control_plane(values: dict[str, Any], problems: list[str], worker: bo
             "no policy source: configure a control plane (SEG_GW_API_URL, SEG_GW_WS_URL, "
             "SEG_GW_CREDENTIAL) or a policy file (--policy-file / SEG_GW_POLICY_FILE)"
         )
-    if values["api_url"]:
-        _check_url(values["api_url"], ("https", "http"), "SEG_GW_API_URL", problems)
-    if values["ws_url"]:
-        _check_url(values["ws_url"], ("wss", "ws"), "SEG_GW_WS_URL", problems)
+    plain_ok = values["control_plane_allow_plain_http"]
+    for name, schemes in (("api_url", ("https", "http")), ("ws_url", ("wss", "ws"))):
+        env = _BY_NAME[name].env
+        url = values[name]
+        if url and _check_url(url, schemes, env, problems):
+            if urlsplit(url).scheme == schemes[1] and not plain_ok:
+                problems.append(
+                    f"{env} is plain {schemes[1]}: set SEG_GW_CONTROL_PLANE_ALLOW_PLAIN_HTTP=true "
+                    "to allow it (the cluster credential and the policy would cross the "
+                    "network unencrypted)"
+                )
     for name in ("control_plane_ca_bundle", "cluster_key_file", "policy_file"):
         _check_file(values, name, problems)
     _check_cluster_key(values["cluster_key_file"], problems)
@@ -438,6 +512,7 @@ def _check_cluster_key(key_file: Path | None, problems: list[str]) -> None:
 def _check_timings(values: dict[str, Any], problems: list[str]) -> None:
     for name in (
         "http_timeout_s",
+        "pong_timeout_s",
         "backoff_initial_s",
         "backoff_max_s",
         "event_flush_interval_s",
@@ -446,6 +521,17 @@ def _check_timings(values: dict[str, Any], problems: list[str]) -> None:
     ):
         if values[name] is not None and values[name] <= 0:
             problems.append(f"{_BY_NAME[name].env} must be > 0")
+    skew = values["policy_clock_skew_s"]
+    # At most 10 minutes: signed input that just arrived may be at most 15 minutes old,
+    # and the future allowance must stay below that window.
+    if skew is not None and not 0 <= skew <= 600:
+        problems.append("SEG_GW_POLICY_CLOCK_SKEW_S must be between 0 and 600 seconds")
+    flush = values["event_flush_interval_s"]
+    if flush is not None and flush > MAX_EVENT_FLUSH_INTERVAL_S:
+        problems.append(
+            f"SEG_GW_EVENT_FLUSH_INTERVAL_S must be <= {MAX_EVENT_FLUSH_INTERVAL_S:g}: it bounds "
+            "how long an access event may wait before it is on disk"
+        )
     if values["shutdown_grace_s"] is not None and values["shutdown_grace_s"] < 0:
         problems.append("SEG_GW_SHUTDOWN_GRACE_S must be >= 0")
     keepalive = values["keepalive_interval_s"]

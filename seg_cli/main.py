@@ -4,6 +4,8 @@
     seg demo                                                   the scripted demo, then exit
     seg whoami
     seg cluster register NAME | list | nodes ID | rotate ID | revoke ID
+    seg cluster signing-keys
+    seg cluster rotate-signing-key begin KEY_ARN | activate KID | retire KID
     seg devices list [--access S] [--compliance S] [--cluster ID] [--node N]
                      [--not-seen-days N] [--query TEXT] [--sort COL [--order asc|desc]]
     seg devices export [--out FILE] [same filters]
@@ -152,6 +154,8 @@ def _announce(stack: Any) -> None:
         print("Demo mailbox: any user name, password 'demo'")
     print(f"Local CA:     {state['ca_cert']} (trust it in test clients)")
     print(f"Notices:      {state['mailbox']} (the e-mails users get, one file each)")
+    for key in state["policy_signing_keys"]:
+        print(f"Policy key:   {key} (nodes pin it: SEG_GW_POLICY_SIGNING_KEYS)")
     print(f"State, logs:  {stack.state_dir}", flush=True)
 
 
@@ -175,9 +179,17 @@ def cmd_whoami(args: argparse.Namespace) -> int:
 
 
 def cmd_cluster(args: argparse.Namespace) -> int:
+    if args.action in {"signing-keys", "rotate-signing-key"}:
+        return cmd_signing_keys(args)
     with _console(args) as api:
         if args.action == "register":
-            _print_json(api.call("POST", "/console/v1/clusters", json={"name": args.name}))
+            created = api.call("POST", "/console/v1/clusters", json={"name": args.name})
+            try:
+                pins = _pins(api)
+            except CliError:
+                _print_json(created)  # shown once: never lose the credential
+                raise
+            _print_json({**created, **pins})
         elif args.action == "list":
             body = api.call("GET", "/console/v1/clusters")
             rows = body.get("items", body) if isinstance(body, dict) else body
@@ -195,7 +207,9 @@ def cmd_cluster(args: argparse.Namespace) -> int:
                     (
                         "node_id",
                         "connected",
-                        "policy_version",
+                        "policy_version",  # the version the node has applied
+                        "digest_check",  # in_sync / diverged / unchecked, at its last report
+                        "last_verified_at",
                         "policy_age_s",
                         "spool_depth",
                         "last_seen",
@@ -222,6 +236,44 @@ def _device_filters(args: argparse.Namespace) -> dict[str, str]:
         "order": args.order,
     }
     return {k: str(v) for k, v in chosen.items() if v is not None and v != ""}
+
+
+# --- policy signing keys (docs/gateway.md, "Signed policy") ----------------------------
+
+SIGNING_KEYS = "/console/v1/signing-keys"
+
+
+def _pins(api: Console) -> dict[str, Any]:
+    """What a new cluster's nodes must pin: printed with its credential, so an operator
+    configures both at once."""
+    try:
+        keys = api.call("GET", SIGNING_KEYS)
+    except CliError as exc:
+        raise CliError(
+            f"the cluster is registered (its credential is above), but the policy signing "
+            f"keys could not be read: {exc}; run `seg cluster signing-keys`"
+        ) from None
+    return {
+        "policy_signing_keys": keys["trusted"],
+        "gateway_env": {"SEG_GW_POLICY_SIGNING_KEYS": ",".join(keys["trusted"])},
+    }
+
+
+def cmd_signing_keys(args: argparse.Namespace) -> int:
+    with _console(args) as api:
+        if args.action == "signing-keys":
+            body = api.call("GET", SIGNING_KEYS)
+        elif args.step == "begin":
+            body = api.call("POST", SIGNING_KEYS, json={"key_arn": args.target})
+        else:
+            body = api.call("POST", f"{SIGNING_KEYS}/{args.target}/{args.step}")
+    if args.json:
+        _print_json(body)
+        return 0
+    _table(list(body["keys"]), ("kid", "state", "key_arn", "changed_at"))
+    print(f"\nNodes must trust (SEG_GW_POLICY_SIGNING_KEYS, key set v{body['generation']}):")
+    print(",".join(body["trusted"]))
+    return 0
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
@@ -358,6 +410,20 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("cluster_id")
         if action != "nodes":
             p.add_argument("--reason", default="", help="kept in the audit trail")
+    csub.add_parser(
+        "signing-keys", parents=[api], help="the policy signing keys and the ones nodes pin"
+    )
+    rot = csub.add_parser(
+        "rotate-signing-key",
+        parents=[api],
+        help="rotate the policy signing key: begin KEY_ARN, activate KID, retire KID",
+        description="1. deploy the stack with a new key label (-c signing_keys=1,2); "
+        "2. `begin <new key ARN>`: nodes learn the key; 3. once every node trusts it "
+        "(one refresh interval), `activate <new kid>`; 4. once every node refreshed "
+        "again, `retire <old kid>`; 5. deploy without the old label.",
+    )
+    rot.add_argument("step", choices=("begin", "activate", "retire"))
+    rot.add_argument("target", help="begin: the new key's ARN; activate/retire: a kid")
 
     _device_parsers(sub, api)
     return parser

@@ -21,3 +21,11 @@ NODE_ID_QUERY = "node_id"
 # backs off and retries instead of treating its credential as revoked.
 CREDENTIAL_REJECTED_HEADER = "X-SEG-Credential"
 CREDENTIAL_REJECTED_VALUE = "rejected"
+
+# Signed policy (``seg_contract.signing``): every policy answer carries the control
+# plane's statement and signature in these two headers (base64url, no padding); the body
+# is the signed payload, unchanged. A 304 carries a ``confirm`` statement (empty payload).
+POLICY_STATEMENT_HEADER = "X-SEG-Policy-Statement"
+POLICY_SIGNATURE_HEADER = "X-SEG-Policy-Signature"
+# GET: the signed set of keys the control plane signs with (``SigningKeySet``).
+SIGNING_KEYS_PATH = f"{GATEWAY_PREFIX}/signing-keys"

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
+from seg_contract.key_ring import SigningKeySet
 from seg_contract.models import (
     CONTRACT_VERSION,
     GATEWAY_MESSAGE,
@@ -23,6 +24,7 @@ from seg_contract.models import (
     PolicyDelta,
     PolicySnapshot,
 )
+from seg_contract.signed import SignedMessage
 
 SCHEMA_DIR = Path(__file__).with_name("schemas")
 
@@ -32,6 +34,9 @@ DOCUMENTS: dict[str, type[BaseModel] | TypeAdapter[Any]] = {
     "push-message": PUSH_MESSAGE,
     "gateway-message": GATEWAY_MESSAGE,
     "access-event-batch": AccessEventBatch,
+    # Signed policy: the WebSocket envelope of a signed push, and the trusted key set.
+    "signed-message": SignedMessage,
+    "signing-key-set": SigningKeySet,
 }
 
 

@@ -26,6 +26,7 @@ from seg_local.aws_events import REGION
 from seg_local.provision import Provisioned, provision
 from seg_local.schedule import ScheduleTimer
 from seg_local.servers import ServerThread, bind
+from seg_local.signing_key import SigningKey, provision_signing_key
 from seg_local.sqs_poller import SqsPoller
 from seg_local.ttl_sweeper import TtlSweeper
 from seg_local.websocket_api import Limits, Routes, WebSocketApiStandIn
@@ -111,14 +112,17 @@ class Endpoints:
     device_services_key: str = field(repr=False)
     operator_token: str = field(default="", repr=False)
     viewer_token: str = field(default="", repr=False)
+    # The public keys gateway nodes pin (base64 DER SubjectPublicKeyInfo): not secret.
+    policy_signing_keys: tuple[str, ...] = ()
 
-    def public(self) -> dict[str, str]:
+    def public(self) -> dict[str, Any]:
         """Everything but the secrets (for logs and ready files)."""
         return {
             "api_url": self.api_url,
             "ws_url": self.ws_url,
             "management_endpoint": self.management_endpoint,
             "moto_endpoint": self.moto_endpoint,
+            "policy_signing_keys": list(self.policy_signing_keys),
         }
 
 
@@ -168,6 +172,7 @@ class LocalControlPlane:
         self.timers: dict[str, ScheduleTimer] = {}
         self.ttl_sweeper: TtlSweeper | None = None
         self.provisioned: Provisioned | None = None
+        self.signing_key: SigningKey | None = None
         self.endpoints: Endpoints | None = None
         self.env: dict[str, str] = {}
         self._owns_process = False
@@ -198,6 +203,21 @@ class LocalControlPlane:
         self._moto = LocalMotoServer(self.options.host)
         return self._moto.start()
 
+    def _start_mail(self, sesv2: Any) -> None:
+        """SES for the notices to users: the sender verified in moto, and (with moto in
+        this process) the sent mail copied to the mailbox directory."""
+        opts = self.options
+        if opts.notice_sender:
+            try:
+                verify_sender(sesv2, opts.notice_sender)
+            except Exception as exc:
+                raise ControlPlaneError(f"cannot verify the notice sender in moto: {exc}") from exc
+        if opts.mailbox_dir and self._moto is not None:
+            from seg_local.mailbox import Mailbox  # noqa: PLC0415 - moto in this process only
+
+            self.mailbox = Mailbox(Path(opts.mailbox_dir))
+            self.mailbox.start()
+
     def _start(self) -> Endpoints:
         opts = self.options
         api_sock = bind(opts.host, opts.api_port)  # first: a taken port fails fast
@@ -223,25 +243,24 @@ class LocalControlPlane:
         sqs = session.client("sqs", endpoint_url=moto_endpoint)
         try:
             self.provisioned = provision(dynamodb, sqs, opts.prefix, opts.visibility_timeout_s)
-            if opts.notice_sender:
-                verify_sender(
-                    session.client("sesv2", endpoint_url=moto_endpoint), opts.notice_sender
-                )
         except Exception as exc:
             raise ControlPlaneError(f"cannot create tables and queues in moto: {exc}") from exc
-        if opts.mailbox_dir and self._moto is not None:
-            from seg_local.mailbox import Mailbox  # noqa: PLC0415 - moto in this process only
-
-            self.mailbox = Mailbox(Path(opts.mailbox_dir))
-            self.mailbox.start()
+        self._start_mail(session.client("sesv2", endpoint_url=moto_endpoint))
+        kms = session.client("kms", endpoint_url=moto_endpoint)
+        try:
+            self.signing_key = provision_signing_key(kms, opts.prefix)
+        except Exception as exc:
+            raise ControlPlaneError(f"cannot create the policy signing key in moto: {exc}") from exc
 
         self.env = {
             **FAKE_AWS_ENV,
             **POWERTOOLS_ENV,
+            **resources.OBSERVABILITY_ENV,  # as in AWS: no secrets in traces or logs
             "POWERTOOLS_LOG_LEVEL": opts.log_level,
             "AWS_ENDPOINT_URL": moto_endpoint,
             "AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI": management,
             **self.provisioned.env(),
+            resources.ENV_POLICY_SIGNING_KEY_ARNS: self.signing_key.arn,
             resources.ENV_WEBSOCKET_MANAGEMENT_ENDPOINT: management,
             resources.ENV_CONSOLE_AUTH: "static",
             resources.ENV_CONSOLE_TOKEN_SHA256: sha256_hex(admin_token),
@@ -303,6 +322,7 @@ class LocalControlPlane:
             device_services_key=ds_key,
             operator_token=operator_token,
             viewer_token=viewer_token,
+            policy_signing_keys=(self.signing_key.public_key,),
         )
         log.info("local control plane up: %s", self.endpoints.public())
         return self.endpoints

@@ -378,6 +378,8 @@ class Stack:
                 "SEG_GW_API_URL": self.endpoints["api_url"],
                 "SEG_GW_WS_URL": self.endpoints["ws_url"],
                 "SEG_GW_CREDENTIAL_FILE": str(self._credential_file(state_dir)),
+                # The control plane's public signing key(s), pinned as an operator would.
+                "SEG_GW_POLICY_SIGNING_KEYS": ",".join(self.policy_signing_keys),
                 "SEG_GW_NODE_ID": node_id,
                 "SEG_GW_STATE_DIR": str(state_dir),
                 "SEG_GW_ADMIN_HOST": "127.0.0.1",
@@ -397,6 +399,11 @@ class Stack:
             env["SEG_GW_UPSTREAM_ALLOW_PLAIN_HTTP"] = "true"
         env.update(self.options.gateway_env)
         env.update(self.options.node_gateway_env.get(node_id, {}))
+        if env["SEG_GW_API_URL"].startswith("http://") or env["SEG_GW_WS_URL"].startswith("ws://"):
+            # The local control plane runs without TLS unless asked (--tls / tests), so
+            # this local system opts in to plain control-plane URLs; a real node never
+            # does (docs/gateway.md).
+            env.setdefault("SEG_GW_CONTROL_PLANE_ALLOW_PLAIN_HTTP", "true")
         return env
 
     def _credential_file(self, state_dir: Path) -> Path:
@@ -455,6 +462,11 @@ class Stack:
 
     # --- state file -----------------------------------------------------------------
 
+    @property
+    def policy_signing_keys(self) -> list[str]:
+        """The public keys gateway nodes pin (base64 DER SubjectPublicKeyInfo)."""
+        return list(self.endpoints.get("policy_signing_keys", []))
+
     def public_state(self) -> dict[str, Any]:
         return {
             "api_url": self.endpoints.get("api_url", ""),
@@ -463,6 +475,7 @@ class Stack:
             "upstream_url": self.upstream_url,
             "demo_mail": self.mail is not None,
             "cluster_id": self.cluster_id,
+            "policy_signing_keys": self.policy_signing_keys,
             "ca_cert": str(self.tls.ca_cert) if self.tls else "",
             "mailbox": str(self.mailbox),
             "nodes": [n.public() for n in self.nodes],

@@ -185,8 +185,16 @@ class WebSocketApiStandIn:
         status = int(result.get("statusCode", 200)) if isinstance(result, dict) else 200
         if status != 200:
             body = result.get("body") or "" if isinstance(result, dict) else ""
+            # The route's headers travel with the refusal, as API Gateway passes them
+            # (e.g. the control plane's mark on a rejected gateway credential).
+            refusal_headers = result.get("headers") if isinstance(result, dict) else None
             await websocket.send_denial_response(
-                Response(str(body), status_code=status, media_type="application/json")
+                Response(
+                    str(body),
+                    status_code=status,
+                    media_type="application/json",
+                    headers=dict(refusal_headers) if isinstance(refusal_headers, dict) else None,
+                )
             )
             return
         await websocket.accept()

@@ -1,10 +1,12 @@
 """Gateway clusters on the clusters table (partition ``cluster_id``).
 
 A cluster item (``kind = "cluster"``) holds the policy version counter
-(``policy_version``, taken with an atomic ``ADD``), the settings with the version that
-wrote them, the purge watermark, the public sealing key, and (written by
-``dynamodb_cluster_credentials``) the hashed gateway credentials, which this adapter
-never reads. The tenant-wide compliance policy lives in one more item,
+(``policy_version``, taken with an atomic ``ADD``), the committed watermark
+(``committed_version``, ``digest`` as 32 hex digits, ``recent_digests`` as a list of
+``{v, d}``; ``lambdas.usecases.policy_versions``), the settings with the version that
+wrote them (written by a version's commit, ``dynamodb_policy_log``), the public sealing
+key, and (written by ``dynamodb_cluster_credentials``) the hashed gateway credentials,
+which this adapter never reads. The tenant-wide compliance policy lives in one more item,
 ``cluster_id = "#tenant"`` (cluster ids never contain '#').
 """
 
@@ -14,6 +16,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 import boto3
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from lambdas.adapters.dynamodb_support import (
     ConditionFailed,
@@ -26,10 +29,12 @@ from lambdas.adapters.dynamodb_support import (
     translated,
 )
 from lambdas.domain.compliance import CompliancePolicy
+from lambdas.domain.policy_log import Watermark, initial_watermark
 from lambdas.domain.records import ClusterRecord
 from lambdas.domain.timefmt import format_instant, parse_instant
 from lambdas.usecases.errors import Conflict, NotFound
 from seg_contract import ClusterSettings
+from seg_contract.digest import from_hex, to_hex
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -39,23 +44,49 @@ TENANT_ID = "#tenant"
 # Everything but the credentials map: it is none of the write side's business.
 _PROJECTION = (
     "cluster_id, kind, #name, created_at, policy_version, settings, settings_version, "
-    "purge_watermark, public_key, seeded_at"
+    "committed_version, digest, recent_digests, public_key, seeded_at"
 )
+_SERIALIZER = TypeSerializer()
+_DESERIALIZER = TypeDeserializer()
+
+
+def watermark_values(watermark: Watermark) -> Item:
+    """The watermark's attributes as DynamoDB values."""
+    return {
+        "committed_version": n(watermark.version),
+        "digest": s(to_hex(watermark.digest)),
+        "recent_digests": _SERIALIZER.serialize(
+            [{"v": v, "d": to_hex(d)} for v, d in watermark.recent]
+        ),
+    }
+
+
+def parse_watermark(item: Item, settings: ClusterSettings) -> Watermark:
+    if "committed_version" not in item:
+        # Never written (a cluster item from before committed versions): version 0.
+        return initial_watermark(settings)
+    recent = _DESERIALIZER.deserialize(item["recent_digests"]) if "recent_digests" in item else []
+    return Watermark(
+        version=get_n(item, "committed_version"),
+        digest=from_hex(get_s(item, "digest")),
+        recent=tuple((int(pair["v"]), from_hex(str(pair["d"]))) for pair in recent),
+    )
 
 
 def parse_cluster(item: Item) -> ClusterRecord:
     raw_settings = get_s(item, "settings")
     seeded = get_s(item, "seeded_at")
+    settings = (
+        ClusterSettings.model_validate_json(raw_settings) if raw_settings else ClusterSettings()
+    )
     return ClusterRecord(
         cluster_id=get_s(item, "cluster_id"),
         name=get_s(item, "name"),
         created_at=parse_instant(get_s(item, "created_at")),
         policy_version=get_n(item, "policy_version"),
-        settings=(
-            ClusterSettings.model_validate_json(raw_settings) if raw_settings else ClusterSettings()
-        ),
+        settings=settings,
         settings_version=get_n(item, "settings_version"),
-        purge_watermark=get_n(item, "purge_watermark"),
+        watermark=parse_watermark(item, settings),
         public_key=get_s(item, "public_key"),
         seeded_at=parse_instant(seeded) if seeded else None,
     )
@@ -77,7 +108,7 @@ class DynamoDbClusters:
             "policy_version": n(0),
             "settings": s(ClusterSettings().model_dump_json()),
             "settings_version": n(0),
-            "purge_watermark": n(0),
+            **watermark_values(initial_watermark(ClusterSettings())),
         }
         if public_key:
             item["public_key"] = s(public_key)
@@ -137,25 +168,33 @@ class DynamoDbClusters:
             raise NotFound(f"cluster {cluster_id} not found") from None
         return get_n(dict(response["Attributes"]), "policy_version")
 
-    def put_settings(self, cluster_id: str, settings: ClusterSettings, version: int) -> bool:
+    def advance_watermark(
+        self, cluster_id: str, expected: int, watermark: Watermark
+    ) -> ClusterRecord | None:
+        values = {f":{k}": v for k, v in watermark_values(watermark).items()}
+        moved_from = "committed_version = :expected"
+        if expected == 0:  # an item from before committed versions has none yet
+            moved_from = f"({moved_from} OR attribute_not_exists(committed_version))"
         try:
             with translated(STORE):
-                self._client.update_item(
+                response = self._client.update_item(
                     TableName=self._table,
                     Key={"cluster_id": s(cluster_id)},
-                    UpdateExpression="SET settings = :s, settings_version = :v",
-                    ConditionExpression="kind = :cluster AND settings_version < :v",
+                    UpdateExpression=(
+                        "SET committed_version = :committed_version, digest = :digest, "
+                        "recent_digests = :recent_digests"
+                    ),
+                    ConditionExpression=f"kind = :cluster AND {moved_from}",
                     ExpressionAttributeValues={
-                        ":s": s(settings.model_dump_json()),
-                        ":v": n(version),
+                        **values,
+                        ":expected": n(expected),
                         ":cluster": s("cluster"),
                     },
+                    ReturnValues="ALL_NEW",
                 )
         except ConditionFailed:
-            if self.get_cluster(cluster_id) is None:
-                raise NotFound(f"cluster {cluster_id} not found") from None
-            return False
-        return True
+            return None
+        return parse_cluster(dict(response["Attributes"]))
 
     def set_public_key(self, cluster_id: str, public_key: str) -> None:
         try:
@@ -186,22 +225,6 @@ class DynamoDbClusters:
                 )
         except ConditionFailed:
             raise NotFound(f"cluster {cluster_id} not found") from None
-
-    def raise_purge_watermark(self, cluster_id: str, version: int) -> None:
-        """Deltas since a version below ``version`` are no longer exact (after entries
-        were deleted); the watermark only moves up."""
-        try:
-            with translated(STORE):
-                self._client.update_item(
-                    TableName=self._table,
-                    Key={"cluster_id": s(cluster_id)},
-                    UpdateExpression="SET purge_watermark = :v",
-                    ConditionExpression="kind = :cluster AND purge_watermark < :v",
-                    ExpressionAttributeValues={":v": n(version), ":cluster": s("cluster")},
-                )
-        except ConditionFailed:
-            if self.get_cluster(cluster_id) is None:
-                raise NotFound(f"cluster {cluster_id} not found") from None
 
     def get_compliance_policy(self) -> CompliancePolicy:
         with translated(STORE):

@@ -59,16 +59,24 @@ class DynamoDbGatewayNodes:
         values: dict[str, Any] = {
             ":gv": {"S": report.gateway_version},
             ":at": {"S": report.reported_at or report.last_seen},
+            ":dc": {"S": report.digest_check},
         }
-        sets = ["gateway_version = :gv", "reported_at = :at"]
+        sets = ["gateway_version = :gv", "reported_at = :at", "digest_check = :dc"]
         for name in ("policy_version", "policy_age_s", "spool_depth"):
             value = getattr(report, name)
             if value is not None:
                 values[f":{name}"] = {"N": str(value)}
                 sets.append(f"{name} = :{name}")
+        if report.last_verified_at:
+            values[":verified"] = {"S": report.last_verified_at}
+            sets.append("last_verified_at = :verified")
+        expression = "SET " + ", ".join(sets)
+        if report.digest_mismatches:
+            values[":mismatches"] = {"N": str(report.digest_mismatches)}
+            expression += " ADD digest_mismatches :mismatches"
         self._update(
             {"cluster_id": {"S": report.cluster_id}, "node_id": {"S": report.node_id}},
-            "SET " + ", ".join(sets),
+            expression,
             values,
             "attribute_not_exists(reported_at) OR reported_at < :at",
         )
@@ -100,4 +108,7 @@ def _report(cluster_id: str, item: dict[str, Any]) -> NodeReport:
         spool_depth=int(depth) if depth is not None else None,
         gateway_version=item.get("gateway_version", {}).get("S", ""),
         reported_at=item.get("reported_at", {}).get("S", ""),
+        digest_check=item.get("digest_check", {}).get("S", ""),
+        last_verified_at=item.get("last_verified_at", {}).get("S", ""),
+        digest_mismatches=int(_num(item, "digest_mismatches") or 0),
     )

@@ -1,21 +1,24 @@
 """Per-cluster policy entries on the policy_entries table (``cluster_id``,
-``entry_key``), with the ``by_version`` index (``cluster_id``, ``version``) for deltas.
+``entry_key``).
 
 One item per device entry (``entry_key`` = ``seg_contract.entry_key(user, device_id)``)
 and per user credential (``entry_key`` = ``<US>cred<US><user>``: no device key starts
 with the unit separator, since a device entry's user is never empty).
 ``body`` holds the contract model as JSON; a few fields are copied out for the console.
-Every write is conditional on a greater version than the stored one (newest wins)."""
+Items are written only by a version's commit (``dynamodb_policy_log``, which builds them
+with ``device_item`` / ``credential_item``), each a compare-and-swap on the version it
+replaces; every read here is consistent."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 import boto3
 
 from lambdas.adapters.dynamodb_support import (
-    ConditionFailed,
     Item,
+    batch_get,
     get_s,
     n,
     paged,
@@ -50,52 +53,40 @@ def _split(items: Any) -> tuple[list[DeviceEntry], list[UserCredential]]:
     return devices, credentials
 
 
+def device_item(cluster_id: str, entry: DeviceEntry) -> Item:
+    item: Item = {
+        "cluster_id": s(cluster_id),
+        "entry_key": s(entry.key),
+        "kind": s(DEVICE),
+        "version": n(entry.version),
+        "body": s(entry.model_dump_json()),
+        "user": s(entry.user),
+        "device_id": s(entry.device_id),
+        "access": s(entry.access.value),
+        "source": s(entry.source.value),
+        "updated_at": s(format_instant(entry.updated_at)),
+    }
+    if entry.mdm_device_id:
+        item["mdm_device_id"] = s(entry.mdm_device_id)
+    return item
+
+
+def credential_item(cluster_id: str, credential: UserCredential) -> Item:
+    return {
+        "cluster_id": s(cluster_id),
+        "entry_key": s(credential_key(credential.user)),
+        "kind": s(CREDENTIAL),
+        "version": n(credential.version),
+        "body": s(credential.model_dump_json()),
+        "user": s(credential.user),
+        "updated_at": s(format_instant(credential.updated_at)),
+    }
+
+
 class DynamoDbPolicyEntries:
     def __init__(self, table_name: str, client: DynamoDBClient | None = None) -> None:
         self._table = table_name
         self._client: DynamoDBClient = client or boto3.client("dynamodb")
-
-    def _put_newer(self, item: Item, version: int) -> bool:
-        try:
-            with translated(STORE):
-                self._client.put_item(
-                    TableName=self._table,
-                    Item=item,
-                    ConditionExpression="attribute_not_exists(entry_key) OR version < :v",
-                    ExpressionAttributeValues={":v": n(version)},
-                )
-        except ConditionFailed:
-            return False
-        return True
-
-    def put_device_entry(self, cluster_id: str, entry: DeviceEntry) -> bool:
-        item: Item = {
-            "cluster_id": s(cluster_id),
-            "entry_key": s(entry.key),
-            "kind": s(DEVICE),
-            "version": n(entry.version),
-            "body": s(entry.model_dump_json()),
-            "user": s(entry.user),
-            "device_id": s(entry.device_id),
-            "access": s(entry.access.value),
-            "source": s(entry.source.value),
-            "updated_at": s(format_instant(entry.updated_at)),
-        }
-        if entry.mdm_device_id:
-            item["mdm_device_id"] = s(entry.mdm_device_id)
-        return self._put_newer(item, entry.version)
-
-    def put_credential(self, cluster_id: str, credential: UserCredential) -> bool:
-        item: Item = {
-            "cluster_id": s(cluster_id),
-            "entry_key": s(credential_key(credential.user)),
-            "kind": s(CREDENTIAL),
-            "version": n(credential.version),
-            "body": s(credential.model_dump_json()),
-            "user": s(credential.user),
-            "updated_at": s(format_instant(credential.updated_at)),
-        }
-        return self._put_newer(item, credential.version)
 
     def _get(self, cluster_id: str, key: str) -> Item | None:
         with translated(STORE):
@@ -119,6 +110,19 @@ class DynamoDbPolicyEntries:
             return None
         return UserCredential.model_validate_json(get_s(item, "body"))
 
+    def get_many(
+        self, cluster_id: str, device_keys: Collection[str], users: Collection[str]
+    ) -> tuple[dict[str, DeviceEntry], dict[str, UserCredential]]:
+        keys = sorted({*device_keys, *(credential_key(u) for u in users)})
+        items = batch_get(
+            self._client,
+            self._table,
+            [{"cluster_id": s(cluster_id), "entry_key": s(k)} for k in keys],
+            STORE,
+        )
+        devices, credentials = _split(items)
+        return {d.key: d for d in devices}, {c.user: c for c in credentials}
+
     def list_all(self, cluster_id: str) -> tuple[list[DeviceEntry], list[UserCredential]]:
         return _split(
             paged(
@@ -128,19 +132,5 @@ class DynamoDbPolicyEntries:
                 KeyConditionExpression="cluster_id = :c",
                 ExpressionAttributeValues={":c": s(cluster_id)},
                 ConsistentRead=True,
-            )
-        )
-
-    def list_since(
-        self, cluster_id: str, since_version: int
-    ) -> tuple[list[DeviceEntry], list[UserCredential]]:
-        return _split(
-            paged(
-                self._client.query,
-                STORE,
-                TableName=self._table,
-                IndexName="by_version",
-                KeyConditionExpression="cluster_id = :c AND version > :v",
-                ExpressionAttributeValues={":c": s(cluster_id), ":v": n(since_version)},
             )
         )

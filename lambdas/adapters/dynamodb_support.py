@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -75,6 +75,33 @@ def paged(call: Callable[..., Any], store: str, **kwargs: Any) -> Iterator[Item]
         if "LastEvaluatedKey" not in page:
             return
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+# BatchGetItem takes at most 100 keys; what it leaves unprocessed (throttling, the 16 MB
+# response limit) is asked again, a few times, before the read fails.
+_BATCH_KEYS = 100
+_BATCH_ROUNDS = 8
+
+
+def batch_get(
+    client: Any, table: str, keys: Sequence[Item], store: str, *, consistent: bool = True
+) -> list[Item]:
+    """Every item of ``keys`` that exists (BatchGetItem, in chunks of 100)."""
+    found: list[Item] = []
+    for start in range(0, len(keys), _BATCH_KEYS):
+        request: dict[str, Any] = {
+            table: {"Keys": list(keys[start : start + _BATCH_KEYS]), "ConsistentRead": consistent}
+        }
+        for _ in range(_BATCH_ROUNDS):
+            with translated(store):
+                response = client.batch_get_item(RequestItems=request)
+            found.extend(response.get("Responses", {}).get(table, []))
+            request = response.get("UnprocessedKeys") or {}
+            if not request:
+                break
+        else:
+            raise StorageError(f"{store} unavailable (reads kept being throttled)")
+    return found
 
 
 def encode_cursor(key: Item | None) -> str | None:

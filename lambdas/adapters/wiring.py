@@ -26,19 +26,25 @@ from lambdas.adapters.dynamodb_gateway_nodes import DynamoDbGatewayNodes
 from lambdas.adapters.dynamodb_manual_overrides import DynamoDbManualOverrides
 from lambdas.adapters.dynamodb_notices import DynamoDbNotices
 from lambdas.adapters.dynamodb_policy_entries import DynamoDbPolicyEntries
+from lambdas.adapters.dynamodb_policy_log import DynamoDbPolicyLog
 from lambdas.adapters.dynamodb_roster import DynamoDbRoster
+from lambdas.adapters.dynamodb_signing_keys import DynamoDbSigningKeys
+from lambdas.adapters.kms_policy_signer import KmsPolicySigners
 from lambdas.adapters.ses_mailer import SesMailer
 from lambdas.adapters.sqs_compliance_queue import SqsComplianceQueue
 from lambdas.adapters.sqs_notice_queue import SqsNoticeQueue
 from lambdas.adapters.sqs_payload_queue import SqsPayloadQueue
 from lambdas.ports import ConnectionPoster
 from lambdas.settings import Settings
+from lambdas.usecases.policy_signing import PolicySigning
+from lambdas.usecases.policy_versions import VersionStores
 from lambdas.usecases.roster import JOURNAL_TTL
 from lambdas.usecases.roster_journaling import JournaledDevices, JournaledOverrides
 
 if TYPE_CHECKING:
     from mypy_boto3_apigatewaymanagementapi import ApiGatewayManagementApiClient
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_kms import KMSClient
     from mypy_boto3_sqs import SQSClient
 
 
@@ -53,12 +59,14 @@ class Adapters:
         sqs: SQSClient | None = None,
         apigw: ApiGatewayManagementApiClient | None = None,
         ses: Any = None,
+        kms: KMSClient | None = None,
     ) -> None:
         self.settings = settings
         self._dynamodb = dynamodb
         self._sqs = sqs
         self._apigw = apigw
         self._ses = ses  # an SES v2 client (built lazily when None)
+        self._kms = kms
 
     @cached_property
     def dynamodb(self) -> DynamoDBClient:
@@ -119,8 +127,29 @@ class Adapters:
         return DynamoDbPolicyEntries(self.settings.table("policy_entries"), self.dynamodb)
 
     @cached_property
+    def policy_log(self) -> DynamoDbPolicyLog:
+        return DynamoDbPolicyLog(
+            self.settings.table("policy_log"),
+            # A version's commit writes its entries and settings in the same transaction.
+            entries_table=self.settings.table("policy_entries"),
+            clusters_table=self.settings.table("clusters"),
+            client=self.dynamodb,
+        )
+
+    @cached_property
     def connections(self) -> DynamoDbConnections:
         return DynamoDbConnections(self.settings.table("connections"), self.dynamodb)
+
+    @property
+    def versions(self) -> VersionStores:
+        """Where a policy version is taken, committed, advanced and pushed from."""
+        return VersionStores(
+            clusters=self.clusters,
+            entries=self.policy_entries,
+            log=self.policy_log,
+            connections=self.connections,
+            poster=self.poster,
+        )
 
     @cached_property
     def overrides(self) -> JournaledOverrides:
@@ -164,3 +193,19 @@ class Adapters:
     @cached_property
     def mailer(self) -> SesMailer:
         return SesMailer(self._ses)
+
+    # --- signed policy ------------------------------------------------------------------
+
+    @cached_property
+    def signing_keys(self) -> DynamoDbSigningKeys:
+        return DynamoDbSigningKeys(self.settings.table("clusters"), self.dynamodb)
+
+    @cached_property
+    def policy_signing(self) -> PolicySigning:
+        """Signs with the registry's active key; the KMS client is built on the first
+        signature (a deployment without signing keys never builds one)."""
+        return PolicySigning(
+            KmsPolicySigners(self._kms),
+            self.signing_keys,
+            self.settings.policy_signing_key_arns,
+        )

@@ -20,6 +20,7 @@ from lambdas.api import (
     routes_gateway,
     routes_health,
     routes_mdm,
+    routes_signing,
     routes_ui,
 )
 from lambdas.api.deps import Container
@@ -40,7 +41,16 @@ def create_app(
     *,
     container: Container | None = None,
 ) -> FastAPI:
-    app = FastAPI(title=TITLE, version=API_VERSION, description=DESCRIPTION)
+    # No /docs or /redoc: FastAPI's pages load their scripts from a CDN, which the
+    # console's Content-Security-Policy must not allow on this origin. The document
+    # itself stays public at /openapi.json (and in lambdas/api/openapi.json).
+    app = FastAPI(
+        title=TITLE,
+        version=API_VERSION,
+        description=DESCRIPTION,
+        docs_url=None,
+        redoc_url=None,
+    )
     if container is None:
         container = Container(settings or load_settings())
     app.state.container = container
@@ -54,5 +64,7 @@ def create_app(
     app.include_router(routes_devices.router)
     app.include_router(routes_audit.router)
     app.include_router(routes_clusters.router)
+    app.include_router(routes_signing.console)
+    app.include_router(routes_signing.gateway)
     app.include_router(routes_ui.router)
     return app

@@ -37,7 +37,12 @@ from lambdas.ports import AuditLog, ClusterCredentialStore
 from lambdas.usecases.audit import AuditTrail
 from lambdas.usecases.connections import validate_node_id
 from lambdas.usecases.errors import Forbidden, Unauthenticated
-from lambdas.usecases.gateway_auth import GatewayPrincipal, authenticate_gateway, bearer_token
+from lambdas.usecases.gateway_auth import (
+    GatewayPrincipal,
+    authenticate_gateway,
+    bearer_token,
+    gateway_token,
+)
 from seg_contract.http import NODE_ID_HEADER
 
 
@@ -150,7 +155,7 @@ def gateway(
     authorization: AuthorizationHeader = None,
     node_id: Annotated[str | None, Header(alias=NODE_ID_HEADER)] = None,
 ) -> GatewayCaller:
-    principal = authenticate_gateway(bearer_token(authorization), credentials)
+    principal = authenticate_gateway(gateway_token(authorization), credentials)
     # Optional on HTTP routes (the body's events name their node); when sent, it must be
     # a node id the WebSocket side would accept.
     node = validate_node_id(node_id.strip()) if node_id else ""

@@ -37,13 +37,17 @@ from lambdas.ports import (
     NoticeStore,
     PayloadQueue,
     PolicyEntryStore,
+    PolicyLog,
+    SigningKeyStore,
 )
 from lambdas.settings import Settings
+from lambdas.usecases.policy_signing import PolicySigning
 from lambdas.usecases.roster import DEFAULT_REFRESH_S, RosterCache
 
 if TYPE_CHECKING:
     from mypy_boto3_apigatewaymanagementapi import ApiGatewayManagementApiClient
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_kms import KMSClient
     from mypy_boto3_sqs import SQSClient
 
 
@@ -71,8 +75,9 @@ class Container(Adapters):
         apigw: ApiGatewayManagementApiClient | None = None,
         secrets: Any = None,
         roster_refresh_s: float = DEFAULT_REFRESH_S,
+        kms: KMSClient | None = None,
     ) -> None:
-        super().__init__(settings, dynamodb=dynamodb, sqs=sqs, apigw=apigw)
+        super().__init__(settings, dynamodb=dynamodb, sqs=sqs, apigw=apigw, kms=kms)
         self._secrets = secrets  # a Secrets Manager client (built lazily when None)
         self._roster_refresh_s = roster_refresh_s
 
@@ -179,6 +184,10 @@ def policy_entry_store(request: Request) -> PolicyEntryStore:
     return _c(request).policy_entries
 
 
+def policy_log(request: Request) -> PolicyLog:
+    return _c(request).policy_log
+
+
 def connection_store(request: Request) -> ConnectionStore:
     return _c(request).connections
 
@@ -213,6 +222,14 @@ def device_notes(request: Request) -> DeviceNoteStore:
 
 def notice_store(request: Request) -> NoticeStore:
     return _c(request).notices
+
+
+def policy_signing(request: Request) -> PolicySigning:
+    return _c(request).policy_signing
+
+
+def signing_key_store(request: Request) -> SigningKeyStore:
+    return _c(request).signing_keys
 
 
 def clock() -> datetime:

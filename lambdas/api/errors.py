@@ -27,6 +27,8 @@ from lambdas.usecases.errors import (
     Unauthenticated,
     UseCaseError,
 )
+from lambdas.usecases.gateway_auth import CREDENTIAL_REJECTIONS
+from seg_contract.http import CREDENTIAL_REJECTED_HEADER, CREDENTIAL_REJECTED_VALUE
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +69,10 @@ async def _use_case_error(request: Request, exc: Exception) -> JSONResponse:
     status = status_of(exc)
     if status >= 500:
         logger.error("use case failed: %s", exc.detail, exc_info=exc)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse({"detail": exc.detail}, status_code=status, headers=headers)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    if isinstance(exc, CREDENTIAL_REJECTIONS):
+        headers[CREDENTIAL_REJECTED_HEADER] = CREDENTIAL_REJECTED_VALUE
+    return JSONResponse({"detail": exc.detail}, status_code=status, headers=headers or None)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -207,17 +207,22 @@ class CredentialInfo(_Response):
 class NodeInfo(_Response):
     node_id: str
     connected: bool
-    policy_version: int | None
+    policy_version: int | None  # the node's applied version, as it last reported it
     policy_age_s: float | None
     spool_depth: int | None
     last_seen: str | None
     gateway_version: str = ""
+    # The last check of the node's policy digest (None: none yet), when it was last
+    # found in sync, and how many times it was found diverged.
+    digest_check: Literal["in_sync", "diverged", "unchecked"] | None = None
+    last_verified_at: str | None = None
+    digest_mismatches: int = 0
 
 
 class ClusterSummary(_Response):
     cluster_id: str
     name: str
-    policy_version: int
+    policy_version: int  # the committed version (what gateways are told)
     created_at: str
 
 

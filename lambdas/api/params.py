@@ -29,6 +29,7 @@ from lambdas.api.deps import (
     override_store,
     payload_queue,
     policy_entry_store,
+    policy_log,
     roster_cache,
 )
 from lambdas.ports import (
@@ -48,8 +49,9 @@ from lambdas.ports import (
     NoticeStore,
     PayloadQueue,
     PolicyEntryStore,
+    PolicyLog,
 )
-from lambdas.usecases.policy_changes import PolicyStores
+from lambdas.usecases.policy_versions import VersionStores
 from lambdas.usecases.roster import RosterCache
 
 Now = Annotated[datetime, Depends(clock)]
@@ -58,6 +60,7 @@ Credentials = Annotated[ClusterCredentialStore, Depends(credential_store)]
 Connections = Annotated[ConnectionStore, Depends(connection_store)]
 Poster = Annotated[ConnectionPoster, Depends(connection_poster)]
 Entries = Annotated[PolicyEntryStore, Depends(policy_entry_store)]
+Log = Annotated[PolicyLog, Depends(policy_log)]
 Nodes = Annotated[GatewayNodeStore, Depends(gateway_node_store)]
 Devices = Annotated[DeviceStore, Depends(device_store)]
 DeviceEvents = Annotated[DeviceEventLog, Depends(device_event_log)]
@@ -73,13 +76,15 @@ Notes = Annotated[DeviceNoteStore, Depends(device_notes)]
 Notices = Annotated[NoticeStore, Depends(notice_store)]
 
 
-def policy_stores(
-    clusters: Clusters, entries: Entries, connections: Connections, poster: Poster
-) -> PolicyStores:
-    return PolicyStores(clusters=clusters, entries=entries, connections=connections, poster=poster)
+def version_stores(
+    clusters: Clusters, entries: Entries, log: Log, connections: Connections, poster: Poster
+) -> VersionStores:
+    return VersionStores(
+        clusters=clusters, entries=entries, log=log, connections=connections, poster=poster
+    )
 
 
-Publishing = Annotated[PolicyStores, Depends(policy_stores)]
+Publishing = Annotated[VersionStores, Depends(version_stores)]
 
 ClusterId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9-]*$")]
 UserPath = Annotated[str, Path(min_length=1, max_length=256)]

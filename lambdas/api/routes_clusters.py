@@ -40,7 +40,7 @@ def _summary(cluster: ClusterRecord) -> models.ClusterSummary:
     return models.ClusterSummary(
         cluster_id=cluster.cluster_id,
         name=cluster.name,
-        policy_version=cluster.current_version,
+        policy_version=cluster.committed_version,
         created_at=format_instant(cluster.created_at),
     )
 
@@ -55,6 +55,9 @@ def _nodes(statuses: list[cluster_cases.NodeStatus]) -> list[models.NodeInfo]:
             spool_depth=s.report.spool_depth,
             last_seen=s.report.last_seen or None,
             gateway_version=s.report.gateway_version,
+            digest_check=s.report.digest_check or None,
+            last_verified_at=s.report.last_verified_at or None,
+            digest_mismatches=s.report.digest_mismatches,
         )
         for s in statuses
     ]
@@ -118,7 +121,7 @@ def get_cluster(
         cluster_id=cluster.cluster_id,
         name=cluster.name,
         created_at=format_instant(cluster.created_at),
-        policy_version=cluster.current_version,
+        policy_version=cluster.committed_version,
         settings_version=cluster.settings_version,
         settings=cluster.settings,
         public_key=cluster.public_key,
@@ -140,22 +143,19 @@ def put_settings(
     cluster_id: ClusterId,
     settings: ClusterSettings,
     audit: AdminAudit,
-    clusters: Clusters,
-    connections: Connections,
-    poster: Poster,
+    stores: Publishing,
+    now: Now,
 ) -> models.SettingsUpdated:
-    """Store the settings under the cluster's next policy version and push them."""
-    held = clusters.get_cluster(cluster_id)
-    version, _report = change_settings(
-        cluster_id, settings, clusters=clusters, connections=connections, poster=poster
-    )
+    """Commit the settings as the cluster's next policy version and push them."""
+    held = stores.clusters.get_cluster(cluster_id)
+    committed = change_settings(cluster_id, settings, stores=stores, now=now)
     audit.record(
         "cluster.settings",
         cluster_id,
         before=held.settings.model_dump(mode="json") if held else None,
-        after={**settings.model_dump(mode="json"), "version": version},
+        after={**settings.model_dump(mode="json"), "version": committed.version},
     )
-    return models.SettingsUpdated(cluster_id=cluster_id, version=version)
+    return models.SettingsUpdated(cluster_id=cluster_id, version=committed.version)
 
 
 @router.put("/clusters/{cluster_id}/public-key", status_code=status.HTTP_204_NO_CONTENT)

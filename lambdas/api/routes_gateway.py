@@ -1,9 +1,10 @@
 """Gateway routes: the cluster comes from the credential, never from the request, so a
 gateway can only ever read its own cluster's policy and report into its own cluster.
 
-The snapshot's ETag is ``"<cluster>-<version>"``. A conditional GET is answered from the
-cluster item alone (one read) when the version has not moved, so the hourly bulk refresh
-of an unchanged cluster costs one DynamoDB read per node.
+The snapshot's ETag is ``"<cluster>-<W>"``, W being the cluster's committed version
+(``lambdas.usecases.policy_versions``). A conditional GET is answered from the cluster
+item alone (one read) when W has not moved, so the hourly bulk refresh of an unchanged
+cluster costs one DynamoDB read per node.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from fastapi import APIRouter, Header, Query, Response, status
 
 from lambdas.api.auth import Gateway as Caller
 from lambdas.api.models import Accepted
-from lambdas.api.params import Clusters, Entries, Now, Payloads
+from lambdas.api.params import Clusters, Entries, Log, Now, Payloads
 from lambdas.usecases.access_events import accept_access_events
 from lambdas.usecases.policy_sync import build_delta, snapshot_unless_held
 from seg_contract import AccessEventBatch, PolicyDelta, PolicySnapshot
@@ -48,6 +49,7 @@ def get_policy(
     caller: Caller,
     clusters: Clusters,
     entries: Entries,
+    log: Log,
     now: Now,
     if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
 ) -> Response:
@@ -56,6 +58,7 @@ def get_policy(
         lambda held: _matches(if_none_match, etag(caller.cluster_id, held)),
         clusters=clusters,
         entries=entries,
+        log=log,
         now=now,
     )
     tag = etag(caller.cluster_id, version)
@@ -75,10 +78,13 @@ def get_delta(
     caller: Caller,
     clusters: Clusters,
     entries: Entries,
+    log: Log,
     now: Now,
     since: Annotated[int, Query(ge=0, le=2**53)],
 ) -> Response:
-    delta = build_delta(caller.cluster_id, since, clusters=clusters, entries=entries, now=now)
+    delta = build_delta(
+        caller.cluster_id, since, clusters=clusters, entries=entries, log=log, now=now
+    )
     return Response(delta.model_dump_json(), media_type=_JSON)
 
 

@@ -14,3 +14,18 @@ class ConnectionGone(Exception):
 
 class PushFailed(Exception):
     """Posting to a connection failed for another reason (throttled, too large)."""
+
+
+class VersionFenced(Exception):
+    """The policy version was settled as abandoned before its commit landed (its writer
+    took too long): nothing was written; redo the work under a new version."""
+
+    def __init__(self, cluster_id: str, version: int) -> None:
+        super().__init__(f"policy version {version} of cluster {cluster_id} was abandoned")
+        self.version = version
+
+
+class CommitConflict(Exception):
+    """A compare-and-swap of the commit failed (an entry or the settings moved since they
+    were read, or a concurrent transaction touched them): nothing was written; read
+    again and retry under the same version."""

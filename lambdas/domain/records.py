@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from lambdas.domain.policy_log import Watermark
 from seg_contract import ClusterSettings
 
 
@@ -17,18 +18,17 @@ class ClusterRecord:
     policy_version: int  # the counter: the last version handed out
     settings: ClusterSettings
     settings_version: int  # the version that wrote ``settings`` (0: defaults, never set)
-    purge_watermark: int  # deltas since a version below this are no longer exact
+    # The committed version W, the policy digest at W and recent digests: the only
+    # version ever stated to a gateway (``lambdas.usecases.policy_versions``).
+    watermark: Watermark
     public_key: str = ""
     # When every existing device was queued for evaluation into this cluster (None: not
     # yet; the scheduled sweep seeds such clusters).
     seeded_at: datetime | None = None
 
     @property
-    def current_version(self) -> int:
-        """The cluster's policy version as gateways see it: the newest of the counter
-        and the version that wrote the settings (the snapshot's floor, the ETag's number,
-        the keepalive answer)."""
-        return max(self.policy_version, self.settings_version)
+    def committed_version(self) -> int:
+        return self.watermark.version
 
 
 @dataclass(frozen=True)

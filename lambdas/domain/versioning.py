@@ -1,21 +1,35 @@
-"""Policy-version rules (see ``seg_contract.models`` for the theory of operation).
+"""Which delta a node may have (see ``seg_contract.models`` for the theory of operation
+and ``lambdas.usecases.policy_versions`` for the log it is read from).
 
-Entries are stored per (cluster, key) with the version that wrote them; a write only
-lands when its version is greater than the stored one (newest wins), so replays and
-out-of-order writers cannot move an entry back in time. A delta since N is exact unless
-entries were purged after N (the cluster's purge watermark), or N is a version the
-cluster never reached (the caller's view belongs to another history)."""
+A delta since N holds the current entry of every key a version in (N, W] changed, W
+being the cluster's committed version, and says ``version = W``. It is built from the
+cluster's policy log, so it is exact only while the log holds a record of every version
+in (N, W]; records expire (TTL) after ``LOG_RETENTION``, and a node that far behind
+takes the snapshot. So does one more than ``MAX_DELTA_SPAN`` versions behind: by then the
+snapshot costs less than reading the log. A node may legitimately be *ahead* of W (it
+applied the pushes of versions committed after W was last moved): its delta is empty.
+A ``since`` above the last version handed out belongs to another history (a node
+pointed at a re-created cluster): snapshot."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
+# A delta spans at most this many versions (reading 10,000 log records costs about what
+# a snapshot of a mid-sized tenant does).
+MAX_DELTA_SPAN = 10_000
+
+_SNAPSHOT = "fetch the full snapshot"
+
 
 class DeltaVerdict(StrEnum):
-    AVAILABLE = "available"
-    PURGED = "purged"  # since < watermark: take the full snapshot
-    AHEAD = "ahead"  # since > current version: take the full snapshot
+    CHANGES = "changes"  # read the log (since, W]
+    CURRENT = "current"  # since >= W: nothing to send, the node keeps its version
+    AHEAD = "ahead"  # since > the last version handed out: snapshot
+    TOO_FAR = "too_far"  # W - since > MAX_DELTA_SPAN: snapshot
+    EXPIRED = "expired"  # the log no longer covers (since, W]: snapshot
 
 
 @dataclass(frozen=True)
@@ -23,24 +37,36 @@ class DeltaCheck:
     verdict: DeltaVerdict
     detail: str = ""
 
+    @property
+    def available(self) -> bool:
+        return self.verdict in (DeltaVerdict.CHANGES, DeltaVerdict.CURRENT)
 
-def check_delta(since: int, *, current_version: int, purge_watermark: int) -> DeltaCheck:
+
+def check_delta(since: int, *, committed: int, counter: int) -> DeltaCheck:
+    """Before reading the log: ``committed`` is W, ``counter`` the last version handed
+    out."""
     if since < 0:
         raise ValueError("since must be >= 0")
-    if since < purge_watermark:
-        return DeltaCheck(
-            DeltaVerdict.PURGED,
-            f"delta since {since} is no longer available; fetch the full snapshot",
-        )
-    if since > current_version:
+    if since > counter:
         return DeltaCheck(
             DeltaVerdict.AHEAD,
-            f"delta since {since} is ahead of the cluster's version {current_version}; "
-            "fetch the full snapshot",
+            f"delta since {since} is ahead of the cluster's version {committed}; {_SNAPSHOT}",
         )
-    return DeltaCheck(DeltaVerdict.AVAILABLE)
+    if since >= committed:
+        return DeltaCheck(DeltaVerdict.CURRENT)
+    if committed - since > MAX_DELTA_SPAN:
+        return DeltaCheck(
+            DeltaVerdict.TOO_FAR,
+            f"delta since {since} spans more than {MAX_DELTA_SPAN} versions; {_SNAPSHOT}",
+        )
+    return DeltaCheck(DeltaVerdict.CHANGES)
 
 
-def supersedes(new_version: int, stored_version: int | None) -> bool:
-    """Newest wins: a write lands only over an older stored version (or nothing)."""
-    return stored_version is None or new_version > stored_version
+def check_coverage(since: int, committed: int, versions: Iterable[int]) -> DeltaCheck:
+    """After reading the log: every version in (since, committed] must have a record."""
+    if set(range(since + 1, committed + 1)) - set(versions):
+        return DeltaCheck(
+            DeltaVerdict.EXPIRED,
+            f"delta since {since} is no longer available; {_SNAPSHOT}",
+        )
+    return DeltaCheck(DeltaVerdict.CHANGES)

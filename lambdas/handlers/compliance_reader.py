@@ -50,7 +50,7 @@ def stores() -> ComplianceStores:
     return write_side.compliance_stores(load_settings())
 
 
-@tracer.capture_method
+@tracer.capture_method(capture_response=False, capture_error=False)
 def record_handler(record: SQSRecord) -> None:
     message = COMPLIANCE_MESSAGE.validate_json(record.body)
     logger.append_keys(message_type=message.type, sqs_message_id=record.message_id)
@@ -73,7 +73,7 @@ def record_handler(record: SQSRecord) -> None:
 
 
 @logger.inject_lambda_context(clear_state=True, correlation_id_path="Records[0].messageId")
-@tracer.capture_lambda_handler
+@tracer.capture_lambda_handler(capture_response=False, capture_error=False)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     records = event.get("Records", [])

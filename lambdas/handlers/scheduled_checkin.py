@@ -31,7 +31,7 @@ def ports() -> Adapters:
 
 
 @logger.inject_lambda_context(clear_state=True, correlation_id_path="id")
-@tracer.capture_lambda_handler
+@tracer.capture_lambda_handler(capture_response=False, capture_error=False)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # The event (an EventBridge "Scheduled Event") carries nothing we need but its id.

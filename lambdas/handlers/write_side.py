@@ -38,5 +38,6 @@ def compliance_stores(settings: Settings) -> ComplianceStores:
         overrides=a.overrides,
         connections=a.connections,
         poster=a.poster,
+        log=a.policy_log,
         queue=a.compliance_queue,
     )

@@ -1,7 +1,8 @@
 """WebSocket ``$connect``: authenticate the gateway node's cluster credential
 (``Authorization: Bearer``) and record its connection under its cluster and node id
 (header ``X-SEG-Node-Id`` or query ``node_id``). Answers 200, or refuses with 400
-(malformed), 401 (missing, malformed or unknown credential) or 403 (revoked)."""
+(malformed), 401 (missing, malformed or unknown credential) or 403 (revoked); a refused
+credential is marked with ``seg_contract.http.CREDENTIAL_REJECTED_HEADER``."""
 
 from __future__ import annotations
 
@@ -20,8 +21,17 @@ from lambdas.handlers import write_side
 from lambdas.handlers.ws_events import WebSocketEvent, response
 from lambdas.usecases.connections import connect
 from lambdas.usecases.errors import Forbidden, InvalidInput, Unauthenticated
-from lambdas.usecases.gateway_auth import authenticate_gateway, bearer_token
-from seg_contract.http import NODE_ID_HEADER, NODE_ID_QUERY
+from lambdas.usecases.gateway_auth import (
+    CREDENTIAL_REJECTIONS,
+    authenticate_gateway,
+    gateway_token,
+)
+from seg_contract.http import (
+    CREDENTIAL_REJECTED_HEADER,
+    CREDENTIAL_REJECTED_VALUE,
+    NODE_ID_HEADER,
+    NODE_ID_QUERY,
+)
 
 logger = Logger(service="ws_connect")
 metrics = Metrics(namespace="SEG", service="ws_connect")
@@ -36,23 +46,24 @@ def ports() -> Adapters:
     return write_side.adapters()
 
 
-def _refuse(status: int, detail: str, metric: str) -> dict[str, Any]:
-    metrics.add_metric(name=metric, unit=MetricUnit.Count, value=1)
+def _refuse(status: int, detail: str, *, rejected: bool = False) -> dict[str, Any]:
+    metrics.add_metric(name="ConnectionsRefused", unit=MetricUnit.Count, value=1)
     logger.warning("connection refused", extra={"status": status, "detail": detail})
-    return response(status, detail)
+    headers = {CREDENTIAL_REJECTED_HEADER: CREDENTIAL_REJECTED_VALUE} if rejected else None
+    return response(status, detail, headers)
 
 
 @logger.inject_lambda_context(clear_state=True, correlation_id_path="requestContext.connectionId")
-@tracer.capture_lambda_handler
+@tracer.capture_lambda_handler(capture_response=False, capture_error=False)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     try:
         parsed = WebSocketEvent.model_validate(event)
     except ValidationError:
-        return _refuse(400, "malformed $connect event", "ConnectionsRefused")
+        return _refuse(400, "malformed $connect event")
     p = ports()
     try:
-        token = bearer_token(parsed.header("authorization"))
+        token = gateway_token(parsed.header("authorization"))
         connection = connect(
             token,
             parsed.header(NODE_ID_HEADER) or parsed.query.get(NODE_ID_QUERY),
@@ -62,11 +73,11 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             now=clock(),
         )
     except Unauthenticated as exc:
-        return _refuse(401, exc.detail, "ConnectionsRefused")
+        return _refuse(401, exc.detail, rejected=isinstance(exc, CREDENTIAL_REJECTIONS))
     except Forbidden as exc:
-        return _refuse(403, exc.detail, "ConnectionsRefused")
+        return _refuse(403, exc.detail, rejected=isinstance(exc, CREDENTIAL_REJECTIONS))
     except InvalidInput as exc:
-        return _refuse(400, exc.detail, "ConnectionsRefused")
+        return _refuse(400, exc.detail)
     metrics.add_metric(name="ConnectionsAccepted", unit=MetricUnit.Count, value=1)
     logger.info(
         "gateway node connected",

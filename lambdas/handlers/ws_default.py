@@ -1,8 +1,10 @@
 """WebSocket ``$default``: the gateway's keepalive (``seg_contract.GatewayKeepalive``).
-Records the node's reported state and answers with ``seg_contract.PushPong`` (the
-cluster's current policy version) through the management API. A message on a
-connection we no longer know (expired, or its credential revoked) is refused with 403
-and the connection is closed, so the node reconnects and meets ``$connect``."""
+Re-checks the connection's credential, advances the cluster's committed version, checks
+the node's policy digest, records the node's state and answers with
+``seg_contract.PushPong`` (the committed version and the digest verdict) through the
+management API (``lambdas.usecases.connections``). A message on a connection we no
+longer know (expired, closed) or whose credential was revoked is refused with 403 and
+the connection is closed. Metrics: ``DigestChecks`` and ``DigestMismatches``."""
 
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ def ports() -> Adapters:
 
 
 @logger.inject_lambda_context(clear_state=True, correlation_id_path="requestContext.connectionId")
-@tracer.capture_lambda_handler
+@tracer.capture_lambda_handler(capture_response=False, capture_error=False)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     try:
@@ -53,20 +55,31 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             connections=p.connections,
             nodes=p.gateway_nodes,
             clusters=p.clusters,
+            log=p.policy_log,
+            credentials=p.credentials,
             poster=p.poster,
             now=clock(),
         )
     except Forbidden as exc:
         metrics.add_metric(name="MessagesRejected", unit=MetricUnit.Count, value=1)
-        logger.warning("message on an unknown connection: closed", extra={"detail": exc.detail})
+        logger.warning("keepalive refused, connection closed", extra={"detail": exc.detail})
         return response(403, exc.detail)
     except InvalidInput as exc:
         metrics.add_metric(name="MessagesRejected", unit=MetricUnit.Count, value=1)
         logger.warning("invalid gateway message", extra={"detail": exc.detail})
         return response(400, exc.detail)
     metrics.add_metric(name="Keepalives", unit=MetricUnit.Count, value=1)
+    if pong.digest_check != "unchecked":
+        metrics.add_metric(name="DigestChecks", unit=MetricUnit.Count, value=1)
+    if pong.digest_check == "diverged":
+        metrics.add_metric(name="DigestMismatches", unit=MetricUnit.Count, value=1)
     logger.info(
         "keepalive answered",
-        extra={"cluster_id": pong.cluster_id, "cluster_version": pong.version},
+        extra={
+            "cluster_id": pong.cluster_id,
+            "cluster_version": pong.version,
+            "digest_check": pong.digest_check,
+            "checked_version": pong.checked_version,
+        },
     )
     return response(200)

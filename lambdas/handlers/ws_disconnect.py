@@ -28,7 +28,7 @@ def connections() -> DynamoDbConnections:
 
 
 @logger.inject_lambda_context(clear_state=True, correlation_id_path="requestContext.connectionId")
-@tracer.capture_lambda_handler
+@tracer.capture_lambda_handler(capture_response=False, capture_error=False)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     try:

@@ -60,9 +60,13 @@ class WebSocketEvent(BaseModel):
             return None
 
 
-def response(status: int, detail: str = "") -> dict[str, Any]:
+def response(
+    status: int, detail: str = "", headers: dict[str, str] | None = None
+) -> dict[str, Any]:
     """A route response: for $connect, any non-2xx refuses the connection."""
     result: dict[str, Any] = {"statusCode": status}
+    if headers:
+        result["headers"] = headers
     if detail:
         result["body"] = detail
     return result

@@ -52,7 +52,9 @@ ACTIONS = (
     "substitution.remove",
     "compliance_policy.update",
     "notices.update",
-    "signing_key.rotate",
+    "signing_key.register",
+    "signing_key.activate",
+    "signing_key.retire",
 )
 
 

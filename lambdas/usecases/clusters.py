@@ -4,12 +4,19 @@ and revoke credentials, set the sealing public key, and read a cluster with its 
 Rotation issues a new key and leaves the old ones valid, so an admin can roll the new
 credential onto every node before revoking the old key (no outage). Revoking a key
 tells the nodes connected with it (``revoked`` push) and closes their connections; their
-next ``$connect`` or API call is refused (403).
+next ``$connect`` or API call is refused (403). The connections are listed from an
+eventually consistent index, so a connection opened a moment before the revocation may
+be missing from the first listing: the revocation lists them again after
+``RELIST_AFTER_S``, and every keepalive re-checks its connection's credential
+(``lambdas.usecases.connections``), so no connection of a revoked key outlives one
+report interval.
 """
 
 from __future__ import annotations
 
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -26,10 +33,14 @@ from lambdas.usecases.cluster_lookup import require_cluster
 from lambdas.usecases.errors import InvalidInput, NotFound
 from lambdas.usecases.gateway_auth import IssuedCredential, StoredCredential, issue_credential
 from lambdas.usecases.gateway_nodes import NodeReport
-from lambdas.usecases.push import disconnect_all, publish
+from lambdas.usecases.push import close, send_to
 from lambdas.usecases.resync import seed_cluster
 from seg_contract import PushRevoked
 from seg_contract.crypto import public_key_is_valid
+
+# DynamoDB's global secondary indexes typically catch up within a second: the second
+# listing of a revoked key's connections finds those the first one missed.
+RELIST_AFTER_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -124,28 +135,31 @@ def revoke_credentials(
     connections: ConnectionStore,
     poster: ConnectionPoster | None,
     now: datetime,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> tuple[list[str], int]:
     """Revoke one key (or all); push ``revoked`` to, and disconnect, the nodes that used
-    it. Returns (key ids revoked now, connections closed)."""
+    it, twice (see the module doc). Returns (key ids revoked now, connections closed)."""
     require_cluster(clusters, cluster_id)
     known = {c.key_id for c in credentials.list_credentials(cluster_id)}
     if key_id is not None and key_id not in known:
         raise NotFound(f"cluster {cluster_id} has no credential {key_id}")
     revoked = credentials.revoke_credentials(cluster_id, now, key_id)
-    closed = 0
-    if poster is not None:
-        for revoked_key in revoked:
-            publish(
-                cluster_id,
-                PushRevoked(cluster_id=cluster_id),
-                connections=connections,
-                poster=poster,
-                key_id=revoked_key,
-            )
-            closed += disconnect_all(
-                cluster_id, connections=connections, poster=poster, key_id=revoked_key
-            )
-    return revoked, closed
+    if poster is None or not revoked:
+        return revoked, 0
+    closed: set[str] = set()
+    for listing in range(2):
+        if listing:
+            sleep(RELIST_AFTER_S)
+        targets = [
+            c
+            for c in connections.list_for_cluster(cluster_id)
+            if c.key_id in revoked and c.connection_id not in closed
+        ]
+        send_to(targets, PushRevoked(cluster_id=cluster_id), connections=connections, poster=poster)
+        for connection in targets:
+            close(connection.connection_id, connections=connections, poster=poster)
+            closed.add(connection.connection_id)
+    return revoked, len(closed)
 
 
 def set_public_key(cluster_id: str, public_key: str, *, clusters: ClusterStore) -> str:

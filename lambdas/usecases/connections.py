@@ -1,8 +1,19 @@
 """The gateway's WebSocket connection: connect (authenticate, record), keepalive
-(record the node's state, answer with the cluster's version), disconnect (forget).
+(re-check the credential, advance the committed version, check the node's policy
+digest, record the node's state, answer), disconnect (forget).
 
 A node only ever receives its own cluster's pushes because the connection is recorded
-under the cluster its credential names, and pushes are fanned out by cluster."""
+under the cluster its credential names, and pushes are fanned out by cluster.
+
+A keepalive is the control plane's half of anti-entropy. It answers with the cluster's
+committed version W (a node that missed a push sees W above its applied version and
+fetches the delta) and with the verdict on the digest the node reported for its applied
+version V: ``in_sync`` or ``diverged`` when the control plane keeps the digest of V (W or
+one of the recent versions; ``lambdas.domain.policy_log.check_digest``), ``unchecked``
+otherwise. A node told ``diverged`` replaces its policy with a snapshot, so divergence
+from any cause is gone within one report interval. It also re-checks the connection's
+credential: a connection opened with a credential revoked since (even one that the
+revocation's fan-out missed) is told ``revoked`` and closed."""
 
 from __future__ import annotations
 
@@ -14,13 +25,22 @@ from datetime import datetime
 from pydantic import ValidationError
 
 from lambdas.domain.errors import PushFailed
+from lambdas.domain.policy_log import DigestVerdict, check_digest
 from lambdas.domain.records import Connection
-from lambdas.ports import ClusterStore, ConnectionPoster, ConnectionStore, GatewayNodeStore
-from lambdas.usecases.errors import Forbidden, InvalidInput, validation_problems
+from lambdas.ports import (
+    ClusterCredentialStore,
+    ClusterStore,
+    ConnectionPoster,
+    ConnectionStore,
+    GatewayNodeStore,
+    PolicyLog,
+)
+from lambdas.usecases.errors import Forbidden, InvalidInput, NotFound, validation_problems
 from lambdas.usecases.gateway_auth import GatewayPrincipal
 from lambdas.usecases.gateway_nodes import record_keepalive
-from lambdas.usecases.push import send_to
-from seg_contract import GatewayKeepalive, PushPong
+from lambdas.usecases.policy_versions import advance
+from lambdas.usecases.push import close, send_to
+from seg_contract import GatewayKeepalive, PushPong, PushRevoked
 from seg_contract.http import NODE_ID_HEADER, NODE_ID_QUERY
 from seg_contract.models import GATEWAY_MESSAGE
 
@@ -95,6 +115,35 @@ def _closed(connection_id: str, poster: ConnectionPoster, detail: str) -> Forbid
     return Forbidden(detail)
 
 
+def _credential_rejected(
+    connection: Connection,
+    *,
+    credentials: ClusterCredentialStore,
+    connections: ConnectionStore,
+    poster: ConnectionPoster,
+) -> Forbidden | None:
+    """Is the connection's credential still valid? If not (revoked, or gone), tell the
+    node, close and forget the connection, and return the error to raise."""
+    stored = credentials.get_credential(connection.cluster_id, connection.key_id)
+    if stored is not None and not stored.revoked:
+        return None
+    send_to(
+        [connection],
+        PushRevoked(cluster_id=connection.cluster_id),
+        connections=connections,
+        poster=poster,
+    )
+    close(connection.connection_id, connections=connections, poster=poster)
+    logger.warning(
+        "keepalive with a revoked credential: cluster=%s node=%s key=%s connection=%s",
+        connection.cluster_id,
+        connection.node_id,
+        connection.key_id,
+        connection.connection_id,
+    )
+    return Forbidden("gateway credential revoked")
+
+
 def keepalive(
     connection_id: str,
     body: str | None,
@@ -102,13 +151,15 @@ def keepalive(
     connections: ConnectionStore,
     nodes: GatewayNodeStore,
     clusters: ClusterStore,
+    log: PolicyLog,
+    credentials: ClusterCredentialStore,
     poster: ConnectionPoster,
     now: datetime,
 ) -> PushPong:
-    """Record the node's reported state and answer with the cluster's version.
-    Raises ``Forbidden`` (connection unknown, i.e. closed, expired or revoked, or its
-    cluster gone: the connection is closed too, so the node reconnects and meets
-    ``$connect``) and ``InvalidInput`` (not a keepalive, or another node's id)."""
+    """Answer a keepalive (see the module doc). Raises ``Forbidden`` (connection
+    unknown, i.e. closed, expired or revoked; its credential revoked; or its cluster
+    gone: the connection is closed too, so the node reconnects and meets ``$connect``)
+    and ``InvalidInput`` (not a keepalive, or another node's id)."""
     connection = connections.get(connection_id)
     if connection is None:
         raise _closed(connection_id, poster, "unknown connection: reconnect")
@@ -118,14 +169,30 @@ def keepalive(
             f"keepalive names node {message.node_id!r} but this connection is "
             f"node {connection.node_id!r}"
         )
-    record_keepalive(nodes, connection.cluster_id, message, now)
-    cluster = clusters.get_cluster(connection.cluster_id)
-    if cluster is None:
-        raise _closed(connection_id, poster, "the connection's cluster no longer exists")
+    rejected = _credential_rejected(
+        connection, credentials=credentials, connections=connections, poster=poster
+    )
+    if rejected is not None:
+        raise rejected
+    try:
+        cluster = advance(connection.cluster_id, clusters=clusters, log=log, now=now)
+    except NotFound:
+        raise _closed(connection_id, poster, "the connection's cluster no longer exists") from None
+    verdict = check_digest(message.digest, message.policy_version, cluster.watermark)
+    record_keepalive(nodes, connection.cluster_id, message, now, verdict)
+    if verdict is DigestVerdict.DIVERGED:
+        logger.warning(
+            "policy digest mismatch: cluster=%s node=%s version=%d",
+            connection.cluster_id,
+            connection.node_id,
+            message.policy_version,
+        )
     pong = PushPong(
         cluster_id=connection.cluster_id,
-        version=cluster.current_version,
+        version=cluster.committed_version,
         server_time=now,
+        digest_check=verdict.value,
+        checked_version=message.policy_version,
     )
     send_to([connection], pong, connections=connections, poster=poster)
     return pong

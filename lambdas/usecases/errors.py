@@ -46,6 +46,11 @@ class StorageError(UseCaseError):
     """A backend failed in a way the caller cannot fix (throttling, outage)."""
 
 
+class SigningUnavailable(StorageError):
+    """Policy cannot be signed now (no signing key configured, or KMS failed): nothing
+    unsigned is ever sent instead."""
+
+
 def validation_problems(exc: ValidationError) -> str:
     """pydantic's errors on one line, ``where: what; ...``, for an ``InvalidInput``
     detail: locations and messages only, leaving out the input values pydantic keeps."""

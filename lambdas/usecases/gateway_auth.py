@@ -11,7 +11,9 @@ high-entropy secret is what GitHub and AWS do for API tokens. The hash is compar
 ``hmac.compare_digest`` (constant time).
 
 ``authenticate_gateway`` is called by the API's gateway routes and by the WebSocket
-``$connect`` handler.
+``$connect`` handler; both mark its refusals (``CREDENTIAL_REJECTIONS``) with
+``seg_contract.http.CREDENTIAL_REJECTED_HEADER``, so a node can tell our 401/403 from a
+proxy's.
 """
 
 from __future__ import annotations
@@ -106,13 +108,26 @@ def parse_credential(token: str) -> tuple[str, str, str]:
 
 
 def bearer_token(authorization: str | None) -> str:
-    """The token of an ``Authorization: Bearer <token>`` header value."""
+    """The token of an ``Authorization: Bearer <token>`` header value (any caller)."""
     if not authorization:
-        raise UnknownCredential("missing Authorization: Bearer <credential>")
+        raise Unauthenticated("missing Authorization: Bearer <credential>")
     scheme, _, token = authorization.strip().partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise UnknownCredential("Authorization must be 'Bearer <credential>'")
+        raise Unauthenticated("Authorization must be 'Bearer <credential>'")
     return token.strip()
+
+
+def gateway_token(authorization: str | None) -> str:
+    """A gateway's credential from its ``Authorization`` header; a missing or malformed
+    one is refused as ``UnknownCredential`` like any other rejected credential."""
+    try:
+        return bearer_token(authorization)
+    except Unauthenticated as exc:
+        raise UnknownCredential(exc.detail) from None
+
+
+# A gateway credential refused by us (HTTP 401/403 with CREDENTIAL_REJECTED_HEADER).
+CREDENTIAL_REJECTIONS: tuple[type[Exception], ...] = (UnknownCredential, RevokedCredential)
 
 
 def authenticate_gateway(token: str, credentials: ClusterCredentialStore) -> GatewayPrincipal:

@@ -2,7 +2,10 @@
 
 A node reports its state in every WebSocket keepalive (``seg_contract.GatewayKeepalive``)
 and is *seen* whenever its access events arrive. The console's cluster panel shows both,
-with whether the node has an open WebSocket connection.
+with whether the node has an open WebSocket connection, and the verdict of the last
+check of the node's policy digest: in sync (and when it last was), diverged (the node
+was told to replace its policy), or unchecked (it reported no digest for a version the
+control plane keeps one of); and how many mismatches the node has had.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from lambdas.domain.policy_log import DigestVerdict
 from lambdas.domain.timefmt import format_instant
 from lambdas.ports import GatewayNodeStore
 from seg_contract import GatewayKeepalive
@@ -25,13 +29,20 @@ class NodeReport:
     spool_depth: int | None = None
     gateway_version: str = ""
     reported_at: str = ""  # format_instant() of the keepalive these figures came from
+    digest_check: str = ""  # DigestVerdict of the last keepalive ("" before the first)
+    last_verified_at: str = ""  # format_instant() of the last in_sync verdict
+    digest_mismatches: int = 0  # diverged verdicts, ever
 
 
 def record_keepalive(
-    nodes: GatewayNodeStore, cluster_id: str, keepalive: GatewayKeepalive, now: datetime
+    nodes: GatewayNodeStore,
+    cluster_id: str,
+    keepalive: GatewayKeepalive,
+    now: datetime,
+    verdict: DigestVerdict = DigestVerdict.UNCHECKED,
 ) -> NodeReport:
-    """Store a keepalive's figures for the node (called by the WebSocket $default
-    handler)."""
+    """Store a keepalive's figures and its digest verdict for the node (called by the
+    WebSocket $default handler)."""
     report = NodeReport(
         cluster_id=cluster_id,
         node_id=keepalive.node_id,
@@ -41,6 +52,9 @@ def record_keepalive(
         spool_depth=keepalive.spool_depth,
         gateway_version=keepalive.gateway_version,
         reported_at=format_instant(now),
+        digest_check=verdict.value,
+        last_verified_at=format_instant(now) if verdict is DigestVerdict.IN_SYNC else "",
+        digest_mismatches=1 if verdict is DigestVerdict.DIVERGED else 0,
     )
     nodes.record_keepalive(report)
     return report

@@ -1,76 +1,68 @@
-"""Cluster-wide policy changes made from the console, each stamped with the cluster's
-next policy version and pushed to every node: settings, and a user's credential
-substitution entry (what ``UserCredential`` carries; its hashing and sealing are the
-API side's business)."""
+"""Cluster-wide policy changes made from the console, each committed as one policy
+version and pushed to every node (``lambdas.usecases.policy_versions``): settings, and
+a user's credential substitution entry (what ``UserCredential`` carries; its hashing and
+sealing are the API side's business)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from lambdas.ports import ClusterStore, ConnectionPoster, ConnectionStore, PolicyEntryStore
+from lambdas.domain.policy_commit import Proposal
 from lambdas.usecases.cluster_lookup import require_cluster
-from lambdas.usecases.push import PushReport, publish
-from seg_contract import (
-    ClusterSettings,
-    PushChange,
-    UserCredential,
-    normalize_user,
-)
+from lambdas.usecases.policy_versions import Committed, VersionStores, write_version
+from seg_contract import ClusterSettings, UserCredential, normalize_user
 
 
 @dataclass(frozen=True)
-class PolicyStores:
-    """Where a cluster-wide change is versioned, stored and pushed from."""
+class CredentialChange:
+    """What a user's substitution entry becomes (enabled exactly when it carries a
+    sealed PW2)."""
 
-    clusters: ClusterStore
-    entries: PolicyEntryStore
-    connections: ConnectionStore
-    poster: ConnectionPoster
+    pw1_hashes: tuple[str, ...]
+    sealed_pw2: str
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.sealed_pw2)
+
+
+# Derives the new entry from the one stored (None: none yet); may raise a use-case error.
+Modify = Callable[[UserCredential | None], CredentialChange]
 
 
 def change_settings(
-    cluster_id: str,
-    settings: ClusterSettings,
-    *,
-    clusters: ClusterStore,
-    connections: ConnectionStore,
-    poster: ConnectionPoster,
-) -> tuple[int, PushReport]:
-    """Store new settings under the next version and push them; return the version."""
-    require_cluster(clusters, cluster_id)
-    version = clusters.next_version(cluster_id)
-    clusters.put_settings(cluster_id, settings, version)
-    push = PushChange(cluster_id=cluster_id, version=version, settings=settings)
-    return version, publish(cluster_id, push, connections=connections, poster=poster)
+    cluster_id: str, settings: ClusterSettings, *, stores: VersionStores, now: datetime
+) -> Committed:
+    """Commit new settings as the next version and push them. The newest version wins: a
+    settings change overtaken by a later one is dropped (its version commits empty)."""
+    require_cluster(stores.clusters, cluster_id)
+    return write_version(cluster_id, lambda _v: Proposal(settings=settings), stores=stores, now=now)
 
 
 def change_credential(
-    cluster_id: str,
-    user: str,
-    *,
-    enabled: bool,
-    pw1_hashes: Sequence[str],
-    sealed_pw2: str,
-    clusters: ClusterStore,
-    entries: PolicyEntryStore,
-    connections: ConnectionStore,
-    poster: ConnectionPoster,
-    now: datetime,
+    cluster_id: str, user: str, modify: Modify, *, stores: VersionStores, now: datetime
 ) -> UserCredential:
-    """Store a user's substitution entry under the next version and push it."""
-    require_cluster(clusters, cluster_id)
-    version = clusters.next_version(cluster_id)
-    credential = UserCredential(
-        user=normalize_user(user),
-        enabled=enabled,
-        pw1_hashes=tuple(pw1_hashes),
-        sealed_pw2=sealed_pw2,
-        version=version,
-        updated_at=now,
-    )
-    if entries.put_credential(cluster_id, credential):
-        push = PushChange(cluster_id=cluster_id, version=version, credentials=(credential,))
-        publish(cluster_id, push, connections=connections, poster=poster)
+    """Commit a user's substitution entry, derived by ``modify`` from the stored one
+    read after the version was taken, and push it. A read-modify-write: a concurrent
+    change of the same user is never lost (if it overtook this one, this one is redone
+    from it under a newer version)."""
+    require_cluster(stores.clusters, cluster_id)
+    name = normalize_user(user)
+
+    def propose(version: int) -> Proposal:
+        change = modify(stores.entries.get_credential(cluster_id, name))
+        credential = UserCredential(
+            user=name,
+            enabled=change.enabled,
+            pw1_hashes=change.pw1_hashes,
+            sealed_pw2=change.sealed_pw2,
+            version=version,
+            updated_at=now,
+        )
+        return Proposal(credentials=(credential,))
+
+    committed = write_version(cluster_id, propose, stores=stores, now=now, retry_stale=True)
+    (credential,) = committed.plan.written_credentials
     return credential

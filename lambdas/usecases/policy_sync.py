@@ -1,22 +1,32 @@
 """Build a cluster's full policy snapshot and its delta since a version (the gateway's
-bulk refresh and reconnect resync; ``seg_contract.models`` explains the versions).
+bulk refresh and reconnect resync; ``seg_contract.models`` explains the versions and
+``lambdas.usecases.policy_versions`` the committed version W they state).
 
-The cluster's counter is read *before* the entries: an entry written meanwhile may carry
-a higher version than the counter read, so the answer's version is the higher of the
-two. Gateways apply entries per key (newest wins), so including such an entry is
-harmless, and leaving it out could hide a key's only state."""
+Both first advance W (so a dead writer's hole does not hold a node back longer than the
+grace), then read the cluster item consistently, and only then the entries:
+
+- the snapshot says ``version = W`` and holds every stored entry, read consistently
+  after W: for every key the newest entry <= W or a newer one (harmless: gateways apply
+  entries per key, newest wins);
+- the delta since N reads the log records of (N, W] consistently and then the current
+  entries of every key they changed (and the settings, when one of them changed those).
+  N >= W is an empty delta at version N (a node may be ahead of W: it applied pushes of
+  versions committed since W last moved); N above the last version handed out, a span
+  beyond ``MAX_DELTA_SPAN`` or a log that no longer covers (N, W] is HTTP 410.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
 
+from lambdas.domain.policy_log import ChangeKind, LogState
 from lambdas.domain.records import ClusterRecord
-from lambdas.domain.versioning import DeltaVerdict, check_delta
-from lambdas.ports import ClusterStore, PolicyEntryStore
-from lambdas.usecases.cluster_lookup import require_cluster
+from lambdas.domain.versioning import DeltaVerdict, check_coverage, check_delta
+from lambdas.ports import ClusterStore, PolicyEntryStore, PolicyLog
 from lambdas.usecases.errors import Gone, InvalidInput
-from seg_contract import DeviceEntry, PolicyDelta, PolicySnapshot, UserCredential
+from lambdas.usecases.policy_versions import advance
+from seg_contract import PolicyDelta, PolicySnapshot
 
 
 class DeltaTooOld(Gone):
@@ -27,14 +37,16 @@ class DeltaTooOld(Gone):
         self.since = since
 
 
-def _top(version: int, devices: list[DeviceEntry], creds: list[UserCredential]) -> int:
-    return max([version, *(d.version for d in devices), *(c.version for c in creds)])
-
-
 def build_snapshot(
-    cluster_id: str, *, clusters: ClusterStore, entries: PolicyEntryStore, now: datetime
+    cluster_id: str,
+    *,
+    clusters: ClusterStore,
+    entries: PolicyEntryStore,
+    log: PolicyLog,
+    now: datetime,
 ) -> PolicySnapshot:
-    return _snapshot(require_cluster(clusters, cluster_id), entries, now)
+    cluster = advance(cluster_id, clusters=clusters, log=log, now=now)
+    return _snapshot(cluster, entries, now)
 
 
 def snapshot_unless_held(
@@ -43,25 +55,23 @@ def snapshot_unless_held(
     *,
     clusters: ClusterStore,
     entries: PolicyEntryStore,
+    log: PolicyLog,
     now: datetime,
 ) -> tuple[int, PolicySnapshot | None]:
-    """The cluster's version and full snapshot, or ``(version, None)`` when
-    ``held(version)`` says the caller already has it (a conditional GET). Asked first of
-    the cluster item alone, so refreshing an unchanged cluster costs one read; asked
-    again of the built snapshot, whose version may be higher (see the module doc)."""
-    cluster = require_cluster(clusters, cluster_id)
-    if held(cluster.current_version):
-        return cluster.current_version, None
-    snapshot = _snapshot(cluster, entries, now)
-    return snapshot.version, None if held(snapshot.version) else snapshot
+    """The cluster's committed version and full snapshot, or ``(version, None)`` when
+    ``held(version)`` says the caller already has it (a conditional GET: refreshing an
+    unchanged cluster costs one read of the cluster item)."""
+    cluster = advance(cluster_id, clusters=clusters, log=log, now=now)
+    if held(cluster.committed_version):
+        return cluster.committed_version, None
+    return cluster.committed_version, _snapshot(cluster, entries, now)
 
 
 def _snapshot(cluster: ClusterRecord, entries: PolicyEntryStore, now: datetime) -> PolicySnapshot:
-    cluster_id = cluster.cluster_id
-    devices, credentials = entries.list_all(cluster_id)
+    devices, credentials = entries.list_all(cluster.cluster_id)
     return PolicySnapshot(
-        cluster_id=cluster_id,
-        version=_top(cluster.current_version, devices, credentials),
+        cluster_id=cluster.cluster_id,
+        version=cluster.committed_version,
         generated_at=now,
         settings=cluster.settings,
         settings_version=cluster.settings_version,
@@ -76,26 +86,38 @@ def build_delta(
     *,
     clusters: ClusterStore,
     entries: PolicyEntryStore,
+    log: PolicyLog,
     now: datetime,
 ) -> PolicyDelta:
-    """Everything that changed after ``since``. Raises ``InvalidInput`` (negative),
-    ``DeltaTooOld`` (purged, or a version this cluster never reached) and ``NotFound``."""
+    """Everything that changed after ``since``, up to W. Raises ``InvalidInput``
+    (negative), ``DeltaTooOld`` (see the module doc) and ``NotFound``."""
     if since < 0:
         raise InvalidInput("since must be a non-negative policy version")
-    cluster = require_cluster(clusters, cluster_id)
-    check = check_delta(
-        since, current_version=cluster.policy_version, purge_watermark=cluster.purge_watermark
-    )
-    if check.verdict is not DeltaVerdict.AVAILABLE:
+    cluster = advance(cluster_id, clusters=clusters, log=log, now=now)
+    committed = cluster.committed_version
+    check = check_delta(since, committed=committed, counter=cluster.policy_version)
+    if not check.available:
         raise DeltaTooOld(check.detail, since)
-    devices, credentials = entries.list_since(cluster_id, since)
+    if check.verdict is DeltaVerdict.CURRENT:
+        return PolicyDelta(
+            cluster_id=cluster_id, since_version=since, version=since, generated_at=now
+        )
+    records = list(log.read(cluster_id, since, committed))
+    coverage = check_coverage(since, committed, (r.version for r in records))
+    if not coverage.available:
+        raise DeltaTooOld(coverage.detail, since)
+    committed_records = [r for r in records if r.state is LogState.COMMITTED]
+    device_keys = {k for r in committed_records for k in r.changed(ChangeKind.DEVICE)}
+    users = {k for r in committed_records for k in r.changed(ChangeKind.CREDENTIAL)}
+    settings_changed = any(any(r.changed(ChangeKind.SETTINGS)) for r in committed_records)
+    devices, credentials = entries.get_many(cluster_id, device_keys, users)
     return PolicyDelta(
         cluster_id=cluster_id,
         since_version=since,
-        version=_top(max(cluster.policy_version, since), devices, credentials),
+        version=committed,
         generated_at=now,
-        settings=cluster.settings if cluster.settings_version > since else None,
-        settings_version=cluster.settings_version if cluster.settings_version > since else 0,
-        devices=tuple(sorted(devices, key=lambda d: (d.version, d.key))),
-        credentials=tuple(sorted(credentials, key=lambda c: (c.version, c.user))),
+        settings=cluster.settings if settings_changed else None,
+        settings_version=cluster.settings_version if settings_changed else 0,
+        devices=tuple(sorted(devices.values(), key=lambda d: (d.version, d.key))),
+        credentials=tuple(sorted(credentials.values(), key=lambda c: (c.version, c.user))),
     )

@@ -83,20 +83,11 @@ def send_to(
     return PushReport(delivered, gone, failed)
 
 
-def disconnect_all(
-    cluster_id: str,
-    *,
-    connections: ConnectionStore,
-    poster: ConnectionPoster,
-    key_id: str | None = None,
-) -> int:
-    """Close every connection of the cluster (opened with ``key_id`` when given), e.g.
-    after its credential was revoked; return how many were closed."""
-    closed = 0
-    for connection in connections.list_for_cluster(cluster_id):
-        if key_id is not None and connection.key_id != key_id:
-            continue
-        poster.disconnect(connection.connection_id)
-        connections.delete(connection.connection_id)
-        closed += 1
-    return closed
+def close(connection_id: str, *, connections: ConnectionStore, poster: ConnectionPoster) -> None:
+    """Close a connection (e.g. after its credential was revoked) and forget it; one that
+    is gone already is closed too."""
+    try:
+        poster.disconnect(connection_id)
+    except PushFailed as exc:
+        logger.warning("could not close connection %s: %s", connection_id, exc)
+    connections.delete(connection_id)

@@ -5,6 +5,7 @@
   ``policy_sync``: the snapshot and delta fetches into the store.
 - ``cloud``: the HTTP client of the control plane's gateway routes.
 - ``policy_store`` / ``persist``: the current policy (atomic swap) and last-known-good.
+- ``signing_keys_file``: the policy signing keys the node learned, stored as received.
 - ``spool`` / ``reporter``: access events batched to the control plane, spooled on disk.
 - ``admin`` / ``telemetry`` / ``diagnostics``: the admin port (health, metrics, why).
 - ``eas_runner``: how the EAS server is built and run in-process (``workers = 0``).

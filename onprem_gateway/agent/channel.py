@@ -4,7 +4,7 @@ agent -> worker::
 
     {"op": "hello", "config": {...}, "policy": true}     first line: the node's config;
                                                          "policy": a snapshot op follows
-    {"op": "snapshot"|"delta"|"push"|"confirm", "confirmed_at": t, "body": true}
+    {"op": "snapshot"|"replace"|"delta"|"push"|"confirm", "confirmed_at": t, "body": true}
     <the body: the contract model's JSON on one line>    a PolicyOp (policy_store.PolicyOp)
     {"op": "shutdown", "grace_s": 30}                    drain and exit
 

@@ -1,9 +1,11 @@
 """HTTP client of the control plane's gateway routes (API.md, "Gateways").
 
 Every call carries the cluster credential and the node id; failures come back as one of
-two typed errors so callers never see httpx: ``CredentialRejected`` (401/403: retrying
-will not help) and ``ControlPlaneUnavailable`` (network, timeout, 5xx, 429, or an answer
-that does not parse: retry later). Never on the request path.
+two typed errors so callers never see httpx: ``CredentialRejected`` (a 401/403 the
+control plane marks as its own with ``X-SEG-Credential: rejected``: retrying will not
+help) and ``ControlPlaneUnavailable`` (network, timeout, 5xx, 429, an answer that does
+not parse, or a 401/403 *without* the mark, which came from a proxy, a WAF or a captive
+portal in the path: retry later). Never on the request path.
 """
 
 from __future__ import annotations
@@ -18,7 +20,14 @@ import httpx
 from pydantic import ValidationError
 
 from seg_contract import PolicyDelta, PolicySnapshot
-from seg_contract.http import DELTA_PATH, EVENTS_PATH, NODE_ID_HEADER, POLICY_PATH
+from seg_contract.http import (
+    CREDENTIAL_REJECTED_HEADER,
+    CREDENTIAL_REJECTED_VALUE,
+    DELTA_PATH,
+    EVENTS_PATH,
+    NODE_ID_HEADER,
+    POLICY_PATH,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +40,8 @@ class ControlPlaneUnavailable(Exception):
 
 
 class CredentialRejected(Exception):
-    """401/403: the cluster credential is unknown, revoked or not allowed here."""
+    """The control plane refused the cluster credential (unknown, revoked, or not allowed
+    here): a 401/403 with its ``X-SEG-Credential: rejected`` mark."""
 
 
 class SendResult(StrEnum):
@@ -86,6 +96,23 @@ class ControlPlaneClient:
         _raise_for_auth(response, path)
         return response
 
+    async def credential_rejected(self) -> bool:
+        """Whether the control plane itself refuses our credential, asked with one GET of
+        the policy route (its 401/403 carry the mark; API Gateway may drop it from a
+        WebSocket handshake's answer). Only the status and headers are read: the body
+        of a 200 (the whole policy) is never downloaded. Any other outcome, a network
+        failure included, is "not rejected": the caller backs off and retries."""
+        try:
+            request = self._client.build_request("GET", POLICY_PATH)
+            response = await self._client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            log.info("credential check failed: %s", type(exc).__name__)
+            return False
+        try:
+            return _rejected_by_us(response)
+        finally:
+            await response.aclose()
+
     async def fetch_snapshot(self, etag: str | None = None) -> SnapshotAnswer:
         headers = {"If-None-Match": etag} if etag else {}
         response = await self._get(POLICY_PATH, headers=headers)
@@ -137,9 +164,23 @@ class ControlPlaneClient:
         return SendResult.REJECTED
 
 
+def _rejected_by_us(response: httpx.Response) -> bool:
+    """A 401/403 with the control plane's own mark (``seg_contract.http``)."""
+    return (
+        response.status_code in (401, 403)
+        and response.headers.get(CREDENTIAL_REJECTED_HEADER, "").strip().lower()
+        == CREDENTIAL_REJECTED_VALUE
+    )
+
+
 def _raise_for_auth(response: httpx.Response, path: str) -> None:
-    if response.status_code in (401, 403):
+    if _rejected_by_us(response):
         raise CredentialRejected(f"{path}: HTTP {response.status_code}")
+    if response.status_code in (401, 403):
+        raise ControlPlaneUnavailable(
+            f"{path}: HTTP {response.status_code} without {CREDENTIAL_REJECTED_HEADER}: "
+            "refused by something in the path (a proxy or WAF?), not by the control plane"
+        )
 
 
 def _expect(response: httpx.Response, status: int, path: str) -> None:

@@ -8,6 +8,11 @@ the request path). Fetching itself is ``policy_sync.PolicySync``.
   override);
 - the WebSocket loop: it feeds socket outcomes, timers and messages as events into the
   pure ``Lifecycle`` and executes the commands it returns.
+
+Every report interval the node sends a keepalive with its applied version and, when its
+policy is exact (``PolicyIndex.exact``), the policy digest; the pong must come within
+the pong deadline, or the control plane counts as unresponsive and the connection is
+replaced. What a pong means for the policy is ``core.convergence.judge_pong``.
 """
 
 from __future__ import annotations
@@ -35,15 +40,23 @@ from onprem_gateway.agent.lifecycle import (
 )
 from onprem_gateway.agent.policy_store import PolicyStore
 from onprem_gateway.agent.policy_sync import LinkStatus, PolicySync
+from onprem_gateway.config import MAX_KEEPALIVE_S  # API Gateway's 10-minute idle limit
+from onprem_gateway.core.convergence import PongAction, judge_pong, keepalive_interval
 from onprem_gateway.core.policy_index import PolicyMismatchError
 from seg_contract import GatewayKeepalive, PushPong, PushResync, PushRevoked
-from seg_contract.http import NODE_ID_HEADER, NODE_ID_QUERY
+from seg_contract.http import (
+    CREDENTIAL_REJECTED_HEADER,
+    CREDENTIAL_REJECTED_VALUE,
+    NODE_ID_HEADER,
+    NODE_ID_QUERY,
+)
 from seg_contract.models import PUSH_MESSAGE
 
 log = logging.getLogger(__name__)
 
 # API Gateway caps a WebSocket message at 128 KB; a push is far smaller.
 MAX_PUSH_BYTES = 256 * 1024
+CLOSE_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -51,12 +64,13 @@ class LinkSettings:
     ws_url: str
     credential: str = field(repr=False)  # never in a log line or a traceback
     node_id: str
-    keepalive_interval_s: float
+    keepalive_interval_s: float | None  # None: the cluster's report interval
     reconnect_after_s: float
     open_timeout_s: float
     refresh_interval_override_s: float | None
     ca_bundle: Path | None
     gateway_version: str = ""
+    pong_timeout_s: float = 10.0
 
 
 class ControlPlaneLink:
@@ -83,9 +97,14 @@ class ControlPlaneLink:
         self._delays: Iterator[float] = backoff()
         self._conn_clock: ConnectionClock | None = None
         self._delta_task: asyncio.Task[None] | None = None
+        self._replace_task: asyncio.Task[None] | None = None
         self._delta_again = False
+        self._replace_reason = ""  # why the next replacement (set with the event)
+        self._pending_uncommitted: int | None = None  # core.convergence.judge_pong
+        self._trusted_up_to = 0  # the newest version the last replacement brought
+        self._replacements = 0  # replacements done; a verdict on an older policy is stale
+        self._reported_generation = 0  # ``_replacements`` when the last keepalive went out
         self._refresh_now = asyncio.Event()
-        self._unanswered = False  # a keepalive was sent and nothing came back since
 
     # --- the two loops ----------------------------------------------------------------
 
@@ -125,8 +144,9 @@ class ControlPlaneLink:
             if not self.lifecycle.terminal:  # cancelled: a revoked link stays "revoked"
                 self._handle(Event.STOP)
             await self._close()
-            if self._delta_task is not None:
-                self._delta_task.cancel()
+            for task in (self._delta_task, self._replace_task):
+                if task is not None:
+                    task.cancel()
 
     # --- lifecycle plumbing ---------------------------------------------------------------
 
@@ -135,7 +155,7 @@ class ControlPlaneLink:
         self.status.state = self.lifecycle.state
         return commands
 
-    async def _execute(self, commands: list[Command]) -> Event | None:
+    async def _execute(self, commands: list[Command]) -> Event | None:  # noqa: PLR0912
         """Run the commands in order; the one that waits for an outcome returns it."""
         outcome: Event | None = None
         for command in commands:
@@ -151,21 +171,39 @@ class ControlPlaneLink:
             elif command is Command.RESET_BACKOFF:
                 self._delays = self._backoff()
             elif command is Command.ARM_TIMERS:
-                self._unanswered = False
                 now = time.monotonic()
                 self._conn_clock = ConnectionClock(
-                    now, now, self._settings.keepalive_interval_s, self._settings.reconnect_after_s
+                    now,
+                    now,
+                    self.keepalive_interval_s(),
+                    self._settings.reconnect_after_s,
+                    self._settings.pong_timeout_s,
                 )
             elif command is Command.SEND_KEEPALIVE:
                 await self._send_keepalive()
             elif command is Command.FETCH_DELTA:
                 self.request_delta()
+            elif command is Command.FETCH_REPLACEMENT:
+                self.request_replacement(self._replace_reason or "resync_full")
+            elif command is Command.CONFIRM_CREDENTIAL:
+                outcome = await self._confirm_credential()
+            elif command is Command.REPORT_UNRESPONSIVE:
+                self._report_unresponsive()
             elif command is Command.REPORT_FATAL:
                 if not self.status.fatal_reason:
                     self.status.fatal_reason = "credential revoked by the control plane"
                 log.error("control-plane link stopped: %s", self.status.fatal_reason)
                 self._refresh_now.set()  # let the refresh loop see it and end
         return outcome
+
+    def keepalive_interval_s(self) -> float:
+        """The cluster's report interval (from the applied settings), or the node's own
+        setting where shorter."""
+        return keepalive_interval(
+            float(self._store.current().settings.report_interval_s),
+            self._settings.keepalive_interval_s,
+            MAX_KEEPALIVE_S,
+        )
 
     def _ws_url(self) -> str:
         parts = urlsplit(self._settings.ws_url)
@@ -194,18 +232,36 @@ class ControlPlaneLink:
                 # Liveness is our JSON keepalive + pong (API Gateway's idle timer counts
                 # only data frames), not WebSocket pings.
                 ping_interval=None,
+                # A control plane that stopped answering will not answer a close frame
+                # either: give up on the closing handshake quickly and drop the TCP.
+                close_timeout=CLOSE_TIMEOUT_S,
                 max_size=MAX_PUSH_BYTES,
                 **kwargs,  # type: ignore[arg-type]
             )
         except InvalidStatus as exc:
             status = exc.response.status_code
+            mark = exc.response.headers.get(CREDENTIAL_REJECTED_HEADER, "")
+            marked = mark.strip().lower() == CREDENTIAL_REJECTED_VALUE
             self.status.last_error = f"WebSocket handshake refused: HTTP {status}"
-            log.warning("control-plane WebSocket: handshake refused with HTTP %d", status)
-            event = classify_connect_status(status)
+            log.warning(
+                "control-plane WebSocket: handshake refused with HTTP %d%s",
+                status,
+                " (credential rejected by the control plane)" if marked else "",
+            )
+            event = classify_connect_status(status, marked=marked)
             if event is Event.CONNECT_REJECTED:
-                self.status.fatal_reason = f"WebSocket handshake refused: HTTP {status}"
+                self.status.fatal_reason = (
+                    f"credential rejected by the control plane (WebSocket handshake: HTTP {status})"
+                )
             return event
-        except (OSError, TimeoutError, InvalidHandshake) as exc:
+        except TimeoutError:
+            # TCP accepted, no handshake answer: a frozen or overloaded control plane.
+            self.status.last_error = "WebSocket connect failed: no answer in time"
+            log.warning("control-plane WebSocket: no handshake answer in time")
+            if self.status.unresponsive_since is None:
+                self.status.unresponsive_since = self._clock()
+            return Event.CONNECT_FAILED
+        except (OSError, InvalidHandshake) as exc:
             self.status.last_error = f"WebSocket connect failed: {type(exc).__name__}"
             log.warning("control-plane WebSocket: connect failed (%s)", type(exc).__name__)
             return Event.CONNECT_FAILED
@@ -214,34 +270,58 @@ class ControlPlaneLink:
         log.info("control-plane WebSocket connected (%s)", self._settings.ws_url)
         return Event.CONNECTED
 
+    async def _confirm_credential(self) -> Event:
+        """An unmarked 401/403 on the handshake: ask the policy route, whose answers keep
+        their headers, whether the control plane itself refuses the credential."""
+        if await self._sync.credential_rejected():
+            self.status.fatal_reason = (
+                "credential rejected by the control plane (WebSocket handshake refused, "
+                "confirmed by GET policy)"
+            )
+            return Event.CREDENTIAL_REJECTED
+        self.status.last_error += " (not from the control plane: a proxy or WAF? retrying)"
+        log.warning("the handshake refusal did not come from the control plane; retrying")
+        return Event.CREDENTIAL_NOT_REJECTED
+
     async def _close(self) -> None:
         ws, self._ws = self._ws, None
         self.status.connected_since = None
         if ws is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(ws.close(), 5)
+                await asyncio.wait_for(ws.close(), CLOSE_TIMEOUT_S + 1)
+
+    def _report_unresponsive(self) -> None:
+        self.status.pong_deadline_misses += 1
+        if self.status.unresponsive_since is None:
+            self.status.unresponsive_since = self._clock()
+        self.status.last_error = (
+            f"control plane unresponsive: no pong within {self._settings.pong_timeout_s:g} s "
+            "of a keepalive"
+        )
+        log.warning("%s; reconnecting", self.status.last_error)
 
     async def _send_keepalive(self) -> None:
         if self._ws is None or self._conn_clock is None:
             return
         index = self._store.current()
+        digest = ""
+        if index.exact:
+            if not index.digest_known:
+                # The first digest of a large policy is O(n): never on the event loop.
+                await asyncio.to_thread(index.digest)
+            digest = index.digest_hex()
         message = GatewayKeepalive(
             node_id=self._settings.node_id,
             policy_version=index.version,
             policy_age_s=max(0.0, self._clock() - index.confirmed_at) if index.loaded else 0.0,
             spool_depth=self._spool_depth(),
             gateway_version=self._settings.gateway_version,
+            digest=digest,
         )
-        now = time.monotonic()
-        self._conn_clock = ConnectionClock(
-            self._conn_clock.connected_at,
-            now,
-            self._conn_clock.keepalive_interval_s,
-            self._conn_clock.reconnect_after_s,
-        )
+        self._conn_clock = self._conn_clock.sent(time.monotonic(), self.keepalive_interval_s())
+        self._reported_generation = self._replacements
         with contextlib.suppress(ConnectionClosed):
             await self._ws.send(message.model_dump_json())
-            self._unanswered = True
 
     async def _wait_connected(self) -> Event:
         """While connected: the next message's event, a timer's, or LOST."""
@@ -252,16 +332,10 @@ class ControlPlaneLink:
             try:
                 raw = await asyncio.wait_for(self._ws.recv(), timeout)
             except TimeoutError:
-                if timer_event is Event.KEEPALIVE_DUE and self._unanswered:
-                    # The last keepalive got no pong within a whole interval: a silently
-                    # dead TCP path would otherwise take the kernel ~15 minutes to notice.
-                    log.warning("control-plane WebSocket: keepalive unanswered; reconnecting")
-                    return Event.LOST
                 return timer_event
             except ConnectionClosed:
                 log.warning("control-plane WebSocket closed; reconnecting")
                 return Event.LOST
-            self._unanswered = False
             event = self._on_message(raw)
             if event is not None:
                 return event
@@ -280,13 +354,13 @@ class ControlPlaneLink:
             self.status.fatal_reason = "credential revoked by the control plane"
             return Event.REVOKED_PUSH
         if isinstance(msg, PushResync):
+            if msg.full:
+                self._replace_reason = "resync_full"
+                return Event.RESYNC_FULL
             return Event.RESYNC
         try:
             if isinstance(msg, PushPong):
-                if msg.version > self._store.current().version:
-                    return Event.PONG_AHEAD
-                self._store.confirm(self._clock())
-                return None
+                return self._on_pong(msg)
             result = self._store.apply_push(msg)
         except PolicyMismatchError as exc:
             log.warning("ignoring a push for another cluster (%s)", exc)
@@ -294,7 +368,61 @@ class ControlPlaneLink:
         log.info("push %s version %d applied (gap: %s)", msg.type, msg.version, result.gap)
         return Event.PUSH_GAP if result.gap else None
 
-    # --- deltas, coalesced ----------------------------------------------------------------
+    def _on_pong(self, pong: PushPong) -> Event | None:
+        now = self._clock()
+        if self._conn_clock is not None:
+            self._conn_clock = self._conn_clock.answered()
+        status = self.status
+        if status.unresponsive_since is not None:
+            log.info("control plane answers again")
+        status.last_pong_at, status.unresponsive_since = now, None
+        index = self._store.current()
+        if pong.cluster_id != index.cluster_id and index.cluster_id:
+            raise PolicyMismatchError(f"pong for cluster {pong.cluster_id!r}")
+        check = pong.digest_check
+        if self._reported_generation != self._replacements:
+            # The keepalive it answers reported the policy a replacement has since
+            # replaced: the verdict is about something the node no longer holds.
+            check = "unchecked"
+        status.verdict, status.verdict_version, status.verdict_at = (
+            check,
+            pong.checked_version,
+            now,
+        )
+        if check == "in_sync":
+            status.last_verified_at, status.last_verified_version = now, pong.checked_version
+        elif check == "diverged":
+            status.digest_mismatches += 1
+            log.warning(
+                "the control plane finds this node's policy at version %d diverged; "
+                "replacing it with a fresh snapshot",
+                pong.checked_version,
+            )
+        judgement = judge_pong(
+            committed=pong.version,
+            digest_check=check,
+            applied=index.version,
+            newest_held=index.newest_held_version,
+            pending_uncommitted=self._pending_uncommitted,
+            trusted_up_to=self._trusted_up_to,
+        )
+        self._pending_uncommitted = judgement.pending_uncommitted
+        if judgement.action is PongAction.REPLACE:
+            if judgement.reason == "uncommitted":
+                log.warning(
+                    "this node holds policy versions up to %d that the control plane has "
+                    "not committed (it is at %d); replacing the policy with a snapshot",
+                    max(index.version, index.newest_held_version),
+                    pong.version,
+                )
+            self._replace_reason = judgement.reason
+            return Event.DIVERGED
+        if judgement.action is PongAction.DELTA:
+            return Event.PONG_AHEAD
+        self._store.confirm(now)
+        return None
+
+    # --- fetches, coalesced ---------------------------------------------------------------
 
     def request_delta(self) -> None:
         """Fetch a delta soon; requests while one runs coalesce into one more fetch."""
@@ -302,6 +430,15 @@ class ControlPlaneLink:
             self._delta_again = True
             return
         self._delta_task = asyncio.create_task(self._run_deltas(), name="policy-delta")
+
+    def request_replacement(self, reason: str) -> None:
+        """Replace the policy with a fresh snapshot soon (one at a time; ``PolicySync``
+        serialises it with any delta under way)."""
+        if self._replace_task is not None and not self._replace_task.done():
+            return
+        self._replace_task = asyncio.create_task(
+            self._run_replacement(reason), name="policy-replace"
+        )
 
     async def _run_deltas(self) -> None:
         attempts = 0
@@ -319,3 +456,16 @@ class ControlPlaneLink:
                 self._delta_again = True
             if not self._delta_again:
                 return
+
+    async def _run_replacement(self, reason: str) -> None:
+        delays = self._backoff()
+        for _ in range(3):  # then the next pong judges again
+            if await self._sync.replace(reason):
+                self._replacements += 1
+                # What the control plane's own snapshot holds is not "uncommitted".
+                self._trusted_up_to = self._store.current().newest_held_version
+                self._pending_uncommitted = None
+                return
+            if self.status.fatal:
+                return
+            await asyncio.sleep(next(delays))

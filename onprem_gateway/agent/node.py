@@ -35,6 +35,7 @@ from onprem_gateway.agent.admin import AdminServer, Response
 from onprem_gateway.agent.cloud import ControlPlaneClient, ssl_context
 from onprem_gateway.agent.diagnostics import DiagnosticsError, explain_device
 from onprem_gateway.agent.eas_runner import InProcessRunner, public_url
+from onprem_gateway.agent.lifecycle import State
 from onprem_gateway.agent.link import ControlPlaneLink, LinkSettings
 from onprem_gateway.agent.persist import PolicyFile, PolicyFileError, atomic_write, read_policy_file
 from onprem_gateway.agent.policy_store import PolicyPersister, PolicyStore
@@ -51,6 +52,10 @@ from onprem_gateway.proxy.metrics import merge
 log = logging.getLogger(__name__)
 
 RUNTIME_FILE = "runtime.json"
+
+
+def _age(at: float | None, now: float) -> float | None:
+    return None if at is None else round(max(0.0, now - at), 3)
 
 
 def gateway_version() -> str:
@@ -93,6 +98,7 @@ class Node:
                     credential=config.credential,
                     node_id=config.node_id,
                     keepalive_interval_s=config.keepalive_interval_s,
+                    pong_timeout_s=config.pong_timeout_s,
                     reconnect_after_s=config.reconnect_after_s,
                     open_timeout_s=config.http_timeout_s,
                     refresh_interval_override_s=config.refresh_interval_s,
@@ -363,21 +369,52 @@ class Node:
                 "fail_mode": fresh.fail_mode.value,
                 "enforcement": fresh.enforcement.value,
             },
-            "control_plane": None
-            if self.link_status is None
-            else {
-                "state": self.link_status.state.value,
-                "last_error": self.link_status.last_error,
-                "connects": self.link_status.connects,
-            },
+            "control_plane": None if self.link_status is None else self._link_body(now),
             "spool": {
                 "events": self.reporter.spool.depth_events,
+                "oldest_unsent_age_s": _age(self.reporter.spool.oldest_unsent_at, now),
                 "evicted_events": self.reporter.spool.evicted_events,
             },
             "upstream_ok": self.upstream_ok,
             "workers": self.workers_status(),
         }
         return not reasons, body
+
+    def _link_body(self, now: float) -> dict[str, Any]:
+        """The link's part of /readyz. "unresponsive" does not make the node unready:
+        it keeps enforcing its policy (the fail mode decides once it is too old), and
+        pulling every node out of the load balancer because the control plane froze
+        would turn a control-plane outage into a mail outage."""
+        status = self.link_status
+        assert status is not None
+        index = self.store.current()
+        unresponsive = status.unresponsive_since is not None
+        return {
+            "state": status.state.value,
+            "up": status.state is State.CONNECTED and not unresponsive,
+            "last_error": status.last_error,
+            "connects": status.connects,
+            "last_contact_age_s": _age(status.last_contact, now),
+            "last_pong_age_s": _age(status.last_pong_at, now),
+            "unresponsive": unresponsive,
+            "problem": (
+                f"control plane unresponsive for {now - status.unresponsive_since:.0f} s "
+                f"({status.pong_deadline_misses} pong deadlines missed)"
+                if status.unresponsive_since is not None
+                else ""
+            ),
+            "pong_deadline_misses": status.pong_deadline_misses,
+            "verification": {
+                "exact": index.exact,
+                "verdict": status.verdict,
+                "verdict_version": status.verdict_version,
+                "verdict_age_s": _age(status.verdict_at, now),
+                "last_verified_version": status.last_verified_version,
+                "last_verified_age_s": _age(status.last_verified_at, now),
+                "digest_mismatches": status.digest_mismatches,
+                "replacements": dict(status.replacements),
+            },
+        }
 
     # --- admin routes ---------------------------------------------------------------------
 

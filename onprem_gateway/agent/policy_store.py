@@ -6,11 +6,18 @@ half-applied policy and never take a lock). Every change is also described as a
 ``PolicyOp`` and handed to subscribers: the persister (last-known-good on disk) and the
 worker hub (which replays the same ops in every worker process, where a ``PolicyStore``
 of the same class applies them: one code path on both sides).
+
+A *replace* (the repair after the control plane found the node's digest diverged) takes
+a fresh snapshot as it is, dropping whatever the node held beyond it. Pushes that
+arrive while that snapshot is being fetched are legitimate and may be newer than it:
+the store records them from ``begin_replace`` on and applies them again on top of the
+replacement, so the repair never loses a change the control plane just pushed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -23,6 +30,7 @@ from onprem_gateway.core.policy_index import ApplyResult, PolicyIndex, PolicyMis
 from seg_contract import (
     PolicyDelta,
     PolicySnapshot,
+    PushChange,
     PushMessage,
     normalize_device_id,
     normalize_user,
@@ -31,7 +39,7 @@ from seg_contract.models import PUSH_MESSAGE
 
 log = logging.getLogger(__name__)
 
-OpKind = Literal["snapshot", "delta", "push", "confirm"]
+OpKind = Literal["snapshot", "replace", "delta", "push", "confirm"]
 
 
 @dataclass(frozen=True)
@@ -59,12 +67,12 @@ class PolicyOp:
     def from_lines(cls, header: dict[str, Any], body: bytes | None) -> PolicyOp:
         kind = header["op"]
         parsed: PolicySnapshot | PolicyDelta | PushMessage | None = None
-        if kind not in ("snapshot", "delta", "push", "confirm"):
+        if kind not in ("snapshot", "replace", "delta", "push", "confirm"):
             raise ValueError(f"unknown policy op {kind!r}")
         if kind != "confirm":
             if body is None:
                 raise ValueError(f"policy op {kind!r} without a body")
-            if kind == "snapshot":
+            if kind in ("snapshot", "replace"):
                 parsed = PolicySnapshot.model_validate_json(body)
             elif kind == "delta":
                 parsed = PolicyDelta.model_validate_json(body)
@@ -101,13 +109,17 @@ def compact_op(op: PolicyOp, before: PolicyIndex, after: PolicyIndex) -> PolicyO
         if (old_c := before.credential(normalize_user(c.user))) is None
         or old_c.version != c.version
     )
-    settings = after.settings if after.settings != before.settings else None
+    settings_changed = (after.settings, after.settings_version) != (
+        before.settings,
+        before.settings_version,
+    )
     delta = PolicyDelta(
         cluster_id=after.cluster_id,
         since_version=before.version,
         version=after.version,
         generated_at=after.generated_at,
-        settings=settings,
+        settings=after.settings if settings_changed else None,
+        settings_version=after.settings_version if settings_changed else 0,
         devices=devices,
         credentials=credentials,
     )
@@ -120,6 +132,7 @@ class PolicyStore:
     def __init__(self, index: PolicyIndex | None = None) -> None:
         self._index = index if index is not None else PolicyIndex.empty()
         self._listeners: list[Listener] = []
+        self._recorded: list[PushChange] | None = None  # pushes since ``begin_replace``
 
     def current(self) -> PolicyIndex:
         return self._index
@@ -155,7 +168,30 @@ class PolicyStore:
         index = self._index.apply_delta(delta, confirmed_at)
         return self._swap(index, PolicyOp("delta", delta, confirmed_at))
 
+    def begin_replace(self) -> None:
+        """A replacing snapshot is about to be fetched: record the pushes from now on."""
+        self._recorded = []
+
+    def abandon_replace(self) -> None:
+        self._recorded = None
+
+    def replace_with_snapshot(self, snapshot: PolicySnapshot, confirmed_at: float) -> PolicyIndex:
+        """Replace the policy with ``snapshot`` exactly (nothing held is kept), then apply
+        again the pushes recorded since ``begin_replace``."""
+        recorded, self._recorded = self._recorded or [], None
+        try:
+            index = self._index.replace_with_snapshot(snapshot, confirmed_at)
+        except PolicyMismatchError:
+            index = PolicyIndex.from_snapshot(snapshot, confirmed_at)
+        self._swap(index, PolicyOp("replace", snapshot, confirmed_at))
+        for push in recorded:
+            with contextlib.suppress(PolicyMismatchError):
+                self.apply_push(push)
+        return self._index
+
     def apply_push(self, msg: PushMessage, confirmed_at: float | None = None) -> ApplyResult:
+        if self._recorded is not None and isinstance(msg, PushChange):
+            self._recorded.append(msg)
         result = self._index.apply_push(msg, confirmed_at)
         if result.changed:
             self._swap(result.index, PolicyOp("push", msg, confirmed_at))
@@ -173,6 +209,9 @@ class PolicyStore:
         if op.kind == "snapshot":
             assert isinstance(op.body, PolicySnapshot)
             return self.apply_snapshot(op.body, t)
+        if op.kind == "replace":
+            assert isinstance(op.body, PolicySnapshot)
+            return self.replace_with_snapshot(op.body, t)
         if op.kind == "delta":
             assert isinstance(op.body, PolicyDelta)
             return self.apply_delta(op.body, t)

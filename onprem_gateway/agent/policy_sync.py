@@ -1,10 +1,12 @@
 """Policy fetches from the control plane into the store, and the link's status.
 
 ``PolicySync`` fetches the full snapshot (ETag-aware: ``If-None-Match`` names the applied
-version, so an up-to-date node gets a 304 and only records the contact) and deltas
-(410, or a delta that cannot apply -> the full snapshot), one at a time under one lock.
-A 401/403 marks the link fatal (``LinkStatus.fatal_reason``); any other failure is
-counted and left to the caller's retry schedule.
+version, so an up-to-date node gets a 304 and only records the contact), deltas (410, or
+a delta that cannot apply -> the full snapshot) and *replacements* (a full snapshot
+fetched without an ETag and taken as it is, after a ``diverged`` verdict), one at a
+time under one lock. The control plane's own refusal of the credential marks the link
+fatal (``LinkStatus.fatal_reason``); any other failure is counted and left to the
+caller's retry schedule.
 """
 
 from __future__ import annotations
@@ -42,6 +44,19 @@ class LinkStatus:
     deltas: int = 0
     pushes: int = 0
     fetch_failures: int = 0
+    # Liveness: the pong that answers each keepalive (epoch seconds).
+    last_pong_at: float | None = None
+    unresponsive_since: float | None = None  # a pong deadline was missed; None after a pong
+    pong_deadline_misses: int = 0
+    # Anti-entropy: the control plane's last verdict on the digest the node reported.
+    verdict: str = ""  # in_sync | diverged | unchecked ("" before the first pong)
+    verdict_version: int = 0  # the version the verdict is about
+    verdict_at: float | None = None
+    last_verified_at: float | None = None  # the last in_sync verdict
+    last_verified_version: int = 0
+    digest_mismatches: int = 0  # diverged verdicts
+    # Full replacements of the policy by reason (diverged, uncommitted, resync_full).
+    replacements: dict[str, int] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -72,6 +87,23 @@ class PolicySync:
     async def delta(self) -> bool:
         async with self._lock:
             return await self._guarded(self._delta_locked)
+
+    async def replace(self, reason: str) -> bool:
+        """Replace the policy with a fresh snapshot, keeping nothing it does not hold
+        (pushes that arrive meanwhile are applied again on top: ``PolicyStore``)."""
+        async with self._lock:
+            self._store.begin_replace()
+            try:
+                ok = await self._guarded(self._replace_locked)
+            finally:
+                self._store.abandon_replace()  # a no-op after a successful replace
+            if ok:
+                self._status.replacements[reason] = self._status.replacements.get(reason, 0) + 1
+            return ok
+
+    async def credential_rejected(self) -> bool:
+        """Whether the control plane itself refuses the credential (one HTTP call)."""
+        return await self._client.credential_rejected()
 
     async def _guarded(self, fetch: Callable[[], Awaitable[None]]) -> bool:
         try:
@@ -104,6 +136,23 @@ class PolicySync:
             answer.snapshot.cluster_id,
             answer.snapshot.version,
             len(answer.snapshot.devices),
+        )
+
+    async def _replace_locked(self) -> None:
+        answer = await self._client.fetch_snapshot(None)
+        snapshot = answer.snapshot
+        if snapshot is None:  # no ETag was sent, so a 304 is not an answer to us
+            raise ControlPlaneUnavailable("GET policy without If-None-Match answered 304")
+        self._status.snapshots += 1
+        before = self._store.current()
+        self._store.replace_with_snapshot(snapshot, self._clock())
+        log.warning(
+            "policy replaced by the control plane's snapshot: version %d (was %d), "
+            "%d devices (was %d)",
+            snapshot.version,
+            before.version,
+            len(snapshot.devices),
+            before.device_count(),
         )
 
     async def _delta_locked(self) -> None:

@@ -1,26 +1,36 @@
-"""Access events: buffered in memory, batched to the control plane, spooled while it is
-unreachable, and never lost across a restart.
+"""Access events: buffered in memory, committed to the disk spool within the flush window,
+sent to the control plane from the spool, and acknowledged only once it accepted them.
 
 ``EventBuffer`` is the ``EventSink`` the data path records into: an in-memory list (an
 append on the request path; handing each event to a thread or a queue costs ~6x more,
-TOOLCHAIN.md). ``Reporter.run`` wakes every ``flush_interval_s`` or as soon as a full
-batch (500 events, the contract's maximum) is waiting, and then:
+TOOLCHAIN.md). The ``Reporter`` runs two tasks:
 
-1. cuts the buffer into batches; while the spool is empty and the control plane is up,
-   POSTs each batch; when a POST fails, that batch and every later one go to the spool
-   (so the order of delivery is the order of recording);
-2. drains the spool oldest-first whenever the control plane is deemed up again, i.e.
-   after a backoff delay following the last failure.
+- the *committer* wakes every ``flush_interval_s`` (or as soon as a full batch of 500
+  events, the contract's maximum, is waiting), cuts the buffer into batches and appends
+  them to the spool with one fsync (group commit), in a thread. From then on the events
+  survive a crash, a SIGKILL or a power loss, whatever the control plane does;
+- the *sender* POSTs spooled batches oldest-first and acknowledges each in the spool
+  only after the control plane accepted it (2xx). A failure (network, timeout, 5xx, a
+  401/403) backs off and retries the same batch; a batch the control plane refuses for
+  good (another 4xx) is dropped and counted instead of blocking the spool forever.
 
-A batch the control plane refuses for good (a 4xx other than 401/403/408/429) is dropped
-and counted instead of blocking the spool forever. Re-sending is harmless: the control
-plane de-duplicates by event id. Shutdown (``close``) makes one last attempt within a
-deadline and spools whatever is left, so a restart loses nothing.
+Durability window: an event recorded by a worker process reaches the agent with the
+worker's next flush (``event_flush_interval_s``), and the spool with the agent's next
+commit (the same interval) plus one fsync: about 2 x 0.2 s + a few ms by default, and
+one interval less in in-process mode. A node killed inside that window loses at most the
+events of that window; a node killed later loses nothing.
+
+Re-sending is harmless: a batch goes out byte for byte as it was spooled, and the
+control plane de-duplicates events by id (and counts a batch once by its fingerprint),
+so an accepted batch whose acknowledgement the node did not live to write is sent again
+without effect. Shutdown (``close``) commits what is left and makes one last delivery
+attempt within a deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -57,9 +67,12 @@ class EventBuffer:
         if len(self._events) >= BATCH_SIZE and self._full is not None:
             self._full.set()
         if len(self._events) > self._max_events:
-            excess = len(self._events) - self._max_events
-            del self._events[:excess]
-            self.dropped += excess
+            self._trim()
+
+    def _trim(self) -> None:
+        excess = len(self._events) - self._max_events
+        del self._events[:excess]
+        self.dropped += excess
 
     def __len__(self) -> int:
         return len(self._events)
@@ -67,6 +80,12 @@ class EventBuffer:
     def take_all(self) -> list[AccessEvent]:
         events, self._events = self._events, []
         return events
+
+    def put_back(self, events: list[AccessEvent]) -> None:
+        """Events ``take_all`` returned that could not be spooled: first in line again."""
+        self._events[:0] = events
+        if len(self._events) > self._max_events:
+            self._trim()
 
     def full_event(self) -> asyncio.Event:
         if self._full is None:
@@ -101,6 +120,9 @@ class Reporter:
         self._delays: Iterator[float] | None = None
         self._clock = clock
         self._retry_at = 0.0
+        self._spooled = asyncio.Event()
+        self.spooled_events = 0
+        self.spool_failures = 0
         self.sent_events = 0
         self.sent_batches = 0
         self.rejected_events = 0
@@ -111,21 +133,77 @@ class Reporter:
     def spool_depth(self) -> int:
         return self.spool.depth_events
 
+    # --- the two tasks ------------------------------------------------------------------
+
     async def run(self) -> None:
+        await asyncio.gather(self.run_committer(), self.run_sender())
+
+    async def run_committer(self) -> None:
         full = self.buffer.full_event()
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(full.wait(), self._flush_interval_s)
-            except TimeoutError:
-                pass
             full.clear()
-            await self.flush_once()
+            await self.commit()
+
+    async def run_sender(self) -> None:
+        if self._sender is None:
+            return  # air-gapped: events stay in the (bounded) spool
+        while True:
+            try:
+                await self.drain()
+            except OSError:
+                # The spool's disk failed under us: keep trying, never stop reporting.
+                log.exception("could not read the spool; retrying")
+                self._mark_down()
+            wait = self._flush_interval_s
+            if not self.cloud_up:
+                wait = max(wait, self._retry_at - self._clock())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._spooled.wait(), wait)
+            self._spooled.clear()
+
+    # --- committing -----------------------------------------------------------------------
+
+    async def commit(self) -> int:
+        """Move everything buffered into the spool (one fsync); the event count."""
+        events = self.buffer.take_all()
+        if not events:
+            return 0
+        try:
+            await asyncio.to_thread(self._append, events)
+        except OSError:
+            self.spool_failures += 1
+            self.buffer.put_back(events)  # kept in memory (bounded), tried again next time
+            log.exception("could not spool %d access events; keeping them in memory", len(events))
+            return 0
+        self.spooled_events += len(events)
+        self._spooled.set()
+        return len(events)
+
+    def _append(self, events: list[AccessEvent]) -> None:
+        self.spool.append_many(list(batches(self._node_id, events)))
+
+    # --- sending --------------------------------------------------------------------------
+
+    async def drain(self) -> None:
+        """Send spooled batches oldest-first until the spool is empty, a POST fails, or
+        (after a failure) the retry time has not come yet."""
+        if self._sender is None:
+            return
+        while self.cloud_up or self._clock() >= self._retry_at:
+            batch = await asyncio.to_thread(self.spool.peek)
+            if batch is None:
+                return
+            result = await self._post(batch.payload, batch.events)
+            if result is SendResult.FAILED:
+                return
+            await asyncio.to_thread(self.spool.ack, batch)
 
     async def flush_once(self) -> None:
-        events = self.buffer.take_all()
-        for payload, count in batches(self._node_id, events) if events else ():
-            await self._deliver(payload, count)
-        await self._drain()
+        """Commit what is buffered, then send what the spool holds (tests, shutdown)."""
+        await self.commit()
+        await self.drain()
 
     async def _post(self, payload: bytes, count: int) -> SendResult:
         assert self._sender is not None
@@ -141,28 +219,6 @@ class Reporter:
             self._mark_down()
         return result
 
-    async def _deliver(self, payload: bytes, count: int) -> None:
-        if self._sender is not None and self.cloud_up and not self.spool:
-            if await self._post(payload, count) is not SendResult.FAILED:
-                return
-        await asyncio.to_thread(self.spool.append, payload, count)
-
-    async def _drain(self, max_batches: int = 50) -> None:
-        """Send spooled batches oldest-first; a bounded number per wake-up so the buffer
-        is served too."""
-        if self._sender is None or not self.spool:
-            return
-        if not self.cloud_up and self._clock() < self._retry_at:
-            return
-        for _ in range(max_batches):
-            payload = await asyncio.to_thread(self.spool.peek)
-            if payload is None:
-                return
-            result = await self._post(payload, _count(payload))
-            if result is SendResult.FAILED:
-                return
-            await asyncio.to_thread(self.spool.ack)
-
     def _mark_down(self) -> None:
         if self._delays is None:
             self._delays = self._retry_delays()
@@ -176,23 +232,13 @@ class Reporter:
         self._delays = None
 
     async def close(self, deadline_s: float) -> None:
-        """Final flush at shutdown: deliver what can be delivered within ``deadline_s``,
-        spool the rest."""
-        events = self.buffer.take_all()
-        pending = list(batches(self._node_id, events)) if events else []
-        try:
+        """Final flush at shutdown: commit what is buffered (nothing is lost after this),
+        then deliver what can be delivered within ``deadline_s``."""
+        with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(deadline_s):
-                while pending:
-                    payload, count = pending[0]
-                    await self._deliver(payload, count)
-                    pending.pop(0)
-                await self._drain()
-        except TimeoutError:
-            log.warning("shutdown deadline reached; spooling %d batches", len(pending))
-        for payload, count in pending:
-            self.spool.append(payload, count)
+                await self.commit()
+                await self.drain()
+        if len(self.buffer):  # the commit itself ran out of time: spool synchronously
+            with contextlib.suppress(OSError):
+                self._append(self.buffer.take_all())
         self.spool.close()
-
-
-def _count(payload: bytes) -> int:
-    return payload.count(b'"event_id"')

@@ -1,26 +1,34 @@
 """An on-disk spool of access-event batches: append-only segment files, bounded by bytes.
 
+Every access event passes through it: the reporter commits each flush's events here
+first and sends only from here, so an event is on disk within the flush window whatever
+the control plane does (``reporter.py``).
+
 Layout: ``<state_dir>/spool/<16-digit sequence>.seg``. A segment is a run of records::
 
     magic "SG" (2 bytes) | payload length (4 bytes, big-endian) | crc32 of payload (4) | payload
 
-The payload is one ``AccessEventBatch`` as JSON. Appends are fsynced before ``append``
-returns, so a batch the reporter has spooled survives a crash or power loss. On open,
-every segment is scanned; a record that fails the magic / length / crc check (a write
-torn by a crash) ends its segment: the file is truncated there and the damage counted.
+The payload is one ``AccessEventBatch`` as JSON. ``append_many`` writes a flush's
+batches and fsyncs once (group commit) before it returns, and only then are they
+visible to ``peek``: nothing is sent before it is durable, and a batch the reporter has
+spooled survives a crash or power loss. On open, every segment is scanned; a record that
+fails the magic / length / crc check (a write torn by a crash) ends its segment: the
+file is truncated there and the damage counted.
 
-Reading is oldest-first: ``peek`` returns the oldest record not yet acknowledged, ``ack``
-moves past it and deletes a segment once all of its records are acknowledged. The read
-position is not persisted: after a restart the unfinished segment is sent again from its
-start, which is harmless because event ids make re-sends idempotent on the control plane.
+Reading is oldest-first: ``peek`` returns the oldest record not yet acknowledged (with
+its position), ``ack`` moves past exactly that record and deletes a segment once all of
+its records are acknowledged. The read position is not persisted: after a restart the
+unfinished segment is sent again from its start, record for record as it was written,
+which is harmless because the control plane de-duplicates by event id (and counts a
+batch once by the fingerprint of its event ids).
 
 The spool is bounded by ``max_bytes``: when an append would exceed it, whole segments
 are evicted oldest-first and their events counted in ``evicted_events`` (a metric), so a
 long outage costs the oldest events, never the node's disk.
 
-One task (the reporter's) uses it, through worker threads (file I/O stays off the event
-loop); a lock serialises the calls, because a thread cancelled from the loop's side still
-runs to its end while shutdown appends the last batches.
+The reporter's committer and sender use it from worker threads (file I/O stays off the
+event loop); a lock serialises the calls. ``ack`` names the record it acknowledges, so an
+eviction between a ``peek`` and its ``ack`` can never make the ack skip another record.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import logging
 import os
 import struct
 import threading
+import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,17 +71,31 @@ def decode_records(data: bytes) -> tuple[list[tuple[int, int]], int]:
     return records, pos
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity
 class _Segment:
     seq: int
     path: Path
     size: int = 0
     records: list[tuple[int, int]] = field(default_factory=list)  # (offset, length)
     counts: list[int] = field(default_factory=list)  # events per record (-1: unknown)
+    # When each record was appended (epoch seconds; for records found at start, the
+    # segment's last write: the true age is at least that).
+    appended_at: list[float] = field(default_factory=list)
 
     @property
     def events(self) -> int:
         return sum(max(c, 0) for c in self.counts)
+
+
+@dataclass(frozen=True)
+class SpooledBatch:
+    """One spooled record as ``peek`` returns it; hand it back to ``ack``."""
+
+    seq: int  # its segment
+    index: int  # its position in the segment
+    payload: bytes
+    events: int
+    appended_at: float
 
 
 class Spool:
@@ -113,6 +136,19 @@ class Spool:
     def __bool__(self) -> bool:
         return self.depth_batches > 0
 
+    @property
+    def oldest_unsent_at(self) -> float | None:
+        """When the oldest unacknowledged record was appended (epoch), None if none."""
+        # Read without the lock (a gauge): copies, and no assumption that a segment
+        # just created by a commit in progress already holds a record.
+        cursor = self._cursor
+        for n, segment in enumerate(list(self._segments)):
+            first = cursor if n == 0 else 0
+            appended = segment.appended_at
+            if first < len(appended):
+                return appended[first]
+        return None
+
     # --- open / scan --------------------------------------------------------------------
 
     def _open(self) -> None:
@@ -141,7 +177,10 @@ class Spool:
             # Event counts are not stored; -1 means "count on demand" (cheap: we only need
             # them for the depth gauge and eviction counts), so count now.
             counts = [_count_events(data[o : o + n]) for o, n in records]
-            self._segments.append(_Segment(seq, path, good, records, counts))
+            written = path.stat().st_mtime
+            self._segments.append(
+                _Segment(seq, path, good, records, counts, [written] * len(records))
+            )
         if self._segments:
             log.info(
                 "spool holds %d batches (%d events, %d bytes) from before the restart",
@@ -154,24 +193,41 @@ class Spool:
 
     def append(self, payload: bytes, events: int) -> None:
         """Append one batch and fsync it; evict the oldest segments past ``max_bytes``."""
-        with self._lock:
-            self._append(payload, events)
+        self.append_many([(payload, events)])
 
-    def _append(self, payload: bytes, events: int) -> None:
-        record = encode_record(payload)
-        self._evict_for(len(record))
-        segment, fd = self._writable(len(record))
-        offset = segment.size
-        os.write(fd, record)
-        os.fsync(fd)
-        segment.size += len(record)
-        segment.records.append((offset + HEADER.size, len(payload)))
-        segment.counts.append(events)
+    def append_many(self, batches: list[tuple[bytes, int]]) -> None:
+        """Append batches (payload, event count) and fsync once (group commit); they
+        become visible to ``peek`` only once they are on disk."""
+        with self._lock:
+            written: list[tuple[_Segment, int, int, int]] = []  # segment, offset, length, n
+            fds: dict[int, int] = {}
+            for payload, events in batches:
+                record = encode_record(payload)
+                self._evict_for(len(record))
+                segment, fd = self._writable(len(record))
+                offset = segment.size
+                os.write(fd, record)
+                segment.size += len(record)
+                fds[fd] = fd
+                written.append((segment, offset + HEADER.size, len(payload), events))
+            for fd in fds:
+                os.fsync(fd)
+            now = time.time()
+            for segment, offset, length, events in written:
+                if segment not in self._segments:
+                    # Evicted by a later batch of this same call (a flush larger than
+                    # the whole spool): lost like any evicted batch, and counted.
+                    self.evicted_events += events
+                    self.evicted_batches += 1
+                    continue
+                segment.records.append((offset, length))
+                segment.counts.append(events)
+                segment.appended_at.append(now)
 
     def _writable(self, record_bytes: int) -> tuple[_Segment, int]:
         if self._active is not None:
             segment, fd = self._active
-            if segment.size + record_bytes <= self.segment_bytes or not segment.records:
+            if segment.size + record_bytes <= self.segment_bytes or segment.size == 0:
                 return segment, fd
             self._close_active()
         seq = (self._segments[-1].seq + 1) if self._segments else 1
@@ -211,33 +267,46 @@ class Spool:
 
     # --- reading ------------------------------------------------------------------------
 
-    def peek(self) -> bytes | None:
-        """The oldest unacknowledged batch (its JSON payload), or None."""
+    def peek(self) -> SpooledBatch | None:
+        """The oldest unacknowledged batch, or None."""
         with self._lock:
             return self._peek()
 
-    def _peek(self) -> bytes | None:
+    def _peek(self) -> SpooledBatch | None:
         while self._segments:
             head = self._segments[0]
             if self._cursor < len(head.records):
                 offset, length = head.records[self._cursor]
                 with head.path.open("rb") as fh:
                     fh.seek(offset)
-                    return fh.read(length)
+                    payload = fh.read(length)
+                return SpooledBatch(
+                    head.seq,
+                    self._cursor,
+                    payload,
+                    max(head.counts[self._cursor], 0),
+                    head.appended_at[self._cursor],
+                )
             if self._active is not None and self._active[0] is head:
                 return None  # everything written so far is acknowledged
             self._drop_head()
         return None
 
-    def ack(self) -> None:
-        """The batch ``peek`` returned was delivered."""
+    def ack(self, batch: SpooledBatch) -> bool:
+        """``batch`` (from ``peek``) was delivered: move past it. False when it is no
+        longer the oldest record (evicted meanwhile): nothing moves."""
         with self._lock:
             if not self._segments:
-                return
+                return False
             head = self._segments[0]
+            if head.seq != batch.seq or self._cursor != batch.index:
+                return False
             self._cursor += 1
             if self._cursor >= len(head.records):
+                # Fully delivered, the segment being appended to included: deleting it
+                # keeps a restart from sending it all again.
                 self._drop_head()
+            return True
 
     def close(self) -> None:
         with self._lock:

@@ -98,6 +98,11 @@ class NodeCollector(Collector):
             "1 while every request is blocked for lack of a usable policy",
             1.0 if fresh.enforcement is Enforcement.BLOCK_ALL else 0.0,
         )
+        yield _gauge(
+            "seg_gateway_policy_exact",
+            "1 while the node holds exactly its applied version (its digest is reported)",
+            1.0 if index.exact else 0.0,
+        )
 
     def _link(self) -> Iterator[Metric]:
         status = self._node.link_status
@@ -132,6 +137,40 @@ class NodeCollector(Collector):
             "1 when the control plane refused or revoked the cluster credential",
             1.0 if status.fatal else 0.0,
         )
+        unresponsive = status.unresponsive_since is not None
+        yield _gauge(
+            "seg_gateway_control_plane_up",
+            "1 while the WebSocket is connected and keepalives are answered in time",
+            1.0 if status.state is State.CONNECTED and not unresponsive else 0.0,
+        )
+        yield _gauge(
+            "seg_gateway_control_plane_unresponsive",
+            "1 from a missed pong deadline (or unanswered handshake) until the next pong",
+            1.0 if unresponsive else 0.0,
+        )
+        yield CounterMetricFamily(
+            "seg_gateway_pong_deadline_misses",
+            "keepalives not answered within the pong deadline (the connection was replaced)",
+            value=status.pong_deadline_misses,
+        )
+        yield CounterMetricFamily(
+            "seg_gateway_policy_digest_mismatch",
+            "pongs that found this node's policy digest diverged from the control plane's",
+            value=status.digest_mismatches,
+        )
+        yield _gauge(
+            "seg_gateway_policy_last_verified_timestamp_seconds",
+            "when the control plane last found the node's digest in sync (epoch; 0: never)",
+            status.last_verified_at or 0.0,
+        )
+        replaced = CounterMetricFamily(
+            "seg_gateway_policy_replacements",
+            "policies replaced by a fresh snapshot, by reason",
+            labels=["reason"],
+        )
+        for reason in ("diverged", "uncommitted", "resync_full"):
+            replaced.add_metric([reason], status.replacements.get(reason, 0))
+        yield replaced
 
     def _events(self) -> Iterator[Metric]:
         reporter = self._node.reporter
@@ -140,6 +179,22 @@ class NodeCollector(Collector):
             "seg_gateway_spool_events", "access events waiting on disk", spool.depth_events
         )
         yield _gauge("seg_gateway_spool_bytes", "bytes of the on-disk spool", spool.depth_bytes)
+        oldest = spool.oldest_unsent_at
+        yield _gauge(
+            "seg_gateway_spool_oldest_unsent_age_seconds",
+            "age of the oldest access event on disk not yet accepted by the control plane",
+            max(0.0, time.time() - oldest) if oldest is not None else 0.0,
+        )
+        yield CounterMetricFamily(
+            "seg_gateway_events_spooled",
+            "access events committed to the on-disk spool (fsynced)",
+            value=reporter.spooled_events,
+        )
+        yield CounterMetricFamily(
+            "seg_gateway_spool_write_failures",
+            "spool commits that failed (the events stayed in memory and were retried)",
+            value=reporter.spool_failures,
+        )
         yield CounterMetricFamily(
             "seg_gateway_spool_evicted_events",
             "spooled access events evicted (oldest first) because the spool was full",

@@ -8,7 +8,11 @@ reconnect in lock-step. The caller sleeps; the random source is injectable so te
 deterministic.
 
 ``classify`` sorts connection failures into retry-with-backoff versus stop: a revoked or
-refused credential will not start working by retrying.
+refused credential will not start working by retrying. Only a 401/403 the control plane
+marks as its own (``seg_contract.http.CREDENTIAL_REJECTED_HEADER``) is a refusal of the
+credential; an unmarked one came from a proxy, a WAF or a captive portal in the path and
+is retried, or first confirmed with the control plane where the mark may have been lost
+on the way (API Gateway's WebSocket handshake).
 """
 
 from __future__ import annotations
@@ -46,13 +50,19 @@ def backoff(
 
 
 class Retry(StrEnum):
-    BACKOFF = "backoff"  # transient: network, 5xx, 429, timeouts
-    STOP = "stop"  # fatal until an operator acts: 401/403 (revoked or wrong credential)
+    BACKOFF = "backoff"  # transient: network, 5xx, 429, timeouts, an unmarked 401/403
+    STOP = "stop"  # fatal until an operator acts: the control plane refused the credential
+    CONFIRM = "confirm"  # an unmarked 401/403 where the mark can be lost: ask the API
 
 
-def classify(http_status: int | None) -> Retry:
+def classify(http_status: int | None, *, marked: bool, confirmable: bool = False) -> Retry:
     """What to do after a failed connection attempt. ``http_status`` is the status of a
-    refused WebSocket handshake or HTTP call, None for a network-level failure."""
+    refused WebSocket handshake or HTTP call, None for a network-level failure;
+    ``marked``: the answer carried the control plane's credential-rejected header;
+    ``confirmable``: an unmarked 401/403 is to be confirmed with one HTTP call (whose
+    answer keeps its headers) instead of being retried blindly."""
     if http_status in (401, 403):
-        return Retry.STOP
+        if marked:
+            return Retry.STOP
+        return Retry.CONFIRM if confirmable else Retry.BACKOFF
     return Retry.BACKOFF

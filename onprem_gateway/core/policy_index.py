@@ -1,26 +1,52 @@
 """The gateway's policy cache as an immutable, lookup-optimised index.
 
 A ``PolicyIndex`` is built from a ``seg_contract.PolicySnapshot`` and never changes; every
-transition (``apply_snapshot``, ``apply_delta``, ``apply_push``, ``with_confirmation``)
-returns a new index, so the data path swaps one reference and readers never see a
-half-applied policy.
+transition (``apply_snapshot``, ``replace_with_snapshot``, ``apply_delta``,
+``apply_push``, ``with_confirmation``) returns a new index, so the data path swaps one
+reference and readers never see a half-applied policy.
 
-Versioning follows the theory of operation in ``seg_contract.models`` exactly:
+Theory of operation (``seg_contract.models`` states the protocol)
+-----------------------------------------------------------------
+The control plane only ever states its *committed* version W: every change up to W is
+written. The index keeps the *applied version* V and the invariant
 
-- entries (device entries, user credentials) apply **per key, newest version wins**: a
-  change whose version is not greater than the one held for that key changes nothing,
-  so duplicates, replays and out-of-order pushes are harmless;
-- ``version`` is the *applied version*: every change up to it has been applied. A push
-  with version ``applied + 1`` advances it; a push beyond that reveals a gap
-  (``ApplyResult.gap``): it is still applied per key, but ``version`` stays where it is
-  until the versions in between arrive (by push or by the delta the caller fetches since
-  ``index.version``), so the index never claims more than it holds;
-- a snapshot or a delta advances ``version`` to at least its own version and keeps
-  entries applied from pushes that are newer than it.
+    an index at V holds, for every key, an entry at least as new as the newest one
+    whose version is <= V.
 
-Lookups are O(1) dict gets. A push touches a small overlay instead of copying a
-100,000-entry dict; the overlay is folded into the base once it grows past
-``_OVERLAY_LIMIT`` (one copy per few hundred pushes).
+- Entries (device entries, user credentials) and the settings apply **per key, newest
+  version wins**: a change whose version is not greater than the one held for its key
+  changes nothing, so duplicates, replays and out-of-order pushes are harmless.
+- V moves by one with the push of version V + 1 (a ``PushChange`` carries *all* of its
+  version's changes), and then on over versions already applied out of order. A push
+  beyond V + 1 is applied per key but leaves V where it is and reports a gap
+  (``ApplyResult.gap``: the caller fetches a delta since V), so V never claims a
+  version whose changes might be missing. Nothing else moves V by a push.
+- A snapshot or a delta sets V to max(V, its version W), keeping what pushes brought in
+  that is newer than W (a push may overtake the fetch), and takes the settings with the
+  version the message says wrote them (``settings_version``) unless newer ones are held.
+- ``replace_with_snapshot`` is the repair: the snapshot's content and version, nothing
+  kept. After the control plane said the node's digest *diverged*, what the node holds
+  beyond the snapshot is exactly what cannot be trusted (a hand-edited file with
+  inflated versions would otherwise survive every merge, because newest wins).
+
+Timeline of the race the committed version closes (writers A and B, one node)::
+
+    A takes v11 . B takes v12 . B writes v12 . snapshot read: W = 10 (+ v12's entry)
+    node: V = 10, holds v12's entry -> not exact . A writes v11 -> W = 12, push 11, 12
+    node: push 11 -> V = 11, then over 12 (already applied out of order) -> V = 12, exact
+
+*Exact*: the index holds nothing newer than V (no entry, credential or settings with a
+version above V, no out-of-order pushes pending). Only then does "the policy at V" mean
+one thing on both sides, so only then does the node report its digest
+(``seg_contract.digest``) for the control plane to compare with its own.
+
+The digest is kept *incrementally* (a push subtracts the replaced items' terms and adds
+the new ones: a few microseconds) once it is known, and computed in full *lazily*, once
+per index object, the first time it is asked for (``digest()``; the link asks off the
+event loop, never the request path). A snapshot apply therefore costs no more than
+before; the first keepalive after it pays the full digest once.
+
+Lookups are O(1) dict gets; a push touches a small overlay (``core.layered_map``).
 """
 
 from __future__ import annotations
@@ -28,8 +54,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Generic, TypeVar
+from typing import TypeVar
 
+from onprem_gateway.core.layered_map import LayeredMap
 from onprem_gateway.core.rule_set import CompiledRule, RuleSet
 from seg_contract import (
     ClusterSettings,
@@ -44,14 +71,19 @@ from seg_contract import (
     normalize_device_id,
     normalize_user,
 )
-
-# Pushes applied since the last fold before the overlay is merged into the base dict.
-# Folding 100k entries costs a few ms; 512 pushes between folds keeps the amortised cost
-# per push in microseconds while a lookup costs at most two dict gets.
-_OVERLAY_LIMIT = 512
+from seg_contract.digest import (
+    credential_term,
+    entry_term,
+    policy_digest,
+    replace,
+    settings_term,
+    to_hex,
+)
 
 K = TypeVar("K")
 V = TypeVar("V", DeviceEntry, UserCredential)
+EntryKey = tuple[str, str]
+_KEEP = -1  # ``_replace``: keep the digest as it is (a digest is never negative)
 
 
 class PolicyMismatchError(ValueError):
@@ -79,47 +111,7 @@ class ApplyResult:
     gap: bool
 
 
-class _Layered(Generic[K, V]):
-    """A read-only mapping made of a large base dict and a small overlay (newer)."""
-
-    __slots__ = ("_base", "_overlay")
-
-    def __init__(self, base: dict[K, V], overlay: dict[K, V] | None = None) -> None:
-        self._base: dict[K, V] = base
-        self._overlay: dict[K, V] = overlay or {}
-
-    def get(self, key: K) -> V | None:
-        if self._overlay:
-            found = self._overlay.get(key)
-            if found is not None:
-                return found
-        return self._base.get(key)
-
-    def with_changes(self, changes: Mapping[K, V]) -> _Layered[K, V]:
-        if not changes:
-            return self
-        overlay = {**self._overlay, **changes}
-        if len(overlay) > _OVERLAY_LIMIT:
-            return _Layered({**self._base, **overlay})
-        return _Layered(self._base, overlay)
-
-    def items(self) -> Iterator[tuple[K, V]]:
-        overlay = self._overlay
-        for key, value in self._base.items():
-            if key not in overlay:
-                yield key, value
-        yield from overlay.items()
-
-    def values(self) -> Iterator[V]:
-        for _, value in self.items():
-            yield value
-
-    def __len__(self) -> int:
-        overlay = self._overlay
-        return len(self._base) + sum(1 for key in overlay if key not in self._base)
-
-
-def _newer(changes: Iterable[tuple[K, V]], held: _Layered[K, V]) -> dict[K, V]:
+def _newer(changes: Iterable[tuple[K, V]], held: LayeredMap[K, V]) -> dict[K, V]:
     """The changes whose version beats what ``held`` has for the same key (and the
     newest of several changes for one key)."""
     out: dict[K, V] = {}
@@ -130,7 +122,7 @@ def _newer(changes: Iterable[tuple[K, V]], held: _Layered[K, V]) -> dict[K, V]:
     return out
 
 
-def _entry_items(entries: Iterable[DeviceEntry]) -> Iterator[tuple[tuple[str, str], DeviceEntry]]:
+def _entry_items(entries: Iterable[DeviceEntry]) -> Iterator[tuple[EntryKey, DeviceEntry]]:
     for entry in entries:
         yield (normalize_user(entry.user), normalize_device_id(entry.device_id)), entry
 
@@ -140,13 +132,23 @@ def _credential_items(creds: Iterable[UserCredential]) -> Iterator[tuple[str, Us
         yield normalize_user(cred.user), cred
 
 
+def _newest(values: Iterable[DeviceEntry | UserCredential], start: int = 0) -> int:
+    newest = start
+    for value in values:
+        newest = max(newest, value.version)
+    return newest
+
+
 class PolicyIndex:
-    """One cluster's policy, ready for per-request lookups. Immutable."""
+    """One cluster's policy, ready for per-request lookups. Immutable (the cached
+    digest aside, which is a pure function of the content)."""
 
     __slots__ = (
         "_ahead",
         "_credentials",
+        "_digest",
         "_entries",
+        "_newest",
         "_rule_set",
         "_settings_version",
         "blocked_users",
@@ -167,10 +169,12 @@ class PolicyIndex:
     rules: tuple[CompiledRule, ...]
     loaded: bool
     generated_at: datetime
-    _entries: _Layered[tuple[str, str], DeviceEntry]
-    _credentials: _Layered[str, UserCredential]
+    _entries: LayeredMap[EntryKey, DeviceEntry]
+    _credentials: LayeredMap[str, UserCredential]
     _settings_version: int
     _ahead: frozenset[int]
+    _newest: int  # the newest version of any held entry or credential
+    _digest: int | None  # None: not computed yet (``digest()`` computes it once)
     _rule_set: RuleSet
 
     def __init__(
@@ -180,11 +184,13 @@ class PolicyIndex:
         version: int,
         confirmed_at: float,
         settings: ClusterSettings,
-        entries: _Layered[tuple[str, str], DeviceEntry],
-        credentials: _Layered[str, UserCredential],
+        entries: LayeredMap[EntryKey, DeviceEntry],
+        credentials: LayeredMap[str, UserCredential],
         settings_version: int,
         loaded: bool,
         generated_at: datetime,
+        newest: int,
+        digest: int | None = None,
         ahead: frozenset[int] = frozenset(),
         compiled: _Compiled | None = None,
     ) -> None:
@@ -198,6 +204,8 @@ class PolicyIndex:
         self.loaded = loaded
         self.generated_at = generated_at
         self._ahead = ahead
+        self._newest = newest
+        self._digest = digest
         if compiled is None:
             compiled = _Compiled(
                 RuleSet(settings.rules),
@@ -217,37 +225,42 @@ class PolicyIndex:
             version=0,
             confirmed_at=0.0,
             settings=ClusterSettings(),
-            entries=_Layered({}),
-            credentials=_Layered({}),
+            entries=LayeredMap({}),
+            credentials=LayeredMap({}),
             settings_version=0,
             loaded=False,
             generated_at=datetime.fromtimestamp(0, UTC),
+            newest=0,
         )
 
     @classmethod
     def from_snapshot(cls, snap: PolicySnapshot, confirmed_at: float) -> PolicyIndex:
         """Build an index from a full snapshot; ``confirmed_at`` is when the control plane
         (or, for a policy loaded from disk, the last contact it records) vouched for it."""
-        entries: dict[tuple[str, str], DeviceEntry] = {}
+        entries: dict[EntryKey, DeviceEntry] = {}
+        newest = 0
         for key, entry in _entry_items(snap.devices):
             held = entries.get(key)
             if held is None or entry.version > held.version:
                 entries[key] = entry
+                newest = max(newest, entry.version)
         credentials: dict[str, UserCredential] = {}
         for user, cred in _credential_items(snap.credentials):
             held_cred = credentials.get(user)
             if held_cred is None or cred.version > held_cred.version:
                 credentials[user] = cred
+                newest = max(newest, cred.version)
         return cls(
             cluster_id=snap.cluster_id,
             version=snap.version,
             confirmed_at=confirmed_at,
             settings=snap.settings,
-            entries=_Layered(entries),
-            credentials=_Layered(credentials),
+            entries=LayeredMap(entries),
+            credentials=LayeredMap(credentials),
             settings_version=snap.settings_version,
             loaded=True,
             generated_at=snap.generated_at,
+            newest=newest,
         )
 
     # --- lookups (the request path) ---------------------------------------------------
@@ -278,6 +291,75 @@ class PolicyIndex:
     def credentials(self) -> Iterator[UserCredential]:
         return self._credentials.values()
 
+    # --- exactness and the digest (the link; never the request path) -----------------------
+
+    @property
+    def settings_version(self) -> int:
+        return self._settings_version
+
+    @property
+    def newest_held_version(self) -> int:
+        """The newest version of anything held (entries, credentials, settings)."""
+        return max(self._newest, self._settings_version)
+
+    @property
+    def exact(self) -> bool:
+        """The index holds exactly "the policy at ``version``": nothing newer than it,
+        no out-of-order push pending. Only then is its digest comparable."""
+        return self.loaded and not self._ahead and self.newest_held_version <= self.version
+
+    @property
+    def digest_known(self) -> bool:
+        """``digest()`` returns at once (kept incrementally or computed before)."""
+        return self._digest is not None
+
+    def digest(self) -> int:
+        """``seg_contract.digest.policy_digest`` of what this index holds: computed in
+        full on the first call (O(n): call it off the event loop for large policies),
+        then cached and carried forward incrementally by pushes and deltas."""
+        digest = self._digest
+        if digest is None:
+            digest = policy_digest(
+                self._entries.values(),
+                self._credentials.values(),
+                self.settings,
+                self._settings_version,
+            )
+            self._digest = digest
+        return digest
+
+    def digest_hex(self) -> str:
+        return to_hex(self.digest())
+
+    def _digest_after(
+        self,
+        entries: Mapping[EntryKey, DeviceEntry],
+        credentials: Mapping[str, UserCredential],
+        settings: tuple[ClusterSettings, int] | None,
+    ) -> int | None:
+        """The digest once these changes are applied (None while the digest is not
+        known yet: computing it in full here would put O(n) on a push)."""
+        digest = self._digest
+        if digest is None:
+            return None
+        for key, entry in entries.items():
+            old = self._entries.get(key)
+            digest = replace(digest, None if old is None else entry_term(old), entry_term(entry))
+        for user, cred in credentials.items():
+            old_cred = self._credentials.get(user)
+            digest = replace(
+                digest,
+                None if old_cred is None else credential_term(old_cred),
+                credential_term(cred),
+            )
+        if settings is not None:
+            digest = replace(
+                digest,
+                settings_term(self.settings, self._settings_version),
+                settings_term(*settings),
+            )
+        return digest
+
     # --- transitions ------------------------------------------------------------------
 
     def with_confirmation(self, confirmed_at: float) -> PolicyIndex:
@@ -285,35 +367,44 @@ class PolicyIndex:
         return self._replace(confirmed_at=max(confirmed_at, self.confirmed_at))
 
     def apply_snapshot(self, snap: PolicySnapshot, confirmed_at: float) -> PolicyIndex:
-        """Replace this policy with a full snapshot, keeping what pushes brought in that
-        is newer than the snapshot (a push may overtake the snapshot request)."""
+        """Take a full snapshot, keeping what pushes brought in that is newer than the
+        snapshot's version (a push may overtake the snapshot request)."""
         self._check_cluster(snap.cluster_id)
         fresh = PolicyIndex.from_snapshot(snap, confirmed_at)
         if not self.loaded:
             return fresh
         # Keys are already normalised here: no need to normalise 100,000 entries again.
-        newer_entries = {
-            key: entry for key, entry in self._entries.items() if entry.version > snap.version
-        }
-        newer_creds = {
-            user: cred for user, cred in self._credentials.items() if cred.version > snap.version
-        }
-        keep_settings = self._settings_version > snap.settings_version
-        version = max(self.version, snap.version)
+        newer_entries = _newer(
+            ((key, e) for key, e in self._entries.items() if e.version > snap.version),
+            fresh._entries,
+        )
+        newer_creds = _newer(
+            ((user, c) for user, c in self._credentials.items() if c.version > snap.version),
+            fresh._credentials,
+        )
+        settings, settings_version = snap.settings, snap.settings_version
+        if self._settings_version > settings_version:
+            settings, settings_version = self.settings, self._settings_version
+        version, ahead = _advance(max(self.version, snap.version), self._ahead)
         return PolicyIndex(
             cluster_id=snap.cluster_id,
             version=version,
             confirmed_at=max(confirmed_at, self.confirmed_at),
-            settings=self.settings if keep_settings else snap.settings,
-            entries=fresh._entries.with_changes(_newer(newer_entries.items(), fresh._entries)),
-            credentials=fresh._credentials.with_changes(
-                _newer(newer_creds.items(), fresh._credentials)
-            ),
-            settings_version=max(self._settings_version, snap.settings_version),
+            settings=settings,
+            entries=fresh._entries.with_changes(newer_entries),
+            credentials=fresh._credentials.with_changes(newer_creds),
+            settings_version=settings_version,
             loaded=True,
             generated_at=snap.generated_at,
-            ahead=frozenset(v for v in self._ahead if v > version),
+            newest=_newest(newer_creds.values(), _newest(newer_entries.values(), fresh._newest)),
+            ahead=ahead,
         )
+
+    def replace_with_snapshot(self, snap: PolicySnapshot, confirmed_at: float) -> PolicyIndex:
+        """The snapshot and nothing else: its entries, settings and version, even where
+        this index holds newer ones (the repair after a ``diverged`` verdict)."""
+        self._check_cluster(snap.cluster_id)
+        return PolicyIndex.from_snapshot(snap, confirmed_at)
 
     def apply_delta(self, delta: PolicyDelta, confirmed_at: float) -> PolicyIndex:
         """Apply the changes after ``delta.since_version``. The delta must start at or
@@ -326,24 +417,22 @@ class PolicyIndex:
                 f"delta since {delta.since_version} does not cover applied version "
                 f"{self.version}; fetch the snapshot"
             )
-        entries = self._entries.with_changes(_newer(_entry_items(delta.devices), self._entries))
-        credentials = self._credentials.with_changes(
-            _newer(_credential_items(delta.credentials), self._credentials)
-        )
-        settings, settings_version = self.settings, self._settings_version
-        if delta.settings is not None and delta.settings_version > settings_version:
-            settings, settings_version = delta.settings, delta.settings_version
-        version = max(self.version, delta.version)
-        version, ahead = _advance(version, self._ahead)
+        changes = _newer(_entry_items(delta.devices), self._entries)
+        cred_changes = _newer(_credential_items(delta.credentials), self._credentials)
+        new_settings: tuple[ClusterSettings, int] | None = None
+        if delta.settings is not None and delta.settings_version > self._settings_version:
+            new_settings = (delta.settings, delta.settings_version)
+        version, ahead = _advance(max(self.version, delta.version), self._ahead)
         return self._replace(
             version=version,
             confirmed_at=max(confirmed_at, self.confirmed_at),
-            settings=settings,
-            settings_version=settings_version,
-            entries=entries,
-            credentials=credentials,
+            settings=new_settings,
+            entries=self._entries.with_changes(changes),
+            credentials=self._credentials.with_changes(cred_changes),
             ahead=ahead,
             generated_at=delta.generated_at,
+            newest=_newest(cred_changes.values(), _newest(changes.values(), self._newest)),
+            digest=self._digest_after(changes, cred_changes, new_settings),
         )
 
     def apply_push(self, msg: PushMessage, confirmed_at: float | None = None) -> ApplyResult:
@@ -361,31 +450,28 @@ class PolicyIndex:
             # Nothing to apply onto: the caller must fetch a snapshot first.
             return ApplyResult(base, base is not self, True)
         version = msg.version
-        gap = version > self.version + 1
-        changed = False
-        entries, credentials = base._entries, base._credentials
-        settings, settings_version = base.settings, base._settings_version
-        changes = _newer(_entry_items(msg.devices), entries)
-        entries = entries.with_changes(changes)
-        cred_changes = _newer(_credential_items(msg.credentials), credentials)
-        credentials = credentials.with_changes(cred_changes)
-        changed = bool(changes or cred_changes)
-        if msg.settings is not None and version > settings_version:
-            settings, settings_version, changed = msg.settings, version, True
+        gap = version > base.version + 1
+        changes = _newer(_entry_items(msg.devices), base._entries)
+        cred_changes = _newer(_credential_items(msg.credentials), base._credentials)
+        new_settings: tuple[ClusterSettings, int] | None = None
+        if msg.settings is not None and version > base._settings_version:
+            new_settings = (msg.settings, version)
         applied, ahead = base.version, base._ahead
         if version == applied + 1:
             applied, ahead = _advance(version, ahead)
         elif version > applied + 1:
             ahead = ahead | {version}
+        changed = bool(changes or cred_changes or new_settings)
         if not changed and applied == base.version and ahead == base._ahead:
             return ApplyResult(base, base is not self, gap)
         index = base._replace(
             version=applied,
-            entries=entries,
-            credentials=credentials,
-            settings=settings,
-            settings_version=settings_version,
+            entries=base._entries.with_changes(changes),
+            credentials=base._credentials.with_changes(cred_changes),
+            settings=new_settings,
             ahead=ahead,
+            newest=_newest(cred_changes.values(), _newest(changes.values(), base._newest)),
+            digest=base._digest_after(changes, cred_changes, new_settings),
         )
         return ApplyResult(index, True, gap)
 
@@ -416,14 +502,15 @@ class PolicyIndex:
         *,
         version: int | None = None,
         confirmed_at: float | None = None,
-        settings: ClusterSettings | None = None,
-        settings_version: int | None = None,
-        entries: _Layered[tuple[str, str], DeviceEntry] | None = None,
-        credentials: _Layered[str, UserCredential] | None = None,
+        settings: tuple[ClusterSettings, int] | None = None,
+        entries: LayeredMap[EntryKey, DeviceEntry] | None = None,
+        credentials: LayeredMap[str, UserCredential] | None = None,
         ahead: frozenset[int] | None = None,
         generated_at: datetime | None = None,
+        newest: int | None = None,
+        digest: int | None = _KEEP,
     ) -> PolicyIndex:
-        new_settings = self.settings if settings is None else settings
+        new_settings, settings_version = settings or (self.settings, self._settings_version)
         return PolicyIndex(
             cluster_id=self.cluster_id,
             version=self.version if version is None else version,
@@ -431,12 +518,12 @@ class PolicyIndex:
             settings=new_settings,
             entries=self._entries if entries is None else entries,
             credentials=self._credentials if credentials is None else credentials,
-            settings_version=(
-                self._settings_version if settings_version is None else settings_version
-            ),
+            settings_version=settings_version,
             loaded=self.loaded,
             generated_at=self.generated_at if generated_at is None else generated_at,
             ahead=self._ahead if ahead is None else ahead,
+            newest=self._newest if newest is None else newest,
+            digest=self._digest if digest == _KEEP else digest,
             compiled=(
                 _Compiled(self._rule_set, self.blocked_users)
                 if new_settings is self.settings
@@ -447,7 +534,7 @@ class PolicyIndex:
     def __repr__(self) -> str:
         return (
             f"PolicyIndex(cluster_id={self.cluster_id!r}, version={self.version}, "
-            f"devices={len(self._entries)}, loaded={self.loaded})"
+            f"devices={len(self._entries)}, loaded={self.loaded}, exact={self.exact})"
         )
 
 

@@ -56,6 +56,10 @@ def test_cli_strings_are_parsed() -> None:
         ("bundle_target", "docker", "bundle_target"),
         ("auth_domain_prefix", "Has_Upper", "auth_domain_prefix"),
         ("execute_api_base_url", "ftp://x", "execute_api_base_url"),
+        ("signing_keys", "1,2,3,4", "1 to 3 key labels"),
+        ("signing_keys", "1,1", "listed twice"),
+        ("signing_keys", "key-1", "letters or digits"),
+        ("signing_keys", " , ", "1 to 3 key labels"),
     ],
 )
 def test_bad_context_fails_with_a_clear_message(key: str, value: str, message: str) -> None:
@@ -63,10 +67,25 @@ def test_bad_context_fails_with_a_clear_message(key: str, value: str, message: s
         parse_config({key: value})
 
 
+def test_signing_key_labels_come_from_a_list_or_a_comma_string() -> None:
+    assert StackConfig().signing_keys == ("1",)
+    assert parse_config({"signing_keys": "1, 2"}).signing_keys == ("1", "2")
+    assert parse_config({"signing_keys": ["a", "b"]}).signing_keys == ("a", "b")
+
+
+def test_a_rotation_deploys_two_keys_both_granted_to_every_signer(tmp_path: Path) -> None:
+    app, stack = build_app(context={**NO_BUNDLING, "signing_keys": "1,2"}, outdir=str(tmp_path))
+    app.synth()  # cdk-nag passes with two keys as well
+    assert set(stack.signing.keys) == {"1", "2"}
+    template = stack.resolve(stack.signing.key_arns)
+    assert len(template["Fn::Join"][1]) == 2
+
+
 def test_the_bundle_dependencies_come_from_pyproject(tmp_path: Path) -> None:
     deps = lambda_dependencies()
     assert any(d.startswith("pydantic") for d in deps)  # seg_contract's
     assert any(d.startswith("fastapi") for d in deps)
+    assert any(d.startswith("cryptography") for d in deps)  # seg_contract.signing's
     broken = tmp_path / "pyproject.toml"
     broken.write_text('[project]\nname = "x"\n')
     with pytest.raises(BundlingError, match="lambda extra"):

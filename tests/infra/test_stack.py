@@ -102,6 +102,27 @@ def test_every_declared_table_is_on_demand_with_pitr_sse_keys_and_ttl(
             assert ttl is None, declared.id
 
 
+def test_the_policy_log_expires_and_only_committers_and_advancers_may_touch_it(
+    synthesized: Synthesized,
+) -> None:
+    s = synthesized
+    log = s.json["Resources"][s.logical_id(s.stack.storage.tables["policy_log"])]["Properties"]
+    assert {k["AttributeName"]: k["KeyType"] for k in log["KeySchema"]} == {
+        "cluster_id": "HASH",
+        "version": "RANGE",
+    }
+    assert {"AttributeName": "version", "AttributeType": "N"} in log["AttributeDefinitions"]
+    assert log["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    # Writers commit versions (API: settings and credentials; the compliance reader);
+    # readers advance the committed version (API: snapshots and deltas; keepalives).
+    granted = {
+        f.id: f.tables["policy_log"] for f in resources.FUNCTIONS if "policy_log" in f.tables
+    }
+    assert granted == dict.fromkeys(("api", "compliance_reader", "ws_default"), resources.RW)
+    entries = s.json["Resources"][s.logical_id(s.stack.storage.tables["policy_entries"])]
+    assert "GlobalSecondaryIndexes" not in entries["Properties"]  # deltas read the log
+
+
 # --- queues ----------------------------------------------------------------------------
 
 
@@ -201,6 +222,22 @@ def test_functions_match_their_declarations(synthesized: Synthesized) -> None:
             assert ws_api in _refs(env[resources.ENV_WEBSOCKET_MANAGEMENT_ENDPOINT])
         is_api = declared.trigger is resources.Trigger.HTTP_API
         assert (resources.ENV_DEVICE_SERVICES_SECRET_ARN in env) is is_api
+        signs = resources.ENV_POLICY_SIGNING_KEY_ARNS in env
+        assert signs is declared.signs_policy, declared.id
+        if signs:
+            keys = {s.logical_id(k) for k in s.stack.signing.keys.values()}
+            assert _refs(env[resources.ENV_POLICY_SIGNING_KEY_ARNS]) == keys
+
+
+def test_no_function_traces_responses_or_errors_or_logs_events(synthesized: Synthesized) -> None:
+    """Responses carry issued credentials and device passwords; X-Ray keeps them."""
+    functions = synthesized.resources("AWS::Lambda::Function")
+    assert len(functions) >= len(resources.FUNCTIONS)
+    for logical_id, function in functions.items():
+        env = function["Properties"].get("Environment", {}).get("Variables", {})
+        assert env.get("POWERTOOLS_TRACER_CAPTURE_RESPONSE") == "false", logical_id
+        assert env.get("POWERTOOLS_TRACER_CAPTURE_ERROR") == "false", logical_id
+        assert env.get("POWERTOOLS_LOGGER_LOG_EVENT") == "false", logical_id
 
 
 def test_each_function_policy_names_only_its_declared_resources(synthesized: Synthesized) -> None:
@@ -210,6 +247,7 @@ def test_each_function_policy_names_only_its_declared_resources(synthesized: Syn
     dlq_ids = {s.logical_id(p.dead_letters) for p in s.stack.queues.pairs.values()}
     secret_id = s.logical_id(s.stack.auth.device_services_secret)
     ws_api = s.logical_id(s.stack.websocket_api.api)
+    signing_keys = {s.logical_id(k) for k in s.stack.signing.keys.values()}
     for declared in resources.FUNCTIONS:
         statements = _function_statements(s, declared.id)
         own_logs = s.logical_id(s.stack.functions.log_groups[declared.id])
@@ -222,6 +260,8 @@ def test_each_function_policy_names_only_its_declared_resources(synthesized: Syn
             expected.add(ws_api)
         if declared.trigger is resources.Trigger.HTTP_API:
             expected.add(secret_id)
+        if declared.signs_policy:
+            expected |= signing_keys
         named = set().union(*(_refs(st.get("Resource")) for st in statements))
         assert named == expected, declared.id
         assert not named & dlq_ids  # nobody reads or writes a DLQ
@@ -241,6 +281,9 @@ def test_each_function_policy_names_only_its_declared_resources(synthesized: Syn
             actions = _actions_on(statements, queue_ids[declared.consumes])
             assert actions >= CONSUME_ACTIONS
             assert not actions & SEND_ACTIONS or declared.consumes in declared.sends_to
+        for key in signing_keys:
+            expected_kms = {"kms:Sign", "kms:GetPublicKey"} if declared.signs_policy else set()
+            assert _actions_on(statements, key) == expected_kms, declared.id
         ws_actions = _actions_on(statements, ws_api)
         assert ws_actions == (
             {"execute-api:ManageConnections"} if declared.posts_to_connections else set()
@@ -273,6 +316,22 @@ def test_no_policy_grants_a_wildcard_action(synthesized: Synthesized) -> None:
                     continue  # e.g. enforceSSL: deny sqs:* over plain HTTP
                 for action in _actions(statement):
                     assert "*" not in action, f"{logical_id}: {action}"
+
+
+def test_policy_signing_keys_are_asymmetric_p256_signing_keys(synthesized: Synthesized) -> None:
+    s = synthesized
+    keys = s.stack.signing.keys
+    assert list(keys) == list(s.stack.config.signing_keys)
+    for key in keys.values():
+        resource = s.json["Resources"][s.logical_id(key)]
+        props = resource["Properties"]
+        assert (props["KeySpec"], props["KeyUsage"]) == ("ECC_NIST_P256", "SIGN_VERIFY")
+        assert resource["DeletionPolicy"] == "Retain"  # retain_data: true
+        # Only the account's administrators in the key policy: use is granted per role.
+        (statement,) = _statements(props["KeyPolicy"])
+        assert statement["Principal"]["AWS"]["Fn::Join"][1][-1] == ":root"
+    signers = [f.id for f in resources.FUNCTIONS if f.signs_policy]
+    assert sorted(signers) == ["api", "compliance_reader", "ws_default"]
 
 
 # --- APIs ------------------------------------------------------------------------------
@@ -420,7 +479,10 @@ def test_outputs_give_gateways_and_the_cli_what_they_need(synthesized: Synthesiz
         "UserPoolId",
         "UserPoolClientId",
         "DeviceServicesSecretArn",
+        "PolicySigningKeyArns",
     }
+    arns = s.json["Outputs"]["PolicySigningKeyArns"]["Value"]
+    assert _refs(arns) == {s.logical_id(k) for k in s.stack.signing.keys.values()}
 
 
 # --- cdk-nag ----------------------------------------------------------------------------
@@ -459,6 +521,6 @@ def test_bundle_holds_the_code_and_arm64_wheels_for_the_runtime(synthesized: Syn
     assert (bundle / "seg_contract" / "__init__.py").is_file()
     native = [p.name for p in (bundle / "pydantic_core").glob("*.so")]
     assert native and all("cpython-313-aarch64-linux-gnu" in n for n in native), native
-    for package in ("fastapi", "mangum", "aws_lambda_powertools", "nacl", "jwt"):
+    for package in ("fastapi", "mangum", "aws_lambda_powertools", "nacl", "jwt", "cryptography"):
         assert (bundle / package).is_dir(), package
     assert not list(bundle.rglob("__pycache__"))

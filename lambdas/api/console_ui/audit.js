@@ -20,7 +20,9 @@ const ACTION_LABELS = {
   "substitution.remove": "Removed credential substitution",
   "compliance_policy.update": "Changed the compliance policy",
   "notices.update": "Changed the notices to users",
-  "signing_key.rotate": "Rotated a signing key",
+  "signing_key.register": "Announced a signing key",
+  "signing_key.activate": "Activated a signing key",
+  "signing_key.retire": "Retired a signing key",
 };
 
 export function actionLabel(action) {

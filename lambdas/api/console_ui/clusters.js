@@ -1,6 +1,8 @@
 // The gateway cluster panel: each cluster's nodes, whether each is connected, the
-// policy version it enforces (and how far behind the cluster's it is), how fresh that
-// policy is, and the access-event spool depth each node reports.
+// policy version it enforces (and how far behind the cluster's committed version it
+// is), whether its policy digest matched the control plane's at its last report (and
+// when it last did), how fresh that policy is, and the access-event spool depth each
+// node reports.
 
 import { byId, h } from "./dom.js";
 import { count, duration, exactTime, parseTime, relativeTime } from "./format.js";
@@ -72,10 +74,36 @@ function clusterCard(cluster, nodes, now) {
       ? h("table", { className: "nodes" },
           h("caption", { className: "visually-hidden" }, `Nodes of cluster ${cluster.name || id}`),
           h("thead", {}, h("tr", {},
-            ...["Node", "Connection", "Policy version", "Policy age", "Spool depth", "Last seen"]
+            ...["Node", "Connection", "Policy version", "Policy age", "Spool depth", "Last seen",
+              "Policy check", "Last verified"]
               .map((label) => h("th", { scope: "col" }, label)))),
           h("tbody", {}, ...nodes.map((node) => nodeRow(node, version, now))))
       : h("p", { className: "empty" }, "No node has connected yet."));
+}
+
+// The verdict on the node's policy digest at its last keepalive.
+const CHECKS = {
+  in_sync: ["badge-allow", "In sync", "Its policy digest matched the control plane's"],
+  diverged: ["badge-block", "Diverged",
+    "Its policy digest differed: the node was told to replace its policy"],
+  unchecked: ["badge-quarantine", "Unchecked",
+    "No digest to compare at its last report (the node was catching up)"],
+};
+
+function checkCell(node) {
+  const known = CHECKS[node.digest_check];
+  const mismatches = node.digest_mismatches > 0
+    ? ` (${count(node.digest_mismatches)} mismatch${node.digest_mismatches === 1 ? "" : "es"})`
+    : "";
+  if (!known) return h("td", { title: "Not reported yet" }, "—");
+  const [badge, label, title] = known;
+  return h("td", { title: title + mismatches }, h("span", { className: `badge ${badge}` }, label));
+}
+
+function timeCell(time, now, never) {
+  return h("td", {}, time
+    ? h("time", { dateTime: time.toISOString(), title: exactTime(time) }, relativeTime(time, now))
+    : never);
 }
 
 function nodeRow(node, clusterVersion, now) {
@@ -92,9 +120,9 @@ function nodeRow(node, clusterVersion, now) {
       behind > 0 ? h("span", { className: "badge badge-quarantine behind" }, `${behind} behind`) : null),
     h("td", {}, duration(node.policy_age_s)),
     h("td", { className: node.spool_depth > 0 ? "warn" : "" }, count(node.spool_depth ?? null)),
-    h("td", {}, seen
-      ? h("time", { dateTime: seen.toISOString(), title: exactTime(seen) }, relativeTime(seen, now))
-      : "never"));
+    timeCell(seen, now, "never"),
+    checkCell(node),
+    timeCell(parseTime(node.last_verified_at), now, "never"));
 }
 
 function cssSafe(value) {

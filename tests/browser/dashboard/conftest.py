@@ -27,6 +27,7 @@ import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
 from lambdas.api import routes_ui
+from seg_contract import CONTRACT_VERSION
 from seg_local.demo_mail import DEMO_PASSWORD
 from seg_local.stack import Node, Stack, StackOptions
 
@@ -110,7 +111,7 @@ class Seg:
         response = self.http.post(
             self._api("/gateway/v1/access-events"),
             headers={"Authorization": f"Bearer {self.stack.credential}", "X-SEG-Node-Id": node},
-            json={"contract_version": 2, "node_id": node, "events": list(events)},
+            json={"contract_version": CONTRACT_VERSION, "node_id": node, "events": list(events)},
         )
         assert response.status_code == 202, response.text
 

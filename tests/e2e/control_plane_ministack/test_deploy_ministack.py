@@ -37,6 +37,9 @@ from websockets.asyncio.client import ClientConnection
 
 from cdk.app import STACK_NAME
 from lambdas import resources
+from seg_contract.http import SIGNING_KEYS_PATH
+from seg_contract.key_ring import KeyRing
+from seg_contract.signing import SignedPayload, TrustedKey
 from tests.e2e.control_plane_ministack import ministack
 from tests.infra.synth import synthesize
 
@@ -422,3 +425,29 @@ def test_scheduled_checkin_runs_on_its_schedule_within_its_grants(deployed: Depl
     )
     payload = answer["Payload"].read().decode()
     assert "FunctionError" not in answer, payload
+
+
+async def test_the_api_signs_with_the_stacks_kms_key_under_its_own_role(
+    http: httpx.AsyncClient, deployed: Deployed
+) -> None:
+    """The deployed api function reads the key from its environment, and its role's
+    kms:Sign / kms:GetPublicKey grant (IAM enforced) is enough to sign the key set that
+    gateways learn keys from; the key printed for pinning verifies it."""
+    cluster = await _new_cluster(http, deployed, "signing")
+    answer = await http.get(
+        SIGNING_KEYS_PATH, headers=_gateway_headers(cluster["credential"], "node-a")
+    )
+    assert answer.status_code == 200, answer.text
+    (arn,) = deployed.outputs["PolicySigningKeyArns"].split(",")
+    public = deployed.emulator.client("kms").get_public_key(KeyId=arn)["PublicKey"]
+    pinned = TrustedKey.from_der(public)
+    listed = await http.get("/console/v1/signing-keys", headers=_admin(deployed))
+    assert listed.status_code == 200, listed.text
+    assert listed.json()["trusted"] == [pinned.spki_b64]
+    ring, verified = KeyRing(pinned=(pinned,)).learn(
+        SignedPayload.from_headers(answer.headers, answer.content),
+        cluster_id=cluster["cluster_id"],
+        now_ms=int(time.time() * 1000),
+    )
+    assert verified.statement.kid == pinned.kid
+    assert [k.kid for k in ring.learned] == [pinned.kid]

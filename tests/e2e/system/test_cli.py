@@ -88,6 +88,7 @@ def seg_up(
         if "Running." in line or not line:
             break
     assert "Running." in "".join(lines), "".join(lines)
+    assert "Policy key:" in "".join(lines)  # what the nodes pin
     try:
         yield state_dir, proc
     finally:
@@ -106,6 +107,15 @@ def test_console_commands_against_seg_up(
     cluster_id = json.loads(out)[0]["cluster_id"]
     code, out, _ = run(capsys, "cluster", "nodes", cluster_id, *sd, "--json")
     assert code == 0 and [n["node_id"] for n in json.loads(out)] == ["node-1"]
+    code, out, _ = run(capsys, "cluster", "nodes", cluster_id, *sd)
+    header = out.splitlines()[0].split()
+    assert code == 0 and header[:5] == [
+        "NODE_ID",
+        "CONNECTED",
+        "POLICY_VERSION",
+        "DIGEST_CHECK",
+        "LAST_VERIFIED_AT",
+    ]
     code, out, _ = run(capsys, "cluster", "list", *sd)
     assert code == 0 and out.startswith("CLUSTER_ID") and "local" in out
 
@@ -148,6 +158,35 @@ def test_console_commands_against_seg_up(
 
     code, _, err = run(capsys, "up", *sd)
     assert code == 1 and "already runs" in err
+
+
+def test_signing_key_commands_against_seg_up(
+    capsys: pytest.CaptureFixture[str], seg_up: tuple[Path, subprocess.Popen[str]]
+) -> None:
+    state_dir, _ = seg_up
+    sd = ["--state-dir", str(state_dir)]
+    pinned = json.loads((state_dir / "state.json").read_text())["policy_signing_keys"]
+    assert len(pinned) == 1
+
+    # Registering prints the credential and, with it, the keys the nodes must pin.
+    code, out, err = run(capsys, "cluster", "register", "branch", *sd)
+    assert code == 0, err
+    registered = json.loads(out)
+    assert registered["credential"].startswith("segc_")
+    assert registered["policy_signing_keys"] == pinned
+    assert registered["gateway_env"] == {"SEG_GW_POLICY_SIGNING_KEYS": pinned[0]}
+
+    code, out, err = run(capsys, "cluster", "signing-keys", *sd)
+    assert code == 0, err
+    assert out.startswith("KID") and "active" in out and pinned[0] in out
+
+    code, out, err = run(capsys, "cluster", "signing-keys", *sd, "--json")
+    kid = json.loads(out)["keys"][0]["kid"]
+    code, _, err = run(capsys, "cluster", "rotate-signing-key", "retire", kid, *sd)
+    assert code == 1 and "HTTP 409" in err and "is active" in err
+    other = "arn:aws:kms:us-east-1:123456789012:key/0000"
+    code, _, err = run(capsys, "cluster", "rotate-signing-key", "begin", other, *sd)
+    assert code == 1 and "HTTP 422" in err and "not one of this stack's" in err
 
 
 def test_ctrl_c_stops_everything(seg_up: tuple[Path, subprocess.Popen[str]]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from seg_contract.http import CREDENTIAL_REJECTED_HEADER, CREDENTIAL_REJECTED_VALUE
 from tests.integration.control_api.conftest import Ctx, enrollment, register
 
 MDM_ROUTE = ("POST", "/mdm/v1/events")
@@ -99,3 +100,30 @@ def test_a_bad_node_id_header_is_422(ctx: Ctx) -> None:
     _, credential = register(ctx)
     response = ctx.client.get("/gateway/v1/policy", headers=ctx.gw(credential, node="bad node/1"))
     assert response.status_code == 422 and "node id" in response.json()["detail"]
+
+
+def _rejected(headers: object) -> bool:
+    return headers.get(CREDENTIAL_REJECTED_HEADER) == CREDENTIAL_REJECTED_VALUE  # type: ignore[attr-defined]
+
+
+def test_our_refusals_of_a_gateway_credential_carry_the_rejected_mark(ctx: Ctx) -> None:
+    """A node tells our 401/403 from a proxy's or a WAF's by this header."""
+    cluster_id, credential = register(ctx)
+    tampered = credential[:-4] + ("aaaa" if not credential.endswith("aaaa") else "bbbb")
+    for method, path in GATEWAY_ROUTES:
+        for headers in ({}, {"Authorization": "Basic dXNlcjpwdw=="}, ctx.gw(tampered)):
+            response = ctx.client.request(method, path, headers=headers, json={})
+            assert response.status_code == 401, (path, headers)
+            assert _rejected(response.headers), (path, headers)
+    ctx.client.post(f"/console/v1/clusters/{cluster_id}/credentials/revoke", headers=ctx.admin())
+    revoked = ctx.client.get("/gateway/v1/policy", headers=ctx.gw(credential))
+    assert revoked.status_code == 403 and _rejected(revoked.headers)
+
+
+def test_other_callers_refusals_and_other_errors_carry_no_mark(ctx: Ctx) -> None:
+    _, credential = register(ctx)
+    for method, path in [MDM_ROUTE, *CONSOLE_ROUTES]:
+        response = ctx.client.request(method, path, headers={}, json={})
+        assert response.status_code == 401 and not _rejected(response.headers), path
+    bad_node = ctx.client.get("/gateway/v1/policy", headers=ctx.gw(credential, node="bad node/1"))
+    assert bad_node.status_code == 422 and not _rejected(bad_node.headers)

@@ -164,7 +164,7 @@ def test_summary_counts_and_series(ctx: Ctx, seeded) -> None:
 
 def test_detail_shows_the_entry_each_cluster_enforces(ctx: Ctx, seeded) -> None:
     cluster_id, _ = seeded
-    put_entry(ctx, cluster_id, 1, device_id="dev1")
+    assert put_entry(ctx, cluster_id, device_id="dev1") == 1
     detail = ctx.client.get("/console/v1/email-devices/Alice/DEV1", headers=ctx.admin())
     assert detail.status_code == 200
     body = detail.json()

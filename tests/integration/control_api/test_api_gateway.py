@@ -8,10 +8,11 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from lambdas.adapters.dynamodb_policy_entries import DynamoDbPolicyEntries
 from lambdas.usecases.access_events import PayloadMessage
-from seg_contract import Access, DeviceEntry, EntrySource, PolicyDelta, PolicySnapshot
+from lambdas.usecases.policy_versions import write_version
+from seg_contract import Access, PolicyDelta, PolicySnapshot
 from tests.integration.control_api.conftest import Ctx, enrollment, register
+from tests.support.policy import propose_entry
 
 
 def access_batch(**event: Any) -> dict[str, Any]:
@@ -29,19 +30,14 @@ def access_batch(**event: Any) -> dict[str, Any]:
     return {"node_id": "node-1", "events": [fields]}
 
 
-def put_entry(ctx: Ctx, cluster_id: str, version: int, device_id: str = "dev1") -> None:
-    DynamoDbPolicyEntries(ctx.aws.tables["policy_entries"], ctx.aws.dynamodb).put_device_entry(
-        cluster_id,
-        DeviceEntry(
-            user="alice",
-            device_id=device_id,
-            access=Access.ALLOW,
-            reason="compliant",
-            source=EntrySource.COMPLIANCE,
-            version=version,
-            updated_at=datetime(2026, 11, 27, tzinfo=UTC),
-        ),
-    )
+def put_entry(ctx: Ctx, cluster_id: str, device_id: str = "dev1") -> int:
+    """Commit one device entry as the cluster's next version; return the version."""
+
+    propose = propose_entry("alice", Access.ALLOW, device_id=device_id)
+    container = ctx.client.app.state.container  # type: ignore[attr-defined]
+    return write_version(
+        cluster_id, propose, stores=container.versions, now=datetime.now(UTC)
+    ).version
 
 
 def test_snapshot_has_an_etag_and_answers_304_when_current(ctx: Ctx) -> None:
@@ -72,22 +68,26 @@ def test_snapshot_has_an_etag_and_answers_304_when_current(ctx: Ctx) -> None:
 
 def test_delta_returns_changes_after_since_and_410_when_unavailable(ctx: Ctx) -> None:
     cluster_id, credential = register(ctx)
-    clusters = ctx.client.app.state.container.clusters  # type: ignore[attr-defined]
-    for _ in range(2):
-        put_entry(ctx, cluster_id, clusters.next_version(cluster_id), device_id=f"d{_}")
+    assert [put_entry(ctx, cluster_id, device_id=f"d{i}") for i in range(3)] == [1, 2, 3]
     delta = ctx.client.get("/gateway/v1/policy/delta?since=1", headers=ctx.gw(credential))
     assert delta.status_code == 200
     parsed = PolicyDelta.model_validate(delta.json())
-    assert [(d.device_id, d.version) for d in parsed.devices] == [("d1", 2)]
+    assert (parsed.since_version, parsed.version) == (1, 3)
+    assert [(d.device_id, d.version) for d in parsed.devices] == [("d1", 2), ("d2", 3)]
     ahead = ctx.client.get("/gateway/v1/policy/delta?since=99", headers=ctx.gw(credential))
     assert ahead.status_code == 410
     assert "fetch the full snapshot" in ahead.json()["detail"]
-    clusters.raise_purge_watermark(cluster_id, 2)
-    purged = ctx.client.get("/gateway/v1/policy/delta?since=1", headers=ctx.gw(credential))
-    assert purged.status_code == 410
-    assert purged.json() == {
+    ctx.aws.dynamodb.delete_item(  # version 2's log record expired (TTL)
+        TableName=ctx.aws.tables["policy_log"],
+        Key={"cluster_id": {"S": cluster_id}, "version": {"N": "2"}},
+    )
+    expired = ctx.client.get("/gateway/v1/policy/delta?since=1", headers=ctx.gw(credential))
+    assert expired.status_code == 410
+    assert expired.json() == {
         "detail": "delta since 1 is no longer available; fetch the full snapshot"
     }
+    current = ctx.client.get("/gateway/v1/policy/delta?since=2", headers=ctx.gw(credential))
+    assert [d["device_id"] for d in current.json()["devices"]] == ["d2"]
 
 
 def test_delta_rejects_a_missing_or_negative_since(ctx: Ctx) -> None:

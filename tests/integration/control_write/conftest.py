@@ -20,7 +20,10 @@ from lambdas.adapters.dynamodb_device_events import DynamoDbDeviceEvents
 from lambdas.adapters.dynamodb_devices import DynamoDbDevices
 from lambdas.adapters.dynamodb_manual_overrides import DynamoDbManualOverrides
 from lambdas.adapters.dynamodb_policy_entries import DynamoDbPolicyEntries
+from lambdas.adapters.dynamodb_policy_log import DynamoDbPolicyLog
 from lambdas.adapters.sqs_compliance_queue import SqsComplianceQueue
+from lambdas.adapters.wiring import Adapters
+from lambdas.domain.compliance import DeviceRecord
 from lambdas.domain.mdm_events import MDM_EVENT
 from lambdas.handlers import (
     compliance_reader,
@@ -32,8 +35,10 @@ from lambdas.handlers import (
 from lambdas.usecases.clusters import register_cluster
 from lambdas.usecases.device_events import EventReceipt, record_device_event
 from lambdas.usecases.manual_overrides import request_override
+from lambdas.usecases.policy_sync import build_delta, build_snapshot
+from lambdas.usecases.policy_versions import VersionStores
 from lambdas.usecases.resync import seed_cluster
-from seg_contract import DeviceEntry
+from seg_contract import DeviceEntry, PolicyDelta, PolicySnapshot
 from tests.support.aws import AwsEnv, aws  # noqa: F401  (fixture)
 from tests.support.events import LambdaContext, sqs_event_from_messages, ws_connect_event
 
@@ -64,7 +69,30 @@ class World:
     events: DynamoDbDeviceEvents
     credentials: DynamoDbClusterCredentials
     queue: SqsComplianceQueue
+    log: DynamoDbPolicyLog
     _seq: int = 0
+
+    @property
+    def versions(self) -> VersionStores:
+        """The stores a policy version is committed through, pushing to moto."""
+        return Adapters(
+            self.aws.settings, dynamodb=self.aws.dynamodb, apigw=self.aws.apigw
+        ).versions
+
+    def snapshot(self, cluster_id: str) -> PolicySnapshot:
+        return build_snapshot(
+            cluster_id, clusters=self.clusters, entries=self.entries, log=self.log, now=self.clock()
+        )
+
+    def delta(self, cluster_id: str, since: int) -> PolicyDelta:
+        return build_delta(
+            cluster_id,
+            since,
+            clusters=self.clusters,
+            entries=self.entries,
+            log=self.log,
+            now=self.clock(),
+        )
 
     # --- the MDM and the console ---------------------------------------------------
 
@@ -182,6 +210,25 @@ class World:
         return found
 
 
+@dataclass
+class InterleavingDevices:
+    """A device store that runs ``meanwhile`` once, just after the first read: a reader
+    that has taken its versions and read its inputs, and has not committed yet."""
+
+    inner: Any
+    meanwhile: Any
+
+    def get(self, mdm_device_id: str) -> DeviceRecord | None:
+        record = self.inner.get(mdm_device_id)
+        if self.meanwhile is not None:
+            run, self.meanwhile = self.meanwhile, None
+            run()
+        return record
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
 def device_updates(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One item per device entry pushed (``entry``: the entry, plus the push's fields)."""
     return [
@@ -219,6 +266,7 @@ def world(aws: AwsEnv, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:  # n
         events=DynamoDbDeviceEvents(settings.table("device_events"), client),
         credentials=DynamoDbClusterCredentials(settings.table("clusters"), client),
         queue=SqsComplianceQueue(settings.queue_url("compliance"), aws.sqs),
+        log=Adapters(settings, dynamodb=client).policy_log,
     )
     for cached in roots:
         cached.cache_clear()

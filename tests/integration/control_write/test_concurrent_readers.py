@@ -4,35 +4,15 @@ higher version read the other's input, so the newest state wins whatever the tim
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import replace
 
 from lambdas.domain.access import OverrideAction
-from lambdas.domain.compliance import DeviceRecord
 from lambdas.domain.messages import EvaluateDevice, ManualOverrideRequest
 from lambdas.handlers import compliance_reader
 from lambdas.usecases.compliance import ComplianceStores, handle_message
 from seg_contract import Access, EntrySource
 
-from .conftest import World
-
-
-@dataclass
-class _InterleavingDevices:
-    """A device store that runs ``meanwhile`` once, just after the first read."""
-
-    inner: Any
-    meanwhile: Any
-
-    def get(self, mdm_device_id: str) -> DeviceRecord | None:
-        record = self.inner.get(mdm_device_id)
-        if self.meanwhile is not None:
-            run, self.meanwhile = self.meanwhile, None
-            run()
-        return record
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+from .conftest import InterleavingDevices, World
 
 
 def test_an_override_landing_mid_evaluation_is_not_overwritten(world: World) -> None:
@@ -59,13 +39,20 @@ def test_an_override_landing_mid_evaluation_is_not_overwritten(world: World) -> 
         outcome = handle_message(override, stores, world.clock())
         assert [e.version for _, e in outcome.written] == [3]
 
-    reader_b_stores = replace(stores, devices=_InterleavingDevices(stores.devices, reader_a))
+    reader_b_stores = replace(stores, devices=InterleavingDevices(stores.devices, reader_a))
     outcome_b = handle_message(
         EvaluateDevice(mdm_device_id="mdm-1", reason="checkin"), reader_b_stores, world.clock()
     )
 
-    # B took version 2 before A took 3: its (stale, override-less) BLOCK is refused.
-    assert (outcome_b.refused, outcome_b.written) == (1, [])
+    # B took version 2 before A took 3: its (stale, override-less) BLOCK is refused, and
+    # version 2 commits empty (and is pushed: it moves the nodes' applied version on).
+    assert (outcome_b.refused, outcome_b.written, outcome_b.versions) == (1, [], [(cluster_id, 2)])
     entry = world.entry(cluster_id, "alice", "dev1")
     assert (entry.access, entry.source, entry.version) == (Access.ALLOW, EntrySource.MANUAL, 3)
-    assert [p["version"] for p in world.posted("conn-a")] == [1, 3]
+    assert [(p["version"], len(p["devices"])) for p in world.posted("conn-a")] == [
+        (1, 1),
+        (3, 1),
+        (2, 0),
+    ]
+    cluster = world.clusters.get_cluster(cluster_id)
+    assert cluster is not None and cluster.committed_version == 3

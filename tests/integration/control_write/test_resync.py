@@ -38,7 +38,7 @@ def test_new_cluster_is_seeded_with_every_device_and_override(
     assert world.clusters.get_cluster(new).seeded_at == world.clock.now  # type: ignore[union-attr]
 
     snapshot = build_snapshot(
-        new, clusters=world.clusters, entries=world.entries, now=world.clock()
+        new, clusters=world.clusters, entries=world.entries, log=world.log, now=world.clock()
     )
     entries = {(d.user, d.device_id): (d.access, d.source) for d in snapshot.devices}
     assert entries == {

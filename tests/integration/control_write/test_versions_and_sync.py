@@ -1,5 +1,5 @@
-"""Policy versions: newest state wins whatever the order or repetition of updates, and
-a delta since N holds exactly the changes after N."""
+"""Policy versions: newest state wins whatever the order or repetition of updates, a
+stale change is dropped, and a delta since N holds exactly the changes after N."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ from datetime import timedelta
 
 import pytest
 
-from lambdas.adapters.apigw_connections import ApiGatewayConnections
+from lambdas.domain.policy_commit import Proposal
 from lambdas.usecases.errors import InvalidInput, NotFound
-from lambdas.usecases.policy_changes import change_credential, change_settings
-from lambdas.usecases.policy_sync import DeltaTooOld, build_delta, build_snapshot
-from seg_contract import Access, ClusterSettings, EntrySource
+from lambdas.usecases.policy_changes import CredentialChange, change_credential, change_settings
+from lambdas.usecases.policy_sync import DeltaTooOld
+from lambdas.usecases.policy_versions import write_version
+from seg_contract import Access, ClusterSettings, EntrySource, UserCredential
 
 from .conftest import World
 
@@ -67,20 +68,34 @@ def test_the_same_message_processed_twice_leaves_the_same_state(world: World) ->
     assert pushes[0]["devices"][0]["access"] == pushes[1]["devices"][0]["access"] == "allow"
 
 
-def test_an_older_version_never_overwrites_a_newer_entry(world: World) -> None:
-    cluster_id, _ = world.cluster()
+def test_a_stale_writers_change_is_dropped_and_its_version_still_commits(world: World) -> None:
+    cluster_id, credential = world.cluster()
+    world.connect(credential, "node-a", "conn-a")
     world.enroll("mdm-1", "alice", "dev1")
-    world.drain()
+    world.drain()  # v1
+    slow = world.clusters.next_version(cluster_id)  # v2, held by a slow writer
     world.checkin("mdm-1", compromised=True)
-    world.drain()
+    world.drain()  # v3: block
     current = world.entry(cluster_id, "alice", "dev1")
-    assert current.version == 2
+    assert (current.version, current.access) == (3, Access.BLOCK)
 
-    stale = current.model_copy(update={"version": 1, "access": Access.ALLOW})
-    assert world.entries.put_device_entry(cluster_id, stale) is False
-    same = current.model_copy(update={"access": Access.ALLOW})
-    assert world.entries.put_device_entry(cluster_id, same) is False
+    committed = write_version(
+        cluster_id,
+        lambda v: Proposal(
+            devices=(current.model_copy(update={"version": v, "access": Access.ALLOW}),)
+        ),
+        stores=world.versions,
+        now=world.clock(),
+        version=slow,
+    )
+
+    assert (committed.version, committed.plan.dropped) == (2, (current.key,))
+    assert committed.plan.devices == ()
     assert world.entry(cluster_id, "alice", "dev1") == current
+    cluster = world.clusters.get_cluster(cluster_id)
+    assert cluster is not None and cluster.committed_version == 3
+    pushes = [(p["version"], len(p["devices"])) for p in world.posted("conn-a")]
+    assert pushes == [(1, 1), (3, 1), (2, 0)]  # the empty version is pushed too
 
 
 def test_delta_since_n_holds_exactly_the_changes_after_n(world: World) -> None:
@@ -92,9 +107,7 @@ def test_delta_since_n_holds_exactly_the_changes_after_n(world: World) -> None:
     world.checkin("mdm-1", passcode=False)  # v4
     world.drain()
 
-    delta = build_delta(
-        cluster_id, 2, clusters=world.clusters, entries=world.entries, now=world.clock()
-    )
+    delta = world.delta(cluster_id, 2)
     assert (delta.since_version, delta.version) == (2, 4)
     assert [(d.user, d.version, d.access) for d in delta.devices] == [
         ("carol", 3, Access.ALLOW),
@@ -102,14 +115,10 @@ def test_delta_since_n_holds_exactly_the_changes_after_n(world: World) -> None:
     ]
     assert delta.settings is None  # settings unchanged since 2
 
-    empty = build_delta(
-        cluster_id, 4, clusters=world.clusters, entries=world.entries, now=world.clock()
-    )
+    empty = world.delta(cluster_id, 4)
     assert (empty.version, empty.devices) == (4, ())
 
-    snapshot = build_snapshot(
-        cluster_id, clusters=world.clusters, entries=world.entries, now=world.clock()
-    )
+    snapshot = world.snapshot(cluster_id)
     assert snapshot.version == 4
     assert [(d.user, d.version) for d in snapshot.devices] == [
         ("alice", 4),
@@ -119,6 +128,10 @@ def test_delta_since_n_holds_exactly_the_changes_after_n(world: World) -> None:
     assert snapshot.settings == ClusterSettings()
 
 
+def _add_credential(held: UserCredential | None) -> CredentialChange:
+    return CredentialChange(("scrypt$16384$8$1$c2FsdA==$aGFzaA==",), "c2VhbGVk")
+
+
 def test_settings_and_credentials_take_versions_and_are_pushed(world: World) -> None:
     cluster_id, credential = world.cluster()
     world.connect(credential, "node-a", "conn-a")
@@ -126,73 +139,49 @@ def test_settings_and_credentials_take_versions_and_are_pushed(world: World) -> 
     world.drain()  # v1
 
     settings = ClusterSettings(unknown_device_action=Access.QUARANTINE, test_mode=True)
-    version, report = change_settings(
-        cluster_id,
-        settings,
-        clusters=world.clusters,
-        connections=world.connections,
-        poster=world_poster(world),
-    )
-    assert (version, report.delivered) == (2, 1)
+    committed = change_settings(cluster_id, settings, stores=world.versions, now=world.clock())
+    assert (committed.version, committed.pushes.delivered) == (2, 1)
     cred = change_credential(
-        cluster_id,
-        "CORP\\Alice",
-        enabled=True,
-        pw1_hashes=("scrypt$16384$8$1$c2FsdA==$aGFzaA==",),
-        sealed_pw2="c2VhbGVk",
-        clusters=world.clusters,
-        entries=world.entries,
-        connections=world.connections,
-        poster=world_poster(world),
-        now=world.clock(),
+        cluster_id, "CORP\\Alice", _add_credential, stores=world.versions, now=world.clock()
     )
-    assert (cred.user, cred.version) == ("alice", 3)
+    assert (cred.user, cred.version, cred.enabled) == ("alice", 3, True)
     assert [
         (p["type"], len(p["devices"]), p["settings"] is not None, len(p["credentials"]))
         for p in world.posted("conn-a")
     ] == [("change", 1, False, 0), ("change", 0, True, 0), ("change", 0, False, 1)]
 
-    delta = build_delta(
-        cluster_id, 1, clusters=world.clusters, entries=world.entries, now=world.clock()
-    )
+    delta = world.delta(cluster_id, 1)
     assert delta.version == 3
-    assert delta.settings == settings
+    assert (delta.settings, delta.settings_version) == (settings, 2)
     assert delta.credentials == (cred,)
     assert delta.devices == ()
-    snapshot = build_snapshot(
-        cluster_id, clusters=world.clusters, entries=world.entries, now=world.clock()
-    )
-    assert (snapshot.version, snapshot.settings, snapshot.credentials) == (3, settings, (cred,))
+    assert world.delta(cluster_id, 2).settings is None
+    snapshot = world.snapshot(cluster_id)
+    assert (snapshot.version, snapshot.settings, snapshot.settings_version) == (3, settings, 2)
+    assert snapshot.credentials == (cred,)
 
 
-def test_delta_refused_when_purged_or_ahead(world: World) -> None:
+def test_delta_refused_when_the_log_expired_or_ahead(world: World) -> None:
     cluster_id, _ = world.cluster()
     world.enroll("mdm-1", "alice", "dev1")
     world.enroll("mdm-2", "bob", "dev2")
     world.drain()
-    world.clusters.raise_purge_watermark(cluster_id, 2)
-
-    with pytest.raises(DeltaTooOld) as purged:
-        build_delta(
-            cluster_id, 1, clusters=world.clusters, entries=world.entries, now=world.clock()
-        )
-    assert purged.value.detail == "delta since 1 is no longer available; fetch the full snapshot"
-    with pytest.raises(DeltaTooOld, match="ahead"):
-        build_delta(
-            cluster_id, 9, clusters=world.clusters, entries=world.entries, now=world.clock()
-        )
-    with pytest.raises(InvalidInput):
-        build_delta(
-            cluster_id, -1, clusters=world.clusters, entries=world.entries, now=world.clock()
-        )
-    with pytest.raises(NotFound):
-        build_delta("c-nope", 0, clusters=world.clusters, entries=world.entries, now=world.clock())
-    assert (
-        build_delta(
-            cluster_id, 2, clusters=world.clusters, entries=world.entries, now=world.clock()
-        ).devices
-        == ()
+    # Version 1's record expired (the table's TTL).
+    world.aws.dynamodb.delete_item(
+        TableName=world.aws.settings.table("policy_log"),
+        Key={"cluster_id": {"S": cluster_id}, "version": {"N": "1"}},
     )
+
+    with pytest.raises(DeltaTooOld) as expired:
+        world.delta(cluster_id, 0)
+    assert expired.value.detail == "delta since 0 is no longer available; fetch the full snapshot"
+    with pytest.raises(DeltaTooOld, match="ahead"):
+        world.delta(cluster_id, 9)
+    with pytest.raises(InvalidInput):
+        world.delta(cluster_id, -1)
+    with pytest.raises(NotFound):
+        world.delta("c-nope", 0)
+    assert [d.user for d in world.delta(cluster_id, 1).devices] == ["bob"]
 
 
 def test_unknown_device_action_follows_each_clusters_settings(world: World) -> None:
@@ -201,9 +190,8 @@ def test_unknown_device_action_follows_each_clusters_settings(world: World) -> N
     change_settings(
         lenient,
         ClusterSettings(unknown_device_action=Access.ALLOW),
-        clusters=world.clusters,
-        connections=world.connections,
-        poster=world_poster(world),
+        stores=world.versions,
+        now=world.clock(),
     )
     world.override("dave", "tablet9", "block")
     world.drain()
@@ -213,7 +201,3 @@ def test_unknown_device_action_follows_each_clusters_settings(world: World) -> N
     assert world.entry(strict, "dave", "tablet9").access is Access.BLOCK
     allowed = world.entry(lenient, "dave", "tablet9")
     assert (allowed.access, allowed.source) == (Access.ALLOW, EntrySource.COMPLIANCE)
-
-
-def world_poster(world: World) -> ApiGatewayConnections:
-    return ApiGatewayConnections("", world.aws.apigw)

@@ -4,12 +4,15 @@ and records, $default answers keepalives and records node state, $disconnect for
 from __future__ import annotations
 
 import base64
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from lambdas.adapters.dynamodb_gateway_nodes import DynamoDbGatewayNodes
+from lambdas.domain.timefmt import format_instant
 from lambdas.handlers import ws_connect, ws_default, ws_disconnect
 from lambdas.usecases.clusters import revoke_credentials, rotate_credential
 from seg_contract import GatewayKeepalive, PushPong
+from seg_contract.digest import to_hex
+from seg_contract.http import CREDENTIAL_REJECTED_HEADER, CREDENTIAL_REJECTED_VALUE
 from tests.support.events import (
     LambdaContext,
     ws_connect_event,
@@ -20,13 +23,14 @@ from tests.support.events import (
 from .conftest import World
 
 
-def _keepalive(node_id: str = "node-a", version: int = 0) -> str:
+def _keepalive(node_id: str = "node-a", version: int = 0, digest: str = "") -> str:
     return GatewayKeepalive(
         node_id=node_id,
         policy_version=version,
         policy_age_s=12.5,
         spool_depth=3,
         gateway_version="1.0.0",
+        digest=digest,
     ).model_dump_json()
 
 
@@ -65,6 +69,7 @@ def test_connect_refuses_missing_malformed_and_unknown_credentials(world: World)
         response = ws_connect.handler(event, LambdaContext())
         assert response["statusCode"] == status, headers
         assert response["body"]
+        assert response["headers"] == {CREDENTIAL_REJECTED_HEADER: CREDENTIAL_REJECTED_VALUE}
     assert world.connections.list_for_cluster(cluster_id) == []
 
 
@@ -85,10 +90,12 @@ def test_connect_refuses_a_revoked_credential_and_a_bad_node_id(world: World) ->
     )
     assert world.connect(credential, "node-a", "conn-old") == {
         "statusCode": 403,
+        "headers": {CREDENTIAL_REJECTED_HEADER: CREDENTIAL_REJECTED_VALUE},
         "body": "gateway credential revoked",
     }
     bad_node = world.connect(fresh.token, "bad node!", "conn-x")
     assert bad_node["statusCode"] == 400 and "node id" in bad_node["body"]
+    assert "headers" not in bad_node  # not a refused credential
     no_node = ws_connect.handler(
         ws_connect_event("conn-y", {"Authorization": f"Bearer {fresh.token}"}), LambdaContext()
     )
@@ -127,6 +134,33 @@ def test_keepalive_records_node_state_and_answers_with_the_cluster_version(
         3,
     )
     assert node.gateway_version == "1.0.0"
+
+
+def test_keepalive_checks_the_digest_and_records_the_verdict(world: World) -> None:
+    cluster_id, credential = world.cluster()
+    world.connect(credential, "node-a", "conn-a")
+    world.enroll("mdm-1", "alice", "dev1")
+    world.drain()  # version 1
+    cluster = world.clusters.get_cluster(cluster_id)
+    assert cluster is not None
+    ours, other = to_hex(cluster.watermark.digest), to_hex(cluster.watermark.digest + 1)
+    nodes = DynamoDbGatewayNodes(world.aws.settings.table("gateway_nodes"), world.aws.dynamodb)
+    verified_at = format_instant(world.clock.now + timedelta(seconds=30))  # the first one
+    for body, verdict, mismatches in [
+        (_keepalive(version=1, digest=ours), "in_sync", 0),
+        (_keepalive(version=1, digest=other), "diverged", 1),
+        (_keepalive(version=1), "unchecked", 1),
+        (_keepalive(version=0, digest=other), "diverged", 2),  # version 0's is kept too
+    ]:
+        world.clock.advance(seconds=30)
+        assert ws_default.handler(ws_message_event("conn-a", body), LambdaContext()) == {
+            "statusCode": 200
+        }
+        pong = PushPong.model_validate(world.posted("conn-a")[-1])
+        assert (pong.version, pong.digest_check) == (1, verdict)
+        (node,) = nodes.list_nodes(cluster_id)
+        assert (node.digest_check, node.digest_mismatches) == (verdict, mismatches)
+        assert node.last_verified_at == verified_at
 
 
 def test_a_base64_encoded_keepalive_is_accepted(world: World) -> None:

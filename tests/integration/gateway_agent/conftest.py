@@ -110,6 +110,7 @@ def make_config(
                 "SEG_GW_API_URL": double.api_url,
                 "SEG_GW_WS_URL": double.ws_url,
                 "SEG_GW_CREDENTIAL": CREDENTIAL,
+                "SEG_GW_CONTROL_PLANE_ALLOW_PLAIN_HTTP": "true",  # the double is plain http
             }
         env |= {f"SEG_GW_{k.upper()}": str(v) for k, v in overrides.items()}
         return load_config(env=env)

@@ -2,8 +2,17 @@
 WebSocket API), on 127.0.0.1 with aiohttp: enough behaviour to drive the node agent
 through every path, and a record of what the node sent.
 
-It holds one cluster's policy as a list of versioned changes, so snapshots, deltas and
-pushes agree with each other exactly as the real control plane's do.
+It keeps one cluster's policy the way the real control plane does (contract v2,
+``seg_contract.models``): versions are *taken* from a counter, *written* (or abandoned)
+later and in any order, and the *committed* version W is the highest one with every
+version up to it settled. Only W is ever stated (snapshot, delta, pong); a snapshot may
+include writes newer than W; a pong judges the digest the keepalive reported against
+the double's own digest of that version (``seg_contract.digest``).
+
+Failure modes a test can switch on: keepalives accepted but never answered (a hung
+control plane), HTTP calls that hang, 401/403 with or without the control plane's
+``X-SEG-Credential: rejected`` mark (a revoked credential versus a WAF in the path),
+and a WebSocket handshake refusal that lost the mark on the way (API Gateway).
 """
 
 from __future__ import annotations
@@ -22,12 +31,15 @@ from seg_contract import (
     ClusterSettings,
     DeviceEntry,
     EntrySource,
+    GatewayKeepalive,
     PolicyDelta,
     PolicySnapshot,
     PushChange,
     PushPong,
     PushRevoked,
 )
+from seg_contract.digest import policy_digest, to_hex
+from seg_contract.http import CREDENTIAL_REJECTED_HEADER, CREDENTIAL_REJECTED_VALUE
 
 CLUSTER = "c-test"
 CREDENTIAL = "segc_c-test_k1_secretsecret"
@@ -46,51 +58,125 @@ def entry(user: str, device_id: str, access: Access, version: int, reason: str =
 
 
 @dataclass
+class Pending:
+    """A version taken by a writer that has not written it yet."""
+
+    version: int
+    devices: tuple[DeviceEntry, ...]
+
+
+@dataclass
 class ControlPlaneDouble:
     settings: ClusterSettings = field(default_factory=ClusterSettings)
-    entries: dict[tuple[str, str], DeviceEntry] = field(default_factory=dict)
-    version: int = 0
+    settings_version: int = 0
+    taken: int = 0  # the last version handed out
+    writes: dict[int, tuple[DeviceEntry, ...]] = field(default_factory=dict)
+    abandoned: set[int] = field(default_factory=set)
     revoked: bool = False
     events_status: int = 202
     delta_gone: bool = False
-    answer_keepalives: bool = True
+    answer_keepalives: bool = True  # False: keepalives are accepted, never answered
+    # While set, every HTTP call hangs until ``thaw_http`` (a frozen control plane; the
+    # held calls are then answered, as a process resumed after SIGSTOP answers them).
+    http_frozen: asyncio.Event | None = None
+    # Something in the path answers every call with this status and no mark (a WAF).
+    refuse_unmarked: int | None = None
+    # The handshake's 401 loses the control plane's mark (API Gateway may drop it).
+    ws_refusal_marked: bool = True
     # What the node did.
     requests: list[str] = field(default_factory=list)
     delta_calls: list[int] = field(default_factory=list)
     batches: list[AccessEventBatch] = field(default_factory=list)
     keepalives: list[dict[str, Any]] = field(default_factory=list)
+    verdicts: list[str] = field(default_factory=list)
     ws_connects: int = 0
     ws_headers: list[dict[str, str]] = field(default_factory=list)
     sockets: list[web.WebSocketResponse] = field(default_factory=list)
     port: int = 0
     _runner: web.AppRunner | None = None
 
-    # --- the policy ----------------------------------------------------------------------
+    # --- versions --------------------------------------------------------------------
+
+    @property
+    def version(self) -> int:
+        """The committed version W: every version up to it is written or abandoned."""
+        w = 0
+        while w + 1 in self.writes or w + 1 in self.abandoned:
+            w += 1
+        return w
+
+    def begin(self, user: str, device_id: str, access: Access) -> Pending:
+        """A writer takes the next version (nothing is written yet)."""
+        self.taken += 1
+        return Pending(self.taken, (entry(user, device_id, access, self.taken),))
+
+    def write(self, pending: Pending) -> DeviceEntry:
+        self.writes[pending.version] = pending.devices
+        return pending.devices[0]
+
+    def abandon(self, pending: Pending) -> None:
+        """The writer died and was fenced off: the version settles with no change."""
+        self.abandoned.add(pending.version)
 
     def set_entry(self, user: str, device_id: str, access: Access) -> DeviceEntry:
-        """Change an entry at the next version (without pushing it)."""
-        self.version += 1
-        e = entry(user, device_id, access, self.version)
-        self.entries[(user, device_id)] = e
-        return e
+        """Change an entry at the next version, written at once (without pushing it)."""
+        return self.write(self.begin(user, device_id, access))
+
+    def current(self, until: int | None = None) -> dict[tuple[str, str], DeviceEntry]:
+        """For each key the newest written entry (with a version <= ``until``)."""
+        out: dict[tuple[str, str], DeviceEntry] = {}
+        for version in sorted(self.writes):
+            if until is None or version <= until:
+                for e in self.writes[version]:
+                    out[(e.user, e.device_id)] = e
+        return out
+
+    @property
+    def entries(self) -> dict[tuple[str, str], DeviceEntry]:
+        return self.current()
+
+    def digest_at(self, version: int) -> str:
+        settings_version = self.settings_version if self.settings_version <= version else 0
+        settings = self.settings if settings_version else ClusterSettings()
+        return to_hex(policy_digest(self.current(version).values(), (), settings, settings_version))
 
     def snapshot(self) -> PolicySnapshot:
+        # Read after W was read: writes that landed meanwhile are included.
         return PolicySnapshot(
             cluster_id=CLUSTER,
             version=self.version,
             generated_at=datetime.now(UTC),
             settings=self.settings,
-            devices=tuple(self.entries.values()),
+            settings_version=self.settings_version,
+            devices=tuple(self.current().values()),
         )
 
     def delta(self, since: int) -> PolicyDelta:
+        w = self.version
+        touched = {
+            (e.user, e.device_id)
+            for v, written in self.writes.items()
+            if since < v <= w
+            for e in written
+        }
+        settings_changed = since < self.settings_version <= w
         return PolicyDelta(
             cluster_id=CLUSTER,
             since_version=since,
-            version=self.version,
+            version=w,
             generated_at=datetime.now(UTC),
-            devices=tuple(e for e in self.entries.values() if e.version > since),
+            settings=self.settings if settings_changed else None,
+            settings_version=self.settings_version if settings_changed else 0,
+            devices=tuple(e for k, e in self.current().items() if k in touched),
         )
+
+    def verdict(self, keepalive: GatewayKeepalive) -> str:
+        if not keepalive.digest:
+            return "unchecked"
+        if keepalive.policy_version > self.version:
+            return "diverged"  # a version that was never committed
+        same = keepalive.digest == self.digest_at(keepalive.policy_version)
+        return "in_sync" if same else "diverged"
 
     @property
     def events(self) -> list[str]:
@@ -107,11 +193,25 @@ class ControlPlaneDouble:
     async def push_entry(self, e: DeviceEntry) -> None:
         await self.push(PushChange(cluster_id=CLUSTER, version=e.version, devices=(e,)))
 
+    async def push_version(self, version: int) -> None:
+        """The push of one committed version: all of its changes (none if abandoned)."""
+        await self.push(
+            PushChange(cluster_id=CLUSTER, version=version, devices=self.writes.get(version, ()))
+        )
+
     async def revoke(self) -> None:
         self.revoked = True
         await self.push(PushRevoked(cluster_id=CLUSTER))
 
     # --- HTTP ----------------------------------------------------------------------------
+
+    def freeze_http(self) -> None:
+        self.http_frozen = asyncio.Event()
+
+    def thaw_http(self) -> None:
+        frozen, self.http_frozen = self.http_frozen, None
+        if frozen is not None:
+            frozen.set()
 
     def _authorised(self, request: web.Request) -> bool:
         return (
@@ -123,8 +223,15 @@ class ControlPlaneDouble:
     @web.middleware
     async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
         self.requests.append(f"{request.method} {request.path}")
+        frozen = self.http_frozen
+        if frozen is not None and request.path != "/ws":
+            await frozen.wait()
+        if self.refuse_unmarked is not None:
+            return web.json_response({"message": "blocked by policy"}, status=self.refuse_unmarked)
         if not self._authorised(request):
-            return web.json_response({"detail": "bad credential"}, status=401)
+            marked = request.path != "/ws" or self.ws_refusal_marked
+            headers = {CREDENTIAL_REJECTED_HEADER: CREDENTIAL_REJECTED_VALUE} if marked else {}
+            return web.json_response({"detail": "bad credential"}, status=401, headers=headers)
         return await handler(request)
 
     async def _policy(self, request: web.Request) -> web.Response:
@@ -165,8 +272,15 @@ class ControlPlaneDouble:
                 self.keepalives.append(data)
                 if not self.answer_keepalives:
                     continue
+                keepalive = GatewayKeepalive.model_validate(data)
+                verdict = self.verdict(keepalive)
+                self.verdicts.append(verdict)
                 pong = PushPong(
-                    cluster_id=CLUSTER, version=self.version, server_time=datetime.now(UTC)
+                    cluster_id=CLUSTER,
+                    version=self.version,
+                    server_time=datetime.now(UTC),
+                    digest_check=verdict,  # type: ignore[arg-type]
+                    checked_version=keepalive.policy_version,
                 )
                 await ws.send_str(pong.model_dump_json())
         self.sockets.remove(ws)

@@ -218,7 +218,7 @@ async def test_an_unanswered_keepalive_replaces_the_connection(
     double: ControlPlaneDouble, make_config: ConfigFactory
 ) -> None:
     double.answer_keepalives = False  # a path that swallows everything
-    config = make_config(double, keepalive_interval_s=0.2)
+    config = make_config(double, keepalive_interval_s=0.2, pong_timeout_s=0.3)
     async with running(config) as node:
         await eventually(lambda: node.link_status.connects >= 2, what="reconnect after silence")
-        assert len(double.keepalives) >= 1
+        assert len(double.keepalives) >= 1 and node.link_status.pong_deadline_misses >= 1

@@ -152,6 +152,7 @@ async def test_a_push_reaches_every_worker_process(
         "SEG_GW_API_URL": double.api_url,
         "SEG_GW_WS_URL": double.ws_url,
         "SEG_GW_CREDENTIAL": CREDENTIAL,
+        "SEG_GW_CONTROL_PLANE_ALLOW_PLAIN_HTTP": "true",
     }
     argv = [str(BIN / "seg-gateway"), "run"]
     async with gateway_process(argv, env, tmp_path / "state") as (proc, runtime):

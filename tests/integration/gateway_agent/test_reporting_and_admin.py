@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from onprem_gateway.agent.node import Node
+from onprem_gateway.agent.spool import Spool
 from seg_contract import Access
 from tests.integration.gateway_agent.conftest import (
     ConfigFactory,
@@ -197,3 +198,29 @@ async def test_an_air_gapped_node_rereads_its_policy_file(
         assert node.store.current().version == 3  # the policy in force stays
         body = (await admin_get(node, "/readyz")).json()
         assert "policy file refused" in body["policy"]["problem"]
+
+
+async def test_events_are_on_disk_while_the_post_hangs_and_delivered_once_it_answers(
+    double: ControlPlaneDouble, make_config: ConfigFactory
+) -> None:
+    config = make_config(double, http_timeout_s=60)
+    async with running(config) as node:
+        await eventually(lambda: node.store.current().version == 2)
+        double.freeze_http()  # the control plane takes the POST and does not answer
+        for _ in range(5):
+            await eas_post(node.listen_port, ALICE)
+        await eventually(lambda: node.reporter.spooled_events == 5, what="spooled")
+        await eventually(lambda: "POST /gateway/v1/access-events" in double.requests)
+        # On disk while the first POST is still waiting for its answer.
+        assert not double.batches and node.reporter.failed_posts == 0
+        on_disk = Spool(config.state_dir / "spool", max_bytes=1 << 30)  # a second reader
+        assert on_disk.depth_events == 5
+        on_disk.close()
+        metrics = (await admin_get(node, "/metrics")).text
+        assert "seg_gateway_spool_events 5.0" in metrics
+        assert "seg_gateway_events_spooled_total 5.0" in metrics
+        assert "seg_gateway_spool_oldest_unsent_age_seconds" in metrics
+        double.thaw_http()
+        await eventually(lambda: len(double.events) >= 5, what="delivered", timeout=15)
+        await eventually(lambda: node.reporter.spool.depth_events == 0, what="acknowledged")
+    assert len(set(double.events)) == 5  # re-sent batches are the control plane's to dedupe

@@ -9,12 +9,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from lambdas.usecases import email_view
+from lambdas.usecases.errors import Unauthenticated
 from lambdas.usecases.gateway_auth import (
     RevokedCredential,
     StoredCredential,
     UnknownCredential,
     authenticate_gateway,
     bearer_token,
+    gateway_token,
     issue_credential,
     parse_credential,
 )
@@ -68,8 +70,12 @@ def test_bearer_token_parsing() -> None:
     assert bearer_token("Bearer abc") == "abc"
     assert bearer_token("bearer   abc ") == "abc"
     for bad in (None, "", "Basic abc", "Bearer "):
-        with pytest.raises(UnknownCredential):
+        with pytest.raises(Unauthenticated) as refused:
             bearer_token(bad)
+        assert not isinstance(refused.value, UnknownCredential)  # no gateway mark
+        with pytest.raises(UnknownCredential):  # a gateway's: a rejected credential
+            gateway_token(bad)
+    assert gateway_token("Bearer segc_x") == "segc_x"
 
 
 def ev(at: datetime, decision: str = "allow", device: str = "Dev1", eid: str = "") -> AccessEvent:

@@ -54,7 +54,10 @@ def test_a_minimal_environment_gives_defaults_that_stay_under_api_gateway_limits
 ) -> None:
     config = load_config(env=good_env(files, tmp_path))
     assert config.listen_port == 8443 and config.admin_host == "127.0.0.1"
-    assert config.keepalive_interval_s < 600 and config.reconnect_after_s < 7200
+    # Keepalives follow the cluster's report interval unless the node shortens it.
+    assert config.keepalive_interval_s is None and config.reconnect_after_s < 7200
+    assert 0 < config.pong_timeout_s <= 30
+    assert config.control_plane_allow_plain_http is False
     assert config.workers >= 1 and config.node_id
     assert config.long_poll_timeout_s > 3540
     assert config.connected and config.log_level == "INFO"
@@ -74,6 +77,8 @@ def test_every_problem_is_reported_at_once(files: dict[str, Path], tmp_path: Pat
         "SEG_GW_TRUSTED_PROXIES": "10.0.0.0/8,not-a-net",
         "SEG_GW_MAX_SPOOL_BYTES": "10",
         "SEG_GW_LONG_POLL_TIMEOUT_S": "60",
+        "SEG_GW_PONG_TIMEOUT_S": "0",
+        "SEG_GW_EVENT_FLUSH_INTERVAL_S": "30",
         "SEG_GW_TYPO": "1",
     }
     found = "\n".join(problems(env))
@@ -88,11 +93,27 @@ def test_every_problem_is_reported_at_once(files: dict[str, Path], tmp_path: Pat
         "SEG_GW_TRUSTED_PROXIES: '10.0.0.0/8,not-a-net' is not a valid networks",
         "SEG_GW_MAX_SPOOL_BYTES must be at least",
         "SEG_GW_LONG_POLL_TIMEOUT_S must be >= 3540",
+        "SEG_GW_PONG_TIMEOUT_S must be > 0",
+        "SEG_GW_EVENT_FLUSH_INTERVAL_S must be <= 5",
         "unknown environment variable SEG_GW_TYPO",
         "SEG_GW_TLS_CERT is required",
         "a control plane needs SEG_GW_API_URL, SEG_GW_WS_URL and SEG_GW_CREDENTIAL",
     ):
         assert expected in found, (expected, found)
+
+
+@pytest.mark.parametrize(
+    ("name", "url"),
+    [("SEG_GW_API_URL", "http://api.example.com"), ("SEG_GW_WS_URL", "ws://ws.example.com/p")],
+)
+def test_a_plain_control_plane_url_needs_the_opt_in(
+    files: dict[str, Path], tmp_path: Path, name: str, url: str
+) -> None:
+    env = good_env(files, tmp_path) | {name: url}
+    found = "\n".join(problems(env))
+    assert f"{name} is plain" in found and "SEG_GW_CONTROL_PLANE_ALLOW_PLAIN_HTTP=true" in found
+    config = load_config(env=env | {"SEG_GW_CONTROL_PLANE_ALLOW_PLAIN_HTTP": "true"})
+    assert config.control_plane_allow_plain_http
 
 
 def test_missing_files_and_bad_keys_are_named(files: dict[str, Path], tmp_path: Path) -> None:

@@ -24,9 +24,14 @@ def run(events: list[Event]) -> tuple[Lifecycle, list[tuple[Command, ...]]]:
     return life, [life.handle(e) for e in events]
 
 
-def test_first_connect_fetches_a_delta_and_arms_the_timers() -> None:
+def test_first_connect_fetches_a_delta_arms_the_timers_and_reports_at_once() -> None:
     life, cmds = run([E.START, E.CONNECTED])
-    assert cmds == [(C.CONNECT,), (C.RESET_BACKOFF, C.ARM_TIMERS, C.FETCH_DELTA)]
+    # The keepalive at once (new with the pong deadline): only a pong proves the control
+    # plane answers, and it verifies the digest without waiting a report interval.
+    assert cmds == [
+        (C.CONNECT,),
+        (C.RESET_BACKOFF, C.ARM_TIMERS, C.FETCH_DELTA, C.SEND_KEEPALIVE),
+    ]
     assert life.state is S.CONNECTED
 
 
@@ -113,19 +118,24 @@ def test_history_is_bounded() -> None:
 
 
 @pytest.mark.parametrize(
-    ("status", "event"),
+    ("status", "marked", "event"),
     [
-        (401, E.CONNECT_REJECTED),
-        (403, E.CONNECT_REJECTED),
-        (404, E.CONNECT_FAILED),
-        (429, E.CONNECT_FAILED),
-        (500, E.CONNECT_FAILED),
-        (503, E.CONNECT_FAILED),
-        (None, E.CONNECT_FAILED),
+        # The control plane's own refusal (X-SEG-Credential: rejected) is fatal at once.
+        (401, True, E.CONNECT_REJECTED),
+        (403, True, E.CONNECT_REJECTED),
+        # Without the mark it may be a proxy or WAF, or API Gateway dropping the header:
+        # confirmed over HTTP first.
+        (401, False, E.CONNECT_REFUSED_UNMARKED),
+        (403, False, E.CONNECT_REFUSED_UNMARKED),
+        (404, False, E.CONNECT_FAILED),
+        (429, False, E.CONNECT_FAILED),
+        (500, True, E.CONNECT_FAILED),
+        (503, False, E.CONNECT_FAILED),
+        (None, False, E.CONNECT_FAILED),
     ],
 )
-def test_only_401_and_403_are_fatal(status: int | None, event: Event) -> None:
-    assert classify_connect_status(status) is event
+def test_only_a_marked_401_or_403_is_fatal(status: int | None, marked: bool, event: Event) -> None:
+    assert classify_connect_status(status, marked=marked) is event
 
 
 def test_clock_keepalive_comes_first_and_reconnect_before_two_hours() -> None:
@@ -147,3 +157,89 @@ def test_clock_keepalive_comes_first_and_reconnect_before_two_hours() -> None:
 
 def test_clock_reconnect_wins_a_tie() -> None:
     assert ConnectionClock(0.0, 100.0, 100, 200).next_due() == (200.0, E.RECONNECT_DUE)
+
+
+# --- liveness, anti-entropy and unmarked refusals ------------------------------------------
+
+
+def test_an_overdue_pong_reports_the_control_plane_unresponsive_and_reconnects() -> None:
+    life, cmds = run([E.START, E.CONNECTED, E.KEEPALIVE_DUE, E.PONG_OVERDUE])
+    assert cmds[3] == (C.REPORT_UNRESPONSIVE, C.CLOSE, C.SLEEP_BACKOFF)
+    assert life.state is S.BACKING_OFF
+    assert life.handle(E.BACKOFF_ELAPSED) == (C.CONNECT,)
+
+
+@pytest.mark.parametrize("event", [E.DIVERGED, E.RESYNC_FULL])
+def test_divergence_and_a_full_resync_replace_the_policy(event: Event) -> None:
+    life, cmds = run([E.START, E.CONNECTED, event])
+    assert cmds[2] == (C.FETCH_REPLACEMENT,)
+    assert life.state is S.CONNECTED
+
+
+def test_an_unmarked_refusal_is_confirmed_then_retried() -> None:
+    life, cmds = run(
+        [E.START, E.CONNECT_REFUSED_UNMARKED, E.CREDENTIAL_NOT_REJECTED, E.BACKOFF_ELAPSED]
+    )
+    assert cmds[1:] == [(C.CONFIRM_CREDENTIAL,), (C.SLEEP_BACKOFF,), (C.CONNECT,)]
+    assert life.state is S.CONNECTING and not life.terminal
+
+
+def test_an_unmarked_refusal_the_policy_route_confirms_is_fatal() -> None:
+    life, cmds = run([E.START, E.CONNECT_REFUSED_UNMARKED, E.CREDENTIAL_REJECTED])
+    assert cmds[2] == (C.REPORT_FATAL,)
+    assert life.state is S.REJECTED and life.terminal
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        [E.START],
+        [E.START, E.CONNECT_REFUSED_UNMARKED],
+        [E.START, E.CONNECT_FAILED],
+        [E.START, E.CONNECT_REJECTED],
+        [E.START, E.CONNECTED, E.REVOKED_PUSH],
+    ],
+)
+def test_late_liveness_and_divergence_events_are_ignored_when_not_connected(
+    prefix: list[Event],
+) -> None:
+    life, _ = run(prefix)
+    state = life.state
+    for event in (E.PONG_OVERDUE, E.DIVERGED, E.RESYNC_FULL, E.KEEPALIVE_DUE):
+        assert life.handle(event) == ()
+    assert life.state is state
+
+
+def test_every_state_can_stop() -> None:
+    for state in S:
+        assert (state, E.STOP) in TRANSITIONS
+
+
+def test_clock_awaits_a_pong_after_each_keepalive_and_forgets_it_when_answered() -> None:
+    clock = ConnectionClock(0.0, 0.0, 30, 6600, pong_timeout_s=10)
+    assert clock.next_due() == (30.0, E.KEEPALIVE_DUE)
+    sent = clock.sent(30.0, 30)
+    assert sent.next_due() == (40.0, E.PONG_OVERDUE)
+    answered = sent.answered()
+    assert answered.next_due() == (60.0, E.KEEPALIVE_DUE)
+
+
+def test_clock_the_deadline_runs_from_the_oldest_unanswered_keepalive() -> None:
+    # A deadline longer than the interval: further keepalives go out, but the deadline
+    # still counts from the first one nobody answered.
+    clock = ConnectionClock(0.0, 0.0, 2, 6600, pong_timeout_s=5).sent(2.0, 2)
+    assert clock.next_due() == (4.0, E.KEEPALIVE_DUE)
+    clock = clock.sent(4.0, 2).sent(6.0, 2)
+    assert clock.next_due() == (7.0, E.PONG_OVERDUE)
+
+
+def test_clock_follows_a_changed_report_interval() -> None:
+    clock = ConnectionClock(0.0, 0.0, 30, 6600).sent(30.0, 10).answered()
+    assert clock.next_due() == (40.0, E.KEEPALIVE_DUE)
+
+
+def test_clock_ties_prefer_reconnect_then_pong_then_keepalive() -> None:
+    clock = ConnectionClock(0.0, 90.0, 10, 100, pong_timeout_s=10, awaiting_since=90.0)
+    assert clock.next_due() == (100.0, E.RECONNECT_DUE)
+    clock = ConnectionClock(0.0, 90.0, 10, 200, pong_timeout_s=10, awaiting_since=90.0)
+    assert clock.next_due() == (100.0, E.PONG_OVERDUE)

@@ -18,7 +18,7 @@ from onprem_gateway.agent.persist import (
 )
 from onprem_gateway.agent.policy_store import PolicyOp, PolicyPersister, PolicyStore, compact_op
 from onprem_gateway.core.policy_index import PolicyMismatchError
-from seg_contract import Access, PolicyDelta
+from seg_contract import Access, ClusterSettings, PolicyDelta
 from tests.unit.gateway_agent.helpers import delta, entry, push, snapshot
 
 
@@ -183,3 +183,63 @@ def test_a_snapshot_that_drops_an_entry_is_sent_whole() -> None:
     assert (
         compact_op(PolicyOp("snapshot", smaller, 2.0), before, agent.current()).kind == "snapshot"
     )
+
+
+def test_a_replace_drops_what_the_snapshot_lacks_and_keeps_pushes_that_arrived_meanwhile() -> None:
+    store = PolicyStore()
+    store.apply_snapshot(snapshot(2, entry("bob", "dev2", Access.ALLOW, 999)), 1.0)  # edited
+    seen: list[str] = []
+    store.subscribe(lambda op, index: seen.append(f"{op.kind}:{index.version}"))
+    store.begin_replace()
+    # While the snapshot is fetched, the control plane pushes version 3.
+    store.apply_push(push(entry("carol", "dev3", Access.BLOCK, 3)))
+    fetched = snapshot(2)  # read before version 3 was committed
+    index = store.replace_with_snapshot(fetched, 5.0)
+    assert index.entry("bob", "dev2").access is Access.BLOCK  # type: ignore[union-attr]
+    assert index.entry("carol", "dev3") is not None and index.version == 3
+    assert index.exact and index.confirmed_at == 5.0
+    assert seen == ["push:3", "replace:2", "push:3"]
+    # Recording ends with the replace.
+    store.apply_push(push(entry("dan", "dev4", Access.ALLOW, 4)))
+    assert store.replace_with_snapshot(snapshot(4, entry("dan", "dev4", Access.ALLOW, 4)), 6.0)
+    assert store.current().entry("carol", "dev3") is None
+
+
+def test_a_replica_replays_a_replace_exactly() -> None:
+    agent, worker = PolicyStore(), PolicyStore()
+    wire: list[bytes] = []
+    agent.subscribe(lambda op, index: wire.append(op.to_lines()))
+    agent.apply_snapshot(snapshot(2, entry("bob", "dev2", Access.ALLOW, 999)), 1.0)
+    agent.begin_replace()
+    agent.apply_push(push(entry("carol", "dev3", Access.BLOCK, 3)))
+    agent.replace_with_snapshot(snapshot(2), 2.0)
+    for lines in wire:
+        header, _, body = lines.partition(b"\n")
+        worker.apply_op(PolicyOp.from_lines(json.loads(header), body or None))
+    assert worker.current().to_snapshot() == agent.current().to_snapshot()
+    assert worker.current().entry("bob", "dev2").access is Access.BLOCK  # type: ignore[union-attr]
+
+
+def test_an_abandoned_replace_stops_recording() -> None:
+    store = PolicyStore()
+    store.apply_snapshot(snapshot(), 1.0)
+    store.begin_replace()
+    store.abandon_replace()
+    store.apply_push(push(entry("carol", "dev3", Access.BLOCK, 3)))
+    store.replace_with_snapshot(snapshot(2), 2.0)
+    assert store.current().entry("carol", "dev3") is None and store.current().version == 2
+
+
+def test_a_refreshed_snapshot_with_new_settings_reaches_replicas_with_their_version() -> None:
+    agent, worker = PolicyStore(), PolicyStore()
+    agent.apply_snapshot(snapshot(), 1.0)
+    worker.apply_snapshot(snapshot(), 1.0)
+    before = agent.current()
+    refreshed = snapshot(3).model_copy(
+        update={"settings": ClusterSettings(test_mode=True), "settings_version": 3}
+    )
+    agent.apply_snapshot(refreshed, 2.0)
+    op = compact_op(PolicyOp("snapshot", refreshed, 2.0), before, agent.current())
+    assert op.kind == "delta"
+    worker.apply_op(op)
+    assert worker.current().settings.test_mode and worker.current().settings_version == 3

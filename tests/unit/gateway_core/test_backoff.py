@@ -40,15 +40,22 @@ def test_bad_parameters_are_refused() -> None:
 
 
 @pytest.mark.parametrize(
-    ("status", "retry"),
+    ("status", "marked", "confirmable", "retry"),
     [
-        (401, Retry.STOP),
-        (403, Retry.STOP),
-        (None, Retry.BACKOFF),
-        (500, Retry.BACKOFF),
-        (429, Retry.BACKOFF),
-        (502, Retry.BACKOFF),
+        # Only the control plane's own refusal (the X-SEG-Credential mark) stops the link.
+        (401, True, False, Retry.STOP),
+        (403, True, True, Retry.STOP),
+        # Unmarked: a proxy or WAF in the path; retried, or confirmed where the mark can
+        # be lost (the WebSocket handshake through API Gateway).
+        (401, False, False, Retry.BACKOFF),
+        (403, False, False, Retry.BACKOFF),
+        (401, False, True, Retry.CONFIRM),
+        (403, False, True, Retry.CONFIRM),
+        (None, False, True, Retry.BACKOFF),
+        (500, True, True, Retry.BACKOFF),
+        (429, False, False, Retry.BACKOFF),
+        (502, False, True, Retry.BACKOFF),
     ],
 )
-def test_classify(status: int | None, retry: Retry) -> None:
-    assert classify(status) is retry
+def test_classify(status: int | None, marked: bool, confirmable: bool, retry: Retry) -> None:
+    assert classify(status, marked=marked, confirmable=confirmable) is retry

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from onprem_gateway.core import policy_index as policy_index_module
+from onprem_gateway.core import layered_map
 from onprem_gateway.core.policy_index import PolicyIndex, PolicyMismatchError
 from seg_contract import (
     Access,
@@ -214,7 +214,7 @@ def test_push_for_another_cluster_is_refused() -> None:
 
 def test_many_pushes_fold_the_overlay_and_stay_correct() -> None:
     index = base_index()
-    count = policy_index_module._OVERLAY_LIMIT * 2 + 7
+    count = layered_map.OVERLAY_LIMIT * 2 + 7
     for n in range(count):
         index = index.apply_push(device_push(11 + n, f"u{n}", "d", A)).index
     assert index.version == 10 + count

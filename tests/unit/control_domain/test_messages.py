@@ -13,38 +13,6 @@ from lambdas.domain.messages import (
     email_device_group,
     sqs_id,
 )
-from lambdas.domain.versioning import DeltaVerdict, check_delta, supersedes
-
-
-@pytest.mark.parametrize(
-    ("since", "current", "watermark", "verdict"),
-    [
-        (0, 0, 0, DeltaVerdict.AVAILABLE),
-        (5, 9, 0, DeltaVerdict.AVAILABLE),
-        (9, 9, 0, DeltaVerdict.AVAILABLE),
-        (3, 9, 4, DeltaVerdict.PURGED),
-        (4, 9, 4, DeltaVerdict.AVAILABLE),
-        (10, 9, 0, DeltaVerdict.AHEAD),
-    ],
-)
-def test_delta_availability(
-    since: int, current: int, watermark: int, verdict: DeltaVerdict
-) -> None:
-    check = check_delta(since, current_version=current, purge_watermark=watermark)
-    assert check.verdict is verdict
-    assert ("full snapshot" in check.detail) is (verdict is not DeltaVerdict.AVAILABLE)
-
-
-def test_negative_since_is_a_programming_error() -> None:
-    with pytest.raises(ValueError, match="since"):
-        check_delta(-1, current_version=0, purge_watermark=0)
-
-
-def test_newest_version_wins() -> None:
-    assert supersedes(2, None)
-    assert supersedes(3, 2)
-    assert not supersedes(2, 2)
-    assert not supersedes(1, 2)
 
 
 def test_enrollment_normalises_identity_and_dedups_ids() -> None:

@@ -1,0 +1,97 @@
+"""A control plane on the in-memory fakes (``tests.support.fakes``): one cluster, its
+credential, the stores a version is committed through, a settable clock, and gateway
+nodes (``tests.support.node.SimNode``) connected to it, each with its own connection
+whose posted messages the tests deliver, duplicate, reorder or lose."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from lambdas.domain.records import Connection
+from lambdas.usecases.connections import keepalive
+from lambdas.usecases.gateway_auth import StoredCredential
+from lambdas.usecases.policy_sync import build_delta, build_snapshot
+from lambdas.usecases.policy_versions import VersionStores, advance
+from seg_contract import PolicyDelta, PolicySnapshot, PushPong
+from tests.support.fakes import (
+    MemoryClusters,
+    MemoryConnections,
+    MemoryCredentials,
+    MemoryEntries,
+    MemoryGatewayNodes,
+    MemoryPolicyLog,
+    MemoryPolicyState,
+    MemoryPoster,
+)
+from tests.support.node import SimNode
+
+T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+CLUSTER = "c-1"
+KEY = "k1"
+
+
+@dataclass
+class FakeControlPlane:
+    state: MemoryPolicyState = field(default_factory=MemoryPolicyState)
+    connections: MemoryConnections = field(default_factory=MemoryConnections)
+    poster: MemoryPoster = field(default_factory=MemoryPoster)
+    credentials: MemoryCredentials = field(default_factory=MemoryCredentials)
+    nodes: MemoryGatewayNodes = field(default_factory=MemoryGatewayNodes)
+    now: datetime = T0
+
+    def __post_init__(self) -> None:
+        self.clusters = MemoryClusters(self.state)
+        self.entries = MemoryEntries(self.state)
+        self.log = MemoryPolicyLog(self.state)
+        self.clusters.create_cluster(CLUSTER, "hq", self.now)
+        self.credentials.add_credential(StoredCredential(CLUSTER, KEY, "0" * 64, self.now))
+
+    @property
+    def versions(self) -> VersionStores:
+        return VersionStores(self.clusters, self.entries, self.log, self.connections, self.poster)
+
+    def tick(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+    def snapshot(self) -> PolicySnapshot:
+        return build_snapshot(
+            CLUSTER, clusters=self.clusters, entries=self.entries, log=self.log, now=self.now
+        )
+
+    def delta(self, since: int) -> PolicyDelta:
+        return build_delta(
+            CLUSTER, since, clusters=self.clusters, entries=self.entries, log=self.log, now=self.now
+        )
+
+    def advance(self) -> int:
+        return advance(
+            CLUSTER, clusters=self.clusters, log=self.log, now=self.now
+        ).committed_version
+
+    def node(self, node_id: str) -> SimNode:
+        """A node with an open connection ``conn-<node_id>``."""
+        self.connections.put(Connection(f"conn-{node_id}", CLUSTER, node_id, KEY, self.now))
+        return SimNode(node_id, CLUSTER, snapshot=self.snapshot, delta=self.delta)
+
+    def keepalive(self, node: SimNode) -> PushPong:
+        return keepalive(
+            f"conn-{node.node_id}",
+            node.keepalive().model_dump_json(),
+            connections=self.connections,
+            nodes=self.nodes,
+            clusters=self.clusters,
+            log=self.log,
+            credentials=self.credentials,
+            poster=self.poster,
+            now=self.now,
+        )
+
+    def inbox(self, node: SimNode) -> list[bytes]:
+        """What was posted to the node's connection and not yet delivered or lost."""
+        return self.poster.posted.setdefault(f"conn-{node.node_id}", [])
+
+    def deliver_all(self, node: SimNode) -> None:
+        inbox = self.inbox(node)
+        while inbox:
+            node.receive(inbox.pop(0))
