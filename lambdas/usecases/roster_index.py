@@ -32,27 +32,22 @@ from datetime import datetime, timedelta
 
 from lambdas.domain.timefmt import format_instant
 from lambdas.ports import MdmFacts
-from lambdas.usecases.email_view import RULE_UNKNOWN, AccessObservation, observation_key
+from lambdas.usecases.email_view import (
+    OBSERVATION_STRINGS,
+    RULE_UNKNOWN,
+    AccessObservation,
+    observation_key,
+)
 from seg_contract import entry_key
 
 ACCESS_STATES = ("allow", "block", "quarantine")
 
-# Per-row columns that come from the observation, in storage order.
+# Per-row columns that come from the observation: its keys and its text fields (the
+# protocol version aside: the console never shows it).
 OBSERVATION_COLUMNS = (
     "row_key",
     "email_device_key",
-    "cluster_id",
-    "user",
-    "device_id",
-    "device_type",
-    "user_agent",
-    "last_seen",
-    "event_id",
-    "last_command",
-    "access_state",
-    "reason",
-    "rule",
-    "last_node",
+    *(f for f in OBSERVATION_STRINGS if f != "protocol_version"),
 )
 # Per-row columns copied from the MDM facts and the override of the row's email device.
 JOINED_COLUMNS = (
