@@ -237,6 +237,20 @@ class GatewayNode:
         values.update(o.extra)
         return values
 
+    def describe(self) -> str:
+        """The operator's command and its configuration, for the bench's report."""
+        cmd = "seg-gateway run --config gateway.toml"
+        if self.options.policy_file is not None:
+            cmd += " --policy-file policy.json"
+        keys = ("workers", "listen_plain_http", "tls_cert", "event_flush_interval_s")
+        keys += ("max_spool_bytes", "api_url")
+        shown = {k: v for k, v in self.config().items() if k in keys}
+        if "tls_cert" in shown:
+            shown["tls_cert"] = "<ECDSA P-256, the same as nginx's>"
+        if "api_url" in shown:
+            shown["api_url"] = "<the control-plane stand-in>"
+        return f"{cmd}  (gateway.toml: {', '.join(f'{k} = {v}' for k, v in shown.items())})"
+
     def command(self) -> list[str]:
         cmd = [*_seg_gateway(), "run", "--config", str(self.config_file)]
         if self.options.policy_file is not None:

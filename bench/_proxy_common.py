@@ -317,7 +317,7 @@ class Gateway(Contender):
                 print(f"  !! {self.name}: seg-gateway exited with {code} ({self.node.log_file})")
 
     def command(self) -> str:
-        return " ".join(self.node.command()) if self.node else ""
+        return self.node.describe() if self.node else ""
 
 
 # --- wrk (closed loop) ---------------------------------------------------------------------

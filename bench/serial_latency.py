@@ -124,7 +124,7 @@ def main() -> int:
                 c.stop()
             standin.stop()
             upstream.stop()
-        node_command = next((c.command() for c in contenders if c.command()), "")
+        node_command = "; ".join(c.command() for c in contenders if c.command())
     report(args, results, node_command)
     return 0
 

@@ -273,7 +273,7 @@ def main() -> int:
             f"--rounds {args.rounds} --devices {args.devices} --changes {args.changes} "
             f"--workers {args.workers} --paths {','.join(paths)}"
         )
-        node_commands = {p: " ".join(n.command()) for p, n in nodes.items()}
+        node_commands = {p: n.describe() for p, n in nodes.items()}
     report(args, results, steps, started, command, node_commands)
     return 0
 
