@@ -103,6 +103,23 @@ def connection_owners(pids: list[int], server_port: int) -> dict[int, int]:
     return owners
 
 
+def stop_proc(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> int | None:
+    """SIGTERM, wait, SIGKILL if it does not go: the one way the benches stop a process."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    return proc.returncode
+
+
+def spooled_events(state_dir: Path) -> int:
+    """Access events in a node's on-disk spool (each carries one "event_id")."""
+    return sum(p.read_bytes().count(b'"event_id"') for p in (state_dir / "spool").glob("*.seg"))
+
+
 # --- GC-pause probe ----------------------------------------------------------------------
 
 _SITECUSTOMIZE = '''
@@ -186,7 +203,7 @@ def _toml_value(value: Any) -> str:
     return json.dumps(str(value))
 
 
-def _seg_gateway() -> list[str]:
+def seg_gateway_command() -> list[str]:
     script = Path(sys.executable).parent / "seg-gateway"
     if script.exists():
         return [str(script)]
@@ -222,7 +239,9 @@ class GatewayNode:
             "admin_port": 0,
             "workers": o.workers,
             "log_level": "WARNING",
-            "shutdown_grace_s": 2.0,
+            # Held Pings are answered before a bench stops its node; the rest of the
+            # grace is the last access-event delivery (deadline: min(10, grace) s).
+            "shutdown_grace_s": 10.0,
         }
         if o.tls is None:
             values["listen_plain_http"] = True
@@ -252,7 +271,7 @@ class GatewayNode:
         return f"{cmd}  (gateway.toml: {', '.join(f'{k} = {v}' for k, v in shown.items())})"
 
     def command(self) -> list[str]:
-        cmd = [*_seg_gateway(), "run", "--config", str(self.config_file)]
+        cmd = [*seg_gateway_command(), "run", "--config", str(self.config_file)]
         if self.options.policy_file is not None:
             cmd += ["--policy-file", str(self.options.policy_file)]
         return cmd
@@ -337,16 +356,7 @@ class GatewayNode:
         return now
 
     def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        return self.proc.returncode
+        return None if self.proc is None else stop_proc(self.proc, 60.0)
 
     def gc_pauses(self) -> GcPauses:
         return GcPauses.read(self.gc_dir)

@@ -10,23 +10,31 @@ proxied, for the gateway and for nginx ``proxy_pass`` alike.
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import time
+from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _node import GatewayNode, NodeOptions, children_of, cpu_seconds, rss_bytes
-from _verify import UPSTREAM_BODY
+from _node import (
+    ROOT,
+    GatewayNode,
+    NodeOptions,
+    children_of,
+    cpu_seconds,
+    rss_bytes,
+    seg_gateway_command,
+    stop_proc,
+)
+from _verify import UPSTREAM_BODY, round_order
 
 
 def ensure_tools() -> None:
@@ -61,43 +69,23 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
 
 
 def make_cert(directory: Path) -> tuple[Path, Path]:
-    """A throwaway ECDSA P-256 certificate for localhost / 127.0.0.1 (bench only; the
-    same kind ``seg-gateway make-cert`` writes), used by nginx and the gateway alike."""
-    from cryptography import x509  # noqa: PLC0415
-    from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
-    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
-    from cryptography.x509.oid import NameOID  # noqa: PLC0415
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "bench.crt", directory / "bench.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
+    """A throwaway certificate for localhost / 127.0.0.1, made the way an operator makes
+    one for development (``seg-gateway make-cert``: ECDSA P-256); nginx and the gateway
+    use the same one."""
+    cert, key = directory / "bench.crt", directory / "bench.key"
+    cmd = [
+        *seg_gateway_command(),
+        "make-cert",
+        "--cert",
+        str(cert),
+        "--key",
+        str(key),
+        "--days",
+        "2",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
+    return cert, key
 
 
 # --- nginx ---------------------------------------------------------------------------------
@@ -191,16 +179,6 @@ class Upstream:
 
     def stop(self) -> None:
         stop_proc(self.proc)
-
-
-def stop_proc(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 def proxy_block(port: int, upstream_port: int, tls: tuple[Path, Path] | None) -> str:
@@ -318,6 +296,39 @@ class Gateway(Contender):
 
     def command(self) -> str:
         return self.node.describe() if self.node else ""
+
+
+Row = dict[str, float]
+
+
+def run_rounds(
+    contenders: list[Contender],
+    rounds: int,
+    measure: Callable[[Contender], Row],
+    after: Callable[[Contender, Row], None] | None = None,
+) -> dict[str, list[Row]]:
+    """Start, measure and stop every contender once per round, the order reversed every
+    other round; ``after`` sees each row once its contender has stopped."""
+    results: dict[str, list[Row]] = defaultdict(list)
+    by_name = {c.name: c for c in contenders}
+    try:
+        for r in range(rounds):
+            order = round_order(list(by_name), r)
+            print(f"round {r + 1}/{rounds}: {', '.join(order)}", flush=True)
+            for name in order:
+                c = by_name[name]
+                c.start()
+                try:
+                    row = measure(c)
+                finally:
+                    c.stop()
+                if after is not None:
+                    after(c, row)
+                results[name].append(row)
+    finally:
+        for c in contenders:
+            c.stop()
+    return results
 
 
 # --- wrk (closed loop) ---------------------------------------------------------------------

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -39,6 +38,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from _node import stop_proc  # noqa: E402
 
 from seg_contract import PolicyDelta, PushPong, PushResync  # noqa: E402
 from seg_contract.http import DELTA_PATH, EVENTS_PATH, POLICY_PATH  # noqa: E402
@@ -202,13 +203,7 @@ class StandIn:
         self._post("/bench/events", status=str(status))
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_proc(self.proc)
 
 
 def main() -> None:

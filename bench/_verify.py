@@ -150,6 +150,16 @@ def spread(values: Iterable[float]) -> Spread:
     return Spread(statistics.median(vals), min(vals), max(vals), len(vals))
 
 
+def slope(points: Sequence[tuple[float, float]]) -> float:
+    """Least-squares slope of (x, y) points; nan with fewer than 3."""
+    if len(points) < 3:
+        return float("nan")
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    den = sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den if den else 0.0
+
+
 def round_order(configs: Sequence[str], round_index: int) -> list[str]:
     """Configurations in the given order in even rounds and reversed in odd ones, so no
     configuration always runs first (warm caches) or last (a hotter machine)."""

@@ -24,7 +24,6 @@ Reproduce: .venv/bin/python bench/offline_capacity.py [--rounds 3] [--rate 2000]
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import threading
@@ -40,19 +39,10 @@ from _policy import sync_requests, write_snapshot
 from _proxy_common import Upstream, ensure_tools, free_port
 from _standin import StandIn
 from _summary import record
-from _verify import round_order, spread
+from _verify import round_order, slope, spread
 
 BENCH = "offline_capacity"
 DEFAULT_SPOOL = 256 * 1024 * 1024
-
-
-def _slope(points: list[tuple[float, float]]) -> float:
-    if len(points) < 3:
-        return float("nan")
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
-    mx, my = statistics.fmean(xs), statistics.fmean(ys)
-    den = sum((x - mx) ** 2 for x in xs)
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den if den else 0.0
 
 
 def run_mode(
@@ -130,7 +120,7 @@ def run_mode(
     events = g(last, "seg_gateway_spool_events") + g(last, "seg_gateway_spool_evicted_events_total")
     row["rate"] = result.answered / max(1e-9, result.wall_s)
     row["errors"] = result.error_count
-    row["bytes_per_s"] = _slope(pts)
+    row["bytes_per_s"] = slope(pts)
     row["spool_events"] = g(last, "seg_gateway_spool_events")
     row["spool_bytes"] = g(last, "seg_gateway_spool_bytes")
     row["bytes_per_event"] = row["spool_bytes"] / max(1.0, row["spool_events"])

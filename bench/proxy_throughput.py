@@ -30,13 +30,12 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _loadgen import LoadResult, Target, run_load
-from _node import NodeOptions, cpu_seconds, rss_bytes
+from _node import NodeOptions, cpu_seconds, rss_bytes, spooled_events
 from _policy import sync_requests, write_snapshot, wrk_lua
 from _proxy_common import (
     Contender,
@@ -47,11 +46,12 @@ from _proxy_common import (
     ensure_tools,
     free_port,
     make_cert,
+    run_rounds,
     run_wrk,
 )
 from _standin import StandIn
 from _summary import record
-from _verify import check_counters, percentile, round_order, spread
+from _verify import check_counters, percentile, spread
 
 BENCH = "proxy_throughput"
 
@@ -123,8 +123,6 @@ def measure(
         row["node_requests"] = sum(
             v for k, v in final.items() if k.startswith("seg_gateway_requests_total{")
         )
-        row["spooled"] = final.get("seg_gateway_spool_events{}", 0.0)
-        row["dropped"] = final.get("seg_gateway_events_dropped_total{}", 0.0)
     return row
 
 
@@ -143,7 +141,6 @@ def main() -> int:
     if not legs or set(legs) - {"plain", "tls"}:
         parser.error("--legs takes plain, tls or plain,tls")
     ensure_tools()
-    results: dict[str, list[dict[str, float]]] = defaultdict(list)
     with tempfile.TemporaryDirectory(prefix="segbench-") as tmp:
         work = Path(tmp)
         cert = make_cert(work)
@@ -174,37 +171,30 @@ def main() -> int:
                         ),
                     ),
                 ]
-            by_name = {c.name: c for c in contenders}
-            for r in range(args.rounds):
-                order = round_order(list(by_name), r)
-                print(f"round {r + 1}/{args.rounds}: {', '.join(order)}", flush=True)
-                for name in order:
-                    c = by_name[name]
-                    events0 = standin.stats()["events"]
-                    c.start()
-                    try:
-                        row = measure(c, upstream, args, lua, requests, cafile)
-                    finally:
-                        c.stop()
-                    if "node_requests" in row:  # every request's event reached the stand-in
-                        row["events_missing"] = row["node_requests"] - (
-                            standin.stats()["events"] - events0
-                        )
-                        if row["events_missing"] > 0:
-                            print(
-                                f"    !! {name}: {row['events_missing']:.0f} access events "
-                                f"missing (spooled before the stop: {row['spooled']:.0f}, "
-                                f"dropped: {row['dropped']:.0f})"
-                            )
-                    results[name].append(row)
-                    print(
-                        f"  {name:24} {row['rps']:8.0f} req/s  {row['cpu_us']:5.0f} µs/req"
-                        + (f"  open p99 {row['p99']:.2f} ms" if "p99" in row else ""),
-                        flush=True,
-                    )
+
+            def measure_one(c: Contender) -> dict[str, float]:
+                events_at_start = standin.stats()["events"]  # a starting node sends none
+                row = measure(c, upstream, args, lua, requests, cafile)
+                row["events_at_start"] = events_at_start
+                return row
+
+            def after(c: Contender, row: dict[str, float]) -> None:
+                if c.node is not None:  # every request's access event reached the stand-in
+                    received = standin.stats()["events"] - row["events_at_start"]
+                    at_stop = spooled_events(c.node.dir / "state")
+                    row["events_missing"] = row["node_requests"] - received - at_stop
+                    if at_stop:
+                        print(f"    !! {c.name}: {at_stop} access events spooled at shutdown")
+                    if row["events_missing"] > 0:
+                        print(f"    !! {c.name}: {row['events_missing']:.0f} access events lost")
+                print(
+                    f"  {c.name:24} {row['rps']:8.0f} req/s  {row['cpu_us']:5.0f} µs/req"
+                    + (f"  open p99 {row['p99']:.2f} ms" if "p99" in row else ""),
+                    flush=True,
+                )
+
+            results = run_rounds(contenders, args.rounds, measure_one, after)
         finally:
-            for c in contenders:
-                c.stop()
             standin.stop()
             upstream.stop()
         node_command = next(

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -39,10 +38,11 @@ from _proxy_common import (
     ensure_tools,
     free_port,
     make_cert,
+    run_rounds,
 )
 from _standin import StandIn
 from _summary import record
-from _verify import round_order, spread
+from _verify import spread
 
 BENCH = "serial_latency"
 
@@ -61,7 +61,6 @@ def main() -> int:
     except ValueError:
         parser.error("--flush-intervals takes numbers, e.g. 0.2,0.05")
     ensure_tools()
-    results: dict[str, list[dict[str, float]]] = defaultdict(list)
     with tempfile.TemporaryDirectory(prefix="segserial-") as tmp:
         work = Path(tmp)
         cert = make_cert(work)
@@ -84,44 +83,35 @@ def main() -> int:
                 event_flush_interval_s=flush,
             )
             contenders.append(Gateway(work, f"gateway, flush {flush:g} s", options))
-        by_name = {c.name: c for c in contenders}
+
+        def measure(c: Contender) -> dict[str, float]:
+            target = Target("127.0.0.1", c.port, str(cert[0]) if c.tls else "")
+            run_load(target, requests, mode="serial", duration=1.0)  # warm-up
+            pids = c.pids()
+            cpu0 = cpu_seconds(pids)
+            load = run_load(target, requests, mode="serial", duration=args.duration)
+            cpu = cpu_seconds(pids) - cpu0
+            lat = load.latencies_ms
+            print(
+                f"  {c.name:28} n={load.answered:6d}  p50 {load.pct(0.5):.3f} ms  "
+                f"p99 {load.pct(0.99):.3f} ms  max {max(lat, default=0):.1f} ms  "
+                f"errors {load.error_text()}",
+                flush=True,
+            )
+            return {
+                "n": load.answered,
+                "p50": load.pct(0.50),
+                "p99": load.pct(0.99),
+                "p999": load.pct(0.999),
+                "max": max(lat, default=float("nan")),
+                "over_1ms": sum(1 for x in lat if x > 1.0) / max(1, len(lat)) * 100,
+                "errors": load.error_count,
+                "cpu_us": cpu / max(1, load.answered) * 1e6,
+            }
+
         try:
-            for r in range(args.rounds):
-                order = round_order(list(by_name), r)
-                print(f"round {r + 1}/{args.rounds}: {', '.join(order)}", flush=True)
-                for name in order:
-                    c = by_name[name]
-                    c.start()
-                    try:
-                        target = Target("127.0.0.1", c.port, str(cert[0]) if c.tls else "")
-                        run_load(target, requests, mode="serial", duration=1.0)  # warm-up
-                        pids = c.pids()
-                        cpu0 = cpu_seconds(pids)
-                        load = run_load(target, requests, mode="serial", duration=args.duration)
-                        cpu = cpu_seconds(pids) - cpu0
-                    finally:
-                        c.stop()
-                    lat = load.latencies_ms
-                    row = {
-                        "n": load.answered,
-                        "p50": load.pct(0.50),
-                        "p99": load.pct(0.99),
-                        "p999": load.pct(0.999),
-                        "max": max(lat, default=float("nan")),
-                        "over_1ms": sum(1 for x in lat if x > 1.0) / max(1, len(lat)) * 100,
-                        "errors": load.error_count,
-                        "cpu_us": cpu / max(1, load.answered) * 1e6,
-                    }
-                    results[name].append(row)
-                    print(
-                        f"  {name:28} n={row['n']:6.0f}  p50 {row['p50']:.3f} ms  "
-                        f"p99 {row['p99']:.3f} ms  max {row['max']:.1f} ms  "
-                        f"errors {load.error_text()}",
-                        flush=True,
-                    )
+            results = run_rounds(contenders, args.rounds, measure)
         finally:
-            for c in contenders:
-                c.stop()
             standin.stop()
             upstream.stop()
         node_command = "; ".join(c.command() for c in contenders if c.command())
