@@ -249,6 +249,8 @@ class GatewayNode:
             values["tls_cert"], values["tls_key"] = str(o.tls[0]), str(o.tls[1])
         if o.api_url:
             values.update(api_url=o.api_url, ws_url=o.ws_url, credential="segc_bench_standin")
+            if o.api_url.startswith("http:"):  # the stand-in on 127.0.0.1
+                values["control_plane_allow_plain_http"] = True
         if o.event_flush_interval_s is not None:
             values["event_flush_interval_s"] = o.event_flush_interval_s
         if o.max_spool_bytes is not None:

@@ -5,7 +5,11 @@ looked at status codes would report a gateway that blocks everything as a fast o
 from __future__ import annotations
 
 import time
-from types import SimpleNamespace
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
 
 from bench._policy import eas_path, snapshot
 from bench._verify import (
@@ -16,8 +20,7 @@ from bench._verify import (
     round_order,
     spread,
 )
-from onprem_gateway.agent.policy_store import PolicyStore
-from onprem_gateway.agent.telemetry import render
+from onprem_gateway.agent.telemetry import NodeCollector
 from onprem_gateway.core.block_responses import blocked_response
 from onprem_gateway.core.decision import decide
 from onprem_gateway.core.eas_request import parse
@@ -59,26 +62,20 @@ def test_a_node_without_a_policy_fails_closed_and_that_is_an_error() -> None:
     assert answer_error(status, body) == "HTTP 503"
 
 
-class _Buffer(list[object]):
-    dropped = 0
+class _DataPath(Collector):
+    """The node's data-path metric families, exactly as /metrics renders them."""
+
+    def __init__(self, metrics: ProxyMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        yield from NodeCollector(None)._data_path(self._metrics.snapshot())  # type: ignore[arg-type]
 
 
 def _metrics_text(metrics: ProxyMetrics) -> str:
-    """The node's real /metrics exposition for these data-path counters."""
-    node = SimpleNamespace(
-        store=PolicyStore(),
-        link_status=None,
-        reporter=SimpleNamespace(
-            spool=SimpleNamespace(depth_events=0, depth_bytes=0, evicted_events=0),
-            buffer=_Buffer(),
-            sent_events=0,
-            rejected_events=0,
-        ),
-        upstream_ok=True,
-        proxy_metrics=metrics.snapshot,
-        workers_status=list,
-    )
-    return render(node).decode()  # type: ignore[arg-type]
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_DataPath(metrics))
+    return generate_latest(registry).decode()
 
 
 def test_counters_count_every_blocked_decision_as_an_error() -> None:
