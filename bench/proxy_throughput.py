@@ -186,7 +186,12 @@ def main() -> int:
                     if at_stop:
                         print(f"    !! {c.name}: {at_stop} access events spooled at shutdown")
                     if row["events_missing"] > 0:
-                        print(f"    !! {c.name}: {row['events_missing']:.0f} access events lost")
+                        print(
+                            f"    !! {c.name}: {row['events_missing']:.0f} requests counted by "
+                            "the node left no access event (abandoned in flight when wrk "
+                            "stopped? a proxied request's event is recorded when the "
+                            "upstream's answer arrives)"
+                        )
                 print(
                     f"  {c.name:24} {row['rps']:8.0f} req/s  {row['cpu_us']:5.0f} µs/req"
                     + (f"  open p99 {row['p99']:.2f} ms" if "p99" in row else ""),
