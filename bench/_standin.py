@@ -17,7 +17,7 @@ same contract (``seg_contract.http``) with the same status codes:
 - the WebSocket (``/ws``): answers each keepalive with a pong of the current version.
 
 Bench controls: ``POST /bench/snapshot?path=FILE`` serves another snapshot from now on,
-``POST /bench/resync`` sends ``resync`` (full) to every connected node,
+``POST /bench/resync[?full=1]`` sends ``resync`` to every connected node,
 ``POST /bench/events?status=503`` makes the event route fail (``status=202`` restores),
 ``GET /bench/stats``. Run: ``python bench/_standin.py --port N --snapshot FILE``.
 """
@@ -123,7 +123,10 @@ def make_app(snapshot_path: Path) -> Any:
 
     async def bench_resync(request: web.Request) -> web.Response:
         message = PushResync(
-            cluster_id=state.cluster_id, version=state.version, full=True, reason="bench"
+            cluster_id=state.cluster_id,
+            version=state.version,
+            full=request.query.get("full") == "1",
+            reason="bench",
         ).model_dump_json()
         at = time.time()
         for sock in list(state.sockets):
@@ -196,8 +199,8 @@ class StandIn:
     def serve_snapshot(self, path: Path) -> int:
         return int(self._post("/bench/snapshot", path=str(path))["version"])
 
-    def resync(self) -> dict[str, Any]:
-        return self._post("/bench/resync")
+    def resync(self, full: bool = False) -> dict[str, Any]:
+        return self._post("/bench/resync", full="1" if full else "0")
 
     def events_status(self, status: int) -> None:
         self._post("/bench/events", status=str(status))

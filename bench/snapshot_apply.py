@@ -4,9 +4,11 @@ Two nodes run as operators run them (``seg-gateway run``, agent + ``--workers`` 
 each starting from the same ``--devices`` policy (version 1):
 
 - *link*: connected to the control-plane stand-in, which then serves a new version
-  (``--changes`` entries changed) and pushes ``resync`` (full): the node fetches the
-  snapshot (GET /gateway/v1/policy), parses and checks it, swaps it in and hands the
-  workers the change (the same path as the hourly refresh);
+  (``--changes`` entries changed) and pushes ``resync``: the node asks for a delta, gets
+  410 and fetches the snapshot (GET /gateway/v1/policy), parses and checks it, swaps it
+  in and hands the workers the change (the path of a refresh that brings a new version);
+- *link-full*: the same with ``resync`` ``full``: the node replaces its policy with a
+  fresh snapshot (what it also does when its digest diverged);
 - *file*: air-gapped (``--policy-file``); the file is replaced and the agent gets SIGHUP.
 
 Rounds (``--rounds``) alternate the two, the order reversed every other round; each
@@ -25,7 +27,7 @@ Then, in this process, the same snapshot's steps one by one (CPU time): parse +
 validate, digest, index build, the last-known-good encoding, the delta the workers get.
 
 Reproduce: .venv/bin/python bench/snapshot_apply.py [--rounds 3] [--devices 100000]
-           [--changes 10] [--workers 2] [--paths link,file]
+           [--changes 10] [--workers 2] [--paths link,link-full,file]
 """
 
 from __future__ import annotations
@@ -110,7 +112,7 @@ def apply_once(
     owners = connection_owners(node.worker_pids, node.port)  # accepted by now
     if standin is not None:
         standin.serve_snapshot(new_snapshot)
-        trigger = float(standin.resync()["at"])
+        trigger = float(standin.resync(full=name == "link-full")["at"])
     else:
         assert policy_file is not None and node.proc is not None
         tmp = policy_file.with_suffix(".new")
@@ -153,7 +155,7 @@ def apply_once(
         f"pid {pid}: {before[pid]:.1f} -> {during[pid]:.1f} ms" for pid in sorted(during)
     )
     print(
-        f"  {name:5} v{version}: agent has it after {row['agent_s'] * 1000:.0f} ms, every worker "
+        f"  {name:9} v{version}: agent has it after {row['agent_s'] * 1000:.0f} ms, every worker "
         f"after {row['workers_s'] * 1000:.0f} ms; probe max before -> during: {per_worker}; "
         f"/readyz max {row['readyz_max_ms']:.0f} ms; probe errors {load.error_text()}"
         + (f"; {len(unmapped)} probe connections not mapped to a worker" if unmapped else ""),
@@ -194,11 +196,11 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--probe-conns", type=int, default=8)
     parser.add_argument("--window", type=float, default=15.0, help="max seconds per apply")
-    parser.add_argument("--paths", default="link,file", help="link, file or both")
+    parser.add_argument("--paths", default="link,link-full,file", help="which nodes")
     args = parser.parse_args()
     paths = [p.strip() for p in args.paths.split(",") if p.strip()]
-    if not paths or set(paths) - {"link", "file"}:
-        parser.error("--paths takes link, file or link,file")
+    if not paths or set(paths) - {"link", "link-full", "file"}:
+        parser.error("--paths takes some of link, link-full, file")
     ensure_tools()
     results: dict[str, list[dict[str, float]]] = defaultdict(list)
     steps: list[dict[str, float]] = []
@@ -208,19 +210,22 @@ def main() -> int:
         first = write_snapshot(work / "v1.json", args.devices, 1, changed=0)
         requests = sync_requests(min(args.devices, 10_000))
         upstream = Upstream(work, None)
-        standin = StandIn(free_port(), first, work / "standin.log")
         nodes: dict[str, GatewayNode] = {}
+        standins: dict[str, StandIn] = {}  # one per connected node: a resync reaches one
         try:
             started = {}
             for path in paths:
                 policy_file = work / "file-node-policy.json" if path == "file" else None
                 if policy_file is not None:
                     policy_file.write_bytes(first.read_bytes())
+                else:
+                    standins[path] = StandIn(free_port(), first, work / f"standin-{path}.log")
+                standin = standins.get(path)
                 options = NodeOptions(
                     upstream_url=upstream.url,
                     workers=args.workers,
-                    api_url=standin.url if path == "link" else "",
-                    ws_url=standin.ws_url if path == "link" else "",
+                    api_url=standin.url if standin else "",
+                    ws_url=standin.ws_url if standin else "",
                     policy_file=policy_file,
                     gc_probe=True,
                 )
@@ -245,7 +250,7 @@ def main() -> int:
                     row = apply_once(
                         path,
                         node,
-                        standin if path == "link" else None,
+                        standins.get(path),
                         node.options.policy_file,
                         new,
                         version,
@@ -258,7 +263,8 @@ def main() -> int:
         finally:
             for node in nodes.values():
                 node.stop()
-            standin.stop()
+            for standin in standins.values():
+                standin.stop()
             upstream.stop()
         for path, node in nodes.items():
             pauses = node.gc_pauses()
@@ -304,9 +310,9 @@ def report(
         ("GC worker ms", "gc_worker_ms", 1.0),
         ("errors", "errors", 1.0),
     )
-    print(f"{'path':6} " + " ".join(f"{t:>20}" for t, _k, _s in cols))
+    print(f"{'path':9} " + " ".join(f"{t:>20}" for t, _k, _s in cols))
     for path, rows in results.items():
-        print(f"{path:6} " + " ".join(f"{s(rows, k, scale=sc):>20}" for _t, k, sc in cols))
+        print(f"{path:9} " + " ".join(f"{s(rows, k, scale=sc):>20}" for _t, k, sc in cols))
     print(
         "worker stall: the worst latency of a 5 ms probe served by that worker between the "
         "trigger and every worker running the new version (+1 s), over all workers; "
