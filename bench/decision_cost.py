@@ -21,6 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _summary import record
+
 from onprem_gateway.core.block_responses import blocked_response
 from onprem_gateway.core.decision import decide
 from onprem_gateway.core.eas_request import parse
@@ -159,10 +161,15 @@ def main() -> None:
     push_us, _ = per_call_us(lambda: index.apply_push(push), 2000)
     print(f"apply one push: {push_us:.1f} µs")
     print(f"{'operation':40s} {'median CPU µs':>14s} {'best CPU µs':>12s}")
+    command = (
+        f".venv/bin/python bench/decision_cost.py --devices {args.devices} --rounds {args.rounds}"
+    )
     for name, fn in rows:
         median, best = per_call_us(fn, args.rounds)
         print(f"{name:40s} {median:14.2f} {best:12.2f}")
-    print("reproduce: .venv/bin/python bench/decision_cost.py --devices 100000 --rounds 50000")
+        if name == "parse + decide, plain":
+            record("decision_cost", f"{name} (CPU µs)", f"{median:.1f}", command=command)
+    print(f"reproduce: {command}")
 
 
 if __name__ == "__main__":
