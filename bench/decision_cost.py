@@ -23,6 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _summary import record
+
 from onprem_gateway.core.admission import Admitted, Blocked, admit
 from onprem_gateway.core.block_responses import blocked_response
 from onprem_gateway.core.decision import decide
@@ -126,7 +128,8 @@ def main() -> None:
         assert isinstance(out, Admitted | Blocked), out
         return out
 
-    facts = admitted(plain, headers).facts  # the user is the Basic one
+    # What is decided is the authenticated user's request (core.admission).
+    facts = admitted(plain, headers).facts
     decision = decide(facts, index, now)
     assert decision.access is Access.ALLOW, decision
     blocked_out = admitted(
@@ -178,10 +181,15 @@ def main() -> None:
     push_us, _ = per_call_us(lambda: index.apply_push(push), 2000)
     print(f"apply one push: {push_us:.1f} µs")
     print(f"{'operation':40s} {'median CPU µs':>14s} {'best CPU µs':>12s}")
+    command = (
+        f".venv/bin/python bench/decision_cost.py --devices {args.devices} --rounds {args.rounds}"
+    )
     for name, fn in rows:
         median, best = per_call_us(fn, args.rounds)
         print(f"{name:40s} {median:14.2f} {best:12.2f}")
-    print("reproduce: .venv/bin/python bench/decision_cost.py --devices 100000 --rounds 50000")
+        if name == "parse + decide, plain":
+            record("decision_cost", f"{name} (CPU µs)", f"{median:.1f}", command=command)
+    print(f"reproduce: {command}")
 
 
 if __name__ == "__main__":

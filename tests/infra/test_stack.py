@@ -415,6 +415,22 @@ def test_console_routes_use_the_jwt_authorizer_and_others_reach_the_app(
     )
 
 
+def test_console_roles_are_the_pools_groups(synthesized: Synthesized) -> None:
+    groups = {
+        g["Properties"]["GroupName"]: g["Properties"]["Precedence"]
+        for g in synthesized.resources("AWS::Cognito::UserPoolGroup").values()
+    }
+    assert groups == {"admin": 0, "operator": 1, "viewer": 2}  # the highest role first
+
+
+def test_the_audit_log_is_append_only_for_the_api(synthesized: Synthesized) -> None:
+    s = synthesized
+    statements = _function_statements(s, "api")
+    actions = _actions_on(statements, s.logical_id(s.stack.storage.tables["audit_log"]))
+    assert "dynamodb:PutItem" in actions
+    assert not actions & {"dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"}
+
+
 def test_cognito_pool_is_admin_only_with_mfa(synthesized: Synthesized) -> None:
     s = synthesized
     s.template.has_resource_properties(
