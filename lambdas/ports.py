@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from lambdas.domain.access import ManualOverride
@@ -332,6 +332,14 @@ class DeviceEventLog(Protocol):
 class ComplianceQueue(Protocol):
     def send(self, body: str, group_id: str, dedup_id: str) -> None:
         """Queue one message on the compliance FIFO queue."""
+        ...
+
+
+class JwksSource(Protocol):
+    """Token issuers' published key sets (``lambdas.usecases.token_issuers``)."""
+
+    def fetch(self, uri: str) -> dict[str, Any]:
+        """The JSON document at ``uri``; raises ``lambdas.domain.errors.JwksUnavailable``."""
         ...
 
 

@@ -386,6 +386,22 @@ FUNCTIONS: tuple[Function, ...] = (
         reserved_concurrency=1,  # one sweep at a time
     ),
     Function(
+        id="issuer_keys",
+        handler="lambdas.handlers.issuer_keys.handler",
+        trigger=Trigger.SCHEDULE,
+        # Identity providers announce a new signing key well ahead of using it (Entra ID:
+        # days); hourly keeps every node's keys current without a fetch per token.
+        schedule_minutes=60,
+        purpose="Refresh Bearer token issuers' keys (JWKS) in cluster settings; push changes",
+        # A changed key set is committed as a settings version (clusters, policy_log) and
+        # pushed (connections RW: a gone connection is forgotten).
+        tables={"clusters": RW, "policy_log": RW, "connections": RW},
+        posts_to_connections=True,
+        signs_policy=True,  # the push of the committed version
+        timeout_s=60,
+        reserved_concurrency=1,  # one refresh at a time (settings versions)
+    ),
+    Function(
         id="roster_compactor",
         handler="lambdas.handlers.roster_compactor.handler",
         trigger=Trigger.SCHEDULE,

@@ -381,6 +381,8 @@ class Stack:
                 # The control plane's public signing key(s), pinned as an operator would.
                 "SEG_GW_POLICY_SIGNING_KEYS": ",".join(self.policy_signing_keys),
                 "SEG_GW_NODE_ID": node_id,
+                # Devices (the demo, the tests) address the nodes by loopback address.
+                "SEG_GW_PUBLIC_HOSTS": "127.0.0.1,localhost",
                 "SEG_GW_STATE_DIR": str(state_dir),
                 "SEG_GW_ADMIN_HOST": "127.0.0.1",
                 "SEG_GW_ADMIN_PORT": "0",

@@ -29,6 +29,7 @@ from lambdas.adapters.dynamodb_policy_entries import DynamoDbPolicyEntries
 from lambdas.adapters.dynamodb_policy_log import DynamoDbPolicyLog
 from lambdas.adapters.dynamodb_roster import DynamoDbRoster
 from lambdas.adapters.dynamodb_signing_keys import DynamoDbSigningKeys
+from lambdas.adapters.http_jwks import HttpJwks
 from lambdas.adapters.kms_policy_signer import KmsPolicySigners
 from lambdas.adapters.ses_mailer import SesMailer
 from lambdas.adapters.sqs_compliance_queue import SqsComplianceQueue
@@ -67,6 +68,11 @@ class Adapters:
         self._apigw = apigw
         self._ses = ses  # an SES v2 client (built lazily when None)
         self._kms = kms
+
+    @cached_property
+    def jwks(self) -> HttpJwks:
+        """Token issuers' key sets over HTTPS (the system trust store)."""
+        return HttpJwks()
 
     @cached_property
     def dynamodb(self) -> DynamoDBClient:

@@ -33,6 +33,7 @@ from lambdas.ports import (
     DeviceStore,
     EmailDeviceView,
     GatewayNodeStore,
+    JwksSource,
     ManualOverrideStore,
     NoticeStore,
     PayloadQueue,
@@ -198,6 +199,10 @@ def connection_poster(request: Request) -> ConnectionPoster:
 
 def override_store(request: Request) -> ManualOverrideStore:
     return _c(request).overrides
+
+
+def jwks_source(request: Request) -> JwksSource:
+    return _c(request).jwks
 
 
 def roster_cache(request: Request) -> RosterCache:

@@ -238,8 +238,16 @@ class UpstreamPassword(_Request):
     upstream_password: Annotated[str, Field(min_length=1, max_length=1024)]
 
 
+class DevicePasswordRequest(_Request):
+    """The EAS DeviceId the device password is issued for (it works from that device
+    only; as the device sends it, e.g. ``ApplF17XK0ABCDE``)."""
+
+    device_id: Annotated[str, Field(min_length=1, max_length=128)]
+
+
 class DevicePassword(_Response):
     device_password: str
+    device_id: str  # normalised: the gateway accepts the password from this DeviceId
 
 
 # --- MDM devices ------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from lambdas.api.deps import (
     device_store,
     email_device_view,
     gateway_node_store,
+    jwks_source,
     notice_store,
     override_store,
     payload_queue,
@@ -45,6 +46,7 @@ from lambdas.ports import (
     DeviceStore,
     EmailDeviceView,
     GatewayNodeStore,
+    JwksSource,
     ManualOverrideStore,
     NoticeStore,
     PayloadQueue,
@@ -68,6 +70,7 @@ View = Annotated[EmailDeviceView, Depends(email_device_view)]
 Overrides = Annotated[ManualOverrideStore, Depends(override_store)]
 Queue = Annotated[ComplianceQueue, Depends(compliance_queue)]
 Payloads = Annotated[PayloadQueue, Depends(payload_queue)]
+Jwks = Annotated[JwksSource, Depends(jwks_source)]
 Roster = Annotated[RosterCache, Depends(roster_cache)]
 History = Annotated[AccessHistoryStore, Depends(access_history)]
 Audit = Annotated[AuditLog, Depends(audit_log)]

@@ -16,6 +16,8 @@ from lambdas.api.params import (
     Clusters,
     Connections,
     Credentials,
+    DeviceIdPath,
+    Jwks,
     Nodes,
     Now,
     Poster,
@@ -26,9 +28,8 @@ from lambdas.api.params import (
 from lambdas.domain.records import ClusterRecord
 from lambdas.domain.timefmt import format_instant, format_optional_instant
 from lambdas.usecases import clusters as cluster_cases
-from lambdas.usecases import credential_substitution
-from lambdas.usecases.policy_changes import change_settings
-from seg_contract import ClusterSettings
+from lambdas.usecases import credential_substitution, token_issuers
+from seg_contract import ClusterSettings, normalize_device_id
 
 router = APIRouter(prefix="/console/v1", tags=["console"])
 
@@ -144,18 +145,21 @@ def put_settings(
     settings: ClusterSettings,
     audit: AdminAudit,
     stores: Publishing,
+    jwks: Jwks,
     now: Now,
 ) -> models.SettingsUpdated:
-    """Commit the settings as the cluster's next policy version and push them."""
+    """Commit the settings as the cluster's next policy version and push them. The keys
+    of every Bearer issuer with a ``jwks_uri`` are fetched first (422 when they cannot
+    be), so nodes verify tokens with keys that travel in the policy."""
     held = stores.clusters.get_cluster(cluster_id)
-    committed = change_settings(cluster_id, settings, stores=stores, now=now)
+    version = token_issuers.save_settings(cluster_id, settings, stores=stores, source=jwks, now=now)
     audit.record(
         "cluster.settings",
         cluster_id,
         before=held.settings.model_dump(mode="json") if held else None,
-        after={**settings.model_dump(mode="json"), "version": committed.version},
+        after={**settings.model_dump(mode="json"), "version": version},
     )
-    return models.SettingsUpdated(cluster_id=cluster_id, version=committed.version)
+    return models.SettingsUpdated(cluster_id=cluster_id, version=version)
 
 
 @router.put("/clusters/{cluster_id}/public-key", status_code=status.HTTP_204_NO_CONTENT)
@@ -279,25 +283,75 @@ def put_upstream_password(
     "/clusters/{cluster_id}/substitution/{user}/device-password",
     response_model=models.DevicePassword,
     status_code=status.HTTP_201_CREATED,
-    summary="Issue a device password (PW1): shown once, stored as a hash",
+    summary="Issue a device password (PW1) for one DeviceId: shown once, stored as a hash",
 )
 def issue_device_password(
+    *,
+    cluster_id: ClusterId,
+    user: UserPath,
+    body: models.DevicePasswordRequest,
+    audit: AdminAudit,
+    stores: Publishing,
+    now: Now,
+) -> models.DevicePassword:
+    password = credential_substitution.issue_device_password(
+        cluster_id, user, body.device_id, stores=stores, now=now
+    )
+    device_id = normalize_device_id(body.device_id)
+    # Names the admin, the cluster, the user and the device; never the password.
+    audit.record(
+        "substitution.device_password",
+        f"{cluster_id}/{user}",
+        after={"device_password": True, "device_id": device_id},
+    )
+    return models.DevicePassword(device_password=password, device_id=device_id)
+
+
+@router.delete(
+    "/clusters/{cluster_id}/substitution/{user}/device-password/{device_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Withdraw one device's password (its held requests end on every node)",
+)
+def delete_device_password(
+    *,
+    cluster_id: ClusterId,
+    user: UserPath,
+    device_id: DeviceIdPath,
+    audit: AdminAudit,
+    stores: Publishing,
+    now: Now,
+) -> Response:
+    credential_substitution.revoke_device_password(
+        cluster_id, user, device_id, stores=stores, now=now
+    )
+    audit.record(
+        "substitution.device_password_revoked",
+        f"{cluster_id}/{user}",
+        after={"device_password": False, "device_id": normalize_device_id(device_id)},
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.delete(
+    "/clusters/{cluster_id}/substitution/{user}/unbound-device-passwords",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Withdraw the device passwords issued before passwords were bound to a device",
+)
+def delete_unbound_device_passwords(
     *,
     cluster_id: ClusterId,
     user: UserPath,
     audit: AdminAudit,
     stores: Publishing,
     now: Now,
-) -> models.DevicePassword:
-    password = credential_substitution.issue_device_password(
-        cluster_id, user, stores=stores, now=now
-    )
-    # Names the admin, the cluster and the user (and device, once PW1 is bound to one);
-    # never the password.
+) -> Response:
+    credential_substitution.remove_unbound_passwords(cluster_id, user, stores=stores, now=now)
     audit.record(
-        "substitution.device_password", f"{cluster_id}/{user}", after={"device_password": True}
+        "substitution.unbound_passwords_removed",
+        f"{cluster_id}/{user}",
+        after={"unbound_device_passwords": False},
     )
-    return models.DevicePassword(device_password=password)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.delete("/clusters/{cluster_id}/substitution/{user}", status_code=status.HTTP_204_NO_CONTENT)

@@ -49,6 +49,8 @@ ACTIONS = (
     "cluster.credential.revoke",
     "substitution.upstream_password",
     "substitution.device_password",
+    "substitution.device_password_revoked",
+    "substitution.unbound_passwords_removed",
     "substitution.remove",
     "compliance_policy.update",
     "notices.update",

@@ -17,6 +17,8 @@ const ACTION_LABELS = {
   "cluster.credential.revoke": "Revoked a cluster credential",
   "substitution.upstream_password": "Set an upstream password",
   "substitution.device_password": "Issued a device password",
+  "substitution.device_password_revoked": "Withdrew a device password",
+  "substitution.unbound_passwords_removed": "Removed unbound device passwords",
   "substitution.remove": "Removed credential substitution",
   "compliance_policy.update": "Changed the compliance policy",
   "notices.update": "Changed the notices to users",

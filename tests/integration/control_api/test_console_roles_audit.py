@@ -116,6 +116,7 @@ def test_actions_are_recorded_with_who_what_before_after_and_why(ctx: Ctx) -> No
     ).raise_for_status()
     issued = ctx.client.post(
         f"/console/v1/clusters/{cluster_id}/substitution/alice/device-password",
+        json={"device_id": "DEV1"},
         headers={**ctx.admin(), "X-SEG-Reason": "new phone"},
     )
     assert issued.status_code == 201
@@ -147,6 +148,7 @@ def test_actions_are_recorded_with_who_what_before_after_and_why(ctx: Ctx) -> No
         f"{cluster_id}/alice",
         "new phone",
     )
+    assert pw1["after"] == {"device_password": True, "device_id": "dev1"}  # the device too
     everything = json.dumps(records)
     assert password not in everything and "Upstream-Secret-1" not in everything
     assert private not in everything
