@@ -1,9 +1,6 @@
 """The ports of the control plane: what use cases need from storage, queues and the
 WebSocket push channel, as Protocols. Adapters (``lambdas.adapters``) implement them on
 AWS; tests may implement them in memory.
-
-(Created by helper C2 for the API side; C1 adds the write side's ports here too: please
-edit additively, do not replace the file.)
 """
 
 from __future__ import annotations
@@ -122,7 +119,7 @@ class PayloadQueue(Protocol):
         ...
 
 
-# --- The write side (helper C1): devices, policy entries, clusters, connections, ------
+# --- The write side: devices, policy entries, clusters, connections, ------------------
 # --- overrides, device events, the compliance queue and the push channel. -------------
 
 if TYPE_CHECKING:
