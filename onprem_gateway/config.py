@@ -54,6 +54,7 @@ class GatewayConfig:
     tls_key: Path | None
     listen_plain_http: bool
     public_url: str
+    public_hosts: tuple[str, ...]
     trusted_proxies: tuple[IPNetwork, ...]
     # The mail server behind the gateway.
     upstream_url: str
@@ -62,6 +63,11 @@ class GatewayConfig:
     upstream_connect_timeout_s: float
     request_idle_timeout_s: float
     long_poll_timeout_s: float
+    # Edge limits of the EAS listener.
+    header_timeout_s: float
+    max_connections_per_ip: int
+    pw1_max_failures: int
+    pw1_failure_window_s: float
     # The control plane ("" api_url: air-gapped, enforce the policy file only).
     api_url: str
     ws_url: str
@@ -140,7 +146,7 @@ class GatewayConfig:
 @dataclass(frozen=True)
 class FieldSpec:
     name: str
-    kind: str  # str | int | float | bool | path | networks | credential | keys
+    kind: str  # str | int | float | bool | path | networks | hosts | credential | keys
     default: Any
     doc: str
 
@@ -171,7 +177,18 @@ FIELDS: tuple[FieldSpec, ...] = (
         "serve plain HTTP (only behind a TLS-terminating load balancer)",
     ),
     FieldSpec("public_url", "str", "", "URL devices use (451 rewrites); default from host"),
-    FieldSpec("trusted_proxies", "networks", (), "CIDRs whose X-Forwarded-For is trusted"),
+    FieldSpec(
+        "public_hosts",
+        "hosts",
+        (),
+        "host names devices may use (Host header; others get 421); default: public_url's",
+    ),
+    FieldSpec(
+        "trusted_proxies",
+        "networks",
+        (),
+        "CIDRs whose X-Forwarded-*, Forwarded and X-Real-IP are trusted",
+    ),
     FieldSpec("upstream_url", "str", REQUIRED, "the mail server, e.g. https://exchange.corp"),
     FieldSpec("upstream_ca_bundle", "path", None, "PEM CA bundle that verifies the upstream"),
     FieldSpec("upstream_allow_plain_http", "bool", False, "allow an http:// upstream"),
@@ -185,6 +202,25 @@ FIELDS: tuple[FieldSpec, ...] = (
         3900.0,
         "idle timeout of Ping / long-poll Sync (> 3540 s, MS-ASCMD 2.2.2.13)",
     ),
+    FieldSpec(
+        "header_timeout_s",
+        "float",
+        30.0,
+        "deadline for a whole request head from its first byte (408 after it)",
+    ),
+    FieldSpec(
+        "max_connections_per_ip",
+        "int",
+        1000,
+        "connections per client address and worker (0: no cap; see docs)",
+    ),
+    FieldSpec(
+        "pw1_max_failures",
+        "int",
+        5,
+        "wrong device passwords per user / device before attempts are refused unhashed",
+    ),
+    FieldSpec("pw1_failure_window_s", "float", 300.0, "window of pw1_max_failures"),
     FieldSpec("api_url", "str", "", "control-plane API base URL (empty: air-gapped)"),
     FieldSpec("ws_url", "str", "", "control-plane WebSocket URL (wss://...)"),
     FieldSpec(
@@ -300,6 +336,27 @@ def _parse_float(value: Any) -> float:
     return float(str(value).strip())
 
 
+def _parse_hosts(value: Any) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else str(value).split(",")
+    hosts = []
+    for item in items:
+        host = str(item).strip().lower().rstrip(".")
+        if not host:
+            continue
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            if not _HOST_CHARS.issuperset(host) or ".." in host or host.startswith("-"):
+                raise ValueError(f"{host!r} is not a host name (no scheme, no port)") from None
+        hosts.append(host)
+    return tuple(dict.fromkeys(hosts))
+
+
+_HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-.")
+
+
 def _parse_keys(value: Any) -> tuple[TrustedKey, ...]:
     """A TOML list (items may be PEM) or a comma-separated string of base64 keys."""
     items = value if isinstance(value, list) else str(value).split(",")
@@ -320,6 +377,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "bool": _parse_bool,
     "path": lambda v: Path(str(v).strip()) if str(v).strip() else None,
     "networks": _parse_networks,
+    "hosts": _parse_hosts,
     "keys": _parse_keys,
 }
 
@@ -459,7 +517,24 @@ def _check_listener(values: dict[str, Any], problems: list[str]) -> None:
     # Empty public_url: derived from the host name and the bound port at start
     # (``eas_runner.public_url``).
     if values["public_url"]:
-        _check_url(values["public_url"], ("https", "http"), "SEG_GW_PUBLIC_URL", problems)
+        if _check_url(values["public_url"], ("https", "http"), "SEG_GW_PUBLIC_URL", problems):
+            if not values["public_hosts"]:
+                # The names devices use default to the configured public URL's; with
+                # neither configured the Host header is not checked (a warning at start).
+                host = urlsplit(values["public_url"]).hostname or ""
+                values["public_hosts"] = (host.lower().rstrip("."),)
+    header = values["header_timeout_s"]
+    if header is not None and not 0 < header <= 600:
+        problems.append("SEG_GW_HEADER_TIMEOUT_S must be in (0, 600]")
+    per_ip = values["max_connections_per_ip"]
+    if per_ip is not None and per_ip < 0:
+        problems.append("SEG_GW_MAX_CONNECTIONS_PER_IP must be >= 0 (0: no cap)")
+    failures = values["pw1_max_failures"]
+    if failures is not None and not 1 <= failures <= 1000:
+        problems.append("SEG_GW_PW1_MAX_FAILURES must be between 1 and 1000")
+    window = values["pw1_failure_window_s"]
+    if window is not None and not 0 < window <= 86_400:
+        problems.append("SEG_GW_PW1_FAILURE_WINDOW_S must be in (0, 86400]")
 
 
 def _check_upstream(values: dict[str, Any], problems: list[str]) -> None:

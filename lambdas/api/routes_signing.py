@@ -15,7 +15,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from lambdas.api.auth import Admin
+from lambdas.api.auth import AdminAudit, Viewer
 from lambdas.api.auth import Gateway as GatewayCaller
 from lambdas.api.deps import signing_key_store
 from lambdas.api.params import Now, Signing
@@ -80,12 +80,17 @@ def _answer(registry: KeyRegistry, recorded: bool = True) -> SigningKeys:
     )
 
 
+def _states(registry: KeyRegistry) -> dict[str, str]:
+    """What the audit trail keeps of a key change: each key's state (public facts only)."""
+    return {k.kid: k.state.value for k in registry.keys}
+
+
 @console.get(
     "/signing-keys",
     response_model=SigningKeys,
     summary="The policy signing keys and which one signs (the public keys nodes pin)",
 )
-def list_keys(*, _admin: Admin, signing: Signing, store: Store, now: Now) -> SigningKeys:
+def list_keys(*, _user: Viewer, signing: Signing, store: Store, now: Now) -> SigningKeys:
     registry, recorded = cases.list_signing_keys(signing=signing, store=store, now=now)
     return _answer(registry, recorded)
 
@@ -97,9 +102,10 @@ def list_keys(*, _admin: Admin, signing: Signing, store: Store, now: Now) -> Sig
     summary="Rotation step 1: announce one of the stack's keys as the next signing key",
 )
 def register_key(
-    *, body: SigningKeyRegister, _admin: Admin, signing: Signing, store: Store, now: Now
+    *, body: SigningKeyRegister, audit: AdminAudit, signing: Signing, store: Store, now: Now
 ) -> SigningKeys:
     registry = cases.register_signing_key(body.key_arn, signing=signing, store=store, now=now)
+    audit.record("signing_key.register", body.key_arn, after=_states(registry))
     return _answer(registry)
 
 
@@ -109,9 +115,11 @@ def register_key(
     summary="Rotation step 2: sign with the next key (the active one becomes previous)",
 )
 def activate_key(
-    *, kid: Kid, _admin: Admin, signing: Signing, store: Store, now: Now
+    *, kid: Kid, audit: AdminAudit, signing: Signing, store: Store, now: Now
 ) -> SigningKeys:
-    return _answer(cases.activate_signing_key(kid, signing=signing, store=store, now=now))
+    registry = cases.activate_signing_key(kid, signing=signing, store=store, now=now)
+    audit.record("signing_key.activate", kid, after=_states(registry))
+    return _answer(registry)
 
 
 @console.post(
@@ -119,8 +127,12 @@ def activate_key(
     response_model=SigningKeys,
     summary="Rotation step 3: stop announcing a previous (or abandoned next) key",
 )
-def retire_key(*, kid: Kid, _admin: Admin, signing: Signing, store: Store, now: Now) -> SigningKeys:
-    return _answer(cases.retire_signing_key(kid, signing=signing, store=store, now=now))
+def retire_key(
+    *, kid: Kid, audit: AdminAudit, signing: Signing, store: Store, now: Now
+) -> SigningKeys:
+    registry = cases.retire_signing_key(kid, signing=signing, store=store, now=now)
+    audit.record("signing_key.retire", kid, after=_states(registry))
+    return _answer(registry)
 
 
 @gateway.get(

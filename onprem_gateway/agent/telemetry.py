@@ -252,6 +252,20 @@ class NodeCollector(Collector):
         for kind, count in sorted(snap.get("upstream_errors", {}).items()):
             errors.add_metric([kind], count)
         yield errors
+        revoked = CounterMetricFamily(
+            "seg_gateway_revoked_requests",
+            "in-flight requests a policy change ended (answered: blocked answer; closed: cut)",
+            labels=["outcome"],
+        )
+        for outcome, count in sorted(snap.get("revoked", {}).items()):
+            revoked.add_metric([outcome], count)
+        yield revoked
+        for key, doc in (
+            ("connections_refused_per_ip", "connections refused over max_connections_per_ip"),
+            ("header_timeouts", "connections cut at the request-head deadline (408)"),
+            ("pw1_limited", "device-password attempts refused without hashing (rate limit)"),
+        ):
+            yield CounterMetricFamily(f"seg_gateway_{key}", doc, value=snap.get(key, 0))
         latency = HistogramMetricFamily(
             "seg_gateway_upstream_latency_seconds",
             "time from request head sent upstream to response head received",

@@ -1,8 +1,5 @@
 """moto fixture: every table and queue of ``lambdas.resources``, created in-process.
 
-(Written by helper C2 because the API tests needed it first; C1 owns this file: extend
-or change it freely, keeping ``aws`` / ``AwsEnv`` working.)
-
 Use: ``from tests.support.aws import aws  # noqa: F401`` in a conftest, then take the
 ``aws`` fixture; ``aws.settings`` is a ``lambdas.settings.Settings`` for these resources
 and ``aws.env`` the environment variables that describe them.

@@ -93,6 +93,8 @@ def _admin_token(emulator: ministack.Ministack, pool_id: str, client_id: str) ->
     cognito.admin_set_user_password(
         UserPoolId=pool_id, Username=ADMIN, Password=ADMIN_PASSWORD, Permanent=True
     )
+    # The console's role comes from the pool's groups (README): this user is an admin.
+    cognito.admin_add_user_to_group(UserPoolId=pool_id, Username=ADMIN, GroupName="admin")
     answer = cognito.initiate_auth(
         ClientId=client_id,
         AuthFlow="USER_PASSWORD_AUTH",

@@ -16,13 +16,9 @@ from seg_local.stack import Node, Stack, StackOptions
 
 
 def start_stack(tmp_path_factory: pytest.TempPathFactory, **options: Any) -> Stack:
-    stack = Stack(
-        StackOptions(
-            state_dir=tmp_path_factory.mktemp("seg"),
-            demo_ping_hold_cap_s=2.0,
-            **options,
-        )
-    )
+    # Pings answered within 2 s unless a test module asks otherwise (None: the heartbeat).
+    options = {"demo_ping_hold_cap_s": 2.0, **options}
+    stack = Stack(StackOptions(state_dir=tmp_path_factory.mktemp("seg"), **options))
     stack.start()
     return stack
 

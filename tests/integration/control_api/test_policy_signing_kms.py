@@ -223,6 +223,16 @@ def test_rotation_through_the_console_while_a_node_follows_the_key_set(
     assert r.json()["trusted"] == [_pub(kms, two)]
     ring = follow()
     assert [k.kid for k in ring.learned] == [kid_two]
+    # Each step is in the audit trail, naming the admin and the key.
+    trail = ctx.client.get(
+        "/console/v1/audit", params={"action": "signing_key."}, headers=ctx.viewer()
+    ).json()["items"]
+    assert [(r["action"], r["actor"], r["target"]) for r in trail] == [
+        ("signing_key.retire", "admin", kid_one),
+        ("signing_key.activate", "admin", kid_two),
+        ("signing_key.register", "admin", two),
+    ]
+    assert trail[0]["after"] == {kid_one: "retired", kid_two: "active"}
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from onprem_gateway.__main__ import main
+from onprem_gateway.agent.eas_runner import proxy_settings
 from onprem_gateway.agent.logs import configure_logging
 from onprem_gateway.config import FIELDS, ConfigError, config_from_wire, load_config
 from seg_contract.crypto import generate_cluster_keypair, seal, unseal
@@ -295,3 +296,51 @@ def test_json_logs_are_one_object_per_line(capsys: pytest.CaptureFixture[str]) -
     line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
     assert line["message"] == "policy 42 applied" and line["process"] == "worker-3"
     assert line["level"] == "INFO" and line["logger"] == "onprem_gateway.test"
+
+
+def test_edge_limits_are_configurable_and_reach_the_proxy(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    env = good_env(files, tmp_path) | {
+        "SEG_GW_HEADER_TIMEOUT_S": "12.5",
+        "SEG_GW_MAX_CONNECTIONS_PER_IP": "250",
+        "SEG_GW_PW1_MAX_FAILURES": "3",
+        "SEG_GW_PW1_FAILURE_WINDOW_S": "600",
+        "SEG_GW_PUBLIC_HOSTS": "Mail.Example.com., [2001:db8::1], 192.0.2.7",
+    }
+    config = load_config(env=env)
+    assert config.public_hosts == ("mail.example.com", "2001:db8::1", "192.0.2.7")
+    settings = proxy_settings(config, 8443)
+    assert settings.timeouts.header_s == 12.5
+    assert settings.limits.max_connections_per_ip == 250
+    assert (settings.limits.pw1_max_failures, settings.limits.pw1_failure_window_s) == (3, 600)
+    assert settings.public_hosts == frozenset(config.public_hosts)
+    assert config_from_wire(config.to_wire()).public_hosts == config.public_hosts
+
+
+def test_public_hosts_default_to_the_public_url_and_are_otherwise_unchecked(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    env = good_env(files, tmp_path)
+    assert load_config(env=env).public_hosts == ()
+    with_url = load_config(env=env | {"SEG_GW_PUBLIC_URL": "https://SEG.example.com:8443"})
+    assert with_url.public_hosts == ("seg.example.com",)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "problem"),
+    [
+        ("SEG_GW_HEADER_TIMEOUT_S", "0", "SEG_GW_HEADER_TIMEOUT_S must be in (0, 600]"),
+        ("SEG_GW_HEADER_TIMEOUT_S", "601", "SEG_GW_HEADER_TIMEOUT_S must be in (0, 600]"),
+        ("SEG_GW_MAX_CONNECTIONS_PER_IP", "-1", "SEG_GW_MAX_CONNECTIONS_PER_IP must be >= 0"),
+        ("SEG_GW_PW1_MAX_FAILURES", "0", "SEG_GW_PW1_MAX_FAILURES must be between 1 and 1000"),
+        ("SEG_GW_PW1_FAILURE_WINDOW_S", "0", "SEG_GW_PW1_FAILURE_WINDOW_S must be in (0, 86400]"),
+        ("SEG_GW_PUBLIC_HOSTS", "https://seg.example.com", "is not a host name"),
+        ("SEG_GW_PUBLIC_HOSTS", "seg.example.com:443", "is not a host name"),
+    ],
+)
+def test_edge_limits_are_validated(
+    files: dict[str, Path], tmp_path: Path, name: str, value: str, problem: str
+) -> None:
+    found = problems(good_env(files, tmp_path) | {name: value})
+    assert any(problem in p for p in found), found
