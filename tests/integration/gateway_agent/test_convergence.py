@@ -26,7 +26,7 @@ def access(node: Node, user: str, device: str) -> Access | None:
     return None if found is None else found.access
 
 
-def hand_edit_lkg(double: ControlPlaneDouble, config_state_dir, version: int) -> None:  # type: ignore[no-untyped-def]
+def signed_but_diverged_journal(double: ControlPlaneDouble, config_state_dir, version: int) -> None:  # type: ignore[no-untyped-def]
     """A last-known-good journal that verifies but disagrees with what the control plane
     holds (it signed it, then lost or rewrote what it said: a control-plane bug; a node
     never loads an edited file, see test_signed_policy): bob's block is an allow."""
@@ -63,7 +63,7 @@ async def test_a_diverged_policy_is_replaced_by_the_snapshot(
     double: ControlPlaneDouble, make_config: ConfigFactory
 ) -> None:
     config = make_config(double, **FAST)
-    hand_edit_lkg(double, config.state_dir, version=2)  # same version: exact, wrong digest
+    signed_but_diverged_journal(double, config.state_dir, version=2)  # same version: exact, wrong digest
     async with running(config) as node:
         assert access(node, "bob", "dev2") is Access.ALLOW  # what the file says, at first
         await eventually(lambda: node.link_status.digest_mismatches >= 1, what="diverged")
@@ -82,7 +82,7 @@ async def test_an_inflated_version_is_replaced_although_it_never_reports_a_diges
     double: ControlPlaneDouble, make_config: ConfigFactory
 ) -> None:
     config = make_config(double, **FAST)
-    hand_edit_lkg(double, config.state_dir, version=999)  # newest wins would keep it
+    signed_but_diverged_journal(double, config.state_dir, version=999)  # newest wins would keep it
     async with running(config) as node:
         await eventually(lambda: access(node, "bob", "dev2") is Access.BLOCK, what="replaced")
         assert node.link_status.replacements.get("uncommitted") == 1
@@ -156,7 +156,7 @@ async def test_a_full_resync_replaces_the_policy(
     double: ControlPlaneDouble, make_config: ConfigFactory
 ) -> None:
     config = make_config(double, **FAST)
-    hand_edit_lkg(double, config.state_dir, version=999)
+    signed_but_diverged_journal(double, config.state_dir, version=999)
     async with running(config) as node:
         await eventually(lambda: node.link_status.state is State.CONNECTED, what="connected")
         await double.push(PushResync(cluster_id=CLUSTER, version=2, full=True, reason="test"))
