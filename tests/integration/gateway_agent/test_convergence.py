@@ -63,7 +63,9 @@ async def test_a_diverged_policy_is_replaced_by_the_snapshot(
     double: ControlPlaneDouble, make_config: ConfigFactory
 ) -> None:
     config = make_config(double, **FAST)
-    signed_but_diverged_journal(double, config.state_dir, version=2)  # same version: exact, wrong digest
+    signed_but_diverged_journal(
+        double, config.state_dir, version=2
+    )  # same version: exact, wrong digest
     async with running(config) as node:
         assert access(node, "bob", "dev2") is Access.ALLOW  # what the file says, at first
         await eventually(lambda: node.link_status.digest_mismatches >= 1, what="diverged")
