@@ -19,10 +19,10 @@ from typing import Any
 import httpx
 import pytest
 
-from seg_cli.demo import DemoDevice, checkin, enroll, wait_enforced
+from seg_cli.demo import DemoDevice, wait_enforced
 from seg_local.stack import Node, Stack, StackOptions
 
-from .conftest import dump_logs_on_failure, eventually, metrics, new_device
+from .conftest import allowed_device, dump_logs_on_failure, eventually, metrics, override
 from .ws_relay import WebSocketRelay
 
 REJECTED = 'seg_gateway_policy_rejected_total{reason="payload_mismatch"}'
@@ -73,23 +73,6 @@ def readyz(node: Node) -> dict[str, Any]:
     return body
 
 
-def override(stack: Stack, device: DemoDevice, action: str) -> None:
-    with stack.console() as http:
-        r = http.post(
-            f"/console/v1/email-devices/{device.user}/{device.device_id.lower()}/override",
-            json={"action": action, "reason": f"e2e {action}"},
-        )
-    assert r.status_code == 202, r.text
-
-
-def allowed_device(stack: Stack) -> DemoDevice:
-    device = new_device()
-    enroll(stack, device)
-    checkin(stack, device, compromised=False)
-    wait_enforced(stack.nodes, device.user, device.device_id, "allow")
-    return device
-
-
 def console_nodes(stack: Stack) -> dict[str, dict[str, Any]]:
     with stack.console() as http:
         r = http.get(f"/console/v1/clusters/{stack.cluster_id}/nodes")
@@ -105,7 +88,7 @@ def test_a_push_altered_in_flight_is_refused_and_the_console_shows_the_alert(
     device = allowed_device(stack)
     relay.tamper = True
     try:
-        override(stack, device, "block")
+        override(stack, device.user, device.device_id, "block")
         eventually(lambda: relay.tampered >= 1, what="a push altered in flight")
         eventually(lambda: metrics(relayed).get(REJECTED, 0) >= 1, what="refused on node-2")
         # Converged through a verified delta, never through the forged push: had the
@@ -146,7 +129,7 @@ class Writer(threading.Thread):
             while not self.stop_now.is_set():
                 device = self.devices[self.writes % len(self.devices)]
                 action = "block" if self.last.get(device.device_id) != "block" else "allow"
-                override(self.stack, device, action)
+                override(self.stack, device.user, device.device_id, action)
                 self.last[device.device_id] = action
                 self.writes += 1
                 self.stop_now.wait(0.2)
