@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from _policy import BENCH_PIN, CREDENTIAL
 from _verify import parse_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -247,8 +248,10 @@ class GatewayNode:
             values["listen_plain_http"] = True
         else:
             values["tls_cert"], values["tls_key"] = str(o.tls[0]), str(o.tls[1])
+        # The node applies only policy signed by the benches' key (``_policy``).
+        values["policy_signing_keys"] = BENCH_PIN
         if o.api_url:
-            values.update(api_url=o.api_url, ws_url=o.ws_url, credential="segc_bench_standin")
+            values.update(api_url=o.api_url, ws_url=o.ws_url, credential=CREDENTIAL)
             if o.api_url.startswith("http:"):  # the stand-in on 127.0.0.1
                 values["control_plane_allow_plain_http"] = True
         if o.event_flush_interval_s is not None:

@@ -4,6 +4,10 @@ device names, so that every request of the load is a device the policy allows).
 A policy of N devices: user ``user<i>`` with device ``dev<i:08d>`` (an iPhone, compliant,
 allowed), i in 0..N-1, unknown devices blocked (the default). The load cycles through
 the devices, so the node looks every one up and reports events for all of them.
+
+Policy is signed, as the control plane signs it (``seg_contract.signing``), with the
+benches' own key ``BENCH_SIGNER`` (a fixed test key, the same in every process: the
+stand-in signs with it, the node pins ``BENCH_PIN``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
+
 from seg_contract import (  # noqa: E402
     Access,
     ClusterSettings,
@@ -24,8 +30,35 @@ from seg_contract import (  # noqa: E402
     EntrySource,
     PolicySnapshot,
 )
+from seg_contract.signing import (  # noqa: E402
+    Kind,
+    LocalSigner,
+    SignedPayload,
+    decode_record,
+    encode_record,
+    issue,
+)
 
 CLUSTER_ID = "bench-cluster"
+CREDENTIAL = f"segc_{CLUSTER_ID}_k1_bench"  # what the stand-in accepts (it checks nothing)
+# A fixed key: benches only (never a control plane's).
+BENCH_SIGNER = LocalSigner(ec.derive_private_key(0x5E6B_E7C4, ec.SECP256R1()))
+BENCH_PIN = BENCH_SIGNER.public.spki_b64
+
+
+def sign(kind: Kind, version: int, payload: bytes, *, since: int = 0) -> SignedPayload:
+    """Signed now, for the benches' cluster, with the benches' key."""
+    return issue(
+        BENCH_SIGNER,
+        cluster_id=CLUSTER_ID,
+        kind=kind,
+        version=version,
+        payload=payload,
+        issued_at_ms=int(dt.datetime.now(dt.UTC).timestamp() * 1000),
+        since_version=since,
+    )
+
+
 SYNC_BODY = b"\x03\x01j\x00\x00\x00E\\OK\x03" + b"x" * 288  # ~300 bytes, like a small Sync
 
 
@@ -75,8 +108,17 @@ def snapshot(
 def write_snapshot(
     path: Path, devices: int, version: int = 1, *, blocked: int = 0, changed: int | None = None
 ) -> Path:
-    path.write_text(snapshot(devices, version, blocked=blocked, changed=changed).model_dump_json())
+    """A signed policy file (what ``seg-gateway fetch-policy`` writes): the node's
+    ``--policy-file``, and what the stand-in serves."""
+    snap = snapshot(devices, version, blocked=blocked, changed=changed)
+    path.write_bytes(encode_record(sign(Kind.SNAPSHOT, version, snap.model_dump_json().encode())))
     return path
+
+
+def read_snapshot(path: Path) -> bytes:
+    """The snapshot JSON of a file ``write_snapshot`` made."""
+    signed, _ = decode_record(path.read_bytes())
+    return signed.payload
 
 
 def _auth(i: int) -> str:

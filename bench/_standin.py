@@ -7,14 +7,17 @@ would fall behind, fill the node's spool and take the machine's two cores from t
 under test. The node cannot tell the difference: this serves the same routes of the
 same contract (``seg_contract.http``) with the same status codes:
 
-- ``GET /gateway/v1/policy``: the current snapshot (a file made by ``_policy.py``; plain
-  JSON, unsigned, as the current contract has it), ETag ``"<cluster>-<version>"``, 304
-  for a matching ``If-None-Match``;
-- ``GET /gateway/v1/policy/delta?since=N``: an empty delta when N is current, else 410
-  (the node then fetches the snapshot);
+- ``GET /gateway/v1/policy``: the current snapshot (a signed file made by ``_policy.py``:
+  its payload, signed again at each answer, as the control plane signs), ETag
+  ``"<cluster>-<version>"``, 304 with a signed confirmation for a matching
+  ``If-None-Match``;
+- ``GET /gateway/v1/policy/delta?since=N``: an empty signed delta when N is current,
+  else 410 (the node then fetches the snapshot);
+- ``GET /gateway/v1/signing-keys``: the key set (the benches' one key, active);
 - ``POST /gateway/v1/access-events``: 202, counting events and bytes (never parsing them
   beyond that: it costs next to nothing);
-- the WebSocket (``/ws``): answers each keepalive with a pong of the current version.
+- the WebSocket (``/ws``): answers each keepalive with a signed pong of the current
+  version.
 
 Bench controls: ``POST /bench/snapshot?path=FILE`` serves another snapshot from now on,
 ``POST /bench/resync[?full=1]`` sends ``resync`` to every connected node,
@@ -40,9 +43,17 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from _node import stop_proc  # noqa: E402
+from _policy import BENCH_SIGNER, read_snapshot, sign  # noqa: E402
 
 from seg_contract import PolicyDelta, PushPong, PushResync  # noqa: E402
-from seg_contract.http import DELTA_PATH, EVENTS_PATH, POLICY_PATH  # noqa: E402
+from seg_contract.http import (  # noqa: E402
+    DELTA_PATH,
+    EVENTS_PATH,
+    POLICY_PATH,
+    SIGNING_KEYS_PATH,
+)
+from seg_contract.key_ring import AnnouncedKey, AnnouncedState, SigningKeySet  # noqa: E402
+from seg_contract.signing import Kind  # noqa: E402
 
 
 class _State:
@@ -56,7 +67,7 @@ class _State:
         self.load(snapshot_path)
 
     def load(self, path: Path) -> None:
-        self.body = path.read_bytes()
+        self.body = read_snapshot(path)
         # The header of the file is enough for the version and cluster (no full parse).
         head = json.loads(self.body[: self.body.index(b',"generated_at"')] + b"}")
         self.cluster_id, self.version = head["cluster_id"], int(head["version"])
@@ -71,9 +82,13 @@ def make_app(snapshot_path: Path) -> Any:
     async def policy(request: web.Request) -> web.StreamResponse:
         started = time.time()
         if request.headers.get("If-None-Match") == state.etag:
-            return web.Response(status=304, headers={"ETag": state.etag})
+            confirm = sign(Kind.CONFIRM, state.version, b"")
+            return web.Response(status=304, headers={"ETag": state.etag, **confirm.headers()})
+        signed = sign(Kind.SNAPSHOT, state.version, state.body)
         response = web.Response(
-            body=state.body, content_type="application/json", headers={"ETag": state.etag}
+            body=state.body,
+            content_type="application/json",
+            headers={"ETag": state.etag, **signed.headers()},
         )
         await response.prepare(request)
         await response.write_eof()
@@ -89,7 +104,18 @@ def make_app(snapshot_path: Path) -> Any:
             version=state.version,
             generated_at=dt.datetime.now(dt.UTC),
         )
-        return web.Response(body=answer.model_dump_json(), content_type="application/json")
+        body = answer.model_dump_json().encode()
+        signed = sign(Kind.DELTA, state.version, body, since=state.version)
+        return web.Response(body=body, content_type="application/json", headers=signed.headers())
+
+    async def signing_keys(request: web.Request) -> web.Response:
+        key = BENCH_SIGNER.public
+        announced = AnnouncedKey(kid=key.kid, public_key=key.spki_b64, state=AnnouncedState.ACTIVE)
+        key_set = SigningKeySet(cluster_id=state.cluster_id, version=1, keys=(announced,))
+        signed = sign(Kind.KEYS, 1, key_set.model_dump_json().encode())
+        return web.Response(
+            body=signed.payload, content_type="application/json", headers=signed.headers()
+        )
 
     async def events(request: web.Request) -> web.Response:
         body = await request.read()
@@ -112,7 +138,9 @@ def make_app(snapshot_path: Path) -> Any:
                         version=state.version,
                         server_time=dt.datetime.now(dt.UTC),
                     )
-                    await sock.send_str(pong.model_dump_json())
+                    payload = pong.model_dump_json().encode()
+                    frame = sign(Kind.PONG, state.version, payload).envelope()
+                    await sock.send_str(frame.model_dump_json())
         finally:
             state.sockets.discard(sock)
         return sock
@@ -122,12 +150,14 @@ def make_app(snapshot_path: Path) -> Any:
         return web.json_response({"version": state.version})
 
     async def bench_resync(request: web.Request) -> web.Response:
-        message = PushResync(
+        resync = PushResync(
             cluster_id=state.cluster_id,
             version=state.version,
             full=request.query.get("full") == "1",
             reason="bench",
-        ).model_dump_json()
+        )
+        payload = resync.model_dump_json().encode()
+        message = sign(Kind.RESYNC, state.version, payload).envelope().model_dump_json()
         at = time.time()
         for sock in list(state.sockets):
             await sock.send_str(message)
@@ -154,6 +184,7 @@ def make_app(snapshot_path: Path) -> Any:
         [
             web.get(POLICY_PATH, policy),
             web.get(DELTA_PATH, delta),
+            web.get(SIGNING_KEYS_PATH, signing_keys),
             web.post(EVENTS_PATH, events),
             web.get("/ws", ws),
             web.post("/bench/snapshot", bench_snapshot),

@@ -23,8 +23,10 @@ round applies one more version. During each apply:
   says when the agent and each worker run the new version);
 - the GC-pause probe (``_node.py``) in the agent and the workers.
 
-Then, in this process, the same snapshot's steps one by one (CPU time): parse +
-validate, digest, index build, the last-known-good encoding, the delta the workers get.
+Then, in this process, the same snapshot's steps one by one (CPU time): the signature
+check (SHA-256 of the payload, ECDSA), parse + validate, digest, index build, the
+journal record the node writes (the signed snapshot as received), the delta the workers
+get.
 
 Reproduce: .venv/bin/python bench/snapshot_apply.py [--rounds 3] [--devices 100000]
            [--changes 10] [--workers 2] [--paths link,link-full,file]
@@ -47,17 +49,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import httpx
 from _loadgen import LoadRun, Target
 from _node import GatewayNode, NodeOptions, connection_owners
-from _policy import sync_requests, write_snapshot
+from _policy import BENCH_SIGNER, CLUSTER_ID, sync_requests, write_snapshot
 from _proxy_common import Upstream, ensure_tools, free_port
 from _standin import StandIn
 from _summary import record
 from _verify import round_order, spread
 
-from onprem_gateway.agent.persist import encode as lkg_encode
 from onprem_gateway.agent.policy_store import PolicyOp, compact_op
 from onprem_gateway.core.policy_index import PolicyIndex
 from seg_contract import PolicySnapshot
 from seg_contract.digest import policy_digest
+from seg_contract.signing import Applied, Kind, Verifier, decode_record, encode_record
 
 BENCH = "snapshot_apply"
 PROBE_EVERY_S = 0.005
@@ -169,8 +171,10 @@ def apply_once(
 
 def in_process(path: Path, previous: Path) -> dict[str, float]:
     """The apply's steps in this process, CPU ms each."""
-    data, old = path.read_bytes(), previous.read_bytes()
+    signed, _ = decode_record(path.read_bytes())
+    data, old = signed.payload, decode_record(previous.read_bytes())[0].payload
     out: dict[str, float] = {"json_mib": len(data) / 2**20}
+    verifier = Verifier([BENCH_SIGNER.public])
 
     def timed(key: str, fn):  # type: ignore[no-untyped-def]
         t0 = time.process_time()
@@ -179,10 +183,20 @@ def in_process(path: Path, previous: Path) -> dict[str, float]:
         return value
 
     before = PolicyIndex.from_snapshot(PolicySnapshot.model_validate_json(old), time.time())
+    timed(
+        "verify",
+        lambda: verifier.verify(
+            signed,
+            cluster_id=CLUSTER_ID,
+            kinds=Kind.SNAPSHOT,
+            applied=Applied(),
+            now_ms=int(time.time() * 1000),
+        ),
+    )
     snap = timed("parse", lambda: PolicySnapshot.model_validate_json(data))
     timed("digest", lambda: policy_digest(snap.devices, snap.credentials, snap.settings, 1))
     index = timed("index", lambda: PolicyIndex.from_snapshot(snap, time.time()))
-    timed("lkg", lambda: lkg_encode(snap, time.time(), time.time()))
+    timed("journal", lambda: encode_record(signed))
     op = timed("delta", lambda: compact_op(PolicyOp("snapshot", snap, time.time()), before, index))
     timed("delta_lines", op.to_lines)
     return out
@@ -327,10 +341,11 @@ def report(
         + ", ".join(
             f"{title} {s(steps, key)}"
             for title, key in (
+                ("signature check", "verify"),
                 ("parse + validate", "parse"),
                 ("digest", "digest"),
                 ("index build", "index"),
-                ("last-known-good encode", "lkg"),
+                ("journal record", "journal"),
                 ("delta for the workers", "delta"),
                 ("its JSON lines", "delta_lines"),
             )

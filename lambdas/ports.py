@@ -107,7 +107,8 @@ class GatewayNodeStore(Protocol):
     def record_keepalive(self, report: NodeReport) -> None:
         """Store what a node reported in its keepalive and its digest verdict (and move
         last_seen forward). ``digest_mismatches`` is added to the stored count, and
-        ``last_verified_at`` kept unless the report carries a newer one."""
+        ``last_verified_at`` kept unless the report carries a newer one; the policy
+        rejection figures are stored as reported."""
         ...
 
     def list_nodes(self, cluster_id: str) -> list[NodeReport]: ...

@@ -450,6 +450,10 @@ ENV_CONSOLE_REFRESH_SECONDS = "SEG_CONSOLE_REFRESH_SECONDS"  # dashboard polling
 # one until the signing-key registry says otherwise). Set on the functions that
 # ``signs_policy`` only.
 ENV_POLICY_SIGNING_KEY_ARNS = "SEG_POLICY_SIGNING_KEY_ARNS"
+# How long a warm function keeps the signing-key registry before reading it again
+# (seconds, default 60): the longest a function signs with a key after another was
+# activated. The local runtime shortens it so a rotation can be tested in seconds.
+ENV_POLICY_SIGNING_REGISTRY_TTL_S = "SEG_POLICY_SIGNING_REGISTRY_TTL_S"
 # Every function: the Powertools tracer never records a handler's response or exception
 # as trace metadata, and the logger never logs the incoming event (responses carry issued
 # credentials and device passwords, events carry bearer credentials; traces and logs are

@@ -72,6 +72,8 @@ class Settings:
     notice_sender: str = ""  # SES identity notices are sent from ("": notices are off)
     # The stack's policy signing keys (KMS key ARNs); () when this deployment has none.
     policy_signing_key_arns: tuple[str, ...] = ()
+    # How long a warm function keeps the signing-key registry (seconds).
+    policy_signing_registry_ttl_s: float = 60.0
 
     def table(self, table_id: str) -> str:
         return self.tables[table_id]
@@ -93,8 +95,10 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
             f"{resources.ENV_CONSOLE_AUTH}=static needs {resources.ENV_CONSOLE_TOKEN_SHA256}"
         )
     signing_keys = _signing_key_arns(env.get(resources.ENV_POLICY_SIGNING_KEY_ARNS, ""))
+    registry_ttl = _registry_ttl(env.get(resources.ENV_POLICY_SIGNING_REGISTRY_TTL_S, ""))
     return Settings(
         policy_signing_key_arns=signing_keys,
+        policy_signing_registry_ttl_s=registry_ttl,
         tables={t.id: env[t.env] for t in resources.TABLES},
         queues={q.id: env[q.env] for q in resources.QUEUES},
         websocket_management_endpoint=env.get(resources.ENV_WEBSOCKET_MANAGEMENT_ENDPOINT, ""),
@@ -122,6 +126,21 @@ def _signing_key_arns(raw: str) -> tuple[str, ...]:
     if len(set(arns)) != len(arns):
         raise SettingsError(f"{resources.ENV_POLICY_SIGNING_KEY_ARNS} lists a key twice")
     return arns
+
+
+def _registry_ttl(raw: str) -> float:
+    if not raw.strip():
+        return 60.0
+    try:
+        ttl = float(raw)
+    except ValueError:
+        ttl = -1.0
+    if not 0.1 <= ttl <= 300:
+        raise SettingsError(
+            f"{resources.ENV_POLICY_SIGNING_REGISTRY_TTL_S} must be a number of seconds in "
+            "[0.1, 300]"
+        )
+    return ttl
 
 
 @lru_cache(maxsize=1)

@@ -100,11 +100,18 @@ class GatewayConfig:
     # trusts (pinned), and the clock skew it tolerates in a statement's issue time.
     policy_signing_keys: tuple[TrustedKey, ...] = ()
     policy_clock_skew_s: float = 300.0
+    allow_unsigned_policy_file: bool = False
 
     @property
     def connected(self) -> bool:
         """True when the node talks to a control plane (False: air-gapped)."""
         return bool(self.api_url)
+
+    @property
+    def cluster_id(self) -> str:
+        """The cluster the credential belongs to: what every signed statement this node
+        applies must name ("" for an air-gapped node)."""
+        return cluster_of_credential(self.credential) if self.credential else ""
 
     def to_wire(self) -> dict[str, Any]:
         """What the agent hands its worker processes over their private socketpair:
@@ -250,7 +257,13 @@ FIELDS: tuple[FieldSpec, ...] = (
         "override the cluster's Rules Refresh Interval (default: from the snapshot)",
     ),
     FieldSpec("state_dir", "path", Path("/var/lib/seg-gateway"), "persisted policy and spool"),
-    FieldSpec("policy_file", "path", None, "start from this PolicySnapshot JSON file"),
+    FieldSpec(
+        "policy_file",
+        "path",
+        None,
+        "start from this signed policy file (`seg-gateway fetch-policy`, or a node's "
+        "policy.journal); air-gapped: the only policy source",
+    ),
     FieldSpec("max_spool_bytes", "int", 256 * 1024 * 1024, "bound of the event spool on disk"),
     FieldSpec(
         "event_flush_interval_s",
@@ -270,13 +283,21 @@ FIELDS: tuple[FieldSpec, ...] = (
         "keys",
         (),
         "public keys that sign the cluster's policy (base64 DER SubjectPublicKeyInfo, "
-        "comma separated; `seg cluster register` prints them)",
+        "comma separated; `seg cluster register` prints them); required with a control "
+        "plane or a signed policy file",
     ),
     FieldSpec(
         "policy_clock_skew_s",
         "float",
         300.0,
         "how far in the future a signed policy's issue time may be (clock skew, 0-600)",
+    ),
+    FieldSpec(
+        "allow_unsigned_policy_file",
+        "bool",
+        False,
+        "accept a policy file that is plain PolicySnapshot JSON, not signed (air-gapped "
+        "sites without exports from the control plane; its age counts from each read)",
     ),
 )
 _BY_NAME = {f.name: f for f in FIELDS}
@@ -446,7 +467,17 @@ _AGENT_ONLY = (
     "control_plane_ca_bundle",
     "policy_signing_keys",
     "policy_clock_skew_s",
+    "allow_unsigned_policy_file",
 )
+
+
+def cluster_of_credential(credential: str) -> str:
+    """The cluster id in a cluster credential ``segc_<cluster>_<key>_<secret>``;
+    ``ValueError`` when it is not one."""
+    parts = credential.split("_", 3)  # the secret may hold "_" itself
+    if len(parts) != 4 or parts[0] != "segc" or not all(parts[1:]):
+        raise ValueError("not a cluster credential (segc_<cluster>_<key>_<secret>)")
+    return parts[1]
 
 
 def config_from_wire(data: Mapping[str, Any]) -> GatewayConfig:
@@ -550,11 +581,6 @@ def _check_control_plane(values: dict[str, Any], problems: list[str], worker: bo
             "a control plane needs SEG_GW_API_URL, SEG_GW_WS_URL and SEG_GW_CREDENTIAL "
             "(or SEG_GW_CREDENTIAL_FILE) together"
         )
-    if not any(cloud) and values["policy_file"] is None and not worker:
-        problems.append(
-            "no policy source: configure a control plane (SEG_GW_API_URL, SEG_GW_WS_URL, "
-            "SEG_GW_CREDENTIAL) or a policy file (--policy-file / SEG_GW_POLICY_FILE)"
-        )
     plain_ok = values["control_plane_allow_plain_http"]
     for name, schemes in (("api_url", ("https", "http")), ("ws_url", ("wss", "ws"))):
         env = _BY_NAME[name].env
@@ -569,6 +595,44 @@ def _check_control_plane(values: dict[str, Any], problems: list[str], worker: bo
     for name in ("control_plane_ca_bundle", "cluster_key_file", "policy_file"):
         _check_file(values, name, problems)
     _check_cluster_key(values["cluster_key_file"], problems)
+
+
+def _check_signing(values: dict[str, Any], problems: list[str], worker: bool) -> None:
+    """A node verifies its policy: the keys it pins, the cluster its credential names."""
+    if values["credential"]:
+        try:
+            cluster_of_credential(values["credential"])
+        except ValueError:
+            problems.append(
+                "the cluster credential is not one `seg cluster register` issued "
+                "(segc_<cluster>_<key>_<secret>): the node verifies that its policy was "
+                "signed for the cluster it names"
+            )
+    cloud = [values["api_url"], values["ws_url"], values["credential"]]
+    if all(cloud) and not values["policy_signing_keys"] and not worker:
+        problems.append(
+            "SEG_GW_POLICY_SIGNING_KEYS is required with a control plane: the node applies "
+            "only policy signed by these keys (`seg cluster register` and `seg cluster "
+            "signing-keys` print them; for a CDK stack, `aws kms get-public-key` of each "
+            "ARN in the stack output PolicySigningKeyArns)"
+        )
+    if (
+        not any(cloud)
+        and values["policy_file"] is not None
+        and not values["policy_signing_keys"]
+        and not values["allow_unsigned_policy_file"]
+        and not worker
+    ):
+        problems.append(
+            "an air-gapped node verifies its policy file: set SEG_GW_POLICY_SIGNING_KEYS "
+            "(the control plane's public keys), or SEG_GW_ALLOW_UNSIGNED_POLICY_FILE=true "
+            "to accept a plain, unsigned PolicySnapshot file"
+        )
+    if not any(cloud) and values["policy_file"] is None and not worker:
+        problems.append(
+            "no policy source: configure a control plane (SEG_GW_API_URL, SEG_GW_WS_URL, "
+            "SEG_GW_CREDENTIAL) or a policy file (--policy-file / SEG_GW_POLICY_FILE)"
+        )
 
 
 def _check_cluster_key(key_file: Path | None, problems: list[str]) -> None:
@@ -651,5 +715,6 @@ def _check(values: dict[str, Any], problems: list[str], worker: bool) -> None:
     _check_listener(values, problems)
     _check_upstream(values, problems)
     _check_control_plane(values, problems, worker)
+    _check_signing(values, problems, worker)
     _check_timings(values, problems)
     _check_operation(values, problems)

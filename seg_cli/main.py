@@ -210,6 +210,8 @@ def cmd_cluster(args: argparse.Namespace) -> int:
                         "policy_version",  # the version the node has applied
                         "digest_check",  # in_sync / diverged / unchecked, at its last report
                         "last_verified_at",
+                        "policy_rejections",  # signed input refused since it started (alert)
+                        "last_rejection",
                         "policy_age_s",
                         "spool_depth",
                         "last_seen",

@@ -362,6 +362,13 @@ class GatewayKeepalive(_Model):
     spool_depth: int = Field(ge=0)
     gateway_version: ShortStr = ""
     digest: Annotated[str, Field(pattern=r"^([0-9a-f]{32})?$")] = ""
+    # Signed policy input the node refused since it started (``seg_contract.signing``:
+    # a forged, altered or replayed snapshot, delta or push): how many, the reason of
+    # the last one (``RejectReason``) and how long before this keepalive it came. The
+    # console shows them as an alert on the node.
+    policy_rejections: int = Field(default=0, ge=0)
+    last_rejection: Annotated[str, Field(max_length=32, pattern=r"^[a-z_]*$")] = ""
+    last_rejection_age_s: float | None = Field(default=None, ge=0)
 
 
 GatewayMessage = Annotated[GatewayKeepalive, Field(discriminator="action")]

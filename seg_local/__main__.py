@@ -72,6 +72,8 @@ def _serve(args: argparse.Namespace) -> int:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         ca_bundle=args.ca_bundle,
+        signing_keys=args.signing_keys,
+        signing_registry_ttl_s=args.signing_registry_ttl_s,
     )
     cp = LocalControlPlane(options)
     try:
@@ -138,6 +140,15 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--mailbox-dir", default="", help="copy the e-mails sent (SES) here")
     serve.add_argument("--ws-max-connection-s", type=float, default=7200.0, help="API Gateway: 2 h")
     serve.add_argument("--ws-idle-timeout-s", type=float, default=600.0, help="API Gateway: 10 min")
+    serve.add_argument(
+        "--signing-keys", type=int, default=1, help="policy signing keys (2: rotate between them)"
+    )
+    serve.add_argument(
+        "--signing-registry-ttl-s",
+        type=float,
+        default=None,
+        help="how long handlers keep the signing-key registry (default 60, as in AWS)",
+    )
     moto = sub.add_parser("moto", help="run a bare moto server (DynamoDB, SQS)")
     moto.add_argument("--host", default="127.0.0.1")
     moto.add_argument("--port", type=int, default=0)

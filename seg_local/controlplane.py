@@ -97,6 +97,10 @@ class Options:
     tls_cert: str = ""
     tls_key: str = ""
     ca_bundle: str = ""
+    # Policy signing keys in moto's KMS (2: a stack during a rotation; nodes pin the
+    # first), and how long the handlers keep the key registry (None: as in AWS, 60 s).
+    signing_keys: int = 1
+    signing_registry_ttl_s: float | None = None
     # Tests of the runtime pieces: function id -> handler, and an API app to serve.
     handler_overrides: Mapping[str, Handler] = field(default_factory=dict)
     api_app: Any = None
@@ -114,6 +118,8 @@ class Endpoints:
     viewer_token: str = field(default="", repr=False)
     # The public keys gateway nodes pin (base64 DER SubjectPublicKeyInfo): not secret.
     policy_signing_keys: tuple[str, ...] = ()
+    # Every signing key's ARN in moto's KMS (the first is the one nodes pin).
+    policy_signing_key_arns: tuple[str, ...] = ()
 
     def public(self) -> dict[str, Any]:
         """Everything but the secrets (for logs and ready files)."""
@@ -123,6 +129,7 @@ class Endpoints:
             "management_endpoint": self.management_endpoint,
             "moto_endpoint": self.moto_endpoint,
             "policy_signing_keys": list(self.policy_signing_keys),
+            "policy_signing_key_arns": list(self.policy_signing_key_arns),
         }
 
 
@@ -172,7 +179,8 @@ class LocalControlPlane:
         self.timers: dict[str, ScheduleTimer] = {}
         self.ttl_sweeper: TtlSweeper | None = None
         self.provisioned: Provisioned | None = None
-        self.signing_key: SigningKey | None = None
+        self.signing_key: SigningKey | None = None  # the first: what nodes pin
+        self.signing_keys: list[SigningKey] = []
         self.endpoints: Endpoints | None = None
         self.env: dict[str, str] = {}
         self._owns_process = False
@@ -246,11 +254,9 @@ class LocalControlPlane:
         except Exception as exc:
             raise ControlPlaneError(f"cannot create tables and queues in moto: {exc}") from exc
         self._start_mail(session.client("sesv2", endpoint_url=moto_endpoint))
-        kms = session.client("kms", endpoint_url=moto_endpoint)
-        try:
-            self.signing_key = provision_signing_key(kms, opts.prefix)
-        except Exception as exc:
-            raise ControlPlaneError(f"cannot create the policy signing key in moto: {exc}") from exc
+        self.signing_key = self._provision_signing_keys(
+            session.client("kms", endpoint_url=moto_endpoint)
+        )
 
         self.env = {
             **FAKE_AWS_ENV,
@@ -260,7 +266,7 @@ class LocalControlPlane:
             "AWS_ENDPOINT_URL": moto_endpoint,
             "AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI": management,
             **self.provisioned.env(),
-            resources.ENV_POLICY_SIGNING_KEY_ARNS: self.signing_key.arn,
+            resources.ENV_POLICY_SIGNING_KEY_ARNS: ",".join(k.arn for k in self.signing_keys),
             resources.ENV_WEBSOCKET_MANAGEMENT_ENDPOINT: management,
             resources.ENV_CONSOLE_AUTH: "static",
             resources.ENV_CONSOLE_TOKEN_SHA256: sha256_hex(admin_token),
@@ -269,6 +275,8 @@ class LocalControlPlane:
             resources.ENV_DEVICE_SERVICES_KEY_SHA256: sha256_hex(ds_key),
             resources.ENV_NOTICE_SENDER: opts.notice_sender,
         }
+        if opts.signing_registry_ttl_s is not None:
+            self.env[resources.ENV_POLICY_SIGNING_REGISTRY_TTL_S] = str(opts.signing_registry_ttl_s)
         removed = ("AWS_PROFILE", resources.ENV_DEVICE_SERVICES_SECRET_ARN)
         self._saved_env = {k: os.environ.get(k) for k in (*self.env, *removed)}
         if opts.ca_bundle:
@@ -323,9 +331,23 @@ class LocalControlPlane:
             operator_token=operator_token,
             viewer_token=viewer_token,
             policy_signing_keys=(self.signing_key.public_key,),
+            policy_signing_key_arns=tuple(k.arn for k in self.signing_keys),
         )
         log.info("local control plane up: %s", self.endpoints.public())
         return self.endpoints
+
+    def _provision_signing_keys(self, kms: Any) -> SigningKey:
+        """The policy signing keys in moto's KMS; returns the first (the one nodes pin)."""
+        count = self.options.signing_keys
+        if not 1 <= count <= 4:
+            raise ControlPlaneError("a local runtime has 1 to 4 policy signing keys")
+        try:
+            self.signing_keys = [
+                provision_signing_key(kms, self.options.prefix, n) for n in range(1, count + 1)
+            ]
+        except Exception as exc:
+            raise ControlPlaneError(f"cannot create the policy signing key in moto: {exc}") from exc
+        return self.signing_keys[0]
 
     def _handlers(self) -> dict[str, tuple[str, Handler]]:
         """Trigger (WebSocket routes) or function id -> (function id, handler), for every

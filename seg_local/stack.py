@@ -169,6 +169,10 @@ class StackOptions:
     ws_idle_timeout_s: float = 600.0
     start_timeout_s: float = 45.0
     log_level: str = "WARNING"
+    # Policy signing keys of the control plane (2: a rotation can be run) and how long
+    # its handlers keep the key registry (None: 60 s, as in AWS).
+    signing_keys: int = 1
+    signing_registry_ttl_s: float | None = None
 
 
 class Stack:
@@ -296,6 +300,10 @@ class Stack:
             argv += ["--moto-endpoint", self.moto_endpoint]
         else:
             argv += ["--mailbox-dir", str(self.mailbox)]
+        if self.options.signing_keys != 1:
+            argv += ["--signing-keys", str(self.options.signing_keys)]
+        if self.options.signing_registry_ttl_s is not None:
+            argv += ["--signing-registry-ttl-s", str(self.options.signing_registry_ttl_s)]
         if self.options.schedule_minutes:
             argv += ["--schedule-minutes", str(self.options.schedule_minutes)]
         if self.options.control_plane_tls:

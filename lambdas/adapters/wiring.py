@@ -7,6 +7,7 @@ handler builds one in its cached composition root (``lambdas.handlers.write_side
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -155,6 +156,7 @@ class Adapters:
             log=self.policy_log,
             connections=self.connections,
             poster=self.poster,
+            signing=self.policy_signing,
         )
 
     @cached_property
@@ -214,4 +216,5 @@ class Adapters:
             KmsPolicySigners(self._kms),
             self.signing_keys,
             self.settings.policy_signing_key_arns,
+            registry_ttl=timedelta(seconds=self.settings.policy_signing_registry_ttl_s),
         )

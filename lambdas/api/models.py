@@ -217,6 +217,12 @@ class NodeInfo(_Response):
     digest_check: Literal["in_sync", "diverged", "unchecked"] | None = None
     last_verified_at: str | None = None
     digest_mismatches: int = 0
+    # An alert: signed policy input the node refused since it started (forged, altered
+    # or replayed on the way, or signed by a key it does not trust), the reason of the
+    # last refusal and when it came.
+    policy_rejections: int = 0
+    last_rejection: str | None = None
+    last_rejection_at: str | None = None
 
 
 class ClusterSummary(_Response):

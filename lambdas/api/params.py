@@ -31,6 +31,7 @@ from lambdas.api.deps import (
     payload_queue,
     policy_entry_store,
     policy_log,
+    policy_signing,
     roster_cache,
 )
 from lambdas.ports import (
@@ -53,6 +54,7 @@ from lambdas.ports import (
     PolicyEntryStore,
     PolicyLog,
 )
+from lambdas.usecases.policy_signing import PolicySigning
 from lambdas.usecases.policy_versions import VersionStores
 from lambdas.usecases.roster import RosterCache
 
@@ -70,6 +72,7 @@ View = Annotated[EmailDeviceView, Depends(email_device_view)]
 Overrides = Annotated[ManualOverrideStore, Depends(override_store)]
 Queue = Annotated[ComplianceQueue, Depends(compliance_queue)]
 Payloads = Annotated[PayloadQueue, Depends(payload_queue)]
+Signing = Annotated[PolicySigning, Depends(policy_signing)]
 Jwks = Annotated[JwksSource, Depends(jwks_source)]
 Roster = Annotated[RosterCache, Depends(roster_cache)]
 History = Annotated[AccessHistoryStore, Depends(access_history)]
@@ -80,10 +83,21 @@ Notices = Annotated[NoticeStore, Depends(notice_store)]
 
 
 def version_stores(
-    clusters: Clusters, entries: Entries, log: Log, connections: Connections, poster: Poster
+    *,
+    clusters: Clusters,
+    entries: Entries,
+    log: Log,
+    connections: Connections,
+    poster: Poster,
+    signing: Signing,
 ) -> VersionStores:
     return VersionStores(
-        clusters=clusters, entries=entries, log=log, connections=connections, poster=poster
+        clusters=clusters,
+        entries=entries,
+        log=log,
+        connections=connections,
+        poster=poster,
+        signing=signing,
     )
 
 

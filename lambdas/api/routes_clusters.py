@@ -23,6 +23,7 @@ from lambdas.api.params import (
     Poster,
     Publishing,
     Queue,
+    Signing,
     UserPath,
 )
 from lambdas.domain.records import ClusterRecord
@@ -59,6 +60,9 @@ def _nodes(statuses: list[cluster_cases.NodeStatus]) -> list[models.NodeInfo]:
             digest_check=s.report.digest_check or None,
             last_verified_at=s.report.last_verified_at or None,
             digest_mismatches=s.report.digest_mismatches,
+            policy_rejections=s.report.policy_rejections,
+            last_rejection=s.report.last_rejection or None,
+            last_rejection_at=s.report.last_rejection_at or None,
         )
         for s in statuses
     ]
@@ -217,6 +221,7 @@ def revoke_credentials(
     credentials: Credentials,
     connections: Connections,
     poster: Poster,
+    signing: Signing,
     now: Now,
     body: Annotated[models.RevokeRequest | None, Body()] = None,
 ) -> models.Revoked:
@@ -227,6 +232,7 @@ def revoke_credentials(
         credentials=credentials,
         connections=connections,
         poster=poster,
+        signing=signing,
         now=now,
     )
     audit.record(

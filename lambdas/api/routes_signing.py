@@ -17,20 +17,18 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lambdas.api.auth import AdminAudit, Viewer
 from lambdas.api.auth import Gateway as GatewayCaller
-from lambdas.api.deps import policy_signing, signing_key_store
-from lambdas.api.params import Now
+from lambdas.api.deps import signing_key_store
+from lambdas.api.params import Now, Signing
 from lambdas.domain.signing_keys import KeyRegistry
 from lambdas.domain.timefmt import format_instant
 from lambdas.ports import SigningKeyStore
 from lambdas.usecases import signing_keys as cases
-from lambdas.usecases.policy_signing import PolicySigning
 from seg_contract.http import GATEWAY_PREFIX, SIGNING_KEYS_PATH
 from seg_contract.key_ring import SigningKeySet
 
 console = APIRouter(prefix="/console/v1", tags=["console"])
 gateway = APIRouter(prefix=GATEWAY_PREFIX, tags=["gateway"])
 
-Signing = Annotated[PolicySigning, Depends(policy_signing)]
 Store = Annotated[SigningKeyStore, Depends(signing_key_store)]
 Kid = Annotated[str, Path(pattern=r"^[0-9a-f]{24}$", description="key id (fingerprint)")]
 

@@ -78,6 +78,7 @@ from lambdas.ports import (
 )
 from lambdas.usecases.cluster_lookup import require_cluster
 from lambdas.usecases.errors import StorageError
+from lambdas.usecases.policy_signing import PolicySigning
 from lambdas.usecases.push import PushReport, publish
 from seg_contract import PushChange
 
@@ -99,6 +100,7 @@ class VersionStores:
     log: PolicyLog
     connections: ConnectionStore
     poster: ConnectionPoster
+    signing: PolicySigning  # every push is signed (``lambdas.usecases.push``)
 
 
 @dataclass(frozen=True)
@@ -194,7 +196,12 @@ def publish_version(
     advance W (best effort: any later reader advances too)."""
     committed = Committed(cluster_id, plan)
     report = publish(
-        cluster_id, committed.message(), connections=stores.connections, poster=stores.poster
+        cluster_id,
+        committed.message(),
+        connections=stores.connections,
+        poster=stores.poster,
+        signing=stores.signing,
+        now=now,
     )
     try:
         advance(cluster_id, clusters=stores.clusters, log=stores.log, now=now)

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from seg_cli.demo import DemoDevice
+from seg_cli.demo import DemoDevice, checkin, enroll, wait_enforced
 from seg_local.stack import Node, Stack, StackOptions
 
 
@@ -52,6 +52,25 @@ def stack(
 def new_device(user: str = "") -> DemoDevice:
     tag = uuid.uuid4().hex[:8]
     return DemoDevice(user or f"user{tag}", f"DEV{tag}".upper(), "iPhone", "iPhone 15", "iOS 18")
+
+
+def allowed_device(stack: Stack) -> DemoDevice:
+    """A new device, enrolled and compliant: allowed on every node."""
+    device = new_device()
+    enroll(stack, device)
+    checkin(stack, device, compromised=False)
+    wait_enforced(stack.nodes, device.user, device.device_id, "allow")
+    return device
+
+
+def override(stack: Stack, user: str, device_id: str, action: str) -> None:
+    """A console override (block, allow, clear), as an admin makes it."""
+    with stack.console() as http:
+        r = http.post(
+            f"/console/v1/email-devices/{user}/{device_id.lower()}/override",
+            json={"action": action, "reason": f"e2e {action}"},
+        )
+    assert r.status_code == 202, r.text
 
 
 def metrics(node: Node) -> dict[str, float]:

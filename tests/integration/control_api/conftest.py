@@ -84,7 +84,12 @@ def env(aws: AwsEnv, monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsEnv]:  # no
 @pytest.fixture
 def ctx(env: AwsEnv) -> Iterator[Ctx]:
     container = Container(
-        env.settings, dynamodb=env.dynamodb, sqs=env.sqs, apigw=env.apigw, roster_refresh_s=0
+        env.settings,
+        dynamodb=env.dynamodb,
+        sqs=env.sqs,
+        apigw=env.apigw,
+        kms=env.kms,
+        roster_refresh_s=0,
     )
     app = create_app(container=container)
     with TestClient(app) as client:

@@ -4,6 +4,7 @@ substitution (PW2 sealed, never returned; PW1 shown once, stored hashed)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from lambdas.adapters.dynamodb_connections import DynamoDbConnections
@@ -29,14 +30,15 @@ class RecordingPoster:
     """The real management-API poster, recording what it posts (moto forgets a
     connection's data when it is deleted, and revocation deletes connections)."""
 
-    def __init__(self, inner: ConnectionPoster) -> None:
+    def __init__(self, inner: ConnectionPoster, unwrap: Callable[[dict], dict]) -> None:
         self.inner = inner
+        self.unwrap = unwrap  # every push is signed: verified and unwrapped
         self.posted: list[tuple[str, dict]] = []
         self.closed: list[str] = []
 
     def post(self, connection_id: str, data: bytes) -> None:
         self.inner.post(connection_id, data)
-        self.posted.append((connection_id, json.loads(data)))
+        self.posted.append((connection_id, self.unwrap(json.loads(data))))
 
     def disconnect(self, connection_id: str) -> None:
         self.inner.disconnect(connection_id)
@@ -120,7 +122,7 @@ def test_settings_change_is_versioned_and_pushed_to_every_node(ctx: Ctx) -> None
 def test_rotate_keeps_the_old_key_until_it_is_revoked(ctx: Ctx) -> None:
     cluster_id, old = register(ctx)
     app = ctx.client.app
-    poster = RecordingPoster(app.state.container.poster)  # type: ignore[attr-defined]
+    poster = RecordingPoster(app.state.container.poster, ctx.aws.unwrap)  # type: ignore[attr-defined]
     app.dependency_overrides[connection_poster] = lambda: poster  # type: ignore[attr-defined]
     rotated = ctx.client.post(
         f"/console/v1/clusters/{cluster_id}/credentials/rotate", headers=ctx.admin()

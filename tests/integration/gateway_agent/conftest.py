@@ -113,6 +113,8 @@ def make_config(
                 "SEG_GW_WS_URL": double.ws_url,
                 "SEG_GW_CREDENTIAL": CREDENTIAL,
                 "SEG_GW_CONTROL_PLANE_ALLOW_PLAIN_HTTP": "true",  # the double is plain http
+                # The double's signing key, pinned as an operator pins the stack's.
+                "SEG_GW_POLICY_SIGNING_KEYS": double.signer.public.spki_b64,
             }
         env |= {f"SEG_GW_{k.upper()}": str(v) for k, v in overrides.items()}
         return load_config(env=env)

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 
 from seg_contract import Access, ClusterSettings, DeviceEntry, EntrySource, PolicySnapshot
+from seg_contract.signing import Kind, LocalSigner, encode_record, issue
 from tests.integration.gateway_agent.conftest import eas_post
 from tests.integration.gateway_agent.control_plane_double import (
     CREDENTIAL,
@@ -75,6 +76,7 @@ def two_workers_env(
         "SEG_GW_WS_URL": double.ws_url,
         "SEG_GW_CREDENTIAL": CREDENTIAL,
         "SEG_GW_CONTROL_PLANE_ALLOW_PLAIN_HTTP": "true",
+        "SEG_GW_POLICY_SIGNING_KEYS": double.signer.public.spki_b64,
     }
 
 
@@ -102,7 +104,12 @@ async def gateway_process(
                 await proc.wait()
 
 
+POLICY_SIGNER = LocalSigner.generate()  # the key that signed the air-gapped policy file
+
+
 def write_policy(path: Path) -> Path:
+    """A signed policy file (as `seg-gateway fetch-policy` writes one) of a cluster whose
+    key ``POLICY_SIGNER`` the node pins."""
     now = datetime.now(UTC)
     snap = PolicySnapshot(
         cluster_id="airgap",
@@ -121,8 +128,19 @@ def write_policy(path: Path) -> Path:
             ),
         ),
     )
-    path.write_text(snap.model_dump_json())
+    signed = issue(
+        POLICY_SIGNER,
+        cluster_id=snap.cluster_id,
+        kind=Kind.SNAPSHOT,
+        version=snap.version,
+        payload=snap.model_dump_json().encode(),
+        issued_at_ms=int(now.timestamp() * 1000),
+    )
+    path.write_bytes(encode_record(signed))
     return path
+
+
+AIR_GAPPED_PIN = {"SEG_GW_POLICY_SIGNING_KEYS": POLICY_SIGNER.public.spki_b64}
 
 
 async def test_the_dockerfile_entrypoint_runs_a_ready_node_and_stops_cleanly(
@@ -132,7 +150,8 @@ async def test_the_dockerfile_entrypoint_runs_a_ready_node_and_stops_cleanly(
     assert entrypoint[:2] == ["seg-gateway", "run"]
     env = base_env(tmp_path, tls_pair, upstream[1])
     env["SEG_GW_WORKERS"] = "1"
-    env["SEG_GW_POLICY_FILE"] = str(write_policy(tmp_path / "policy.json"))
+    env["SEG_GW_POLICY_FILE"] = str(write_policy(tmp_path / "policy.signed"))
+    env |= AIR_GAPPED_PIN
     argv = [str(BIN / entrypoint[0]), *entrypoint[1:]]
     async with gateway_process(argv, env, tmp_path / "state") as (proc, runtime):
         admin = f"http://127.0.0.1:{runtime['admin_port']}"
@@ -274,7 +293,8 @@ async def test_a_taken_listen_port_exits_1_with_a_message(
     env |= {
         "SEG_GW_WORKERS": "0",
         "SEG_GW_LISTEN_PORT": str(taken.sockets[0].getsockname()[1]),
-        "SEG_GW_POLICY_FILE": str(write_policy(tmp_path / "policy.json")),
+        "SEG_GW_POLICY_FILE": str(write_policy(tmp_path / "policy.signed")),
+        **AIR_GAPPED_PIN,
     }
     proc = await asyncio.create_subprocess_exec(
         str(BIN / "seg-gateway"), "run", env=env, stderr=asyncio.subprocess.PIPE
