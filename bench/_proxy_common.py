@@ -1,54 +1,44 @@
-"""Shared helpers of the proxy bench scripts (not a bench itself: run_all.sh skips files
-starting with "_"): nginx and wrk set-up, gateway worker processes, /proc accounting.
+"""Shared parts of the proxy benches (not a bench itself: run_all.sh skips files starting
+with "_"): nginx as the upstream and as the reference proxy, wrk, the certificate, and
+the *contenders* a bench compares in one run (nginx direct, nginx ``proxy_pass``, a real
+gateway node), each started and stopped the same way and measured from /proc.
 
-Gateway workers are started the way a node runs them (one process per worker, each
-binding the same port with SO_REUSEPORT, uvloop), with an in-memory policy and an event
-sink that does what the node's worker sink does (keep events, serialise a batch to JSON
-every 200 ms), so the figures include the access-event cost.
+The upstream is nginx answering every request with ``_verify.UPSTREAM_BODY`` (1 worker),
+with ``stub_status`` on a port of its own: how many requests it served is how many were
+proxied, for the gateway and for nginx ``proxy_pass`` alike.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import cProfile
-import datetime as dt
-import gc
 import os
 import re
 import shutil
-import signal
 import socket
-import ssl
 import subprocess
 import sys
 import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import uvloop  # noqa: E402
-
-from onprem_gateway.core.policy_index import PolicyIndex  # noqa: E402
-from onprem_gateway.proxy import ProxySettings, Upstream, start_eas_server  # noqa: E402
-from seg_contract import (  # noqa: E402
-    Access,
-    ClusterSettings,
-    DeviceEntry,
-    EntrySource,
-    PolicySnapshot,
+from _node import (
+    ROOT,
+    GatewayNode,
+    NodeOptions,
+    children_of,
+    cpu_seconds,
+    rss_bytes,
+    seg_gateway_command,
+    stop_proc,
 )
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-SYNC_PATH = "/Microsoft-Server-ActiveSync?Cmd=Sync&User=alice&DeviceId=dev1&DeviceType=iPhone"
-PING_PATH = "/Microsoft-Server-ActiveSync?Cmd=Ping&User=alice&DeviceId=dev1&DeviceType=iPhone"
-BODY_300 = b"\x03\x01j\x00\x00\x00E\\OK\x03" + b"x" * 288
+from _verify import UPSTREAM_BODY, round_order
 
 
 def ensure_tools() -> None:
-    """nginx and wrk from Debian; installed when missing (the bench's only side effect)."""
+    """nginx and wrk from Debian; installed when missing (the benches' only side effect)."""
     missing = [
         t for t in ("nginx", "wrk") if not (shutil.which(t) or Path(f"/usr/sbin/{t}").exists())
     ]
@@ -78,8 +68,31 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
 
 
+def make_cert(directory: Path) -> tuple[Path, Path]:
+    """A throwaway certificate for localhost / 127.0.0.1, made the way an operator makes
+    one for development (``seg-gateway make-cert``: ECDSA P-256); nginx and the gateway
+    use the same one."""
+    cert, key = directory / "bench.crt", directory / "bench.key"
+    cmd = [
+        *seg_gateway_command(),
+        "make-cert",
+        "--cert",
+        str(cert),
+        "--key",
+        str(key),
+        "--days",
+        "2",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
+    return cert, key
+
+
+# --- nginx ---------------------------------------------------------------------------------
+
+
 def start_nginx(
-    workdir: Path, name: str, server_block: str, workers: int
+    workdir: Path, name: str, server_block: str, workers: int, connections: int = 10_000
 ) -> subprocess.Popen[bytes]:
     base = workdir / name
     base.mkdir(parents=True, exist_ok=True)
@@ -91,7 +104,7 @@ worker_processes {workers};
 pid {base}/nginx.pid;
 error_log {base}/error.log warn;
 worker_rlimit_nofile 20000;
-events {{ worker_connections 10000; }}
+events {{ worker_connections {connections}; }}
 http {{
     access_log off;
     client_body_temp_path {base}/body;
@@ -111,22 +124,71 @@ http {{
     )
 
 
-def static_upstream_block(port: int) -> str:
+def _tls_lines(cert: Path, key: Path) -> str:
     return f"""
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_cache shared:SSL:10m;"""
+
+
+class Upstream:
+    """nginx answering ``UPSTREAM_BODY`` to everything (plain, and TLS on a second port
+    for the generator's direct-TLS baseline), with ``stub_status`` to count requests."""
+
+    def __init__(self, work: Path, tls: tuple[Path, Path] | None, workers: int = 1) -> None:
+        self.port, self.status_port = free_port(), free_port()
+        self.tls_port = free_port() if tls else 0
+        body = UPSTREAM_BODY.decode()
+        tls_listen = ""
+        if tls:
+            tls_listen = f"listen 127.0.0.1:{self.tls_port} reuseport backlog=4096 ssl;"
+            tls_listen += _tls_lines(*tls)
+        block = f"""
     server {{
-        listen 127.0.0.1:{port} reuseport backlog=4096;
+        listen 127.0.0.1:{self.port} reuseport backlog=4096;
+        {tls_listen}
         location / {{
             default_type application/vnd.ms-sync.wbxml;
-            return 200 "sync-ok-0123456789abcdef0123456789abcdef";
+            return 200 "{body}";
         }}
+    }}
+    server {{
+        listen 127.0.0.1:{self.status_port};
+        location = /status {{ stub_status; }}
     }}"""
+        self.proc = start_nginx(work, "upstream", block, workers)
+        wait_port(self.port)
+        wait_port(self.status_port)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def served(self) -> int:
+        """Requests the upstream served so far (not counting this status request)."""
+        with socket.create_connection(("127.0.0.1", self.status_port), timeout=5) as s:
+            s.sendall(b"GET /status HTTP/1.0\r\nHost: x\r\n\r\n")
+            data = b""
+            while chunk := s.recv(4096):
+                data += chunk
+        m = re.search(rb"\n\s*\d+\s+\d+\s+(\d+)", data)
+        if not m:
+            raise RuntimeError(f"unexpected stub_status answer: {data!r}")
+        return int(m.group(1)) - 1
+
+    def stop(self) -> None:
+        stop_proc(self.proc)
 
 
-def proxy_block(port: int, upstream_port: int) -> str:
+def proxy_block(port: int, upstream_port: int, tls: tuple[Path, Path] | None) -> str:
+    """nginx ``proxy_pass`` with upstream keepalive (and TLS on its listener when given:
+    the same certificate as the gateway's, TLS 1.2+, nginx's default ciphers)."""
+    listen = f"listen 127.0.0.1:{port} reuseport backlog=4096{' ssl' if tls else ''};"
     return f"""
     upstream eas {{ server 127.0.0.1:{upstream_port}; keepalive 128; }}
     server {{
-        listen 127.0.0.1:{port} reuseport backlog=4096;
+        {listen}{_tls_lines(*tls) if tls else ""}
         location / {{
             proxy_pass http://eas;
             proxy_http_version 1.1;
@@ -137,80 +199,139 @@ def proxy_block(port: int, upstream_port: int) -> str:
     }}"""
 
 
-def tls_proxy_block(port: int, upstream_port: int, cert: Path, key: Path) -> str:
-    """``proxy_block`` with TLS termination on the listener (the gateway's TLS peer):
-    same certificate, TLS 1.2+ only, nginx's default ciphers (``HIGH:!aNULL:!MD5``)."""
-    return proxy_block(port, upstream_port).replace(
-        "reuseport backlog=4096;",
-        f"""reuseport backlog=4096 ssl;
-        ssl_certificate {cert};
-        ssl_certificate_key {key};
-        ssl_protocols TLSv1.2 TLSv1.3;
-        ssl_session_cache shared:SSL:10m;""",
-        1,
-    )
+# --- contenders ----------------------------------------------------------------------------
 
 
-def children_of(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid == pid:
-                out.append(int(entry))
-    return out
+class Contender:
+    """Something the load goes to: started, measured from /proc, stopped."""
+
+    name = ""
+    port = 0
+    tls = False
+    proxy = True  # False: the upstream itself (the load generator's baseline)
+    node: GatewayNode | None = None
+
+    def start(self) -> None: ...
+
+    def pids(self) -> list[int]:
+        return []
+
+    def stop(self) -> None: ...
+
+    def command(self) -> str:
+        return ""
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime + stime (fields 14, 15)
-    return total / CLK_TCK
+class Direct(Contender):
+    def __init__(self, upstream: Upstream, tls: bool) -> None:
+        self.name = "direct (nginx static)" + (" TLS" if tls else "")
+        self.port = upstream.tls_port if tls else upstream.port
+        self.tls = tls
+        self.proxy = False
+        self.upstream = upstream
+
+    def pids(self) -> list[int]:
+        return [self.upstream.proc.pid, *children_of(self.upstream.proc.pid)]
 
 
-def cpu_split(pids: list[int]) -> tuple[float, float]:
-    """(user, system) CPU seconds of the processes."""
-    user = system = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        user += int(fields[11])
-        system += int(fields[12])
-    return user / CLK_TCK, system / CLK_TCK
+class NginxProxy(Contender):
+    def __init__(
+        self,
+        work: Path,
+        upstream: Upstream | str,
+        workers: int,
+        tls: tuple[Path, Path] | None,
+        connections: int = 10_000,
+    ) -> None:
+        self.name = "nginx proxy_pass" + (" TLS" if tls else "")
+        self.work, self.workers, self.cert = work, workers, tls
+        self.upstream_port = (
+            upstream.port if isinstance(upstream, Upstream) else int(upstream.rsplit(":", 1)[1])
+        )
+        self.connections = connections
+        self.tls = tls is not None
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.port = free_port()
+        block = proxy_block(self.port, self.upstream_port, self.cert)
+        name = "proxy" + ("-tls" if self.tls else "")
+        self.proc = start_nginx(self.work, name, block, self.workers, self.connections)
+        wait_port(self.port)
+
+    def pids(self) -> list[int]:
+        assert self.proc is not None
+        return [self.proc.pid, *children_of(self.proc.pid)]
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_proc(self.proc)
 
 
-def rss_bytes(pids: list[int]) -> int:
-    total = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-        except OSError:
-            continue
-    return total
+class Gateway(Contender):
+    """A real node: ``seg-gateway run`` with its agent, workers and event reporter."""
+
+    def __init__(
+        self, work: Path, name: str, options: NodeOptions, policy_version: int = 1
+    ) -> None:
+        self.name = name
+        self.work, self.options = work, options
+        self.tls = options.tls is not None
+        self.policy_version = policy_version
+
+    def start(self) -> None:
+        self.node = GatewayNode(self.work, "node-" + re.sub(r"\W+", "-", self.name), self.options)
+        self.node.start(policy_version=self.policy_version)
+        self.port = self.node.port
+
+    def pids(self) -> list[int]:
+        assert self.node is not None
+        return self.node.pids
+
+    def stop(self) -> None:
+        if self.node is not None:
+            code = self.node.stop()
+            if code not in (0, None):
+                print(f"  !! {self.name}: seg-gateway exited with {code} ({self.node.log_file})")
+
+    def command(self) -> str:
+        return self.node.describe() if self.node else ""
 
 
-# --- wrk -----------------------------------------------------------------------------------
+Row = dict[str, float]
 
-WRK_LUA = """
-wrk.method = "POST"
-wrk.body = string.rep("x", 300)
-wrk.headers["Content-Type"] = "application/vnd.ms-sync.wbxml"
-wrk.headers["MS-ASProtocolVersion"] = "14.1"
-wrk.headers["User-Agent"] = "Apple-iPhone/1801"
-wrk.headers["Authorization"] = "Basic YWxpY2U6cGFzc3dvcmQ="
-"""
+
+def run_rounds(
+    contenders: list[Contender],
+    rounds: int,
+    measure: Callable[[Contender], Row],
+    after: Callable[[Contender, Row], None] | None = None,
+) -> dict[str, list[Row]]:
+    """Start, measure and stop every contender once per round, the order reversed every
+    other round; ``after`` sees each row once its contender has stopped."""
+    results: dict[str, list[Row]] = defaultdict(list)
+    by_name = {c.name: c for c in contenders}
+    try:
+        for r in range(rounds):
+            order = round_order(list(by_name), r)
+            print(f"round {r + 1}/{rounds}: {', '.join(order)}", flush=True)
+            for name in order:
+                c = by_name[name]
+                c.start()
+                try:
+                    row = measure(c)
+                finally:
+                    c.stop()
+                if after is not None:
+                    after(c, row)
+                results[name].append(row)
+    finally:
+        for c in contenders:
+            c.stop()
+    return results
+
+
+# --- wrk (closed loop) ---------------------------------------------------------------------
 
 
 def _ms(value: str) -> float:
@@ -221,17 +342,25 @@ def _ms(value: str) -> float:
     return number / 1000 if unit == "us" else number * 1000 if unit == "s" else number
 
 
+@dataclass
+class WrkResult:
+    rps: float
+    requests: int
+    p50_ms: float
+    p99_ms: float
+    non_2xx: int
+    socket_errors: int
+
+
 def run_wrk(
-    url: str, workdir: Path, *, duration: int, connections: int, threads: int = 2
-) -> dict[str, float]:
-    script = workdir / "post.lua"
-    script.write_text(WRK_LUA)
+    url: str, script: Path, *, duration: float, connections: int, threads: int = 2
+) -> WrkResult:
     out = subprocess.run(
         [
             "wrk",
             f"-t{threads}",
             f"-c{connections}",
-            f"-d{duration}s",
+            f"-d{max(1, round(duration))}s",
             "--latency",
             "-s",
             str(script),
@@ -241,243 +370,24 @@ def run_wrk(
         text=True,
         check=True,
     ).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+
+    def grab(pattern: str) -> str:
+        m = re.search(pattern, out)
+        if not m:
+            raise RuntimeError(f"unexpected wrk output:\n{out}")
+        return m.group(1)
+
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    sock_err = re.search(r"Socket errors: (.*)", out)
-    return {
-        "rps": rps,
-        "requests": total,
-        "p50_ms": p50,
-        "p99_ms": p99,
-        "non2xx": int(errors.group(1)) if errors else 0,
-        "socket_errors": sock_err.group(1) if sock_err else "",  # type: ignore[dict-item]
-    }
-
-
-# --- gateway workers -----------------------------------------------------------------------
-
-
-def make_cert(directory: Path) -> tuple[Path, Path]:
-    """A throwaway self-signed certificate for 127.0.0.1 / localhost (bench only)."""
-    import ipaddress  # noqa: PLC0415
-
-    from cryptography import x509  # noqa: PLC0415
-    from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
-    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
-    from cryptography.x509.oid import NameOID  # noqa: PLC0415
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return WrkResult(
+        rps=float(grab(r"Requests/sec:\s+([\d.]+)")),
+        requests=int(grab(r"(\d+) requests in")),
+        p50_ms=_ms(grab(r"\s50%\s+(\S+)")),
+        p99_ms=_ms(grab(r"\s99%\s+(\S+)")),
+        non_2xx=int(errors.group(1)) if errors else 0,
+        socket_errors=sum(int(x) for x in sock.groups()) if sock else 0,
     )
-    cert_path, key_path = directory / "bench.crt", directory / "bench.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
 
 
-def start_gateway_workers(
-    port: int,
-    upstream_port: int,
-    workers: int,
-    *,
-    profile_dir: Path | None = None,
-    tls: tuple[Path, Path] | None = None,
-) -> list[subprocess.Popen[bytes]]:
-    procs = []
-    for index in range(workers):
-        cmd = [
-            sys.executable,
-            str(Path(__file__).resolve()),
-            "--port",
-            str(port),
-            "--upstream-port",
-            str(upstream_port),
-        ]
-        if profile_dir is not None:
-            cmd += ["--profile", str(profile_dir / f"worker{index}.prof")]
-        if tls is not None:
-            cmd += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
-        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE))
-    for proc in procs:
-        line = proc.stdout.readline() if proc.stdout else b""
-        if not line.startswith(b"ready"):
-            raise RuntimeError("a gateway worker did not start")
-    return procs
-
-
-def stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-class BatchingSink:
-    """Like the node's worker sink: keep events, serialise them in batches every 200 ms."""
-
-    def __init__(self) -> None:
-        self.events: list[object] = []
-        self.sent = 0
-
-    def record(self, event: object) -> None:
-        self.events.append(event)
-
-    async def pump(self) -> None:
-        while True:
-            await asyncio.sleep(0.2)
-            batch, self.events = self.events, []
-            if batch:
-                payload = [e.model_dump(mode="json") for e in batch]  # type: ignore[attr-defined]
-                self.sent += len(payload)
-
-
-def bench_policy() -> PolicyIndex:
-
-    now = dt.datetime.now(dt.UTC)
-    devices = [
-        DeviceEntry(
-            user=f"user{i}",
-            device_id=f"dev{i}",
-            access=Access.ALLOW,
-            reason="compliant",
-            source=EntrySource.COMPLIANCE,
-            version=1,
-            updated_at=now,
-        )
-        for i in range(10_000)
-    ]
-    devices.append(
-        DeviceEntry(
-            user="alice",
-            device_id="dev1",
-            access=Access.ALLOW,
-            reason="compliant",
-            source=EntrySource.COMPLIANCE,
-            version=1,
-            updated_at=now,
-        )
-    )
-    snap = PolicySnapshot(
-        cluster_id="bench",
-        version=1,
-        generated_at=now,
-        settings=ClusterSettings(),
-        devices=tuple(devices),
-    )
-    return PolicyIndex.from_snapshot(snap, confirmed_at=time.time())
-
-
-async def _serve(port: int, upstream_port: int, tls: tuple[str, str] | None = None) -> None:
-
-    index = bench_policy()
-
-    class View:
-        def current(self):  # type: ignore[no-untyped-def]
-            return index
-
-    if os.environ.get("SEG_BENCH_STOCK_SSLOBJECT"):  # A/B of the DirectSSLObject fast path
-        import onprem_gateway.proxy.server as server_module  # noqa: PLC0415
-
-        server_module.DirectSSLObject = ssl.SSLObject  # type: ignore[misc,assignment]
-    sink = BatchingSink()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind(("127.0.0.1", port))
-    sock.listen(4096)
-    sock.setblocking(False)
-    settings = ProxySettings(
-        upstream=Upstream(url=f"http://127.0.0.1:{upstream_port}", allow_plain_http=True),
-        public_url=f"http://127.0.0.1:{port}",
-        node_id="bench",
-        tls_cert=Path(tls[0]) if tls else None,
-        tls_key=Path(tls[1]) if tls else None,
-    )
-    server = await start_eas_server(
-        settings, View(), sink, sock=sock, tune_gc=not os.environ.get("SEG_BENCH_NO_GC_TUNING")
-    )
-    pump = asyncio.get_running_loop().create_task(sink.pump())
-    stop_event = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop_event.set)
-    if os.environ.get("SEG_BENCH_TRIM"):
-        import ctypes  # noqa: PLC0415
-
-        libc = ctypes.CDLL("libc.so.6")
-        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, lambda: libc.malloc_trim(0))
-    gc_times: list[tuple[int, float]] = []
-    if os.environ.get("SEG_BENCH_GC_STATS"):
-        started: list[float] = []
-
-        def on_gc(phase: str, info: dict[str, int]) -> None:
-            if phase == "start":
-                started.append(time.perf_counter())
-            elif started:
-                gc_times.append((info["generation"], time.perf_counter() - started.pop()))
-
-        gc.callbacks.append(on_gc)
-    print("ready", flush=True)
-    await stop_event.wait()
-    pump.cancel()
-    await server.close(1.0)
-    if gc_times:
-        for gen in (0, 1, 2):
-            durs = [d for g, d in gc_times if g == gen]
-            if durs:
-                print(
-                    f"gc gen{gen}: {len(durs)} runs, max {max(durs) * 1000:.1f} ms, "
-                    f"total {sum(durs) * 1000:.0f} ms",
-                    file=sys.stderr,
-                    flush=True,
-                )
-
-
-def _worker_main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--upstream-port", type=int, required=True)
-    parser.add_argument("--profile")
-    parser.add_argument("--tls-cert")
-    parser.add_argument("--tls-key")
-    args = parser.parse_args(argv)
-    tls = (args.tls_cert, args.tls_key) if args.tls_cert else None
-    if args.profile:
-        prof = cProfile.Profile(time.process_time)  # CPU time: robust on a busy machine
-        prof.enable()
-        uvloop.run(_serve(args.port, args.upstream_port, tls))
-        prof.disable()
-        prof.dump_stats(args.profile)
-    else:
-        uvloop.run(_serve(args.port, args.upstream_port, tls))
-
-
-if __name__ == "__main__":
-    _worker_main(sys.argv[1:])
+def measure_cpu_rss(pids: list[int]) -> tuple[float, int]:
+    return cpu_seconds(pids), rss_bytes(pids)

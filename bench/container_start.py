@@ -37,7 +37,7 @@ from tests.container.podman import (  # noqa: E402
     probe,
     unique,
 )
-from tests.container.policy import allow_policy_file  # noqa: E402
+from tests.container.policy import POLICY_PIN, allow_policy_file  # noqa: E402
 
 
 def _ready_seconds(node: GatewayContainer, timeout: float = 60.0) -> float:
@@ -115,6 +115,7 @@ def main() -> int:
                 "SEG_GW_UPSTREAM_URL": f"https://127.0.0.1:{port}",
                 "SEG_GW_UPSTREAM_CA_BUNDLE": f"{CONF_DIR}/ca.pem",
                 "SEG_GW_POLICY_FILE": f"{CONF_DIR}/policy.json",
+                "SEG_GW_POLICY_SIGNING_KEYS": POLICY_PIN,
                 "SEG_GW_WORKERS": str(args.workers),
             }
             fresh: list[float] = []

@@ -2,9 +2,11 @@
 
 Run:  .venv/bin/python bench/decision_cost.py  [--devices N] [--rounds N]
 
-Prints µs per call for: parse (plain query), parse (base64 query), decide, and the two
-together, plus the time to build the index from a snapshot and to apply one push. The
-figures are per core and single-threaded; run it on an idle machine for stable numbers.
+Prints µs per call for: parse (plain query), parse (base64 query), decide, the two
+together, and ``admit`` (parse + who is asking from the Authorization header + decide:
+what the data path runs per request), plus the time to build the index from a snapshot
+and to apply one push. The figures are per core and single-threaded; run it on an idle
+machine for stable numbers.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _summary import record
+
+from onprem_gateway.core.admission import Admitted, Blocked, admit
 from onprem_gateway.core.block_responses import blocked_response
 from onprem_gateway.core.decision import decide
 from onprem_gateway.core.eas_request import parse
@@ -108,15 +113,30 @@ def main() -> None:
     b64_headers = {k: v for k, v in headers.items() if k in ("user-agent", "authorization")}
 
     now = time.time()
-    facts = parse("POST", plain, headers)
+
+    def admitted(target: str, hdrs: dict[str, str]) -> Admitted | Blocked:
+        out = admit(
+            "POST",
+            target,
+            hdrs,
+            autodiscover=False,
+            bound=None,
+            policy=index,
+            now=now,
+            verify_bearer=lambda token: "",
+        )
+        assert isinstance(out, Admitted | Blocked), out
+        return out
+
+    # What is decided is the authenticated user's request (core.admission).
+    facts = admitted(plain, headers).facts
     decision = decide(facts, index, now)
     assert decision.access is Access.ALLOW, decision
-    blocked_facts = parse(
-        "POST",
+    blocked_out = admitted(
         f"{PATH}?Cmd=Ping&DeviceId=device00000010&DeviceType=iPhone",
         {**headers, "authorization": "Basic " + base64.b64encode(b"user10:pw").decode()},
     )
-    blocked = decide(blocked_facts, index, now)
+    blocked_facts, blocked = blocked_out.facts, blocked_out.decision
     assert blocked.access is Access.BLOCK, blocked
 
     rows = [
@@ -132,6 +152,8 @@ def main() -> None:
             "parse + decide, base64",
             lambda: decide(parse("POST", b64, b64_headers), index, now),
         ),
+        ("admit (parse + Basic identity + decide)", lambda: admitted(plain, headers)),
+        ("admit, base64 query", lambda: admitted(b64, b64_headers)),
         ("blocked_response (200 + WBXML)", lambda: blocked_response(blocked_facts, blocked)),
     ]
     print(f"python {sys.version.split()[0]}, {args.devices:,} devices in the index")
@@ -159,10 +181,15 @@ def main() -> None:
     push_us, _ = per_call_us(lambda: index.apply_push(push), 2000)
     print(f"apply one push: {push_us:.1f} µs")
     print(f"{'operation':40s} {'median CPU µs':>14s} {'best CPU µs':>12s}")
+    command = (
+        f".venv/bin/python bench/decision_cost.py --devices {args.devices} --rounds {args.rounds}"
+    )
     for name, fn in rows:
         median, best = per_call_us(fn, args.rounds)
         print(f"{name:40s} {median:14.2f} {best:12.2f}")
-    print("reproduce: .venv/bin/python bench/decision_cost.py --devices 100000 --rounds 50000")
+        if name == "parse + decide, plain":
+            record("decision_cost", f"{name} (CPU µs)", f"{median:.1f}", command=command)
+    print(f"reproduce: {command}")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import httpx
+from _summary import record
 
 from seg_cli.demo import DemoDevice, checkin, enroll, wait_enforced
 from seg_local.stack import Node, Stack, StackOptions
@@ -116,9 +117,15 @@ def main() -> int:
         f"p99 {_percentile(api_ms, 0.99):.0f} ms"
     )
     extra = " --external-moto" if args.external_moto else ""
-    print(
-        f"reproduce: .venv/bin/python bench/e2e_latency.py --changes {args.changes} "
-        f"--kind {args.kind}{extra}"
+    command = (
+        f".venv/bin/python bench/e2e_latency.py --changes {args.changes} --kind {args.kind}{extra}"
+    )
+    print(f"reproduce: {command}")
+    record(
+        "e2e_latency",
+        f"change -> enforced on every node, p99 ms ({args.kind})",
+        f"{_percentile(ms, 0.99):.0f}",
+        command=command,
     )
     return 0
 

@@ -20,7 +20,6 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -29,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from onprem_gateway.agent.node import Node
 from onprem_gateway.config import load_config
-from seg_contract import AccessEventBatch, ClusterSettings, PolicySnapshot
+from seg_contract import AccessEventBatch
+from tests.container.policy import POLICY_PIN, allow_policy_file
 
 
 async def serve_nothing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -45,15 +45,7 @@ async def run(workers: int, rate: float, seconds: float, flush: float) -> None:
     upstream = await asyncio.start_server(serve_nothing, "127.0.0.1", 0)
     port = upstream.sockets[0].getsockname()[1]
     with tempfile.TemporaryDirectory() as tmp:
-        policy = Path(tmp) / "policy.json"
-        policy.write_text(
-            PolicySnapshot(
-                cluster_id="bench",
-                version=1,
-                generated_at=datetime.now(UTC),
-                settings=ClusterSettings(),
-            ).model_dump_json()
-        )
+        policy = allow_policy_file(Path(tmp) / "policy.signed", (), "bench")
         config = load_config(
             env={
                 "SEG_GW_LISTEN_HOST": "127.0.0.1",
@@ -62,6 +54,7 @@ async def run(workers: int, rate: float, seconds: float, flush: float) -> None:
                 "SEG_GW_UPSTREAM_URL": f"http://127.0.0.1:{port}",
                 "SEG_GW_UPSTREAM_ALLOW_PLAIN_HTTP": "true",
                 "SEG_GW_POLICY_FILE": str(policy),
+                "SEG_GW_POLICY_SIGNING_KEYS": POLICY_PIN,
                 "SEG_GW_STATE_DIR": str(Path(tmp) / "state"),
                 "SEG_GW_ADMIN_HOST": "127.0.0.1",
                 "SEG_GW_ADMIN_PORT": "0",

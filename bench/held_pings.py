@@ -1,76 +1,76 @@
-"""Held Pings through one gateway node, and Sync latency meanwhile.
+"""Held Pings through a real gateway node (TLS by default), and Sync latency meanwhile.
 
-Set-up on 127.0.0.1 (plain HTTP on both legs; TLS is measured by proxy_throughput's
-peers, not here): an upstream that holds every Ping until told to answer and answers
-Sync at once (``--upstream-procs`` processes, SO_REUSEPORT); the gateway with
-``--workers`` worker processes (SO_REUSEPORT, uvloop; the open-files limit is 20,000 per
-process and a held Ping costs the gateway 2 descriptors, so 20,000 Pings need >= 3);
-Ping clients in ``--client-procs`` processes, each from its own 127.0.0.x source address
-so the loopback's ephemeral ports last.
+Set-up on 127.0.0.1: an upstream that holds every Ping until told to answer and answers
+everything else at once, always with ``_verify.UPSTREAM_BODY`` (``--upstream-procs``
+processes, SO_REUSEPORT); the contenders, fresh in every round, interleaved, the order
+reversed every other round:
 
-Phases: Sync at ``--rate``/s (open loop) direct to the upstream, then through the idle
-gateway; then N Pings are opened and held; the gateway's RSS is read; Sync again at
-``--rate``/s through the gateway while the Pings are held; RSS again; then the upstream
-answers every Ping and the clients count the answers.
+- the gateway as operators run it (``seg-gateway run``, agent + ``--workers`` workers,
+  a 10,000-device allow policy from the control-plane stand-in, access events shipped
+  to it; the open-files limit is 20,000 per process and a held Ping costs a worker 2
+  descriptors, so 20,000 Pings need >= 3 workers, 50,000 >= 6);
+- nginx ``proxy_pass`` with the same certificate and ``--workers`` workers (the memory
+  a held connection costs a C proxy).
 
-Prints: held Pings (answered 200 / failed), gateway RSS (total and per held Ping), Sync
-p50/p99 direct / through idle gateway / through gateway with N held, and the added p99.
+Phases per contender: Sync at ``--rate``/s (open loop, ``_loadgen.py``) with nothing
+held; ``--pings`` Pings opened at ``--open-rate``/s from ``--client-procs`` processes
+(each from its own 127.0.0.x, so the loopback's ephemeral ports last) and held; Sync
+again while they are held; then the upstream answers every Ping and the clients check
+each answer. Every answer (Sync and Ping) must be the upstream's; anything else is an
+error.
 
-``--tls`` puts TLS on the device leg (self-signed certificate made for the run); the
-Sync load opens its keep-alive pool (32 connections) before its clock starts, so its own
-TLS handshakes are not timed (opening 20,000 TLS Pings takes this Python client a while:
-use ``--open-rate`` 250-300 on a busy 2-core machine).
-Environment: SEG_BENCH_GC_STATS=1 prints each worker's GC pauses; SEG_BENCH_TRIM=1 calls
-malloc_trim(0) in the workers before the RSS reading (shows how much of the RSS is
-freed-but-kept heap).
+Measured: RSS of every process of the contender (gateway: agent + workers) idle, with
+the Pings held and after the Sync phase; CPU per opened Ping; Sync p50/p99/max idle and
+during the hold; the workers' garbage-collector pauses during the hold. The node does
+not expose GC pauses, so they come from a probe outside the product code: a
+``sitecustomize`` on the node's PYTHONPATH that hooks ``gc.callbacks`` in the agent and
+every worker (``_node.py``).
 
-Reproduce: .venv/bin/python bench/held_pings.py [--pings 20000] [--workers 3]
-           [--rate 500] [--seconds 15] [--open-rate 500] [--tls]
+Reproduce: .venv/bin/python bench/held_pings.py [--rounds 3] [--pings 10000] [--workers 3]
+           [--rate 500] [--seconds 10] [--open-rate 500] [--plain] [--no-nginx]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
-import pstats
 import signal
 import socket
 import ssl
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import httptools
 import uvloop
+from _loadgen import Target, run_load
+from _node import NodeOptions, cpu_seconds, rss_bytes
+from _policy import request, sync_requests, write_snapshot
 from _proxy_common import (
-    BODY_300,
-    PING_PATH,
-    SYNC_PATH,
-    cpu_seconds,
+    Contender,
+    Gateway,
+    NginxProxy,
+    ensure_tools,
     free_port,
     make_cert,
-    rss_bytes,
-    start_gateway_workers,
-    stop,
-    wait_port,
+    run_rounds,
 )
+from _standin import StandIn
+from _summary import record
+from _verify import UPSTREAM_BODY, answer_error, spread
 
-SYNC_REQUEST = (
-    f"POST {SYNC_PATH} HTTP/1.1\r\nHost: bench\r\nMS-ASProtocolVersion: 14.1\r\n"
-    f"User-Agent: Apple-iPhone/1801\r\nContent-Length: {len(BODY_300)}\r\n\r\n"
-).encode() + BODY_300
-PING_REQUEST = (
-    f"POST {PING_PATH} HTTP/1.1\r\nHost: bench\r\nMS-ASProtocolVersion: 14.1\r\n"
-    "User-Agent: Apple-iPhone/1801\r\nContent-Length: 0\r\n\r\n"
-).encode()
+BENCH = "held_pings"
 ANSWER = (
-    b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.ms-sync.wbxml\r\nContent-Length: 2\r\n\r\nok"
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.ms-sync.wbxml\r\n"
+    + f"Content-Length: {len(UPSTREAM_BODY)}\r\n\r\n".encode()
+    + UPSTREAM_BODY
 )
 
 
@@ -138,24 +138,19 @@ async def _serve_upstream(port: int, count_file: str) -> None:
     server.close()
 
 
-# --- ping clients ---------------------------------------------------------------------------
-
-
-def _client_ssl(cert: str) -> ssl.SSLContext | None:
-    return ssl.create_default_context(cafile=cert) if cert else None
+# --- Ping clients ----------------------------------------------------------------------------
 
 
 async def _ping_client(
-    port: int, count: int, source: str, rate: float, result_file: str, cert: str
+    port: int, first: int, count: int, devices: int, source: str, rate: float, out: str, ca: str
 ) -> None:
-    ctx = _client_ssl(cert)
-    ok = failed = 0
-    opened = 0
+    ctx = ssl.create_default_context(cafile=ca) if ca else None
+    results: dict[str, int] = defaultdict(int)
     done = asyncio.Event()
-    answered = 0
+    finished = 0
 
-    async def one() -> None:
-        nonlocal ok, failed, opened, answered
+    async def one(i: int) -> None:
+        nonlocal finished
         try:
             reader, writer = await asyncio.open_connection(
                 "127.0.0.1",
@@ -165,260 +160,328 @@ async def _ping_client(
                 ssl=ctx,
                 server_hostname="localhost" if ctx else None,
             )
-        except OSError:
-            failed += 1
+        except OSError as exc:
+            results[f"connect: {type(exc).__name__}"] += 1
         else:
-            opened += 1
             try:
-                writer.write(PING_REQUEST)
+                writer.write(request("Ping", i % devices, body=b""))
                 head = await reader.readuntil(b"\r\n\r\n")
-                if head.startswith(b"HTTP/1.1 200"):
-                    ok += 1
-                else:
-                    failed += 1
-            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-                failed += 1
+                status = int(head.split(b" ", 2)[1])
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                body = await reader.readexactly(length)
+                results[answer_error(status, body) or "ok"] += 1
+            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+                results[f"lost: {type(exc).__name__}"] += 1
             finally:
                 writer.close()
-        answered += 1
-        if answered == count:
+        finished += 1
+        if finished == count:
             done.set()
 
     tasks = []
     start = time.monotonic()
-    for i in range(count):
-        tasks.append(asyncio.create_task(one()))
-        delay = start + (i + 1) / rate - time.monotonic()
+    for k in range(count):
+        tasks.append(asyncio.create_task(one(first + k)))
+        delay = start + (k + 1) / rate - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-    print(f"sent {count}", flush=True)
+    print("sent", flush=True)
     await done.wait()
-    Path(result_file).write_text(f"{ok} {failed}")  # noqa: ASYNC240 (once, at the end)
+    Path(out).write_text(json.dumps(results))  # noqa: ASYNC240 (once, at the end)
 
 
-# --- Sync load (open loop) ---------------------------------------------------------------------
+# --- one contender -----------------------------------------------------------------------------
 
 
-async def sync_load(
-    port: int, rate: int, seconds: float, cert: str = "", warm: int = 32
-) -> tuple[list[float], int]:
-    ctx = _client_ssl(cert)
-    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
-    latencies: list[float] = []
-    errors = 0
-
-    async def one() -> None:
-        nonlocal errors
-        t0 = time.perf_counter()
-        try:
-            if idle:
-                reader, writer = idle.pop()
-            else:
-                reader, writer = await asyncio.open_connection(
-                    "127.0.0.1", port, ssl=ctx, server_hostname="localhost" if ctx else None
-                )
-            writer.write(SYNC_REQUEST)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":", 1)[1])
-            await reader.readexactly(length)
-            latencies.append((time.perf_counter() - t0) * 1000)
-            if head.startswith(b"HTTP/1.1 200"):
-                idle.append((reader, writer))
-            else:
-                errors += 1
-                writer.close()
-        except (OSError, asyncio.IncompleteReadError):
-            errors += 1
-
-    # Open the keep-alive pool before the clock starts, as devices' connections exist
-    # before their requests: otherwise the first requests each open a connection, and with
-    # TLS the burst of handshakes (a few ms of CPU each in this Python client) queues the
-    # first second's requests behind one another and the p99 measures the load generator.
-    for _ in range(warm):
-        reader, writer = await asyncio.open_connection(
-            "127.0.0.1", port, ssl=ctx, server_hostname="localhost" if ctx else None
-        )
-        idle.append((reader, writer))
-
-    tasks = []
-    start = time.monotonic()
-    total = int(rate * seconds)
-    for i in range(total):
-        tasks.append(asyncio.create_task(one()))
-        delay = start + (i + 1) / rate - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-    await asyncio.gather(*tasks)
-    for _, writer in idle:
-        writer.close()
-    return latencies, errors
+def _held(work: Path, procs: int) -> int:
+    total = 0
+    for k in range(procs):
+        path = work / f"up{k}"
+        if path.exists():
+            total += int(path.read_text() or 0)
+    return total
 
 
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))]
-
-
-def run_sync_phase(
-    name: str, port: int, rate: int, seconds: float, cert: str = ""
-) -> tuple[float, float]:
-    lat, errors = uvloop.run(sync_load(port, rate, seconds, cert))
-    p50, p99 = pct(lat, 0.50), pct(lat, 0.99)
-    print(
-        f"  Sync {rate}/s {name:34} p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  "
-        f"(n={len(lat)}, errors={errors}, mean {statistics.fmean(lat) if lat else 0:.2f} ms)",
-        flush=True,
+def _sync(c: Contender, ca: str, args: argparse.Namespace, requests: list[bytes]) -> dict:
+    target = Target("127.0.0.1", c.port, ca if c.tls else "")
+    load = run_load(
+        target,
+        requests,
+        mode="open",
+        rate=args.rate,
+        duration=args.seconds,
+        connections=32,
+        procs=1,
     )
-    return p50, p99
+    if load.error_count:
+        print(f"    !! Sync errors: {load.error_text()}")
+    return {
+        "p50": load.pct(0.5),
+        "p99": load.pct(0.99),
+        "max": max(load.latencies_ms, default=float("nan")),
+        "errors": load.error_count,
+    }
+
+
+def run_contender(
+    c: Contender,
+    work: Path,
+    upstreams: list[subprocess.Popen[bytes]],
+    args: argparse.Namespace,
+    ca: str,
+    requests: list[bytes],
+) -> dict[str, float]:
+    row: dict[str, float] = {}
+    pids = c.pids()
+    idle = _sync(c, ca, args, requests)
+    row.update(idle_p50=idle["p50"], idle_p99=idle["p99"], idle_max=idle["max"])
+    row["errors"] = idle["errors"]
+    rss_idle = rss_bytes(pids)
+    cpu0 = cpu_seconds(pids)
+    t_open = time.time()
+    row["open_window"] = t_open
+    clients = []
+    per = args.pings // args.client_procs
+    first = 0
+    for k in range(args.client_procs):
+        n = per + (1 if k < args.pings % args.client_procs else 0)
+        argv = [sys.executable, __file__, "--ping-client", str(c.port), str(first), str(n)]
+        argv += [str(args.devices), f"127.0.0.{2 + k}", str(args.open_rate / args.client_procs)]
+        argv += [str(work / f"client{k}"), ca if c.tls else ""]
+        clients.append(subprocess.Popen(argv, stdout=subprocess.PIPE))
+        first += n
+    try:
+        for proc in clients:
+            assert proc.stdout is not None
+            proc.stdout.readline()
+        held, last, stable = 0, -1, 0
+        until = time.monotonic() + 120
+        while time.monotonic() < until:
+            time.sleep(1.0)
+            held = _held(work, len(upstreams))
+            if held >= args.pings:
+                break
+            stable = stable + 1 if held == last else 0
+            if stable >= 5:
+                break
+            last = held
+        row["open_s"] = time.time() - t_open
+        row["held"] = held
+        row["open_cpu_us"] = (cpu_seconds(pids) - cpu0) / max(1, held) * 1e6
+        time.sleep(2.0)  # let the last opened settle (and the node's gauges catch up)
+        rss_held = rss_bytes(pids)
+        if c.node is not None:
+            row["node_held"] = c.node.metrics().get("seg_gateway_held{}", float("nan"))
+        t_hold = time.time()
+        during = _sync(c, ca, args, requests)
+        row["hold_window"] = t_hold  # GC pauses are read for [t_hold, end of the Sync phase]
+        row["hold_window_end"] = time.time()
+        row.update(held_p50=during["p50"], held_p99=during["p99"], held_max=during["max"])
+        row["errors"] += during["errors"]
+        rss_after = rss_bytes(pids)
+        row.update(
+            rss_idle_mib=rss_idle / 2**20,
+            rss_held_mib=rss_held / 2**20,
+            rss_after_mib=rss_after / 2**20,
+            kib_per_ping=(rss_held - rss_idle) / max(1, held) / 1024,
+        )
+        for proc in upstreams:
+            proc.send_signal(signal.SIGUSR1)
+        answers: dict[str, int] = defaultdict(int)
+        for k, proc in enumerate(clients):
+            proc.wait(180)
+            for kind, n in json.loads((work / f"client{k}").read_text()).items():
+                answers[kind] += n
+        row["pings_ok"] = answers.pop("ok", 0)
+        row["ping_errors"] = sum(answers.values())
+        row["errors"] += row["ping_errors"] + max(
+            0, args.pings - row["pings_ok"] - row["ping_errors"]
+        )
+        if answers:
+            print(f"    !! Ping errors: {dict(answers)}")
+    finally:
+        for proc in clients:
+            if proc.poll() is None:
+                proc.kill()
+    return row
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--pings", type=int, default=5000, help="held Pings (target 20000)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--pings", type=int, default=10_000)
     parser.add_argument("--workers", type=int, default=3)
-    parser.add_argument("--upstream-procs", type=int, default=3)
+    parser.add_argument("--upstream-procs", type=int, default=2)
     parser.add_argument("--client-procs", type=int, default=3)
-    parser.add_argument("--rate", type=int, default=500, help="Sync requests per second")
+    parser.add_argument("--rate", type=float, default=500, help="Sync requests per second")
     parser.add_argument("--seconds", type=float, default=10.0, help="per Sync phase")
     parser.add_argument("--open-rate", type=float, default=500.0, help="new Pings per second")
-    parser.add_argument("--profile", action="store_true", help="cProfile one gateway worker")
-    parser.add_argument("--tls", action="store_true", help="TLS between devices and gateway")
+    parser.add_argument("--devices", type=int, default=10_000)
+    parser.add_argument("--plain", action="store_true", help="plain HTTP on the device leg")
+    parser.add_argument("--no-nginx", action="store_true", help="only the gateway")
     args = parser.parse_args()
-
+    if args.client_procs > 250:
+        parser.error("--client-procs: at most 250 (one 127.0.0.x source address each)")
+    ensure_tools()
     with tempfile.TemporaryDirectory(prefix="segheld-") as tmp:
         work = Path(tmp)
-        up_port, gw_port = free_port(), free_port()
-        procs: list[subprocess.Popen[bytes]] = []
+        cert = make_cert(work)
+        tls = None if args.plain else cert
+        ca = str(cert[0])
+        snapshot = write_snapshot(work / "policy.json", args.devices)
+        requests = sync_requests(args.devices)
+        up_port = free_port()
+        upstreams: list[subprocess.Popen[bytes]] = []
+        standin = StandIn(free_port(), snapshot, work / "standin.log")
+        contenders: list[Contender] = []
         try:
-            upstreams = []
             for k in range(args.upstream_procs):
-                proc = subprocess.Popen(
-                    [
-                        sys.executable,
-                        __file__,
-                        "--serve-upstream",
-                        str(up_port),
-                        str(work / f"up{k}"),
-                    ],
-                    stdout=subprocess.PIPE,
-                )
-                procs.append(proc)
+                argv = [
+                    sys.executable,
+                    __file__,
+                    "--serve-upstream",
+                    str(up_port),
+                    str(work / f"up{k}"),
+                ]
+                proc = subprocess.Popen(argv, stdout=subprocess.PIPE)
                 upstreams.append(proc)
                 assert proc.stdout is not None and proc.stdout.readline().startswith(b"ready")
-            prof_dir = work if args.profile else None
-            tls = make_cert(work) if args.tls else None
-            cert = str(tls[0]) if tls else ""
-            gateway = start_gateway_workers(
-                gw_port, up_port, args.workers, profile_dir=prof_dir, tls=tls
+            upstream_url = f"http://127.0.0.1:{up_port}"
+            options = NodeOptions(
+                upstream_url=upstream_url,
+                workers=args.workers,
+                tls=tls,
+                api_url=standin.url,
+                ws_url=standin.ws_url,
+                gc_probe=True,
             )
-            procs += gateway
-            wait_port(gw_port)
-            gpids = [p.pid for p in gateway]
-            print(
-                f"held Pings bench: {args.pings} Pings, gateway workers {args.workers}, "
-                f"device leg {'TLS' if args.tls else 'plain HTTP'}, upstream leg plain HTTP"
-            )
-            _, p99_direct = run_sync_phase("direct to upstream", up_port, args.rate, args.seconds)
-            _, p99_idle = run_sync_phase(
-                "through gateway, nothing held", gw_port, args.rate, args.seconds, cert
-            )
-            rss_idle = rss_bytes(gpids)
-            cpu_before = cpu_seconds(gpids)
-            t_open = time.monotonic()
+            contenders.append(Gateway(work, "gateway" + ("" if args.plain else " TLS"), options))
+            if not args.no_nginx:
+                nginx = NginxProxy(work, upstream_url, args.workers, tls, connections=19_000)
+                contenders.append(nginx)
 
-            clients = []
-            per = args.pings // args.client_procs
-            for k in range(args.client_procs):
-                n = per + (1 if k < args.pings % args.client_procs else 0)
-                proc = subprocess.Popen(
-                    [
-                        sys.executable,
-                        __file__,
-                        "--ping-client",
-                        str(gw_port),
-                        str(n),
-                        f"127.0.0.{2 + k}",
-                        str(args.open_rate / args.client_procs),
-                        str(work / f"client{k}"),
-                        cert,
-                    ],
-                    stdout=subprocess.PIPE,
+            def measure(c: Contender) -> dict[str, float]:
+                return run_contender(c, work, upstreams, args, ca, requests)
+
+            def after(c: Contender, row: dict[str, float]) -> None:
+                if c.node is not None:  # GC pauses: the probe writes them at exit
+                    pauses = c.node.gc_pauses()
+                    opening = pauses.within("worker", row["open_window"], row["hold_window"])
+                    held = pauses.within("worker", row["hold_window"], row["hold_window_end"])
+                    everything = [d for _t, _g, d in pauses.by_role.get("worker", [])]
+                    row["gc_open_ms"] = max(opening, default=0.0) * 1000
+                    row["gc_held_ms"] = max(held, default=0.0) * 1000
+                    row["gc_over_5ms"] = sum(1 for d in opening + held if d > 0.005)
+                    row["gc_max_all_ms"] = max(everything, default=0.0) * 1000
+                print(
+                    f"  {c.name:18} held {row['held']:.0f}, RSS {row['rss_held_mib']:.0f} MiB "
+                    f"({row['kib_per_ping']:.1f} KiB/Ping), Sync p99 idle "
+                    f"{row['idle_p99']:.2f} ms, held {row['held_p99']:.2f} ms, "
+                    f"Pings ok {row['pings_ok']:.0f}, errors {row['errors']:.0f}"
+                    + (
+                        f", worker GC max opening {row['gc_open_ms']:.1f} ms, held "
+                        f"{row['gc_held_ms']:.1f} ms"
+                        if "gc_held_ms" in row
+                        else ""
+                    ),
+                    flush=True,
                 )
-                procs.append(proc)
-                clients.append(proc)
-            for proc in clients:
-                assert proc.stdout is not None and proc.stdout.readline().startswith(b"sent")
-            # Wait until the upstream holds them all (or stops growing).
-            held, last, stable = 0, -1, 0
-            until = time.monotonic() + 120
-            while time.monotonic() < until:
-                time.sleep(1.0)
-                held = sum(
-                    int((work / f"up{k}").read_text() or 0)
-                    for k in range(args.upstream_procs)
-                    if (work / f"up{k}").exists()
-                )
-                if held >= args.pings:
-                    break
-                stable = stable + 1 if held == last else 0
-                if stable >= 5:
-                    break
-                last = held
-            if os.environ.get("SEG_BENCH_TRIM"):
-                rss_untrimmed = rss_bytes(gpids)
-                for proc in gateway:
-                    proc.send_signal(signal.SIGUSR2)
-                time.sleep(1.0)
-                print(f"  (RSS before malloc_trim: {rss_untrimmed / 2**20:.0f} MiB)")
-            rss_held = rss_bytes(gpids)
-            cpu_open = cpu_seconds(gpids) - cpu_before
-            print(
-                f"  opened {held} Pings in {time.monotonic() - t_open:.1f} s; gateway CPU "
-                f"{cpu_open:.1f} s ({cpu_open / max(held, 1) * 1e6:.0f} µs per held Ping, "
-                "accept + forward)",
-                flush=True,
-            )
-            print(
-                f"  held at the upstream: {held}; gateway RSS {rss_idle / 2**20:.0f} MiB idle, "
-                f"{rss_held / 2**20:.0f} MiB with {held} held "
-                f"({(rss_held - rss_idle) / max(held, 1) / 1024:.1f} KiB per held Ping)",
-                flush=True,
-            )
-            _, p99_held = run_sync_phase(
-                f"through gateway, {held} held", gw_port, args.rate, args.seconds, cert
-            )
-            rss_after = rss_bytes(gpids)
-            for proc in upstreams:
-                proc.send_signal(signal.SIGUSR1)
-            ok = failed = 0
-            for k, proc in enumerate(clients):
-                proc.wait(120)
-                a, b = (work / f"client{k}").read_text().split()
-                ok, failed = ok + int(a), failed + int(b)
-            print(f"  Pings answered 200: {ok}, failed: {failed}")
-            print(f"  gateway RSS after the Sync phase: {rss_after / 2**20:.0f} MiB")
-            print(
-                f"  added Sync p99 with {held} held: {p99_held - p99_direct:.2f} ms vs direct, "
-                f"{p99_held - p99_idle:.2f} ms vs the idle gateway"
-            )
+
+            results = run_rounds(contenders, args.rounds, measure, after)
         finally:
-            stop(procs)
-        if args.profile:
-            for prof in sorted(work.glob("worker*.prof"))[:1]:
-                print(f"\ncProfile (CPU time) of one gateway worker ({prof.name}), top 20:")
-                pstats.Stats(str(prof)).sort_stats("tottime").print_stats(20)
-    print(
-        "reproduce: .venv/bin/python bench/held_pings.py "
-        f"--pings {args.pings} --workers {args.workers} --rate {args.rate} "
-        f"--seconds {args.seconds:g} --open-rate {args.open_rate:g}"
-        + (" --tls" if args.tls else "")
-    )
+            for proc in upstreams:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+                    proc.wait(10)
+            standin.stop()
+        node_command = next((c.command() for c in contenders if c.command()), "")
+    report(args, results, node_command)
     return 0
+
+
+def report(
+    args: argparse.Namespace, results: dict[str, list[dict[str, float]]], node_command: str
+) -> None:
+    def s(name: str, key: str, fmt: str = "{:.0f}") -> str:
+        return spread(row.get(key, float("nan")) for row in results[name]).text(fmt)
+
+    leg = "plain" if args.plain else "TLS"
+    print(
+        f"\n{args.pings:,} held Pings ({leg} device leg), {args.workers} workers each, Sync at "
+        f"{args.rate:g}/s for {args.seconds:g} s per phase, {args.rounds} rounds "
+        "(median (min-max))"
+    )
+    cols = (
+        ("held", "held", "{:.0f}"),
+        ("RSS idle MiB", "rss_idle_mib", "{:.0f}"),
+        ("RSS held MiB", "rss_held_mib", "{:.0f}"),
+        ("KiB/Ping", "kib_per_ping", "{:.1f}"),
+        ("CPU µs/open", "open_cpu_us", "{:.0f}"),
+        ("Sync p99 idle", "idle_p99", "{:.2f}"),
+        ("Sync p99 held", "held_p99", "{:.2f}"),
+        ("Sync max held", "held_max", "{:.1f}"),
+        ("GC open max ms", "gc_open_ms", "{:.1f}"),
+        ("GC held max ms", "gc_held_ms", "{:.1f}"),
+        ("GC > 5 ms", "gc_over_5ms", "{:.0f}"),
+        ("errors", "errors", "{:.0f}"),
+    )
+    print(f"{'config':18} " + " ".join(f"{title:>18}" for title, _k, _f in cols))
+    for name in results:
+        print(f"{name:18} " + " ".join(f"{s(name, key, fmt):>18}" for _t, key, fmt in cols))
+    print(
+        "RSS: every process of the contender (gateway: agent + workers; nginx: master + "
+        "workers); GC: the gateway workers' longest pause while the Pings were opened and "
+        "while they were held (with the Sync phase), and how many took > 5 ms (probe via "
+        "gc.callbacks, see the module doc); longest over the whole run: "
+        + ", ".join(f"{n} {s(n, 'gc_max_all_ms', '{:.1f}')} ms" for n in results if "gateway" in n)
+    )
+    command = (
+        "PYTHONPATH=$PWD .venv/bin/python bench/held_pings.py "
+        f"--rounds {args.rounds} --pings {args.pings} --workers {args.workers} "
+        f"--rate {args.rate:g} --seconds {args.seconds:g} --open-rate {args.open_rate:g} "
+        f"--devices {args.devices}"
+        + (" --plain" if args.plain else "")
+        + (" --no-nginx" if args.no_nginx else "")
+    )
+    print(f"node started as: {node_command}")
+    print(f"reproduce: {command}")
+    gw = "gateway" + ("" if args.plain else " TLS")
+    peer = "nginx proxy_pass" + ("" if args.plain else " TLS")
+    has_peer = peer in results
+
+    def vs(key: str, fmt: str = "{:.0f}") -> str:
+        return f"nginx {s(peer, key, fmt)}" if has_peer else ""
+
+    record(
+        BENCH,
+        f"{args.pings} held ({leg}): RSS MiB",
+        s(gw, "rss_held_mib"),
+        vs_nginx=vs("rss_held_mib"),
+        command=command,
+    )
+    record(
+        BENCH,
+        f"{args.pings} held ({leg}): KiB per Ping",
+        s(gw, "kib_per_ping", "{:.1f}"),
+        vs_nginx=vs("kib_per_ping", "{:.1f}"),
+        command=command,
+    )
+    record(
+        BENCH,
+        f"Sync p99 ms idle -> held ({leg})",
+        f"{s(gw, 'idle_p99', '{:.2f}')} -> {s(gw, 'held_p99', '{:.2f}')}",
+        vs_nginx=vs("held_p99", "{:.2f}"),
+        command=command,
+    )
+    record(
+        BENCH,
+        "worker GC pause max ms (opening / held)",
+        f"{s(gw, 'gc_open_ms', '{:.1f}')} / {s(gw, 'gc_held_ms', '{:.1f}')}",
+        command=command,
+    )
 
 
 if __name__ == "__main__":
@@ -426,15 +489,9 @@ if __name__ == "__main__":
         uvloop.run(_serve_upstream(int(sys.argv[2]), sys.argv[3]))
     elif len(sys.argv) > 1 and sys.argv[1] == "--ping-client":
         signal.signal(signal.SIGTERM, lambda *_: os._exit(1))
+        a = sys.argv[2:]
         uvloop.run(
-            _ping_client(
-                int(sys.argv[2]),
-                int(sys.argv[3]),
-                sys.argv[4],
-                float(sys.argv[5]),
-                sys.argv[6],
-                sys.argv[7],
-            )
+            _ping_client(int(a[0]), int(a[1]), int(a[2]), int(a[3]), a[4], float(a[5]), a[6], a[7])
         )
     else:
         sys.exit(main())

@@ -13,7 +13,8 @@ Prints (median of the runs; run on an idle machine for stable figures):
 - in memory (the ports' fakes) and on moto (in-process DynamoDB, ~2 ms per call): an
   N-entry cluster is created in the old shape and bootstrapped (the full read of N
   entries + the digest: wall time), then per commit (``write_version``: take a version,
-  read the key, one transaction, push to no connection, advance W and its digest) and
+  read the key, one transaction, sign the push and send it to no connection, advance W
+  and its digest) and
   per ``advance`` with nothing to do (one consistent read), wall time; on moto also the
   AWS calls per commit by operation (what carries over to DynamoDB; moto's own times do
   not: its transactions copy whole tables);
@@ -74,6 +75,7 @@ from tests.support.fakes import (  # noqa: E402
     MemoryPolicyLog,
     MemoryPolicyState,
     MemoryPoster,
+    local_signing,
 )
 from tests.support.policy import propose_entry  # noqa: E402
 
@@ -165,7 +167,8 @@ def commit_figures(
     bootstrap_s = time.perf_counter() - started
     assert not cluster.legacy and cluster.committed_version == snap.version
     assert cluster.watermark.digest == policy_digest(snap.devices, (), snap.settings, 0)
-    stores = VersionStores(clusters, entries, log, MemoryConnections(), MemoryPoster())
+    signing, _ = local_signing()  # the push is signed once per version (local key)
+    stores = VersionStores(clusters, entries, log, MemoryConnections(), MemoryPoster(), signing)
     users: Iterator[int] = iter(range(10**9))
 
     def commit() -> None:

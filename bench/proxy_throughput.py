@@ -1,178 +1,309 @@
-"""Small Sync POSTs (300 bytes) through the gateway vs direct vs nginx proxy_pass.
+"""Small Sync POSTs through a real gateway node vs nginx proxy_pass, plain and TLS.
 
-Three runs of wrk (2 threads, keep-alive, --latency) on 127.0.0.1, in one go so the
-figures compare (the machine's cores are shared by wrk, the upstream and the proxy):
+Contenders, each started fresh in every round, interleaved, the order reversed every
+other round (``--rounds``, >= 3 for figures):
 
-1. direct to the upstream: nginx answering a static 200 (1 worker);
-2. through nginx ``proxy_pass`` with upstream keepalive (``--workers`` processes);
-3. through the gateway (``--workers`` processes sharing the port with SO_REUSEPORT,
-   uvloop), deciding every request against a 10,001-entry policy and recording an
-   access event for each.
+- direct to the upstream (nginx static, 1 worker): the load generators' baseline: at the
+  same open-loop rate its latency shows what the generator and the machine add;
+- nginx ``proxy_pass`` with upstream keepalive (``--workers`` processes; with TLS: the
+  same ECDSA certificate on its listener);
+- the gateway as operators run it: ``seg-gateway run --config gateway.toml`` with
+  ``--workers`` worker processes, the agent, a 10,000-device allow policy fetched from
+  the control-plane stand-in (``_standin.py``) and every access event shipped to it.
 
-Prints req/s, p50/p99 latency, the ratio of gateway to nginx throughput, and CPU per
-request of each proxy (utime + stime of its processes from /proc over the run / number
-of requests). ``--tls`` adds the same pair with TLS on the device leg (a self-signed
-certificate made for the run; nginx with ``ssl`` on its listener and the same
-certificate: the fair peer of a gateway terminating TLS); ``--tls-only`` runs only those.
-``--profile`` also runs the gateway (the TLS one with ``--tls``) under cProfile and
-prints the top entries. Installs nginx-light and wrk with apt-get only if they are missing.
+Per contender: a closed-loop wrk run (``wrk -t2 -c<connections>``, the throughput) and
+an open-loop run at ``--rate`` requests/s (``_loadgen.py``, latency from the intended
+send time). The load cycles through the policy's devices. Every answer must be the
+upstream's: wrk's run is checked with the upstream's request count and the node's
+decision counters (``/metrics``), the open-loop run answer by answer; anything else
+(a blocked answer is HTTP 200 too) is an error and is printed. CPU per request is the
+utime + stime of every process of the contender (node: agent + workers) over the run
+from /proc, divided by the answered requests; RSS is read after the run.
 
-Reproduce: .venv/bin/python bench/proxy_throughput.py [--duration 10] [--connections 64]
-           [--workers 2] [--profile] [--tls | --tls-only]
+Reproduce: .venv/bin/python bench/proxy_throughput.py [--rounds 3] [--duration 10]
+           [--connections 64] [--rate 5000] [--workers 2] [--devices 10000]
+           [--legs plain,tls]
 """
 
 from __future__ import annotations
 
 import argparse
-import pstats
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _loadgen import LoadResult, Target, run_load
+from _node import NodeOptions, cpu_seconds, rss_bytes, spooled_events
+from _policy import sync_requests, write_snapshot, wrk_lua
 from _proxy_common import (
-    SYNC_PATH,
-    children_of,
-    cpu_seconds,
-    cpu_split,
+    Contender,
+    Direct,
+    Gateway,
+    NginxProxy,
+    Upstream,
     ensure_tools,
     free_port,
     make_cert,
-    proxy_block,
+    run_rounds,
     run_wrk,
-    start_gateway_workers,
-    start_nginx,
-    static_upstream_block,
-    stop,
-    tls_proxy_block,
-    wait_port,
 )
+from _standin import StandIn
+from _summary import record
+from _verify import check_counters, percentile, spread
+
+BENCH = "proxy_throughput"
+
+
+def measure(
+    c: Contender,
+    upstream: Upstream,
+    args: argparse.Namespace,
+    lua: Path,
+    requests: list[bytes],
+    cafile: str,
+) -> dict[str, float]:
+    scheme = "https" if c.tls else "http"
+    url = f"{scheme}://127.0.0.1:{c.port}/"
+    run_wrk(url, lua, duration=1, connections=16)  # warm-up: pools, caches (not counted)
+    node = c.node
+    node_before = node.settled_metrics() if node else None
+    up_before = upstream.served()
+    pids = c.pids()
+    cpu0 = cpu_seconds(pids)
+    wrk = run_wrk(url, lua, duration=args.duration, connections=args.connections)
+    cpu1 = cpu_seconds(pids)
+    node_after = node.settled_metrics() if node else None
+    check = check_counters(
+        wrk.requests,
+        upstream_before=up_before,
+        upstream_after=upstream.served(),
+        node_before=node_before,
+        node_after=node_after,
+        non_2xx=wrk.non_2xx,
+        socket_errors=wrk.socket_errors,
+    )
+    row: dict[str, float] = {
+        "rps": wrk.rps,
+        "cpu_us": (cpu1 - cpu0) / max(1, wrk.requests) * 1e6,
+        "closed_errors": check.errors,
+    }
+    if check.detail:
+        print(f"    !! {c.name}, closed loop: {check.detail}")
+    if args.rate > 0:
+        target = Target("127.0.0.1", c.port, cafile if c.tls else "")
+        cpu2 = cpu_seconds(pids)
+        load: LoadResult = run_load(
+            target,
+            requests,
+            mode="open",
+            rate=args.rate,
+            duration=args.duration,
+            connections=args.connections,
+            procs=args.load_procs,
+        )
+        cpu3 = cpu_seconds(pids)
+        row.update(
+            p50=load.pct(0.50),
+            p99=load.pct(0.99),
+            p999=load.pct(0.999),
+            max=max(load.latencies_ms, default=float("nan")),
+            open_errors=load.error_count,
+            open_cpu_us=(cpu3 - cpu2) / max(1, load.answered) * 1e6,
+            lag_p99=percentile(load.lag_ms, 0.99),
+            gen_cpu_us=load.cpu_s / max(1, load.answered) * 1e6,
+            achieved=load.achieved_rps,
+        )
+        if load.error_count:
+            print(f"    !! {c.name}, open loop: errors {load.error_text()}")
+    row["rss_mib"] = rss_bytes(pids) / 2**20
+    if node is not None:
+        final = node.settled_metrics()
+        row["node_requests"] = sum(
+            v for k, v in final.items() if k.startswith("seg_gateway_requests_total{")
+        )
+    return row
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per load run")
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=2, help="proxy worker processes")
-    parser.add_argument("--profile", action="store_true", help="cProfile the gateway run")
-    parser.add_argument("--skip-direct", action="store_true")
-    parser.add_argument(
-        "--tls",
-        action="store_true",
-        help="also run nginx and the gateway with TLS on the device leg (same certificate)",
-    )
-    parser.add_argument("--tls-only", action="store_true", help="only the TLS runs")
+    parser.add_argument("--rate", type=float, default=5000.0, help="open-loop req/s (0: none)")
+    parser.add_argument("--load-procs", type=int, default=2, help="open-loop generator procs")
+    parser.add_argument("--workers", type=int, default=2, help="gateway and nginx workers")
+    parser.add_argument("--devices", type=int, default=10_000, help="devices in the policy")
+    parser.add_argument("--legs", default="plain,tls", help="plain, tls or both")
     args = parser.parse_args()
+    legs = [leg.strip() for leg in args.legs.split(",") if leg.strip()]
+    if not legs or set(legs) - {"plain", "tls"}:
+        parser.error("--legs takes plain, tls or plain,tls")
     ensure_tools()
-    results: dict[str, dict[str, float]] = {}
-    cpu_us: dict[str, float] = {}
-    splits: dict[str, tuple[float, float]] = {}
-    with_plain = not args.tls_only
-    with_tls = args.tls or args.tls_only
     with tempfile.TemporaryDirectory(prefix="segbench-") as tmp:
         work = Path(tmp)
-        up_port = free_port()
-        upstream = start_nginx(work, "upstream", static_upstream_block(up_port), workers=1)
-        procs = [upstream]
-        cert = make_cert(work) if with_tls else None
-
-        def run(port: int, scheme: str = "http") -> dict[str, float]:
-            return run_wrk(
-                f"{scheme}://127.0.0.1:{port}{SYNC_PATH}",
-                work,
-                duration=args.duration,
-                connections=args.connections,
-            )
-
-        def measure(name: str, pids: list[int], port: int, scheme: str) -> None:
-            before = cpu_seconds(pids)
-            user0, sys0 = cpu_split(pids)
-            results[name] = res = run(port, scheme)
-            cpu_us[name] = (cpu_seconds(pids) - before) / res["requests"] * 1e6
-            user1, sys1 = cpu_split(pids)
-            splits[name] = (
-                (user1 - user0) / res["requests"] * 1e6,
-                (sys1 - sys0) / res["requests"] * 1e6,
-            )
-
-        def nginx_run(name: str, block: str, port: int, scheme: str) -> None:
-            ngx = start_nginx(work, "proxy-" + scheme, block, workers=args.workers)
-            procs.append(ngx)
-            try:
-                wait_port(port)
-                time.sleep(0.3)
-                measure(name, [ngx.pid, *children_of(ngx.pid)], port, scheme)
-            finally:
-                stop([ngx])
-
-        def gateway_run(name: str, port: int, tls: bool) -> None:
-            profile = args.profile and (tls or not with_tls)
-            gateway = start_gateway_workers(
-                port,
-                up_port,
-                args.workers,
-                profile_dir=work if profile else None,
-                tls=cert if tls else None,
-            )
-            procs.extend(gateway)
-            try:
-                wait_port(port)
-                measure(name, [p.pid for p in gateway], port, "https" if tls else "http")
-            finally:
-                stop(gateway)
-
+        cert = make_cert(work)
+        cafile = str(cert[0])
+        snapshot = write_snapshot(work / "policy.json", args.devices)
+        lua = work / "load.lua"
+        lua.write_text(wrk_lua(args.devices, work / "load.txt"))
+        requests = sync_requests(args.devices)
+        upstream = Upstream(work, cert)
+        standin = StandIn(free_port(), snapshot, work / "standin.log")
+        contenders: list[Contender] = []
         try:
-            wait_port(up_port)
-            if not args.skip_direct:
-                results["direct (nginx static)"] = run(up_port)
-            if with_plain:
-                port = free_port()
-                nginx_run("nginx proxy_pass", proxy_block(port, up_port), port, "http")
-                gateway_run("gateway", free_port(), tls=False)
-            if with_tls and cert is not None:
-                port = free_port()
-                block = tls_proxy_block(port, up_port, *cert)
-                nginx_run("nginx proxy_pass TLS", block, port, "https")
-                gateway_run("gateway TLS", free_port(), tls=True)
-        finally:
-            stop(procs)
+            for leg in legs:
+                tls = cert if leg == "tls" else None
+                suffix = " TLS" if tls else ""
+                contenders += [
+                    Direct(upstream, tls is not None),
+                    NginxProxy(work, upstream, args.workers, tls),
+                    Gateway(
+                        work,
+                        "gateway" + suffix,
+                        NodeOptions(
+                            upstream_url=upstream.url,
+                            workers=args.workers,
+                            tls=tls,
+                            api_url=standin.url,
+                            ws_url=standin.ws_url,
+                        ),
+                    ),
+                ]
 
-        print(f"\nSmall Sync POSTs, wrk -t2 -c{args.connections} -d{args.duration}s, 127.0.0.1")
-        print(f"{'config':24} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'ratio':>6} {'CPU/req':>9}")
-        for name, res in results.items():
-            peer = "nginx proxy_pass TLS" if "TLS" in name else "nginx proxy_pass"
-            ratio = res["rps"] / results[peer]["rps"] if name in cpu_us else float("nan")
-            cpu = f"{cpu_us[name]:.0f} µs" if name in cpu_us else "-"
-            print(
-                f"{name:24} {res['rps']:9.0f} {res['p50_ms']:8.2f} {res['p99_ms']:8.2f} "
-                f"{ratio:6.2f} {cpu:>9}"
-            )
-            if res["non2xx"] or res["socket_errors"]:
-                print(f"    non-2xx: {res['non2xx']}  socket errors: {res['socket_errors']}")
-        print(
-            f"gateway workers: {args.workers} (SO_REUSEPORT, uvloop); nginx workers: "
-            f"{args.workers}; ratio: to nginx with the same device leg (TLS rows: nginx "
-            "terminating TLS with the same certificate, keep-alive, so few handshakes)"
-        )
-        for name, (user, system) in splits.items():
-            if name.startswith("gateway"):
+            def measure_one(c: Contender) -> dict[str, float]:
+                events_at_start = standin.stats()["events"]  # a starting node sends none
+                row = measure(c, upstream, args, lua, requests, cafile)
+                row["events_at_start"] = events_at_start
+                return row
+
+            def after(c: Contender, row: dict[str, float]) -> None:
+                if c.node is not None:  # every request's access event reached the stand-in
+                    received = standin.stats()["events"] - row["events_at_start"]
+                    at_stop = spooled_events(c.node.dir / "state")
+                    row["events_missing"] = row["node_requests"] - received - at_stop
+                    if at_stop:
+                        print(f"    !! {c.name}: {at_stop} access events spooled at shutdown")
+                    if row["events_missing"] > 0:
+                        print(
+                            f"    !! {c.name}: {row['events_missing']:.0f} requests counted by "
+                            "the node left no access event (abandoned in flight when wrk "
+                            "stopped? a proxied request's event is recorded when the "
+                            "upstream's answer arrives)"
+                        )
                 print(
-                    f"{name} CPU per request: {user:.0f} µs user (Python + uvloop"
-                    f"{' + OpenSSL' if 'TLS' in name else ''}), {system:.0f} µs system"
+                    f"  {c.name:24} {row['rps']:8.0f} req/s  {row['cpu_us']:5.0f} µs/req"
+                    + (f"  open p99 {row['p99']:.2f} ms" if "p99" in row else ""),
+                    flush=True,
                 )
-        if args.profile:
-            for prof in sorted(work.glob("worker*.prof"))[:1]:
-                print(f"\ncProfile of one gateway worker ({prof.name}), top 25 by own time:")
-                pstats.Stats(str(prof)).sort_stats("tottime").print_stats(25)
-    print(
-        "reproduce: .venv/bin/python bench/proxy_throughput.py "
-        f"--duration {args.duration} --connections {args.connections} --workers {args.workers}"
-        + (" --profile" if args.profile else "")
-        + (" --tls-only" if args.tls_only else " --tls" if args.tls else "")
-    )
+
+            results = run_rounds(contenders, args.rounds, measure_one, after)
+        finally:
+            standin.stop()
+            upstream.stop()
+        node_command = next(
+            (c.command() for c in contenders if isinstance(c, Gateway) and c.command()), ""
+        )
+    report(args, legs, results, node_command)
     return 0
+
+
+def _ratio(results: dict[str, list[dict[str, float]]], name: str, peer: str, key: str) -> str:
+    pairs = zip(results[name], results[peer], strict=False)
+    return spread(a[key] / b[key] for a, b in pairs if b[key]).text("{:.2f}")
+
+
+def report(
+    args: argparse.Namespace,
+    legs: list[str],
+    results: dict[str, list[dict[str, float]]],
+    node_command: str,
+) -> None:
+    def s(name: str, key: str, fmt: str = "{:.0f}") -> str:
+        return spread(row.get(key, float("nan")) for row in results[name]).text(fmt)
+
+    print(
+        f"\nSmall Sync POSTs (~300 B) over {args.devices:,} devices, {args.rounds} rounds "
+        f"(median (min-max)); closed loop: wrk -t2 -c{args.connections} -d{args.duration:g}s; "
+        f"open loop: {args.rate:g} req/s over {args.connections} connections"
+    )
+    print(
+        f"{'config':24} {'req/s':>20} {'vs nginx':>16} {'CPU µs/req':>14} "
+        f"{'open p50 ms':>18} {'open p99 ms':>18} {'p99.9':>7} {'max':>7} {'RSS MiB':>11} "
+        f"{'errors':>7}"
+    )
+    for name, rows in results.items():
+        peer = "nginx proxy_pass" + (" TLS" if name.endswith("TLS") else "")
+        ratio = _ratio(results, name, peer, "rps") if name.startswith("gateway") else ""
+        errors = sum(r.get("closed_errors", 0) + r.get("open_errors", 0) for r in rows)
+        print(
+            f"{name:24} {s(name, 'rps'):>20} {ratio:>16} {s(name, 'cpu_us'):>14} "
+            f"{s(name, 'p50', '{:.2f}'):>18} {s(name, 'p99', '{:.2f}'):>18} "
+            f"{s(name, 'p999', '{:.1f}'):>7} {s(name, 'max', '{:.1f}'):>7} "
+            f"{s(name, 'rss_mib'):>11} {errors:7.0f}"
+        )
+    print(
+        "open-loop generator (same rate everywhere): send lag p99 "
+        + ", ".join(f"{n} {s(n, 'lag_p99', '{:.2f}')} ms" for n in results)
+        + "; its CPU per request "
+        + ", ".join(f"{s(n, 'gen_cpu_us')} µs" for n in results if n.startswith("direct"))
+    )
+    print(
+        "CPU per request at the open-loop rate: "
+        + ", ".join(f"{n} {s(n, 'open_cpu_us')} µs" for n in results if "direct" not in n)
+    )
+    for name, rows in results.items():
+        if name.startswith("gateway"):
+            counted = sum(r.get("node_requests", 0) for r in rows)
+            missing = sum(max(0, r.get("events_missing", 0)) for r in rows)
+            print(
+                f"{name}: {counted:,.0f} requests counted by the node (with warm-ups); their "
+                f"access events at the control-plane stand-in or in the spool at shutdown: "
+                f"{counted - missing:,.0f}"
+            )
+    command = (
+        "PYTHONPATH=$PWD .venv/bin/python bench/proxy_throughput.py "
+        f"--rounds {args.rounds} --duration {args.duration:g} --connections {args.connections} "
+        f"--rate {args.rate:g} --workers {args.workers} --devices {args.devices} "
+        f"--legs {','.join(legs)}"
+    )
+    print(f"node started as: {node_command}")
+    print(f"reproduce: {command}")
+    for leg in legs:
+        tls = " TLS" if leg == "tls" else ""
+        name, peer = "gateway" + tls, "nginx proxy_pass" + tls
+        if name not in results:
+            continue
+        record(
+            BENCH,
+            f"{leg}: req/s (closed loop)",
+            s(name, "rps"),
+            vs_nginx=_ratio(results, name, peer, "rps"),
+            command=command,
+        )
+        record(
+            BENCH,
+            f"{leg}: CPU µs/request (agent+workers)",
+            s(name, "cpu_us"),
+            vs_nginx=f"nginx {s(peer, 'cpu_us')}",
+            command=command,
+        )
+        if args.rate > 0:
+            record(
+                BENCH,
+                f"{leg}: open-loop p99 ms at {args.rate:g}/s",
+                s(name, "p99", "{:.2f}"),
+                vs_nginx=f"nginx {s(peer, 'p99', '{:.2f}')}",
+                command=command,
+            )
+        record(
+            BENCH,
+            f"{leg}: RSS MiB (agent+workers)",
+            s(name, "rss_mib"),
+            vs_nginx=f"nginx {s(peer, 'rss_mib')}",
+            command=command,
+        )
 
 
 if __name__ == "__main__":

@@ -49,6 +49,8 @@ from typing import Any
 
 import boto3
 import httpx
+from _node import children_of
+from _verify import slope
 
 from seg_cli.demo import DemoDevice, checkin, enroll, refused_reason, sync_inbox
 from seg_local.controlplane import FAKE_AWS_ENV, REGION
@@ -67,29 +69,10 @@ def _pct(values: list[float], q: float) -> float:
 
 def _slope_per_hour(points: list[tuple[float, float]]) -> float:
     """Least-squares slope of (minutes, value), in value per hour."""
-    if len(points) < 3:
-        return float("nan")
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
-    mx, my = statistics.fmean(xs), statistics.fmean(ys)
-    den = sum((x - mx) ** 2 for x in xs)
-    return 60 * sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den if den else 0
+    return 60 * slope(points)
 
 
 # --- /proc ---------------------------------------------------------------------------
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            out.append(int(entry))
-    return out
 
 
 def _tree(pid: int) -> list[int]:
@@ -97,7 +80,7 @@ def _tree(pid: int) -> list[int]:
     while todo:
         p = todo.pop()
         pids.append(p)
-        todo.extend(_children(p))
+        todo.extend(children_of(p))
     return pids
 
 

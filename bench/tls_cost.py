@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from _summary import record as summary_row  # noqa: E402
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec, rsa  # noqa: E402
@@ -164,6 +165,12 @@ def main() -> int:
         print(
             f"  DirectSSLObject  {med['direct']:6.2f} µs CPU  ({med['stock'] - med['direct']:+.2f})"
         )
+        summary_row(
+            "tls_cost",
+            "TLS record work per small request (server CPU µs)",
+            f"{med['direct']:.1f}",
+            command=f".venv/bin/python bench/tls_cost.py --requests {args.requests}",
+        )
 
         print(f"server CPU per TLS handshake (mean of {args.handshakes}):")
         for kind, (cert, key) in certs.items():
@@ -177,6 +184,13 @@ def main() -> int:
                 pair, spent = handshake(ctx, client, session)
                 resumed += spent
                 reused += pair[0].session_reused
+            if kind == "ecdsa":
+                summary_row(
+                    "tls_cost",
+                    "full TLS handshake, ECDSA P-256 (server CPU µs)",
+                    f"{full / args.handshakes * 1e6:.0f}",
+                    command=f".venv/bin/python bench/tls_cost.py --handshakes {args.handshakes}",
+                )
             print(
                 f"  {kind:5} certificate: full {full / args.handshakes * 1e6:5.0f} µs, "
                 f"resumed {resumed / args.handshakes * 1e6:5.0f} µs "

@@ -1,5 +1,6 @@
-"""Who may call the control plane: console admins (Cognito user pool + the HTTP API's
-JWT authorizer) and Device Services (a bearer key kept in Secrets Manager).
+"""Who may call the control plane: console users (Cognito user pool + the HTTP API's
+JWT authorizer; their role comes from the pool's groups ``viewer``, ``operator`` and
+``admin``) and Device Services (a bearer key kept in Secrets Manager).
 
 Gateways authenticate with cluster credentials checked by the application itself.
 """
@@ -11,6 +12,14 @@ from aws_cdk import aws_apigatewayv2_authorizers as authorizers
 from aws_cdk import aws_cognito as cognito
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
+
+from lambdas.domain.roles import Role
+
+ROLE_DESCRIPTIONS = {
+    Role.VIEWER: "Console: read only",
+    Role.OPERATOR: "Console: block, allow and clear devices, write notes",
+    Role.ADMIN: "Console: everything, including clusters, credentials and settings",
+}
 
 
 class Auth(Construct):
@@ -61,6 +70,19 @@ class Auth(Construct):
                 logout_urls=[console_url],
             ),
         )
+        # Console roles (lambdas.domain.roles): the token's cognito:groups claim names
+        # them; a user in several groups holds the highest; a user in none is refused.
+        self.groups = {
+            role.label: cognito.CfnUserPoolGroup(
+                self,
+                f"Group{role.label.capitalize()}",
+                user_pool_id=self.user_pool.user_pool_id,
+                group_name=role.label,
+                description=ROLE_DESCRIPTIONS[role],
+                precedence=len(Role) - role.value,
+            )
+            for role in Role
+        }
         self.domain = self.user_pool.add_domain(
             "HostedUi",
             cognito_domain=cognito.CognitoDomainOptions(domain_prefix=domain_prefix),

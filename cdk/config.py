@@ -74,6 +74,9 @@ class StackConfig:
     # https://{api_id}.execute-api.{region}.amazonaws.com (ministack:
     # http://127.0.0.1:<port>/_aws/execute-api).
     execute_api_base_url: str | None = None
+    # The SES identity notices to users come from (verified in SES beforehand); None:
+    # notices are not sent (the console says so).
+    notice_sender: str | None = None
     # Labels of the policy signing keys (one asymmetric KMS key each). A rotation adds a
     # label, then (once the old key is retired in the console) removes the old one.
     signing_keys: tuple[str, ...] = ("1",)
@@ -94,6 +97,7 @@ CONTEXT_KEYS = (
     "bundle_target",
     "auth_domain_prefix",
     "execute_api_base_url",
+    "notice_sender",
     "signing_keys",
 )
 
@@ -172,7 +176,12 @@ def parse_config(context: dict[str, Any]) -> StackConfig:
     if base_url is not None and not re.match(r"^https?://[^\s/]+(/[^\s]*)?$", str(base_url)):
         raise ConfigError(f"context execute_api_base_url={base_url!r}: not an http(s) URL")
 
+    sender = raw.get("notice_sender")
+    if sender is not None and not _EMAIL_RE.match(str(sender)):
+        raise ConfigError(f"context notice_sender={sender!r}: not an e-mail address")
+
     return StackConfig(
+        notice_sender=str(sender) if sender is not None else None,
         signing_keys=_signing_keys(raw.get("signing_keys", ",".join(defaults.signing_keys))),
         execute_api_base_url=str(base_url).rstrip("/") if base_url is not None else None,
         auth_domain_prefix=str(prefix) if prefix is not None else None,

@@ -8,7 +8,7 @@ Device Services secret are granted by the constructs that own those resources.
 
 from __future__ import annotations
 
-from aws_cdk import Duration
+from aws_cdk import Duration, Stack
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
@@ -35,8 +35,22 @@ def grant_table(table: dynamodb.Table, access: resources.Access, grantee: iam.IG
         table.grant_read_data(grantee)
     elif access is resources.Access.WRITE:
         table.grant_write_data(grantee)
+    elif access is resources.Access.APPEND:
+        # Read and add, never update or delete: an append-only record.
+        table.grant_read_data(grantee)
+        table.grant(grantee, "dynamodb:PutItem")
     else:
         table.grant_read_write_data(grantee)
+
+
+def ses_identity_arns(scope: Construct, sender: str) -> list[str]:
+    """The SES identities a sender address may be verified as: itself or its domain."""
+    stack = Stack.of(scope)
+    domain = sender.rpartition("@")[2]
+    return [
+        stack.format_arn(service="ses", resource="identity", resource_name=name)
+        for name in (sender, domain)
+    ]
 
 
 class Functions(Construct):
@@ -61,6 +75,8 @@ class Functions(Construct):
             resources.ENV_CONSOLE_AUTH: "jwt",
             resources.ENV_LOG_LEVEL: config.log_level,
             "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
+            # The audit trail is kept as long as the logs.
+            resources.ENV_AUDIT_RETENTION_DAYS: str(config.log_retention_days),
         }
         # Tracing never records responses or errors, logging never the event (secrets).
         shared_env |= resources.OBSERVABILITY_ENV
@@ -125,5 +141,13 @@ class Functions(Construct):
             grant_table(tables[table_id], access, function)
         for queue_id in declared.sends_to:
             queues[queue_id].grant_send_messages(function)
+        if declared.sends_email and config.notice_sender:
+            function.add_environment(resources.ENV_NOTICE_SENDER, config.notice_sender)
+            role.add_to_policy(
+                iam.PolicyStatement(
+                    actions=["ses:SendEmail"],
+                    resources=ses_identity_arns(scope, config.notice_sender),
+                )
+            )
         self.log_groups[declared.id] = log_group
         return function

@@ -1,17 +1,14 @@
 """The ports of the control plane: what use cases need from storage, queues and the
 WebSocket push channel, as Protocols. Adapters (``lambdas.adapters``) implement them on
 AWS; tests may implement them in memory.
-
-(Created by helper C2 for the API side; C1 adds the write side's ports here too: please
-edit additively, do not replace the file.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from lambdas.domain.access import ManualOverride
@@ -40,67 +37,44 @@ class ClusterCredentialStore(Protocol):
 
 
 class EmailDeviceView(Protocol):
-    """The dashboard's email-device rows and per-minute activity counters."""
+    """The dashboard's email-device rows (one per cluster that saw the device) and
+    per-minute activity counters."""
 
-    def apply_observation(self, observation: AccessObservation) -> bool:
+    def apply_observation(self, observation: AccessObservation) -> ObservationWrite:
         """Write the row if the observation is newer than what is stored (newest wins);
-        return whether it was written."""
+        say whether it was written and what the row held before."""
         ...
 
     def add_activity(self, count: ActivityCount, fingerprint: str) -> bool:
         """Add one batch's counts to a minute, once per batch fingerprint."""
         ...
 
-    def get(self, email_device_key: str) -> AccessObservation | None: ...
+    def get_many(self, observation_keys: Sequence[str]) -> dict[str, AccessObservation]:
+        """The rows of these observation keys (absent keys are left out)."""
+        ...
 
     def all_rows(self) -> list[AccessObservation]:
-        """Every row, newest first (O(devices): tests and tools, not the dashboard)."""
+        """Every row, newest first (O(devices): the roster's rebuild, tests and tools)."""
         ...
 
     def activity(self, minutes: Sequence[str]) -> dict[str, tuple[int, int]]:
         """minute -> (requests, blocks) for the minutes that have counters."""
         ...
 
-    # Dashboard reads (helper C3): O(page) listing, counters, bounded windows.
-
-    def get_many(self, keys: Sequence[str]) -> dict[str, AccessObservation]:
-        """The rows of these keys (absent keys are left out), with the columns the
-        dashboard shows (event_id and protocol_version empty)."""
-        ...
-
-    def recent_page(
-        self,
-        access_state: str | None,
-        *,
-        ascending: bool,
-        limit: int,
-        after: tuple[str, str] | None = None,
-    ) -> tuple[list[AccessObservation], bool]:
-        """Up to ``limit`` rows (of one access state, or all) by last_seen, after the
-        (last_seen, key) position ``after``; and whether more follow. O(limit). Rows
-        hold the columns the dashboard shows, as ``get_many``."""
-        ...
-
-    def window(
-        self, access_state: str | None, cap: int, attributes: Iterable[str] = ()
-    ) -> tuple[list[AccessObservation], bool]:
-        """The ``cap`` most recently seen rows (of one access state, or all), holding
-        only the key, last_seen and ``attributes`` (others empty); and whether more rows
-        exist beyond the cap."""
-        ...
-
-    def tallies(self) -> dict[str, int]:
-        """Rows per tally (``email_view.tally``): exact, at most a few seconds old."""
-        ...
-
-    def count_since(self, access_state: str, since: str) -> int:
-        """Rows of the access state last seen at or after ``since`` (format_instant)."""
-        ...
-
     def join(self, keys: Sequence[str]) -> ViewJoin | None:
-        """The MDM record and manual override of each key, in a few batch reads; None
-        when this view cannot join (the caller then asks the stores one by one)."""
+        """The MDM record and manual override of each email device key, in a few batch
+        reads; None when this view cannot join (the caller then asks the stores one by
+        one)."""
         ...
+
+
+@dataclass(frozen=True)
+class ObservationWrite:
+    """What writing one observation did."""
+
+    written: bool
+    previous_state: str | None = None  # the row's access state before (None: no row)
+    replayed: bool = False  # the row already held this very event (a redelivery)
 
 
 @dataclass(frozen=True)
@@ -133,7 +107,8 @@ class GatewayNodeStore(Protocol):
     def record_keepalive(self, report: NodeReport) -> None:
         """Store what a node reported in its keepalive and its digest verdict (and move
         last_seen forward). ``digest_mismatches`` is added to the stored count, and
-        ``last_verified_at`` kept unless the report carries a newer one."""
+        ``last_verified_at`` kept unless the report carries a newer one; the policy
+        rejection figures are stored as reported."""
         ...
 
     def list_nodes(self, cluster_id: str) -> list[NodeReport]: ...
@@ -145,7 +120,7 @@ class PayloadQueue(Protocol):
         ...
 
 
-# --- The write side (helper C1): devices, policy entries, clusters, connections, ------
+# --- The write side: devices, policy entries, clusters, connections, ------------------
 # --- overrides, device events, the compliance queue and the push channel. -------------
 
 if TYPE_CHECKING:
@@ -346,13 +321,26 @@ class ManualOverrideStore(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class StoredDeviceEvent:
+    event_id: str
+    received_at: str  # format_instant()
+    body: str  # the event as received (JSON)
+
+
 class DeviceEventLog(Protocol):
     """Device Services events received (device_events table): idempotency and audit."""
 
     def exists(self, event_id: str) -> bool: ...
 
-    def record(self, event_id: str, body: str, received_at: datetime) -> bool:
+    def record(
+        self, event_id: str, body: str, received_at: datetime, mdm_device_id: str = ""
+    ) -> bool:
         """Record once; False when the event id was recorded already."""
+        ...
+
+    def for_device(self, mdm_device_id: str, limit: int) -> list[StoredDeviceEvent]:
+        """One MDM device's events, newest first."""
         ...
 
 
@@ -360,6 +348,146 @@ class ComplianceQueue(Protocol):
     def send(self, body: str, group_id: str, dedup_id: str) -> None:
         """Queue one message on the compliance FIFO queue."""
         ...
+
+
+class JwksSource(Protocol):
+    """Token issuers' published key sets (``lambdas.usecases.token_issuers``)."""
+
+    def fetch(self, uri: str) -> dict[str, Any]:
+        """The JSON document at ``uri``; raises ``lambdas.domain.errors.JwksUnavailable``."""
+        ...
+
+
+# --- The console (roster, history, audit, notes, notices) ------------------------------
+
+if TYPE_CHECKING:
+    from lambdas.usecases.audit import AuditEvent
+    from lambdas.usecases.history import HistoryEvent
+    from lambdas.usecases.notices import NoticeMarker, NoticeSettings
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    seq: str  # format_instant() of the write, and a random suffix: sorts by time
+    kind: str  # "obs" (observations, merged newest-wins) | "keys" (joins to re-read)
+    data: bytes
+
+
+class RosterJournal(Protocol):
+    """Changes to the roster since its last snapshot, kept for ``JOURNAL_TTL``. Entries
+    are stamped with the journal's own clock (wall time), whatever time the request
+    that caused them works with."""
+
+    def now(self) -> datetime:
+        """The journal's clock."""
+        ...
+
+    def append(self, kind: str, data: bytes) -> None: ...
+
+    def read_since(self, since: datetime) -> list[JournalEntry]:
+        """Every entry written at or after ``since`` (by the journal's clock), in seq
+        order, read consistently."""
+        ...
+
+
+@dataclass(frozen=True)
+class SnapshotHead:
+    generation: str  # the chunks' id
+    epoch: str  # changes when a snapshot does not extend the previous one (a rebuild)
+    watermark: str  # format_instant(): the journal before it is folded in
+    chunks: int
+    rows: int
+    written_at: str
+    checksum: int = 0  # zlib.crc32 of the bytes: a torn read is detected
+
+
+class RosterSnapshots(Protocol):
+    def head(self) -> SnapshotHead | None:
+        """The published snapshot (None: none yet)."""
+        ...
+
+    def read(self, head: SnapshotHead) -> bytes | None:
+        """Its bytes (None: replaced and deleted meanwhile; read the head again)."""
+        ...
+
+    def publish(
+        self, data: bytes, *, epoch: str, watermark: str, rows: int, now: datetime
+    ) -> SnapshotHead:
+        """Store the bytes, make them the published snapshot, delete the previous one."""
+        ...
+
+
+class AccessHistoryStore(Protocol):
+    """The last access events of each (cluster, email device), bounded in count."""
+
+    def add(self, observation_key: str, events: Sequence[HistoryEvent], now: datetime) -> None:
+        """Merge events in (idempotent by event id), keeping the newest."""
+        ...
+
+    def get_many(self, observation_keys: Sequence[str]) -> dict[str, list[HistoryEvent]]: ...
+
+
+class AuditLog(Protocol):
+    """The append-only audit trail."""
+
+    def append(self, event: AuditEvent) -> None: ...
+
+    def read_month(
+        self, month: str, *, before_seq: str | None, limit: int
+    ) -> tuple[list[AuditEvent], bool]:
+        """A month's records newest first, before ``before_seq``; and whether more follow."""
+        ...
+
+
+@dataclass(frozen=True)
+class DeviceNote:
+    email_device_key: str
+    text: str
+    author: str
+    updated_at: str  # format_instant()
+
+
+class DeviceNoteStore(Protocol):
+    def get(self, email_device_key: str) -> DeviceNote | None: ...
+
+    def put(self, note: DeviceNote) -> None:
+        """Store (an empty text removes the note)."""
+        ...
+
+
+class NoticeStore(Protocol):
+    """Notice settings and the per-device markers that keep notices to one per change."""
+
+    def settings(self) -> NoticeSettings: ...
+
+    def put_settings(self, settings: NoticeSettings) -> None: ...
+
+    def claim(self, marker: NoticeMarker) -> bool:
+        """Record that the device entered ``marker.state``. True when this is a change
+        of the device's state (or the same change, not yet sent): send a notice."""
+        ...
+
+    def release(self, email_device_key: str, observed_at: str) -> None:
+        """The device was seen allowed at ``observed_at``: a later block notifies again."""
+        ...
+
+    def marker(self, email_device_key: str) -> NoticeMarker | None: ...
+
+    def set_outcome(
+        self, email_device_key: str, edge_id: str, *, expect: str, outcome: str, at: str
+    ) -> bool:
+        """Move the change's outcome from ``expect`` to ``outcome`` ("" -> "sending" ->
+        "sent"); False when the marker no longer holds that change in that outcome."""
+        ...
+
+
+class NoticeQueue(Protocol):
+    def send(self, body: str) -> None: ...
+
+
+class Mailer(Protocol):
+    def send(self, *, sender: str, to: str, subject: str, body: str) -> str:
+        """Send a plain-text e-mail; return the provider's message id."""
 
 
 # --- Signed policy: the KMS signing keys and their registry ---------------------------

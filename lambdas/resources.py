@@ -81,6 +81,9 @@ class Access(StrEnum):
     READ = "read"
     WRITE = "write"
     READ_WRITE = "read_write"
+    # Read and add items, never change or delete one (an append-only record: the audit
+    # log). IAM grants the reads and PutItem; the code adds with attribute_not_exists.
+    APPEND = "append"
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,7 @@ class Function:
     sends_to: tuple[str, ...] = ()  # queue ids
     consumes: str | None = None  # queue id, for Trigger.SQS
     posts_to_connections: bool = False  # API Gateway Management API (WebSocket pushes)
+    sends_email: bool = False  # SES, from the configured notice sender identity
     # Emits policy to gateways (snapshots, deltas, pushes, pongs): may sign with the
     # stack's policy signing keys (kms:Sign and kms:GetPublicKey on those keys only).
     signs_policy: bool = False
@@ -160,19 +164,21 @@ CONNECTIONS = Table(
 )
 EMAIL_DEVICES = Table(
     id="email_devices",
+    # The key names one cluster's observation of an email device
+    # (``<cluster>\x1e<user>\x1f<device id>``): a cluster's gateways write only their own.
     partition=Key("email_device_key"),
-    indexes=(
-        Index("by_recent", Key("view"), Key("last_seen")),
-        Index("by_state", Key("access_state"), Key("last_seen")),
-    ),
+    # Every row, newest first: the roster's rebuild reads it (never a console request).
+    indexes=(Index("by_recent", Key("view"), Key("last_seen")),),
     # Only the per-minute activity counters (``stats#<minute>``) carry it; device rows
     # never expire.
     ttl_attribute="expires_at",
-    purpose="The dashboard's view: one row per (user, EAS DeviceId) seen by a gateway",
+    purpose="The dashboard's view: one row per (cluster, user, EAS DeviceId) a gateway saw",
 )
 DEVICE_EVENTS = Table(
     id="device_events",
     partition=Key("event_id"),
+    # One MDM device's events, newest first: the device page's compliance history.
+    indexes=(Index("by_device", Key("mdm_device_id"), Key("received_at")),),
     ttl_attribute="expires_at",
     purpose="Device Services events received (idempotency by event id, audit)",
 )
@@ -181,6 +187,41 @@ MANUAL_OVERRIDES = Table(
     partition=Key("email_device_key"),
     purpose="Console admins' allow/block overrides per (user, EAS DeviceId); they win "
     "over compliance and also cover devices the MDM never enrolled",
+)
+ROSTER = Table(
+    id="roster",
+    partition=Key("pk"),
+    sort=Key("sk"),
+    # Only journal entries expire; the published snapshot's chunks are deleted when a
+    # newer one replaces them.
+    ttl_attribute="expires_at",
+    purpose="The console's device roster: compact snapshots (head + chunks) and the "
+    "journal of changes since, which warm API functions hold and replay in memory",
+)
+ACCESS_HISTORY = Table(
+    id="access_history",
+    partition=Key("observation_key"),
+    ttl_attribute="expires_at",
+    purpose="The last access events of each (cluster, email device), bounded in count",
+)
+AUDIT_LOG = Table(
+    id="audit_log",
+    partition=Key("month"),
+    sort=Key("seq"),
+    ttl_attribute="expires_at",  # log_retention_days after the action
+    purpose="Append-only record of every console action: who, when, what, before -> after, reason",
+)
+DEVICE_NOTES = Table(
+    id="device_notes",
+    partition=Key("email_device_key"),
+    purpose="Operators' notes on email devices",
+)
+NOTICES = Table(
+    id="notices",
+    partition=Key("notice_key"),
+    ttl_attribute="expires_at",  # the per-device markers; settings never expire
+    purpose="Notices to users of blocked or quarantined devices: template and per-cluster "
+    "remediation text, and one marker per device (at most one notice per state change)",
 )
 TABLES: tuple[Table, ...] = (
     DEVICES,
@@ -192,6 +233,11 @@ TABLES: tuple[Table, ...] = (
     EMAIL_DEVICES,
     DEVICE_EVENTS,
     MANUAL_OVERRIDES,
+    ROSTER,
+    ACCESS_HISTORY,
+    AUDIT_LOG,
+    DEVICE_NOTES,
+    NOTICES,
 )
 
 # --- Queues -------------------------------------------------------------------------
@@ -211,7 +257,15 @@ PAYLOAD_QUEUE = Queue(
     purpose="The seed's AWMegPayload queue: access-event batches from gateways",
 )
 
-QUEUES: tuple[Queue, ...] = (COMPLIANCE_QUEUE, PAYLOAD_QUEUE)
+NOTICE_QUEUE = Queue(
+    id="notices",
+    fifo=False,
+    visibility_timeout_s=180,
+    max_receive_count=5,
+    purpose="Notices to send: one message per device that became blocked or quarantined",
+)
+
+QUEUES: tuple[Queue, ...] = (COMPLIANCE_QUEUE, PAYLOAD_QUEUE, NOTICE_QUEUE)
 
 # --- Functions ----------------------------------------------------------------------
 
@@ -237,6 +291,12 @@ FUNCTIONS: tuple[Function, ...] = (
             "email_devices": R,
             "device_events": RW,
             "manual_overrides": R,
+            # RW: MDM intake journals the devices it changes; the roster is read warm.
+            "roster": RW,
+            "access_history": R,
+            "audit_log": Access.APPEND,
+            "device_notes": RW,
+            "notices": RW,
         },
         sends_to=("compliance", "payload"),
         posts_to_connections=True,  # settings/credential changes are pushed too
@@ -260,6 +320,7 @@ FUNCTIONS: tuple[Function, ...] = (
             "clusters": RW,
             "connections": RW,
             "manual_overrides": RW,
+            "roster": W,  # journals the devices and overrides it changes
         },
         posts_to_connections=True,
         signs_policy=True,  # the pushes of each committed version
@@ -272,7 +333,15 @@ FUNCTIONS: tuple[Function, ...] = (
         trigger=Trigger.SQS,
         consumes="payload",
         purpose="The seed's MEG Queue Reader (payload half): access events -> dashboard",
-        tables={"email_devices": RW, "devices": R, "gateway_nodes": RW},
+        tables={
+            "email_devices": RW,
+            "devices": R,
+            "gateway_nodes": RW,
+            "roster": W,  # journals the observations it folds in
+            "access_history": RW,
+            "notices": RW,  # per-device notice markers
+        },
+        sends_to=("notices",),
         batch_size=10,
         timeout_s=30,
     ),
@@ -316,6 +385,46 @@ FUNCTIONS: tuple[Function, ...] = (
         timeout_s=120,
         reserved_concurrency=1,  # one sweep at a time
     ),
+    Function(
+        id="issuer_keys",
+        handler="lambdas.handlers.issuer_keys.handler",
+        trigger=Trigger.SCHEDULE,
+        # Identity providers announce a new signing key well ahead of using it (Entra ID:
+        # days); hourly keeps every node's keys current without a fetch per token.
+        schedule_minutes=60,
+        purpose="Refresh Bearer token issuers' keys (JWKS) in cluster settings; push changes",
+        # A changed key set is committed as a settings version (clusters, policy_log) and
+        # pushed (connections RW: a gone connection is forgotten).
+        tables={"clusters": RW, "policy_log": RW, "connections": RW},
+        posts_to_connections=True,
+        signs_policy=True,  # the push of the committed version
+        timeout_s=60,
+        reserved_concurrency=1,  # one refresh at a time (settings versions)
+    ),
+    Function(
+        id="roster_compactor",
+        handler="lambdas.handlers.roster_compactor.handler",
+        trigger=Trigger.SCHEDULE,
+        schedule_minutes=5,
+        purpose="Fold the roster journal into a new snapshot (warm API functions load it)",
+        # The rebuild (no snapshot yet, or a journal gap) reads every row and its join.
+        tables={"roster": RW, "email_devices": R, "devices": R, "manual_overrides": R},
+        timeout_s=300,
+        memory_mb=1024,
+        reserved_concurrency=1,  # one writer of snapshots
+    ),
+    Function(
+        id="notice_sender",
+        handler="lambdas.handlers.notice_sender.handler",
+        trigger=Trigger.SQS,
+        consumes="notices",
+        purpose="E-mail a device's user when it became blocked or quarantined (SES)",
+        tables={"notices": RW},
+        sends_email=True,
+        batch_size=10,
+        timeout_s=30,
+        reserved_concurrency=2,  # stays inside SES's sending rate
+    ),
 )
 
 # Environment variables that are not a table or a queue.
@@ -324,6 +433,11 @@ ENV_WEBSOCKET_MANAGEMENT_ENDPOINT = (
 )
 ENV_CONSOLE_AUTH = "SEG_CONSOLE_AUTH"  # "jwt" (API Gateway JWT authorizer) | "static"
 ENV_CONSOLE_TOKEN_SHA256 = "SEG_CONSOLE_TOKEN_SHA256"  # noqa: S105 - hex sha256 of the static admin token
+# The static (local) tokens of the other console roles (optional).
+ENV_CONSOLE_OPERATOR_TOKEN_SHA256 = "SEG_CONSOLE_OPERATOR_TOKEN_SHA256"  # noqa: S105
+ENV_CONSOLE_VIEWER_TOKEN_SHA256 = "SEG_CONSOLE_VIEWER_TOKEN_SHA256"  # noqa: S105
+ENV_AUDIT_RETENTION_DAYS = "SEG_AUDIT_RETENTION_DAYS"  # the stack's log_retention_days
+ENV_NOTICE_SENDER = "SEG_NOTICE_SENDER"  # SES identity notices come from ("": none sent)
 ENV_DEVICE_SERVICES_KEY_SHA256 = "SEG_DEVICE_SERVICES_KEY_SHA256"  # hex sha256 of the MDM key
 ENV_DEVICE_SERVICES_SECRET_ARN = "SEG_DEVICE_SERVICES_SECRET_ARN"  # noqa: S105 - Secrets Manager, in AWS
 ENV_LOG_LEVEL = "POWERTOOLS_LOG_LEVEL"
@@ -336,6 +450,10 @@ ENV_CONSOLE_REFRESH_SECONDS = "SEG_CONSOLE_REFRESH_SECONDS"  # dashboard polling
 # one until the signing-key registry says otherwise). Set on the functions that
 # ``signs_policy`` only.
 ENV_POLICY_SIGNING_KEY_ARNS = "SEG_POLICY_SIGNING_KEY_ARNS"
+# How long a warm function keeps the signing-key registry before reading it again
+# (seconds, default 60): the longest a function signs with a key after another was
+# activated. The local runtime shortens it so a rotation can be tested in seconds.
+ENV_POLICY_SIGNING_REGISTRY_TTL_S = "SEG_POLICY_SIGNING_REGISTRY_TTL_S"
 # Every function: the Powertools tracer never records a handler's response or exception
 # as trace metadata, and the logger never logs the incoming event (responses carry issued
 # credentials and device passwords, events carry bearer credentials; traces and logs are

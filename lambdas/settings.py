@@ -20,17 +20,60 @@ class SettingsError(RuntimeError):
     """The environment does not describe a usable deployment."""
 
 
+DEFAULT_AUDIT_RETENTION_DAYS = 90
+MAX_AUDIT_RETENTION_DAYS = 3653  # CloudWatch's longest retention (ten years)
+_HEX64 = frozenset("0123456789abcdef")
+
+
+def _token_hash(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "").strip().lower()
+    if value and (len(value) != 64 or not set(value) <= _HEX64):
+        raise SettingsError(f"{name} must be a hex sha256 (64 characters)")
+    return value
+
+
+def _retention_days(env: Mapping[str, str]) -> int:
+    raw = env.get(resources.ENV_AUDIT_RETENTION_DAYS, "").strip()
+    if not raw:
+        return DEFAULT_AUDIT_RETENTION_DAYS
+    try:
+        days = int(raw)
+    except ValueError:
+        raise SettingsError(
+            f"{resources.ENV_AUDIT_RETENTION_DAYS} must be a number of days"
+        ) from None
+    if not 1 <= days <= MAX_AUDIT_RETENTION_DAYS:
+        raise SettingsError(
+            f"{resources.ENV_AUDIT_RETENTION_DAYS} must be between 1 and {MAX_AUDIT_RETENTION_DAYS}"
+        )
+    return days
+
+
+def _notice_sender(env: Mapping[str, str]) -> str:
+    sender = env.get(resources.ENV_NOTICE_SENDER, "").strip()
+    if sender and (sender.count("@") != 1 or any(c.isspace() for c in sender)):
+        raise SettingsError(f"{resources.ENV_NOTICE_SENDER} must be one e-mail address")
+    return sender
+
+
 @dataclass(frozen=True)
 class Settings:
     tables: Mapping[str, str]  # table id -> physical name
     queues: Mapping[str, str]  # queue id -> URL
     websocket_management_endpoint: str  # "" when this deployment has no WebSocket API
     console_auth: str  # "jwt" | "static"
-    console_token_sha256: str
+    console_token_sha256: str  # the static admin token
     device_services_key_sha256: str
     device_services_secret_arn: str
+    # The static tokens of the other console roles ("": none).
+    console_operator_token_sha256: str = ""
+    console_viewer_token_sha256: str = ""
+    audit_retention_days: int = DEFAULT_AUDIT_RETENTION_DAYS
+    notice_sender: str = ""  # SES identity notices are sent from ("": notices are off)
     # The stack's policy signing keys (KMS key ARNs); () when this deployment has none.
     policy_signing_key_arns: tuple[str, ...] = ()
+    # How long a warm function keeps the signing-key registry (seconds).
+    policy_signing_registry_ttl_s: float = 60.0
 
     def table(self, table_id: str) -> str:
         return self.tables[table_id]
@@ -52,8 +95,10 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
             f"{resources.ENV_CONSOLE_AUTH}=static needs {resources.ENV_CONSOLE_TOKEN_SHA256}"
         )
     signing_keys = _signing_key_arns(env.get(resources.ENV_POLICY_SIGNING_KEY_ARNS, ""))
+    registry_ttl = _registry_ttl(env.get(resources.ENV_POLICY_SIGNING_REGISTRY_TTL_S, ""))
     return Settings(
         policy_signing_key_arns=signing_keys,
+        policy_signing_registry_ttl_s=registry_ttl,
         tables={t.id: env[t.env] for t in resources.TABLES},
         queues={q.id: env[q.env] for q in resources.QUEUES},
         websocket_management_endpoint=env.get(resources.ENV_WEBSOCKET_MANAGEMENT_ENDPOINT, ""),
@@ -61,6 +106,10 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         console_token_sha256=env.get(resources.ENV_CONSOLE_TOKEN_SHA256, ""),
         device_services_key_sha256=env.get(resources.ENV_DEVICE_SERVICES_KEY_SHA256, ""),
         device_services_secret_arn=env.get(resources.ENV_DEVICE_SERVICES_SECRET_ARN, ""),
+        console_operator_token_sha256=_token_hash(env, resources.ENV_CONSOLE_OPERATOR_TOKEN_SHA256),
+        console_viewer_token_sha256=_token_hash(env, resources.ENV_CONSOLE_VIEWER_TOKEN_SHA256),
+        audit_retention_days=_retention_days(env),
+        notice_sender=_notice_sender(env),
     )
 
 
@@ -77,6 +126,21 @@ def _signing_key_arns(raw: str) -> tuple[str, ...]:
     if len(set(arns)) != len(arns):
         raise SettingsError(f"{resources.ENV_POLICY_SIGNING_KEY_ARNS} lists a key twice")
     return arns
+
+
+def _registry_ttl(raw: str) -> float:
+    if not raw.strip():
+        return 60.0
+    try:
+        ttl = float(raw)
+    except ValueError:
+        ttl = -1.0
+    if not 0.1 <= ttl <= 300:
+        raise SettingsError(
+            f"{resources.ENV_POLICY_SIGNING_REGISTRY_TTL_S} must be a number of seconds in "
+            "[0.1, 300]"
+        )
+    return ttl
 
 
 @lru_cache(maxsize=1)

@@ -2,6 +2,7 @@
 
     seg-gateway run [--config FILE] [--policy-file FILE]
     seg-gateway check-config [--config FILE] [--policy-file FILE]
+    seg-gateway fetch-policy --out FILE [--config FILE]
     seg-gateway make-cert --cert PATH --key PATH [--host NAME ...] [--days N]
     seg-gateway keygen --private-key PATH [--public-key PATH]
 
@@ -39,6 +40,12 @@ def _parser() -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("--config", type=Path, help="TOML configuration file")
         cmd.add_argument("--policy-file", type=Path, help="start from this PolicySnapshot JSON")
+    fetch = sub.add_parser(
+        "fetch-policy",
+        help="save the cluster's signed policy to a file (an air-gapped node's --policy-file)",
+    )
+    fetch.add_argument("--config", type=Path, help="TOML configuration file (a connected node's)")
+    fetch.add_argument("--out", type=Path, required=True, help="where to write the signed policy")
     cert = sub.add_parser("make-cert", help="write a self-signed TLS pair for development")
     cert.add_argument("--cert", type=Path, required=True)
     cert.add_argument("--key", type=Path, required=True)
@@ -68,7 +75,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from onprem_gateway.agent.logs import configure_logging  # noqa: PLC0415
     from onprem_gateway.agent.node import Node  # noqa: PLC0415 (keep `--help` light)
-    from onprem_gateway.agent.persist import PolicyFileError  # noqa: PLC0415
+    from onprem_gateway.agent.policy_journal import PolicyFileError  # noqa: PLC0415
 
     config = _load(args)
     configure_logging(config.log_level, config.log_format, "agent")
@@ -96,6 +103,55 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ImportError:  # pragma: no cover - uvloop is in the gateway extra
         return asyncio.run(main())
     return uvloop.run(main())
+
+
+def cmd_fetch_policy(args: argparse.Namespace) -> int:
+    """Fetch the cluster's policy as signed, verify it with the keys this configuration
+    pins (what the air-gapped node will pin too) and write it as a one-record signed
+    policy file. Its freshness on the air-gapped node is its signed issue time: export
+    again before ``max_policy_age_s`` runs out."""
+    from onprem_gateway.agent.cloud import (  # noqa: PLC0415
+        ControlPlaneClient,
+        ControlPlaneUnavailable,
+        CredentialRejected,
+    )
+    from onprem_gateway.agent.persist import atomic_write  # noqa: PLC0415
+    from onprem_gateway.agent.policy_trust import PolicyRefused, PolicyTrust  # noqa: PLC0415
+    from seg_contract.signing import encode_record  # noqa: PLC0415
+
+    config = load_config(config_file=args.config)
+    if not config.connected:
+        return _fail("fetch-policy needs a control plane: SEG_GW_API_URL and SEG_GW_CREDENTIAL")
+    trust = PolicyTrust(
+        config.policy_signing_keys,
+        cluster_id=config.cluster_id,
+        max_skew_s=config.policy_clock_skew_s,
+    )
+
+    async def fetch() -> int:
+        client = ControlPlaneClient(
+            config.api_url,
+            config.credential,
+            config.node_id,
+            timeout_s=config.http_timeout_s,
+            ca_bundle=config.control_plane_ca_bundle,
+        )
+        try:
+            with trust.refusals("snapshot"):
+                answer = await client.fetch_snapshot()
+                snapshot, verified = trust.snapshot(answer.signed)
+        except (ControlPlaneUnavailable, CredentialRejected, PolicyRefused) as exc:
+            return _fail(f"cannot fetch the signed policy: {exc}", EXIT_FAILURE)
+        finally:
+            await client.aclose()
+        atomic_write(args.out, encode_record(answer.signed))
+        print(
+            f"wrote {args.out}: cluster {snapshot.cluster_id} version {snapshot.version}, "
+            f"{len(snapshot.devices)} devices, signed by key {verified.statement.kid}"
+        )
+        return EXIT_OK
+
+    return asyncio.run(fetch())
 
 
 def cmd_make_cert(args: argparse.Namespace) -> int:
@@ -164,6 +220,7 @@ def _write_secret(path: Path, data: bytes) -> None:
 COMMANDS = {
     "run": cmd_run,
     "check-config": cmd_check_config,
+    "fetch-policy": cmd_fetch_policy,
     "make-cert": cmd_make_cert,
     "keygen": cmd_keygen,
 }

@@ -54,6 +54,7 @@ class GatewayConfig:
     tls_key: Path | None
     listen_plain_http: bool
     public_url: str
+    public_hosts: tuple[str, ...]
     trusted_proxies: tuple[IPNetwork, ...]
     # The mail server behind the gateway.
     upstream_url: str
@@ -62,6 +63,11 @@ class GatewayConfig:
     upstream_connect_timeout_s: float
     request_idle_timeout_s: float
     long_poll_timeout_s: float
+    # Edge limits of the EAS listener.
+    header_timeout_s: float
+    max_connections_per_ip: int
+    pw1_max_failures: int
+    pw1_failure_window_s: float
     # The control plane ("" api_url: air-gapped, enforce the policy file only).
     api_url: str
     ws_url: str
@@ -94,11 +100,18 @@ class GatewayConfig:
     # trusts (pinned), and the clock skew it tolerates in a statement's issue time.
     policy_signing_keys: tuple[TrustedKey, ...] = ()
     policy_clock_skew_s: float = 300.0
+    allow_unsigned_policy_file: bool = False
 
     @property
     def connected(self) -> bool:
         """True when the node talks to a control plane (False: air-gapped)."""
         return bool(self.api_url)
+
+    @property
+    def cluster_id(self) -> str:
+        """The cluster the credential belongs to: what every signed statement this node
+        applies must name ("" for an air-gapped node)."""
+        return cluster_of_credential(self.credential) if self.credential else ""
 
     def to_wire(self) -> dict[str, Any]:
         """What the agent hands its worker processes over their private socketpair:
@@ -133,7 +146,7 @@ class GatewayConfig:
 @dataclass(frozen=True)
 class FieldSpec:
     name: str
-    kind: str  # str | int | float | bool | path | networks | credential | keys
+    kind: str  # str | int | float | bool | path | networks | hosts | credential | keys
     default: Any
     doc: str
 
@@ -164,7 +177,18 @@ FIELDS: tuple[FieldSpec, ...] = (
         "serve plain HTTP (only behind a TLS-terminating load balancer)",
     ),
     FieldSpec("public_url", "str", "", "URL devices use (451 rewrites); default from host"),
-    FieldSpec("trusted_proxies", "networks", (), "CIDRs whose X-Forwarded-For is trusted"),
+    FieldSpec(
+        "public_hosts",
+        "hosts",
+        (),
+        "host names devices may use (Host header; others get 421); default: public_url's",
+    ),
+    FieldSpec(
+        "trusted_proxies",
+        "networks",
+        (),
+        "CIDRs whose X-Forwarded-*, Forwarded and X-Real-IP are trusted",
+    ),
     FieldSpec("upstream_url", "str", REQUIRED, "the mail server, e.g. https://exchange.corp"),
     FieldSpec("upstream_ca_bundle", "path", None, "PEM CA bundle that verifies the upstream"),
     FieldSpec("upstream_allow_plain_http", "bool", False, "allow an http:// upstream"),
@@ -178,6 +202,25 @@ FIELDS: tuple[FieldSpec, ...] = (
         3900.0,
         "idle timeout of Ping / long-poll Sync (> 3540 s, MS-ASCMD 2.2.2.13)",
     ),
+    FieldSpec(
+        "header_timeout_s",
+        "float",
+        30.0,
+        "deadline for a whole request head from its first byte (408 after it)",
+    ),
+    FieldSpec(
+        "max_connections_per_ip",
+        "int",
+        1000,
+        "connections per client address and worker (0: no cap; see docs)",
+    ),
+    FieldSpec(
+        "pw1_max_failures",
+        "int",
+        5,
+        "wrong device passwords per user / device before attempts are refused unhashed",
+    ),
+    FieldSpec("pw1_failure_window_s", "float", 300.0, "window of pw1_max_failures"),
     FieldSpec("api_url", "str", "", "control-plane API base URL (empty: air-gapped)"),
     FieldSpec("ws_url", "str", "", "control-plane WebSocket URL (wss://...)"),
     FieldSpec(
@@ -214,7 +257,13 @@ FIELDS: tuple[FieldSpec, ...] = (
         "override the cluster's Rules Refresh Interval (default: from the snapshot)",
     ),
     FieldSpec("state_dir", "path", Path("/var/lib/seg-gateway"), "persisted policy and spool"),
-    FieldSpec("policy_file", "path", None, "start from this PolicySnapshot JSON file"),
+    FieldSpec(
+        "policy_file",
+        "path",
+        None,
+        "start from this signed policy file (`seg-gateway fetch-policy`, or a node's "
+        "policy.journal); air-gapped: the only policy source",
+    ),
     FieldSpec("max_spool_bytes", "int", 256 * 1024 * 1024, "bound of the event spool on disk"),
     FieldSpec(
         "event_flush_interval_s",
@@ -234,13 +283,21 @@ FIELDS: tuple[FieldSpec, ...] = (
         "keys",
         (),
         "public keys that sign the cluster's policy (base64 DER SubjectPublicKeyInfo, "
-        "comma separated; `seg cluster register` prints them)",
+        "comma separated; `seg cluster register` prints them); required with a control "
+        "plane or a signed policy file",
     ),
     FieldSpec(
         "policy_clock_skew_s",
         "float",
         300.0,
         "how far in the future a signed policy's issue time may be (clock skew, 0-600)",
+    ),
+    FieldSpec(
+        "allow_unsigned_policy_file",
+        "bool",
+        False,
+        "accept a policy file that is plain PolicySnapshot JSON, not signed (air-gapped "
+        "sites without exports from the control plane; its age counts from each read)",
     ),
 )
 _BY_NAME = {f.name: f for f in FIELDS}
@@ -279,6 +336,27 @@ def _parse_float(value: Any) -> float:
     return float(str(value).strip())
 
 
+def _parse_hosts(value: Any) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else str(value).split(",")
+    hosts = []
+    for item in items:
+        host = str(item).strip().lower().rstrip(".")
+        if not host:
+            continue
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            if not _HOST_CHARS.issuperset(host) or ".." in host or host.startswith("-"):
+                raise ValueError(f"{host!r} is not a host name (no scheme, no port)") from None
+        hosts.append(host)
+    return tuple(dict.fromkeys(hosts))
+
+
+_HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-.")
+
+
 def _parse_keys(value: Any) -> tuple[TrustedKey, ...]:
     """A TOML list (items may be PEM) or a comma-separated string of base64 keys."""
     items = value if isinstance(value, list) else str(value).split(",")
@@ -299,6 +377,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "bool": _parse_bool,
     "path": lambda v: Path(str(v).strip()) if str(v).strip() else None,
     "networks": _parse_networks,
+    "hosts": _parse_hosts,
     "keys": _parse_keys,
 }
 
@@ -388,7 +467,17 @@ _AGENT_ONLY = (
     "control_plane_ca_bundle",
     "policy_signing_keys",
     "policy_clock_skew_s",
+    "allow_unsigned_policy_file",
 )
+
+
+def cluster_of_credential(credential: str) -> str:
+    """The cluster id in a cluster credential ``segc_<cluster>_<key>_<secret>``;
+    ``ValueError`` when it is not one."""
+    parts = credential.split("_", 3)  # the secret may hold "_" itself
+    if len(parts) != 4 or parts[0] != "segc" or not all(parts[1:]):
+        raise ValueError("not a cluster credential (segc_<cluster>_<key>_<secret>)")
+    return parts[1]
 
 
 def config_from_wire(data: Mapping[str, Any]) -> GatewayConfig:
@@ -428,7 +517,24 @@ def _check_listener(values: dict[str, Any], problems: list[str]) -> None:
     # Empty public_url: derived from the host name and the bound port at start
     # (``eas_runner.public_url``).
     if values["public_url"]:
-        _check_url(values["public_url"], ("https", "http"), "SEG_GW_PUBLIC_URL", problems)
+        if _check_url(values["public_url"], ("https", "http"), "SEG_GW_PUBLIC_URL", problems):
+            if not values["public_hosts"]:
+                # The names devices use default to the configured public URL's; with
+                # neither configured the Host header is not checked (a warning at start).
+                host = urlsplit(values["public_url"]).hostname or ""
+                values["public_hosts"] = (host.lower().rstrip("."),)
+    header = values["header_timeout_s"]
+    if header is not None and not 0 < header <= 600:
+        problems.append("SEG_GW_HEADER_TIMEOUT_S must be in (0, 600]")
+    per_ip = values["max_connections_per_ip"]
+    if per_ip is not None and per_ip < 0:
+        problems.append("SEG_GW_MAX_CONNECTIONS_PER_IP must be >= 0 (0: no cap)")
+    failures = values["pw1_max_failures"]
+    if failures is not None and not 1 <= failures <= 1000:
+        problems.append("SEG_GW_PW1_MAX_FAILURES must be between 1 and 1000")
+    window = values["pw1_failure_window_s"]
+    if window is not None and not 0 < window <= 86_400:
+        problems.append("SEG_GW_PW1_FAILURE_WINDOW_S must be in (0, 86400]")
 
 
 def _check_upstream(values: dict[str, Any], problems: list[str]) -> None:
@@ -475,11 +581,6 @@ def _check_control_plane(values: dict[str, Any], problems: list[str], worker: bo
             "a control plane needs SEG_GW_API_URL, SEG_GW_WS_URL and SEG_GW_CREDENTIAL "
             "(or SEG_GW_CREDENTIAL_FILE) together"
         )
-    if not any(cloud) and values["policy_file"] is None and not worker:
-        problems.append(
-            "no policy source: configure a control plane (SEG_GW_API_URL, SEG_GW_WS_URL, "
-            "SEG_GW_CREDENTIAL) or a policy file (--policy-file / SEG_GW_POLICY_FILE)"
-        )
     plain_ok = values["control_plane_allow_plain_http"]
     for name, schemes in (("api_url", ("https", "http")), ("ws_url", ("wss", "ws"))):
         env = _BY_NAME[name].env
@@ -494,6 +595,44 @@ def _check_control_plane(values: dict[str, Any], problems: list[str], worker: bo
     for name in ("control_plane_ca_bundle", "cluster_key_file", "policy_file"):
         _check_file(values, name, problems)
     _check_cluster_key(values["cluster_key_file"], problems)
+
+
+def _check_signing(values: dict[str, Any], problems: list[str], worker: bool) -> None:
+    """A node verifies its policy: the keys it pins, the cluster its credential names."""
+    if values["credential"]:
+        try:
+            cluster_of_credential(values["credential"])
+        except ValueError:
+            problems.append(
+                "the cluster credential is not one `seg cluster register` issued "
+                "(segc_<cluster>_<key>_<secret>): the node verifies that its policy was "
+                "signed for the cluster it names"
+            )
+    cloud = [values["api_url"], values["ws_url"], values["credential"]]
+    if all(cloud) and not values["policy_signing_keys"] and not worker:
+        problems.append(
+            "SEG_GW_POLICY_SIGNING_KEYS is required with a control plane: the node applies "
+            "only policy signed by these keys (`seg cluster register` and `seg cluster "
+            "signing-keys` print them; for a CDK stack, `aws kms get-public-key` of each "
+            "ARN in the stack output PolicySigningKeyArns)"
+        )
+    if (
+        not any(cloud)
+        and values["policy_file"] is not None
+        and not values["policy_signing_keys"]
+        and not values["allow_unsigned_policy_file"]
+        and not worker
+    ):
+        problems.append(
+            "an air-gapped node verifies its policy file: set SEG_GW_POLICY_SIGNING_KEYS "
+            "(the control plane's public keys), or SEG_GW_ALLOW_UNSIGNED_POLICY_FILE=true "
+            "to accept a plain, unsigned PolicySnapshot file"
+        )
+    if not any(cloud) and values["policy_file"] is None and not worker:
+        problems.append(
+            "no policy source: configure a control plane (SEG_GW_API_URL, SEG_GW_WS_URL, "
+            "SEG_GW_CREDENTIAL) or a policy file (--policy-file / SEG_GW_POLICY_FILE)"
+        )
 
 
 def _check_cluster_key(key_file: Path | None, problems: list[str]) -> None:
@@ -576,5 +715,6 @@ def _check(values: dict[str, Any], problems: list[str], worker: bool) -> None:
     _check_listener(values, problems)
     _check_upstream(values, problems)
     _check_control_plane(values, problems, worker)
+    _check_signing(values, problems, worker)
     _check_timings(values, problems)
     _check_operation(values, problems)

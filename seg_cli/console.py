@@ -41,12 +41,22 @@ def read_state(state_dir: Path) -> dict[str, Any] | None:
     return data
 
 
-def resolve_target(api: str | None, token: str | None, state_dir: Path) -> Target:
+ROLES = ("viewer", "operator", "admin")
+
+
+def resolve_target(
+    api: str | None, token: str | None, state_dir: Path, role: str | None = None
+) -> Target:
     """``--api`` / ``--token``, else ``SEG_API_URL`` / ``SEG_TOKEN``, else the state file
-    ``seg up`` writes."""
+    ``seg up`` writes (its admin token, or with ``--role`` that role's token)."""
     state = read_state(state_dir) or {}
     api_url = api or os.environ.get(ENV_API_URL) or state.get("api_url", "")
-    secret = token or os.environ.get(ENV_TOKEN) or state.get("admin_token", "")
+    if role is not None and role not in ROLES:
+        raise CliError(f"--role must be one of {', '.join(ROLES)}")
+    local_token = state.get("tokens", {}).get(role, "") if role else state.get("admin_token", "")
+    if role and not token and not local_token:
+        raise CliError(f"no {role} token in {state_dir / 'state.json'}: pass --token")
+    secret = token or (None if role else os.environ.get(ENV_TOKEN)) or local_token
     if not api_url:
         raise CliError(
             f"no control plane: pass --api URL, set {ENV_API_URL}, or start one with `seg up` "
@@ -109,6 +119,18 @@ class Console:
         if response.status_code == 204 or not response.content:
             return None
         return response.json()
+
+    def download(self, path: str, **kwargs: Any) -> tuple[str, str | None]:
+        """A text answer (CSV, JSON export) and the cursor of its next part."""
+        try:
+            response = self._http.request("GET", path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise CliError(
+                f"cannot reach the control plane at {self.target.api_url} ({exc})"
+            ) from None
+        if response.status_code >= 400:
+            raise CliError(f"GET {path}: HTTP {response.status_code}: {_detail(response)}")
+        return response.text, response.headers.get("X-Next-Cursor")
 
     def node_decision(self, node: dict[str, Any], user: str, device_id: str) -> dict[str, Any]:
         url = f"{node['admin_url']}/diagnostics/decision"

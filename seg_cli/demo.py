@@ -1,7 +1,7 @@
 """The demo ``seg up`` runs when no upstream is given (and ``seg demo``): a few devices
 enroll through the Device Services API, sync through the gateway with a real EAS client,
-one is reported compromised, and the time until every gateway node enforces the block
-is measured on each node's diagnostics endpoint."""
+one is reported compromised, the time until every gateway node enforces the block is
+measured on each node's diagnostics endpoint, and its user's notice e-mail is shown."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import requests
 from pyactivesync import Client, EASError, FolderType, StatusError
 
 from seg_local.demo_mail import DEMO_PASSWORD
+from seg_local.mailbox import Mail, read_mailbox
 from seg_local.stack import Node, Stack
 
 
@@ -246,4 +247,22 @@ def run_demo(stack: Stack, say: Callable[[str], None] = print) -> dict[str, floa
         f"5. The dashboard shows {victim.user}/{row['device_id']}: {row['access_state']} "
         f"({row.get('reason', '')})"
     )
+    mail = wait_notice(stack, victim)
+    say(f"6. {victim.user} gets one e-mail ({mail.path}):")
+    say(f"   To: {mail.to}")
+    say(f"   Subject: {mail.subject}")
+    for line in mail.body.splitlines():
+        if line.startswith(("Why:", "What to do:")):
+            say(f"   {line}")
     return times
+
+
+def wait_notice(stack: Stack, device: DemoDevice, timeout: float = 30.0) -> Mail:
+    """The notice e-mail the device's user got (the local mailbox: moto's SES)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for mail in read_mailbox(stack.mailbox):
+            if mail.to.startswith(device.user + "@"):
+                return mail
+        time.sleep(0.2)
+    raise DemoError(f"no notice e-mail reached {device.user} after {timeout:.0f} s")

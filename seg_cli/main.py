@@ -2,15 +2,21 @@
 
     seg up [--nodes N] [--upstream URL [--upstream-ca FILE]]   the system, in the foreground
     seg demo                                                   the scripted demo, then exit
+    seg whoami
     seg cluster register NAME | list | nodes ID | rotate ID | revoke ID
     seg cluster signing-keys
     seg cluster rotate-signing-key begin KEY_ARN | activate KID | retire KID
-    seg devices list [--access allow|block|quarantine] [--query TEXT]
+    seg devices list [--access S] [--compliance S] [--cluster ID] [--node N]
+                     [--not-seen-days N] [--query TEXT] [--sort COL [--order asc|desc]]
+    seg devices export [--out FILE] [same filters]
     seg device block|allow|clear USER DEVICE_ID [--reason TEXT]
+    seg device note USER DEVICE_ID TEXT
     seg device decision USER DEVICE_ID
+    seg audit [--action A] [--actor WHO] [--query TEXT] [--limit N] [--export csv|json]
 
 Console commands reach the API given by ``--api`` / ``--token``, else ``SEG_API_URL`` /
-``SEG_TOKEN``, else the system ``seg up`` started (``.seg/state.json``).
+``SEG_TOKEN``, else the system ``seg up`` started (``.seg/state.json``: its admin token,
+or the token of ``--role viewer|operator|admin``).
 Errors are one line on stderr and a non-zero exit status.
 """
 
@@ -134,6 +140,8 @@ def _announce(stack: Any) -> None:
     state = stack.public_state()
     print(f"Dashboard:    {state['dashboard_url']}")
     print(f"Admin token:  {stack.admin_token}")
+    print(f"Operator:     {stack.operator_token}  (block, allow, clear, notes)")
+    print(f"Viewer:       {stack.viewer_token}  (read only)")
     print(f"Control API:  {state['api_url']}")
     for node in state["nodes"]:
         print(
@@ -145,6 +153,7 @@ def _announce(stack: Any) -> None:
     if state["demo_mail"]:
         print("Demo mailbox: any user name, password 'demo'")
     print(f"Local CA:     {state['ca_cert']} (trust it in test clients)")
+    print(f"Notices:      {state['mailbox']} (the e-mails users get, one file each)")
     for key in state["policy_signing_keys"]:
         print(f"Policy key:   {key} (nodes pin it: SEG_GW_POLICY_SIGNING_KEYS)")
     print(f"State, logs:  {stack.state_dir}", flush=True)
@@ -154,7 +163,19 @@ def _announce(stack: Any) -> None:
 
 
 def _console(args: argparse.Namespace) -> Console:
-    return Console(resolve_target(args.api, args.token, args.state_dir))
+    return Console(resolve_target(args.api, args.token, args.state_dir, args.role))
+
+
+def _reason(args: argparse.Namespace) -> dict[str, str]:
+    """The audit trail's reason for a change (``X-SEG-Reason``)."""
+    reason = getattr(args, "reason", "") or ""
+    return {"X-SEG-Reason": reason} if reason else {}
+
+
+def cmd_whoami(args: argparse.Namespace) -> int:
+    with _console(args) as api:
+        _print_json(api.call("GET", "/console/v1/whoami"))
+    return 0
 
 
 def cmd_cluster(args: argparse.Namespace) -> int:
@@ -189,6 +210,8 @@ def cmd_cluster(args: argparse.Namespace) -> int:
                         "policy_version",  # the version the node has applied
                         "digest_check",  # in_sync / diverged / unchecked, at its last report
                         "last_verified_at",
+                        "policy_rejections",  # signed input refused since it started (alert)
+                        "last_rejection",
                         "policy_age_s",
                         "spool_depth",
                         "last_seen",
@@ -196,11 +219,25 @@ def cmd_cluster(args: argparse.Namespace) -> int:
                 )
         elif args.action == "rotate":
             path = f"/console/v1/clusters/{args.cluster_id}/credentials/rotate"
-            _print_json(api.call("POST", path))
+            _print_json(api.call("POST", path, headers=_reason(args)))
         elif args.action == "revoke":
             path = f"/console/v1/clusters/{args.cluster_id}/credentials/revoke"
-            _print_json(api.call("POST", path) or {"status": "revoked"})
+            _print_json(api.call("POST", path, headers=_reason(args)) or {"status": "revoked"})
     return 0
+
+
+def _device_filters(args: argparse.Namespace) -> dict[str, str]:
+    chosen = {
+        "access_state": args.access,
+        "compliance_state": args.compliance,
+        "cluster_id": args.cluster,
+        "node": args.node,
+        "not_seen_days": args.not_seen_days,
+        "q": args.query,
+        "sort": args.sort,
+        "order": args.order,
+    }
+    return {k: str(v) for k, v in chosen.items() if v is not None and v != ""}
 
 
 # --- policy signing keys (docs/gateway.md, "Signed policy") ----------------------------
@@ -242,23 +279,40 @@ def cmd_signing_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
-    params = {"limit": str(args.limit)}
-    if args.access:
-        params["access_state"] = args.access
-    if args.query:
-        params["q"] = args.query
+    params = _device_filters(args)
     with _console(args) as api:
-        body = api.call("GET", "/console/v1/email-devices", params=params)
+        if args.action == "export":
+            parts: list[str] = []
+            cursor = None
+            while True:
+                query = {**params, **({"cursor": cursor} if cursor else {})}
+                text, cursor = api.download("/console/v1/email-devices/export", params=query)
+                parts.append(text)
+                if not cursor:
+                    break
+            csv_text = "".join(parts)
+            if args.out:
+                Path(args.out).write_text(csv_text)
+                print(f"wrote {csv_text.count(chr(10)) - 1} devices to {args.out}")
+            else:
+                sys.stdout.write(csv_text)
+            return 0
+        body = api.call(
+            "GET", "/console/v1/email-devices", params={**params, "limit": str(args.limit)}
+        )
     if args.json:
         _print_json(body)
     else:
+        print(f"{body.get('total', 0)} devices match")
         _table(
             list(body.get("items", [])),
             (
                 "user",
                 "device_id",
+                "cluster_id",
                 "device_type",
                 "access_state",
+                "compliance_state",
                 "reason",
                 "last_seen",
                 "last_node",
@@ -267,9 +321,30 @@ def cmd_devices(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    chosen = {"action": args.action, "actor": args.actor, "q": args.query}
+    params = {k: v for k, v in chosen.items() if v}
+    with _console(args) as api:
+        if args.export:
+            text, _ = api.download(
+                "/console/v1/audit/export", params={**params, "format": args.export}
+            )
+            sys.stdout.write(text)
+            return 0
+        body = api.call("GET", "/console/v1/audit", params={**params, "limit": str(args.limit)})
+    if args.json:
+        _print_json(body)
+    else:
+        _table(list(body.get("items", [])), ("at", "actor", "role", "action", "target", "reason"))
+    return 0
+
+
 def cmd_device(args: argparse.Namespace) -> int:
     path = f"/console/v1/email-devices/{args.user}/{args.device_id}"
     with _console(args) as api:
+        if args.action == "note":
+            _print_json(api.call("PUT", path + "/note", json={"text": args.text}))
+            return 0
         if args.action in {"block", "allow", "clear"}:
             reason = args.reason or f"{args.action} from the seg command line"
             _print_json(
@@ -299,7 +374,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     api = argparse.ArgumentParser(add_help=False, parents=[common])
     api.add_argument("--api", help="control-plane API URL (env SEG_API_URL)")
-    api.add_argument("--token", help="console admin token (env SEG_TOKEN)")
+    api.add_argument("--token", help="console token (env SEG_TOKEN)")
+    api.add_argument(
+        "--role",
+        choices=("viewer", "operator", "admin"),
+        help="with `seg up`: use that role's token (default admin)",
+    )
     api.add_argument("--json", action="store_true", help="print raw JSON")
 
     parser = argparse.ArgumentParser(
@@ -316,6 +396,8 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", parents=[common], help="run the demo and exit")
     demo.add_argument("--nodes", type=int, default=2)
 
+    sub.add_parser("whoami", parents=[api], help="who the token is and its role")
+
     cluster = sub.add_parser("cluster", help="gateway clusters")
     csub = cluster.add_subparsers(dest="action", required=True)
     reg = csub.add_parser("register", parents=[api], help="register a cluster")
@@ -328,6 +410,8 @@ def _parser() -> argparse.ArgumentParser:
     ):
         p = csub.add_parser(action, parents=[api], help=text)
         p.add_argument("cluster_id")
+        if action != "nodes":
+            p.add_argument("--reason", default="", help="kept in the audit trail")
     csub.add_parser(
         "signing-keys", parents=[api], help="the policy signing keys and the ones nodes pin"
     )
@@ -343,12 +427,33 @@ def _parser() -> argparse.ArgumentParser:
     rot.add_argument("step", choices=("begin", "activate", "retire"))
     rot.add_argument("target", help="begin: the new key's ARN; activate/retire: a kid")
 
+    _device_parsers(sub, api)
+    return parser
+
+
+def _device_parsers(sub: Any, api: argparse.ArgumentParser) -> None:
     devices = sub.add_parser("devices", help="email devices seen by the gateways")
     dsub = devices.add_subparsers(dest="action", required=True)
     dl = dsub.add_parser("list", parents=[api], help="list email devices")
-    dl.add_argument("--access", choices=("allow", "block", "quarantine", "unknown"))
-    dl.add_argument("--query", help="filter on user, device id, model")
+    dx = dsub.add_parser("export", parents=[api], help="the filtered list as CSV")
+    dx.add_argument("--out", help="write to this file (default: stdout)")
+    for p in (dl, dx):
+        p.add_argument("--access", choices=("allow", "block", "quarantine", "unknown"))
+        p.add_argument("--compliance", choices=("compliant", "non_compliant", "unknown"))
+        p.add_argument("--cluster", help="seen by this cluster (id)")
+        p.add_argument("--node", help="last seen by this gateway node")
+        p.add_argument("--not-seen-days", type=int, help="last seen more than N days ago")
+        p.add_argument("--query", help="substring of user, device id, type, model")
+        p.add_argument("--sort", help="column to sort on (default last_seen)")
+        p.add_argument("--order", choices=("asc", "desc"))
     dl.add_argument("--limit", type=int, default=100)
+
+    audit = sub.add_parser("audit", parents=[api], help="the audit trail of console actions")
+    audit.add_argument("--action", help='an action or prefix ("device.block", "cluster.")')
+    audit.add_argument("--actor", help="who")
+    audit.add_argument("--query", help="substring anywhere")
+    audit.add_argument("--limit", type=int, default=50)
+    audit.add_argument("--export", choices=("csv", "json"), help="print every match in this form")
 
     device = sub.add_parser("device", help="one email device")
     esub = device.add_subparsers(dest="action", required=True)
@@ -357,28 +462,37 @@ def _parser() -> argparse.ArgumentParser:
         ("allow", "allow it"),
         ("clear", "drop the manual override"),
         ("decision", "show what the control plane and each node decide"),
+        ("note", "set the operators' note (an empty text removes it)"),
     ):
         p = esub.add_parser(action, parents=[api], help=text)
         p.add_argument("user")
         p.add_argument("device_id")
-        if action != "decision":
+        if action == "note":
+            p.add_argument("text")
+        elif action != "decision":
             p.add_argument("--reason", default="")
-    return parser
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    args.upstream = ""
+    return cmd_up(args, demo_only=True)
+
+
+COMMANDS = {
+    "up": cmd_up,
+    "demo": cmd_demo,
+    "whoami": cmd_whoami,
+    "cluster": cmd_cluster,
+    "devices": cmd_devices,
+    "audit": cmd_audit,
+    "device": cmd_device,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command == "up":
-            return cmd_up(args)
-        if args.command == "demo":
-            args.upstream = ""
-            return cmd_up(args, demo_only=True)
-        if args.command == "cluster":
-            return cmd_cluster(args)
-        if args.command == "devices":
-            return cmd_devices(args)
-        return cmd_device(args)
+        return COMMANDS[args.command](args)
     except CliError as exc:
         print(f"seg: error: {exc}", file=sys.stderr)
         return EXIT_ERROR

@@ -49,6 +49,9 @@ def entry_term(entry: DeviceEntry) -> int:
 
 
 def credential_term(credential: UserCredential) -> int:
+    # Device-bound passwords come last and only when there are any, so the term of a
+    # credential without them is what it was before they existed.
+    bound = tuple(f"{d.device_id}\x1e{d.pw1_hash}" for d in credential.device_passwords)
     return _term(
         "credential",
         credential.user,
@@ -58,6 +61,7 @@ def credential_term(credential: UserCredential) -> int:
         _SEP,
         credential.sealed_pw2,
         credential.updated_at.isoformat(),
+        *((_SEP, "bound", *bound) if bound else ()),
     )
 
 

@@ -53,7 +53,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 CONTRACT_VERSION: Literal[2] = 2
 
@@ -116,6 +116,61 @@ class DeviceRule(_Model):
     description: ShortStr = ""
 
 
+class UnverifiableIdentity(StrEnum):
+    """What a gateway does with a request whose user it cannot verify (Negotiate with
+    Kerberos inside, an unknown Authorization scheme): the mail server would
+    authenticate a user the gateway cannot name, so the query's ``User=`` is only a
+    claim."""
+
+    REFUSE = "refuse"  # 401 with the schemes the gateway can verify (the default)
+    # Decide by the query's user, but only for a device whose entry exists and belongs
+    # to that user (no unknown-device action, no OPTIONS or Autodiscover).
+    DEVICE_ONLY = "device_only"
+
+
+class Jwk(_Model):
+    """One public signing key of a token issuer (RFC 7517), as the control plane fetched
+    it from the issuer's ``jwks_uri``: public members only (a private member such as
+    ``d`` is refused), so the key set can travel in the policy."""
+
+    kty: Literal["RSA", "EC", "OKP"]
+    kid: Annotated[str, Field(max_length=256)] = ""
+    use: Literal["", "sig"] = ""
+    alg: Annotated[str, Field(max_length=16)] = ""
+    n: Annotated[str, Field(max_length=2048)] = ""  # RSA modulus (base64url)
+    e: Annotated[str, Field(max_length=16)] = ""  # RSA exponent
+    crv: Annotated[str, Field(max_length=16)] = ""  # EC / OKP curve
+    x: Annotated[str, Field(max_length=256)] = ""
+    y: Annotated[str, Field(max_length=256)] = ""
+
+    @model_validator(mode="after")
+    def _members_of_its_type(self) -> Jwk:
+        need = {"RSA": ("n", "e"), "EC": ("crv", "x", "y"), "OKP": ("crv", "x")}[self.kty]
+        missing = [name for name in need if not getattr(self, name)]
+        if missing:
+            raise ValueError(f"{self.kty} key without {', '.join(missing)}")
+        return self
+
+
+class BearerIssuer(_Model):
+    """A token issuer whose access tokens the cluster's gateways accept (hybrid modern
+    authentication, ``Authorization: Bearer``). A gateway verifies the signature with
+    ``keys``, ``iss`` equal to ``issuer``, ``aud`` one of ``audiences``, ``exp`` / ``nbf``
+    with a small clock skew, and takes the user from the ``user_claim`` claim. The keys
+    travel in the signed policy: a node never fetches them (it needs no network to the
+    identity provider, and keeps verifying while the cloud is unreachable); the control
+    plane refreshes them from ``jwks_uri``."""
+
+    issuer: Annotated[str, Field(min_length=1, max_length=512)]
+    audiences: tuple[Annotated[str, Field(min_length=1, max_length=512)], ...] = Field(
+        min_length=1, max_length=10
+    )
+    user_claim: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")] = "upn"
+    jwks_uri: Annotated[str, Field(max_length=1024)] = ""
+    keys: tuple[Jwk, ...] = Field(default=(), max_length=20)
+    keys_fetched_at: datetime | None = None
+
+
 class ClusterSettings(_Model):
     """Per-cluster gateway settings, set in the console."""
 
@@ -132,6 +187,17 @@ class ClusterSettings(_Model):
     # a push, or whose policy diverged for any reason, is repaired within this interval,
     # and a silent control plane is noticed within it (plus the pong deadline).
     report_interval_s: int = Field(default=30, ge=10, le=300)
+    # Requests whose user the gateway cannot verify (Kerberos, unknown schemes).
+    unverifiable_identity: UnverifiableIdentity = UnverifiableIdentity.REFUSE
+    # Issuers of the Bearer tokens the gateways accept (none: Bearer is refused).
+    bearer_issuers: tuple[BearerIssuer, ...] = Field(default=(), max_length=10)
+
+    @model_validator(mode="after")
+    def _issuers_unique(self) -> ClusterSettings:
+        names = [i.issuer for i in self.bearer_issuers]
+        if len(names) != len(set(names)):
+            raise ValueError("bearer_issuers lists an issuer twice")
+        return self
 
 
 class DeviceEntry(_Model):
@@ -155,11 +221,23 @@ class DeviceEntry(_Model):
         return entry_key(self.user, self.device_id)
 
 
+class DevicePassword(_Model):
+    """A device password (PW1) bound to the one EAS DeviceId (normalised,
+    ``seg_contract.identity``) it was issued for: it opens the mailbox only from that
+    device."""
+
+    device_id: DeviceIdStr
+    pw1_hash: Annotated[str, Field(max_length=512)]
+
+
 class UserCredential(_Model):
     """Credential substitution for one user (the seed's PW1 -> PW2).
 
-    ``pw1_hashes`` are the device-specific passwords the user's devices present, each a
-    self-describing hash string (``scrypt$<n>$<r>$<p>$<salt_b64>$<hash_b64>``).
+    ``device_passwords`` are the device passwords the user's devices present, each bound
+    to its DeviceId and stored as a self-describing hash string
+    (``scrypt$<n>$<r>$<p>$<salt_b64>$<hash_b64>``). ``pw1_hashes`` are device passwords
+    issued before passwords were bound to a device: they still open the mailbox from
+    any of the user's devices until the admin issues bound ones and removes them.
     ``sealed_pw2`` is the real upstream password sealed to the cluster's X25519 public
     key (libsodium ``crypto_box_seal``, base64): only the cluster's gateways can open it.
     ``enabled`` false (or an entry with no hashes) turns substitution off for the user.
@@ -171,6 +249,7 @@ class UserCredential(_Model):
     sealed_pw2: Annotated[str, Field(max_length=4096)] = ""
     version: int = Field(ge=1)
     updated_at: datetime
+    device_passwords: tuple[DevicePassword, ...] = Field(default=(), max_length=50)
 
 
 def entry_key(user: str, device_id: str) -> str:
@@ -283,6 +362,13 @@ class GatewayKeepalive(_Model):
     spool_depth: int = Field(ge=0)
     gateway_version: ShortStr = ""
     digest: Annotated[str, Field(pattern=r"^([0-9a-f]{32})?$")] = ""
+    # Signed policy input the node refused since it started (``seg_contract.signing``:
+    # a forged, altered or replayed snapshot, delta or push): how many, the reason of
+    # the last one (``RejectReason``) and how long before this keepalive it came. The
+    # console shows them as an alert on the node.
+    policy_rejections: int = Field(default=0, ge=0)
+    last_rejection: Annotated[str, Field(max_length=32, pattern=r"^[a-z_]*$")] = ""
+    last_rejection_age_s: float | None = Field(default=None, ge=0)
 
 
 GatewayMessage = Annotated[GatewayKeepalive, Field(discriminator="action")]

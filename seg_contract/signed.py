@@ -109,14 +109,16 @@ def encode_record(signed: SignedPayload) -> bytes:
     return json.dumps(header, separators=(",", ":")).encode("ascii") + b"\n" + signed.payload
 
 
-def decode_record(data: bytes) -> tuple[SignedPayload, int]:
-    """The record at the start of ``data`` and its length in bytes (records can be
-    concatenated); ``SignatureRejected(malformed)`` when it is not one. Not verified."""
-    newline = data.find(b"\n", 0, _MAX_RECORD_HEADER)
+def decode_record(data: bytes, offset: int = 0) -> tuple[SignedPayload, int]:
+    """The record at ``offset`` in ``data`` and its length in bytes (records can be
+    concatenated: the next one starts at ``offset + length``, and nothing before the
+    payload is copied); ``SignatureRejected(malformed)`` when it is not one. Not
+    verified."""
+    newline = data.find(b"\n", offset, offset + _MAX_RECORD_HEADER)
     if newline < 0:
         raise SignatureRejected(RejectReason.MALFORMED, "no record header")
     try:
-        header = json.loads(data[:newline].decode("ascii"))
+        header = json.loads(data[offset:newline].decode("ascii"))
     except (UnicodeDecodeError, ValueError):
         raise SignatureRejected(RejectReason.MALFORMED, "record header is not JSON") from None
     if not isinstance(header, dict) or header.get("format") != _RECORD_FORMAT:
@@ -132,4 +134,4 @@ def decode_record(data: bytes) -> tuple[SignedPayload, int]:
     end = newline + 1 + length
     if end > len(data):
         raise SignatureRejected(RejectReason.MALFORMED, "record is truncated")
-    return SignedPayload(statement, signature, data[newline + 1 : end]), end
+    return SignedPayload(statement, signature, data[newline + 1 : end]), end - offset

@@ -6,7 +6,8 @@ foreground of a process of its own, until SIGINT or SIGTERM.
     python -m seg_local moto [--port N] [--ready-file PATH]
 
 Secrets come from the environment, never the command line (``ps`` shows it):
-``SEG_LOCAL_ADMIN_TOKEN`` and ``SEG_LOCAL_DEVICE_SERVICES_KEY`` (generated when unset).
+``SEG_LOCAL_ADMIN_TOKEN``, ``SEG_LOCAL_OPERATOR_TOKEN``, ``SEG_LOCAL_VIEWER_TOKEN`` (the
+console's three roles) and ``SEG_LOCAL_DEVICE_SERVICES_KEY`` (generated when unset).
 Once up, the public endpoints are written as JSON to ``--ready-file`` (atomically) and
 printed on stdout.
 """
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 ENV_ADMIN_TOKEN = "SEG_LOCAL_ADMIN_TOKEN"  # noqa: S105 - the variable's name
+ENV_OPERATOR_TOKEN = "SEG_LOCAL_OPERATOR_TOKEN"  # noqa: S105 - the variable's name
+ENV_VIEWER_TOKEN = "SEG_LOCAL_VIEWER_TOKEN"  # noqa: S105 - the variable's name
 ENV_DEVICE_SERVICES_KEY = "SEG_LOCAL_DEVICE_SERVICES_KEY"
 
 
@@ -56,6 +59,9 @@ def _serve(args: argparse.Namespace) -> int:
         moto_endpoint=args.moto_endpoint,
         prefix=args.prefix,
         admin_token=os.environ.get(ENV_ADMIN_TOKEN, ""),
+        operator_token=os.environ.get(ENV_OPERATOR_TOKEN, ""),
+        viewer_token=os.environ.get(ENV_VIEWER_TOKEN, ""),
+        mailbox_dir=args.mailbox_dir,
         device_services_key=os.environ.get(ENV_DEVICE_SERVICES_KEY, ""),
         schedule_interval_s=args.schedule_minutes * 60 if args.schedule_minutes else None,
         log_level=args.log_level,
@@ -66,6 +72,8 @@ def _serve(args: argparse.Namespace) -> int:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         ca_bundle=args.ca_bundle,
+        signing_keys=args.signing_keys,
+        signing_registry_ttl_s=args.signing_registry_ttl_s,
     )
     cp = LocalControlPlane(options)
     try:
@@ -87,6 +95,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _moto(args: argparse.Namespace) -> int:
+    from seg_local.mailbox import Mailbox  # noqa: PLC0415
     from seg_local.moto_server import LocalMotoServer  # noqa: PLC0415
 
     server = LocalMotoServer(args.host, args.port)
@@ -95,6 +104,9 @@ def _moto(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"seg_local: cannot start moto on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
+    mailbox = Mailbox(Path(args.mailbox_dir)) if args.mailbox_dir else None
+    if mailbox is not None:
+        mailbox.start()
     info = {"moto_endpoint": endpoint, "pid": os.getpid()}
     if args.ready_file:
         write_json_atomic(Path(args.ready_file), info)
@@ -102,6 +114,8 @@ def _moto(args: argparse.Namespace) -> int:
     try:
         _wait_for_signal()
     finally:
+        if mailbox is not None:
+            mailbox.stop()
         server.stop()
         if args.ready_file:
             Path(args.ready_file).unlink(missing_ok=True)
@@ -123,12 +137,23 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--tls-cert", default="", help="PEM chain: serve HTTPS and WSS")
     serve.add_argument("--tls-key", default="")
     serve.add_argument("--ca-bundle", default="", help="CA the handlers trust (@connections)")
+    serve.add_argument("--mailbox-dir", default="", help="copy the e-mails sent (SES) here")
     serve.add_argument("--ws-max-connection-s", type=float, default=7200.0, help="API Gateway: 2 h")
     serve.add_argument("--ws-idle-timeout-s", type=float, default=600.0, help="API Gateway: 10 min")
+    serve.add_argument(
+        "--signing-keys", type=int, default=1, help="policy signing keys (2: rotate between them)"
+    )
+    serve.add_argument(
+        "--signing-registry-ttl-s",
+        type=float,
+        default=None,
+        help="how long handlers keep the signing-key registry (default 60, as in AWS)",
+    )
     moto = sub.add_parser("moto", help="run a bare moto server (DynamoDB, SQS)")
     moto.add_argument("--host", default="127.0.0.1")
     moto.add_argument("--port", type=int, default=0)
     moto.add_argument("--ready-file", default="")
+    moto.add_argument("--mailbox-dir", default="", help="copy the e-mails sent (SES) here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.ERROR)

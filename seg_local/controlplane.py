@@ -16,6 +16,7 @@ import secrets
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -52,6 +53,9 @@ POWERTOOLS_ENV = {
 }
 
 
+LOCAL_NOTICE_SENDER = "seg-notices@seg.example"
+
+
 class ControlPlaneError(RuntimeError):
     """The local control plane cannot start (the message says why)."""
 
@@ -75,7 +79,13 @@ class Options:
     moto_endpoint: str = ""  # "": run moto in this process
     prefix: str = "seg-local"
     admin_token: str = ""  # "": generate one
+    operator_token: str = ""  # "": generate one
+    viewer_token: str = ""  # "": generate one
     device_services_key: str = ""  # "": generate one
+    # Notices to users go out through moto's SES from this address; the messages moto
+    # holds are copied to ``mailbox_dir`` when given (with moto in this process).
+    notice_sender: str = LOCAL_NOTICE_SENDER
+    mailbox_dir: str = ""
     schedule_interval_s: float | None = None  # None: each function's schedule_minutes
     visibility_timeout_s: Mapping[str, int] = field(default_factory=dict)  # queue id -> s
     ws_limits: Limits = field(default_factory=Limits)
@@ -87,6 +97,10 @@ class Options:
     tls_cert: str = ""
     tls_key: str = ""
     ca_bundle: str = ""
+    # Policy signing keys in moto's KMS (2: a stack during a rotation; nodes pin the
+    # first), and how long the handlers keep the key registry (None: as in AWS, 60 s).
+    signing_keys: int = 1
+    signing_registry_ttl_s: float | None = None
     # Tests of the runtime pieces: function id -> handler, and an API app to serve.
     handler_overrides: Mapping[str, Handler] = field(default_factory=dict)
     api_app: Any = None
@@ -100,8 +114,12 @@ class Endpoints:
     moto_endpoint: str
     admin_token: str = field(repr=False)
     device_services_key: str = field(repr=False)
+    operator_token: str = field(default="", repr=False)
+    viewer_token: str = field(default="", repr=False)
     # The public keys gateway nodes pin (base64 DER SubjectPublicKeyInfo): not secret.
     policy_signing_keys: tuple[str, ...] = ()
+    # Every signing key's ARN in moto's KMS (the first is the one nodes pin).
+    policy_signing_key_arns: tuple[str, ...] = ()
 
     def public(self) -> dict[str, Any]:
         """Everything but the secrets (for logs and ready files)."""
@@ -111,7 +129,16 @@ class Endpoints:
             "management_endpoint": self.management_endpoint,
             "moto_endpoint": self.moto_endpoint,
             "policy_signing_keys": list(self.policy_signing_keys),
+            "policy_signing_key_arns": list(self.policy_signing_key_arns),
         }
+
+
+def verify_sender(sesv2: Any, sender: str) -> None:
+    """Make ``sender`` a verified SES identity (moto refuses to send from others)."""
+    try:
+        sesv2.create_email_identity(EmailIdentity=sender)
+    except sesv2.exceptions.AlreadyExistsException:
+        pass
 
 
 def import_handler(dotted: str) -> Handler:
@@ -145,13 +172,15 @@ class LocalControlPlane:
     def __init__(self, options: Options | None = None) -> None:
         self.options = options or Options()
         self._moto: Any = None
+        self.mailbox: Any = None
         self._servers: ServerThread | None = None
         self.websocket_api: WebSocketApiStandIn | None = None
         self.pollers: dict[str, SqsPoller] = {}
         self.timers: dict[str, ScheduleTimer] = {}
         self.ttl_sweeper: TtlSweeper | None = None
         self.provisioned: Provisioned | None = None
-        self.signing_key: SigningKey | None = None
+        self.signing_key: SigningKey | None = None  # the first: what nodes pin
+        self.signing_keys: list[SigningKey] = []
         self.endpoints: Endpoints | None = None
         self.env: dict[str, str] = {}
         self._owns_process = False
@@ -182,6 +211,21 @@ class LocalControlPlane:
         self._moto = LocalMotoServer(self.options.host)
         return self._moto.start()
 
+    def _start_mail(self, sesv2: Any) -> None:
+        """SES for the notices to users: the sender verified in moto, and (with moto in
+        this process) the sent mail copied to the mailbox directory."""
+        opts = self.options
+        if opts.notice_sender:
+            try:
+                verify_sender(sesv2, opts.notice_sender)
+            except Exception as exc:
+                raise ControlPlaneError(f"cannot verify the notice sender in moto: {exc}") from exc
+        if opts.mailbox_dir and self._moto is not None:
+            from seg_local.mailbox import Mailbox  # noqa: PLC0415 - moto in this process only
+
+            self.mailbox = Mailbox(Path(opts.mailbox_dir))
+            self.mailbox.start()
+
     def _start(self) -> Endpoints:
         opts = self.options
         api_sock = bind(opts.host, opts.api_port)  # first: a taken port fails fast
@@ -189,6 +233,8 @@ class LocalControlPlane:
         moto_endpoint = self._start_moto()
         api_port, ws_port = api_sock.getsockname()[1], ws_sock.getsockname()[1]
         admin_token = opts.admin_token or new_secret("segadmin")
+        operator_token = opts.operator_token or new_secret("segoperator")
+        viewer_token = opts.viewer_token or new_secret("segviewer")
         ds_key = opts.device_services_key or new_secret("segds")
         if bool(opts.tls_cert) != bool(opts.tls_key):
             raise ControlPlaneError("TLS needs both a certificate and a key")
@@ -207,11 +253,10 @@ class LocalControlPlane:
             self.provisioned = provision(dynamodb, sqs, opts.prefix, opts.visibility_timeout_s)
         except Exception as exc:
             raise ControlPlaneError(f"cannot create tables and queues in moto: {exc}") from exc
-        kms = session.client("kms", endpoint_url=moto_endpoint)
-        try:
-            self.signing_key = provision_signing_key(kms, opts.prefix)
-        except Exception as exc:
-            raise ControlPlaneError(f"cannot create the policy signing key in moto: {exc}") from exc
+        self._start_mail(session.client("sesv2", endpoint_url=moto_endpoint))
+        self.signing_key = self._provision_signing_keys(
+            session.client("kms", endpoint_url=moto_endpoint)
+        )
 
         self.env = {
             **FAKE_AWS_ENV,
@@ -221,12 +266,17 @@ class LocalControlPlane:
             "AWS_ENDPOINT_URL": moto_endpoint,
             "AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI": management,
             **self.provisioned.env(),
-            resources.ENV_POLICY_SIGNING_KEY_ARNS: self.signing_key.arn,
+            resources.ENV_POLICY_SIGNING_KEY_ARNS: ",".join(k.arn for k in self.signing_keys),
             resources.ENV_WEBSOCKET_MANAGEMENT_ENDPOINT: management,
             resources.ENV_CONSOLE_AUTH: "static",
             resources.ENV_CONSOLE_TOKEN_SHA256: sha256_hex(admin_token),
+            resources.ENV_CONSOLE_OPERATOR_TOKEN_SHA256: sha256_hex(operator_token),
+            resources.ENV_CONSOLE_VIEWER_TOKEN_SHA256: sha256_hex(viewer_token),
             resources.ENV_DEVICE_SERVICES_KEY_SHA256: sha256_hex(ds_key),
+            resources.ENV_NOTICE_SENDER: opts.notice_sender,
         }
+        if opts.signing_registry_ttl_s is not None:
+            self.env[resources.ENV_POLICY_SIGNING_REGISTRY_TTL_S] = str(opts.signing_registry_ttl_s)
         removed = ("AWS_PROFILE", resources.ENV_DEVICE_SERVICES_SECRET_ARN)
         self._saved_env = {k: os.environ.get(k) for k in (*self.env, *removed)}
         if opts.ca_bundle:
@@ -278,10 +328,26 @@ class LocalControlPlane:
             moto_endpoint=moto_endpoint,
             admin_token=admin_token,
             device_services_key=ds_key,
+            operator_token=operator_token,
+            viewer_token=viewer_token,
             policy_signing_keys=(self.signing_key.public_key,),
+            policy_signing_key_arns=tuple(k.arn for k in self.signing_keys),
         )
         log.info("local control plane up: %s", self.endpoints.public())
         return self.endpoints
+
+    def _provision_signing_keys(self, kms: Any) -> SigningKey:
+        """The policy signing keys in moto's KMS; returns the first (the one nodes pin)."""
+        count = self.options.signing_keys
+        if not 1 <= count <= 4:
+            raise ControlPlaneError("a local runtime has 1 to 4 policy signing keys")
+        try:
+            self.signing_keys = [
+                provision_signing_key(kms, self.options.prefix, n) for n in range(1, count + 1)
+            ]
+        except Exception as exc:
+            raise ControlPlaneError(f"cannot create the policy signing key in moto: {exc}") from exc
+        return self.signing_keys[0]
 
     def _handlers(self) -> dict[str, tuple[str, Handler]]:
         """Trigger (WebSocket routes) or function id -> (function id, handler), for every
@@ -338,6 +404,14 @@ class LocalControlPlane:
 
     # --- stop -----------------------------------------------------------------------
 
+    def _stop_moto(self) -> None:
+        if self.mailbox is not None:
+            self.mailbox.stop()  # copies what moto still holds first
+            self.mailbox = None
+        if self._moto is not None:
+            self._moto.stop()
+            self._moto = None
+
     def stop(self) -> None:
         """Close WebSockets (``$disconnect`` runs for each), stop the servers, the
         pollers, the schedule and moto; safe to call twice."""
@@ -358,9 +432,7 @@ class LocalControlPlane:
         if self._servers is not None:
             self._servers.stop()
             self._servers = None
-        if self._moto is not None:
-            self._moto.stop()
-            self._moto = None
+        self._stop_moto()
         # Give the process its environment back (tests run other tiers after this one).
         for name, value in self._saved_env.items():
             if value is None:

@@ -38,7 +38,9 @@ from pathlib import Path
 from aiohttp import web
 from pyactivesync._wbxml import CODEPAGES, Node, WBXMLReader, WBXMLWriter, find, text_of
 
-from onprem_gateway.core.eas_request import EasRequestError, basic_credentials, parse
+from onprem_gateway.core.authentication import AuthorizationError, basic_credentials
+from onprem_gateway.core.eas_request import EasRequestError, parse
+from seg_contract import normalize_user
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +174,7 @@ class DemoMailServer:
     def _authenticate(self, request: web.Request) -> str | None:
         try:
             creds = basic_credentials(request.headers.get("Authorization"))
-        except EasRequestError:
+        except AuthorizationError:
             return None
         if creds is None or not secrets.compare_digest(creds[1], self.password):
             return None
@@ -196,7 +198,8 @@ class DemoMailServer:
         )
 
     async def _post(self, request: web.Request) -> web.StreamResponse:
-        if self._authenticate(request) is None:
+        account = self._authenticate(request)
+        if account is None:
             return self._unauthorized()
         headers = {k.lower(): v for k, v in request.headers.items()}
         try:
@@ -208,7 +211,9 @@ class DemoMailServer:
             nodes = WBXMLReader(body).parse() if body else []
         except (IndexError, ValueError):
             return web.Response(status=400, text="request body is not WBXML")
-        user, device = facts.user, facts.device_id
+        # The mailbox is the authenticated account's, whatever the query's User= says
+        # (what Exchange does).
+        user, device = normalize_user(account), facts.device_id
         self.requests.append((user, device, facts.command))
         version = facts.protocol_version or "14.1"
         if facts.command == "Provision":

@@ -3,7 +3,9 @@ as the CDK app creates one in AWS, so the control plane signs through the same K
 adapter (``lambdas.adapters.kms_policy_signer``) here as in a deployment.
 
 The key is found again by its alias when the control plane restarts against the same
-moto server, so the public key the nodes pinned stays valid.
+moto server, so the public key the nodes pinned stays valid. A local runtime may have
+more than one (``serve --signing-keys 2``), as a stack does during a rotation: key ``n``
+has the alias ``alias/<prefix>-policy-signing-<n>`` (the first keeps the plain alias).
 """
 
 from __future__ import annotations
@@ -25,13 +27,14 @@ class SigningKey:
         return TrustedKey.from_der(base64.b64decode(self.public_key)).kid
 
 
-def alias_name(prefix: str) -> str:
-    return f"alias/{prefix}-policy-signing"
+def alias_name(prefix: str, number: int = 1) -> str:
+    suffix = "" if number == 1 else f"-{number}"
+    return f"alias/{prefix}-policy-signing{suffix}"
 
 
-def provision_signing_key(kms: Any, prefix: str) -> SigningKey:
-    """The key behind ``alias/<prefix>-policy-signing``, created on first use."""
-    alias = alias_name(prefix)
+def provision_signing_key(kms: Any, prefix: str, number: int = 1) -> SigningKey:
+    """The key behind ``alias_name(prefix, number)``, created on first use."""
+    alias = alias_name(prefix, number)
     try:
         arn = kms.describe_key(KeyId=alias)["KeyMetadata"]["Arn"]
     except kms.exceptions.NotFoundException:

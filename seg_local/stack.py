@@ -31,7 +31,13 @@ from typing import IO, Any
 
 import httpx
 
-from seg_local.__main__ import ENV_ADMIN_TOKEN, ENV_DEVICE_SERVICES_KEY, write_json_atomic
+from seg_local.__main__ import (
+    ENV_ADMIN_TOKEN,
+    ENV_DEVICE_SERVICES_KEY,
+    ENV_OPERATOR_TOKEN,
+    ENV_VIEWER_TOKEN,
+    write_json_atomic,
+)
 from seg_local.controlplane import new_secret
 from seg_local.demo_mail import DemoMailServer, server_ssl_context
 from seg_local.tls import TlsFiles, make_local_tls
@@ -39,6 +45,9 @@ from seg_local.tls import TlsFiles, make_local_tls
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
+MAILBOX = "mailbox"
+# Demo users have bare names ("alice"); notices to them go to <name>@<this domain>.
+LOCAL_MAIL_DOMAIN = "example.com"
 
 
 class StackError(RuntimeError):
@@ -160,6 +169,10 @@ class StackOptions:
     ws_idle_timeout_s: float = 600.0
     start_timeout_s: float = 45.0
     log_level: str = "WARNING"
+    # Policy signing keys of the control plane (2: a rotation can be run) and how long
+    # its handlers keep the key registry (None: 60 s, as in AWS).
+    signing_keys: int = 1
+    signing_registry_ttl_s: float | None = None
 
 
 class Stack:
@@ -167,6 +180,8 @@ class Stack:
         self.options = options or StackOptions()
         self.state_dir = self.options.state_dir.resolve()
         self.admin_token = new_secret("segadmin")
+        self.operator_token = new_secret("segoperator")
+        self.viewer_token = new_secret("segviewer")
         self.device_services_key = new_secret("segds")
         self.tls: TlsFiles | None = None
         self.mail: DemoMailServer | None = None
@@ -194,6 +209,7 @@ class Stack:
         # policy and spool from an earlier run belong to a cluster that no longer exists.
         shutil.rmtree(self.state_dir / "nodes", ignore_errors=True)
         shutil.rmtree(self.state_dir / "logs", ignore_errors=True)  # one run's logs
+        shutil.rmtree(self.mailbox, ignore_errors=True)  # and its e-mails
         self.tls = make_local_tls(self.state_dir / "tls")
         if not self.upstream_url:
             self.mail = DemoMailServer(ping_hold_cap_s=self.options.demo_ping_hold_cap_s)
@@ -219,12 +235,35 @@ class Stack:
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
+    @property
+    def tokens(self) -> dict[str, str]:
+        """The console's static token of each role."""
+        return {
+            "admin": self.admin_token,
+            "operator": self.operator_token,
+            "viewer": self.viewer_token,
+        }
+
+    @property
+    def mailbox(self) -> Path:
+        """Where the e-mails the control plane sent (SES, played by moto) are copied."""
+        return self.state_dir / MAILBOX
+
     def _start_moto(self) -> None:
         ready = self.state_dir / "moto.json"
         ready.unlink(missing_ok=True)
         self.moto = Child(
             "moto",
-            [self._python(), "-m", "seg_local", "moto", "--ready-file", str(ready)],
+            [
+                self._python(),
+                "-m",
+                "seg_local",
+                "moto",
+                "--ready-file",
+                str(ready),
+                "--mailbox-dir",
+                str(self.mailbox),
+            ],
             self._base_env(),
             self.state_dir / "logs" / "moto.log",
         )
@@ -259,6 +298,12 @@ class Stack:
         ]
         if self.moto_endpoint:
             argv += ["--moto-endpoint", self.moto_endpoint]
+        else:
+            argv += ["--mailbox-dir", str(self.mailbox)]
+        if self.options.signing_keys != 1:
+            argv += ["--signing-keys", str(self.options.signing_keys)]
+        if self.options.signing_registry_ttl_s is not None:
+            argv += ["--signing-registry-ttl-s", str(self.options.signing_registry_ttl_s)]
         if self.options.schedule_minutes:
             argv += ["--schedule-minutes", str(self.options.schedule_minutes)]
         if self.options.control_plane_tls:
@@ -267,6 +312,8 @@ class Stack:
             argv += ["--ca-bundle", str(self.tls.ca_cert)]
         env = self._base_env()
         env[ENV_ADMIN_TOKEN] = self.admin_token
+        env[ENV_OPERATOR_TOKEN] = self.operator_token
+        env[ENV_VIEWER_TOKEN] = self.viewer_token
         env[ENV_DEVICE_SERVICES_KEY] = self.device_services_key
         self.control_plane = Child(
             "control plane", argv, env, self.state_dir / "logs" / "controlplane.log"
@@ -302,10 +349,10 @@ class Stack:
             time.sleep(0.1)
         raise StackError(f"{what} is not ready at {url}: {last}")
 
-    def console(self) -> httpx.Client:
+    def console(self, role: str = "admin") -> httpx.Client:
         return httpx.Client(
             base_url=self.endpoints["api_url"],
-            headers={"Authorization": f"Bearer {self.admin_token}"},
+            headers={"Authorization": f"Bearer {self.tokens[role]}"},
             timeout=10,
             verify=self.verify,
         )
@@ -313,10 +360,18 @@ class Stack:
     def _register_cluster(self) -> None:
         with self.console() as http:
             r = http.post("/console/v1/clusters", json={"name": self.options.cluster_name})
-        if r.status_code != 201:
-            raise StackError(f"cannot register the cluster: HTTP {r.status_code} {r.text[:300]}")
-        body = r.json()
-        self.cluster_id, self.credential = body["cluster_id"], body["credential"]
+            if r.status_code != 201:
+                raise StackError(
+                    f"cannot register the cluster: HTTP {r.status_code} {r.text[:300]}"
+                )
+            body = r.json()
+            self.cluster_id, self.credential = body["cluster_id"], body["credential"]
+            # Notices to users: the demo's users have bare names.
+            settings = http.get("/console/v1/notices").json()
+            settings["mail_domain"] = LOCAL_MAIL_DOMAIN
+            r = http.put("/console/v1/notices", json=settings)
+            if r.status_code != 200:
+                raise StackError(f"cannot set up notices: HTTP {r.status_code} {r.text[:300]}")
 
     def node_env(self, node_id: str, state_dir: Path) -> dict[str, str]:
         assert self.tls is not None
@@ -334,6 +389,8 @@ class Stack:
                 # The control plane's public signing key(s), pinned as an operator would.
                 "SEG_GW_POLICY_SIGNING_KEYS": ",".join(self.policy_signing_keys),
                 "SEG_GW_NODE_ID": node_id,
+                # Devices (the demo, the tests) address the nodes by loopback address.
+                "SEG_GW_PUBLIC_HOSTS": "127.0.0.1,localhost",
                 "SEG_GW_STATE_DIR": str(state_dir),
                 "SEG_GW_ADMIN_HOST": "127.0.0.1",
                 "SEG_GW_ADMIN_PORT": "0",
@@ -430,6 +487,7 @@ class Stack:
             "cluster_id": self.cluster_id,
             "policy_signing_keys": self.policy_signing_keys,
             "ca_cert": str(self.tls.ca_cert) if self.tls else "",
+            "mailbox": str(self.mailbox),
             "nodes": [n.public() for n in self.nodes],
             "pid": os.getpid(),
         }
@@ -441,6 +499,7 @@ class Stack:
         data = {
             **self.public_state(),
             "admin_token": self.admin_token,
+            "tokens": self.tokens,
             "device_services_key": self.device_services_key,
         }
         write_json_atomic(path, data, mode=0o600)

@@ -1,5 +1,7 @@
 """Device Services events received, on the device_events table (partition ``event_id``):
-the idempotency record of ``POST /mdm/v1/events`` and a 90-day audit trail (TTL)."""
+the idempotency record of ``POST /mdm/v1/events`` and a 90-day audit trail (TTL). The
+``by_device`` index lists one MDM device's events newest first (the console's compliance
+history of a device)."""
 
 from __future__ import annotations
 
@@ -8,8 +10,9 @@ from typing import TYPE_CHECKING
 
 import boto3
 
-from lambdas.adapters.dynamodb_support import ConditionFailed, n, s, translated
+from lambdas.adapters.dynamodb_support import ConditionFailed, get_s, n, s, translated
 from lambdas.domain.timefmt import format_instant
+from lambdas.ports import StoredDeviceEvent
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -33,19 +36,43 @@ class DynamoDbDeviceEvents:
             )
         return "Item" in response
 
-    def record(self, event_id: str, body: str, received_at: datetime) -> bool:
+    def record(
+        self, event_id: str, body: str, received_at: datetime, mdm_device_id: str = ""
+    ) -> bool:
+        item = {
+            "event_id": s(event_id),
+            "body": s(body),
+            "received_at": s(format_instant(received_at)),
+            "expires_at": n(int((received_at + RETENTION).timestamp())),
+        }
+        if mdm_device_id:
+            item["mdm_device_id"] = s(mdm_device_id)
         try:
             with translated(STORE):
                 self._client.put_item(
                     TableName=self._table,
-                    Item={
-                        "event_id": s(event_id),
-                        "body": s(body),
-                        "received_at": s(format_instant(received_at)),
-                        "expires_at": n(int((received_at + RETENTION).timestamp())),
-                    },
+                    Item=item,
                     ConditionExpression="attribute_not_exists(event_id)",
                 )
         except ConditionFailed:
             return False
         return True
+
+    def for_device(self, mdm_device_id: str, limit: int) -> list[StoredDeviceEvent]:
+        with translated(STORE):
+            page = self._client.query(
+                TableName=self._table,
+                IndexName="by_device",
+                KeyConditionExpression="mdm_device_id = :d",
+                ExpressionAttributeValues={":d": s(mdm_device_id)},
+                ScanIndexForward=False,
+                Limit=limit,
+            )
+        return [
+            StoredDeviceEvent(
+                event_id=get_s(dict(item), "event_id"),
+                received_at=get_s(dict(item), "received_at"),
+                body=get_s(dict(item), "body"),
+            )
+            for item in page.get("Items", [])
+        ]

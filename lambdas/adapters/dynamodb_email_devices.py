@@ -1,39 +1,40 @@
 """The dashboard's email-device view on the email_devices table.
 
-Device rows: key ``email_device_key`` (the contract's entry key), ``view = "all"`` so the
-``by_recent`` index lists every row by ``last_seen``, and ``access_state`` so ``by_state``
-lists one state's rows by ``last_seen``: the dashboard's default view and its
-access-state filter are index queries with native paging (O(page), whatever the number
-of devices). Each write is conditional on the row holding an older (last_seen, event_id)
-pair: newest wins whatever the arrival order. Conditional writes cannot go through
-BatchWriteItem, so the reader first folds a batch to one observation per device
-(``email_view.newest_per_device``).
-
-Device counts (the dashboard's totals and summary): ``Select=COUNT`` queries of
-``by_state``, one per access state. They count rows, so they are exact whatever the
-redelivery, reordering or concurrency of the writes, and cost the writes nothing. A
-process reuses its last count for ``TALLIES_COST_FACTOR`` times what the count took (at
-most ``TALLIES_TTL_S``): a small fleet is recounted on every request, a large one at
-most every few seconds however many dashboards poll, so recounting takes at most about
-a tenth of the process's time. (Counters moved in a TransactWriteItems with each row
-would be O(1) to read in AWS, but moto copies the whole table for every transaction:
-1-5 s per new device at 1,000-5,000 devices, which the local runtime cannot afford. A
-recount reads the index - about 1 RCU per 20 rows, without transferring items.)
+Device rows: key ``email_device_key`` holding the *observation key* (the cluster that saw
+the device, then the contract's entry key: ``email_view.observation_key``), so one
+cluster's gateways write only their own rows; ``view = "all"`` puts every row in the
+``by_recent`` index, which only the roster's rebuild reads (the console reads the
+roster). Each write is a whole-item put conditional on the row holding an older
+(last_seen, event_id) pair: newest wins whatever the arrival order. It returns the row it
+replaced (``ReturnValues``), or on a refused write the row that won, so the reader learns
+the access-state transition (the notices to users) without an extra read. Conditional
+writes cannot go through BatchWriteItem, so the reader first folds a batch to one
+observation per device (``email_view.newest_per_device``). Rows written before rows were
+keyed by cluster (plain entry keys) are still read, as their cluster's row.
 
 Activity counters: items keyed ``stats#<YYYY-MM-DDTHH:MM>`` (no ``view``, so they stay
-out of both indexes), ``ADD requests, blocks`` guarded by the set of batch fingerprints
-already counted; they expire after ``STATS_TTL_S`` through the table's TTL attribute.
+out of the index), ``ADD requests, blocks`` guarded by the set of batch fingerprints
+already counted, and expiring after ``STATS_TTL_S``. The set is what makes a redelivered
+batch count once, and it is bounded: a minute item holds at most ``BATCHES_PER_ITEM``
+fingerprints (16 bytes each: ~4 KB, so a write costs at most 5 write units however busy
+the minute). A full minute item is marked ``sharded`` and further batches go to one of 16
+shard items (``stats#<minute>#<first hex digit of the fingerprint>``) with the same
+bound: up to 17 x 256 = 4,352 batches a minute (fingerprints are hashes, so they spread
+evenly over the shards) are counted exactly once each. Past a full shard, a batch is
+added without the check (it may count twice if it is redelivered; a warning says so)
+rather than grow an item toward DynamoDB's 400 KB limit.
 
 The join: given the devices and manual_overrides tables, ``join`` reads the MDM record
-and the override of a page of email devices in two BatchGetItem calls (the email-link
-items and overrides together, then the owning devices), using the key layouts of
+and the override of email devices in two BatchGetItem calls per 100 (the email-link items
+and overrides together, then the owning devices), using the key layouts of
 ``dynamodb_devices`` and ``dynamodb_manual_overrides``.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -41,55 +42,31 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from lambdas.adapters.dynamodb_devices import LINK_PREFIX
 from lambdas.adapters.dynamodb_manual_overrides import parse_override
+from lambdas.adapters.dynamodb_support import refused_item
 from lambdas.domain.access import ManualOverride
-from lambdas.ports import MdmFacts, ViewJoin
-from lambdas.usecases.email_view import RULE_UNKNOWN, AccessObservation, ActivityCount, tally
+from lambdas.ports import MdmFacts, ObservationWrite, ViewJoin
+from lambdas.usecases.email_view import (
+    OBSERVATION_STRINGS,
+    AccessObservation,
+    ActivityCount,
+    split_observation_key,
+)
 from lambdas.usecases.errors import StorageError
-from seg_contract import Access, entry_key
+from seg_contract import entry_key
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
+logger = logging.getLogger(__name__)
+
 VIEW = "all"
-_STATES = tuple(a.value for a in Access)
 STATS_PREFIX = "stats#"
 STATS_TTL_S = 8 * 86_400
+BATCHES_PER_ITEM = 256
+STATS_SHARDS = "0123456789abcdef"
 _BATCH_KEYS = 100  # BatchGetItem's limit
-# A count is reused for this many times what it took, at most TALLIES_TTL_S seconds.
-TALLIES_COST_FACTOR = 10.0
-TALLIES_TTL_S = 5.0
 _UNAVAILABLE = "email device view unavailable"
-_STRINGS = (
-    "user",
-    "device_id",
-    "device_type",
-    "user_agent",
-    "last_seen",
-    "event_id",
-    "last_command",
-    "access_state",
-    "reason",
-    "rule",
-    "protocol_version",
-    "last_node",
-    "cluster_id",
-)
-# What a dashboard row shows: page reads fetch only these (moto's cost, and the bytes
-# sent, grow with every attribute).
-_DISPLAY = (
-    "email_device_key",
-    "user",
-    "device_id",
-    "device_type",
-    "user_agent",
-    "last_seen",
-    "access_state",
-    "reason",
-    "rule",
-    "last_command",
-    "last_node",
-    "cluster_id",
-)
+_STRINGS = OBSERVATION_STRINGS
 # The MDM facts of a row, and what tells whether the device still owns the email device.
 _DEVICE_FACTS = (
     "mdm_device_id",
@@ -107,16 +84,21 @@ _NEWER = (
     "(attribute_not_exists(#last_seen) OR #last_seen < :last_seen "
     "OR (#last_seen = :last_seen AND #event_id < :event_id))"
 )
+_ROOM = "NOT contains(batches, :fp) AND (attribute_not_exists(batches) OR size(batches) < :cap)"
+
+
+def _s(item: dict[str, Any], name: str) -> str:
+    return str(item.get(name, {}).get("S", ""))
 
 
 def _row(item: dict[str, Any]) -> AccessObservation:
-    def s(name: str) -> str:
-        return str(item.get(name, {}).get("S", ""))
-
+    cluster, key = split_observation_key(_s(item, "email_device_key"))
+    fields = {name: _s(item, name) for name in _STRINGS}
+    fields["cluster_id"] = fields["cluster_id"] or cluster
     return AccessObservation(
-        email_device_key=s("email_device_key"),
+        email_device_key=key,
         enforced=bool(item.get("enforced", {}).get("BOOL", True)),
-        **{name: s(name) for name in _STRINGS},
+        **fields,
     )
 
 
@@ -129,23 +111,23 @@ def _projection(attributes: Iterable[str]) -> dict[str, Any]:
 def _facts(item: dict[str, Any], key: str) -> MdmFacts | None:
     """The device's facts, when it still reports the email device's id (a link outlives
     the id it names, see ``dynamodb_devices``)."""
-
-    def s(name: str) -> str:
-        return str(item.get(name, {}).get("S", ""))
-
-    if s("kind") != "device":
+    if _s(item, "kind") != "device":
         return None
     ids = [str(v.get("S", "")) for v in item.get("eas_device_ids", {}).get("L", [])]
-    if key not in {entry_key(s("user"), d) for d in ids}:
+    if key not in {entry_key(_s(item, "user"), d) for d in ids}:
         return None
     return MdmFacts(
-        mdm_device_id=s("mdm_device_id"),
-        model=s("model"),
-        platform=s("platform"),
-        os_version=s("os_version"),
-        enrollment_state=s("enrollment_state") or "unknown",
-        compliance_state=s("compliance_state") or "unknown",
+        mdm_device_id=_s(item, "mdm_device_id"),
+        model=_s(item, "model"),
+        platform=_s(item, "platform"),
+        os_version=_s(item, "os_version"),
+        enrollment_state=_s(item, "enrollment_state") or "unknown",
+        compliance_state=_s(item, "compliance_state") or "unknown",
     )
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 class DynamoDbEmailDevices:
@@ -154,35 +136,30 @@ class DynamoDbEmailDevices:
         table_name: str,
         client: DynamoDBClient | None = None,
         by_recent_index: str = "by_recent",
-        by_state_index: str = "by_state",
         *,
         devices_table: str | None = None,
         overrides_table: str | None = None,
-        tallies_ttl_s: float = TALLIES_TTL_S,
-        clock: Callable[[], float] = time.monotonic,
+        batches_per_item: int = BATCHES_PER_ITEM,
     ) -> None:
         self._table = table_name
         self._index = by_recent_index
-        self._state_index = by_state_index
         self._devices_table = devices_table
         self._overrides_table = overrides_table
-        self._tallies_ttl_s = tallies_ttl_s
-        self._clock = clock
-        self._tallies: tuple[float, dict[str, int]] | None = None  # (valid until, counts)
+        self._cap = batches_per_item
         self._client: DynamoDBClient = client or boto3.client("dynamodb")
 
     # --- writes (the payload reader) -----------------------------------------------
 
-    def apply_observation(self, observation: AccessObservation) -> bool:
+    def apply_observation(self, observation: AccessObservation) -> ObservationWrite:
         # A whole-item conditional put: the row holds only the newest request's facts,
         # and a put costs the same write unit as an update (and far less in moto, whose
         # update-expression parser dominates the local runtime's cost).
         item: dict[str, Any] = {n: {"S": getattr(observation, n)} for n in _STRINGS}
-        item["email_device_key"] = {"S": observation.email_device_key}
+        item["email_device_key"] = {"S": observation.observation_key}
         item["enforced"] = {"BOOL": observation.enforced}
         item["view"] = {"S": VIEW}
         try:
-            self._client.put_item(
+            response = self._client.put_item(
                 TableName=self._table,
                 Item=item,
                 ConditionExpression=_NEWER,
@@ -191,136 +168,121 @@ class DynamoDbEmailDevices:
                     ":last_seen": item["last_seen"],
                     ":event_id": item["event_id"],
                 },
+                ReturnValues="ALL_OLD",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False  # the row already holds something newer
+            if _code(exc) == "ConditionalCheckFailedException":
+                held = refused_item(exc)
+                return ObservationWrite(
+                    written=False,
+                    previous_state=_s(held, "access_state") or None,
+                    replayed=_s(held, "event_id") == observation.event_id,
+                )
             raise StorageError(_UNAVAILABLE) from exc
         except BotoCoreError as exc:
             raise StorageError(_UNAVAILABLE) from exc
-        return True
+        old = response.get("Attributes")
+        return ObservationWrite(
+            written=True, previous_state=_s(dict(old), "access_state") if old else None
+        )
 
     def add_activity(self, count: ActivityCount, fingerprint: str) -> bool:
+        """Count one batch's minute once; False when it was counted already."""
+        main = STATS_PREFIX + count.minute
+        added, held = self._add_once(main, count, fingerprint)
+        if added is not None:
+            return added
+        if "sharded" not in held:
+            self._update(main, "SET sharded = :t", {":t": {"BOOL": True}})
+        shard = f"{main}#{fingerprint[:1] if fingerprint[:1] in STATS_SHARDS else '0'}"
+        added, _ = self._add_once(shard, count, fingerprint)
+        if added is not None:
+            return added
+        logger.warning(
+            "minute %s holds %d batch fingerprints: counting one without the redelivery check",
+            count.minute,
+            self._cap * (1 + len(STATS_SHARDS)),
+        )
+        self._update(
+            shard,
+            "ADD requests :r, blocks :b, unchecked :one",
+            {":r": {"N": str(count.requests)}, ":b": {"N": str(count.blocks)}, ":one": {"N": "1"}},
+        )
+        return True
+
+    def _add_once(
+        self, key: str, count: ActivityCount, fingerprint: str
+    ) -> tuple[bool | None, dict[str, Any]]:
+        """(True, _) counted; (False, _) counted before; (None, item) the item is full."""
         try:
             self._client.update_item(
                 TableName=self._table,
-                Key={"email_device_key": {"S": STATS_PREFIX + count.minute}},
+                Key={"email_device_key": {"S": key}},
                 UpdateExpression=(
                     "ADD requests :r, blocks :b, batches :f SET expires_at = :exp, #m = :m"
                 ),
-                ConditionExpression="NOT contains(batches, :fp)",
+                ConditionExpression=_ROOM,
                 ExpressionAttributeNames={"#m": "minute"},
                 ExpressionAttributeValues={
                     ":r": {"N": str(count.requests)},
                     ":b": {"N": str(count.blocks)},
                     ":f": {"SS": [fingerprint]},
                     ":fp": {"S": fingerprint},
+                    ":cap": {"N": str(self._cap)},
                     ":exp": {"N": str(int(time.time()) + STATS_TTL_S)},
                     ":m": {"S": count.minute},
                 },
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False  # this batch was counted already
+            if _code(exc) == "ConditionalCheckFailedException":
+                held = refused_item(exc)
+                if fingerprint in held.get("batches", {}).get("SS", []):
+                    return False, held
+                return None, held
             raise StorageError(_UNAVAILABLE) from exc
         except BotoCoreError as exc:
             raise StorageError(_UNAVAILABLE) from exc
-        return True
+        return True, {}
 
-    # --- reads (the dashboard) -----------------------------------------------------
-
-    def get(self, email_device_key: str) -> AccessObservation | None:
+    def _update(self, key: str, expression: str, values: dict[str, Any]) -> None:
         try:
-            response = self._client.get_item(
-                TableName=self._table, Key={"email_device_key": {"S": email_device_key}}
+            self._client.update_item(
+                TableName=self._table,
+                Key={"email_device_key": {"S": key}},
+                UpdateExpression=expression,
+                ExpressionAttributeValues=values,
             )
         except (ClientError, BotoCoreError) as exc:
             raise StorageError(_UNAVAILABLE) from exc
-        item = response.get("Item")
-        return _row(dict(item)) if item and "view" in item else None
 
-    def get_many(self, keys: Sequence[str]) -> dict[str, AccessObservation]:
-        found = self._batch_get({self._table: list(dict.fromkeys(keys))}, {self._table: _DISPLAY})
+    def stats_items(self, minute: str) -> list[dict[str, Any]]:
+        """The counter items of one minute as stored (tests and tools: the bound)."""
+        keys = [STATS_PREFIX + minute] + [f"{STATS_PREFIX}{minute}#{c}" for c in STATS_SHARDS]
+        found = self._batch_get({self._table: keys}, {})
+        return list(found[self._table].values())
+
+    # --- reads ----------------------------------------------------------------------
+
+    def get_many(self, observation_keys: Sequence[str]) -> dict[str, AccessObservation]:
+        found = self._batch_get({self._table: list(dict.fromkeys(observation_keys))}, {})
         return {
-            # Device rows only (counter items have no last_seen).
             key: _row(item)
             for key, item in found.get(self._table, {}).items()
-            if "last_seen" in item
+            if "last_seen" in item  # device rows only (counter items have none)
         }
-
-    def _query_kwargs(
-        self, access_state: str | None, ascending: bool, attributes: Iterable[str] | None = None
-    ) -> dict[str, Any]:
-        if access_state is None:
-            index, partition, value = self._index, "view", VIEW
-        else:
-            index, partition, value = self._state_index, "access_state", access_state
-        kwargs: dict[str, Any] = {
-            "TableName": self._table,
-            "IndexName": index,
-            "KeyConditionExpression": "#k = :k",
-            "ExpressionAttributeNames": {"#k": partition},
-            "ExpressionAttributeValues": {":k": {"S": value}},
-            "ScanIndexForward": ascending,
-        }
-        if attributes is not None:
-            projection = _projection(attributes)
-            kwargs["ProjectionExpression"] = projection["ProjectionExpression"]
-            kwargs["ExpressionAttributeNames"].update(projection["ExpressionAttributeNames"])
-        return kwargs
-
-    def recent_page(
-        self,
-        access_state: str | None,
-        *,
-        ascending: bool,
-        limit: int,
-        after: tuple[str, str] | None = None,
-    ) -> tuple[list[AccessObservation], bool]:
-        kwargs = self._query_kwargs(access_state, ascending, _DISPLAY)
-        if after is not None:
-            last_seen, key = after
-            start = {"email_device_key": {"S": key}, "last_seen": {"S": last_seen}}
-            if access_state is None:
-                start["view"] = {"S": VIEW}
-            else:
-                start["access_state"] = {"S": access_state}
-            kwargs["ExclusiveStartKey"] = start
-        rows: list[AccessObservation] = []
-        try:
-            while len(rows) <= limit:
-                # One more than asked for, so "is there a next page" needs no extra call.
-                kwargs["Limit"] = limit + 1 - len(rows)
-                page = self._client.query(**kwargs)
-                rows.extend(_row(dict(item)) for item in page.get("Items", []))
-                if "LastEvaluatedKey" not in page:
-                    break
-                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        except (ClientError, BotoCoreError) as exc:
-            raise StorageError(_UNAVAILABLE) from exc
-        return rows[:limit], len(rows) > limit
-
-    def window(
-        self, access_state: str | None, cap: int, attributes: Iterable[str] = ()
-    ) -> tuple[list[AccessObservation], bool]:
-        wanted = {"email_device_key", "last_seen", *attributes}
-        kwargs = self._query_kwargs(access_state, False, wanted)
-        rows: list[AccessObservation] = []
-        try:
-            while len(rows) <= cap:
-                kwargs["Limit"] = cap + 1 - len(rows)  # DynamoDB pages at 1 MB anyway
-                page = self._client.query(**kwargs)
-                rows.extend(_row(dict(item)) for item in page.get("Items", []))
-                if "LastEvaluatedKey" not in page:
-                    break
-                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        except (ClientError, BotoCoreError) as exc:
-            raise StorageError(_UNAVAILABLE) from exc
-        return rows[:cap], len(rows) > cap
 
     def all_rows(self) -> list[AccessObservation]:
-        """Every row, newest first: O(devices), for tests and tools, not the dashboard."""
-        kwargs = self._query_kwargs(None, False)
+        """Every row, newest first: O(devices), for the roster's rebuild and tools."""
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": self._index,
+            "KeyConditionExpression": "#k = :k",
+            "ExpressionAttributeNames": {"#k": "view"},
+            "ExpressionAttributeValues": {":k": {"S": VIEW}},
+            "ScanIndexForward": False,
+        }
         rows: list[AccessObservation] = []
         try:
             while True:
@@ -328,64 +290,6 @@ class DynamoDbEmailDevices:
                 rows.extend(_row(dict(item)) for item in page.get("Items", []))
                 if "LastEvaluatedKey" not in page:
                     return rows
-                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        except (ClientError, BotoCoreError) as exc:
-            raise StorageError(_UNAVAILABLE) from exc
-
-    def tallies(self) -> dict[str, int]:
-        """Rows per tally, counted with ``Select=COUNT`` queries of ``by_state`` (one per
-        state: ``ScannedCount`` is every row of the state, ``Count`` those the
-        unknown-device rule decided), reused as the module docstring says."""
-        started = self._clock()
-        if self._tallies is not None and started < self._tallies[0]:
-            return dict(self._tallies[1])
-        counted: dict[str, int] = {}
-        try:
-            for state in _STATES:
-                kwargs: dict[str, Any] = {
-                    "TableName": self._table,
-                    "IndexName": self._state_index,
-                    "KeyConditionExpression": "access_state = :s",
-                    "FilterExpression": "#rule = :unknown",
-                    "ExpressionAttributeNames": {"#rule": "rule"},
-                    "ExpressionAttributeValues": {
-                        ":s": {"S": state},
-                        ":unknown": {"S": RULE_UNKNOWN},
-                    },
-                    "Select": "COUNT",
-                }
-                scanned = unknown = 0
-                while True:
-                    page = self._client.query(**kwargs)
-                    scanned += int(page.get("ScannedCount", 0))
-                    unknown += int(page.get("Count", 0))
-                    if "LastEvaluatedKey" not in page:
-                        break
-                    kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-                counted[tally(state, "")] = scanned - unknown
-                counted[tally(state, RULE_UNKNOWN)] = unknown
-        except (ClientError, BotoCoreError) as exc:
-            raise StorageError(_UNAVAILABLE) from exc
-        took = self._clock() - started
-        valid_for = min(self._tallies_ttl_s, TALLIES_COST_FACTOR * took)
-        self._tallies = (started + took + valid_for, counted)
-        return dict(counted)
-
-    def count_since(self, access_state: str, since: str) -> int:
-        kwargs: dict[str, Any] = {
-            "TableName": self._table,
-            "IndexName": self._state_index,
-            "KeyConditionExpression": "access_state = :s AND last_seen >= :since",
-            "ExpressionAttributeValues": {":s": {"S": access_state}, ":since": {"S": since}},
-            "Select": "COUNT",
-        }
-        total = 0
-        try:
-            while True:
-                page = self._client.query(**kwargs)
-                total += int(page.get("Count", 0))
-                if "LastEvaluatedKey" not in page:
-                    return total
                 kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
         except (ClientError, BotoCoreError) as exc:
             raise StorageError(_UNAVAILABLE) from exc
@@ -453,29 +357,21 @@ class DynamoDbEmailDevices:
         return found
 
     def activity(self, minutes: Sequence[str]) -> dict[str, tuple[int, int]]:
-        found: dict[str, tuple[int, int]] = {}
+        """Per minute, the counts of its item and (when it filled up) its shards."""
         wanted = list(dict.fromkeys(minutes))
-        try:
-            for start in range(0, len(wanted), 100):  # BatchGetItem takes 100 keys
-                keys = [
-                    {"email_device_key": {"S": STATS_PREFIX + m}}
-                    for m in wanted[start : start + 100]
-                ]
-                request: dict[str, Any] = {
-                    self._table: {
-                        "Keys": keys,
-                        "ProjectionExpression": "#m, requests, blocks",
-                        "ExpressionAttributeNames": {"#m": "minute"},
-                    }
-                }
-                while request:
-                    response = self._client.batch_get_item(RequestItems=request)
-                    for item in response.get("Responses", {}).get(self._table, []):
-                        found[item["minute"]["S"]] = (
-                            int(item.get("requests", {}).get("N", "0")),
-                            int(item.get("blocks", {}).get("N", "0")),
-                        )
-                    request = dict(response.get("UnprocessedKeys") or {})
-        except (ClientError, BotoCoreError) as exc:
-            raise StorageError(_UNAVAILABLE) from exc
+        main = self._batch_get({self._table: [STATS_PREFIX + m for m in wanted]}, {})[self._table]
+        sharded = [m for m in wanted if main.get(STATS_PREFIX + m, {}).get("sharded")]
+        shards = self._batch_get(
+            {self._table: [f"{STATS_PREFIX}{m}#{c}" for m in sharded for c in STATS_SHARDS]}, {}
+        )[self._table]
+        found: dict[str, tuple[int, int]] = {}
+        for item in [*main.values(), *shards.values()]:
+            minute = _s(item, "minute")
+            if not minute:
+                continue
+            requests, blocks = found.get(minute, (0, 0))
+            found[minute] = (
+                requests + int(item.get("requests", {}).get("N", "0")),
+                blocks + int(item.get("blocks", {}).get("N", "0")),
+            )
         return found

@@ -60,8 +60,19 @@ class DynamoDbGatewayNodes:
             ":gv": {"S": report.gateway_version},
             ":at": {"S": report.reported_at or report.last_seen},
             ":dc": {"S": report.digest_check},
+            ":pr": {"N": str(report.policy_rejections)},
+            ":lr": {"S": report.last_rejection},
+            ":lra": {"S": report.last_rejection_at},
         }
-        sets = ["gateway_version = :gv", "reported_at = :at", "digest_check = :dc"]
+        sets = [
+            "gateway_version = :gv",
+            "reported_at = :at",
+            "digest_check = :dc",
+            # As the node reports them (since it started): a restart clears the alert.
+            "policy_rejections = :pr",
+            "last_rejection = :lr",
+            "last_rejection_at = :lra",
+        ]
         for name in ("policy_version", "policy_age_s", "spool_depth"):
             value = getattr(report, name)
             if value is not None:
@@ -111,4 +122,7 @@ def _report(cluster_id: str, item: dict[str, Any]) -> NodeReport:
         digest_check=item.get("digest_check", {}).get("S", ""),
         last_verified_at=item.get("last_verified_at", {}).get("S", ""),
         digest_mismatches=int(_num(item, "digest_mismatches") or 0),
+        policy_rejections=int(_num(item, "policy_rejections") or 0),
+        last_rejection=item.get("last_rejection", {}).get("S", ""),
+        last_rejection_at=item.get("last_rejection_at", {}).get("S", ""),
     )

@@ -33,6 +33,13 @@ def translated(store: str) -> Iterator[None]:
         raise StorageError(f"{store} unavailable") from exc
 
 
+def refused_item(exc: ClientError) -> Item:
+    """The stored item DynamoDB returns with a refused conditional write
+    (``ReturnValuesOnConditionCheckFailure="ALL_OLD"``); empty when there was none."""
+    found: Any = exc.response.get("Item")
+    return dict(found) if isinstance(found, dict) else {}
+
+
 def s(value: str) -> dict[str, str]:
     return {"S": value}
 

@@ -7,30 +7,41 @@ handler builds one in its cached composition root (``lambdas.handlers.write_side
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import boto3
 
 from lambdas.adapters.apigw_connections import ApiGatewayConnections
+from lambdas.adapters.dynamodb_access_history import DynamoDbAccessHistory
+from lambdas.adapters.dynamodb_audit_log import DynamoDbAuditLog
 from lambdas.adapters.dynamodb_cluster_credentials import DynamoDbClusterCredentials
 from lambdas.adapters.dynamodb_clusters import DynamoDbClusters
 from lambdas.adapters.dynamodb_connections import DynamoDbConnections
 from lambdas.adapters.dynamodb_device_events import DynamoDbDeviceEvents
+from lambdas.adapters.dynamodb_device_notes import DynamoDbDeviceNotes
 from lambdas.adapters.dynamodb_devices import DynamoDbDevices
 from lambdas.adapters.dynamodb_email_devices import DynamoDbEmailDevices
 from lambdas.adapters.dynamodb_gateway_nodes import DynamoDbGatewayNodes
 from lambdas.adapters.dynamodb_manual_overrides import DynamoDbManualOverrides
+from lambdas.adapters.dynamodb_notices import DynamoDbNotices
 from lambdas.adapters.dynamodb_policy_entries import DynamoDbPolicyEntries
 from lambdas.adapters.dynamodb_policy_log import DynamoDbPolicyLog
+from lambdas.adapters.dynamodb_roster import DynamoDbRoster
 from lambdas.adapters.dynamodb_signing_keys import DynamoDbSigningKeys
+from lambdas.adapters.http_jwks import HttpJwks
 from lambdas.adapters.kms_policy_signer import KmsPolicySigners
+from lambdas.adapters.ses_mailer import SesMailer
 from lambdas.adapters.sqs_compliance_queue import SqsComplianceQueue
+from lambdas.adapters.sqs_notice_queue import SqsNoticeQueue
 from lambdas.adapters.sqs_payload_queue import SqsPayloadQueue
 from lambdas.ports import ConnectionPoster
 from lambdas.settings import Settings
 from lambdas.usecases.policy_signing import PolicySigning
 from lambdas.usecases.policy_versions import VersionStores
+from lambdas.usecases.roster import JOURNAL_TTL
+from lambdas.usecases.roster_journaling import JournaledDevices, JournaledOverrides
 
 if TYPE_CHECKING:
     from mypy_boto3_apigatewaymanagementapi import ApiGatewayManagementApiClient
@@ -49,13 +60,20 @@ class Adapters:
         dynamodb: DynamoDBClient | None = None,
         sqs: SQSClient | None = None,
         apigw: ApiGatewayManagementApiClient | None = None,
+        ses: Any = None,
         kms: KMSClient | None = None,
     ) -> None:
         self.settings = settings
         self._dynamodb = dynamodb
         self._sqs = sqs
         self._apigw = apigw
+        self._ses = ses  # an SES v2 client (built lazily when None)
         self._kms = kms
+
+    @cached_property
+    def jwks(self) -> HttpJwks:
+        """Token issuers' key sets over HTTPS (the system trust store)."""
+        return HttpJwks()
 
     @cached_property
     def dynamodb(self) -> DynamoDBClient:
@@ -101,8 +119,11 @@ class Adapters:
         return DynamoDbClusters(self.settings.table("clusters"), self.dynamodb)
 
     @cached_property
-    def devices(self) -> DynamoDbDevices:
-        return DynamoDbDevices(self.settings.table("devices"), self.dynamodb)
+    def devices(self) -> JournaledDevices:
+        """Device records; every write also tells the console's roster (journal)."""
+        return JournaledDevices(
+            DynamoDbDevices(self.settings.table("devices"), self.dynamodb), self.roster
+        )
 
     @cached_property
     def device_events(self) -> DynamoDbDeviceEvents:
@@ -135,11 +156,51 @@ class Adapters:
             log=self.policy_log,
             connections=self.connections,
             poster=self.poster,
+            signing=self.policy_signing,
         )
 
     @cached_property
-    def overrides(self) -> DynamoDbManualOverrides:
-        return DynamoDbManualOverrides(self.settings.table("manual_overrides"), self.dynamodb)
+    def overrides(self) -> JournaledOverrides:
+        """Overrides; every write also tells the console's roster (journal)."""
+        return JournaledOverrides(
+            DynamoDbManualOverrides(self.settings.table("manual_overrides"), self.dynamodb),
+            self.roster,
+        )
+
+    # --- the console's ---------------------------------------------------------------
+
+    @cached_property
+    def roster(self) -> DynamoDbRoster:
+        """The roster's journal and snapshots (one table, both ports)."""
+        return DynamoDbRoster(self.settings.table("roster"), self.dynamodb, journal_ttl=JOURNAL_TTL)
+
+    @cached_property
+    def access_history(self) -> DynamoDbAccessHistory:
+        return DynamoDbAccessHistory(self.settings.table("access_history"), self.dynamodb)
+
+    @cached_property
+    def audit_log(self) -> DynamoDbAuditLog:
+        return DynamoDbAuditLog(
+            self.settings.table("audit_log"),
+            self.dynamodb,
+            retention_days=self.settings.audit_retention_days,
+        )
+
+    @cached_property
+    def device_notes(self) -> DynamoDbDeviceNotes:
+        return DynamoDbDeviceNotes(self.settings.table("device_notes"), self.dynamodb)
+
+    @cached_property
+    def notices(self) -> DynamoDbNotices:
+        return DynamoDbNotices(self.settings.table("notices"), self.dynamodb)
+
+    @cached_property
+    def notice_queue(self) -> SqsNoticeQueue:
+        return SqsNoticeQueue(self.settings.queue_url("notices"), self.sqs)
+
+    @cached_property
+    def mailer(self) -> SesMailer:
+        return SesMailer(self._ses)
 
     # --- signed policy ------------------------------------------------------------------
 
@@ -155,4 +216,5 @@ class Adapters:
             KmsPolicySigners(self._kms),
             self.signing_keys,
             self.settings.policy_signing_key_arns,
+            registry_ttl=timedelta(seconds=self.settings.policy_signing_registry_ttl_s),
         )

@@ -13,8 +13,10 @@ from starlette.middleware.gzip import GZipMiddleware
 
 from lambdas.api import (
     errors,
+    routes_audit,
     routes_clusters,
     routes_console,
+    routes_devices,
     routes_gateway,
     routes_health,
     routes_mdm,
@@ -59,6 +61,8 @@ def create_app(
     app.include_router(routes_mdm.router)
     app.include_router(routes_gateway.router)
     app.include_router(routes_console.router)
+    app.include_router(routes_devices.router)
+    app.include_router(routes_audit.router)
     app.include_router(routes_clusters.router)
     app.include_router(routes_signing.console)
     app.include_router(routes_signing.gateway)

@@ -4,10 +4,17 @@
   configured (``SEG_DEVICE_SERVICES_KEY_SHA256``).
 - Gateways: ``Authorization: Bearer segc_<cluster>_<key>_<secret>``, checked against the
   cluster's stored hash (``usecases.gateway_auth``).
-- Console admins: with ``SEG_CONSOLE_AUTH=jwt`` API Gateway's JWT authorizer has already
+- Console users: with ``SEG_CONSOLE_AUTH=jwt`` API Gateway's JWT authorizer has already
   validated a Cognito token and Mangum hands us its claims
-  (``scope["aws.event"]["requestContext"]["authorizer"]["jwt"]["claims"]``); with
-  ``static`` a bearer token whose sha256 hex is ``SEG_CONSOLE_TOKEN_SHA256``.
+  (``scope["aws.event"]["requestContext"]["authorizer"]["jwt"]["claims"]``), whose
+  ``cognito:groups`` give the role; with ``static`` a bearer token whose sha256 hex is
+  one of the configured role tokens (``SEG_CONSOLE_TOKEN_SHA256`` for admin, and the
+  operator and viewer ones).
+
+Console routes say which role they need with exactly one of ``Viewer``, ``Operator`` or
+``Admin`` (or ``OperatorAudit`` / ``AdminAudit``, which add the audit recorder to the same
+check): the one place a role is enforced. Too small a role is a 403 that names the role
+needed.
 
 Every secret comparison is constant time (``hmac.compare_digest`` on equal-length hex
 digests). A credential of one kind never opens another kind's routes: the MDM key and the
@@ -19,14 +26,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 
-from lambdas.api.deps import AuthConfig, auth_config, credential_store
-from lambdas.ports import ClusterCredentialStore
+from lambdas.api.deps import AuthConfig, audit_log, auth_config, clock, credential_store
+from lambdas.domain.roles import GROUPS, Role, parse_groups, role_of_groups
+from lambdas.ports import AuditLog, ClusterCredentialStore
+from lambdas.usecases.audit import AuditTrail
 from lambdas.usecases.connections import validate_node_id
-from lambdas.usecases.errors import Unauthenticated
+from lambdas.usecases.errors import Forbidden, Unauthenticated
 from lambdas.usecases.gateway_auth import (
     GatewayPrincipal,
     authenticate_gateway,
@@ -42,8 +52,9 @@ class DeviceServicesCaller:
 
 
 @dataclass(frozen=True)
-class ConsoleAdmin:
+class ConsoleUser:
     subject: str
+    role: Role
 
 
 @dataclass(frozen=True)
@@ -86,22 +97,57 @@ def _jwt_claims(request: Request) -> dict[str, Any]:
     return claims if isinstance(claims, dict) else {}
 
 
-def console_admin(
+def console_user(
     request: Request,
     config: Annotated[AuthConfig, Depends(auth_config)],
     authorization: AuthorizationHeader = None,
-) -> ConsoleAdmin:
+) -> ConsoleUser:
+    """Who calls (401 when nobody we know), and the role they hold (403 when none)."""
     if config.console_auth == "jwt":
         claims = _jwt_claims(request)
         subject = claims.get("sub") or claims.get("username") or claims.get("cognito:username")
         if not subject:
             raise Unauthenticated("no validated console identity (JWT claims missing)")
-        label = claims.get("email") or claims.get("cognito:username") or subject
-        return ConsoleAdmin(subject=str(label))
+        label = str(claims.get("email") or claims.get("cognito:username") or subject)
+        role = role_of_groups(parse_groups(claims.get("cognito:groups")))
+        if role is None:
+            raise Forbidden(
+                f"{label} is in no console group: an administrator adds the user to "
+                f"one of the user pool's groups {', '.join(GROUPS)}"
+            )
+        return ConsoleUser(subject=label, role=role)
     token = bearer_token(authorization)
-    if not _matches_sha256(token, config.console_token_sha256):
+    # Every configured token is compared, so the time taken does not tell which role's
+    # token came closest.
+    matched = [role for role, digest in config.console_tokens if _matches_sha256(token, digest)]
+    if not matched:
         raise Unauthenticated("invalid console token")
-    return ConsoleAdmin(subject="admin")
+    role = max(matched)
+    return ConsoleUser(subject=role.label, role=role)
+
+
+def _needs(needed: Role, user: ConsoleUser) -> ConsoleUser:
+    if not user.role.may(needed):
+        raise Forbidden(
+            f"this needs the {needed.label} role; {user.subject} holds {user.role.label}"
+        )
+    return user
+
+
+# One dependency per role (FastAPI runs a dependency once per request, by identity).
+def viewer(user: Annotated[ConsoleUser, Depends(console_user)]) -> ConsoleUser:
+    return _needs(Role.VIEWER, user)
+
+
+def operator(user: Annotated[ConsoleUser, Depends(console_user)]) -> ConsoleUser:
+    return _needs(Role.OPERATOR, user)
+
+
+def admin(user: Annotated[ConsoleUser, Depends(console_user)]) -> ConsoleUser:
+    return _needs(Role.ADMIN, user)
+
+
+ROLE_DEPENDENCIES = {Role.VIEWER: viewer, Role.OPERATOR: operator, Role.ADMIN: admin}
 
 
 def gateway(
@@ -116,7 +162,46 @@ def gateway(
     return GatewayCaller(principal=principal, node_id=node)
 
 
+REASON_HEADER = "X-SEG-Reason"
+ReasonHeader = Annotated[
+    str | None,
+    Header(
+        alias=REASON_HEADER,
+        max_length=512,
+        description="Why (kept in the audit trail with the action)",
+    ),
+]
+
+
+def _trail(user: ConsoleUser, log: AuditLog, now: datetime, reason: str | None) -> AuditTrail:
+    return AuditTrail(log=log, actor=user.subject, role=user.role, now=now, reason=reason or "")
+
+
+def operator_audit(
+    user: Annotated[ConsoleUser, Depends(operator)],
+    log: Annotated[AuditLog, Depends(audit_log)],
+    now: Annotated[datetime, Depends(clock)],
+    reason: ReasonHeader = None,
+) -> AuditTrail:
+    """An operator's action, with the audit trail it is recorded in."""
+    return _trail(user, log, now, reason)
+
+
+def admin_audit(
+    user: Annotated[ConsoleUser, Depends(admin)],
+    log: Annotated[AuditLog, Depends(audit_log)],
+    now: Annotated[datetime, Depends(clock)],
+    reason: ReasonHeader = None,
+) -> AuditTrail:
+    """An admin's action, with the audit trail it is recorded in."""
+    return _trail(user, log, now, reason)
+
+
 # The callers as route parameters, spelled once for every router.
-Admin = Annotated[ConsoleAdmin, Depends(console_admin)]
+Viewer = Annotated[ConsoleUser, Depends(viewer)]
+Operator = Annotated[ConsoleUser, Depends(operator)]
+Admin = Annotated[ConsoleUser, Depends(admin)]
+OperatorAudit = Annotated[AuditTrail, Depends(operator_audit)]
+AdminAudit = Annotated[AuditTrail, Depends(admin_audit)]
 Gateway = Annotated[GatewayCaller, Depends(gateway)]
 DeviceServices = Annotated[DeviceServicesCaller, Depends(device_services)]

@@ -19,17 +19,23 @@ from fastapi import Request
 from lambdas.adapters.secretsmanager_device_services_key import SecretsManagerKeyDigest
 from lambdas.adapters.wiring import Adapters
 from lambdas.domain.errors import PushFailed
+from lambdas.domain.roles import Role
 from lambdas.ports import (
+    AccessHistoryStore,
+    AuditLog,
     ClusterCredentialStore,
     ClusterStore,
     ComplianceQueue,
     ConnectionPoster,
     ConnectionStore,
     DeviceEventLog,
+    DeviceNoteStore,
     DeviceStore,
     EmailDeviceView,
     GatewayNodeStore,
+    JwksSource,
     ManualOverrideStore,
+    NoticeStore,
     PayloadQueue,
     PolicyEntryStore,
     PolicyLog,
@@ -37,6 +43,7 @@ from lambdas.ports import (
 )
 from lambdas.settings import Settings
 from lambdas.usecases.policy_signing import PolicySigning
+from lambdas.usecases.roster import DEFAULT_REFRESH_S, RosterCache
 
 if TYPE_CHECKING:
     from mypy_boto3_apigatewaymanagementapi import ApiGatewayManagementApiClient
@@ -48,7 +55,8 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class AuthConfig:
     console_auth: str  # "jwt" | "static"
-    console_token_sha256: str
+    # The static tokens (sha256 hex) and the role each one carries, admin first.
+    console_tokens: tuple[tuple[Role, str], ...]
     # Resolved only when a Device Services call is authenticated: in AWS it reads
     # Secrets Manager, and a console or gateway call must not depend on that secret.
     device_services_key_sha256: Callable[[], str]
@@ -56,7 +64,8 @@ class AuthConfig:
 
 class Container(Adapters):
     """The API's adapters (``lambdas.adapters.wiring``), a poster that tolerates a
-    deployment without a WebSocket API, and the callers' authentication settings."""
+    deployment without a WebSocket API, the callers' authentication settings, and the
+    warm function's copy of the console's roster."""
 
     def __init__(
         self,
@@ -66,10 +75,21 @@ class Container(Adapters):
         sqs: SQSClient | None = None,
         apigw: ApiGatewayManagementApiClient | None = None,
         secrets: Any = None,
+        roster_refresh_s: float = DEFAULT_REFRESH_S,
         kms: KMSClient | None = None,
     ) -> None:
         super().__init__(settings, dynamodb=dynamodb, sqs=sqs, apigw=apigw, kms=kms)
         self._secrets = secrets  # a Secrets Manager client (built lazily when None)
+        self._roster_refresh_s = roster_refresh_s
+
+    @cached_property
+    def roster_cache(self) -> RosterCache:
+        return RosterCache(
+            snapshots=self.roster,
+            journal=self.roster,
+            view=self.email_devices,
+            refresh_s=self._roster_refresh_s,
+        )
 
     @cached_property
     def poster(self) -> ConnectionPoster:
@@ -79,9 +99,15 @@ class Container(Adapters):
 
     @property
     def auth(self) -> AuthConfig:
+        settings = self.settings
+        tokens = (
+            (Role.ADMIN, settings.console_token_sha256),
+            (Role.OPERATOR, settings.console_operator_token_sha256),
+            (Role.VIEWER, settings.console_viewer_token_sha256),
+        )
         return AuthConfig(
-            console_auth=self.settings.console_auth,
-            console_token_sha256=self.settings.console_token_sha256,
+            console_auth=settings.console_auth,
+            console_tokens=tuple((role, digest) for role, digest in tokens if digest),
             device_services_key_sha256=self.device_services_sha256,
         )
 
@@ -173,6 +199,34 @@ def connection_poster(request: Request) -> ConnectionPoster:
 
 def override_store(request: Request) -> ManualOverrideStore:
     return _c(request).overrides
+
+
+def jwks_source(request: Request) -> JwksSource:
+    return _c(request).jwks
+
+
+def roster_cache(request: Request) -> RosterCache:
+    return _c(request).roster_cache
+
+
+def access_history(request: Request) -> AccessHistoryStore:
+    return _c(request).access_history
+
+
+def audit_log(request: Request) -> AuditLog:
+    return _c(request).audit_log
+
+
+def audit_retention_days(request: Request) -> int:
+    return _c(request).settings.audit_retention_days
+
+
+def device_notes(request: Request) -> DeviceNoteStore:
+    return _c(request).device_notes
+
+
+def notice_store(request: Request) -> NoticeStore:
+    return _c(request).notices
 
 
 def policy_signing(request: Request) -> PolicySigning:

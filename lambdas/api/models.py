@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lambdas.usecases import dashboard
+from lambdas.usecases import audit, dashboard, history, notices
 from seg_contract import Access, ClusterSettings
 
 
@@ -26,6 +26,9 @@ class Health(_Response):
 
 class WhoAmI(_Response):
     subject: str
+    role: Literal["viewer", "operator", "admin"]
+    # What the role may do (the page hides the rest; the API refuses it regardless).
+    permissions: list[str]
 
 
 class Accepted(_Response):
@@ -66,7 +69,17 @@ class PolicyEntryView(_Response):
 
 
 class EmailDeviceDetail(EmailDevice):
+    """The device page: the newest row, then everything about the device."""
+
     entries: list[PolicyEntryView]
+    observations: list[EmailDevice] = []  # one per cluster that saw it, newest first
+    nodes: list[NodeHolding] = []
+    history: list[ClusterHistory] = []  # per cluster, the last access events, newest first
+    mdm: MdmSummary | None = None
+    compliance_history: list[ComplianceRecord] = []
+    override_info: OverrideInfo | None = None
+    note: Note | None = None
+    notice: NoticeStatus | None = None
 
 
 class SeriesPoint(_Response):
@@ -79,11 +92,76 @@ class Summary(_Response):
     counts: dict[str, int]
     blocked_last_hour: int
     series: list[SeriesPoint]
+    # The clusters and gateway nodes rows name (the list's filter choices).
+    clusters: list[str] = []
+    nodes: list[str] = []
 
 
 class OverrideRequest(_Request):
     action: Literal["allow", "block", "clear"]
     reason: Annotated[str, Field(max_length=256)] = ""
+
+
+class NoteUpdate(_Request):
+    text: Annotated[str, Field(max_length=2000)]  # "" removes the note
+
+
+class Note(_Response):
+    text: str
+    author: str
+    updated_at: str
+
+
+class NodeHolding(_Response):
+    """Whether a gateway node holds the cluster's entry for the device: ``current``
+    (its applied policy version is at least the entry's), ``behind`` (it still enforces
+    an older decision) or ``unknown`` (it has not reported a version)."""
+
+    cluster_id: str
+    node_id: str
+    connected: bool
+    policy_version: int | None
+    last_seen: str | None
+    holds: Literal["current", "behind", "unknown"]
+
+
+# An event of a device's history is defined once, by the use case that keeps it.
+AccessEventView = history.HistoryEvent
+
+
+class ClusterHistory(_Response):
+    cluster_id: str
+    events: list[AccessEventView]
+
+
+class ComplianceRecord(_Response):
+    received_at: str
+    occurred_at: str
+    kind: str
+    summary: str
+
+
+class MdmSummary(_Response):
+    mdm_device_id: str
+    compliance_state: str
+    compliance_reasons: list[str]
+    evaluated_at: str | None
+    enrollment_state: str
+    last_checkin_at: str | None
+
+
+class NoticeStatus(_Response):
+    state: str
+    observed_at: str
+    outcome: str  # "" queued, "sending", "sent", "skipped: ..."
+    outcome_at: str
+
+
+class OverrideInfo(_Response):
+    action: Literal["allow", "block"]
+    reason: str
+    actor: str
+    updated_at: str
 
 
 # --- Clusters ---------------------------------------------------------------------------
@@ -139,6 +217,12 @@ class NodeInfo(_Response):
     digest_check: Literal["in_sync", "diverged", "unchecked"] | None = None
     last_verified_at: str | None = None
     digest_mismatches: int = 0
+    # An alert: signed policy input the node refused since it started (forged, altered
+    # or replayed on the way, or signed by a key it does not trust), the reason of the
+    # last refusal and when it came.
+    policy_rejections: int = 0
+    last_rejection: str | None = None
+    last_rejection_at: str | None = None
 
 
 class ClusterSummary(_Response):
@@ -160,8 +244,16 @@ class UpstreamPassword(_Request):
     upstream_password: Annotated[str, Field(min_length=1, max_length=1024)]
 
 
+class DevicePasswordRequest(_Request):
+    """The EAS DeviceId the device password is issued for (it works from that device
+    only; as the device sends it, e.g. ``ApplF17XK0ABCDE``)."""
+
+    device_id: Annotated[str, Field(min_length=1, max_length=128)]
+
+
 class DevicePassword(_Response):
     device_password: str
+    device_id: str  # normalised: the gateway accepts the password from this DeviceId
 
 
 # --- MDM devices ------------------------------------------------------------------------
@@ -190,6 +282,23 @@ class MdmDevice(_Response):
 class MdmDevicePage(_Response):
     items: list[MdmDevice]
     next_cursor: str | None
+
+
+# --- Audit trail ------------------------------------------------------------------------
+
+
+# A record is defined once, by the use case that writes it.
+AuditRecord = audit.AuditEvent
+
+
+class AuditPage(_Response):
+    items: list[AuditRecord]
+    next_cursor: str | None
+
+
+# --- Notices --------------------------------------------------------------------------
+
+NoticeSettings = notices.NoticeSettings
 
 
 class ClusterDetail(_Response):

@@ -11,6 +11,9 @@ from typing import Annotated
 from fastapi import Depends, Path
 
 from lambdas.api.deps import (
+    access_history,
+    audit_log,
+    audit_retention_days,
     clock,
     cluster_store,
     compliance_queue,
@@ -18,30 +21,42 @@ from lambdas.api.deps import (
     connection_store,
     credential_store,
     device_event_log,
+    device_notes,
     device_store,
     email_device_view,
     gateway_node_store,
+    jwks_source,
+    notice_store,
     override_store,
     payload_queue,
     policy_entry_store,
     policy_log,
+    policy_signing,
+    roster_cache,
 )
 from lambdas.ports import (
+    AccessHistoryStore,
+    AuditLog,
     ClusterCredentialStore,
     ClusterStore,
     ComplianceQueue,
     ConnectionPoster,
     ConnectionStore,
     DeviceEventLog,
+    DeviceNoteStore,
     DeviceStore,
     EmailDeviceView,
     GatewayNodeStore,
+    JwksSource,
     ManualOverrideStore,
+    NoticeStore,
     PayloadQueue,
     PolicyEntryStore,
     PolicyLog,
 )
+from lambdas.usecases.policy_signing import PolicySigning
 from lambdas.usecases.policy_versions import VersionStores
+from lambdas.usecases.roster import RosterCache
 
 Now = Annotated[datetime, Depends(clock)]
 Clusters = Annotated[ClusterStore, Depends(cluster_store)]
@@ -57,13 +72,32 @@ View = Annotated[EmailDeviceView, Depends(email_device_view)]
 Overrides = Annotated[ManualOverrideStore, Depends(override_store)]
 Queue = Annotated[ComplianceQueue, Depends(compliance_queue)]
 Payloads = Annotated[PayloadQueue, Depends(payload_queue)]
+Signing = Annotated[PolicySigning, Depends(policy_signing)]
+Jwks = Annotated[JwksSource, Depends(jwks_source)]
+Roster = Annotated[RosterCache, Depends(roster_cache)]
+History = Annotated[AccessHistoryStore, Depends(access_history)]
+Audit = Annotated[AuditLog, Depends(audit_log)]
+AuditRetentionDays = Annotated[int, Depends(audit_retention_days)]
+Notes = Annotated[DeviceNoteStore, Depends(device_notes)]
+Notices = Annotated[NoticeStore, Depends(notice_store)]
 
 
 def version_stores(
-    clusters: Clusters, entries: Entries, log: Log, connections: Connections, poster: Poster
+    *,
+    clusters: Clusters,
+    entries: Entries,
+    log: Log,
+    connections: Connections,
+    poster: Poster,
+    signing: Signing,
 ) -> VersionStores:
     return VersionStores(
-        clusters=clusters, entries=entries, log=log, connections=connections, poster=poster
+        clusters=clusters,
+        entries=entries,
+        log=log,
+        connections=connections,
+        poster=poster,
+        signing=signing,
     )
 
 

@@ -1,142 +1,31 @@
-"""Console routes (``/console/v1``): who am I, the email dashboard, MDM devices and the
-compliance policy (clusters are in ``routes_clusters``). Every route needs a console
-admin."""
+"""Console routes (``/console/v1``): who am I, MDM devices and the compliance policy.
+Email devices are in ``routes_devices``, clusters in ``routes_clusters``, the audit trail
+and notices in ``routes_audit``. Each route names the role it needs (``auth``)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query
 
 from lambdas.api import models
-from lambdas.api.auth import Admin
-from lambdas.api.params import (
-    Clusters,
-    DeviceIdPath,
-    Devices,
-    Entries,
-    MdmDeviceIdPath,
-    Now,
-    Overrides,
-    Queue,
-    UserPath,
-    View,
-)
+from lambdas.api.auth import AdminAudit, Viewer
+from lambdas.api.params import Clusters, Devices, MdmDeviceIdPath, Queue
 from lambdas.domain.compliance import CompliancePolicy, DeviceRecord
+from lambdas.domain.roles import PERMISSIONS
 from lambdas.domain.timefmt import format_instant, format_optional_instant
-from lambdas.usecases import console_devices, dashboard
-from lambdas.usecases.manual_overrides import request_override
+from lambdas.usecases import console_devices
 
 router = APIRouter(prefix="/console/v1", tags=["console"])
 
 
 @router.get("/whoami", response_model=models.WhoAmI)
-def whoami(admin: Admin) -> models.WhoAmI:
-    return models.WhoAmI(subject=admin.subject)
-
-
-# --- Dashboard ----------------------------------------------------------------------------
-
-
-@router.get("/email-devices", response_model=models.EmailDevicePage)
-def list_email_devices(
-    *,
-    _admin: Admin,
-    view: View,
-    devices: Devices,
-    overrides: Overrides,
-    access_state: Annotated[Literal["allow", "block", "quarantine"] | None, Query()] = None,
-    compliance_state: Annotated[
-        Literal["compliant", "non_compliant", "unknown"] | None, Query()
-    ] = None,
-    q: Annotated[str | None, Query(max_length=256)] = None,
-    sort: Annotated[Literal[dashboard.SORT_COLUMNS], Query()] = "last_seen",  # type: ignore[valid-type]
-    order: Annotated[Literal["asc", "desc"], Query()] = "desc",
-    limit: Annotated[int, Query(ge=1, le=dashboard.MAX_LIMIT)] = 50,
-    cursor: Annotated[str | None, Query(max_length=2048)] = None,
-) -> models.EmailDevicePage:
-    query = dashboard.ListQuery(access_state, compliance_state, q, sort, order, limit, cursor)
-    page = dashboard.list_email_devices(query, view=view, devices=devices, overrides=overrides)
-    return models.EmailDevicePage(
-        items=list(page.items),
-        next_cursor=page.next_cursor,
-        total=page.total,
+def whoami(user: Viewer) -> models.WhoAmI:
+    return models.WhoAmI(
+        subject=user.subject,
+        role=user.role.label,  # type: ignore[arg-type]  # one of the three labels
+        permissions=list(PERMISSIONS[user.role]),
     )
-
-
-@router.get("/email-devices/summary", response_model=models.Summary)
-def email_device_summary(
-    *,
-    _admin: Admin,
-    view: View,
-    now: Now,
-    minutes: Annotated[int, Query(ge=1, le=dashboard.MAX_SERIES_MINUTES)] = 60,
-) -> models.Summary:
-    found = dashboard.summary(view=view, now=now, minutes=minutes)
-    return models.Summary(
-        counts=found.counts,
-        blocked_last_hour=found.blocked_last_hour,
-        series=[models.SeriesPoint(t=t, requests=r, blocks=b) for t, r, b in found.series],
-    )
-
-
-# ``:path``: a DeviceId is client-chosen and may contain "/" (sent as %2F, which the
-# router sees decoded).
-@router.get("/email-devices/{user}/{device_id:path}", response_model=models.EmailDeviceDetail)
-def email_device_detail(
-    *,
-    user: UserPath,
-    device_id: DeviceIdPath,
-    _admin: Admin,
-    view: View,
-    devices: Devices,
-    overrides: Overrides,
-    clusters: Clusters,
-    entries: Entries,
-) -> models.EmailDeviceDetail:
-    row, found = dashboard.email_device_detail(
-        user,
-        device_id,
-        view=view,
-        devices=devices,
-        overrides=overrides,
-        clusters=clusters,
-        entries=entries,
-    )
-    return models.EmailDeviceDetail(
-        **dashboard.as_dict(row),
-        entries=[
-            models.PolicyEntryView(
-                cluster_id=e.cluster_id,
-                access=e.entry.access,
-                reason=e.entry.reason,
-                source=e.entry.source.value,
-                version=e.entry.version,
-                updated_at=format_instant(e.entry.updated_at),
-            )
-            for e in found
-        ],
-    )
-
-
-@router.post(
-    "/email-devices/{user}/{device_id:path}/override",
-    response_model=models.Queued,
-    status_code=status.HTTP_202_ACCEPTED,
-)
-def override_email_device(
-    *,
-    user: UserPath,
-    device_id: DeviceIdPath,
-    body: models.OverrideRequest,
-    admin: Admin,
-    queue: Queue,
-    now: Now,
-) -> models.Queued:
-    request_override(
-        user, device_id, body.action, reason=body.reason, actor=admin.subject, queue=queue, now=now
-    )
-    return models.Queued()
 
 
 # --- MDM devices and the compliance policy ----------------------------------------------
@@ -167,7 +56,7 @@ def _mdm_device(device: DeviceRecord) -> models.MdmDevice:
 @router.get("/devices", response_model=models.MdmDevicePage)
 def list_devices(
     *,
-    _admin: Admin,
+    _user: Viewer,
     devices: Devices,
     limit: Annotated[int, Query(ge=1, le=console_devices.MAX_LIMIT)] = 100,
     cursor: Annotated[str | None, Query(max_length=2048)] = None,
@@ -180,14 +69,14 @@ def list_devices(
 def get_device(
     *,
     mdm_device_id: MdmDeviceIdPath,
-    _admin: Admin,
+    _user: Viewer,
     devices: Devices,
 ) -> models.MdmDevice:
     return _mdm_device(console_devices.get_device(devices, mdm_device_id))
 
 
 @router.get("/compliance-policy", response_model=CompliancePolicy)
-def get_compliance_policy(_admin: Admin, clusters: Clusters) -> CompliancePolicy:
+def get_compliance_policy(_user: Viewer, clusters: Clusters) -> CompliancePolicy:
     return clusters.get_compliance_policy()
 
 
@@ -195,11 +84,17 @@ def get_compliance_policy(_admin: Admin, clusters: Clusters) -> CompliancePolicy
 def put_compliance_policy(
     *,
     policy: CompliancePolicy,
-    _admin: Admin,
+    audit: AdminAudit,
     clusters: Clusters,
     queue: Queue,
-    now: Now,
 ) -> CompliancePolicy:
     """Store the policy and queue every MDM device for re-evaluation under it."""
-    console_devices.put_compliance_policy(policy, clusters=clusters, queue=queue, now=now)
+    before = clusters.get_compliance_policy()
+    console_devices.put_compliance_policy(policy, clusters=clusters, queue=queue, now=audit.now)
+    audit.record(
+        "compliance_policy.update",
+        "tenant",
+        before=before.model_dump(),
+        after=policy.model_dump(),
+    )
     return policy

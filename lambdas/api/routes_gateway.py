@@ -5,6 +5,14 @@ The snapshot's ETag is ``"<cluster>-<W>"``, W being the cluster's committed vers
 (``lambdas.usecases.policy_versions``). A conditional GET is answered from the cluster
 item alone (one read) when W has not moved, so the hourly bulk refresh of an unchanged
 cluster costs one DynamoDB read per node.
+
+Every policy answer is signed (``lambdas.usecases.signed_messages``; the statement and
+signature travel in headers, the body is the payload as signed): the snapshot and the
+delta, and the 304, whose ``confirm`` statement ("W is current") is what keeps a node's
+policy fresh. The 304's confirmation is shared by every node of the cluster for up to a
+minute (``PolicySigning.confirm``), so an unchanged cluster's refreshes cost no KMS
+request each. Without a usable signing key these routes answer 503, never unsigned. A
+410 stays unsigned: it only makes the node fetch the snapshot, which is verified.
 """
 
 from __future__ import annotations
@@ -15,9 +23,10 @@ from fastapi import APIRouter, Header, Query, Response, status
 
 from lambdas.api.auth import Gateway as Caller
 from lambdas.api.models import Accepted
-from lambdas.api.params import Clusters, Entries, Log, Now, Payloads
+from lambdas.api.params import Clusters, Entries, Log, Now, Payloads, Signing
 from lambdas.usecases.access_events import accept_access_events
 from lambdas.usecases.policy_sync import build_delta, snapshot_unless_held
+from lambdas.usecases.signed_messages import signed_delta, signed_snapshot
 from seg_contract import AccessEventBatch, PolicyDelta, PolicySnapshot
 from seg_contract.http import DELTA_PATH, EVENTS_PATH, GATEWAY_PREFIX, POLICY_PATH
 
@@ -50,6 +59,7 @@ def get_policy(
     clusters: Clusters,
     entries: Entries,
     log: Log,
+    signing: Signing,
     now: Now,
     if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
 ) -> Response:
@@ -63,8 +73,13 @@ def get_policy(
     )
     tag = etag(caller.cluster_id, version)
     if snapshot is None:
-        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": tag})
-    return Response(snapshot.model_dump_json(), media_type=_JSON, headers={"ETag": tag})
+        confirmed = signing.confirm(caller.cluster_id, version, now)
+        return Response(
+            status_code=status.HTTP_304_NOT_MODIFIED,
+            headers={"ETag": tag, **confirmed.headers()},
+        )
+    signed = signed_snapshot(snapshot, signing, now)
+    return Response(signed.payload, media_type=_JSON, headers={"ETag": tag, **signed.headers()})
 
 
 @router.get(
@@ -79,13 +94,15 @@ def get_delta(
     clusters: Clusters,
     entries: Entries,
     log: Log,
+    signing: Signing,
     now: Now,
     since: Annotated[int, Query(ge=0, le=2**53)],
 ) -> Response:
     delta = build_delta(
         caller.cluster_id, since, clusters=clusters, entries=entries, log=log, now=now
     )
-    return Response(delta.model_dump_json(), media_type=_JSON)
+    signed = signed_delta(delta, signing, now)
+    return Response(signed.payload, media_type=_JSON, headers=signed.headers())
 
 
 @router.post(

@@ -15,22 +15,20 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from lambdas.api.auth import Admin
+from lambdas.api.auth import AdminAudit, Viewer
 from lambdas.api.auth import Gateway as GatewayCaller
-from lambdas.api.deps import policy_signing, signing_key_store
-from lambdas.api.params import Now
+from lambdas.api.deps import signing_key_store
+from lambdas.api.params import Now, Signing
 from lambdas.domain.signing_keys import KeyRegistry
 from lambdas.domain.timefmt import format_instant
 from lambdas.ports import SigningKeyStore
 from lambdas.usecases import signing_keys as cases
-from lambdas.usecases.policy_signing import PolicySigning
 from seg_contract.http import GATEWAY_PREFIX, SIGNING_KEYS_PATH
 from seg_contract.key_ring import SigningKeySet
 
 console = APIRouter(prefix="/console/v1", tags=["console"])
 gateway = APIRouter(prefix=GATEWAY_PREFIX, tags=["gateway"])
 
-Signing = Annotated[PolicySigning, Depends(policy_signing)]
 Store = Annotated[SigningKeyStore, Depends(signing_key_store)]
 Kid = Annotated[str, Path(pattern=r"^[0-9a-f]{24}$", description="key id (fingerprint)")]
 
@@ -82,12 +80,17 @@ def _answer(registry: KeyRegistry, recorded: bool = True) -> SigningKeys:
     )
 
 
+def _states(registry: KeyRegistry) -> dict[str, str]:
+    """What the audit trail keeps of a key change: each key's state (public facts only)."""
+    return {k.kid: k.state.value for k in registry.keys}
+
+
 @console.get(
     "/signing-keys",
     response_model=SigningKeys,
     summary="The policy signing keys and which one signs (the public keys nodes pin)",
 )
-def list_keys(*, _admin: Admin, signing: Signing, store: Store, now: Now) -> SigningKeys:
+def list_keys(*, _user: Viewer, signing: Signing, store: Store, now: Now) -> SigningKeys:
     registry, recorded = cases.list_signing_keys(signing=signing, store=store, now=now)
     return _answer(registry, recorded)
 
@@ -99,9 +102,10 @@ def list_keys(*, _admin: Admin, signing: Signing, store: Store, now: Now) -> Sig
     summary="Rotation step 1: announce one of the stack's keys as the next signing key",
 )
 def register_key(
-    *, body: SigningKeyRegister, _admin: Admin, signing: Signing, store: Store, now: Now
+    *, body: SigningKeyRegister, audit: AdminAudit, signing: Signing, store: Store, now: Now
 ) -> SigningKeys:
     registry = cases.register_signing_key(body.key_arn, signing=signing, store=store, now=now)
+    audit.record("signing_key.register", body.key_arn, after=_states(registry))
     return _answer(registry)
 
 
@@ -111,9 +115,11 @@ def register_key(
     summary="Rotation step 2: sign with the next key (the active one becomes previous)",
 )
 def activate_key(
-    *, kid: Kid, _admin: Admin, signing: Signing, store: Store, now: Now
+    *, kid: Kid, audit: AdminAudit, signing: Signing, store: Store, now: Now
 ) -> SigningKeys:
-    return _answer(cases.activate_signing_key(kid, signing=signing, store=store, now=now))
+    registry = cases.activate_signing_key(kid, signing=signing, store=store, now=now)
+    audit.record("signing_key.activate", kid, after=_states(registry))
+    return _answer(registry)
 
 
 @console.post(
@@ -121,8 +127,12 @@ def activate_key(
     response_model=SigningKeys,
     summary="Rotation step 3: stop announcing a previous (or abandoned next) key",
 )
-def retire_key(*, kid: Kid, _admin: Admin, signing: Signing, store: Store, now: Now) -> SigningKeys:
-    return _answer(cases.retire_signing_key(kid, signing=signing, store=store, now=now))
+def retire_key(
+    *, kid: Kid, audit: AdminAudit, signing: Signing, store: Store, now: Now
+) -> SigningKeys:
+    registry = cases.retire_signing_key(kid, signing=signing, store=store, now=now)
+    audit.record("signing_key.retire", kid, after=_states(registry))
+    return _answer(registry)
 
 
 @gateway.get(

@@ -16,6 +16,10 @@ class PushFailed(Exception):
     """Posting to a connection failed for another reason (throttled, too large)."""
 
 
+class JwksUnavailable(Exception):
+    """A token issuer's key set could not be fetched (network, TLS, HTTP, not JSON)."""
+
+
 class VersionFenced(Exception):
     """The policy version was settled as abandoned before its commit landed (its writer
     took too long): nothing was written; redo the work under a new version."""

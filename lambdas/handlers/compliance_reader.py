@@ -62,6 +62,9 @@ def record_handler(record: SQSRecord) -> None:
     )
     metrics.add_metric(name="ConnectionsGone", unit=MetricUnit.Count, value=outcome.pushes.gone)
     metrics.add_metric(name="PushesFailed", unit=MetricUnit.Count, value=outcome.pushes.failed)
+    # Pushes never sent because they could not be signed (KMS failing): the entries are
+    # written, so the record succeeds; nodes catch up through their pong or refresh.
+    metrics.add_metric(name="PushesUnsigned", unit=MetricUnit.Count, value=outcome.pushes.unsigned)
     logger.info(
         "compliance message processed",
         extra={

@@ -4,7 +4,8 @@ The seed's MEG Queue Reader, payload half. Each record is one ``PayloadMessage``
 record that does not parse or cannot be written is reported in ``batchItemFailures``
 alone (SQS retries it and, after ``max_receive_count``, moves it to the DLQ) while the
 rest of the batch succeeds. Applying a record twice changes nothing (newest-wins rows,
-fingerprinted counters), so redelivery is safe.
+fingerprinted counters, history merged by event id, notice markers), so redelivery is
+safe.
 """
 
 from __future__ import annotations
@@ -23,10 +24,8 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from lambdas.adapters.dynamodb_email_devices import DynamoDbEmailDevices
-from lambdas.adapters.dynamodb_gateway_nodes import DynamoDbGatewayNodes
 from lambdas.handlers import write_side
-from lambdas.usecases.access_events import PayloadMessage, apply_payload
+from lambdas.usecases.access_events import PayloadMessage, PayloadStores, apply_payload
 
 logger = Logger(service="payload_reader")
 metrics = Metrics(namespace="SEG", service="payload_reader")
@@ -36,26 +35,34 @@ processor = BatchProcessor(event_type=EventType.SQS)
 
 
 @cache
-def _ports() -> tuple[DynamoDbEmailDevices, DynamoDbGatewayNodes]:
+def _ports() -> PayloadStores:
     """Built once per warm container (after the environment is in place)."""
-    adapters = write_side.adapters()
-    return adapters.email_devices, adapters.gateway_nodes
+    a = write_side.adapters()
+    return PayloadStores(
+        view=a.email_devices,
+        nodes=a.gateway_nodes,
+        journal=a.roster,
+        history=a.access_history,
+        notices=a.notices,
+        notice_queue=a.notice_queue,
+    )
 
 
 @tracer.capture_method(capture_response=False, capture_error=False)
 def record_handler(record: SQSRecord) -> None:
     message = PayloadMessage.model_validate_json(record.body)
-    view, nodes = _ports()
-    written = apply_payload(message, view, nodes)
+    outcome = apply_payload(message, _ports())
     logger.info(
         "applied access events",
         extra={
             "cluster_id": message.cluster_id,
             "events": len(message.batch.events),
-            "rows_written": written,
+            "rows_written": outcome.rows_written,
+            "notices_queued": outcome.notices_queued,
         },
     )
     metrics.add_metric(name="AccessEvents", unit=MetricUnit.Count, value=len(message.batch.events))
+    metrics.add_metric(name="NoticesQueued", unit=MetricUnit.Count, value=outcome.notices_queued)
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -39,5 +39,6 @@ def compliance_stores(settings: Settings) -> ComplianceStores:
         connections=a.connections,
         poster=a.poster,
         log=a.policy_log,
+        signing=a.policy_signing,
         queue=a.compliance_queue,
     )

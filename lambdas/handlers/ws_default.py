@@ -2,9 +2,12 @@
 Re-checks the connection's credential, advances the cluster's committed version, checks
 the node's policy digest, records the node's state and answers with
 ``seg_contract.PushPong`` (the committed version and the digest verdict) through the
-management API (``lambdas.usecases.connections``). A message on a connection we no
-longer know (expired, closed) or whose credential was revoked is refused with 403 and
-the connection is closed. Metrics: ``DigestChecks`` and ``DigestMismatches``."""
+management API (``lambdas.usecases.connections``), signed. A message on a connection we
+no longer know (expired, closed) or whose credential was revoked is refused with 403 and
+the connection is closed. Metrics: ``DigestChecks``, ``DigestMismatches``,
+``NodesRefusingPolicy`` (a keepalive from a node that refused signed policy input since
+it started: an alarm on it catches a man in the middle or a key a node does not trust)
+and ``PongsUnsigned`` (no pong sent: it could not be signed)."""
 
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
 from lambdas.adapters.wiring import Adapters
+from lambdas.domain.policy_log import DigestVerdict
 from lambdas.handlers import write_side
 from lambdas.handlers.ws_events import WebSocketEvent, response
 from lambdas.usecases.connections import keepalive
@@ -49,7 +53,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     p = ports()
     connection_id = parsed.request_context.connection_id
     try:
-        pong = keepalive(
+        answered = keepalive(
             connection_id,
             parsed.text(),
             connections=p.connections,
@@ -58,6 +62,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             log=p.policy_log,
             credentials=p.credentials,
             poster=p.poster,
+            signing=p.policy_signing,
             now=clock(),
         )
     except Forbidden as exc:
@@ -69,17 +74,22 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         logger.warning("invalid gateway message", extra={"detail": exc.detail})
         return response(400, exc.detail)
     metrics.add_metric(name="Keepalives", unit=MetricUnit.Count, value=1)
-    if pong.digest_check != "unchecked":
+    if answered.digest_check is not DigestVerdict.UNCHECKED:
         metrics.add_metric(name="DigestChecks", unit=MetricUnit.Count, value=1)
-    if pong.digest_check == "diverged":
+    if answered.digest_check is DigestVerdict.DIVERGED:
         metrics.add_metric(name="DigestMismatches", unit=MetricUnit.Count, value=1)
+    if answered.report.policy_rejections:
+        metrics.add_metric(name="NodesRefusingPolicy", unit=MetricUnit.Count, value=1)
+    if answered.push.unsigned:
+        metrics.add_metric(name="PongsUnsigned", unit=MetricUnit.Count, value=1)
     logger.info(
         "keepalive answered",
         extra={
-            "cluster_id": pong.cluster_id,
-            "cluster_version": pong.version,
-            "digest_check": pong.digest_check,
-            "checked_version": pong.checked_version,
+            "cluster_id": answered.cluster_id,
+            "cluster_version": answered.version,
+            "digest_check": answered.digest_check.value,
+            "checked_version": answered.checked_version,
+            "pong_sent": bool(answered.push.delivered),
         },
     )
     return response(200)

@@ -4,19 +4,39 @@ AWMegPayload), applied to the dashboard's view by the payload reader.
 Intake never writes the view synchronously: the API answers 202 once the batch is
 queued, so a burst of gateway traffic costs the API one SQS call per batch and the
 reader absorbs it at its own pace.
+
+What the reader does with one batch, in this order (each step safe to repeat):
+1. journal the batch's newest observation per device for the console's roster
+   (``roster``; before the rows, so a crash in between loses nothing);
+2. write each device's row of the sending cluster (newest wins) and act on its state
+   change: a device that became blocked or quarantined gets a notice queued
+   (``notices``);
+3. merge the events into each device's bounded recent history (``history``);
+4. count the batch's requests and blocks per minute, once per batch;
+5. move its nodes' last_seen forward.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from lambdas.domain.timefmt import format_instant, parse_instant
-from lambdas.ports import EmailDeviceView, GatewayNodeStore, PayloadQueue
-from lambdas.usecases import email_view
+from lambdas.ports import (
+    AccessHistoryStore,
+    EmailDeviceView,
+    GatewayNodeStore,
+    NoticeQueue,
+    NoticeStore,
+    PayloadQueue,
+    RosterJournal,
+)
+from lambdas.usecases import email_view, history, notices
 from lambdas.usecases.errors import InvalidInput
+from lambdas.usecases.roster import journal_observations
 from seg_contract import AccessEventBatch
 
 # SQS's message size limit is 256 KiB; keep a margin for the envelope's attributes.
@@ -67,19 +87,40 @@ def accept_access_events(
     return len(batch.events)
 
 
-def apply_payload(message: PayloadMessage, view: EmailDeviceView, nodes: GatewayNodeStore) -> int:
-    """Fold one queued batch into the view (newest wins per device), count its activity
-    once, and move its nodes' last_seen forward. Safe to run twice. Returns the number of
-    rows written."""
-    written = 0
+@dataclass(frozen=True)
+class PayloadStores:
+    view: EmailDeviceView
+    nodes: GatewayNodeStore
+    journal: RosterJournal
+    history: AccessHistoryStore
+    notices: NoticeStore
+    notice_queue: NoticeQueue
+
+
+@dataclass(frozen=True)
+class PayloadOutcome:
+    rows_written: int
+    notices_queued: int
+
+
+def apply_payload(message: PayloadMessage, stores: PayloadStores) -> PayloadOutcome:
+    """Fold one queued batch in (see the module docstring). Safe to run twice."""
     received_at = parse_instant(message.received_at)
-    for observation in email_view.newest_per_device(
-        message.batch.events, message.cluster_id, received_at
-    ):
-        written += view.apply_observation(observation)
+    events = message.batch.events
+    observations = email_view.newest_per_device(events, message.cluster_id, received_at)
+    journal_observations(stores.journal, observations)
+    written = queued = 0
+    for observation in observations:
+        result = stores.view.apply_observation(observation)
+        written += result.written
+        queued += notices.observe(
+            result, observation, store=stores.notices, queue=stores.notice_queue
+        )
+    for key, recent in history.per_device(events, message.cluster_id, received_at).items():
+        stores.history.add(key, recent, received_at)
     fingerprint = email_view.batch_fingerprint(message.batch)
-    for count in email_view.activity(message.batch.events):
-        view.add_activity(count, fingerprint)
-    for seen in email_view.nodes_seen(message.batch, message.cluster_id):
-        nodes.record_seen(seen)
-    return written
+    for count in email_view.activity(events, received_at):
+        stores.view.add_activity(count, fingerprint)
+    for seen in email_view.nodes_seen(message.batch, message.cluster_id, received_at):
+        stores.nodes.record_seen(seen)
+    return PayloadOutcome(rows_written=written, notices_queued=queued)

@@ -3,7 +3,8 @@ and revoke credentials, set the sealing public key, and read a cluster with its 
 
 Rotation issues a new key and leaves the old ones valid, so an admin can roll the new
 credential onto every node before revoking the old key (no outage). Revoking a key
-tells the nodes connected with it (``revoked`` push) and closes their connections; their
+tells the nodes connected with it (a signed ``revoked`` push: a node stops only on one
+that verifies) and closes their connections; their
 next ``$connect`` or API call is refused (403). The connections are listed from an
 eventually consistent index, so a connection opened a moment before the revocation may
 be missing from the first listing: the revocation lists them again after
@@ -33,6 +34,7 @@ from lambdas.usecases.cluster_lookup import require_cluster
 from lambdas.usecases.errors import InvalidInput, NotFound
 from lambdas.usecases.gateway_auth import IssuedCredential, StoredCredential, issue_credential
 from lambdas.usecases.gateway_nodes import NodeReport
+from lambdas.usecases.policy_signing import PolicySigning
 from lambdas.usecases.push import close, send_to
 from lambdas.usecases.resync import seed_cluster
 from seg_contract import PushRevoked
@@ -134,6 +136,7 @@ def revoke_credentials(
     credentials: ClusterCredentialStore,
     connections: ConnectionStore,
     poster: ConnectionPoster | None,
+    signing: PolicySigning,
     now: datetime,
     sleep: Callable[[float], None] = time.sleep,
 ) -> tuple[list[str], int]:
@@ -155,7 +158,14 @@ def revoke_credentials(
             for c in connections.list_for_cluster(cluster_id)
             if c.key_id in revoked and c.connection_id not in closed
         ]
-        send_to(targets, PushRevoked(cluster_id=cluster_id), connections=connections, poster=poster)
+        send_to(
+            targets,
+            PushRevoked(cluster_id=cluster_id),
+            connections=connections,
+            poster=poster,
+            signing=signing,
+            now=now,
+        )
         for connection in targets:
             close(connection.connection_id, connections=connections, poster=poster)
             closed.add(connection.connection_id)

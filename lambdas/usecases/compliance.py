@@ -56,6 +56,7 @@ from lambdas.ports import (
 )
 from lambdas.usecases.cluster_lookup import require_cluster
 from lambdas.usecases.errors import NotFound
+from lambdas.usecases.policy_signing import PolicySigning
 from lambdas.usecases.policy_versions import Committed, VersionStores, release, write_version
 from lambdas.usecases.push import PushReport
 from lambdas.usecases.resync import continue_reevaluation
@@ -75,6 +76,7 @@ class ComplianceStores:
     connections: ConnectionStore
     poster: ConnectionPoster
     log: PolicyLog
+    signing: PolicySigning  # every committed version's push is signed
     queue: ComplianceQueue | None = None  # for re-evaluation fan-out (ReevaluateAll)
 
     @property
@@ -85,6 +87,7 @@ class ComplianceStores:
             log=self.log,
             connections=self.connections,
             poster=self.poster,
+            signing=self.signing,
         )
 
 

@@ -13,13 +13,20 @@ one of the recent versions; ``lambdas.domain.policy_log.check_digest``), ``unche
 otherwise. A node told ``diverged`` replaces its policy with a snapshot, so divergence
 from any cause is gone within one report interval. It also re-checks the connection's
 credential: a connection opened with a credential revoked since (even one that the
-revocation's fan-out missed) is told ``revoked`` and closed."""
+revocation's fan-out missed) is told ``revoked`` and closed.
+
+Every answer is signed (``lambdas.usecases.signed_messages``): the pong is the node's
+proof that its policy is still current (its freshness comes from the pong's signed issue
+time), and one signed pong is shared by every node told the same thing within a minute.
+When the pong cannot be signed nothing is sent; the node misses its pong deadline and
+reconnects, as with any control plane that does not answer."""
 
 from __future__ import annotations
 
 import logging
 import re
 from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from pydantic import ValidationError
@@ -35,18 +42,38 @@ from lambdas.ports import (
     GatewayNodeStore,
     PolicyLog,
 )
-from lambdas.usecases.errors import Forbidden, InvalidInput, NotFound, validation_problems
+from lambdas.usecases.errors import (
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    SigningUnavailable,
+    validation_problems,
+)
 from lambdas.usecases.gateway_auth import GatewayPrincipal
-from lambdas.usecases.gateway_nodes import record_keepalive
+from lambdas.usecases.gateway_nodes import NodeReport, record_keepalive
+from lambdas.usecases.policy_signing import PolicySigning
 from lambdas.usecases.policy_versions import advance
-from lambdas.usecases.push import close, send_to
-from seg_contract import GatewayKeepalive, PushPong, PushRevoked
+from lambdas.usecases.push import PushReport, close, post_frame, send_to
+from lambdas.usecases.signed_messages import signed_pong
+from seg_contract import GatewayKeepalive, PushRevoked
 from seg_contract.http import NODE_ID_HEADER, NODE_ID_QUERY
 from seg_contract.models import GATEWAY_MESSAGE
 
 logger = logging.getLogger(__name__)
 
 _NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class Answered:
+    """What a keepalive was answered with (the pong's content) and what became of it."""
+
+    cluster_id: str
+    version: int  # the committed version W the pong names
+    digest_check: DigestVerdict
+    checked_version: int
+    report: NodeReport
+    push: PushReport = field(default_factory=PushReport)
 
 
 def validate_node_id(node_id: str | None) -> str:
@@ -121,6 +148,8 @@ def _credential_rejected(
     credentials: ClusterCredentialStore,
     connections: ConnectionStore,
     poster: ConnectionPoster,
+    signing: PolicySigning,
+    now: datetime,
 ) -> Forbidden | None:
     """Is the connection's credential still valid? If not (revoked, or gone), tell the
     node, close and forget the connection, and return the error to raise."""
@@ -132,6 +161,8 @@ def _credential_rejected(
         PushRevoked(cluster_id=connection.cluster_id),
         connections=connections,
         poster=poster,
+        signing=signing,
+        now=now,
     )
     close(connection.connection_id, connections=connections, poster=poster)
     logger.warning(
@@ -154,8 +185,9 @@ def keepalive(
     log: PolicyLog,
     credentials: ClusterCredentialStore,
     poster: ConnectionPoster,
+    signing: PolicySigning,
     now: datetime,
-) -> PushPong:
+) -> Answered:
     """Answer a keepalive (see the module doc). Raises ``Forbidden`` (connection
     unknown, i.e. closed, expired or revoked; its credential revoked; or its cluster
     gone: the connection is closed too, so the node reconnects and meets ``$connect``)
@@ -170,7 +202,12 @@ def keepalive(
             f"node {connection.node_id!r}"
         )
     rejected = _credential_rejected(
-        connection, credentials=credentials, connections=connections, poster=poster
+        connection,
+        credentials=credentials,
+        connections=connections,
+        poster=poster,
+        signing=signing,
+        now=now,
     )
     if rejected is not None:
         raise rejected
@@ -179,7 +216,7 @@ def keepalive(
     except NotFound:
         raise _closed(connection_id, poster, "the connection's cluster no longer exists") from None
     verdict = check_digest(message.digest, message.policy_version, cluster.watermark)
-    record_keepalive(nodes, connection.cluster_id, message, now, verdict)
+    report = record_keepalive(nodes, connection.cluster_id, message, now, verdict)
     if verdict is DigestVerdict.DIVERGED:
         logger.warning(
             "policy digest mismatch: cluster=%s node=%s version=%d",
@@ -187,12 +224,38 @@ def keepalive(
             connection.node_id,
             message.policy_version,
         )
-    pong = PushPong(
+    if message.policy_rejections:
+        logger.warning(
+            "node refused signed policy: cluster=%s node=%s refusals=%d last=%s",
+            connection.cluster_id,
+            connection.node_id,
+            message.policy_rejections,
+            message.last_rejection,
+        )
+    answered = Answered(
         cluster_id=connection.cluster_id,
         version=cluster.committed_version,
-        server_time=now,
-        digest_check=verdict.value,
+        digest_check=verdict,
         checked_version=message.policy_version,
+        report=report,
     )
-    send_to([connection], pong, connections=connections, poster=poster)
-    return pong
+    try:
+        pong = signed_pong(
+            connection.cluster_id,
+            cluster.committed_version,
+            digest_check=verdict.value,
+            checked_version=message.policy_version,
+            signing=signing,
+            now=now,
+        )
+    except SigningUnavailable as exc:
+        logger.error(
+            "pong not sent, it could not be signed: cluster=%s node=%s error=%s",
+            connection.cluster_id,
+            connection.node_id,
+            exc.detail,
+        )
+        return replace(answered, push=PushReport(unsigned=1))
+    data = pong.envelope().model_dump_json().encode()
+    push = post_frame([connection], data, connections=connections, poster=poster)
+    return replace(answered, push=push)

@@ -53,7 +53,7 @@ def record_device_event(
         group_id=device_group(event.mdm_device_id),
         dedup_id=sqs_id("evt-", event.event_id),
     )
-    recorded = events.record(event.event_id, event.model_dump_json(), now)
+    recorded = events.record(event.event_id, event.model_dump_json(), now, event.mdm_device_id)
     logger.info(
         "device event %s: type=%s device=%s applied=%s",
         "queued" if recorded else "raced a duplicate",

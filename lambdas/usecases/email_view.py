@@ -1,19 +1,22 @@
 """The email-device view the dashboard reads, and how access events fold into it.
 
-One row per (user, EAS DeviceId) a gateway has seen, holding the *newest* request's facts.
+One row per (cluster, user, EAS DeviceId) a gateway has seen, holding the *newest*
+request's facts. The row is owned by its observer: a batch only ever writes rows keyed
+by the cluster whose credential sent it (``observation_key``), so the gateways of one
+cluster cannot change what the console shows for devices another cluster saw. A device
+that moves between sites has one row per cluster, each with its own last sync; the
+console lists both and its device page shows them side by side.
+
 Access events arrive at least once and in any order (gateways spool and resend, SQS
 redelivers), so a row only moves forward: an event replaces the row when its time is
 later, or equal with a greater event id (a total order, so two replicas of the reader
-agree). Redelivering an event therefore changes nothing.
+agree). Redelivering an event therefore changes nothing. An event's time is clamped to
+when the API received its batch: a gateway whose clock runs ahead cannot stamp a row in
+the future (where it would win over every newer real request until that time).
 
 Activity counters (requests and blocks per minute) feed the dashboard's time series.
 They are keyed by a fingerprint of the batch, so a redelivered or resent batch is counted
-once.
-
-Device counters: every row carries its *tally* (access state, plus whether the cluster's
-unknown-device rule decided it), and the view keeps one count per tally, moved in the
-same transaction as the row whenever a row appears or changes tally. The dashboard's
-totals and summary counts read those counters instead of every row.
+once (``dynamodb_email_devices`` bounds what that costs per minute).
 
 Pure: values in, values out.
 """
@@ -23,7 +26,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from lambdas.domain.timefmt import format_instant, to_utc
 from seg_contract import Access, AccessEvent, AccessEventBatch, entry_key
@@ -31,6 +34,9 @@ from seg_contract.identity import normalize_device_id, normalize_user
 
 RULE_UNKNOWN = "unknown_device"  # onprem_gateway.core.decision.RULE_UNKNOWN
 _UNKNOWN_SUFFIX = "~unknown"
+# Between the cluster id and the entry key in an observation key: cluster ids are
+# [a-z0-9-] and entry keys never hold it.
+OBSERVER_SEPARATOR = "\x1e"
 
 
 def tally(access_state: str, rule: str) -> str:
@@ -51,8 +57,38 @@ def email_device_key(user: str, device_id: str) -> str:
     return entry_key(normalize_user(user), normalize_device_id(device_id))
 
 
+def observation_key(cluster_id: str, email_device_key: str) -> str:
+    """One cluster's row of an email device."""
+    return f"{cluster_id}{OBSERVER_SEPARATOR}{email_device_key}"
+
+
+def split_observation_key(key: str) -> tuple[str, str]:
+    """(cluster id, entry key); a key written before rows had observers has no cluster."""
+    cluster, sep, entry = key.partition(OBSERVER_SEPARATOR)
+    return (cluster, entry) if sep else ("", key)
+
+
 def minute_bucket(at: datetime) -> str:
     return format_instant(at)[:16]  # "YYYY-MM-DDTHH:MM"
+
+
+# The text fields of an observation besides its key, in the order storage and the
+# roster's journal keep them.
+OBSERVATION_STRINGS = (
+    "user",
+    "device_id",
+    "device_type",
+    "user_agent",
+    "last_seen",
+    "event_id",
+    "last_command",
+    "access_state",
+    "reason",
+    "rule",
+    "protocol_version",
+    "last_node",
+    "cluster_id",
+)
 
 
 @dataclass(frozen=True)
@@ -78,6 +114,10 @@ class AccessObservation:
     def newer_than(self, other: AccessObservation) -> bool:
         return (self.last_seen, self.event_id) > (other.last_seen, other.event_id)
 
+    @property
+    def observation_key(self) -> str:
+        return observation_key(self.cluster_id, self.email_device_key)
+
 
 @dataclass(frozen=True)
 class ActivityCount:
@@ -95,9 +135,10 @@ class NodeSeen:
     last_seen: str  # format_instant()
 
 
-# A gateway's clock may run ahead; a row stamped in the future would refuse every real
-# update until that time, so event times are capped at intake time plus this skew.
-MAX_CLOCK_SKEW = timedelta(minutes=5)
+def clamped(at: datetime, not_after: datetime | None) -> datetime:
+    """An event's time, never later than when its batch was received."""
+    at = to_utc(at)
+    return min(at, to_utc(not_after)) if not_after is not None else at
 
 
 def observation(
@@ -105,7 +146,7 @@ def observation(
 ) -> AccessObservation | None:
     """The view row an event implies, or None for requests that name no device
     (OPTIONS, anonymous probes): they count as activity but have no row. ``not_after``
-    caps the event's time (see ``MAX_CLOCK_SKEW``)."""
+    (the batch's receipt) caps the event's time."""
     user = normalize_user(event.user)
     device_id = normalize_device_id(event.device_id)
     if not user or not device_id:
@@ -116,9 +157,7 @@ def observation(
         device_id=device_id,
         device_type=event.device_type,
         user_agent=event.user_agent,
-        last_seen=format_instant(
-            min(to_utc(event.at), not_after) if not_after is not None else event.at
-        ),
+        last_seen=format_instant(clamped(event.at, not_after)),
         event_id=event.event_id,
         last_command=event.command,
         access_state=event.decision.value,
@@ -135,8 +174,8 @@ def newest_per_device(
     events: Iterable[AccessEvent], cluster_id: str, received_at: datetime | None = None
 ) -> list[AccessObservation]:
     """One observation per device: the newest in the batch (fewer conditional writes).
-    Event times are capped at ``received_at + MAX_CLOCK_SKEW``."""
-    not_after = to_utc(received_at) + MAX_CLOCK_SKEW if received_at is not None else None
+    Event times are clamped to ``received_at``."""
+    not_after = received_at
     newest: dict[str, AccessObservation] = {}
     for event in events:
         obs = observation(event, cluster_id, not_after)
@@ -148,31 +187,37 @@ def newest_per_device(
     return sorted(newest.values(), key=lambda o: o.email_device_key)
 
 
-def activity(events: Iterable[AccessEvent]) -> list[ActivityCount]:
-    """Requests and blocks per minute. A block is a request the gateway refused, or (in
-    test mode) would have refused."""
+def activity(
+    events: Iterable[AccessEvent], received_at: datetime | None = None
+) -> list[ActivityCount]:
+    """Requests and blocks per minute (event times clamped to ``received_at``). A block
+    is a request the gateway refused, or (in test mode) would have refused."""
     counts: dict[str, list[int]] = {}
     for event in events:
-        bucket = counts.setdefault(minute_bucket(event.at), [0, 0])
+        bucket = counts.setdefault(minute_bucket(clamped(event.at, received_at)), [0, 0])
         bucket[0] += 1
         if event.decision is not Access.ALLOW:
             bucket[1] += 1
     return [ActivityCount(m, r, b) for m, (r, b) in sorted(counts.items())]
 
 
-def nodes_seen(batch: AccessEventBatch, cluster_id: str) -> list[NodeSeen]:
+def nodes_seen(
+    batch: AccessEventBatch, cluster_id: str, received_at: datetime | None = None
+) -> list[NodeSeen]:
     latest: dict[str, str] = {}
     for event in batch.events:
-        at = format_instant(event.at)
+        at = format_instant(clamped(event.at, received_at))
         if at > latest.get(event.node_id, ""):
             latest[event.node_id] = at
     return [NodeSeen(cluster_id, node, at) for node, at in sorted(latest.items())]
 
 
 def batch_fingerprint(batch: AccessEventBatch) -> str:
-    """Stable id of a batch's content: a resent or redelivered batch has the same one."""
+    """Stable id of a batch's content: a resent or redelivered batch has the same one.
+    64 bits: a collision within one minute's batches is vanishingly unlikely, and each
+    costs 16 bytes in that minute's counter."""
     digest = hashlib.sha256()
     for event_id in sorted(e.event_id for e in batch.events):
         digest.update(event_id.encode())
         digest.update(b"\n")
-    return digest.hexdigest()[:32]
+    return digest.hexdigest()[:16]

@@ -5,13 +5,16 @@ and is *seen* whenever its access events arrive. The console's cluster panel sho
 with whether the node has an open WebSocket connection, and the verdict of the last
 check of the node's policy digest: in sync (and when it last was), diverged (the node
 was told to replace its policy), or unchecked (it reported no digest for a version the
-control plane keeps one of); and how many mismatches the node has had.
+control plane keeps one of); and how many mismatches the node has had. A node that
+refused signed policy input (forged, altered or replayed on the way, or signed by a key
+it does not trust) says so in its keepalives: how many since it started, the reason of
+the last one and when; the console shows that as an alert on the node.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from lambdas.domain.policy_log import DigestVerdict
 from lambdas.domain.timefmt import format_instant
@@ -32,6 +35,9 @@ class NodeReport:
     digest_check: str = ""  # DigestVerdict of the last keepalive ("" before the first)
     last_verified_at: str = ""  # format_instant() of the last in_sync verdict
     digest_mismatches: int = 0  # diverged verdicts, ever
+    policy_rejections: int = 0  # signed input the node refused, since it started
+    last_rejection: str = ""  # the reason of the last refusal (RejectReason)
+    last_rejection_at: str = ""  # format_instant() of the last refusal
 
 
 def record_keepalive(
@@ -55,6 +61,13 @@ def record_keepalive(
         digest_check=verdict.value,
         last_verified_at=format_instant(now) if verdict is DigestVerdict.IN_SYNC else "",
         digest_mismatches=1 if verdict is DigestVerdict.DIVERGED else 0,
+        policy_rejections=keepalive.policy_rejections,
+        last_rejection=keepalive.last_rejection,
+        last_rejection_at=(
+            format_instant(now - timedelta(seconds=keepalive.last_rejection_age_s))
+            if keepalive.policy_rejections and keepalive.last_rejection_age_s is not None
+            else ""
+        ),
     )
     nodes.record_keepalive(report)
     return report

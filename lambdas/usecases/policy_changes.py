@@ -12,7 +12,7 @@ from datetime import datetime
 from lambdas.domain.policy_commit import Proposal
 from lambdas.usecases.cluster_lookup import require_cluster
 from lambdas.usecases.policy_versions import Committed, VersionStores, write_version
-from seg_contract import ClusterSettings, UserCredential, normalize_user
+from seg_contract import ClusterSettings, DevicePassword, UserCredential, normalize_user
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,7 @@ class CredentialChange:
 
     pw1_hashes: tuple[str, ...]
     sealed_pw2: str
+    device_passwords: tuple[DevicePassword, ...] = ()
 
     @property
     def enabled(self) -> bool:
@@ -57,6 +58,7 @@ def change_credential(
             user=name,
             enabled=change.enabled,
             pw1_hashes=change.pw1_hashes,
+            device_passwords=change.device_passwords,
             sealed_pw2=change.sealed_pw2,
             version=version,
             updated_at=now,

@@ -83,6 +83,7 @@ from lambdas.ports import (
 from lambdas.usecases.cluster_lookup import require_cluster
 from lambdas.usecases.errors import StorageError
 from lambdas.usecases.policy_bootstrap import bootstrap
+from lambdas.usecases.policy_signing import PolicySigning
 from lambdas.usecases.push import PushReport, publish
 from seg_contract import PushChange
 
@@ -104,6 +105,7 @@ class VersionStores:
     log: PolicyLog
     connections: ConnectionStore
     poster: ConnectionPoster
+    signing: PolicySigning  # every push is signed (``lambdas.usecases.push``)
 
 
 @dataclass(frozen=True)
@@ -199,7 +201,12 @@ def publish_version(
     advance W (best effort: any later reader advances too)."""
     committed = Committed(cluster_id, plan)
     report = publish(
-        cluster_id, committed.message(), connections=stores.connections, poster=stores.poster
+        cluster_id,
+        committed.message(),
+        connections=stores.connections,
+        poster=stores.poster,
+        signing=stores.signing,
+        now=now,
     )
     try:
         advance(

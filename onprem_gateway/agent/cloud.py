@@ -6,6 +6,11 @@ control plane marks as its own with ``X-SEG-Credential: rejected``: retrying wil
 help) and ``ControlPlaneUnavailable`` (network, timeout, 5xx, 429, an answer that does
 not parse, or a 401/403 *without* the mark, which came from a proxy, a WAF or a captive
 portal in the path: retry later). Never on the request path.
+
+Policy answers are signed (``seg_contract.signing``): this client returns them as
+``SignedPayload`` (body as received, statement and signature from the headers) without
+reading them; ``policy_trust`` verifies them before anything parses the body. An answer
+without the two headers raises ``SignatureRejected(unsigned)``.
 """
 
 from __future__ import annotations
@@ -17,9 +22,7 @@ from enum import StrEnum
 from pathlib import Path
 
 import httpx
-from pydantic import ValidationError
 
-from seg_contract import PolicyDelta, PolicySnapshot
 from seg_contract.http import (
     CREDENTIAL_REJECTED_HEADER,
     CREDENTIAL_REJECTED_VALUE,
@@ -27,7 +30,9 @@ from seg_contract.http import (
     EVENTS_PATH,
     NODE_ID_HEADER,
     POLICY_PATH,
+    SIGNING_KEYS_PATH,
 )
+from seg_contract.signing import SignedPayload
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +57,11 @@ class SendResult(StrEnum):
 
 @dataclass(frozen=True)
 class SnapshotAnswer:
-    snapshot: PolicySnapshot | None  # None: not modified (304)
+    """The snapshot (200) or the control plane's confirmation that the version asked
+    about is current (304, an empty payload); neither verified yet."""
+
+    signed: SignedPayload
+    modified: bool
 
 
 def ssl_context(ca_bundle: Path | None) -> ssl.SSLContext:
@@ -117,29 +126,23 @@ class ControlPlaneClient:
         headers = {"If-None-Match": etag} if etag else {}
         response = await self._get(POLICY_PATH, headers=headers)
         if response.status_code == 304:
-            return SnapshotAnswer(None)
+            return SnapshotAnswer(SignedPayload.from_headers(response.headers, b""), False)
         _expect(response, 200, POLICY_PATH)
-        if len(response.content) > MAX_POLICY_BYTES:
-            raise ControlPlaneUnavailable(f"GET {POLICY_PATH}: answer larger than allowed")
-        try:
-            return SnapshotAnswer(PolicySnapshot.model_validate_json(response.content))
-        except ValidationError as exc:
-            raise ControlPlaneUnavailable(
-                f"GET {POLICY_PATH}: not a PolicySnapshot ({exc.error_count()} errors)"
-            ) from None
+        return SnapshotAnswer(_signed(response, POLICY_PATH), True)
 
-    async def fetch_delta(self, since: int) -> PolicyDelta | None:
+    async def fetch_delta(self, since: int) -> SignedPayload | None:
         """The delta since ``since``; None when it is gone (410: take the snapshot)."""
         response = await self._get(DELTA_PATH, params={"since": str(since)})
         if response.status_code == 410:
             return None
         _expect(response, 200, DELTA_PATH)
-        try:
-            return PolicyDelta.model_validate_json(response.content)
-        except ValidationError as exc:
-            raise ControlPlaneUnavailable(
-                f"GET {DELTA_PATH}: not a PolicyDelta ({exc.error_count()} errors)"
-            ) from None
+        return _signed(response, DELTA_PATH)
+
+    async def fetch_signing_keys(self) -> SignedPayload:
+        """The cluster's signed key set (``seg_contract.key_ring``)."""
+        response = await self._get(SIGNING_KEYS_PATH)
+        _expect(response, 200, SIGNING_KEYS_PATH)
+        return _signed(response, SIGNING_KEYS_PATH)
 
     async def post_events(self, batch_json: bytes) -> SendResult:
         """POST one ``AccessEventBatch`` (already serialised)."""
@@ -181,6 +184,12 @@ def _raise_for_auth(response: httpx.Response, path: str) -> None:
             f"{path}: HTTP {response.status_code} without {CREDENTIAL_REJECTED_HEADER}: "
             "refused by something in the path (a proxy or WAF?), not by the control plane"
         )
+
+
+def _signed(response: httpx.Response, path: str) -> SignedPayload:
+    if len(response.content) > MAX_POLICY_BYTES:
+        raise ControlPlaneUnavailable(f"GET {path}: answer larger than allowed")
+    return SignedPayload.from_headers(response.headers, response.content)
 
 
 def _expect(response: httpx.Response, status: int, path: str) -> None:

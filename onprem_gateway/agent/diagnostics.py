@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from urllib.parse import urlencode
 
+from onprem_gateway.core.credentials import substitution_enabled
 from onprem_gateway.core.decision import explain
 from onprem_gateway.core.eas_request import EasRequestError, parse
 from onprem_gateway.core.policy_index import PolicyIndex
@@ -63,6 +64,6 @@ def explain_device(
     answer["credential_substitution"] = (
         "not configured"
         if credential is None
-        else ("enabled" if credential.enabled and credential.pw1_hashes else "disabled")
+        else ("enabled" if substitution_enabled(credential) else "disabled")
     )
     return answer

@@ -10,6 +10,8 @@ import os
 import socket
 from typing import Any
 
+from onprem_gateway.agent.policy_store import PolicyStore
+from onprem_gateway.agent.revocation import follow_policy
 from onprem_gateway.config import GatewayConfig
 from onprem_gateway.ports import EventSink, PolicyView
 from onprem_gateway.proxy import EasServer, ProxyMetrics, start_eas_server
@@ -42,10 +44,16 @@ def proxy_settings(config: GatewayConfig, bound_port: int) -> ProxySettings:
         tls_cert=None if config.listen_plain_http else config.tls_cert,
         tls_key=None if config.listen_plain_http else config.tls_key,
         trusted_proxies=config.trusted_proxies,
+        public_hosts=frozenset(config.public_hosts),
         node_id=config.node_id,
         cluster_private_key=read_cluster_key(config),
-        limits=Limits(),
+        limits=Limits(
+            max_connections_per_ip=config.max_connections_per_ip,
+            pw1_max_failures=config.pw1_max_failures,
+            pw1_failure_window_s=config.pw1_failure_window_s,
+        ),
         timeouts=Timeouts(
+            header_s=config.header_timeout_s,
             request_idle_s=config.request_idle_timeout_s,
             long_poll_idle_s=config.long_poll_timeout_s,
             upstream_connect_s=config.upstream_connect_timeout_s,
@@ -93,6 +101,8 @@ class InProcessRunner:
         except BaseException:
             sock.close()
             raise
+        if isinstance(self._policy, PolicyStore):
+            follow_policy(self._policy, self._server)  # a block ends held requests
         self.port = self._server.port
         return self.port
 

@@ -13,6 +13,16 @@ Every report interval the node sends a keepalive with its applied version and, w
 policy is exact (``PolicyIndex.exact``), the policy digest; the pong must come within
 the pong deadline, or the control plane counts as unresponsive and the connection is
 replaced. What a pong means for the policy is ``core.convergence.judge_pong``.
+
+Every message is a ``signed`` envelope and is verified (``policy_trust``) before it is
+acted on: a message that does not verify is counted and dropped, and changes nothing
+(only a verified ``revoked`` stops the link; a forged pong is no answer to the pong
+deadline). A verified pong that is older than what the node holds (a push overtook it,
+or the control plane reused one signed pong for many nodes) still answers the keepalive
+and its verdict is acted on, but it gives no freshness. An applied pong's freshness is
+its signed issue time, never this node's clock. A push signed by a key the node does
+not know triggers a refresh (at most once a minute), whose first step fetches the key
+set: a node that missed the announcement of a new key learns it there.
 """
 
 from __future__ import annotations
@@ -26,7 +36,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from pydantic import ValidationError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
@@ -40,6 +49,7 @@ from onprem_gateway.agent.lifecycle import (
 )
 from onprem_gateway.agent.policy_store import PolicyStore
 from onprem_gateway.agent.policy_sync import LinkStatus, PolicySync
+from onprem_gateway.agent.policy_trust import PolicyRefused, PolicyTrust, issued_s
 from onprem_gateway.config import MAX_KEEPALIVE_S  # API Gateway's 10-minute idle limit
 from onprem_gateway.core.convergence import PongAction, judge_pong, keepalive_interval
 from onprem_gateway.core.policy_index import PolicyMismatchError
@@ -50,13 +60,16 @@ from seg_contract.http import (
     NODE_ID_HEADER,
     NODE_ID_QUERY,
 )
-from seg_contract.models import PUSH_MESSAGE
+from seg_contract.signing import RejectReason, SignedPayload, Verified
 
 log = logging.getLogger(__name__)
 
 # API Gateway caps a WebSocket message at 128 KB; a push is far smaller.
 MAX_PUSH_BYTES = 256 * 1024
 CLOSE_TIMEOUT_S = 2.0
+# A push signed by an unknown key asks for a refresh (which learns the key set) at most
+# this often: a stream of forged pushes must not turn into a stream of fetches.
+KEY_REFRESH_MIN_INTERVAL_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -80,6 +93,7 @@ class ControlPlaneLink:
         sync: PolicySync,
         store: PolicyStore,
         status: LinkStatus,
+        trust: PolicyTrust,
         *,
         backoff: Callable[[], Iterator[float]],
         spool_depth: Callable[[], int],
@@ -89,6 +103,7 @@ class ControlPlaneLink:
         self._sync = sync
         self._store = store
         self.status = status
+        self._trust = trust
         self._backoff = backoff
         self._spool_depth = spool_depth
         self._clock = clock
@@ -105,6 +120,7 @@ class ControlPlaneLink:
         self._replacements = 0  # replacements done; a verdict on an older policy is stale
         self._reported_generation = 0  # ``_replacements`` when the last keepalive went out
         self._refresh_now = asyncio.Event()
+        self._key_refresh_at: float | None = None  # monotonic time of the last one asked
 
     # --- the two loops ----------------------------------------------------------------
 
@@ -310,13 +326,21 @@ class ControlPlaneLink:
                 # The first digest of a large policy is O(n): never on the event loop.
                 await asyncio.to_thread(index.digest)
             digest = index.digest_hex()
+        now = self._clock()
+        refused = self._trust.rejections
         message = GatewayKeepalive(
             node_id=self._settings.node_id,
             policy_version=index.version,
-            policy_age_s=max(0.0, self._clock() - index.confirmed_at) if index.loaded else 0.0,
+            policy_age_s=max(0.0, now - index.confirmed_at) if index.loaded else 0.0,
             spool_depth=self._spool_depth(),
             gateway_version=self._settings.gateway_version,
             digest=digest,
+            # The alert: what this node refused since it started (``policy_trust``).
+            policy_rejections=refused.total,
+            last_rejection=refused.last_reason,
+            last_rejection_age_s=(
+                max(0.0, now - refused.last_at) if refused.last_at is not None else None
+            ),
         )
         self._conn_clock = self._conn_clock.sent(time.monotonic(), self.keepalive_interval_s())
         self._reported_generation = self._replacements
@@ -342,11 +366,13 @@ class ControlPlaneLink:
 
     def _on_message(self, raw: str | bytes) -> Event | None:  # noqa: PLR0911 (one per kind)
         try:
-            msg = PUSH_MESSAGE.validate_json(raw)
-        except ValidationError as exc:
-            # A message we do not understand is logged and skipped: the next refresh or
-            # delta is the backstop, and dropping the connection would not help.
-            log.warning("ignoring an unknown push message (%d errors)", exc.error_count())
+            with self._trust.refusals("push"):
+                msg, verified, signed = self._trust.push(raw, self._store.current())
+        except PolicyRefused as exc:
+            # Not applied and not an answer to anything: the next pong, refresh or delta
+            # is the backstop, and dropping the connection would not help.
+            if exc.reason is RejectReason.UNKNOWN_KEY:
+                self._refresh_keys_soon()
             return None
         self.status.pushes += 1
         self.status.last_contact = self._clock()
@@ -360,15 +386,26 @@ class ControlPlaneLink:
             return Event.RESYNC
         try:
             if isinstance(msg, PushPong):
-                return self._on_pong(msg)
-            result = self._store.apply_push(msg)
+                return self._on_pong(msg, verified, signed)
+            if not verified.apply:
+                log.debug("push version %d is already held: ignored", msg.version)
+                return None
+            result = self._store.apply_push(msg, signed=signed)
         except PolicyMismatchError as exc:
             log.warning("ignoring a push for another cluster (%s)", exc)
             return None
         log.info("push %s version %d applied (gap: %s)", msg.type, msg.version, result.gap)
         return Event.PUSH_GAP if result.gap else None
 
-    def _on_pong(self, pong: PushPong) -> Event | None:
+    def _refresh_keys_soon(self) -> None:
+        now = time.monotonic()
+        last = self._key_refresh_at
+        if last is None or now - last >= KEY_REFRESH_MIN_INTERVAL_S:
+            self._key_refresh_at = now
+            log.info("a push signed by an unknown key: refreshing the signing keys")
+            self._refresh_now.set()
+
+    def _on_pong(self, pong: PushPong, verified: Verified, signed: SignedPayload) -> Event | None:
         now = self._clock()
         if self._conn_clock is not None:
             self._conn_clock = self._conn_clock.answered()
@@ -377,8 +414,6 @@ class ControlPlaneLink:
             log.info("control plane answers again")
         status.last_pong_at, status.unresponsive_since = now, None
         index = self._store.current()
-        if pong.cluster_id != index.cluster_id and index.cluster_id:
-            raise PolicyMismatchError(f"pong for cluster {pong.cluster_id!r}")
         check = pong.digest_check
         if self._reported_generation != self._replacements:
             # The keepalive it answers reported the policy a replacement has since
@@ -419,7 +454,8 @@ class ControlPlaneLink:
             return Event.DIVERGED
         if judgement.action is PongAction.DELTA:
             return Event.PONG_AHEAD
-        self._store.confirm(now)
+        if verified.apply:  # older than what is held: an answer, but no freshness
+            self._store.confirm(issued_s(verified), signed)
         return None
 
     # --- fetches, coalesced ---------------------------------------------------------------

@@ -3,9 +3,12 @@ link, the reporter, the EAS runner and the admin port, and runs them until stopp
 
 Start order (each step works with the control plane down):
 
-1. the policy: ``--policy-file`` if given, else the persisted last-known-good (enforced
-   at once), else nothing (every request is blocked: fail closed); a damaged
-   last-known-good file is moved aside and reported in ``/readyz``, never trusted;
+1. the keys the node trusts (its pins, and the key sets it learned since: a stored
+   chain that does not verify is moved aside and reported), then the policy:
+   ``--policy-file`` if given, else the journal of signed input (``policy_journal``:
+   every record verified again, enforced at once, as fresh as its newest signed issue
+   time), else nothing (every request is blocked: fail closed); a journal that does not
+   verify is moved aside and reported in ``/readyz``, never trusted;
 2. the spool (events from before a restart are sent first) and the reporter;
 3. the EAS listener (in-process or worker processes), one upstream check, the admin
    port, then ``<state_dir>/runtime.json`` (the bound ports, for tools);
@@ -37,16 +40,20 @@ from onprem_gateway.agent.diagnostics import DiagnosticsError, explain_device
 from onprem_gateway.agent.eas_runner import InProcessRunner, public_url
 from onprem_gateway.agent.lifecycle import State
 from onprem_gateway.agent.link import ControlPlaneLink, LinkSettings
-from onprem_gateway.agent.persist import PolicyFile, PolicyFileError, atomic_write, read_policy_file
-from onprem_gateway.agent.policy_store import PolicyPersister, PolicyStore
+from onprem_gateway.agent.persist import JournalFile, atomic_write
+from onprem_gateway.agent.policy_journal import PolicyFileError, PolicyJournal, load_policy_file
+from onprem_gateway.agent.policy_store import PolicyStore
 from onprem_gateway.agent.policy_sync import LinkStatus, PolicySync
+from onprem_gateway.agent.policy_trust import PolicyTrust
 from onprem_gateway.agent.reporter import EventBuffer, Reporter
+from onprem_gateway.agent.signing_keys_file import SigningKeysFile
 from onprem_gateway.agent.spool import Spool
 from onprem_gateway.agent.telemetry import CONTENT_TYPE, render
 from onprem_gateway.agent.workers import WorkerPool
 from onprem_gateway.config import GatewayConfig
 from onprem_gateway.core.backoff import backoff
 from onprem_gateway.core.freshness import Level, freshness
+from onprem_gateway.core.policy_index import PolicyIndex
 from onprem_gateway.proxy.metrics import merge
 
 log = logging.getLogger(__name__)
@@ -68,18 +75,27 @@ def gateway_version() -> str:
 class Node:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
-        self.store = PolicyStore()
         self.policy_source = "none"
         self.policy_problem = ""
+        self.policy_signed = False  # whether the policy in force came from signed input
         self.upstream_ok: bool | None = None
         self.upstream_error = ""
         self.shutting_down = False
         self.task_failures: list[str] = []
         self.started_at = time.time()
         config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.policy_file = PolicyFile(config.state_dir)
-        self._load_initial_policy()
-        self.persister = PolicyPersister(self.store, self.policy_file)
+        self.trust = PolicyTrust(
+            config.policy_signing_keys,
+            cluster_id=config.cluster_id,
+            max_skew_s=config.policy_clock_skew_s,
+            keys_file=SigningKeysFile(config.state_dir) if config.connected else None,
+        )
+        # The journal is the last-known-good policy of a node with a control plane; an
+        # air-gapped node's policy file is its own.
+        self.journal = PolicyJournal(JournalFile(config.state_dir)) if config.connected else None
+        self.store = PolicyStore(self._load_initial_policy())
+        if self.journal is not None:
+            self.journal.attach(self.store)
         self.client: ControlPlaneClient | None = None
         self.link_status: LinkStatus | None = None
         self.link: ControlPlaneLink | None = None
@@ -105,9 +121,12 @@ class Node:
                     ca_bundle=config.control_plane_ca_bundle,
                     gateway_version=gateway_version(),
                 ),
-                PolicySync(self.client, self.store, self.link_status),
+                PolicySync(
+                    self.client, self.store, self.link_status, self.trust, journal=self.journal
+                ),
                 self.store,
                 self.link_status,
+                self.trust,
                 backoff=self._backoff,
                 spool_depth=lambda: self.reporter.spool_depth,
             )
@@ -148,26 +167,32 @@ class Node:
 
     # --- the policy at start ------------------------------------------------------------
 
-    def _load_initial_policy(self) -> None:
+    def _load_initial_policy(self) -> PolicyIndex:
+        index = PolicyIndex.empty()
         if self.config.policy_file is not None:
-            # An explicit file is the operator vouching for it now (air-gapped sites):
-            # its age counts from this start. A bad file stops the start (exit 2).
-            snapshot = read_policy_file(self.config.policy_file)
-            self.store.apply_snapshot(snapshot, time.time())
-            self.policy_source = f"policy file {self.config.policy_file}"
-        else:
-            try:
-                saved = self.policy_file.load()
-            except PolicyFileError as exc:
-                self.policy_problem = f"last-known-good policy refused: {exc}"
-                log.error("%s; starting WITHOUT a policy: every request is blocked", exc)
-                return
-            if saved is None:
-                log.warning("no policy yet: every request is blocked until one arrives")
-                return
-            self.store.apply_snapshot(saved.snapshot, saved.confirmed_at)
-            self.policy_source = "last-known-good"
-        index = self.store.current()
+            # A bad file stops the start (exit 2): the operator asked for it.
+            loaded = load_policy_file(
+                self.config.policy_file,
+                self.trust,
+                allow_unsigned=self.config.allow_unsigned_policy_file,
+                now=time.time(),
+            )
+            index, self.policy_signed = loaded.index, loaded.signed
+            self.policy_source = f"policy file {self.config.policy_file}" + (
+                "" if loaded.signed else " (UNSIGNED)"
+            )
+            if self.journal is not None and loaded.signed:
+                self.journal.adopt(loaded.records)
+            if not loaded.signed:
+                log.warning("enforcing an UNSIGNED policy file (allow_unsigned_policy_file)")
+        elif self.journal is not None:
+            index = self.journal.load(self.trust)
+            self.policy_problem = self.journal.problem
+            if not index.loaded:
+                if not self.policy_problem:
+                    log.warning("no policy yet: every request is blocked until one arrives")
+                return index
+            self.policy_source, self.policy_signed = "last-known-good", True
         log.info(
             "enforcing policy from %s: cluster %s version %d, %d devices",
             self.policy_source,
@@ -175,6 +200,7 @@ class Node:
             index.version,
             index.device_count(),
         )
+        return index
 
     # --- running ------------------------------------------------------------------------
 
@@ -194,7 +220,8 @@ class Node:
         self.listen_port = await self.runner.start()
         await self.check_upstream()
         self.admin_port = await self.admin.start(self.config.admin_host, self.config.admin_port)
-        self._spawn("persister", self.persister.run())
+        if self.journal is not None:
+            self._spawn("policy-journal", self.journal.run())
         self._spawn("reporter", self.reporter.run())
         self._spawn("upstream-check", self._upstream_loop())
         if self.link is not None:
@@ -233,7 +260,8 @@ class Node:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.reporter.close(deadline_s=min(10.0, max(1.0, grace)))
-        await self.persister.flush()
+        if self.journal is not None:
+            await self.journal.flush()
         if self.client is not None:
             await self.client.aclose()
         (self.config.state_dir / RUNTIME_FILE).unlink(missing_ok=True)
@@ -259,24 +287,35 @@ class Node:
 
     async def _read_policy_file(self) -> None:
         assert self.config.policy_file is not None
+        now = time.time()
         try:
-            # Parsing a large file takes a while: off the loop. Applying stays on it.
-            snapshot = await asyncio.to_thread(read_policy_file, self.config.policy_file)
+            # Reading and verifying a large file takes a while: off the loop. Applying
+            # stays on it.
+            loaded = await asyncio.to_thread(
+                load_policy_file,
+                self.config.policy_file,
+                self.trust,
+                allow_unsigned=self.config.allow_unsigned_policy_file,
+                now=now,
+            )
         except PolicyFileError as exc:
-            # Not confirmed: the policy in force ages towards the fail mode, loudly.
+            # Not applied: the policy in force ages towards the fail mode, loudly.
             self.policy_problem = f"policy file refused: {exc}"
             log.error("%s; keeping the policy in force", self.policy_problem)
             return
         self.policy_problem = ""
-        index = self.store.current()
-        now = time.time()
-        if snapshot.cluster_id == index.cluster_id and snapshot.version == index.version:
-            self.store.confirm(now)
+        self.policy_signed = loaded.signed
+        current, fresh = self.store.current(), loaded.index
+        if fresh.cluster_id == current.cluster_id and fresh.version == current.version:
+            # Signed: as fresh as its newest issue time. Unsigned: re-reading is the
+            # operator vouching for it again.
+            self.store.confirm(fresh.confirmed_at)
             return
-        self.store.apply_snapshot(snapshot, now)
-        log.info(
-            "policy file re-read: version %d, %d devices", snapshot.version, len(snapshot.devices)
-        )
+        if loaded.snapshot is not None:
+            self.store.apply_snapshot(loaded.snapshot, now)
+        else:
+            self.store.replace_with_snapshot(fresh.to_snapshot(), fresh.confirmed_at)
+        log.info("policy file re-read: version %d, %d devices", fresh.version, fresh.device_count())
 
     async def _watch_policy_file(self) -> None:
         """An air-gapped node re-reads its policy file every refresh interval (and on
@@ -339,9 +378,14 @@ class Node:
         if self.shutting_down:
             reasons.append("shutting down")
         if fresh.level is Level.MISSING:
+            refused = self.trust.rejections
+            why = self.policy_problem or (
+                f"the last policy input was refused ({refused.last_reason}: {refused.last_detail})"
+                if refused.last_at is not None
+                else ""
+            )
             reasons.append(
-                "no policy loaded (every request is blocked)"
-                + (f": {self.policy_problem}" if self.policy_problem else "")
+                "no policy loaded (every request is blocked)" + (f": {why}" if why else "")
             )
         elif fresh.level is Level.EXPIRED:
             reasons.append(
@@ -360,6 +404,7 @@ class Node:
             "node_id": self.config.node_id,
             "policy": {
                 "source": self.policy_source,
+                "signed": self.policy_signed,
                 "problem": self.policy_problem,
                 "cluster_id": index.cluster_id,
                 "version": index.version,
@@ -368,6 +413,15 @@ class Node:
                 "age_s": round(fresh.age_s, 3),
                 "fail_mode": fresh.fail_mode.value,
                 "enforcement": fresh.enforcement.value,
+                # Refused input alone does not make the node unready: it keeps
+                # enforcing its last verified policy (the fail mode decides with age).
+                "rejections": {
+                    "total": self.trust.rejections.total,
+                    "by_reason": dict(self.trust.rejections.by_reason),
+                },
+                "last_rejection": self.trust.last_rejection(now),
+                "keys": self.trust.describe(),
+                "journal": None if self.journal is None else self.journal.describe(),
             },
             "control_plane": None if self.link_status is None else self._link_body(now),
             "spool": {

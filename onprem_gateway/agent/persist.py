@@ -1,104 +1,47 @@
-"""The last-known-good policy on disk: atomic writes, integrity-checked reads.
+"""Files the node keeps in its state directory: atomic writes, and the policy journal's
+file of signed records (``policy_journal`` decides what goes in it).
 
-File format (``<state_dir>/policy.lkg``): one JSON header line, then the payload::
+``<state_dir>/policy.journal`` is a sequence of records, each a signed payload exactly
+as the control plane sent it (``seg_contract.signing.encode_record``: a JSON header line
+with the statement, the signature and the length, then the payload bytes). Nothing else
+is stored, in particular no time: at start every record is verified again and the
+policy's freshness is the newest signed issue time among them.
 
-    {"format": "seg-gateway-policy", "v": 1, "length": N, "sha256": "<hex>",
-     "confirmed_at": 1764210000.0, "saved_at": "2026-11-27T02:30:00+00:00"}\\n
-    <N bytes: the PolicySnapshot as JSON>
-
-The digest covers the payload bytes exactly as written, so no canonical-JSON rules are
-needed. A write goes to a temporary file in the same directory, is fsynced, renamed over
-the old file, and the directory is fsynced: a crash leaves the old or the new file, never
-a mix. A file that fails any check is moved aside (``policy.lkg.corrupt-<time>``, kept
-for the operator) and reported: the node then starts without a policy, i.e. fails
-closed, instead of enforcing something it cannot trust or crash-looping on it.
+A whole journal is written atomically (temporary file in the same directory, fsync,
+rename, fsync of the directory): a crash leaves the old or the new file. Records added
+later are appended and fsynced; a crash in the middle of an append leaves a truncated
+last record, which is dropped at the next start (cutting records off the end can only
+take the node back to a state it verified earlier, which anyone able to write the file
+could do anyway by putting an older copy back). A file that fails any other check is
+moved aside (``policy.journal.corrupt-<time>``, kept for the operator) and reported.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
-from pydantic import ValidationError
-
-from seg_contract import PolicySnapshot
+from seg_contract.signing import RejectReason, SignatureRejected, SignedPayload, decode_record
 
 log = logging.getLogger(__name__)
 
-FORMAT = "seg-gateway-policy"
-FORMAT_VERSION = 1
-FILE_NAME = "policy.lkg"
-# A header line is small; a longer first line means the file is not ours.
-_MAX_HEADER = 4096
+JOURNAL_FILE = "policy.journal"
+LEGACY_FILE = "policy.lkg"  # an unsigned last-known-good file of an earlier release
+MAX_RECORDS = 100_000  # far beyond any journal the node writes (it compacts long before)
 
 
-class PolicyFileError(ValueError):
-    """A policy file that cannot be trusted (why is in the message)."""
-
-
-@dataclass(frozen=True)
-class SavedPolicy:
-    snapshot: PolicySnapshot
-    confirmed_at: float  # epoch seconds of the last contact that vouched for it
-
-
-def encode(snapshot: PolicySnapshot, confirmed_at: float, now: float) -> bytes:
-    payload = snapshot.model_dump_json().encode()
-    header = {
-        "format": FORMAT,
-        "v": FORMAT_VERSION,
-        "length": len(payload),
-        "sha256": hashlib.sha256(payload).hexdigest(),
-        "confirmed_at": confirmed_at,
-        "saved_at": datetime.fromtimestamp(now, UTC).isoformat(),
-    }
-    return json.dumps(header, separators=(",", ":")).encode() + b"\n" + payload
-
-
-def decode(data: bytes) -> SavedPolicy:
-    newline = data.find(b"\n", 0, _MAX_HEADER)
-    if newline < 0:
-        raise PolicyFileError("no header line")
-    try:
-        header = json.loads(data[:newline])
-    except ValueError as exc:
-        raise PolicyFileError(f"header is not JSON ({exc})") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise PolicyFileError("not a seg-gateway policy file")
-    if header.get("v") != FORMAT_VERSION:
-        raise PolicyFileError(f"unsupported format version {header.get('v')!r}")
-    payload = data[newline + 1 :]
-    if len(payload) != header.get("length"):
-        raise PolicyFileError(
-            f"payload is {len(payload)} bytes, header says {header.get('length')} (truncated?)"
-        )
-    if hashlib.sha256(payload).hexdigest() != header.get("sha256"):
-        raise PolicyFileError("sha256 mismatch: the payload was altered or damaged")
-    confirmed_at = header.get("confirmed_at")
-    if not isinstance(confirmed_at, int | float):
-        raise PolicyFileError("header has no confirmed_at")
-    try:
-        snapshot = PolicySnapshot.model_validate_json(payload)
-    except ValidationError as exc:
-        raise PolicyFileError(
-            f"payload is not a valid policy snapshot ({exc.error_count()} errors)"
-        ) from None
-    return SavedPolicy(snapshot, float(confirmed_at))
-
-
-def atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes | Iterable[bytes]) -> None:
     """Write ``data`` to ``path`` so that a crash leaves the old or the new content."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            for part in [data] if isinstance(data, bytes) else data:
+                fh.write(part)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -116,49 +59,88 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-class PolicyFile:
-    """The last-known-good policy of one node."""
+def move_aside(path: Path, suffix: str) -> Path:
+    """Rename ``path`` to ``<name>.<suffix>-<time>`` (for the operator) and return it."""
+    aside = path.with_name(f"{path.name}.{suffix}-{int(time.time())}")
+    os.replace(path, aside)
+    return aside
+
+
+@dataclass(frozen=True)
+class Read:
+    records: list[SignedPayload]
+    sizes: list[int]  # each record's length on disk
+    torn: bool  # a truncated last record was dropped (an append cut short by a crash)
+
+
+def decode_records(data: bytes, *, allow_torn: bool) -> Read:
+    """Every record in ``data`` (``SignatureRejected(malformed)`` when it is not a
+    sequence of records). Nothing is verified here."""
+    records: list[SignedPayload] = []
+    sizes: list[int] = []
+    offset = 0
+    while offset < len(data):
+        try:
+            signed, used = decode_record(data, offset)
+        except SignatureRejected as exc:
+            truncated = exc.detail in ("record is truncated", "no record header")
+            if allow_torn and records and truncated and b"\n" not in _after_header(data, offset):
+                log.warning("the policy journal ends in a partly written record: dropped")
+                return Read(records, sizes, torn=True)
+            raise SignatureRejected(
+                exc.reason, f"record {len(records) + 1}: {exc.detail}"
+            ) from None
+        records.append(signed)
+        sizes.append(used)
+        offset += used
+        if len(records) > MAX_RECORDS:
+            raise SignatureRejected(RejectReason.MALFORMED, f"more than {MAX_RECORDS} records")
+    return Read(records, sizes, torn=False)
+
+
+def _after_header(data: bytes, offset: int) -> bytes:
+    """What follows the header line of the record at ``offset`` (a truncated record's
+    payload has no newline after it that could start another record... unless the
+    payload itself holds one; JSON payloads written by pydantic never do)."""
+    newline = data.find(b"\n", offset)
+    return b"" if newline < 0 else data[newline + 1 :]
+
+
+class JournalFile:
+    """The journal's bytes on disk (``policy_journal.PolicyJournal`` owns the content)."""
 
     def __init__(self, state_dir: Path) -> None:
-        self.path = state_dir / FILE_NAME
+        self.path = state_dir / JOURNAL_FILE
 
-    def save(self, snapshot: PolicySnapshot, confirmed_at: float) -> None:
-        atomic_write(self.path, encode(snapshot, confirmed_at, time.time()))
-
-    def load(self) -> SavedPolicy | None:
-        """The saved policy, None when there is none; raises ``PolicyFileError`` after
-        moving a damaged file aside."""
+    def read(self) -> Read | None:
+        """The records on disk (None: no journal). ``SignatureRejected`` when the file
+        is not a journal."""
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
             return None
-        try:
-            return decode(data)
-        except PolicyFileError as exc:
-            aside = self.path.with_name(f"{FILE_NAME}.corrupt-{int(time.time())}")
-            os.replace(self.path, aside)
-            raise PolicyFileError(f"{self.path}: {exc}; moved aside to {aside.name}") from None
+        return decode_records(data, allow_torn=True)
 
+    def rewrite(self, parts: Iterable[bytes]) -> None:
+        atomic_write(self.path, parts)
 
-def read_policy_file(path: Path) -> PolicySnapshot:
-    """A policy file given on the command line: a plain ``PolicySnapshot`` JSON document
-    (what ``GET /gateway/v1/policy`` returns) or a last-known-good file copied from a
-    node."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise PolicyFileError(f"{path}: cannot read ({exc.strerror})") from None
-    if data.startswith(b'{"format":"' + FORMAT.encode()):
-        try:
-            return decode(data).snapshot
-        except PolicyFileError as exc:
-            raise PolicyFileError(f"{path}: {exc}") from None
-    try:
-        return PolicySnapshot.model_validate_json(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        raise PolicyFileError(
-            f"{path}: not a valid PolicySnapshot ({exc.error_count()} errors; first at "
-            f"{where or 'top level'}: {first.get('msg')})"
-        ) from None
+    def head(self, length: int) -> bytes:
+        """The first ``length`` bytes (the base snapshot's record, kept on compaction)."""
+        with self.path.open("rb") as fh:
+            data = fh.read(length)
+        if len(data) != length:
+            raise OSError(f"{self.path}: shorter than its first record")
+        return data
+
+    def append(self, parts: Iterable[bytes]) -> None:
+        with self.path.open("ab") as fh:
+            for part in parts:
+                fh.write(part)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+    def move_aside(self) -> Path:
+        return move_aside(self.path, "corrupt")

@@ -1,11 +1,14 @@
-"""The node's current policy in one small object, and its last-known-good persistence.
+"""The node's current policy in one small object.
 
 ``PolicyStore`` holds one immutable ``PolicyIndex`` and swaps the reference on every
 change (a single attribute assignment: readers on the request path never see a
 half-applied policy and never take a lock). Every change is also described as a
-``PolicyOp`` and handed to subscribers: the persister (last-known-good on disk) and the
-worker hub (which replays the same ops in every worker process, where a ``PolicyStore``
-of the same class applies them: one code path on both sides).
+``PolicyOp`` and handed to subscribers: the journal (the last-known-good policy on disk,
+``policy_journal``, which stores the op's signed input as received) and the worker hub
+(which replays the same ops in every worker process, where a ``PolicyStore`` of the same
+class applies them: one code path on both sides). Only the agent verifies signatures;
+an op carries the signed input it came from (``signed``) for the journal, and never
+crosses to a worker.
 
 A *replace* (the repair after the control plane found the node's digest diverged) takes
 a fresh snapshot as it is, dropping whatever the node held beyond it. Pushes that
@@ -16,16 +19,13 @@ replacement, so the repair never loses a change the control plane just pushed.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from onprem_gateway.agent.persist import PolicyFile
 from onprem_gateway.core.policy_index import ApplyResult, PolicyIndex, PolicyMismatchError
 from seg_contract import (
     PolicyDelta,
@@ -36,6 +36,7 @@ from seg_contract import (
     normalize_user,
 )
 from seg_contract.models import PUSH_MESSAGE
+from seg_contract.signing import SignedPayload
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +48,15 @@ class PolicyOp:
     """One change to the policy, replayable on another store.
 
     ``body`` is the contract model (snapshot, delta or push) or None for ``confirm``;
-    ``confirmed_at`` is epoch seconds (None for a push that carries no confirmation).
+    ``confirmed_at`` is epoch seconds (None for a push that carries no confirmation);
+    ``signed`` the verified input it came from, as received (None: unsigned, e.g. an
+    allowed unsigned policy file, or a replayed op); never sent to workers.
     """
 
     kind: OpKind
     body: PolicySnapshot | PolicyDelta | PushMessage | None
     confirmed_at: float | None
+    signed: SignedPayload | None = field(default=None, compare=False, repr=False)
 
     def to_lines(self) -> bytes:
         """Two JSON lines: a small header, then the body exactly as pydantic writes it
@@ -132,7 +136,8 @@ class PolicyStore:
     def __init__(self, index: PolicyIndex | None = None) -> None:
         self._index = index if index is not None else PolicyIndex.empty()
         self._listeners: list[Listener] = []
-        self._recorded: list[PushChange] | None = None  # pushes since ``begin_replace``
+        # Pushes since ``begin_replace``, with the signed input each came from.
+        self._recorded: list[tuple[PushChange, SignedPayload | None]] | None = None
 
     def current(self) -> PolicyIndex:
         return self._index
@@ -149,7 +154,9 @@ class PolicyStore:
                 log.exception("policy listener failed")
         return index
 
-    def apply_snapshot(self, snapshot: PolicySnapshot, confirmed_at: float) -> PolicyIndex:
+    def apply_snapshot(
+        self, snapshot: PolicySnapshot, confirmed_at: float, signed: SignedPayload | None = None
+    ) -> PolicyIndex:
         try:
             index = self._index.apply_snapshot(snapshot, confirmed_at)
         except PolicyMismatchError:
@@ -161,12 +168,14 @@ class PolicyStore:
                 self._index.cluster_id,
             )
             index = PolicyIndex.from_snapshot(snapshot, confirmed_at)
-        return self._swap(index, PolicyOp("snapshot", snapshot, confirmed_at))
+        return self._swap(index, PolicyOp("snapshot", snapshot, confirmed_at, signed))
 
-    def apply_delta(self, delta: PolicyDelta, confirmed_at: float) -> PolicyIndex:
+    def apply_delta(
+        self, delta: PolicyDelta, confirmed_at: float, signed: SignedPayload | None = None
+    ) -> PolicyIndex:
         """Raises ``PolicyMismatchError`` when the delta cannot apply (fetch a snapshot)."""
         index = self._index.apply_delta(delta, confirmed_at)
-        return self._swap(index, PolicyOp("delta", delta, confirmed_at))
+        return self._swap(index, PolicyOp("delta", delta, confirmed_at, signed))
 
     def begin_replace(self) -> None:
         """A replacing snapshot is about to be fetched: record the pushes from now on."""
@@ -175,7 +184,9 @@ class PolicyStore:
     def abandon_replace(self) -> None:
         self._recorded = None
 
-    def replace_with_snapshot(self, snapshot: PolicySnapshot, confirmed_at: float) -> PolicyIndex:
+    def replace_with_snapshot(
+        self, snapshot: PolicySnapshot, confirmed_at: float, signed: SignedPayload | None = None
+    ) -> PolicyIndex:
         """Replace the policy with ``snapshot`` exactly (nothing held is kept), then apply
         again the pushes recorded since ``begin_replace``."""
         recorded, self._recorded = self._recorded or [], None
@@ -183,25 +194,32 @@ class PolicyStore:
             index = self._index.replace_with_snapshot(snapshot, confirmed_at)
         except PolicyMismatchError:
             index = PolicyIndex.from_snapshot(snapshot, confirmed_at)
-        self._swap(index, PolicyOp("replace", snapshot, confirmed_at))
-        for push in recorded:
+        self._swap(index, PolicyOp("replace", snapshot, confirmed_at, signed))
+        for push, push_signed in recorded:
             with contextlib.suppress(PolicyMismatchError):
-                self.apply_push(push)
+                self.apply_push(push, signed=push_signed)
         return self._index
 
-    def apply_push(self, msg: PushMessage, confirmed_at: float | None = None) -> ApplyResult:
+    def apply_push(
+        self,
+        msg: PushMessage,
+        confirmed_at: float | None = None,
+        signed: SignedPayload | None = None,
+    ) -> ApplyResult:
         if self._recorded is not None and isinstance(msg, PushChange):
-            self._recorded.append(msg)
+            self._recorded.append((msg, signed))
         result = self._index.apply_push(msg, confirmed_at)
         if result.changed:
-            self._swap(result.index, PolicyOp("push", msg, confirmed_at))
+            self._swap(result.index, PolicyOp("push", msg, confirmed_at, signed))
         return result
 
-    def confirm(self, confirmed_at: float) -> PolicyIndex:
+    def confirm(self, confirmed_at: float, signed: SignedPayload | None = None) -> PolicyIndex:
+        """The control plane vouched for the policy at ``confirmed_at`` (a signed issue
+        time: a confirmation or a pong, ``signed``)."""
         index = self._index.with_confirmation(confirmed_at)
         if index.confirmed_at == self._index.confirmed_at:
             return self._index
-        return self._swap(index, PolicyOp("confirm", None, confirmed_at))
+        return self._swap(index, PolicyOp("confirm", None, confirmed_at, signed))
 
     def apply_op(self, op: PolicyOp) -> PolicyIndex:
         """Replay an op made by another store (a worker following the agent)."""
@@ -219,51 +237,3 @@ class PolicyStore:
             assert op.body is not None and not isinstance(op.body, PolicySnapshot | PolicyDelta)
             return self.apply_push(op.body, op.confirmed_at).index
         return self.confirm(t)
-
-
-class PolicyPersister:
-    """Writes the current policy as last-known-good after every change, coalescing bursts
-    (a burst of pushes costs one write per ``min_interval_s``). Writes run in a thread:
-    serialising 100,000 entries takes a few hundred milliseconds."""
-
-    def __init__(self, store: PolicyStore, file: PolicyFile, min_interval_s: float = 0.5) -> None:
-        self._store = store
-        self._file = file
-        self._min_interval_s = min_interval_s
-        self._dirty = asyncio.Event()
-        self.writes = 0
-        self.failures = 0
-        store.subscribe(self._on_change)
-
-    def _on_change(self, op: PolicyOp, index: PolicyIndex) -> None:
-        if index.loaded:
-            self._dirty.set()
-
-    async def run(self) -> None:
-        while True:
-            await self._dirty.wait()
-            await asyncio.sleep(self._min_interval_s)
-            await self.flush()
-
-    def _save(self, index: PolicyIndex) -> None:
-        self._file.save(index.to_snapshot(), index.confirmed_at)
-
-    async def flush(self) -> None:
-        if not self._dirty.is_set():
-            return
-        self._dirty.clear()
-        index = self._store.current()
-        started = time.monotonic()
-        try:
-            await asyncio.to_thread(self._save, index)
-        except OSError:
-            self.failures += 1
-            self._dirty.set()  # try again with the next change or at shutdown
-            log.exception("could not persist the policy to %s", self._file.path)
-            return
-        self.writes += 1
-        log.debug(
-            "persisted policy version %s (%.1f ms)",
-            index.version,
-            (time.monotonic() - started) * 1000,
-        )

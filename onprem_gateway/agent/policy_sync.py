@@ -1,12 +1,22 @@
 """Policy fetches from the control plane into the store, and the link's status.
 
 ``PolicySync`` fetches the full snapshot (ETag-aware: ``If-None-Match`` names the applied
-version, so an up-to-date node gets a 304 and only records the contact), deltas (410, or
-a delta that cannot apply -> the full snapshot) and *replacements* (a full snapshot
-fetched without an ETag and taken as it is, after a ``diverged`` verdict), one at a
-time under one lock. The control plane's own refusal of the credential marks the link
-fatal (``LinkStatus.fatal_reason``); any other failure is counted and left to the
-caller's retry schedule.
+version, so an up-to-date node gets a 304 whose signed confirmation keeps the policy
+fresh), deltas (410, or a delta that cannot apply -> the full snapshot) and
+*replacements* (a full snapshot fetched without an ETag and taken as it is, after a
+``diverged`` verdict), one at a time under one lock. Every answer is verified
+(``policy_trust``) before it is parsed, and the policy's freshness is the verified issue
+time, never this node's clock.
+
+Each refresh first fetches the cluster's signed key set (a rotation announces the next
+key this way). It asks for the full snapshot instead of a 304 when the journal wants a
+new base (``policy_journal``), or when what the journal holds was signed by a key that
+is no longer the active one: the stored policy is then signed again by the new key
+before the old key is retired.
+
+The control plane's own refusal of the credential marks the link fatal
+(``LinkStatus.fatal_reason``); refused input (``PolicyRefused``) and any other failure
+are counted and left to the caller's retry schedule.
 """
 
 from __future__ import annotations
@@ -23,7 +33,9 @@ from onprem_gateway.agent.cloud import (
     CredentialRejected,
 )
 from onprem_gateway.agent.lifecycle import State
+from onprem_gateway.agent.policy_journal import PolicyJournal
 from onprem_gateway.agent.policy_store import PolicyStore
+from onprem_gateway.agent.policy_trust import PolicyRefused, PolicyTrust, issued_s
 from onprem_gateway.core.policy_index import PolicyMismatchError
 
 log = logging.getLogger(__name__)
@@ -44,6 +56,7 @@ class LinkStatus:
     deltas: int = 0
     pushes: int = 0
     fetch_failures: int = 0
+    fetches_refused: int = 0  # answers that did not verify (``policy_trust``)
     # Liveness: the pong that answers each keepalive (epoch seconds).
     last_pong_at: float | None = None
     unresponsive_since: float | None = None  # a pong deadline was missed; None after a pong
@@ -72,11 +85,16 @@ class PolicySync:
         client: ControlPlaneClient,
         store: PolicyStore,
         status: LinkStatus,
+        trust: PolicyTrust,
+        *,
+        journal: PolicyJournal | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._client = client
         self._store = store
         self._status = status
+        self._trust = trust
+        self._journal = journal
         self._clock = clock
         self._lock = asyncio.Lock()
 
@@ -117,35 +135,76 @@ class PolicySync:
             self._status.last_error = str(exc)
             log.warning("policy fetch failed: %s", exc)
             return False
+        except PolicyRefused as exc:
+            self._status.fetches_refused += 1  # counted and logged by the trust already
+            self._status.last_error = str(exc)
+            return False
         self._status.last_contact = self._clock()
         return True
 
+    async def _refresh_keys(self) -> None:
+        """Learn the cluster's current key set (best effort: the policy fetch that
+        follows does not depend on it)."""
+        try:
+            with self._trust.refusals("keys"):
+                self._trust.learn_keys(await self._client.fetch_signing_keys())
+        except ControlPlaneUnavailable as exc:
+            log.info("signing keys not refreshed: %s", exc)
+        except PolicyRefused:
+            pass
+
+    def _want_full(self) -> str:
+        """Why the refresh must fetch the full snapshot instead of a 304 ("" if not)."""
+        journal = self._journal
+        if journal is None:
+            return ""
+        if journal.wants_snapshot:
+            return "the journal wants a new base"
+        active = self._trust.active_kid
+        if active and journal.has_base and journal.kids() - {active}:
+            return f"the stored policy is signed by a key other than the active one ({active})"
+        return ""
+
     async def _full_locked(self) -> None:
+        await self._refresh_keys()
         index = self._store.current()
-        etag = f'"{index.cluster_id}-{index.version}"' if index.loaded else None
-        answer = await self._client.fetch_snapshot(etag)
-        now = self._clock()
-        if answer.snapshot is None:
+        reason = self._want_full() if index.loaded else "no policy yet"
+        etag = None if reason else f'"{index.cluster_id}-{index.version}"'
+        if reason and index.loaded:
+            log.info("fetching the full snapshot: %s", reason)
+        with self._trust.refusals("snapshot"):
+            answer = await self._client.fetch_snapshot(etag)
+        if not answer.modified:
+            if etag is None:
+                raise ControlPlaneUnavailable("GET policy without If-None-Match answered 304")
+            with self._trust.refusals("confirm"):
+                verified = self._trust.confirmation(
+                    answer.signed, self._store.current(), asked=index.version
+                )
             self._status.not_modified += 1
-            self._store.confirm(now)
+            if verified.apply:
+                self._store.confirm(issued_s(verified), answer.signed)
             return
+        with self._trust.refusals("snapshot"):
+            snapshot, verified = self._trust.snapshot(answer.signed)
         self._status.snapshots += 1
-        self._store.apply_snapshot(answer.snapshot, now)
+        self._store.apply_snapshot(snapshot, issued_s(verified), answer.signed)
         log.info(
             "policy snapshot applied: cluster %s version %d, %d devices",
-            answer.snapshot.cluster_id,
-            answer.snapshot.version,
-            len(answer.snapshot.devices),
+            snapshot.cluster_id,
+            snapshot.version,
+            len(snapshot.devices),
         )
 
     async def _replace_locked(self) -> None:
-        answer = await self._client.fetch_snapshot(None)
-        snapshot = answer.snapshot
-        if snapshot is None:  # no ETag was sent, so a 304 is not an answer to us
-            raise ControlPlaneUnavailable("GET policy without If-None-Match answered 304")
+        with self._trust.refusals("snapshot"):
+            answer = await self._client.fetch_snapshot(None)
+            if not answer.modified:  # no ETag was sent, so a 304 is not an answer to us
+                raise ControlPlaneUnavailable("GET policy without If-None-Match answered 304")
+            snapshot, verified = self._trust.snapshot(answer.signed)
         self._status.snapshots += 1
         before = self._store.current()
-        self._store.replace_with_snapshot(snapshot, self._clock())
+        self._store.replace_with_snapshot(snapshot, issued_s(verified), answer.signed)
         log.warning(
             "policy replaced by the control plane's snapshot: version %d (was %d), "
             "%d devices (was %d)",
@@ -160,13 +219,23 @@ class PolicySync:
         if not index.loaded:
             await self._full_locked()
             return
-        delta = await self._client.fetch_delta(index.version)
-        if delta is None:
+        with self._trust.refusals("delta"):
+            signed = await self._client.fetch_delta(index.version)
+        if signed is None:
             log.info("delta since %d is gone (410); fetching the snapshot", index.version)
             await self._full_locked()
             return
+        with self._trust.refusals("delta"):
+            delta, verified = self._trust.delta(signed, self._store.current(), since=index.version)
+        if not verified.apply:
+            log.info(
+                "delta %d..%d is older than the policy held: nothing to apply",
+                delta.since_version,
+                delta.version,
+            )
+            return
         try:
-            self._store.apply_delta(delta, self._clock())
+            self._store.apply_delta(delta, issued_s(verified), signed)
         except PolicyMismatchError as exc:
             log.warning("delta not applicable (%s); fetching the snapshot", exc)
             await self._full_locked()

@@ -99,6 +99,11 @@ class SigningKeysFile:
         self.path = state_dir / FILE_NAME
         self._chain: list[SignedPayload] = []
 
+    @property
+    def newest(self) -> SignedPayload | None:
+        """The newest key set accepted (None before the first)."""
+        return self._chain[-1] if self._chain else None
+
     def load(
         self, pins: tuple[TrustedKey, ...], cluster_id: str, now_ms: int, max_skew_ms: int
     ) -> Loaded:
@@ -114,7 +119,7 @@ class SigningKeysFile:
             chain: list[SignedPayload] = []
             offset = 0
             while offset < len(data):
-                signed, used = decode_record(data[offset:])
+                signed, used = decode_record(data, offset)
                 chain.append(signed)
                 offset += used
                 if len(chain) > MAX_CHAIN:

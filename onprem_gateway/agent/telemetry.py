@@ -24,15 +24,18 @@ from prometheus_client.registry import Collector
 from onprem_gateway.agent.lifecycle import State
 from onprem_gateway.agent.policy_store import PolicyStore
 from onprem_gateway.agent.policy_sync import LinkStatus
+from onprem_gateway.agent.policy_trust import PolicyTrust
 from onprem_gateway.agent.reporter import Reporter
 from onprem_gateway.core.freshness import Enforcement, Level, freshness
 from onprem_gateway.proxy.metrics import UPSTREAM_BUCKETS
+from seg_contract.signing import RejectReason
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class NodeState(Protocol):
     store: PolicyStore
+    trust: PolicyTrust
     link_status: LinkStatus | None
     reporter: Reporter
     upstream_ok: bool | None
@@ -103,6 +106,15 @@ class NodeCollector(Collector):
             "1 while the node holds exactly its applied version (its digest is reported)",
             1.0 if index.exact else 0.0,
         )
+        rejected = CounterMetricFamily(
+            "seg_gateway_policy_rejected",
+            "signed policy input refused (not applied), by reason",
+            labels=["reason"],
+        )
+        by_reason = self._node.trust.rejections.by_reason
+        for reason in RejectReason:
+            rejected.add_metric([reason.value], by_reason.get(reason.value, 0))
+        yield rejected
 
     def _link(self) -> Iterator[Metric]:
         status = self._node.link_status
@@ -125,6 +137,7 @@ class NodeCollector(Collector):
         fetches.add_metric(["not_modified"], status.not_modified)
         fetches.add_metric(["delta"], status.deltas)
         fetches.add_metric(["failed"], status.fetch_failures)
+        fetches.add_metric(["refused"], status.fetches_refused)
         yield fetches
         yield CounterMetricFamily(
             "seg_gateway_push_connects", "WebSocket connections opened", value=status.connects
@@ -239,6 +252,20 @@ class NodeCollector(Collector):
         for kind, count in sorted(snap.get("upstream_errors", {}).items()):
             errors.add_metric([kind], count)
         yield errors
+        revoked = CounterMetricFamily(
+            "seg_gateway_revoked_requests",
+            "in-flight requests a policy change ended (answered: blocked answer; closed: cut)",
+            labels=["outcome"],
+        )
+        for outcome, count in sorted(snap.get("revoked", {}).items()):
+            revoked.add_metric([outcome], count)
+        yield revoked
+        for key, doc in (
+            ("connections_refused_per_ip", "connections refused over max_connections_per_ip"),
+            ("header_timeouts", "connections cut at the request-head deadline (408)"),
+            ("pw1_limited", "device-password attempts refused without hashing (rate limit)"),
+        ):
+            yield CounterMetricFamily(f"seg_gateway_{key}", doc, value=snap.get(key, 0))
         latency = HistogramMetricFamily(
             "seg_gateway_upstream_latency_seconds",
             "time from request head sent upstream to response head received",

@@ -24,6 +24,7 @@ from onprem_gateway.agent.eas_runner import proxy_settings
 from onprem_gateway.agent.logs import configure_logging
 from onprem_gateway.agent.policy_store import PolicyStore
 from onprem_gateway.agent.reporter import EventBuffer
+from onprem_gateway.agent.revocation import follow_policy
 from onprem_gateway.config import config_from_wire
 from onprem_gateway.proxy import ProxyMetrics, start_eas_server
 
@@ -127,6 +128,7 @@ async def run_worker(index: int, control_fd: int, listen_fd: int) -> int:
         metrics=worker.metrics,
         tune_gc=True,  # a worker only serves EAS: see proxy.server.tune_garbage_collector
     )
+    follow_policy(worker.store, server)  # a block ends the device's held requests
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, worker.stop.set)
     worker.send({"op": "ready", "pid": os.getpid(), "index": index})
     tasks = [

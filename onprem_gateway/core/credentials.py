@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 
-from seg_contract import UserCredential
+from seg_contract import UserCredential, normalize_device_id
 from seg_contract.crypto import (
     MAX_PASSWORD_BYTES,
     SealError,
@@ -22,6 +22,7 @@ from seg_contract.crypto import (
 __all__ = [
     "SealError",
     "basic_authorization",
+    "candidate_hashes",
     "substitution_enabled",
     "unseal",
     "verify_any",
@@ -31,7 +32,28 @@ __all__ = [
 
 def substitution_enabled(credential: UserCredential | None) -> bool:
     """Whether a user's requests must present a PW1 (an enabled record with hashes)."""
-    return credential is not None and credential.enabled and bool(credential.pw1_hashes)
+    return (
+        credential is not None
+        and credential.enabled
+        and bool(credential.pw1_hashes or credential.device_passwords)
+    )
+
+
+def candidate_hashes(credential: UserCredential, device_id: str) -> tuple[str, ...]:
+    """The PW1 hashes a request from ``device_id`` (normalised; "" for OPTIONS and
+    Autodiscover, which name no device) may match: the passwords bound to that device,
+    then the legacy unbound ones (issued before binding existed, valid from any device).
+    A request without a device may use any of the user's passwords: it reads no mail
+    (protocol versions, server settings). Empty: nothing can match, no hashing needed."""
+    if device_id:
+        bound = tuple(
+            d.pw1_hash
+            for d in credential.device_passwords
+            if normalize_device_id(d.device_id) == device_id
+        )
+    else:
+        bound = tuple(d.pw1_hash for d in credential.device_passwords)
+    return bound + credential.pw1_hashes
 
 
 def verify_any(presented: str, hashes: Sequence[str]) -> bool:

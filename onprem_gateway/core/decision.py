@@ -9,8 +9,9 @@ Precedence (first step that answers wins; the table test in
   1. Per-user block (``settings.blocked_users``) -> BLOCK ``user_block``. It beats
      everything below, including an admin's device allow: blocking a person is the
      broader, deliberate act.
-  2. OPTIONS (no DeviceId; MS-ASHTTP 2.2.1.1 says it carries none) -> ALLOW ``options``.
-     Only the user can be judged, and step 1 already did.
+  2. OPTIONS (no DeviceId; MS-ASHTTP 2.2.1.1 says it carries none) -> ALLOW ``options``;
+     Autodiscover (command ``Autodiscover``, no DeviceId either) -> ALLOW
+     ``autodiscover``. Only the user can be judged, and steps 0 and 1 already did.
   3. An admin's override for (user, device) (entry with source ``manual``) -> its access,
      rule ``override``. The most specific, deliberate statement wins over cluster rules.
   4. A (user, device) entry that blocks or quarantines (compliance, unenrolment)
@@ -39,7 +40,9 @@ the Decision keeps the outcome but ``enforced`` is False; the request goes throu
 the access event records what would have happened. This applies to every step,
 ``fail_closed`` included: an admin who chose monitor-only did not choose to cut mail.
 
-Autodiscover is not an EAS command and is not decided here.
+Autodiscover is not an EAS command; ``core.admission`` gives it the facts of a request
+without a device (command ``Autodiscover``), so steps 0-2 decide it: no policy or a
+closed fail mode refuse it, a blocked user is refused, anyone else is let through.
 ``explain`` runs the same code with a trace, for the diagnostics endpoint; it evaluates
 the rules one by one (the reference), while ``decide`` uses the index's memo of first
 matches (``PolicyIndex.first_rule``); a property test keeps the two in agreement.
@@ -59,6 +62,8 @@ RULE_NO_POLICY = "no_policy"
 RULE_FAIL_CLOSED = "fail_closed"
 RULE_USER_BLOCK = "user_block"
 RULE_OPTIONS = "options"
+RULE_AUTODISCOVER = "autodiscover"
+AUTODISCOVER = "Autodiscover"
 RULE_OVERRIDE = "override"
 RULE_ENTRY = "entry"
 RULE_UNKNOWN = "unknown_device"
@@ -192,6 +197,14 @@ def _decide(  # noqa: PLR0911, PLR0912
     device_id = facts.device_id
     entry: DeviceEntry | None = None
     if not device_id:
+        if facts.command == AUTODISCOVER:
+            return _finish(
+                Access.ALLOW,
+                "Autodiscover is decided by user only",
+                RULE_AUTODISCOVER,
+                test_mode,
+                trace,
+            )
         if facts.method == "OPTIONS" or not facts.command:
             return _finish(
                 Access.ALLOW, "OPTIONS is decided by user only", RULE_OPTIONS, test_mode, trace

@@ -15,10 +15,10 @@ Query forms (MS-ASHTTP 2.2.1.1.1):
   (uint32 LE), len+DeviceType, then tag/len/value parameters``. A query is taken as
   base64 when it has no ``&`` and no ``=`` except trailing padding.
 
-Who the user is: the ``Authorization: Basic`` identity when present, because that is the
-account the mail server grants access to; a ``User`` query value (or base64 tag 8) that
-differs from it must not let one account borrow another's compliant device. Without
-Basic auth (certificate, NTLM, Kerberos or OAuth clients) the query's user is used.
+The query's user (``User=`` or base64 tag 8) is what the request *claims*; it lands in
+``RequestFacts.user`` here, and ``core.admission`` replaces it with the user the
+credentials authenticate (``core.identity``) before anything is decided: the
+``Authorization`` header is not read here.
 """
 
 from __future__ import annotations
@@ -41,9 +41,6 @@ MAX_DEVICE_ID = 128
 MAX_USER = 256
 MAX_DEVICE_TYPE = 256
 MAX_USER_AGENT = 512
-# Authorization: "Basic " + base64 of "DOMAIN\\user:password"; 1024 bytes fits a 256-char
-# user and a long password; anything longer is not a human-typed credential.
-MAX_AUTHORIZATION = 1024
 # "16.1"; versions are short dotted numbers (MS-ASHTTP 2.2.1.1.2.6).
 MAX_VERSION_LEN = 8
 
@@ -142,7 +139,6 @@ def parse(method: str, target: str, headers: Mapping[str, str]) -> RequestFacts:
     if len(query) > MAX_QUERY_BYTES:
         raise EasRequestError(f"query is longer than {MAX_QUERY_BYTES} bytes")
     user_agent = _header(headers, "user-agent", MAX_USER_AGENT)
-    auth_user = _basic_user(headers.get("authorization"))
 
     form: QueryForm
     if not query:
@@ -171,7 +167,7 @@ def parse(method: str, target: str, headers: Mapping[str, str]) -> RequestFacts:
             raise EasRequestError("POST without a command (Cmd)")
         if not device_id:
             raise EasRequestError("POST without a DeviceId")
-    raw_user = auth_user if auth_user else query_user
+    raw_user = query_user
     user = normalize_user(raw_user) if raw_user else ""
     if raw_user and not user:
         raise EasRequestError("user name is empty once normalised")
@@ -191,35 +187,7 @@ def parse(method: str, target: str, headers: Mapping[str, str]) -> RequestFacts:
     )
 
 
-def basic_credentials(authorization: str | None) -> tuple[str, str] | None:
-    """``(user, password)`` from an ``Authorization: Basic`` header, ``None`` for another
-    scheme or no header. Raises ``EasRequestError`` for a malformed Basic value."""
-    if not authorization:
-        return None
-    if len(authorization) > MAX_AUTHORIZATION:
-        raise EasRequestError(f"Authorization header is longer than {MAX_AUTHORIZATION} bytes")
-    scheme, _, value = authorization.strip().partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = binascii.a2b_base64(value.strip().encode("ascii"), strict_mode=True)
-        text = decoded.decode("utf-8")
-    except (binascii.Error, ValueError):
-        # UnicodeError is a ValueError; a2b_base64 raises binascii.Error.
-        raise EasRequestError("Authorization: Basic value is not base64 of UTF-8") from None
-    user, sep, password = text.partition(":")
-    if not sep:
-        raise EasRequestError("Authorization: Basic value has no ':' between user and password")
-    _check_text(user, "Basic user", MAX_USER)
-    return user, password
-
-
 # --- helpers ---------------------------------------------------------------------------
-
-
-def _basic_user(authorization: str | None) -> str:
-    creds = basic_credentials(authorization)
-    return creds[0] if creds else ""
 
 
 def _header(headers: Mapping[str, str], name: str, limit: int) -> str:

@@ -21,8 +21,11 @@ class RequestFacts:
     """What an EAS request says about itself (MS-ASHTTP 2.2.1.1).
 
     ``user`` and ``device_id`` are normalised (``seg_contract.identity``); ``raw_user`` is
-    the name as presented, kept only for credential substitution and never logged.
-    ``command`` is the command name ("Sync", "Ping", ...), "" for OPTIONS.
+    the name as presented, kept only for credential substitution and never logged. As
+    ``parse`` returns them they are the query's claim; ``core.admission`` replaces them
+    with the authenticated user before anything is decided.
+    ``command`` is the command name ("Sync", "Ping", ...), "" for OPTIONS,
+    "Autodiscover" for an Autodiscover request.
     """
 
     method: str
@@ -62,3 +65,22 @@ class Decision:
     def effective(self) -> Access:
         """What the gateway actually does with the request."""
         return Access.ALLOW if self.admitted or not self.enforced else self.access
+
+
+def with_user(facts: RequestFacts, user: str, raw_user: str) -> RequestFacts:
+    """``facts`` naming another user (``dataclasses.replace`` costs ~3 µs per request:
+    it introspects the fields on every call)."""
+    return RequestFacts(
+        facts.method,
+        facts.command,
+        user,
+        facts.device_id,
+        facts.device_type,
+        facts.protocol_version,
+        facts.policy_key,
+        facts.user_agent,
+        facts.query_form,
+        raw_user,
+        facts.locale,
+        facts.parameters,
+    )

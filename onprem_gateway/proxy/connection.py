@@ -1,10 +1,16 @@
 """One device connection: an asyncio Protocol with an httptools request parser.
 
-It enforces the edge limits (header bytes and count, URL and query length, body size),
-frames requests into ``Exchange`` objects, keeps HTTP/1.1 answers in request order
+It enforces the edge limits (header bytes and count, URL and query length, body size,
+connections per client address, an absolute deadline for each request head), frames
+requests into ``Exchange`` objects, keeps HTTP/1.1 answers in request order
 (pipelined requests wait with reading paused), and tracks the idle timeout that the
 server's sweeper enforces (``timeout`` changes with the connection's phase: keep-alive,
 header, an ordinary request, a long-poll).
+
+Connection-bound authentication lives here too: ``binding`` is the identity an NTLM
+AUTHENTICATE proved on this connection (later requests without credentials are that
+user, as IIS treats them), and ``private_upstream`` the upstream connection that carries
+it, which no other client connection ever uses and which is closed with this one.
 """
 
 from __future__ import annotations
@@ -16,11 +22,14 @@ from typing import TYPE_CHECKING
 
 import httptools
 
+from onprem_gateway.core.identity import Binding
+from onprem_gateway.proxy import headers as header_rules
 from onprem_gateway.proxy import responses
 from onprem_gateway.proxy.exchange import Exchange
 
 if TYPE_CHECKING:
     from onprem_gateway.proxy.state import ServerState
+    from onprem_gateway.proxy.upstream import UpstreamConnection
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +65,7 @@ class ClientConnection(asyncio.Protocol):
         "_expect",
         "_header_bytes",
         "_headers",
+        "_in_head",
         "_lookup",
         "_out",
         "_parser",
@@ -63,10 +73,15 @@ class ClientConnection(asyncio.Protocol):
         "_queue",
         "_receiving",
         "_url",
+        "binding",
+        "client_ip",
         "closed",
         "current",
+        "head_deadline",
         "last_active",
         "peer_ip",
+        "peer_trusted",
+        "private_upstream",
         "state",
         "timeout",
         "transport",
@@ -92,6 +107,14 @@ class ClientConnection(asyncio.Protocol):
         self._expect = False
         self.timeout = state.settings.timeouts.client_keepalive_s
         self.last_active = 0.0
+        # When the request head being received must be complete (0: none pending).
+        self.head_deadline = 0.0
+        self._in_head = False
+        self.peer_trusted = False
+        # The address counted against max_connections_per_ip ("" while none is).
+        self.client_ip = ""
+        self.binding: Binding | None = None
+        self.private_upstream: UpstreamConnection | None = None
 
     # --- asyncio.Protocol -----------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -104,16 +127,29 @@ class ClientConnection(asyncio.Protocol):
             transport.abort()  # type: ignore[attr-defined]
             state.metrics.connections_refused += 1
             return
+        peer = transport.get_extra_info("peername")
+        self.peer_ip = peer[0] if isinstance(peer, tuple) else ""
+        # A trusted proxy (load balancer) carries many clients: its connections are
+        # counted per forwarded client once a request names one (on_headers_complete).
+        self.peer_trusted = header_rules.is_trusted(self.peer_ip, state.settings.trusted_proxies)
+        if not self.peer_trusted:
+            if not state.count_ip(self.peer_ip):
+                self.closed = True
+                transport.abort()  # type: ignore[attr-defined]
+                return
+            self.client_ip = self.peer_ip
         state.connections.add(self)
         state.metrics.connections += 1
         self.last_active = state.loop.time()
-        peer = transport.get_extra_info("peername")
-        self.peer_ip = peer[0] if isinstance(peer, tuple) else ""
         transport.set_write_buffer_limits(high=state.settings.limits.write_high_water)  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:
         state = self.state
-        self.last_active = state.loop.time()
+        now = self.last_active = state.loop.time()
+        if self.current is None and not self.head_deadline:
+            # The first byte of a request head (or of anything between requests):
+            # the whole head is due by the deadline, however it trickles in.
+            self.head_deadline = now + state.settings.timeouts.header_s
         if state.batching:  # never nested in practice; keep the outer batch
             self._feed(data)
             return
@@ -144,6 +180,15 @@ class ClientConnection(asyncio.Protocol):
         self.closed = True
         self.state.forget(self)
         self.state.metrics.connections -= 1
+        if self.client_ip:
+            self.state.uncount_ip(self.client_ip)
+            self.client_ip = ""
+        up, self.private_upstream = self.private_upstream, None
+        self.binding = None
+        if up is not None:
+            up.private_to = None
+            if up.owner is None:  # idle: close it now (an exchange's own is aborted below)
+                up.close()
         # The parser holds this protocol: drop the cycle so the connection is freed by
         # reference counting, not by the (slow, with many held Pings) cyclic GC.
         del self._parser
@@ -166,6 +211,7 @@ class ClientConnection(asyncio.Protocol):
 
     # --- httptools callbacks -------------------------------------------------------------
     def on_message_begin(self) -> None:
+        self._in_head = True
         self._url = b""
         self._headers = []
         self._lookup = {}
@@ -206,6 +252,11 @@ class ClientConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         parser = self._parser
         limits = self.state.settings.limits
+        self._in_head = False
+        if self.current is None:
+            self.head_deadline = 0.0
+        if self.peer_trusted:
+            self._count_forwarded_client()
         url = self._url
         query_at = url.find(b"?")
         if query_at >= 0 and len(url) - query_at - 1 > limits.max_query_bytes:
@@ -255,6 +306,28 @@ class ClientConnection(asyncio.Protocol):
         if exchange is not None:
             exchange.client_body_end()
 
+    def _count_forwarded_client(self) -> None:
+        state = self.state
+        client = header_rules.forwarded_client(
+            self.peer_ip, self._headers, state.settings.trusted_proxies
+        )
+        if client == self.client_ip:
+            return
+        if self.client_ip:
+            state.uncount_ip(self.client_ip)
+            self.client_ip = ""
+        if not state.count_ip(client):
+            raise _LimitExceededError(429, "too many connections from this client address")
+        self.client_ip = client
+
+    # --- connection-bound authentication -----------------------------------------------
+    def private_upstream_lost(self, conn: UpstreamConnection) -> None:
+        """The upstream connection that carried this connection's NTLM identity closed:
+        the identity is gone with it (the mail server will ask again)."""
+        if self.private_upstream is conn:
+            self.private_upstream = None
+            self.binding = None
+
     # --- used by exchanges -------------------------------------------------------------
     def write(self, data: bytes) -> None:
         transport = self.transport
@@ -296,6 +369,9 @@ class ClientConnection(asyncio.Protocol):
             self.close()
             return
         self.last_active = self.state.loop.time()
+        if self._in_head:
+            # The next request's head is already arriving: its deadline runs from now.
+            self.head_deadline = self.last_active + self.state.settings.timeouts.header_s
         if self._queue:
             nxt = self._queue.popleft()
             if not self._queue:
@@ -335,10 +411,15 @@ class ClientConnection(asyncio.Protocol):
         self.close()
 
     def idle_expired(self, now: float) -> bool:
-        """Called by the sweeper; True when this connection was closed for idling."""
+        """Called by the sweeper; True when this connection was closed for idling or for
+        missing its request-head deadline."""
+        current = self.current
+        if current is None and 0.0 < self.head_deadline < now:
+            self.state.metrics.header_timeouts += 1
+            self._refuse(408, "the request head did not arrive in time")
+            return True
         if now - self.last_active <= self.timeout:
             return False
-        current = self.current
         if current is not None:
             current.timed_out()
         else:

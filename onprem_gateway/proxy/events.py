@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from onprem_gateway.core.facts import Decision, RequestFacts
@@ -20,6 +21,8 @@ from seg_contract import Access, AccessEvent
 log = logging.getLogger(__name__)
 
 _PREFIX = os.urandom(8).hex()
+# The reason of the event that records a request ended by a policy change in flight.
+REVOKED_PREFIX = "revoked in flight: "
 _COUNTER = itertools.count(1)
 
 
@@ -113,3 +116,16 @@ def record_rejected(
         )
     except Exception:
         log.exception("could not record an access event")
+
+
+def record_revoked(
+    sink: EventSink,
+    node_id: str,
+    facts: RequestFacts,
+    decision: Decision,
+    http_status: int,
+) -> None:
+    """Record a request a policy change ended while it was in flight (its first event,
+    if any, said how it was admitted); ``http_status`` 0: its connection was cut."""
+    revoked = replace(decision, reason=f"{REVOKED_PREFIX}{decision.reason}")
+    record_decision(sink, node_id, facts, revoked, http_status)

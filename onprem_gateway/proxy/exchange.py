@@ -17,6 +17,18 @@ decision: a few µs) and then either
   the response back. Each leg's write buffer pauses the other leg's reading
   (``pause_writing`` -> ``pause_reading``), so neither leg ever buffers a body.
 
+Connection-oriented authentication (NTLM, Negotiate): a request that carries it, or
+whose answer is a 401 offering it, makes its upstream connection private to this client
+connection (``_make_private``): it never returns to the pool and carries this client's
+later requests. An NTLM NEGOTIATE leg (``head_only``) is forwarded without its body
+and without a decision; only a 401 may come back from it. The user of an AUTHENTICATE
+leg is bound to the client connection once the server accepts it (any answer but 401).
+
+Revocation: while admitted and unfinished, the exchange is in the server's in-flight
+index; ``recheck`` decides it again when the policy changes and ``revoke`` ends it: the
+blocked answer if nothing was answered yet (a held Ping gets its status 129), else the
+connection is cut.
+
 Nothing here waits for the control plane, the disk or a lock. The only slow step,
 verifying a device password (scrypt), runs in a thread and only on a cache miss.
 """
@@ -26,10 +38,17 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from onprem_gateway.core.admission import redecide
+from onprem_gateway.core.authentication import Presented
+from onprem_gateway.core.block_responses import blocked_response
+from onprem_gateway.core.credentials import candidate_hashes, substitution_enabled
 from onprem_gateway.core.facts import Decision, RequestFacts
+from onprem_gateway.core.identity import Binding, Identity, Source
+from onprem_gateway.core.policy_index import PolicyIndex
 from onprem_gateway.proxy import events, headers, responses
-from onprem_gateway.proxy.admission import Admission
+from onprem_gateway.proxy.admission import _REALM, Admission, _raw
 from onprem_gateway.proxy.upstream import UpstreamConnection, UpstreamError
+from seg_contract import Access, UserCredential
 
 if TYPE_CHECKING:
     from onprem_gateway.proxy.connection import ClientConnection
@@ -50,9 +69,11 @@ class Exchange(Admission):
         "_body_done",
         "_client_framing",
         "_closing",
+        "_credential",
         "_discarding",
         "_finished",
         "_head",
+        "_head_only",
         "_local_done",
         "_pending",
         "_pending_bytes",
@@ -107,6 +128,12 @@ class Exchange(Admission):
         self.held = False
         self._facts: RequestFacts | None = None
         self._decision: Decision | None = None
+        self._identity: Identity | None = None
+        self._handshake: Presented | None = None
+        self._credential: UserCredential | None = None  # the PW1 record it was let in by
+        self._tracked = ""  # the user it is indexed under while in flight
+        self._revoked = False
+        self._head_only = False
         self._recorded = False
         self._head = b""
         self._pending: list[bytes] = []
@@ -166,17 +193,30 @@ class Exchange(Admission):
             self._finish()
 
     # --- proxying --------------------------------------------------------------------------
-    def _proxy(self, authorization: bytes | None) -> None:
+    def _proxy(self, authorization: bytes | None, *, head_only: bool = False) -> None:
         state = self.state
         settings = state.settings
         up_settings = settings.upstream
         host = state.upstream_authority
         if up_settings.preserve_host:
             host = self.lookup.get(b"host") or host
+        if authorization is not None and self._facts is not None:
+            self._credential = state.policy.current().credential(self._facts.user)
         xff, xfp = headers.forwarded_for(
             self.conn.peer_ip, self.headers, settings.trusted_proxies, settings.tls
         )
-        if self.chunked:
+        chunked = self.chunked and not head_only
+        if head_only:
+            # An NTLM NEGOTIATE leg: the server answers it with a CHALLENGE before it
+            # reads any body, so none is sent (what it would carry was not decided);
+            # the device's body is read and dropped.
+            self._head_only = True
+            self._discarding = True
+            self._pending.clear()
+            self._pending_bytes = 0
+            self._replay = []  # nothing to replay: it can be sent again as it is
+            length: int | None = 0
+        elif chunked:
             length = None
         else:
             length = self.content_length or (0 if self.method == b"POST" else None)
@@ -188,9 +228,10 @@ class Exchange(Admission):
             x_forwarded_for=xff,
             x_forwarded_proto=xfp,
             content_length=length,
-            chunked=self.chunked,
+            chunked=chunked,
             authorization=authorization,
             has_connection=b"connection" in self.lookup,
+            strip_forwarding=not self.conn.peer_trusted,
         )
         # The head is built: drop the parsed headers (a held Ping keeps its exchange for
         # up to an hour; fewer live objects per held request = shorter GC passes).
@@ -203,6 +244,12 @@ class Exchange(Admission):
             self._record_proxied(0)
         if self.expect_continue and not self._body_done:
             self.conn.write(responses.CONTINUE)
+        private = self.conn.private_upstream
+        if private is not None and private.owner is None and private.usable:
+            # This client's own upstream connection (it may carry its NTLM identity).
+            private.reused = True
+            self._attach(private)
+            return
         conn = state.pool.take_idle()
         if conn is not None:
             self._attach(conn)
@@ -217,7 +264,7 @@ class Exchange(Admission):
             log.warning("upstream unreachable (%s): %s", exc.kind, exc)
             self._upstream_unavailable()
             return
-        if self._finished or self.conn.closed:
+        if self._finished or self._revoked or self.conn.closed:
             self.state.pool.release(conn, self.state.loop.time())
             return
         self._attach(conn)
@@ -236,8 +283,11 @@ class Exchange(Admission):
     def _attach(self, up: UpstreamConnection) -> None:
         self.upstream = up
         up.owner = self
+        presented = self._handshake or (self._identity.presented if self._identity else None)
+        if presented is not None and presented.connection_bound:
+            self._make_private(up)
         self._sent_at = self.state.loop.time()
-        if self.chunked:
+        if self.chunked and not self._head_only:
             pieces = [self._head]
             for chunk in self._pending:
                 pieces += (b"%x\r\n" % len(chunk), chunk, b"\r\n")
@@ -255,6 +305,19 @@ class Exchange(Admission):
         if self.conn.write_paused:
             self._upstream_paused = True
             up.pause_reading()
+
+    def _make_private(self, up: UpstreamConnection) -> None:
+        """From now on ``up`` serves this client connection only (and closes with it)."""
+        conn = self.conn
+        if up.private_to is conn:
+            return
+        old = conn.private_upstream
+        up.private_to = conn
+        conn.private_upstream = up
+        if old is not None and old is not up:
+            old.private_to = None
+            if old.owner is None:
+                old.close()
 
     # Client body events (from the client connection's parser).
     def client_body(self, chunk: bytes) -> None:
@@ -314,6 +377,14 @@ class Exchange(Admission):
     ) -> None:
         state = self.state
         self.conn.touch()
+        up = self.upstream
+        if up is not None and status == 401 and headers.asks_for_connection_auth(header_list):
+            self._make_private(up)  # HAProxy's rule: the next legs must come back here
+        if self._head_only and status != 401:
+            # A NEGOTIATE leg carries no identity: nothing but a challenge may answer it.
+            self._refuse_unauthenticated_answer(status)
+            return
+        self._bind_identity(status)
         command = self._facts.command if self._facts is not None else "autodiscover"
         state.metrics.observe_upstream(command or "OPTIONS", state.loop.time() - self._sent_at)
         if chunked:
@@ -350,6 +421,40 @@ class Exchange(Admission):
             )
         )
 
+    def _bind_identity(self, status: int) -> None:
+        """What the server's answer says about the client connection's identity."""
+        identity = self._identity
+        if identity is None:
+            return
+        presented = identity.presented
+        conn = self.conn
+        if status == 401:
+            if identity.source is Source.CONNECTION or (
+                presented is not None and presented.connection_bound
+            ):
+                conn.binding = None  # the server does not (or no longer) accept it
+        elif presented is not None and presented.connection_bound:
+            # The server accepted an AUTHENTICATE (or a Kerberos ticket under
+            # device_only): the connection is that user's until it closes.
+            conn.binding = Binding(identity.user, identity.source is Source.NTLM)
+
+    def _refuse_unauthenticated_answer(self, status: int) -> None:
+        up, self.upstream = self.upstream, None
+        if up is not None:
+            up.owner = None
+            up.abort()
+        log.warning(
+            "the mail server answered an NTLM NEGOTIATE leg with %d instead of a 401 "
+            "challenge; not relayed",
+            status,
+        )
+        self.state.metrics.count_upstream_error("protocol")
+        self.answer(
+            502,
+            responses.text("the mail server answered an unauthenticated request"),
+            close=True,
+        )
+
     def _rewrite_451(self, header_list: list[tuple[bytes, bytes, bytes]]) -> bytes | None:
         settings = self.state.settings
         for lname, _, value in header_list:
@@ -366,7 +471,7 @@ class Exchange(Admission):
         return None
 
     def upstream_body(self, chunk: bytes) -> None:
-        if not chunk:
+        if not chunk or self._finished:
             return
         conn = self.conn
         conn.last_active = self.state.loop.time()  # a long download is not idle
@@ -383,19 +488,39 @@ class Exchange(Admission):
             if self._upstream_paused:
                 self._upstream_paused = False
                 up.resume_reading()
-            if self._body_done and not self._upstream_until_close:
+            # The upstream request is complete when the device's body was all sent, or
+            # when none was due (a NEGOTIATE leg).
+            reusable = (self._body_done or self._head_only) and not self._upstream_until_close
+            if up.private_to is self.conn:
+                if not (reusable and up.usable and not self.conn.closed):
+                    self._drop_private(up)
+                    up.close()
+            elif reusable:
                 self.state.pool.release(up, self.state.loop.time())
             else:
                 # Answered before the request body was sent: the connection's request
                 # framing is unfinished, it cannot carry another request.
                 up.close()
         if not self._body_done:
-            # Drop the rest of the device's body; close after it if it is large.
+            # Drop the rest of the device's body; close after it if it is large (a
+            # NEGOTIATE leg keeps its connection: the next leg must come on it).
             self._discarding = True
-            self._closing = self._closing or self.expect_continue
+            if self._head_only:
+                remaining = (self.content_length or 0) - self.body_seen
+                limit = self.state.settings.limits.max_discard_bytes
+                self._closing = self._closing or self.chunked or remaining > limit
+            else:
+                self._closing = self._closing or self.expect_continue
         self._local_done = True
         if self._body_done or self._closing:
             self._finish()
+
+    def _drop_private(self, up: UpstreamConnection) -> None:
+        conn = self.conn
+        up.private_to = None
+        if conn.private_upstream is up:
+            conn.private_upstream = None
+            conn.binding = None
 
     def upstream_failed(self, kind: str) -> None:
         up, self.upstream = self.upstream, None
@@ -418,7 +543,7 @@ class Exchange(Admission):
             and up.reused
             and not self._retried
             and self._replay is not None
-            and self._body_done
+            and (self._body_done or self._head_only)
         ):
             # The pooled connection was closed by the upstream as we reused it: nothing
             # was answered, the whole request is in hand, send it again on a new one.
@@ -429,6 +554,67 @@ class Exchange(Admission):
         self.state.metrics.count_upstream_error(kind)
         self._record_proxied(502)
         self.answer(502, responses.text("the mail server closed the connection"), close=True)
+
+    # --- revocation ------------------------------------------------------------------------
+    def recheck(self, policy: PolicyIndex, now: float) -> int:
+        """Decide this in-flight request again with ``policy``; end it (1) if the policy
+        no longer admits it, or if the device password it was let in by is gone."""
+        facts, identity = self._facts, self._identity
+        if self._finished or self._revoked or facts is None or identity is None:
+            return 0
+        decision = redecide(facts, identity.source, policy, now)
+        if decision.effective is not Access.ALLOW:
+            self.revoke(decision)
+            return 1
+        old = self._credential
+        if old is not None:
+            new = policy.credential(facts.user)
+            if new is not old and (
+                not substitution_enabled(new)
+                or not set(candidate_hashes(old, facts.device_id))
+                <= set(candidate_hashes(new, facts.device_id))  # type: ignore[arg-type]
+            ):
+                self.revoke(
+                    Decision(Access.BLOCK, "its device password was withdrawn", "pw1"),
+                    password_withdrawn=True,
+                )
+                return 1
+        return 0
+
+    def revoke(self, decision: Decision, *, password_withdrawn: bool = False) -> None:
+        """End this request now: the blocked answer for its command and protocol version
+        (``core.block_responses``; a 401 when its device password was withdrawn) if
+        nothing was answered yet, else cut the device's connection (a half-sent answer
+        cannot be replaced)."""
+        facts = self._facts
+        assert facts is not None
+        self._revoked = True
+        state = self.state
+        up, self.upstream = self.upstream, None
+        if up is not None:
+            # The upstream request is unfinished: that connection cannot be reused.
+            up.owner = None
+            if up.private_to is self.conn:
+                self._drop_private(up)
+            up.abort()
+        if self.response_started:
+            state.metrics.count_revoked("closed")
+            events.record_revoked(state.sink, state.node_id, facts, decision, 0)
+            self.conn.abort()
+            return
+        state.metrics.count_revoked("answered")
+        if password_withdrawn:
+            events.record_revoked(state.sink, state.node_id, facts, decision, 401)
+            self.answer(
+                401,
+                responses.text("the device password was withdrawn"),
+                headers=((b"WWW-Authenticate", _REALM),),
+            )
+            return
+        block = blocked_response(facts, decision)
+        events.record_revoked(state.sink, state.node_id, facts, decision, block.status)
+        self._recorded = True
+        self.answer(block.status, block.body, content_type=None, headers=_raw(block.headers))
 
     # --- end -----------------------------------------------------------------------------
     def _record_proxied(self, status: int) -> None:
@@ -466,8 +652,12 @@ class Exchange(Admission):
         if self._finished:
             return
         self._finished = True
-        metrics = self.state.metrics
+        state = self.state
+        metrics = state.metrics
         metrics.in_flight -= 1
         if self.held:
             metrics.held -= 1
+        if self._tracked:
+            state.untrack(self._tracked, self)
+            self._tracked = ""
         self.conn.exchange_finished(self, close=self._closing)

@@ -28,6 +28,11 @@ _REQUEST_OWN = frozenset(
 _RESPONSE_OWN = frozenset({b"content-length"})
 _REQUEST_DROP = HOP_BY_HOP | _REQUEST_OWN
 _RESPONSE_DROP = HOP_BY_HOP | _RESPONSE_OWN
+# Claims about the client's address or the original request that only a trusted proxy
+# may make (RFC 7239 Forwarded, the de-facto X-Forwarded-*, X-Real-IP): from anyone
+# else they are forgeries the mail server might log or believe, so they are dropped.
+_FORWARDING = frozenset({b"forwarded", b"x-real-ip"})
+_X_FORWARDED = b"x-forwarded-"
 
 
 _NO_TOKENS: frozenset[bytes] = frozenset()
@@ -64,6 +69,54 @@ def forwarded_for(
     return b", ".join(prior_for), proto
 
 
+def forwarded_client(
+    client_ip: str, headers: Sequence[Header], trusted: Sequence[IPNetwork]
+) -> str:
+    """The address of the client behind a chain of trusted proxies: the right-most
+    X-Forwarded-For entry that is not itself a trusted proxy (entries further left were
+    written by whoever the client is, so they prove nothing). The peer's own address
+    when the peer is not trusted or names no one."""
+    if not is_trusted(client_ip, trusted):
+        return client_ip
+    hops: list[str] = []
+    for lname, _, value in headers:
+        if lname == b"x-forwarded-for":
+            hops.extend(h.strip() for h in value.decode("latin-1").split(","))
+    for hop in reversed(hops):
+        if not hop:
+            continue
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            return client_ip  # a malformed chain: count the proxy itself
+        if not is_trusted(hop, trusted):
+            return hop
+    return client_ip
+
+
+def host_name(host: bytes) -> str:
+    """The name in a Host header value, without port, lower-case, no trailing dot
+    (``[::1]:443`` -> ``::1``)."""
+    text = host.decode("latin-1").strip().lower()
+    if text.startswith("["):
+        return text[1:].split("]", 1)[0]
+    if text.count(":") == 1:
+        text = text.split(":", 1)[0]
+    return text.rstrip(".")
+
+
+def asks_for_connection_auth(headers: Iterable[Header]) -> bool:
+    """Whether a 401's WWW-Authenticate offers NTLM or Negotiate (HAProxy's test: a
+    value starting with "NTLM" or "Nego"), i.e. the server is about to authenticate the
+    connection rather than the request."""
+    for lname, _, value in headers:
+        if lname == b"www-authenticate":
+            head = value.lstrip()[:4].lower()
+            if head in (b"ntlm", b"nego"):
+                return True
+    return False
+
+
 def is_trusted(client_ip: str, trusted: Sequence[IPNetwork]) -> bool:
     if not trusted or not client_ip:
         return False
@@ -86,19 +139,23 @@ def upstream_request_head(
     chunked: bool,
     authorization: bytes | None = None,
     has_connection: bool = True,
+    strip_forwarding: bool = True,
 ) -> bytes:
     """The request head sent upstream (always HTTP/1.1, keep-alive).
 
     ``content_length`` / ``chunked`` describe how the gateway frames the body it
     forwards; ``authorization`` replaces the device's Authorization (credential
     substitution) when given. ``has_connection`` False: the caller knows there is no
-    Connection header (saves a pass).
+    Connection header (saves a pass). ``strip_forwarding``: drop Forwarded, X-Real-IP
+    and X-Forwarded-* (the peer is not a trusted proxy).
     """
     extra = connection_tokens(headers) if has_connection else _NO_TOKENS
     parts = [method, b" ", target, b" HTTP/1.1\r\nHost: ", host, b"\r\n"]
     for lname, name, value in headers:
         # Inlined (runs for every header of every request).
         if lname in _REQUEST_DROP or lname.startswith(b"proxy-") or (extra and lname in extra):
+            continue
+        if strip_forwarding and (lname in _FORWARDING or lname.startswith(_X_FORWARDED)):
             continue
         if authorization is not None and lname == b"authorization":
             continue

@@ -13,6 +13,11 @@ Names (what the agent exports):
   bucket is +Inf), with ``sum`` and ``count``.
 - ``upstream_errors``: ``{"<kind>": count}`` (refused, timeout, tls, reset, protocol).
 - ``connections_refused``: connections closed at accept (over ``max_connections``).
+- ``connections_refused_per_ip``: connections refused over ``max_connections_per_ip``.
+- ``revoked``: ``{"answered" | "closed": count}`` — in-flight requests a policy change
+  ended: answered with the blocked answer, or cut because their answer had started.
+- ``pw1_limited``: device-password attempts refused without hashing (rate limit).
+- ``header_timeouts``: connections cut with 408 at the request-head deadline.
 - gauges: ``connections`` (open client connections), ``in_flight`` (requests being
   answered), ``held`` (in-flight Ping / Sync long-polls), ``upstream_idle`` (pooled).
 """
@@ -45,10 +50,14 @@ class ProxyMetrics:
     __slots__ = (
         "connections",
         "connections_refused",
+        "connections_refused_per_ip",
+        "header_timeouts",
         "held",
         "in_flight",
+        "pw1_limited",
         "requests",
         "responses",
+        "revoked",
         "upstream_errors",
         "upstream_idle",
         "upstream_latency",
@@ -62,6 +71,10 @@ class ProxyMetrics:
         self.upstream_latency: dict[str, list[float]] = {}
         self.connections = 0
         self.connections_refused = 0
+        self.connections_refused_per_ip = 0
+        self.header_timeouts = 0
+        self.pw1_limited = 0
+        self.revoked: dict[str, int] = {}
         self.in_flight = 0
         self.held = 0
         self.upstream_idle = 0
@@ -73,6 +86,9 @@ class ProxyMetrics:
     def count_response(self, status: int) -> None:
         key = str(status)
         self.responses[key] = self.responses.get(key, 0) + 1
+
+    def count_revoked(self, outcome: str) -> None:
+        self.revoked[outcome] = self.revoked.get(outcome, 0) + 1
 
     def count_upstream_error(self, kind: str) -> None:
         self.upstream_errors[kind] = self.upstream_errors.get(kind, 0) + 1
@@ -99,8 +115,12 @@ class ProxyMetrics:
                 }
                 for command, hist in self.upstream_latency.items()
             },
+            "revoked": dict(self.revoked),
             "connections": self.connections,
             "connections_refused": self.connections_refused,
+            "connections_refused_per_ip": self.connections_refused_per_ip,
+            "header_timeouts": self.header_timeouts,
+            "pw1_limited": self.pw1_limited,
             "in_flight": self.in_flight,
             "held": self.held,
             "upstream_idle": self.upstream_idle,
@@ -111,7 +131,7 @@ def merge(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
     """Add up worker snapshots (counters and gauges alike: each gauge is per process)."""
     total: dict[str, Any] = ProxyMetrics().snapshot()
     for snap in snapshots:
-        for key in ("requests", "responses", "upstream_errors"):
+        for key in ("requests", "responses", "upstream_errors", "revoked"):
             for name, value in snap.get(key, {}).items():
                 total[key][name] = total[key].get(name, 0) + value
         for command, hist in snap.get("upstream_latency", {}).items():
@@ -121,6 +141,15 @@ def merge(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
             into["buckets"] = [a + b for a, b in zip(into["buckets"], hist["buckets"], strict=True)]
             into["sum"] += hist["sum"]
             into["count"] += hist["count"]
-        for key in ("connections", "connections_refused", "in_flight", "held", "upstream_idle"):
+        for key in (
+            "connections",
+            "connections_refused",
+            "connections_refused_per_ip",
+            "header_timeouts",
+            "pw1_limited",
+            "in_flight",
+            "held",
+            "upstream_idle",
+        ):
             total[key] += snap.get(key, 0)
     return total

@@ -16,9 +16,11 @@ import ssl
 from collections.abc import Callable
 
 from onprem_gateway.core.credentials import unseal, verify_any
+from onprem_gateway.core.revocation import Affected
 from onprem_gateway.ports import EventSink, PolicyView
 from onprem_gateway.proxy.connection import ClientConnection
 from onprem_gateway.proxy.metrics import ProxyMetrics
+from onprem_gateway.proxy.rate_limit import FailureLimiter
 from onprem_gateway.proxy.settings import ProxySettings
 from onprem_gateway.proxy.state import ServerState
 from onprem_gateway.proxy.substitution import CredentialSubstituter, UnsealFn, VerifyFn
@@ -39,6 +41,16 @@ class EasServer:
     @property
     def port(self) -> int:
         return self._port
+
+    def policy_changed(self, affected: Affected) -> int:
+        """The policy just changed (the agent's listener on its store calls this right
+        after the swap): every in-flight request it may affect is decided again and
+        ended if no longer admitted. Returns how many were ended."""
+        try:
+            return self.state.revoke(affected)
+        except Exception:  # a revocation bug must not break the policy update
+            log.exception("revoking in-flight requests failed")
+            return 0
 
     @property
     def sockets(self) -> tuple[socket.socket, ...]:
@@ -150,11 +162,13 @@ async def start_eas_server(
     ``tune_garbage_collector``."""
     loop = asyncio.get_running_loop()
     verify_fn, unseal_fn = credential_functions or (verify_any, unseal)
+    limits = settings.limits
     substitution = CredentialSubstituter(
         settings.cluster_private_key,
         verify=verify_fn,
         unseal=unseal_fn,
         max_entries=settings.credential_cache_size,
+        limiter=FailureLimiter(limits.pw1_max_failures, limits.pw1_failure_window_s),
     )
     state = ServerState(
         settings,
@@ -181,6 +195,11 @@ async def start_eas_server(
         "https" if ctx else "http",
         settings.upstream.url,
     )
+    if not settings.public_hosts:
+        log.warning(
+            "no public host names configured (SEG_GW_PUBLIC_HOSTS / SEG_GW_PUBLIC_URL): "
+            "the Host header of device requests is not checked"
+        )
     if tune_gc:
         tune_garbage_collector()
     return EasServer(server, state)

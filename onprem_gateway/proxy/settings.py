@@ -42,6 +42,19 @@ class Limits:
     # ships its ActiveSync vdir with request limits in the tens of MB (attachments in
     # SendMail / SmartForward); nginx defaults to 1 MiB which breaks attachments.
     max_body_bytes: int = 64 * 1024 * 1024
+    # Concurrent connections from one client address per worker process (the forwarded
+    # client address when the peer is a trusted proxy; 0: no cap), so one address cannot
+    # take every connection slot. Generous because EAS clients share addresses: a
+    # carrier's NAT or an office's Wi-Fi puts hundreds of phones, each holding a Ping,
+    # behind one address (nginx has no such limit unless limit_conn is configured).
+    max_connections_per_ip: int = 1000
+    # Wrong device passwords (PW1) before further attempts for that user, or from that
+    # device, are refused for the rest of the window without hashing (each scrypt
+    # verification costs ~1 s of CPU). Per worker process. Five tries per five minutes
+    # is the common lockout of a mobile device password (Exchange's own device password
+    # policy wipes after 4-16).
+    pw1_max_failures: int = 5
+    pw1_failure_window_s: float = 300.0
     # Concurrent client connections per worker process. The open-files limit here is
     # 20,000 and a proxied request holds two descriptors (client + upstream), so one
     # process can hold at most ~9,900 requests; beyond the limit new connections are
@@ -63,8 +76,10 @@ class Timeouts:
     # Idle keep-alive between two requests on a client connection. nginx keepalive_timeout
     # is 75 s, IIS connectionTimeout 120 s; EAS clients reconnect cheaply.
     client_keepalive_s: float = 75.0
-    # From the first byte of a request to the end of its headers (nginx
-    # client_header_timeout 60 s; slowloris protection).
+    # From the first byte of a request to the end of its headers, an absolute deadline
+    # that more bytes do not extend (nginx client_header_timeout is 60 s between two
+    # reads; http.sys HeaderWait 120 s). A device sends its whole head in one packet;
+    # a client trickling bytes (slowloris) is cut with 408 after this.
     header_s: float = 30.0
     # No byte in either direction while an ordinary request is in flight (nginx
     # proxy_read_timeout 60 s, IIS connectionTimeout 120 s).
@@ -130,6 +145,9 @@ class ProxySettings:
     trusted_proxies: tuple[IPNetwork, ...] = ()
     # Hosts a 451's X-MS-Location may name unchanged (other sites' public gateways).
     redirect_allowed_hosts: frozenset[str] = frozenset()
+    # The host names devices may address (the Host header, without port, lower-case);
+    # anything else is answered 421. Empty: not checked.
+    public_hosts: frozenset[str] = frozenset()
     # The node id stamped on access events.
     node_id: str = ""
     # The cluster's X25519 private key (base64, ``seg_contract.crypto``) that opens sealed
@@ -157,6 +175,13 @@ class ProxySettings:
         # The node's config insists on long_poll_idle_s >= 3540 s; tests use seconds.
         if min(self.timeouts.long_poll_idle_s, self.timeouts.request_idle_s) <= 0:
             problems.append("idle timeouts must be > 0")
+        if self.timeouts.header_s <= 0:
+            problems.append("the request head deadline must be > 0")
+        limits = self.limits
+        if limits.max_connections_per_ip < 0 or limits.pw1_max_failures < 1:
+            problems.append("max_connections_per_ip must be >= 0 and pw1_max_failures >= 1")
+        if limits.pw1_failure_window_s <= 0:
+            problems.append("pw1_failure_window_s must be > 0")
         if problems:
             raise SettingsError("; ".join(problems))
 

@@ -1,5 +1,6 @@
 """The shared mutable state of one EAS server (one per worker process): settings, ports,
-the upstream pool, metrics, open connections. One small object, not module globals."""
+the upstream pool, metrics, open connections, the in-flight index that revocation
+walks. One small object, not module globals."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
+from onprem_gateway.core.freshness import Enforcement, freshness
+from onprem_gateway.core.revocation import EVERYONE, Affected
 from onprem_gateway.ports import EventSink, PolicyView
+from onprem_gateway.proxy.bearer_cache import BearerTokens
 from onprem_gateway.proxy.metrics import ProxyMetrics
 from onprem_gateway.proxy.responses import http_date
 from onprem_gateway.proxy.settings import ProxySettings
@@ -19,6 +23,7 @@ from onprem_gateway.proxy.upstream import UpstreamPool
 
 if TYPE_CHECKING:
     from onprem_gateway.proxy.connection import ClientConnection
+    from onprem_gateway.proxy.exchange import Exchange
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +75,13 @@ class ServerState:
             settings.upstream, settings.timeouts.upstream_connect_s, metrics, self
         )
         self.connections: set[ClientConnection] = set()
+        # Open connections per client address (``limits.max_connections_per_ip``).
+        self.per_ip: dict[str, int] = {}
+        # Admitted requests still in flight, by normalised user: what a policy change
+        # decides again (``revoke``). Insertion-ordered dicts used as sets.
+        self.inflight: dict[str, dict[Exchange, None]] = {}
+        self.bearer = BearerTokens()
+        self._blocking_all = False  # the policy was failing closed at the last sweep
         self.closing = False
         self.date = http_date(time.time())
         self._tasks: set[asyncio.Task[None]] = set()
@@ -96,6 +108,59 @@ class ServerState:
         if self.closing and not self.connections:
             self.drained.set()
 
+    # --- per-address connection counts ------------------------------------------------
+    def count_ip(self, ip: str) -> bool:
+        """Count one more connection from ``ip``; False (not counted) when over the cap."""
+        cap = self.settings.limits.max_connections_per_ip
+        held = self.per_ip.get(ip, 0)
+        if cap and held >= cap:
+            self.metrics.connections_refused_per_ip += 1
+            return False
+        self.per_ip[ip] = held + 1
+        return True
+
+    def uncount_ip(self, ip: str) -> None:
+        held = self.per_ip.get(ip, 0) - 1
+        if held > 0:
+            self.per_ip[ip] = held
+        else:
+            self.per_ip.pop(ip, None)
+
+    # --- in-flight index and revocation --------------------------------------------------
+    def track(self, user: str, exchange: Exchange) -> None:
+        self.inflight.setdefault(user, {})[exchange] = None
+
+    def untrack(self, user: str, exchange: Exchange) -> None:
+        held = self.inflight.get(user)
+        if held is not None:
+            held.pop(exchange, None)
+            if not held:
+                del self.inflight[user]
+
+    def inflight_count(self) -> int:
+        return sum(len(held) for held in self.inflight.values())
+
+    def revoke(self, affected: Affected) -> int:
+        """Decide again every in-flight request ``affected`` names, with the policy in
+        force now; end those it no longer admits. Returns how many ended."""
+        if not affected or not self.inflight:
+            return 0
+        if affected.everyone:
+            targets = [ex for held in self.inflight.values() for ex in held]
+        else:
+            targets = [ex for user in affected.users for ex in self.inflight.get(user, ())]
+        policy = self.policy.current()
+        now = time.time()
+        ended = 0
+        batching, self.batching = self.batching, True  # one send per connection
+        try:
+            for exchange in targets:
+                ended += exchange.recheck(policy, now)
+        finally:
+            if not batching:
+                self.end_batch()
+        return ended
+
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run a coroutine in the background, keeping a reference until it ends."""
         task = self.loop.create_task(coro)
@@ -111,10 +176,22 @@ class ServerState:
         """Enforce idle timeouts and expire idle upstream connections (run ~1/s)."""
         now = self.loop.time()
         self.date = http_date(time.time())
-        expired = [c for c in self.connections if now - c.last_active > c.timeout]
+        expired = [
+            c
+            for c in self.connections
+            if now - c.last_active > c.timeout or 0.0 < c.head_deadline < now
+        ]
         for conn in expired:
             conn.idle_expired(now)
         self.pool.expire_idle(now, self.settings.timeouts.upstream_pool_idle_s)
+        # Time alone can make the policy fail closed (its maximum age passes without
+        # contact): that ends held requests too, once, when it happens.
+        blocking = freshness(self.policy.current(), time.time()).enforcement is (
+            Enforcement.BLOCK_ALL
+        )
+        if blocking and not self._blocking_all:
+            self.revoke(EVERYONE)
+        self._blocking_all = blocking
 
     def cancel_tasks(self) -> None:
         for task in list(self._tasks):

@@ -1,14 +1,19 @@
 """Credential substitution on the request path (the seed's PW1 -> PW2).
 
 For a user with an enabled ``UserCredential`` in the policy, the device's Basic password
-must verify against one of the PW1 hashes; the request then goes upstream with
+must verify against one of the PW1 hashes issued for the request's DeviceId (or a legacy
+unbound one, ``core.credentials.candidate_hashes``); the request then goes upstream with
 ``Basic user:PW2``, PW2 being opened from its sealed form with the cluster's private key.
 
-scrypt is deliberately slow (tens of ms), so a verification runs in a worker thread and
-its result is cached: the key is a keyed BLAKE2b of (user, credential version, presented
+scrypt is deliberately slow, so a verification runs in a worker thread and its result
+is cached: the key is a keyed BLAKE2b of (user, credential version, device, presented
 password) with a per-process random key, so the cache never holds a password or an
 offline-guessable hash of one, and a new credential version invalidates it. The cache
 is bounded (oldest entries evicted first). Opened PW2s are cached per (user, version).
+Wrong passwords are counted per user and per device (``rate_limit.FailureLimiter``):
+past the limit, attempts are refused without hashing (``LIMITED``); a password already
+known to be right still passes (nothing to hash), so a guesser cannot lock out a device
+that is already working. A device with no password for it is refused without hashing.
 Neither password is ever logged or put in an exception message.
 """
 
@@ -21,10 +26,15 @@ import os
 from collections.abc import Callable, Sequence
 from enum import Enum
 
-from onprem_gateway.core.credentials import basic_authorization, substitution_enabled
-from onprem_gateway.core.eas_request import EasRequestError, basic_credentials
+from onprem_gateway.core.authentication import Presented, Scheme
+from onprem_gateway.core.credentials import (
+    basic_authorization,
+    candidate_hashes,
+    substitution_enabled,
+)
 from onprem_gateway.core.facts import RequestFacts
 from onprem_gateway.core.policy_index import PolicyIndex
+from onprem_gateway.proxy.rate_limit import FailureLimiter
 from seg_contract import UserCredential
 
 log = logging.getLogger(__name__)
@@ -35,6 +45,7 @@ UnsealFn = Callable[[str, str], str]
 
 class Substitution(Enum):
     REJECT = "reject"  # wrong or missing device password: 401, never forwarded
+    LIMITED = "limited"  # too many wrong passwords for the user or device: 401, no hashing
     UNAVAILABLE = "unavailable"  # this node cannot open PW2 (no or wrong cluster key)
 
 
@@ -50,8 +61,10 @@ class CredentialSubstituter:
         verify: VerifyFn,
         unseal: UnsealFn,
         max_entries: int = 10_000,
+        limiter: FailureLimiter | None = None,
     ) -> None:
         self._private_key = private_key
+        self.limiter = limiter if limiter is not None else FailureLimiter(5, 300.0)
         self._verify = verify
         self._unseal = unseal
         self._max = max_entries
@@ -60,36 +73,46 @@ class CredentialSubstituter:
         self._inflight: dict[bytes, asyncio.Future[bool]] = {}
         self._pw2: dict[tuple[str, int], str] = {}
 
-    def evaluate(
-        self, policy: PolicyIndex, facts: RequestFacts, authorization: str | None
+    # Each early return is one refusal that must happen before any hashing.
+    def evaluate(  # noqa: PLR0911
+        self, policy: PolicyIndex, facts: RequestFacts, presented: Presented | None, now: float
     ) -> Outcome | asyncio.Future[Outcome]:
         """None: no substitution for this user (forward unchanged). bytes: the new
-        Authorization value. ``REJECT`` / ``UNAVAILABLE``. A future of one of those
-        while the password is being verified (a cache miss)."""
+        Authorization value. ``REJECT`` / ``LIMITED`` / ``UNAVAILABLE``. A future of one of
+        those while the password is being verified (a cache miss). ``now`` is the clock of
+        the failure windows."""
         if not facts.user:
             return None
         cred = policy.credential(facts.user)
         if cred is None or not substitution_enabled(cred):
             return None
+        if presented is None or presented.scheme is not Scheme.BASIC:
+            return REJECT
         try:
-            presented = basic_credentials(authorization)
-        except EasRequestError:
+            password = presented.password.decode("utf-8")
+        except UnicodeDecodeError:
             return REJECT
-        if presented is None:
-            return REJECT
-        raw_user, password = presented
+        raw_user = presented.user
+        device = facts.device_id
+        limit_keys = (f"u\x1f{facts.user}", f"d\x1f{device}") if device else (f"u\x1f{facts.user}",)
         key = hashlib.blake2b(
-            f"{facts.user}\x1f{cred.version}\x1f{password}".encode(),
+            f"{facts.user}\x1f{cred.version}\x1f{device}\x1f{password}".encode(),
             key=self._mac_key,
             digest_size=20,
         ).digest()
         known = self._verified.get(key)
-        if known is not None:
-            return self._authorization(raw_user, cred) if known else REJECT
+        if known:
+            return self._authorization(raw_user, cred)
+        if self.limiter.limited(limit_keys, now):
+            return Substitution.LIMITED
+        hashes = candidate_hashes(cred, device)
+        if known is False or not hashes:
+            self.limiter.failed(limit_keys, now)
+            return REJECT
         loop = asyncio.get_running_loop()
         verifying = self._inflight.get(key)
         if verifying is None:
-            verifying = loop.run_in_executor(None, self._verify, password, cred.pw1_hashes)
+            verifying = loop.run_in_executor(None, self._verify, password, hashes)
             self._inflight[key] = verifying
             verifying.add_done_callback(lambda fut: self._remember(key, fut))
         result: asyncio.Future[Outcome] = loop.create_future()
@@ -98,6 +121,8 @@ class CredentialSubstituter:
             if result.done():
                 return
             ok = not fut.cancelled() and fut.exception() is None and fut.result()
+            if not ok:
+                self.limiter.failed(limit_keys, now)  # counted at the attempt's time
             result.set_result(self._authorization(raw_user, cred) if ok else REJECT)
 
         verifying.add_done_callback(done)

@@ -6,6 +6,13 @@ it sits in the ``UpstreamPool``. The pool is unlimited on purpose: every held Pi
 one upstream connection for up to an hour, and a bounded pool would queue the next
 device's Sync behind thousands of idle long-polls (TOOLCHAIN.md). Idle connections are
 expired by the server's sweeper (``expire_idle``).
+
+Private connections (HAProxy's rule for connection-oriented authentication): once a
+request on a connection carried ``Authorization: NTLM|Negotiate``, or the upstream
+answered one with 401 and ``WWW-Authenticate: NTLM|Negotiate``, the connection may be
+authenticated as that client's user. It then belongs to that client connection only
+(``private_to``): it never enters the pool, it carries that client's later requests, and
+it is closed with it. ``release`` refuses a private connection outright.
 """
 
 from __future__ import annotations
@@ -25,6 +32,12 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 log = logging.getLogger(__name__)
+
+
+class PrivateHolder(Protocol):
+    """The client connection a private upstream connection belongs to."""
+
+    def private_upstream_lost(self, conn: UpstreamConnection) -> None: ...
 
 
 class UpstreamOwner(Protocol):
@@ -76,6 +89,7 @@ class UpstreamConnection(asyncio.Protocol):
         "idle_since",
         "keep_alive",
         "owner",
+        "private_to",
         "reused",
         "transport",
     )
@@ -87,6 +101,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
         self.owner: UpstreamOwner | None = None
+        self.private_to: PrivateHolder | None = None
         self._headers: list[tuple[bytes, bytes, bytes]] = []
         self._length: int | None = None
         self._chunked = False
@@ -130,6 +145,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.keep_alive = False
         del self._parser  # the parser holds this protocol: free by refcount, not GC
         self._pool.forget(self)
+        holder, self.private_to = self.private_to, None
+        if holder is not None:  # first: the owner may retry on a new connection
+            holder.private_upstream_lost(self)
         owner, self.owner = self.owner, None
         if owner is not None:
             owner.upstream_failed("reset")
@@ -187,6 +205,11 @@ class UpstreamConnection(asyncio.Protocol):
             owner.upstream_done()
 
     # --- used by the owner -------------------------------------------------------------
+    @property
+    def usable(self) -> bool:
+        """Open, keep-alive, not closing: it can carry another request."""
+        return self.keep_alive and self.transport is not None and not self.transport.is_closing()
+
     def write(self, data: bytes) -> None:
         transport = self.transport
         if transport is None:
@@ -280,7 +303,11 @@ class UpstreamPool:
         return conn
 
     def release(self, conn: UpstreamConnection, now: float) -> None:
-        """Put a connection whose exchange completed cleanly back in the pool."""
+        """Put a connection whose exchange completed cleanly back in the pool (never a
+        private one: it may be authenticated as someone)."""
+        if conn.private_to is not None:
+            conn.close()
+            return
         if conn.keep_alive and conn.transport is not None and not conn.transport.is_closing():
             conn.owner = None
             conn.idle_since = now

@@ -75,7 +75,7 @@ def test_the_kubernetes_configuration_is_accepted_as_the_deployment_mounts_it(
     tls = make_local_tls(tmp_path / "made")
     _secret(tmp_path / "tls" / "tls.crt", tls.cert.read_text())
     _secret(tmp_path / "tls" / "tls.key", tls.key.read_text())
-    _secret(tmp_path / "credential" / "credential", "segc_" + "k" * 40)
+    _secret(tmp_path / "credential" / "credential", "segc_c-example_k1_" + "k" * 40)
     container = files.kubernetes_object("Deployment")["spec"]["template"]["spec"]["containers"][0]
     mounts = tuple(
         f"{tmp_path / Path(m['mountPath']).name}:{m['mountPath']}:ro,U"
@@ -104,7 +104,7 @@ def test_the_compose_configuration_is_accepted_with_the_secret_as_compose_mounts
     env = files.compose_environment("gateway-1", files.env_file(files.SITE_ENV_EXAMPLE))
     service = files.compose()["services"]["gateway-1"]
     (secret,) = service["secrets"]
-    credential = _secret(tmp_path / "credential", "segc_" + "c" * 40)
+    credential = _secret(tmp_path / "credential", "segc_c-example_k1_" + "c" * 40)
     result = run_once(
         podman,
         gateway_image,

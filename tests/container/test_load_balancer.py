@@ -37,7 +37,7 @@ from seg_cli.demo import DemoDevice, eas_client
 from seg_local.demo_mail import DEMO_PASSWORD, MAX_HEARTBEAT_S, DemoMailServer, server_ssl_context
 from seg_local.stack import Child
 from seg_local.tls import TlsFiles, make_local_tls
-from tests.container.policy import allow_policy_file
+from tests.container.policy import POLICY_PIN, allow_policy_file
 from tests.e2e.control_plane_ministack.ministack import free_port
 from tests.e2e.system.conftest import eventually, metrics
 
@@ -182,6 +182,7 @@ def start_node(index: int, tmp: Path, tls: TlsFiles, mail_port: int, policy: Pat
         "SEG_GW_UPSTREAM_URL": f"https://127.0.0.1:{mail_port}",
         "SEG_GW_UPSTREAM_CA_BUNDLE": str(tls.ca_cert),
         "SEG_GW_POLICY_FILE": str(policy),
+        "SEG_GW_POLICY_SIGNING_KEYS": POLICY_PIN,
         "SEG_GW_STATE_DIR": str(state),
         "SEG_GW_ADMIN_HOST": "127.0.0.1",
         "SEG_GW_ADMIN_PORT": "0",

@@ -177,7 +177,7 @@ def test_the_nodes_run_unprivileged_on_a_read_only_root(site: Site) -> None:
         assert any(part.endswith("seg-gateway") for part in cmdline[:2]), cmdline
         assert "run" in cmdline, cmdline
         # What the node writes lands in the volume, owned by the image's user.
-        lkg = node.state_dir / "policy.lkg"
+        lkg = node.state_dir / "policy.journal"
         eventually(lkg.exists, what=f"{node.node_id} persists its policy in the volume")
         if os.geteuid() == 0:  # rootful podman: the :U volume belongs to the image's uid
             assert lkg.stat().st_uid == IMAGE_UID

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,24 @@ def test_cdk_nag_rejects_an_unacknowledged_wildcard(tmp_path: Path) -> None:
         app.synth()
     report = (tmp_path / "validation-report.json").read_text()
     assert "AwsSolutions-IAM5[Resource::arn:aws:dynamodb:*:*:*]" in report
+
+
+def test_a_notice_sender_may_send_from_its_identity_only(tmp_path: Path) -> None:
+    app, stack = build_app(
+        context={**NO_BUNDLING, "notice_sender": "it@example.com"}, outdir=str(tmp_path)
+    )
+    app.synth()
+    role = stack.functions.functions["notice_sender"].role
+    assert role is not None
+    policy = json.dumps(stack.resolve(role.node.find_child("DefaultPolicy").document.to_json()))
+    assert "ses:SendEmail" in policy
+    assert "identity/it@example.com" in policy and "identity/example.com" in policy
+    for other in ("api", "payload_reader", "compliance_reader"):
+        other_role = stack.functions.functions[other].role
+        assert other_role is not None
+        found = json.dumps(
+            stack.resolve(other_role.node.find_child("DefaultPolicy").document.to_json())
+        )
+        assert "ses:" not in found, other
+    with pytest.raises(ConfigError, match="notice_sender"):
+        parse_config({"notice_sender": "not an address"})

@@ -113,12 +113,14 @@ def test_the_policy_log_expires_and_only_committers_and_advancers_may_touch_it(
     }
     assert {"AttributeName": "version", "AttributeType": "N"} in log["AttributeDefinitions"]
     assert log["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
-    # Writers commit versions (API: settings and credentials; the compliance reader);
-    # readers advance the committed version (API: snapshots and deltas; keepalives).
+    # Writers commit versions (API: settings and credentials; the compliance reader; the
+    # issuer-keys refresh); readers advance the committed version (API: snapshots and
+    # deltas; keepalives).
     granted = {
         f.id: f.tables["policy_log"] for f in resources.FUNCTIONS if "policy_log" in f.tables
     }
-    assert granted == dict.fromkeys(("api", "compliance_reader", "ws_default"), resources.RW)
+    writers = ("api", "compliance_reader", "issuer_keys", "ws_default")
+    assert granted == dict.fromkeys(writers, resources.RW)
     entries = s.json["Resources"][s.logical_id(s.stack.storage.tables["policy_entries"])]
     assert "GlobalSecondaryIndexes" not in entries["Properties"]  # deltas read the log
 
@@ -331,7 +333,7 @@ def test_policy_signing_keys_are_asymmetric_p256_signing_keys(synthesized: Synth
         (statement,) = _statements(props["KeyPolicy"])
         assert statement["Principal"]["AWS"]["Fn::Join"][1][-1] == ":root"
     signers = [f.id for f in resources.FUNCTIONS if f.signs_policy]
-    assert sorted(signers) == ["api", "compliance_reader", "ws_default"]
+    assert sorted(signers) == ["api", "compliance_reader", "issuer_keys", "ws_default"]
 
 
 # --- APIs ------------------------------------------------------------------------------
@@ -413,6 +415,22 @@ def test_console_routes_use_the_jwt_authorizer_and_others_reach_the_app(
     )
 
 
+def test_console_roles_are_the_pools_groups(synthesized: Synthesized) -> None:
+    groups = {
+        g["Properties"]["GroupName"]: g["Properties"]["Precedence"]
+        for g in synthesized.resources("AWS::Cognito::UserPoolGroup").values()
+    }
+    assert groups == {"admin": 0, "operator": 1, "viewer": 2}  # the highest role first
+
+
+def test_the_audit_log_is_append_only_for_the_api(synthesized: Synthesized) -> None:
+    s = synthesized
+    statements = _function_statements(s, "api")
+    actions = _actions_on(statements, s.logical_id(s.stack.storage.tables["audit_log"]))
+    assert "dynamodb:PutItem" in actions
+    assert not actions & {"dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"}
+
+
 def test_cognito_pool_is_admin_only_with_mfa(synthesized: Synthesized) -> None:
     s = synthesized
     s.template.has_resource_properties(
@@ -436,7 +454,14 @@ def test_scheduled_functions_have_their_rule(synthesized: Synthesized) -> None:
         function_id = s.logical_id(s.stack.functions.functions[declared.id])
         (rule,) = [r for r in rules if function_id in _refs(r["Properties"]["Targets"])]
         minutes = declared.schedule_minutes
-        assert rule["Properties"]["ScheduleExpression"] == f"rate({minutes} minutes)"
+        assert minutes is not None
+        # CDK writes whole hours as hours (rate(1 hour), rate(2 hours)).
+        if minutes % 60:
+            expected = f"rate({minutes} minutes)"
+        else:
+            hours = minutes // 60
+            expected = f"rate({hours} hour{'s' if hours > 1 else ''})"
+        assert rule["Properties"]["ScheduleExpression"] == expected
 
 
 def test_alarms_cover_function_errors_throttles_and_api_5xx(synthesized: Synthesized) -> None:

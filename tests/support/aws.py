@@ -1,11 +1,12 @@
 """moto fixture: every table and queue of ``lambdas.resources``, created in-process.
 
-(Written by helper C2 because the API tests needed it first; C1 owns this file: extend
-or change it freely, keeping ``aws`` / ``AwsEnv`` working.)
-
 Use: ``from tests.support.aws import aws  # noqa: F401`` in a conftest, then take the
 ``aws`` fixture; ``aws.settings`` is a ``lambdas.settings.Settings`` for these resources
 and ``aws.env`` the environment variables that describe them.
+
+The stack's policy signing key is an ECC_NIST_P256 key in moto's KMS, as the CDK app
+creates one: every function that emits policy signs with it, and ``posted`` verifies
+each message a connection received with its public key, as a gateway would.
 """
 
 from __future__ import annotations
@@ -23,6 +24,15 @@ from moto.core import DEFAULT_ACCOUNT_ID
 
 from lambdas import resources
 from lambdas.settings import Settings, load_settings, parse_settings
+from seg_contract.signing import (
+    Applied,
+    Kind,
+    SignedMessage,
+    SignedPayload,
+    TrustedKey,
+    Verified,
+    Verifier,
+)
 
 REGION = "us-east-1"
 PREFIX = "seg-test-"
@@ -37,12 +47,29 @@ class AwsEnv:
     tables: dict[str, str]  # table id -> name
     queues: dict[str, str]  # queue id -> URL
     dlqs: dict[str, str] = field(default_factory=dict)  # queue id -> DLQ URL
+    kms: Any = None
+    signing_key_arn: str = ""
+    signing_key: TrustedKey | None = None  # its public key, as nodes pin it
 
     @property
     def settings(self) -> Settings:
         return parse_settings(self.env)
 
-    def posted(self, connection_id: str) -> list[dict[str, Any]]:
+    def verifier(self) -> Verifier:
+        assert self.signing_key is not None
+        return Verifier([self.signing_key])
+
+    def verify(self, signed: SignedPayload, cluster_id: str, kind: Kind) -> Verified:
+        """Verify as a node that holds nothing yet would (``SignatureRejected``)."""
+        return self.verifier().verify(
+            signed,
+            cluster_id=cluster_id,
+            kinds=kind,
+            applied=Applied(),
+            now_ms=signed.statement().issued_at_ms,
+        )
+
+    def posted_raw(self, connection_id: str) -> list[dict[str, Any]]:
         """Every JSON message posted to a connection through the management API, in
         order (moto concatenates the posted bytes; each push is one JSON object)."""
         backend = apigatewaymanagementapi_backends[DEFAULT_ACCOUNT_ID][REGION]
@@ -57,6 +84,20 @@ class AwsEnv:
             message, index = decoder.raw_decode(text, index)
             messages.append(message)
         return messages
+
+    def posted(self, connection_id: str) -> list[dict[str, Any]]:
+        """The pushes a connection received, in order: each one a ``signed`` envelope
+        that must verify with the stack's key (for the cluster and kind its payload
+        names), unwrapped to the push itself."""
+        return [self.unwrap(raw) for raw in self.posted_raw(connection_id)]
+
+    def unwrap(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """The push in a ``signed`` envelope, verified with the stack's key."""
+        signed = SignedPayload.from_envelope(SignedMessage.model_validate(raw))
+        push = json.loads(signed.payload)
+        verified = self.verify(signed, push["cluster_id"], Kind(push["type"]))
+        message: dict[str, Any] = json.loads(verified.payload)
+        return message
 
     def receive_all(self, queue_id: str, *, dlq: bool = False) -> list[dict[str, Any]]:
         """Receive (and leave in flight) every message visible on a queue or its DLQ."""
@@ -140,6 +181,12 @@ def create_all(dynamodb: Any, sqs: Any) -> tuple[dict[str, str], dict[str, str],
     return tables, queues, dlqs
 
 
+def create_signing_key(kms: Any) -> tuple[str, TrustedKey]:
+    """A policy signing key as ``cdk/signing.py`` creates one: its ARN and public key."""
+    arn = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["Arn"]
+    return str(arn), TrustedKey.from_der(kms.get_public_key(KeyId=arn)["PublicKey"])
+
+
 def environment(tables: dict[str, str], queues: dict[str, str]) -> dict[str, str]:
     env = {resources.table(t).env: name for t, name in tables.items()}
     env.update({resources.queue(q).env: url for q, url in queues.items()})
@@ -156,8 +203,11 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsEnv]:
     with mock_aws(config={"core": {"reset_boto3_session": False}}):
         dynamodb = boto3.client("dynamodb", region_name=REGION)
         sqs = boto3.client("sqs", region_name=REGION)
+        kms = boto3.client("kms", region_name=REGION)
         tables, queues, dlqs = create_all(dynamodb, sqs)
         env = environment(tables, queues)
+        key_arn, public = create_signing_key(kms)
+        env[resources.ENV_POLICY_SIGNING_KEY_ARNS] = key_arn
         apigw = boto3.client(
             "apigatewaymanagementapi",
             region_name=REGION,
@@ -166,5 +216,5 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsEnv]:
         for name, value in env.items():
             monkeypatch.setenv(name, value)
         load_settings.cache_clear()
-        yield AwsEnv(dynamodb, sqs, apigw, env, tables, queues, dlqs)
+        yield AwsEnv(dynamodb, sqs, apigw, env, tables, queues, dlqs, kms, key_arn, public)
     load_settings.cache_clear()

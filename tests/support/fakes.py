@@ -20,11 +20,14 @@ from lambdas.domain.policy_bootstrap import BootstrapMark
 from lambdas.domain.policy_commit import CommitPlan
 from lambdas.domain.policy_log import LogRecord, LogState, Watermark, initial_watermark
 from lambdas.domain.records import ClusterRecord, Connection
+from lambdas.domain.signing_keys import KeyRegistry
 from lambdas.usecases.email_view import NodeSeen
 from lambdas.usecases.errors import Conflict, NotFound
 from lambdas.usecases.gateway_auth import StoredCredential
 from lambdas.usecases.gateway_nodes import NodeReport
+from lambdas.usecases.policy_signing import PolicySigning
 from seg_contract import ClusterSettings, DeviceEntry, UserCredential, entry_key
+from seg_contract.signing import LocalSigner
 
 
 @dataclass
@@ -370,3 +373,57 @@ class MemoryGatewayNodes:
 
     def list_nodes(self, cluster_id: str) -> list[NodeReport]:
         return [r for (cid, _), r in sorted(self.items.items()) if cid == cluster_id]
+
+
+# --- policy signing -----------------------------------------------------------------------
+
+ARN_1 = "arn:aws:kms:us-east-1:123456789012:key/one"
+
+
+class FakeSigner:
+    """A ``PolicySigner`` on a local key, counting signatures (as KMS requests)."""
+
+    def __init__(self, key_arn: str) -> None:
+        self.key_arn = key_arn
+        self._local = LocalSigner.generate()
+        self.kid = self._local.kid
+        self.public_key_der = self._local.public.spki_der
+        self.public = self._local.public
+        self.signed = 0
+
+    def sign(self, message: bytes) -> bytes:
+        self.signed += 1
+        return self._local.sign(message)
+
+
+class FakeSigners:
+    def __init__(self, *arns: str) -> None:
+        self.by_arn = {arn: FakeSigner(arn) for arn in arns}
+
+    def signer(self, key_arn: str) -> FakeSigner:
+        return self.by_arn[key_arn]
+
+
+class MemoryKeyStore:
+    """The registry in memory, with the adapter's optimistic concurrency."""
+
+    def __init__(self) -> None:
+        self.registry = KeyRegistry()
+        self.reads = 0
+
+    def get_registry(self) -> KeyRegistry:
+        self.reads += 1
+        return self.registry
+
+    def put_registry(self, registry: KeyRegistry, expected_generation: int) -> None:
+        if self.registry.generation != expected_generation:
+            raise Conflict("the signing keys changed meanwhile")
+        self.registry = registry
+
+
+def local_signing(*arns: str) -> tuple[PolicySigning, FakeSigners]:
+    """A ``PolicySigning`` on local keys (the first one active), and its signers (whose
+    ``public`` keys a node pins)."""
+    arns = arns or (ARN_1,)
+    signers = FakeSigners(*arns)
+    return PolicySigning(signers, MemoryKeyStore(), arns), signers

@@ -4,11 +4,14 @@ index (``onprem_gateway.core.policy_index.PolicyIndex``) driven by the contract'
 of the applied version (the snapshot when the delta is refused), report the policy
 digest when holding exactly the applied version, and replace the policy with a snapshot
 when told ``diverged``. The agent's own loop (``onprem_gateway.agent``) does the same
-over the network; this one calls the control plane's use cases directly."""
+over the network; this one calls the control plane's use cases directly. Every push
+must be a ``signed`` envelope that verifies with the keys the node trusts (a change the
+verifier finds older than the applied version is a duplicate and skipped, as on a real
+node)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from lambdas.usecases.errors import Gone
 from onprem_gateway.core.policy_index import PolicyIndex
@@ -25,6 +28,14 @@ from seg_contract import (
 )
 from seg_contract.digest import policy_digest, to_hex
 from seg_contract.models import PUSH_MESSAGE
+from seg_contract.signing import (
+    Applied,
+    Kind,
+    SignedMessage,
+    SignedPayload,
+    TrustedKey,
+    Verifier,
+)
 
 
 class SimNode:
@@ -35,9 +46,11 @@ class SimNode:
         *,
         snapshot: Callable[[], PolicySnapshot],
         delta: Callable[[int], PolicyDelta],
+        keys: Iterable[TrustedKey],
     ) -> None:
         self.node_id = node_id
         self.cluster_id = cluster_id
+        self._verifier = Verifier(keys)
         self._snapshot = snapshot
         self._delta = delta
         self.index = PolicyIndex.empty(cluster_id)
@@ -72,7 +85,19 @@ class SimNode:
     # --- the WebSocket --------------------------------------------------------------
 
     def receive(self, data: bytes | str) -> None:
-        self.handle(PUSH_MESSAGE.validate_json(data))
+        """A frame from the WebSocket: verified, then handled (``SignatureRejected``
+        when it does not verify)."""
+        signed = SignedPayload.from_envelope(SignedMessage.model_validate_json(data))
+        message = PUSH_MESSAGE.validate_json(signed.payload)
+        verified = self._verifier.verify(
+            signed,
+            cluster_id=self.cluster_id,
+            kinds=Kind(message.type),
+            applied=Applied(version=self.index.version),
+            now_ms=signed.statement().issued_at_ms,
+        )
+        if verified.apply or isinstance(message, PushPong):
+            self.handle(message)
 
     def handle(self, message: PushMessage) -> None:
         if isinstance(message, PushRevoked):

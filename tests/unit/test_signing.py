@@ -513,6 +513,7 @@ def test_records_store_the_bytes_as_received_and_concatenate() -> None:
     two, end2 = decode_record(data[end:])
     assert (one, two) == (first, second)
     assert end + end2 == len(data)
+    assert decode_record(data, end) == (second, end2)  # in place: nothing before it copied
     assert verify(one).apply
 
 

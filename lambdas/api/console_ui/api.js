@@ -1,5 +1,5 @@
-// The console API client. Every call carries the admin's bearer token; a 401 or 403
-// raises AuthError so the page returns to sign-in. URLs are relative to the page
+// The console API client. Every call carries the user's bearer token; a 401 raises
+// AuthError so the page returns to sign-in (a 403 is an action the role may not take). URLs are relative to the page
 // (/console/), so the same files work behind any stage or path prefix.
 
 export class ApiError extends Error {
@@ -17,12 +17,38 @@ export class Api {
     this.tokenSource = tokenSource;
   }
 
-  async request(method, path, { query, body, signal } = {}) {
+  /** A text download (CSV, JSON export) and the cursor of its next part. */
+  async download(path, { query, signal } = {}) {
     const url = new URL(path, document.baseURI);
     for (const [name, value] of Object.entries(query || {})) {
       if (value !== null && value !== undefined && value !== "") url.searchParams.set(name, value);
     }
-    const headers = { Accept: "application/json" };
+    const headers = {};
+    const token = this.tokenSource();
+    if (token) headers.Authorization = `Bearer ${token}`;
+    let response;
+    try {
+      response = await fetch(url, { headers, cache: "no-store", credentials: "omit", signal });
+    } catch (error) {
+      if (error.name === "AbortError") throw error;
+      throw new ApiError(0, "the control plane is unreachable");
+    }
+    const text = await response.text();
+    if (!response.ok) {
+      let detail = "";
+      try { detail = describeDetail(JSON.parse(text)); } catch { detail = text.slice(0, 200); }
+      if (response.status === 401) throw new AuthError(response.status, detail);
+      throw new ApiError(response.status, detail || response.statusText);
+    }
+    return { text, next: response.headers.get("X-Next-Cursor") };
+  }
+
+  async request(method, path, { query, body, signal, headers: extra } = {}) {
+    const url = new URL(path, document.baseURI);
+    for (const [name, value] of Object.entries(query || {})) {
+      if (value !== null && value !== undefined && value !== "") url.searchParams.set(name, value);
+    }
+    const headers = { Accept: "application/json", ...(extra || {}) };
     const token = this.tokenSource();
     if (token) headers.Authorization = `Bearer ${token}`;
     if (body !== undefined) headers["Content-Type"] = "application/json";
@@ -43,7 +69,9 @@ export class Api {
     const payload = await readJson(response);
     if (response.ok) return payload;
     const detail = describeDetail(payload) || response.statusText;
-    if (response.status === 401 || response.status === 403) {
+    // 401: the token is gone. A 403 on sign-in (whoami) is a token without a role; on
+    // any other call it is an action the role may not take: said, not signed out.
+    if (response.status === 401 || (response.status === 403 && path === "v1/whoami")) {
       throw new AuthError(response.status, detail);
     }
     throw new ApiError(response.status, detail);
@@ -67,6 +95,22 @@ export class Api {
 
   override(user, deviceId, action, reason) {
     return this.request("POST", `${devicePath(user, deviceId)}/override`, { body: { action, reason } });
+  }
+
+  setNote(user, deviceId, text) {
+    return this.request("PUT", `${devicePath(user, deviceId)}/note`, { body: { text } });
+  }
+
+  audit(query, signal) {
+    return this.request("GET", "v1/audit", { query, signal });
+  }
+
+  notices(signal) {
+    return this.request("GET", "v1/notices", { signal });
+  }
+
+  saveNotices(settings) {
+    return this.request("PUT", "v1/notices", { body: settings });
   }
 
   clusters(signal) {

@@ -2,6 +2,7 @@
 // panel, refreshed by polling every few seconds without reloading the page.
 
 import { Api, AuthError } from "./api.js";
+import { AuditView } from "./audit.js";
 import {
   forgetToken,
   loadConfig,
@@ -13,12 +14,14 @@ import {
 } from "./auth.js";
 import { drawChart } from "./chart.js";
 import { ClustersView } from "./clusters.js";
-import { DevicesView } from "./devices.js";
+import { DeviceView } from "./device.js";
+import { deviceHash, DevicesView, readDeviceHash } from "./devices.js";
 import { byId, h, replaceChildren } from "./dom.js";
 import { accessClass, accessLabel, count, stateLabel } from "./format.js";
+import { NoticesView } from "./notices.js";
 
 const MESSAGES = {
-  refused: "That token was refused. Paste the admin token that \"seg up\" printed, or a current console token.",
+  refused: "That token was refused. Paste a token that \"seg up\" printed, or a current console token.",
   expired: "Your session has ended (the token expired or was revoked). Sign in again.",
   signedOut: "You are signed out.",
 };
@@ -34,13 +37,24 @@ class Console {
     this.ticking = false;
     this.tickAgain = false;
     this.lastSummary = null;
+    this.permissions = new Set();
     this.devices = new DevicesView({
       api: this.api,
       pending: this.pending,
       onAction: (item, action) => this.confirmAction(item, action),
+      onOpen: (user, deviceId) => this.openDevice(user, deviceId),
       onError: (error) => this.handleError(error),
       announce: (text) => this.announce(text),
     });
+    this.device = new DeviceView({
+      api: this.api,
+      onAction: (item, action) => this.confirmAction(item, action),
+      onError: (error) => this.handleError(error),
+      onClose: () => this.closeDevice(),
+    });
+    this.audit = new AuditView({ api: this.api, onError: (error) => this.handleError(error) });
+    this.notices = new NoticesView({ api: this.api, onError: (error) => this.handleError(error) });
+    this.clusterList = [];
     this.clusters = new ClustersView({
       api: this.api,
       onError: (error) => this.handleError(error),
@@ -48,6 +62,9 @@ class Console {
         const names = new Map(clusters.map((c) => [c.cluster_id, c.name || c.cluster_id]));
         const before = JSON.stringify([...this.devices.clusterNames]);
         this.devices.clusterNames = names;
+        this.device.clusterNames = names;
+        this.clusterList = clusters;
+        this.notices.setClusters(clusters);
         if (before !== JSON.stringify([...names]) && this.devices.loaded) this.devices.rerender();
       },
     });
@@ -61,6 +78,7 @@ class Console {
     window.addEventListener("resize", () => {
       if (this.lastSummary) drawChart(byId("chart"), this.lastSummary.series);
     });
+    window.addEventListener("hashchange", () => this.followHash());
   }
 
   // --- sign-in ------------------------------------------------------------------
@@ -122,14 +140,60 @@ class Console {
       }
       return;
     }
-    replaceChildren(byId("subject"), (who && who.subject) || "admin");
+    replaceChildren(byId("subject"), (who && who.subject) || "");
+    replaceChildren(byId("role"), (who && who.role) || "");
+    this.applyRole(who);
     byId("signin-view").hidden = true;
     byId("session").hidden = false;
     byId("main").hidden = false;
     byId("main").focus();
     this.watchExpiry();
     this.running = true;
+    this.followHash();
     this.tick();
+  }
+
+  /** What the role may do: the page offers only that (the API refuses the rest). */
+  applyRole(who) {
+    this.permissions = new Set((who && who.permissions) || []);
+    document.body.dataset.role = (who && who.role) || "";
+    this.devices.canAct = this.permissions.has("device.override");
+    this.device.permissions = this.permissions;
+    this.notices.canEdit = this.permissions.has("settings.manage");
+    if (this.devices.loaded) this.devices.rerender();
+  }
+
+  // --- the device page ------------------------------------------------------------
+
+  openDevice(user, deviceId) {
+    const hash = deviceHash(user, deviceId);
+    if (location.hash !== hash) history.pushState(null, "", location.pathname + location.search + hash);
+    this.showDevice(user, deviceId);
+  }
+
+  showDevice(user, deviceId) {
+    for (const panel of document.querySelectorAll("[role=tabpanel]")) panel.hidden = true;
+    byId("panel-device").hidden = false;
+    this.device.open(user, deviceId).then(() => {
+      const title = document.getElementById("device-title");
+      if (title) title.setAttribute("tabindex", "-1");
+    });
+    byId("device-back").focus();
+  }
+
+  closeDevice() {
+    if (readDeviceHash(location.hash)) history.pushState(null, "", location.pathname + location.search);
+    this.device.target = null;
+    byId("panel-device").hidden = true;
+    const selected = document.querySelector("[role=tab][aria-selected=true]");
+    byId(selected.getAttribute("aria-controls")).hidden = false;
+    selected.focus();
+  }
+
+  followHash() {
+    const target = readDeviceHash(location.hash);
+    if (target) this.showDevice(target.user, target.deviceId);
+    else if (!byId("panel-device").hidden) this.closeDevice();
   }
 
   watchExpiry() {
@@ -177,6 +241,8 @@ class Console {
     const jobs = [this.devices.refresh({ background }), this.refreshSummary()];
     if (!byId("panel-clusters").hidden) jobs.push(this.clusters.refresh());
     else if (this.ticks % 10 === 0) jobs.push(this.clusters.refreshNames()); // names change rarely
+    if (!byId("panel-device").hidden) jobs.push(this.device.refresh());
+    if (!byId("panel-audit").hidden) jobs.push(this.audit.refresh());
     this.ticks += 1;
     this.errorSeen = false;
     await Promise.all(jobs);
@@ -196,6 +262,7 @@ class Console {
       }
       replaceChildren(byId("blocked-last-hour"), count(summary.blocked_last_hour ?? 0));
       drawChart(byId("chart"), summary.series);
+      this.devices.setChoices(summary.clusters || [], summary.nodes || [], this.devices.clusterNames);
     } catch (error) {
       this.handleError(error);
     }
@@ -220,8 +287,9 @@ class Console {
   // --- tabs ---------------------------------------------------------------------
 
   bindTabs() {
-    const tabs = [byId("tab-devices"), byId("tab-clusters")];
+    const tabs = [byId("tab-devices"), byId("tab-clusters"), byId("tab-audit"), byId("tab-notices")];
     const select = (tab) => {
+      if (!byId("panel-device").hidden) this.closeDevice();
       for (const other of tabs) {
         const selected = other === tab;
         other.setAttribute("aria-selected", String(selected));
@@ -229,7 +297,10 @@ class Console {
         byId(other.getAttribute("aria-controls")).hidden = !selected;
       }
       tab.focus();
-      if (tab.id === "tab-clusters" && this.running) this.clusters.refresh();
+      if (!this.running) return;
+      if (tab.id === "tab-clusters") this.clusters.refresh();
+      if (tab.id === "tab-audit") this.audit.refresh();
+      if (tab.id === "tab-notices") this.clusters.refreshNames().then(() => this.notices.refresh());
     };
     for (const tab of tabs) {
       tab.addEventListener("click", () => select(tab));
@@ -274,7 +345,8 @@ class Console {
     const { key, action } = (opener && opener.dataset) || {};
     const buttons = [...byId("devices-body").querySelectorAll("button[data-key]")]
       .filter((b) => b.dataset.key === key && !b.disabled);
-    const same = buttons.find((b) => b.dataset.action === action) || buttons[0];
+    const same = buttons.find((b) => b.dataset.action === action) || buttons[0]
+      || document.querySelector("#device-actions button");
     if (same) same.focus();
   }
 
@@ -350,6 +422,7 @@ class Console {
     this.pending.set(item.email_device_key, { action });
     byId("confirm-dialog").close();
     this.devices.rerender();
+    if (!byId("panel-device").hidden) this.device.refresh();
     this.announce(`${action === "clear" ? "Clearing the override of" : action === "block" ? "Blocking" : "Allowing"} ` +
       `${item.user} device ${item.device_id}: pending until the gateways report it.`);
     this.tick();

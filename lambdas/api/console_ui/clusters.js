@@ -75,7 +75,7 @@ function clusterCard(cluster, nodes, now) {
           h("caption", { className: "visually-hidden" }, `Nodes of cluster ${cluster.name || id}`),
           h("thead", {}, h("tr", {},
             ...["Node", "Connection", "Policy version", "Policy age", "Spool depth", "Last seen",
-              "Policy check", "Last verified"]
+              "Policy check", "Last verified", "Refused policy"]
               .map((label) => h("th", { scope: "col" }, label)))),
           h("tbody", {}, ...nodes.map((node) => nodeRow(node, version, now))))
       : h("p", { className: "empty" }, "No node has connected yet."));
@@ -100,6 +100,19 @@ function checkCell(node) {
   return h("td", { title: title + mismatches }, h("span", { className: `badge ${badge}` }, label));
 }
 
+// An alert: signed policy input the node refused since it started (forged, altered or
+// replayed on the way, or signed by a key it does not trust).
+function refusedCell(node, now) {
+  const refused = node.policy_rejections || 0;
+  if (refused === 0) return h("td", { title: "Every signed policy input verified" }, "none");
+  const at = parseTime(node.last_rejection_at);
+  const when = at ? `, ${relativeTime(at, now)}` : "";
+  const reason = node.last_rejection || "unknown";
+  return h("td", { title: `Last refusal: ${reason}${when}. The node kept its verified policy.` },
+    h("span", { className: "badge badge-block" }, `${count(refused)} refused`),
+    " ", h("code", {}, reason));
+}
+
 function timeCell(time, now, never) {
   return h("td", {}, time
     ? h("time", { dateTime: time.toISOString(), title: exactTime(time) }, relativeTime(time, now))
@@ -122,7 +135,8 @@ function nodeRow(node, clusterVersion, now) {
     h("td", { className: node.spool_depth > 0 ? "warn" : "" }, count(node.spool_depth ?? null)),
     timeCell(seen, now, "never"),
     checkCell(node),
-    timeCell(parseTime(node.last_verified_at), now, "never"));
+    timeCell(parseTime(node.last_verified_at), now, "never"),
+    refusedCell(node, now));
 }
 
 function cssSafe(value) {

@@ -3,12 +3,14 @@
 // query string, so a refresh (or a reload) never loses the admin's filters, sort or page.
 
 import { byId, h, replaceChildren } from "./dom.js";
+import { fetchParts, saveFile } from "./export.js";
 import {
   accessClass,
   accessLabel,
   complianceClass,
   count,
   exactTime,
+  overrideActions,
   parseTime,
   relativeTime,
   ruleLabel,
@@ -18,15 +20,18 @@ import {
 const DEFAULT_SORT = "last_seen";
 const DESC_FIRST = new Set(["last_seen"]);
 const PAGE_SIZES = new Set([25, 50, 100, 200]);
-const FILTER_KEYS = ["q", "access_state", "compliance_state"];
+const FILTER_KEYS = ["q", "access_state", "compliance_state", "cluster_id", "node", "not_seen_days"];
 // What the API accepts (GET /console/v1/email-devices); anything else in a hand-edited
 // address is dropped rather than sent (it would only earn a 422).
-const ACCESS_STATES = new Set(["allow", "block", "quarantine"]);
+const ACCESS_STATES = new Set(["allow", "block", "quarantine", "unknown"]);
 const COMPLIANCE_STATES = new Set(["compliant", "non_compliant", "unknown"]);
 const SORT_COLUMNS = new Set([
   "user", "device_id", "device_type", "user_agent", "compliance_state", "access_state",
-  "last_seen", "last_command", "last_node",
+  "last_seen", "last_command", "last_node", "cluster_id", "model", "os", "enrollment_state",
+  "reason", "rule", "override", "pending", "mdm_device_id",
 ]);
+const CLUSTER_ID = /^[a-z0-9][a-z0-9-]{0,63}$/;
+const NODE_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
 function oneOf(value, allowed) {
   return allowed.has(value) ? value : "";
@@ -38,10 +43,16 @@ export function readViewState(search) {
   const limit = Number(params.get("limit"));
   const sort = oneOf(params.get("sort"), SORT_COLUMNS) || DEFAULT_SORT;
   const order = params.get("order");
+  const days = Number(params.get("not_seen_days"));
+  const cluster = params.get("cluster_id") || "";
+  const node = params.get("node") || "";
   return {
     q: (params.get("q") || "").slice(0, 256),
     access_state: oneOf(params.get("access_state"), ACCESS_STATES),
     compliance_state: oneOf(params.get("compliance_state"), COMPLIANCE_STATES),
+    cluster_id: CLUSTER_ID.test(cluster) ? cluster : "",
+    node: NODE_ID.test(node) ? node : "",
+    not_seen_days: Number.isInteger(days) && days >= 1 && days <= 3650 ? String(days) : "",
     sort,
     order: order === "asc" || order === "desc" ? order : DESC_FIRST.has(sort) ? "desc" : "asc",
     limit: PAGE_SIZES.has(limit) ? limit : 50,
@@ -70,9 +81,12 @@ export class DevicesView {
    * @param {{api: import("./api.js").Api, onAction: Function, onError: Function,
    *          announce: Function, pending: Map<string, {action: string}>}} deps
    */
-  constructor({ api, onAction, onError, announce, pending }) {
+  constructor({ api, onAction, onOpen, onError, announce, pending }) {
     this.api = api;
     this.onAction = onAction;
+    this.onOpen = onOpen;
+    this.canAct = false; // the signed-in role may block, allow and clear
+    this.choices = { clusters: [], nodes: [] };
     this.onError = onError;
     this.announce = announce;
     this.pending = pending;
@@ -90,6 +104,9 @@ export class DevicesView {
     this.search = byId("search");
     this.accessFilter = byId("filter-access");
     this.complianceFilter = byId("filter-compliance");
+    this.clusterFilter = byId("filter-cluster");
+    this.nodeFilter = byId("filter-node");
+    this.staleFilter = byId("filter-stale");
     this.pageSize = byId("page-size");
     this.headers = [...document.querySelectorAll("#devices-table th[data-sort]")];
     this.bindControls();
@@ -109,9 +126,11 @@ export class DevicesView {
       clearTimeout(this.searchTimer);
       this.searchTimer = setTimeout(() => this.applyFilters(), 300);
     });
-    for (const select of [this.accessFilter, this.complianceFilter, this.pageSize]) {
+    for (const select of [this.accessFilter, this.complianceFilter, this.clusterFilter,
+      this.nodeFilter, this.staleFilter, this.pageSize]) {
       select.addEventListener("change", () => this.applyFilters());
     }
+    byId("export-csv").addEventListener("click", () => this.exportCsv());
     for (const th of this.headers) {
       const label = th.textContent.trim();
       const button = h("button", { type: "button", className: "sort" }, label,
@@ -130,6 +149,8 @@ export class DevicesView {
     this.search.value = state.q;
     this.accessFilter.value = state.access_state;
     this.complianceFilter.value = state.compliance_state;
+    this.setChoices(this.choices.clusters, this.choices.nodes);
+    this.staleFilter.value = state.not_seen_days;
     this.pageSize.value = String(state.limit);
     this.syncSortHeaders();
   }
@@ -145,12 +166,33 @@ export class DevicesView {
     }
   }
 
+  /** The clusters and nodes the rows name (from the summary), as filter choices; the
+   *  current choice stays even when no row names it any more. */
+  setChoices(clusters, nodes, names = new Map()) {
+    this.choices = { clusters, nodes };
+    const fill = (select, values, current, label) => {
+      const all = [...new Set([...values, ...(current ? [current] : [])])];
+      const key = JSON.stringify([all, [...names]]);
+      if (select.dataset.choices === key) return;
+      select.dataset.choices = key;
+      select.replaceChildren(h("option", { value: "" }, "All"),
+        ...all.map((v) => h("option", { value: v }, label(v))));
+      select.value = current;
+    };
+    fill(this.clusterFilter, clusters, this.state.cluster_id, (v) => names.get(v) || v);
+    fill(this.nodeFilter, nodes, this.state.node, (v) => v);
+  }
+
   applyFilters() {
     clearTimeout(this.searchTimer);
+    const days = Number(this.staleFilter.value);
     const next = {
       q: this.search.value.trim(),
       access_state: this.accessFilter.value,
       compliance_state: this.complianceFilter.value,
+      cluster_id: this.clusterFilter.value,
+      node: this.nodeFilter.value,
+      not_seen_days: Number.isInteger(days) && days >= 1 ? String(Math.min(days, 3650)) : "",
       limit: Number(this.pageSize.value) || 50,
     };
     const unchanged = Object.entries(next).every(([k, v]) => this.state[k] === v);
@@ -202,12 +244,15 @@ export class DevicesView {
     this.refresh({ focusTable: true });
   }
 
+  filters() {
+    const { state } = this;
+    return Object.fromEntries(FILTER_KEYS.map((k) => [k, state[k]]));
+  }
+
   query() {
     const { state } = this;
     return {
-      q: state.q,
-      access_state: state.access_state,
-      compliance_state: state.compliance_state,
+      ...this.filters(),
       sort: state.sort,
       order: state.order,
       limit: state.limit,
@@ -218,7 +263,8 @@ export class DevicesView {
   /** Fetch the current page; a newer call cancels an older one in flight. */
   async refresh({ focusTable = false, background = false } = {}) {
     this.syncSortHeaders();
-    history.replaceState(null, "", writeViewState(this.state) || location.pathname);
+    // The fragment (an open device page) stays.
+    history.replaceState(null, "", (writeViewState(this.state) || location.pathname) + location.hash);
     if (this.controller) this.controller.abort();
     this.controller = new AbortController();
     const sequence = ++this.sequence;
@@ -267,13 +313,28 @@ export class DevicesView {
     byId("page-first").disabled = state.pageNumber <= 1;
 
     if (background && this.loaded) {
-      const changed = items.filter((item) => this.previous.get(item.email_device_key) !== signature(item));
+      const changed = items.filter((item) => this.previous.get(item.row_key) !== signature(item));
       if (changed.length) {
         this.announce(changed.length === 1 ? "1 device updated" : `${changed.length} devices updated`);
       }
     }
-    this.previous = new Map(items.map((item) => [item.email_device_key, signature(item)]));
+    this.previous = new Map(items.map((item) => [item.row_key, signature(item)]));
     this.loaded = true;
+  }
+
+  /** The whole current view (every page of it) as one CSV file. */
+  async exportCsv() {
+    const status = byId("export-status");
+    replaceChildren(status, "Exporting…");
+    try {
+      const query = { ...this.filters(), sort: this.state.sort, order: this.state.order };
+      const parts = await fetchParts(this.api, "v1/email-devices/export", query,
+        (n) => replaceChildren(status, `Exporting… part ${n}`));
+      saveFile("email-devices.csv", "text/csv", parts);
+      replaceChildren(status, "Exported.");
+    } catch (error) {
+      replaceChildren(status, `Export failed: ${error.message}`);
+    }
   }
 
   /** Re-render the current rows (pending state changed locally). */
@@ -299,8 +360,19 @@ export class DevicesView {
       item.reason ? h("div", { className: "sub", title: item.reason }, item.reason) : null,
       item.rule ? h("div", { className: "sub rule", title: `Decided by: ${item.rule}` }, ruleLabel(item.rule)) : null);
 
-    return h("tr", { dataset: { key }, className: pending ? "row-pending" : "" },
-      h("th", { scope: "row", className: "cell-user" }, ...breakable(item.user || "—")),
+    const open = h("a", {
+      href: deviceHash(item.user, item.device_id),
+      className: "device-link",
+      title: `Open ${item.user} / ${item.device_id}`,
+      on: {
+        click: (event) => {
+          event.preventDefault();
+          this.onOpen(item.user, item.device_id);
+        },
+      },
+    }, ...breakable(item.user || "—"));
+    return h("tr", { dataset: { key, row: item.row_key || key }, className: pending ? "row-pending" : "" },
+      h("th", { scope: "row", className: "cell-user" }, open),
       h("td", { className: "cell-id" }, h("code", {}, item.device_id || "—")),
       h("td", { className: "cell-device" },
         h("div", {}, item.device_type || "—"),
@@ -328,6 +400,7 @@ export class DevicesView {
   }
 
   actionButtons(item, pending) {
+    if (!this.canAct) return []; // the role may not: no buttons (the API refuses anyway)
     const who = `${item.user} device ${item.device_id}`;
     const button = (action, label) =>
       h("button", {
@@ -338,12 +411,21 @@ export class DevicesView {
         "aria-label": `${label} ${who}`,
         on: { click: () => this.onAction(item, action) },
       }, label);
-    const buttons = [];
-    if (item.override !== "block") buttons.push(button("block", "Block"));
-    if (item.override !== "allow") buttons.push(button("allow", "Allow"));
-    if (item.override) buttons.push(button("clear", "Clear override"));
-    return buttons;
+    return overrideActions(item.override).map(([action, label]) => button(action, label));
   }
+}
+
+/** The address of a device's page (the fragment: the view's query string stays). */
+export function deviceHash(user, deviceId) {
+  return `#device=${encodeURIComponent(user)}&id=${encodeURIComponent(deviceId)}`;
+}
+
+/** (user, device id) of a device page's fragment, or null. */
+export function readDeviceHash(hash) {
+  const params = new URLSearchParams(String(hash || "").replace(/^#/, ""));
+  const user = params.get("device");
+  const deviceId = params.get("id");
+  return user && deviceId ? { user, deviceId } : null;
 }
 
 /** Pending while the API says so, or while our own request is not yet reflected. */

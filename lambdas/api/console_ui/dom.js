@@ -34,6 +34,8 @@ function setProps(el, props) {
       for (const [event, handler] of Object.entries(value)) el.addEventListener(event, handler);
     } else if (name.startsWith("aria-") || name === "role" || name === "scope") {
       el.setAttribute(name, String(value));
+    } else if (name === "htmlFor") {
+      el.setAttribute("for", String(value)); // a label's control: an id, not markup
     } else if (/html/i.test(name) || name.startsWith("on")) {
       throw new Error(`h(): property ${name} is not allowed (text only)`);
     } else {

@@ -115,3 +115,12 @@ export function ruleLabel(rule) {
   if (rule.startsWith("rule:")) return `Cluster rule ${rule.slice(5)}`;
   return rule;
 }
+
+/** The override actions offered for a device, given its current override. */
+export function overrideActions(override) {
+  const actions = [];
+  if (override !== "block") actions.push(["block", "Block"]);
+  if (override !== "allow") actions.push(["allow", "Allow"]);
+  if (override) actions.push(["clear", "Clear override"]);
+  return actions;
+}

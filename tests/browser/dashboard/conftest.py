@@ -249,7 +249,7 @@ class PageProblems:
     def on_console(self, message: ConsoleMessage) -> None:
         # CSP violations ("Refused to ...") and uncaught errors land here. So do the 401s
         # and 422s some tests provoke on purpose; a 404 (a missing file) is a problem.
-        provoked = re.search(r"status of (401|422) ", message.text)
+        provoked = re.search(r"status of (401|403|422) ", message.text)
         if message.type == "error" and not provoked:
             self.errors.append(message.text)
 
@@ -268,8 +268,8 @@ def page(browser: Browser) -> Iterator[Page]:
     assert problems.errors == [], problems.errors
 
 
-def sign_in(page: Page, seg: Seg) -> None:
+def sign_in(page: Page, seg: Seg, role: str = "admin") -> None:
     page.goto(seg.console_url)
-    page.get_by_label("Admin token").fill(seg.admin_token)
+    page.get_by_label("Console token").fill(seg.stack.tokens[role])
     page.get_by_role("button", name="Sign in", exact=True).click()
     page.locator("#main").wait_for(state="visible")

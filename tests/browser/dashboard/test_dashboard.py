@@ -231,7 +231,7 @@ def test_main_view_at_a_glance(page: Page, seg: Seg) -> None:
 def test_wrong_token_is_refused_with_a_message(page: Page, seg: Seg) -> None:
     page.goto(seg.console_url)
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
-    page.get_by_label("Admin token").fill("not-the-token")
+    page.get_by_label("Console token").fill("not-the-token")
     page.get_by_role("button", name="Sign in", exact=True).click()
     expect(page.locator("#signin-message")).to_contain_text("refused")
     expect(page.locator("#main")).to_be_hidden()
@@ -264,7 +264,7 @@ def test_filter_search_and_sort_survive_refreshes(page: Page, seg: Seg) -> None:
         *[event(d, d, decision="block", reason="device not compliant") for d in blocked],
     )
     sign_in(page, seg)
-    page.get_by_label("Search user or device ID").fill(tag)
+    page.get_by_label("Search user, device ID or model").fill(tag)
     expect(page.locator("#devices-body tr")).to_have_count(5)
 
     page.get_by_label("Access state").select_option("block")
@@ -273,7 +273,7 @@ def test_filter_search_and_sort_survive_refreshes(page: Page, seg: Seg) -> None:
     assert "access_state=block" in page.url
 
     # Search narrows to one device id; the filter and search hold across refreshes.
-    page.get_by_label("Search user or device ID").fill(blocked[1])
+    page.get_by_label("Search user, device ID or model").fill(blocked[1])
     expect(page.locator("#devices-body tr")).to_have_count(1)
     refreshed = page.locator("#refresh-state").inner_text()
     expect(page.locator("#refresh-state")).not_to_have_text(refreshed, timeout=5000)
@@ -281,7 +281,7 @@ def test_filter_search_and_sort_survive_refreshes(page: Page, seg: Seg) -> None:
     expect(page.get_by_label("Access state")).to_have_value("block")
 
     # Sort by user, server-side, both ways.
-    page.get_by_label("Search user or device ID").fill(tag)
+    page.get_by_label("Search user, device ID or model").fill(tag)
     page.get_by_label("Access state").select_option("")
     expect(page.locator("#devices-body tr")).to_have_count(5)
     header = page.locator("th[data-sort=user]")
@@ -306,7 +306,7 @@ def test_cursor_paging(page: Page, seg: Seg) -> None:
     )
     sign_in(page, seg)
     page.get_by_label("Rows").select_option("25")
-    page.get_by_label("Search user or device ID").fill(tag)
+    page.get_by_label("Search user, device ID or model").fill(tag)
     expect(page.locator("#devices-body tr")).to_have_count(25)
     expect(page.locator("#page-info")).to_contain_text("of 30")
     page.get_by_role("button", name="Next").click()
@@ -334,7 +334,7 @@ def test_html_in_device_data_is_shown_as_text(page: Page, seg: Seg) -> None:
     agent = f"<b id=bold{tag}>Mail</b><img src=x onerror=window.__pwned=3><script>x=4</script>"
     seg.report(event(user, device, user_agent=agent, reason="<i>reason</i>"))
     sign_in(page, seg)
-    page.get_by_label("Search user or device ID").fill(tag)
+    page.get_by_label("Search user, device ID or model").fill(tag)
     target = page.locator("#devices-body tr")
     expect(target).to_have_count(1)
     expect(target.locator("th[scope=row]")).to_have_text(user.lower())
@@ -370,7 +370,7 @@ def test_block_from_the_page_reaches_the_gateway(page: Page, seg: Seg) -> None:
     assert seg.sync(user, device).status_code != 403
 
     sign_in(page, seg)
-    page.get_by_label("Search user or device ID").fill(device)
+    page.get_by_label("Search user, device ID or model").fill(device)
     target = row(page, device)
     expect(target.locator(".badge-allow")).to_have_text("Allowed")
     expect(target).to_contain_text("Compliant")
@@ -441,7 +441,7 @@ def test_keyboard_sorting_and_dialog(page: Page, seg: Seg) -> None:
     device = unique("kbd")
     seg.report(event(device, device))
     sign_in(page, seg)
-    page.get_by_label("Search user or device ID").fill(device)
+    page.get_by_label("Search user, device ID or model").fill(device)
     expect(row(page, device)).to_be_visible()
 
     sort_button = page.locator("th[data-sort=device_id] button")

@@ -39,7 +39,14 @@ from cdk.app import STACK_NAME
 from lambdas import resources
 from seg_contract.http import SIGNING_KEYS_PATH
 from seg_contract.key_ring import KeyRing
-from seg_contract.signing import SignedPayload, TrustedKey
+from seg_contract.signing import (
+    Applied,
+    Kind,
+    SignedMessage,
+    SignedPayload,
+    TrustedKey,
+    Verifier,
+)
 from tests.e2e.control_plane_ministack import ministack
 from tests.infra.synth import synthesize
 
@@ -86,6 +93,8 @@ def _admin_token(emulator: ministack.Ministack, pool_id: str, client_id: str) ->
     cognito.admin_set_user_password(
         UserPoolId=pool_id, Username=ADMIN, Password=ADMIN_PASSWORD, Permanent=True
     )
+    # The console's role comes from the pool's groups (README): this user is an admin.
+    cognito.admin_add_user_to_group(UserPoolId=pool_id, Username=ADMIN, GroupName="admin")
     answer = cognito.initiate_auth(
         ClientId=client_id,
         AuthFlow="USER_PASSWORD_AUTH",
@@ -223,13 +232,35 @@ def _gateway_headers(credential: str, node_id: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {credential}", "X-SEG-Node-Id": node_id}
 
 
-async def _receive_until(ws: ClientConnection, wanted: str, timeout_s: float) -> dict[str, Any]:
+def _stack_key(deployed: Deployed) -> TrustedKey:
+    """The stack's policy signing key, as a node pins it."""
+    (arn,) = deployed.outputs["PolicySigningKeyArns"].split(",")
+    return TrustedKey.from_der(
+        deployed.emulator.client("kms").get_public_key(KeyId=arn)["PublicKey"]
+    )
+
+
+async def _receive_until(
+    ws: ClientConnection, wanted: str, timeout_s: float, *, key: TrustedKey, cluster_id: str
+) -> dict[str, Any]:
+    """The next push of type ``wanted``: every frame must be a ``signed`` envelope that
+    verifies with the stack's key (the deployed function signed it through KMS)."""
     deadline = time.monotonic() + timeout_s
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise AssertionError(f"no {wanted} push within {timeout_s} s")
-        message = json.loads(await asyncio.wait_for(ws.recv(), remaining))
+        frame = await asyncio.wait_for(ws.recv(), remaining)
+        signed = SignedPayload.from_envelope(SignedMessage.model_validate_json(frame))
+        message = json.loads(signed.payload)
+        verified = Verifier([key]).verify(
+            signed,
+            cluster_id=cluster_id,
+            kinds=Kind(message["type"]),
+            applied=Applied(),
+            now_ms=int(time.time() * 1000),
+        )
+        assert verified.statement.kid == key.kid
         if message.get("type") == wanted:
             return dict(message)
 
@@ -304,7 +335,8 @@ async def test_enrollment_pushes_a_device_update_to_the_connected_gateway(
                 }
             )
         )
-        pong = await _receive_until(ws, "pong", 90)
+        key = _stack_key(deployed)
+        pong = await _receive_until(ws, "pong", 90, key=key, cluster_id=cluster["cluster_id"])
         assert pong["cluster_id"] == cluster["cluster_id"]
 
         enrollment = {
@@ -326,10 +358,23 @@ async def test_enrollment_pushes_a_device_update_to_the_connected_gateway(
         )
         assert posted.status_code == 202, posted.text
         # compliance queue (FIFO) -> compliance_reader -> policy entry -> push.
-        update = await _receive_until(ws, "change", 120)
+        update = await _receive_until(ws, "change", 120, key=key, cluster_id=cluster["cluster_id"])
     assert update["cluster_id"] == cluster["cluster_id"]
     assert update["devices"][0]["device_id"].lower() == "enroll0001"
     assert update["version"] >= 1
+    # The snapshot that holds it is signed by the same key (the api function's grant).
+    snapshot = await http.get(
+        "/gateway/v1/policy", headers=_gateway_headers(cluster["credential"], "node-b")
+    )
+    assert snapshot.status_code == 200, snapshot.text
+    verified = Verifier([key]).verify(
+        SignedPayload.from_headers(snapshot.headers, snapshot.content),
+        cluster_id=cluster["cluster_id"],
+        kinds=Kind.SNAPSHOT,
+        applied=Applied(),
+        now_ms=int(time.time() * 1000),
+    )
+    assert verified.statement.version >= update["version"]
 
 
 async def test_an_access_event_lands_in_the_dashboard_view(

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from seg_cli.demo import DemoDevice
+from seg_cli.demo import DemoDevice, checkin, enroll, wait_enforced
 from seg_local.stack import Node, Stack, StackOptions
 
 # Figures a test measured (never asserted: tests assert behaviour, bench/ measures), shown
@@ -31,13 +31,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 
 def start_stack(tmp_path_factory: pytest.TempPathFactory, **options: Any) -> Stack:
-    stack = Stack(
-        StackOptions(
-            state_dir=tmp_path_factory.mktemp("seg"),
-            demo_ping_hold_cap_s=2.0,
-            **options,
-        )
-    )
+    # Pings answered within 2 s unless a test module asks otherwise (None: the heartbeat).
+    options = {"demo_ping_hold_cap_s": 2.0, **options}
+    stack = Stack(StackOptions(state_dir=tmp_path_factory.mktemp("seg"), **options))
     stack.start()
     return stack
 
@@ -77,6 +73,25 @@ def stack(
 def new_device(user: str = "") -> DemoDevice:
     tag = uuid.uuid4().hex[:8]
     return DemoDevice(user or f"user{tag}", f"DEV{tag}".upper(), "iPhone", "iPhone 15", "iOS 18")
+
+
+def allowed_device(stack: Stack) -> DemoDevice:
+    """A new device, enrolled and compliant: allowed on every node."""
+    device = new_device()
+    enroll(stack, device)
+    checkin(stack, device, compromised=False)
+    wait_enforced(stack.nodes, device.user, device.device_id, "allow")
+    return device
+
+
+def override(stack: Stack, user: str, device_id: str, action: str) -> None:
+    """A console override (block, allow, clear), as an admin makes it."""
+    with stack.console() as http:
+        r = http.post(
+            f"/console/v1/email-devices/{user}/{device_id.lower()}/override",
+            json={"action": action, "reason": f"e2e {action}"},
+        )
+    assert r.status_code == 202, r.text
 
 
 def metrics(node: Node) -> dict[str, float]:

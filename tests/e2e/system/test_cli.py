@@ -138,6 +138,24 @@ def test_console_commands_against_seg_up(
     code, _, err = run(capsys, "devices", "list", *sd, "--token", "wrong")
     assert code == 1 and "HTTP 401" in err
 
+    # Roles: the state file holds a token per role; a viewer reads but may not act.
+    code, out, err = run(capsys, "whoami", *sd, "--role", "viewer", "--json")
+    assert code == 0 and json.loads(out)["role"] == "viewer", err
+    code, _, err = run(capsys, "device", "allow", "alice", "phone1", *sd, "--role", "viewer")
+    assert code == 1 and "HTTP 403" in err and "needs the operator role" in err
+    code, out, err = run(
+        capsys, "device", "note", "alice", "phone1", "lost", *sd, "--role", "operator"
+    )
+    assert code == 0, err
+    # The audit trail names who did what, and the export is CSV.
+    code, out, err = run(capsys, "audit", *sd, "--json")
+    actions = [(r["action"], r["actor"]) for r in json.loads(out)["items"]]
+    assert ("device.note", "operator") in actions and ("device.block", "admin") in actions, err
+    code, out, err = run(capsys, "audit", *sd, "--export", "csv")
+    assert code == 0 and out.startswith("at,actor,role,action"), err
+    code, out, err = run(capsys, "devices", "export", *sd, "--access", "block")
+    assert code == 0 and out.startswith("user,device_id,cluster_id"), err
+
     code, _, err = run(capsys, "up", *sd)
     assert code == 1 and "already runs" in err
 

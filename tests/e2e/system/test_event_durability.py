@@ -111,7 +111,7 @@ def requests_counted(stack: Stack) -> int:
 def test_every_event_reaches_the_view_exactly_once_across_kills(stack: Stack) -> None:
     assert stack.tls is not None
     node, ca, tag = stack.nodes[0], stack.tls.ca_cert, f"k{uuid.uuid4().hex[:6]}"
-    eventually((node.state_dir / "policy.lkg").exists, what="policy persisted")
+    eventually((node.state_dir / "policy.journal").exists, what="policy persisted")
     before = requests_counted(stack)
 
     freeze(stack)

@@ -32,7 +32,7 @@ from seg_cli.demo import (
 )
 from seg_local.stack import Stack
 
-from .conftest import eventually, metrics, new_device
+from .conftest import eventually, metrics, new_device, override
 
 FETCHES = tuple(
     f'seg_gateway_policy_fetches_total{{outcome="{o}"}}'
@@ -48,15 +48,6 @@ def _pushes(stack: Stack) -> list[float]:
     return [metrics(n)["seg_gateway_push_messages_total"] for n in stack.nodes]
 
 
-def _override(stack: Stack, user: str, device_id: str, action: str) -> None:
-    with stack.console() as http:
-        r = http.post(
-            f"/console/v1/email-devices/{user}/{device_id.lower()}/override",
-            json={"action": action, "reason": f"e2e {action}"},
-        )
-    assert r.status_code == 202, r.text
-
-
 def test_single_device_updates_reach_both_nodes_by_push(stack: Stack) -> None:
     device = new_device()
     fetches, pushes = _fetches(stack), _pushes(stack)
@@ -68,9 +59,9 @@ def test_single_device_updates_reach_both_nodes_by_push(stack: Stack) -> None:
     checkin(stack, device, compromised=True)
     wait_enforced(stack.nodes, device.user, device.device_id, "block")
 
-    _override(stack, device.user, device.device_id, "allow")  # the admin knows better
+    override(stack, device.user, device.device_id, "allow")  # the admin knows better
     wait_enforced(stack.nodes, device.user, device.device_id, "allow")
-    _override(stack, device.user, device.device_id, "clear")
+    override(stack, device.user, device.device_id, "clear")
     wait_enforced(stack.nodes, device.user, device.device_id, "block")
 
     post_mdm_event(stack, {"type": "unenrollment", "mdm_device_id": device.mdm_device_id})
@@ -128,12 +119,12 @@ def test_real_eas_client_syncs_through_either_node_until_blocked(stack: Stack) -
         subjects = sync_inbox(node, ca, device)
         assert "Welcome to the Secure Email Gateway demo" in subjects
 
-    _override(stack, device.user, device.device_id, "block")
+    override(stack, device.user, device.device_id, "block")
     wait_enforced(stack.nodes, device.user, device.device_id, "block")
     for node in stack.nodes:
         assert refused_reason(node, ca, device) == "EAS status 129"  # 16.1: status, not 403
 
-    _override(stack, device.user, device.device_id, "clear")
+    override(stack, device.user, device.device_id, "clear")
     wait_enforced(stack.nodes, device.user, device.device_id, "allow")
     assert sync_inbox(stack.nodes[1], ca, device)
 

@@ -30,7 +30,7 @@ from seg_cli.demo import (
 )
 from seg_local.stack import Node, Stack, StackOptions
 
-from .conftest import dump_logs_on_failure, eventually, metrics, new_device
+from .conftest import allowed_device, dump_logs_on_failure, eventually, metrics, new_device
 from .tcp_proxy import TcpProxy
 
 
@@ -99,18 +99,10 @@ def _access(node: Node, user: str, device_id: str) -> str:
     return str(r.json()["access"])
 
 
-def _allowed_device(stack: Stack):  # type: ignore[no-untyped-def]
-    device = new_device()
-    enroll(stack, device)
-    checkin(stack, device, compromised=False)
-    wait_enforced(stack.nodes, device.user, device.device_id, "allow")
-    return device
-
-
 def test_change_while_disconnected_arrives_by_delta_after_reconnect(world: World) -> None:
     stack = world.stack
     node1, node2 = stack.nodes[0], stack.nodes[1]
-    device = _allowed_device(stack)
+    device = allowed_device(stack)
     deltas, snapshots = _fetches(node2, "delta"), _fetches(node2, "snapshot")
 
     world.cut.set_mode("refuse")
@@ -128,7 +120,7 @@ def test_change_while_disconnected_arrives_by_delta_after_reconnect(world: World
 def test_missed_push_arrives_by_the_interval_refresh(world: World) -> None:
     stack = world.stack
     node1, node3 = stack.nodes[0], stack.nodes[2]
-    device = _allowed_device(stack)
+    device = allowed_device(stack)
     before = metrics(node3)
 
     world.mute.set_mode("blackhole")  # the node keeps its socket and hears nothing
@@ -148,7 +140,7 @@ def test_restart_during_outage_enforces_persisted_policy_and_spools(world: World
     stack = world.stack
     assert stack.tls is not None
     node1, ca = stack.nodes[0], stack.tls.ca_cert
-    allowed = _allowed_device(stack)
+    allowed = allowed_device(stack)
     blocked = new_device()
     enroll(stack, blocked)
     checkin(stack, blocked, compromised=True)

@@ -22,6 +22,8 @@ from tests.support.events import sqs_event_from_messages
 
 MDM_KEY = "mdm-key-" + "k" * 32
 ADMIN_TOKEN = "admin-token-" + "t" * 32
+OPERATOR_TOKEN = "operator-token-" + "o" * 32
+VIEWER_TOKEN = "viewer-token-" + "v" * 32
 
 
 def sha(text: str) -> str:
@@ -42,6 +44,14 @@ class Ctx:
         return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
     @staticmethod
+    def operator() -> dict[str, str]:
+        return {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+
+    @staticmethod
+    def viewer() -> dict[str, str]:
+        return {"Authorization": f"Bearer {VIEWER_TOKEN}"}
+
+    @staticmethod
     def gw(credential: str, node: str = "node-1") -> dict[str, str]:
         return {"Authorization": f"Bearer {credential}", "X-SEG-Node-Id": node}
 
@@ -51,6 +61,8 @@ def env(aws: AwsEnv, monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsEnv]:  # no
     """The moto resources, described in os.environ as a deployed function sees them."""
     monkeypatch.setenv(resources.ENV_CONSOLE_AUTH, "static")
     monkeypatch.setenv(resources.ENV_CONSOLE_TOKEN_SHA256, sha(ADMIN_TOKEN))
+    monkeypatch.setenv(resources.ENV_CONSOLE_OPERATOR_TOKEN_SHA256, sha(OPERATOR_TOKEN))
+    monkeypatch.setenv(resources.ENV_CONSOLE_VIEWER_TOKEN_SHA256, sha(VIEWER_TOKEN))
     monkeypatch.setenv(resources.ENV_DEVICE_SERVICES_KEY_SHA256, sha(MDM_KEY))
     monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "SEG")
@@ -59,6 +71,8 @@ def env(aws: AwsEnv, monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsEnv]:  # no
         {
             resources.ENV_CONSOLE_AUTH: "static",
             resources.ENV_CONSOLE_TOKEN_SHA256: sha(ADMIN_TOKEN),
+            resources.ENV_CONSOLE_OPERATOR_TOKEN_SHA256: sha(OPERATOR_TOKEN),
+            resources.ENV_CONSOLE_VIEWER_TOKEN_SHA256: sha(VIEWER_TOKEN),
             resources.ENV_DEVICE_SERVICES_KEY_SHA256: sha(MDM_KEY),
         }
     )
@@ -69,7 +83,14 @@ def env(aws: AwsEnv, monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsEnv]:  # no
 
 @pytest.fixture
 def ctx(env: AwsEnv) -> Iterator[Ctx]:
-    container = Container(env.settings, dynamodb=env.dynamodb, sqs=env.sqs, apigw=env.apigw)
+    container = Container(
+        env.settings,
+        dynamodb=env.dynamodb,
+        sqs=env.sqs,
+        apigw=env.apigw,
+        kms=env.kms,
+        roster_refresh_s=0,
+    )
     app = create_app(container=container)
     with TestClient(app) as client:
         yield Ctx(env, client)

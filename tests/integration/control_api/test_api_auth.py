@@ -86,7 +86,9 @@ def test_auth_comes_before_body_validation(ctx: Ctx) -> None:
 
 def test_whoami_names_the_admin(ctx: Ctx) -> None:
     response = ctx.client.get("/console/v1/whoami", headers=ctx.admin())
-    assert response.json() == {"subject": "admin"}
+    body = response.json()
+    assert (body["subject"], body["role"]) == ("admin", "admin")
+    assert "cluster.manage" in body["permissions"]
 
 
 def test_the_dashboard_page_is_mounted_without_auth(ctx: Ctx) -> None:

@@ -4,13 +4,16 @@ substitution (PW2 sealed, never returned; PW1 shown once, stored hashed)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from lambdas.adapters.dynamodb_connections import DynamoDbConnections
+from lambdas.adapters.wiring import Adapters
 from lambdas.api.deps import connection_poster
 from lambdas.domain.records import Connection
 from lambdas.ports import ConnectionPoster
-from seg_contract import PolicySnapshot
+from lambdas.usecases.policy_changes import CredentialChange, change_credential
+from seg_contract import PolicySnapshot, UserCredential
 from seg_contract.crypto import generate_cluster_keypair, unseal, verify_device_password
 from tests.integration.control_api.conftest import Ctx, register
 
@@ -27,14 +30,15 @@ class RecordingPoster:
     """The real management-API poster, recording what it posts (moto forgets a
     connection's data when it is deleted, and revocation deletes connections)."""
 
-    def __init__(self, inner: ConnectionPoster) -> None:
+    def __init__(self, inner: ConnectionPoster, unwrap: Callable[[dict], dict]) -> None:
         self.inner = inner
+        self.unwrap = unwrap  # every push is signed: verified and unwrapped
         self.posted: list[tuple[str, dict]] = []
         self.closed: list[str] = []
 
     def post(self, connection_id: str, data: bytes) -> None:
         self.inner.post(connection_id, data)
-        self.posted.append((connection_id, json.loads(data)))
+        self.posted.append((connection_id, self.unwrap(json.loads(data))))
 
     def disconnect(self, connection_id: str) -> None:
         self.inner.disconnect(connection_id)
@@ -118,7 +122,7 @@ def test_settings_change_is_versioned_and_pushed_to_every_node(ctx: Ctx) -> None
 def test_rotate_keeps_the_old_key_until_it_is_revoked(ctx: Ctx) -> None:
     cluster_id, old = register(ctx)
     app = ctx.client.app
-    poster = RecordingPoster(app.state.container.poster)  # type: ignore[attr-defined]
+    poster = RecordingPoster(app.state.container.poster, ctx.aws.unwrap)  # type: ignore[attr-defined]
     app.dependency_overrides[connection_poster] = lambda: poster  # type: ignore[attr-defined]
     rotated = ctx.client.post(
         f"/console/v1/clusters/{cluster_id}/credentials/rotate", headers=ctx.admin()
@@ -165,8 +169,11 @@ def test_upstream_password_is_sealed_and_never_returned(ctx: Ctx) -> None:
     node = connect(ctx, cluster_id, "node-a", key_of(credential))
     stored = ctx.client.put(path, json={"upstream_password": pw2}, headers=ctx.admin())
     assert stored.status_code == 204 and stored.content == b""
-    issued = ctx.client.post(path + "/device-password", headers=ctx.admin())
+    issued = ctx.client.post(
+        path + "/device-password", json={"device_id": "ApplF17XK0ABCDE"}, headers=ctx.admin()
+    )
     assert issued.status_code == 201
+    assert issued.json()["device_id"] == "applf17xk0abcde"
     pw1 = issued.json()["device_password"]
     snapshot = PolicySnapshot.model_validate(
         ctx.client.get("/gateway/v1/policy", headers=ctx.gw(credential)).json()
@@ -174,7 +181,9 @@ def test_upstream_password_is_sealed_and_never_returned(ctx: Ctx) -> None:
     [entry] = snapshot.credentials
     assert entry.user == "bob" and entry.enabled
     assert unseal(entry.sealed_pw2, private) == pw2
-    assert verify_device_password(entry.pw1_hashes[0], pw1)
+    [bound] = entry.device_passwords
+    assert bound.device_id == "applf17xk0abcde" and entry.pw1_hashes == ()
+    assert verify_device_password(bound.pw1_hash, pw1)
     pushes = ctx.aws.posted(node)
     assert [(p["type"], len(p["credentials"])) for p in pushes] == [("change", 1), ("change", 1)]
     everything = str(pushes) + snapshot.model_dump_json()
@@ -187,6 +196,7 @@ def test_upstream_password_is_sealed_and_never_returned(ctx: Ctx) -> None:
     )
     assert snapshot.credentials[0].enabled is False
     assert snapshot.credentials[0].sealed_pw2 == "" and snapshot.credentials[0].pw1_hashes == ()
+    assert snapshot.credentials[0].device_passwords == ()
     assert ctx.client.delete(path, headers=ctx.admin()).status_code == 404
 
 
@@ -194,8 +204,11 @@ def test_substitution_rejects_bad_bodies_and_order(ctx: Ctx) -> None:
     _, public = generate_cluster_keypair()
     cluster_id, _ = register(ctx, public_key=public)
     path = f"/console/v1/clusters/{cluster_id}/substitution/bob"
-    early = ctx.client.post(path + "/device-password", headers=ctx.admin())
+    early = ctx.client.post(path + "/device-password", json={"device_id": "d"}, headers=ctx.admin())
     assert early.status_code == 409
+    for body in (None, {}, {"device_id": ""}, {"device_id": "d", "extra": 1}):
+        response = ctx.client.post(path + "/device-password", json=body, headers=ctx.admin())
+        assert response.status_code == 422, body
     for body in ({}, {"upstream_password": ""}, {"upstream_password": "x", "user": "eve"}):
         response = ctx.client.put(path, json=body, headers=ctx.admin())
         assert response.status_code == 422
@@ -212,3 +225,57 @@ def test_a_new_cluster_is_seeded_with_every_device(ctx: Ctx) -> None:
     bodies = [json.loads(m["Body"]) for m in ctx.aws.receive_all("compliance")]
     seeds = [b for b in bodies if b["type"] == "reevaluate_all"]
     assert [(s["cluster_id"], s["reason"]) for s in seeds] == [(cluster_id, "cluster_created")]
+
+
+def test_device_passwords_are_bound_replaced_revoked_and_legacy_ones_migrated(ctx: Ctx) -> None:
+    _, public = generate_cluster_keypair()
+    cluster_id, credential = register(ctx, public_key=public)
+    path = f"/console/v1/clusters/{cluster_id}/substitution/bob"
+    ctx.client.put(path, json={"upstream_password": "pw2"}, headers=ctx.admin()).raise_for_status()
+
+    def issue(device: str) -> str:
+        r = ctx.client.post(
+            path + "/device-password", json={"device_id": device}, headers=ctx.admin()
+        )
+        assert r.status_code == 201, r.text
+        return str(r.json()["device_password"])
+
+    def held() -> UserCredential:
+        snap = ctx.client.get("/gateway/v1/policy", headers=ctx.gw(credential)).json()
+        return PolicySnapshot.model_validate(snap).credentials[0]
+
+    first = issue("DEV-A")
+    issue("dev-b")
+    again = issue("dev-a")  # a new password for the same device replaces its old one
+    bound = {d.device_id: d.pw1_hash for d in held().device_passwords}
+    assert set(bound) == {"dev-a", "dev-b"}
+    assert verify_device_password(bound["dev-a"], again)
+    assert not verify_device_password(bound["dev-a"], first)
+
+    gone = ctx.client.delete(path + "/device-password/DEV-B", headers=ctx.admin())
+    assert gone.status_code == 204
+    assert [d.device_id for d in held().device_passwords] == ["dev-a"]
+    assert (
+        ctx.client.delete(path + "/device-password/dev-b", headers=ctx.admin()).status_code == 404
+    )
+
+    # A record written before passwords were bound: its hashes work from any device until
+    # the admin migrates (removes them); that is refused when there are none.
+    before = held()
+    adapters = Adapters(ctx.aws.settings, dynamodb=ctx.aws.dynamodb, apigw=ctx.aws.apigw)
+    change_credential(  # how records were written before passwords were bound
+        cluster_id,
+        "bob",
+        lambda held: CredentialChange(
+            ("scrypt$legacy",), before.sealed_pw2, before.device_passwords
+        ),
+        stores=adapters.versions,
+        now=datetime(2026, 11, 27, tzinfo=UTC),
+    )
+    assert held().pw1_hashes == ("scrypt$legacy",)
+    migrated = ctx.client.delete(path + "/unbound-device-passwords", headers=ctx.admin())
+    assert migrated.status_code == 204
+    after = held()
+    assert after.pw1_hashes == () and [d.device_id for d in after.device_passwords] == ["dev-a"]
+    again_missing = ctx.client.delete(path + "/unbound-device-passwords", headers=ctx.admin())
+    assert again_missing.status_code == 404

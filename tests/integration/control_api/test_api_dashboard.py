@@ -122,9 +122,20 @@ def test_bad_list_queries_are_422(ctx: Ctx, seeded) -> None:
         {"limit": 501},
         {"access_state": "maybe"},
         {"cursor": "!!not-a-cursor!!"},
+        {"not_seen_days": -1},
+        {"not_seen_days": "soon"},
+        {"compliance_state": "mostly"},
+        {"cluster_id": "c" * 65},
+        {"q": "x" * 257},
     ):
         response = ctx.client.get("/console/v1/email-devices", params=query, headers=ctx.admin())
         assert response.status_code == 422, query
+        if "limit" not in query:  # an export part may be larger than a page
+            export = ctx.client.get(
+                "/console/v1/email-devices/export", params=query, headers=ctx.admin()
+            )
+            assert export.status_code == 422, query
+        assert response.json()["detail"], query
     other_order = listing(ctx, limit=1, sort="user")["next_cursor"]
     response = ctx.client.get(
         "/console/v1/email-devices",

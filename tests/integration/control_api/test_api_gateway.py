@@ -1,5 +1,6 @@
-"""Gateway routes: snapshot with ETag/304, delta and 410, access events queued; Device
-Services events recorded and queued."""
+"""Gateway routes: snapshot with ETag/304, delta and 410, every policy answer signed
+with the stack's key; access events queued; Device Services events recorded and
+queued."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 from lambdas.usecases.access_events import PayloadMessage
 from lambdas.usecases.policy_versions import write_version
 from seg_contract import Access, PolicyDelta, PolicySnapshot
+from seg_contract.signing import Kind, SignedPayload
 from tests.integration.control_api.conftest import Ctx, enrollment, register
 from tests.support.policy import propose_entry
 
@@ -88,6 +90,33 @@ def test_delta_returns_changes_after_since_and_410_when_unavailable(ctx: Ctx) ->
     }
     current = ctx.client.get("/gateway/v1/policy/delta?since=2", headers=ctx.gw(credential))
     assert [d["device_id"] for d in current.json()["devices"]] == ["d2"]
+
+
+def test_every_policy_answer_is_signed_for_the_cluster_and_version_it_states(ctx: Ctx) -> None:
+    cluster_id, credential = register(ctx)
+    assert put_entry(ctx, cluster_id) == 1
+    first = ctx.client.get("/gateway/v1/policy", headers=ctx.gw(credential))
+    signed = SignedPayload.from_headers(first.headers, first.content)
+    statement = ctx.aws.verify(signed, cluster_id, Kind.SNAPSHOT).statement
+    assert (statement.version, statement.since_version) == (1, 0)
+    # The 304: the control plane vouches that version 1 is current (an empty payload).
+    again = ctx.client.get(
+        "/gateway/v1/policy",
+        headers={**ctx.gw(credential), "If-None-Match": first.headers["ETag"]},
+    )
+    assert again.status_code == 304
+    confirm = ctx.aws.verify(
+        SignedPayload.from_headers(again.headers, b""), cluster_id, Kind.CONFIRM
+    )
+    assert confirm.statement.version == 1 and confirm.payload == b""
+    delta = ctx.client.get("/gateway/v1/policy/delta?since=0", headers=ctx.gw(credential))
+    verified = ctx.aws.verify(
+        SignedPayload.from_headers(delta.headers, delta.content), cluster_id, Kind.DELTA
+    )
+    assert (verified.statement.since_version, verified.statement.version) == (0, 1)
+    # A 410 is not signed: it only sends the node to the snapshot, which is.
+    gone = ctx.client.get("/gateway/v1/policy/delta?since=99", headers=ctx.gw(credential))
+    assert gone.status_code == 410 and "X-SEG-Policy-Statement" not in gone.headers
 
 
 def test_delta_rejects_a_missing_or_negative_since(ctx: Ctx) -> None:

@@ -80,10 +80,28 @@ def test_console_in_jwt_mode_reads_the_authorizers_claims(
 ) -> None:
     monkeypatch.setenv(resources.ENV_CONSOLE_AUTH, "jwt")
     load_settings.cache_clear()
-    claims = {"sub": "1234-abcd", "email": "admin@example.com", "token_use": "access"}
+    claims = {
+        "sub": "1234-abcd",
+        "email": "admin@example.com",
+        "token_use": "access",
+        # How API Gateway's JWT authorizer hands an array claim to the function.
+        "cognito:groups": "[viewer admin]",
+    }
     ok = invoke(http_event("GET", "/console/v1/whoami", jwt_claims=claims))
     assert ok["statusCode"] == 200
-    assert json.loads(ok["body"]) == {"subject": "admin@example.com"}
+    body = json.loads(ok["body"])
+    assert (body["subject"], body["role"]) == ("admin@example.com", "admin")
+    viewer = {**claims, "email": "v@example.com", "cognito:groups": "[viewer]"}
+    refused = invoke(
+        http_event("POST", "/console/v1/clusters", jwt_claims=viewer, body={"name": "x"})
+    )
+    assert refused["statusCode"] == 403
+    assert "needs the admin role" in json.loads(refused["body"])["detail"]
+    # A pool member in no console group has no role at all.
+    nobody = {**claims, "cognito:groups": "[staff]"}
+    refused = invoke(http_event("GET", "/console/v1/whoami", jwt_claims=nobody))
+    assert refused["statusCode"] == 403
+    assert "no console group" in json.loads(refused["body"])["detail"]
     # Without the authorizer's context (e.g. a route left unprotected) nobody gets in,
     # whatever bearer token is presented.
     spoofed = invoke(

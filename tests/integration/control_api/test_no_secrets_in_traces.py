@@ -131,7 +131,9 @@ def test_issued_credentials_and_passwords_never_reach_traces_logs_or_metrics(
         )
     )
     device_password = _admin(
-        "POST", f"/console/v1/clusters/{cluster_id}/substitution/alice/device-password"
+        "POST",
+        f"/console/v1/clusters/{cluster_id}/substitution/alice/device-password",
+        {"device_id": "ApplF17XK0ABCDE"},
     )["device_password"]
 
     # The credentials presented back by a gateway: HTTP, then the WebSocket routes.

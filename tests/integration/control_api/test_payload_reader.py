@@ -16,7 +16,7 @@ from lambdas.adapters.dynamodb_gateway_nodes import DynamoDbGatewayNodes
 from lambdas.adapters.sqs_payload_queue import SqsPayloadQueue
 from lambdas.handlers import payload_reader
 from lambdas.usecases.access_events import PayloadMessage, accept_access_events
-from lambdas.usecases.email_view import email_device_key
+from lambdas.usecases.email_view import email_device_key, observation_key
 from seg_contract import AccessEvent, AccessEventBatch
 from tests.integration.control_api.conftest import sqs_event
 from tests.support.aws import AwsEnv
@@ -62,15 +62,23 @@ def view(env: AwsEnv) -> DynamoDbEmailDevices:
     return DynamoDbEmailDevices(env.tables["email_devices"], env.dynamodb)
 
 
+def row(env: AwsEnv, cluster: str = "c-a", user: str = "alice", device: str = "dev1"):
+    key = observation_key(cluster, email_device_key(user, device))
+    return view(env).get_many([key]).get(key)
+
+
 def test_events_flow_from_queue_to_view_and_nodes(env: AwsEnv, reader) -> None:
     accept_access_events(
-        batch(event(T0), event(T0 + timedelta(seconds=5), "block")), "c-a", queue(env), T0
+        batch(event(T0), event(T0 + timedelta(seconds=5), "block")),
+        "c-a",
+        queue(env),
+        T0 + timedelta(seconds=5),
     )
     result = reader(sqs_event(env, "payload"))
     assert result == {"batchItemFailures": []}
-    row = view(env).get(email_device_key("alice", "dev1"))
-    assert row is not None
-    assert (row.access_state, row.reason, row.cluster_id, row.last_node) == (
+    found = row(env)
+    assert found is not None
+    assert (found.access_state, found.reason, found.cluster_id, found.last_node) == (
         "block",
         "compromised",
         "c-a",
@@ -84,12 +92,12 @@ def test_events_flow_from_queue_to_view_and_nodes(env: AwsEnv, reader) -> None:
 def test_newest_wins_when_batches_arrive_out_of_order(env: AwsEnv, reader) -> None:
     newer = batch(event(T0 + timedelta(minutes=5), "block"))
     older = batch(event(T0, "allow", command="Ping"))
-    accept_access_events(newer, "c-a", queue(env), T0)
+    accept_access_events(newer, "c-a", queue(env), T0 + timedelta(minutes=5))
     reader(sqs_event(env, "payload"))
-    accept_access_events(older, "c-a", queue(env), T0)
+    accept_access_events(older, "c-a", queue(env), T0 + timedelta(minutes=6))
     reader(sqs_event(env, "payload"))
-    row = view(env).get(email_device_key("alice", "dev1"))
-    assert row is not None and (row.access_state, row.last_command) == ("block", "Sync")
+    found = row(env)
+    assert found is not None and (found.access_state, found.last_command) == ("block", "Sync")
 
 
 def test_redelivery_changes_nothing_and_counts_once(env: AwsEnv, reader) -> None:
@@ -119,8 +127,8 @@ def test_same_instant_ties_are_broken_by_event_id(env: AwsEnv, reader) -> None:
                 cluster_id="c-a", received_at="2026-11-27T02:00:00.000000Z", batch=batch(e)
             )
             reader({"Records": [sqs_record(body.model_dump_json(), queue_arn=arn)]})
-        row = view(env).get(email_device_key("alice", "dev1"))
-        assert row is not None and row.event_id == "b" * 32
+        found = row(env)
+        assert found is not None and found.event_id == "b" * 32
 
 
 def test_poison_record_is_the_only_failure(env: AwsEnv, reader) -> None:
@@ -143,7 +151,7 @@ def test_poison_record_is_the_only_failure(env: AwsEnv, reader) -> None:
     ]
     result = reader({"Records": records})
     assert result == {"batchItemFailures": [{"itemIdentifier": "poison"}]}
-    assert view(env).get(email_device_key("alice", "dev1")) is not None
+    assert row(env, "c-a") is not None and row(env, "c-b") is not None
 
 
 def test_events_without_a_device_count_but_make_no_row(env: AwsEnv, reader) -> None:

@@ -223,6 +223,16 @@ def test_rotation_through_the_console_while_a_node_follows_the_key_set(
     assert r.json()["trusted"] == [_pub(kms, two)]
     ring = follow()
     assert [k.kid for k in ring.learned] == [kid_two]
+    # Each step is in the audit trail, naming the admin and the key.
+    trail = ctx.client.get(
+        "/console/v1/audit", params={"action": "signing_key."}, headers=ctx.viewer()
+    ).json()["items"]
+    assert [(r["action"], r["actor"], r["target"]) for r in trail] == [
+        ("signing_key.retire", "admin", kid_one),
+        ("signing_key.activate", "admin", kid_two),
+        ("signing_key.register", "admin", two),
+    ]
+    assert trail[0]["after"] == {kid_one: "retired", kid_two: "active"}
 
 
 @pytest.mark.parametrize(
@@ -284,8 +294,23 @@ def test_a_gateway_gets_its_own_clusters_key_set_only(signing_ctx: Ctx, kms: Any
     assert caught.value.reason is RejectReason.WRONG_CLUSTER
 
 
-def test_without_a_signing_key_nothing_is_answered_unsigned(ctx: Ctx) -> None:
+@pytest.fixture
+def keyless_ctx(env: AwsEnv) -> Iterator[Ctx]:
+    """A deployment whose functions have no policy signing key configured."""
+    env.env.pop(resources.ENV_POLICY_SIGNING_KEY_ARNS)
+    container = Container(env.settings, dynamodb=env.dynamodb, sqs=env.sqs, apigw=env.apigw)
+    with TestClient(create_app(container=container)) as client:
+        yield Ctx(env, client)
+
+
+def test_without_a_signing_key_nothing_is_answered_unsigned(keyless_ctx: Ctx) -> None:
+    ctx = keyless_ctx
     _, credential = register(ctx, "hq")
+    for path in ("/gateway/v1/policy", "/gateway/v1/policy/delta?since=0"):
+        r = ctx.client.get(path, headers=ctx.gw(credential))
+        assert r.status_code == 503, path
+        assert "SEG_POLICY_SIGNING_KEY_ARNS" in r.json()["detail"]
+        assert "X-SEG-Policy-Statement" not in r.headers
     r = ctx.client.get(SIGNING_KEYS_PATH, headers=ctx.gw(credential))
     assert r.status_code == 503
     assert "SEG_POLICY_SIGNING_KEY_ARNS" in r.json()["detail"]

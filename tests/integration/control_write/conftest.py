@@ -35,6 +35,7 @@ from lambdas.handlers import (
 from lambdas.usecases.clusters import register_cluster
 from lambdas.usecases.device_events import EventReceipt, record_device_event
 from lambdas.usecases.manual_overrides import request_override
+from lambdas.usecases.policy_signing import PolicySigning
 from lambdas.usecases.policy_sync import build_delta, build_snapshot
 from lambdas.usecases.policy_versions import VersionStores
 from lambdas.usecases.resync import seed_cluster
@@ -73,11 +74,20 @@ class World:
     _seq: int = 0
 
     @property
-    def versions(self) -> VersionStores:
-        """The stores a policy version is committed through, pushing to moto."""
+    def adapters(self) -> Adapters:
         return Adapters(
-            self.aws.settings, dynamodb=self.aws.dynamodb, apigw=self.aws.apigw
-        ).versions
+            self.aws.settings, dynamodb=self.aws.dynamodb, apigw=self.aws.apigw, kms=self.aws.kms
+        )
+
+    @property
+    def versions(self) -> VersionStores:
+        """The stores a policy version is committed through, pushing (signed) to moto."""
+        return self.adapters.versions
+
+    @property
+    def signing(self) -> PolicySigning:
+        """Signs with the stack's key in moto's KMS, as the functions do."""
+        return self.adapters.policy_signing
 
     def snapshot(self, cluster_id: str) -> PolicySnapshot:
         return build_snapshot(
@@ -161,7 +171,11 @@ class World:
         return ws_connect.handler(event, LambdaContext())
 
     def posted(self, connection_id: str) -> list[dict[str, Any]]:
+        """What a connection received, each frame verified and unwrapped."""
         return self.aws.posted(connection_id)
+
+    def posted_raw(self, connection_id: str) -> list[dict[str, Any]]:
+        return self.aws.posted_raw(connection_id)
 
     # --- the compliance reader, as Lambda's event-source mapping drives it ----------
 

@@ -39,29 +39,30 @@ def node_of(world: World, cluster_id: str, node_id: str = "node-a") -> SimNode:
         cluster_id,
         snapshot=lambda: world.snapshot(cluster_id),
         delta=lambda since: world.delta(cluster_id, since),
+        keys=[world.aws.signing_key],  # what the stack's nodes pin
     )
 
 
 class Wire:
     """What the control plane posted to one connection (moto keeps it all), delivered to
-    the node, or lost."""
+    the node (signed envelopes, verified there), or lost. Both return the pushes."""
 
     def __init__(self, world: World, connection_id: str) -> None:
         self.world, self.connection_id, self.seen = world, connection_id, 0
 
     def new(self) -> list[dict[str, Any]]:
-        posted = self.world.posted(self.connection_id)
+        posted = self.world.posted_raw(self.connection_id)
         fresh, self.seen = posted[self.seen :], len(posted)
         return fresh
 
     def lose(self) -> list[dict[str, Any]]:
-        return self.new()
+        return [self.world.aws.unwrap(frame) for frame in self.new()]
 
     def deliver(self, node: SimNode) -> list[dict[str, Any]]:
-        messages = self.new()
-        for message in messages:
-            node.receive(json.dumps(message))
-        return messages
+        frames = self.new()
+        for frame in frames:
+            node.receive(json.dumps(frame))
+        return [self.world.aws.unwrap(frame) for frame in frames]
 
 
 def keepalive(node: SimNode, connection_id: str) -> dict[str, Any]:
@@ -271,6 +272,7 @@ def test_a_keepalive_with_a_revoked_credential_is_refused_and_closed(world: Worl
         credentials=world.credentials,
         connections=world.connections,
         poster=None,
+        signing=world.signing,
         now=world.clock(),
     )
     node = node_of(world, cluster_id)

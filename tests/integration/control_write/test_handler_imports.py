@@ -13,6 +13,7 @@ from lambdas import resources
 
 HANDLERS = [
     "lambdas.handlers.compliance_reader",
+    "lambdas.handlers.issuer_keys",
     "lambdas.handlers.scheduled_checkin",
     "lambdas.handlers.ws_connect",
     "lambdas.handlers.ws_disconnect",

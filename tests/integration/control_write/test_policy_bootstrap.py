@@ -71,7 +71,7 @@ def test_an_old_cluster_is_bootstrapped_and_its_node_converges(world: World) -> 
     world.drain()  # version 7 commits through the log, W stays at the placeholder
     world.clock.advance(seconds=ABANDON_GRACE.total_seconds())
     assert keepalive(node, "conn-a") == {"statusCode": 200}
-    (pong,) = [m for m in wire.new() if m["type"] == "pong"]
+    (pong,) = [m for m in wire.lose() if m["type"] == "pong"]
     assert pong["version"] == 0  # a keepalive marks, never reads the entries
 
     with pytest.raises(DeltaTooOld):

@@ -6,9 +6,13 @@ from __future__ import annotations
 import base64
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
+from lambdas import resources
 from lambdas.adapters.dynamodb_gateway_nodes import DynamoDbGatewayNodes
 from lambdas.domain.timefmt import format_instant
-from lambdas.handlers import ws_connect, ws_default, ws_disconnect
+from lambdas.handlers import compliance_reader, ws_connect, ws_default, ws_disconnect
+from lambdas.settings import load_settings
 from lambdas.usecases.clusters import revoke_credentials, rotate_credential
 from seg_contract import GatewayKeepalive, PushPong
 from seg_contract.digest import to_hex
@@ -86,6 +90,7 @@ def test_connect_refuses_a_revoked_credential_and_a_bad_node_id(world: World) ->
         credentials=world.credentials,
         connections=world.connections,
         poster=None,
+        signing=world.signing,
         now=world.clock(),
     )
     assert world.connect(credential, "node-a", "conn-old") == {
@@ -215,3 +220,56 @@ def test_connection_expiry_is_set_beyond_api_gateways_two_hours(world: World) ->
     )["Item"]
     expires = datetime.fromtimestamp(int(item["expires_at"]["N"]), UTC)
     assert 2 * 3600 < (expires - world.clock.now).total_seconds() <= 3 * 3600
+
+
+def test_a_node_reporting_refused_policy_is_recorded_as_an_alert(world: World) -> None:
+    cluster_id, credential = world.cluster()
+    world.connect(credential, "node-a", "conn-a")
+    keepalive = GatewayKeepalive(
+        node_id="node-a",
+        policy_version=0,
+        policy_age_s=1.0,
+        spool_depth=0,
+        policy_rejections=2,
+        last_rejection="bad_signature",
+        last_rejection_age_s=30.0,
+    )
+    response = ws_default.handler(
+        ws_message_event("conn-a", keepalive.model_dump_json()), LambdaContext()
+    )
+    assert response == {"statusCode": 200}
+    nodes = DynamoDbGatewayNodes(world.aws.settings.table("gateway_nodes"), world.aws.dynamodb)
+    (node,) = nodes.list_nodes(cluster_id)
+    assert (node.policy_rejections, node.last_rejection) == (2, "bad_signature")
+    assert node.last_rejection_at == format_instant(world.clock.now - timedelta(seconds=30))
+    # A node restarted since reports none: the alert goes with it.
+    world.clock.advance(seconds=5)
+    ws_default.handler(ws_message_event("conn-a", _keepalive()), LambdaContext())
+    (node,) = nodes.list_nodes(cluster_id)
+    assert (node.policy_rejections, node.last_rejection, node.last_rejection_at) == (0, "", "")
+
+
+def use_signing_key(monkeypatch: pytest.MonkeyPatch, key_arn: str) -> None:
+    """The functions' signing key from now on (their composition roots are rebuilt)."""
+    monkeypatch.setenv(resources.ENV_POLICY_SIGNING_KEY_ARNS, key_arn)
+    for cached in (load_settings, compliance_reader.stores, ws_default.ports):
+        cached.cache_clear()
+
+
+def test_nothing_is_sent_unsigned_when_kms_cannot_sign(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cluster_id, credential = world.cluster()
+    world.connect(credential, "node-a", "conn-a")
+    # A key KMS cannot use (deleted, or the role lost its grant).
+    use_signing_key(monkeypatch, "arn:aws:kms:us-east-1:123456789012:key/gone")
+    world.enroll("mdm-1", "alice", "dev1")
+    assert world.drain() == 1  # the record succeeds: the entry is written
+    assert world.entry(cluster_id, "alice", "dev1").version == 1
+    response = ws_default.handler(ws_message_event("conn-a", _keepalive()), LambdaContext())
+    assert response == {"statusCode": 200}  # the keepalive is recorded, no pong goes out
+    assert world.posted_raw("conn-a") == []
+    use_signing_key(monkeypatch, world.aws.signing_key_arn)
+    ws_default.handler(ws_message_event("conn-a", _keepalive()), LambdaContext())
+    (pong,) = world.posted("conn-a")  # the next pong tells the node it is behind
+    assert (pong["type"], pong["version"]) == ("pong", 1)

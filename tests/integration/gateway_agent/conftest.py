@@ -4,10 +4,12 @@ upstream, a TLS pair, configs and running nodes, all on 127.0.0.1 with ephemeral
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import httpx
 import pytest
@@ -111,6 +113,8 @@ def make_config(
                 "SEG_GW_WS_URL": double.ws_url,
                 "SEG_GW_CREDENTIAL": CREDENTIAL,
                 "SEG_GW_CONTROL_PLANE_ALLOW_PLAIN_HTTP": "true",  # the double is plain http
+                # The double's signing key, pinned as an operator pins the stack's.
+                "SEG_GW_POLICY_SIGNING_KEYS": double.signer.public.spki_b64,
             }
         env |= {f"SEG_GW_{k.upper()}": str(v) for k, v in overrides.items()}
         return load_config(env=env)
@@ -133,10 +137,17 @@ async def admin_get(node: Node, path: str) -> httpx.Response:
         return await client.get(f"http://127.0.0.1:{node.admin_port}{path}")
 
 
-async def eas_post(port: int, query: str, version: str = "12.1") -> httpx.Response:
-    async with httpx.AsyncClient(verify=False, trust_env=False) as client:
+async def eas_post(
+    port: int, query: str, version: str = "12.1", timeout: float = 10.0
+) -> httpx.Response:
+    """POST an EAS request; the device authenticates (Basic) as the query's ``User``."""
+    headers = {"MS-ASProtocolVersion": version, "User-Agent": "TestPhone/1.0"}
+    user = parse_qs(query).get("User", [""])[0]
+    if user:
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:pw".encode()).decode()
+    async with httpx.AsyncClient(verify=False, trust_env=False, timeout=timeout) as client:
         return await client.post(
             f"https://127.0.0.1:{port}/Microsoft-Server-ActiveSync?{query}",
-            headers={"MS-ASProtocolVersion": version, "User-Agent": "TestPhone/1.0"},
+            headers=headers,
             content=b"",
         )

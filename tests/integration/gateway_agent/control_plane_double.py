@@ -9,10 +9,15 @@ version up to it settled. Only W is ever stated (snapshot, delta, pong); a snaps
 include writes newer than W; a pong judges the digest the keepalive reported against
 the double's own digest of that version (``seg_contract.digest``).
 
+Everything it states is signed as the real control plane signs it
+(``seg_contract.signing``) with a local key, ``signer``, that the node under test pins;
+``signer`` may be swapped for another key (a rotation, or a forger).
+
 Failure modes a test can switch on: keepalives accepted but never answered (a hung
 control plane), HTTP calls that hang, 401/403 with or without the control plane's
 ``X-SEG-Credential: rejected`` mark (a revoked credential versus a WAF in the path),
-and a WebSocket handshake refusal that lost the mark on the way (API Gateway).
+a WebSocket handshake refusal that lost the mark on the way (API Gateway), and pushes
+altered after they were signed (a man in the middle).
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ from seg_contract import (
 )
 from seg_contract.digest import policy_digest, to_hex
 from seg_contract.http import CREDENTIAL_REJECTED_HEADER, CREDENTIAL_REJECTED_VALUE
+from seg_contract.key_ring import AnnouncedKey, AnnouncedState, SigningKeySet
+from seg_contract.signing import Kind, LocalSigner, SignedMessage, SignedPayload, issue
 
 CLUSTER = "c-test"
 CREDENTIAL = "segc_c-test_k1_secretsecret"
@@ -83,6 +90,10 @@ class ControlPlaneDouble:
     refuse_unmarked: int | None = None
     # The handshake's 401 loses the control plane's mark (API Gateway may drop it).
     ws_refusal_marked: bool = True
+    # The control plane's signing key (the node pins ``signer.public``).
+    signer: LocalSigner = field(default_factory=LocalSigner.generate)
+    # A man in the middle: every push is altered (one payload byte) after it was signed.
+    tamper_pushes: bool = False
     # What the node did.
     requests: list[str] = field(default_factory=list)
     delta_calls: list[int] = field(default_factory=list)
@@ -182,10 +193,42 @@ class ControlPlaneDouble:
     def events(self) -> list[str]:
         return [e.event_id for b in self.batches for e in b.events]
 
+    # --- signing ----------------------------------------------------------------------------
+
+    def sign(self, kind: Kind, version: int, payload: bytes, since: int = 0) -> SignedPayload:
+        return issue(
+            self.signer,
+            cluster_id=CLUSTER,
+            kind=kind,
+            version=version,
+            payload=payload,
+            issued_at_ms=int(datetime.now(UTC).timestamp() * 1000),
+            since_version=since,
+        )
+
+    def envelope(self, message: Any) -> str:
+        """A push as the control plane sends it: the ``signed`` envelope."""
+        version = 0 if isinstance(message, PushRevoked) else message.version
+        signed = self.sign(Kind(message.type), version, message.model_dump_json().encode())
+        envelope = signed.envelope()
+        if self.tamper_pushes:
+            envelope = tampered(envelope)
+        return envelope.model_dump_json()
+
+    def key_set(self) -> SignedPayload:
+        key = self.signer.public
+        key_set = SigningKeySet(
+            cluster_id=CLUSTER,
+            version=1,
+            keys=(AnnouncedKey(kid=key.kid, public_key=key.spki_b64, state=AnnouncedState.ACTIVE),),
+        )
+        return self.sign(Kind.KEYS, 1, key_set.model_dump_json().encode())
+
     # --- pushes --------------------------------------------------------------------------
 
     async def push(self, message: Any) -> None:
-        text = message.model_dump_json() if hasattr(message, "model_dump_json") else message
+        """Send a push model, signed, or a string as it is, to every open socket."""
+        text = self.envelope(message) if hasattr(message, "model_dump_json") else message
         for ws in list(self.sockets):
             if not ws.closed:
                 await ws.send_str(text)
@@ -235,13 +278,22 @@ class ControlPlaneDouble:
         return await handler(request)
 
     async def _policy(self, request: web.Request) -> web.Response:
-        etag = f'"{CLUSTER}-{self.version}"'
+        version = self.version
+        etag = f'"{CLUSTER}-{version}"'
         if request.headers.get("If-None-Match") == etag:
-            return web.Response(status=304, headers={"ETag": etag})
+            confirm = self.sign(Kind.CONFIRM, version, b"")
+            return web.Response(status=304, headers={"ETag": etag, **confirm.headers()})
+        signed = self.sign(Kind.SNAPSHOT, version, self.snapshot().model_dump_json().encode())
         return web.Response(
-            body=self.snapshot().model_dump_json(),
+            body=signed.payload,
             content_type="application/json",
-            headers={"ETag": etag},
+            headers={"ETag": etag, **signed.headers()},
+        )
+
+    async def _signing_keys(self, request: web.Request) -> web.Response:
+        signed = self.key_set()
+        return web.Response(
+            body=signed.payload, content_type="application/json", headers=signed.headers()
         )
 
     async def _delta(self, request: web.Request) -> web.Response:
@@ -249,8 +301,12 @@ class ControlPlaneDouble:
         self.delta_calls.append(since)
         if self.delta_gone:
             return web.json_response({"detail": "gone"}, status=410)
+        delta = self.delta(since)
+        signed = self.sign(
+            Kind.DELTA, delta.version, delta.model_dump_json().encode(), delta.since_version
+        )
         return web.Response(
-            body=self.delta(since).model_dump_json(), content_type="application/json"
+            body=signed.payload, content_type="application/json", headers=signed.headers()
         )
 
     async def _events(self, request: web.Request) -> web.Response:
@@ -282,7 +338,7 @@ class ControlPlaneDouble:
                     digest_check=verdict,  # type: ignore[arg-type]
                     checked_version=keepalive.policy_version,
                 )
-                await ws.send_str(pong.model_dump_json())
+                await ws.send_str(self.envelope(pong))
         self.sockets.remove(ws)
         return ws
 
@@ -290,6 +346,7 @@ class ControlPlaneDouble:
         app = web.Application(middlewares=[self._auth])
         app.router.add_get("/gateway/v1/policy", self._policy)
         app.router.add_get("/gateway/v1/policy/delta", self._delta)
+        app.router.add_get("/gateway/v1/signing-keys", self._signing_keys)
         app.router.add_post("/gateway/v1/access-events", self._events)
         app.router.add_get("/ws", self._ws)
         # A short shutdown: open keep-alive or WebSocket connections must not hold a
@@ -316,6 +373,18 @@ class ControlPlaneDouble:
     @property
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws"
+
+
+def tampered(envelope: SignedMessage) -> SignedMessage:
+    """The envelope with one byte of its payload changed after signing (an access turned
+    around where there is one, else a version digit)."""
+    payload = envelope.payload
+    for old, new in (('"block"', '"allow"'), ('"allow"', '"block"')):
+        if old in payload:
+            return envelope.model_copy(update={"payload": payload.replace(old, new, 1)})
+    at = next(i for i, c in enumerate(payload) if c.isdigit())
+    digit = str((int(payload[at]) + 1) % 10)
+    return envelope.model_copy(update={"payload": payload[:at] + digit + payload[at + 1 :]})
 
 
 async def eventually(predicate: Any, timeout: float = 5.0, what: str = "") -> None:

@@ -5,13 +5,11 @@ plane's."""
 
 from __future__ import annotations
 
-import time
-
 from onprem_gateway.agent.lifecycle import Event, State
 from onprem_gateway.agent.node import Node
-from onprem_gateway.agent.persist import PolicyFile
 from seg_contract import Access, PushResync
 from seg_contract.digest import from_hex
+from seg_contract.signing import Kind, encode_record
 from tests.integration.gateway_agent.conftest import ConfigFactory, admin_get, eas_post, running
 from tests.integration.gateway_agent.control_plane_double import (
     CLUSTER,
@@ -28,15 +26,19 @@ def access(node: Node, user: str, device: str) -> Access | None:
     return None if found is None else found.access
 
 
-def hand_edit_lkg(double: ControlPlaneDouble, config_state_dir, version: int) -> None:  # type: ignore[no-untyped-def]
-    """A last-known-good file someone edited (and re-hashed): bob's block is an allow."""
+def signed_but_diverged_journal(double: ControlPlaneDouble, config_state_dir, version: int) -> None:  # type: ignore[no-untyped-def]
+    """A last-known-good journal that verifies but disagrees with what the control plane
+    holds (it signed it, then lost or rewrote what it said: a control-plane bug; a node
+    never loads an edited file, see test_signed_policy): bob's block is an allow."""
     snap = double.snapshot()
     devices = tuple(
         e.model_copy(update={"access": Access.ALLOW, "version": version}) if e.user == "bob" else e
         for e in snap.devices
     )
+    edited = snap.model_copy(update={"devices": devices})
+    signed = double.sign(Kind.SNAPSHOT, edited.version, edited.model_dump_json().encode())
     config_state_dir.mkdir(parents=True, exist_ok=True)
-    PolicyFile(config_state_dir).save(snap.model_copy(update={"devices": devices}), time.time())
+    (config_state_dir / "policy.journal").write_bytes(encode_record(signed))
 
 
 async def test_an_exact_node_reports_its_digest_and_the_control_plane_finds_it_in_sync(
@@ -61,7 +63,9 @@ async def test_a_diverged_policy_is_replaced_by_the_snapshot(
     double: ControlPlaneDouble, make_config: ConfigFactory
 ) -> None:
     config = make_config(double, **FAST)
-    hand_edit_lkg(double, config.state_dir, version=2)  # same version: exact, wrong digest
+    signed_but_diverged_journal(
+        double, config.state_dir, version=2
+    )  # same version: exact, wrong digest
     async with running(config) as node:
         assert access(node, "bob", "dev2") is Access.ALLOW  # what the file says, at first
         await eventually(lambda: node.link_status.digest_mismatches >= 1, what="diverged")
@@ -80,7 +84,7 @@ async def test_an_inflated_version_is_replaced_although_it_never_reports_a_diges
     double: ControlPlaneDouble, make_config: ConfigFactory
 ) -> None:
     config = make_config(double, **FAST)
-    hand_edit_lkg(double, config.state_dir, version=999)  # newest wins would keep it
+    signed_but_diverged_journal(double, config.state_dir, version=999)  # newest wins would keep it
     async with running(config) as node:
         await eventually(lambda: access(node, "bob", "dev2") is Access.BLOCK, what="replaced")
         assert node.link_status.replacements.get("uncommitted") == 1
@@ -154,7 +158,7 @@ async def test_a_full_resync_replaces_the_policy(
     double: ControlPlaneDouble, make_config: ConfigFactory
 ) -> None:
     config = make_config(double, **FAST)
-    hand_edit_lkg(double, config.state_dir, version=999)
+    signed_but_diverged_journal(double, config.state_dir, version=999)
     async with running(config) as node:
         await eventually(lambda: node.link_status.state is State.CONNECTED, what="connected")
         await double.push(PushResync(cluster_id=CLUSTER, version=2, full=True, reason="test"))

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 
 from seg_contract import Access, ClusterSettings, DeviceEntry, EntrySource, PolicySnapshot
+from seg_contract.signing import Kind, LocalSigner, encode_record, issue
 from tests.integration.gateway_agent.conftest import eas_post
 from tests.integration.gateway_agent.control_plane_double import (
     CREDENTIAL,
@@ -65,6 +66,20 @@ def base_env(tmp_path: Path, tls: tuple[Path, Path], upstream_port: int) -> dict
     return env
 
 
+def two_workers_env(
+    tmp_path: Path, tls: tuple[Path, Path], upstream_port: int, double: ControlPlaneDouble
+) -> dict[str, str]:
+    """A node with two worker processes, linked to the control-plane double."""
+    return base_env(tmp_path, tls, upstream_port) | {
+        "SEG_GW_WORKERS": "2",
+        "SEG_GW_API_URL": double.api_url,
+        "SEG_GW_WS_URL": double.ws_url,
+        "SEG_GW_CREDENTIAL": CREDENTIAL,
+        "SEG_GW_CONTROL_PLANE_ALLOW_PLAIN_HTTP": "true",
+        "SEG_GW_POLICY_SIGNING_KEYS": double.signer.public.spki_b64,
+    }
+
+
 @asynccontextmanager
 async def gateway_process(
     argv: list[str], env: dict[str, str], state_dir: Path
@@ -89,7 +104,12 @@ async def gateway_process(
                 await proc.wait()
 
 
+POLICY_SIGNER = LocalSigner.generate()  # the key that signed the air-gapped policy file
+
+
 def write_policy(path: Path) -> Path:
+    """A signed policy file (as `seg-gateway fetch-policy` writes one) of a cluster whose
+    key ``POLICY_SIGNER`` the node pins."""
     now = datetime.now(UTC)
     snap = PolicySnapshot(
         cluster_id="airgap",
@@ -108,8 +128,19 @@ def write_policy(path: Path) -> Path:
             ),
         ),
     )
-    path.write_text(snap.model_dump_json())
+    signed = issue(
+        POLICY_SIGNER,
+        cluster_id=snap.cluster_id,
+        kind=Kind.SNAPSHOT,
+        version=snap.version,
+        payload=snap.model_dump_json().encode(),
+        issued_at_ms=int(now.timestamp() * 1000),
+    )
+    path.write_bytes(encode_record(signed))
     return path
+
+
+AIR_GAPPED_PIN = {"SEG_GW_POLICY_SIGNING_KEYS": POLICY_SIGNER.public.spki_b64}
 
 
 async def test_the_dockerfile_entrypoint_runs_a_ready_node_and_stops_cleanly(
@@ -119,7 +150,8 @@ async def test_the_dockerfile_entrypoint_runs_a_ready_node_and_stops_cleanly(
     assert entrypoint[:2] == ["seg-gateway", "run"]
     env = base_env(tmp_path, tls_pair, upstream[1])
     env["SEG_GW_WORKERS"] = "1"
-    env["SEG_GW_POLICY_FILE"] = str(write_policy(tmp_path / "policy.json"))
+    env["SEG_GW_POLICY_FILE"] = str(write_policy(tmp_path / "policy.signed"))
+    env |= AIR_GAPPED_PIN
     argv = [str(BIN / entrypoint[0]), *entrypoint[1:]]
     async with gateway_process(argv, env, tmp_path / "state") as (proc, runtime):
         admin = f"http://127.0.0.1:{runtime['admin_port']}"
@@ -146,14 +178,7 @@ async def test_the_dockerfile_entrypoint_runs_a_ready_node_and_stops_cleanly(
 async def test_a_push_reaches_every_worker_process(
     tmp_path: Path, tls_pair: tuple[Path, Path], upstream, double: ControlPlaneDouble
 ) -> None:  # type: ignore[no-untyped-def]
-    env = base_env(tmp_path, tls_pair, upstream[1])
-    env |= {
-        "SEG_GW_WORKERS": "2",
-        "SEG_GW_API_URL": double.api_url,
-        "SEG_GW_WS_URL": double.ws_url,
-        "SEG_GW_CREDENTIAL": CREDENTIAL,
-        "SEG_GW_CONTROL_PLANE_ALLOW_PLAIN_HTTP": "true",
-    }
+    env = two_workers_env(tmp_path, tls_pair, upstream[1], double)
     argv = [str(BIN / "seg-gateway"), "run"]
     async with gateway_process(argv, env, tmp_path / "state") as (proc, runtime):
         admin = f"http://127.0.0.1:{runtime['admin_port']}"
@@ -199,6 +224,47 @@ async def test_a_push_reaches_every_worker_process(
         assert await asyncio.wait_for(proc.wait(), 30) == 0
 
 
+async def test_a_push_that_blocks_a_device_ends_its_held_pings_in_every_worker(
+    tmp_path: Path, tls_pair: tuple[Path, Path], upstream, double: ControlPlaneDouble
+) -> None:  # type: ignore[no-untyped-def]
+    up, upstream_port = upstream
+    env = two_workers_env(tmp_path, tls_pair, upstream_port, double)
+    argv = [str(BIN / "seg-gateway"), "run"]
+    async with gateway_process(argv, env, tmp_path / "state") as (proc, runtime):
+        admin = f"http://127.0.0.1:{runtime['admin_port']}"
+        port = int(runtime["listen_port"])
+        async with httpx.AsyncClient(trust_env=False) as client:
+            for _ in range(500):
+                workers = (await client.get(admin + "/readyz")).json()["workers"]
+                if [w["policy_version"] for w in workers] == [2, 2]:
+                    break
+                await asyncio.sleep(0.02)
+        await eventually(lambda: double.sockets, timeout=10, what="websocket")
+        ping = "Cmd=Ping&User=alice&DeviceId=dev1&DeviceType=iPhone"
+        assert (await eas_post(port, ping)).status_code == 200  # allowed, answered at once
+        up.delay_s = 120.0  # the mail server now holds every Ping (heartbeat)
+        held = [
+            asyncio.create_task(eas_post(port, ping, version="14.1", timeout=60))
+            for _ in range(8)  # spread over both workers by the kernel
+        ]
+        await eventually(lambda: up.requests >= 9, timeout=20, what="Pings held upstream")
+        await double.push_entry(double.set_entry("alice", "dev1", Access.BLOCK))
+        answers = await asyncio.wait_for(asyncio.gather(*held), 20)
+        # Each held Ping got the blocked answer for EAS 14.1: 200 + WBXML status 129.
+        assert [a.status_code for a in answers] == [200] * 8
+        assert all(b"129" in a.content for a in answers)
+        async with httpx.AsyncClient(trust_env=False) as client:
+            for _ in range(100):  # workers report their counters every second
+                text = (await client.get(admin + "/metrics")).text
+                if 'seg_gateway_revoked_requests_total{outcome="answered"} 8.0' in text:
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("the revocations are not in /metrics")
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+
+
 async def test_an_invalid_configuration_exits_2_listing_every_problem(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEG_GW_")}
     env |= {"SEG_GW_WORKERS": "many", "SEG_GW_LISTEN_PORT": "70000", "SEG_GW_COLOUR": "x"}
@@ -227,7 +293,8 @@ async def test_a_taken_listen_port_exits_1_with_a_message(
     env |= {
         "SEG_GW_WORKERS": "0",
         "SEG_GW_LISTEN_PORT": str(taken.sockets[0].getsockname()[1]),
-        "SEG_GW_POLICY_FILE": str(write_policy(tmp_path / "policy.json")),
+        "SEG_GW_POLICY_FILE": str(write_policy(tmp_path / "policy.signed")),
+        **AIR_GAPPED_PIN,
     }
     proc = await asyncio.create_subprocess_exec(
         str(BIN / "seg-gateway"), "run", env=env, stderr=asyncio.subprocess.PIPE

@@ -180,12 +180,14 @@ async def test_shutdown_lets_a_held_ping_finish_and_reports_it(
     assert "Ping" in sent or node.reporter.spool.depth_events == 1
 
 
-async def test_an_air_gapped_node_rereads_its_policy_file(
+async def test_an_air_gapped_node_rereads_its_unsigned_policy_file_when_allowed(
     make_config: ConfigFactory, tmp_path
 ) -> None:  # type: ignore[no-untyped-def]
     policy = tmp_path / "policy.json"
     policy.write_text(snapshot(2).model_dump_json())
-    config = make_config(None, policy_file=policy, refresh_interval_s=0.1)
+    config = make_config(
+        None, policy_file=policy, refresh_interval_s=0.1, allow_unsigned_policy_file="true"
+    )
     async with running(config) as node:
         assert node.link is None and node.store.current().version == 2
         confirmed = node.store.current().confirmed_at
@@ -198,6 +200,7 @@ async def test_an_air_gapped_node_rereads_its_policy_file(
         assert node.store.current().version == 3  # the policy in force stays
         body = (await admin_get(node, "/readyz")).json()
         assert "policy file refused" in body["policy"]["problem"]
+        assert body["policy"]["signed"] is False and "UNSIGNED" in body["policy"]["source"]
 
 
 async def test_events_are_on_disk_while_the_post_hangs_and_delivered_once_it_answers(

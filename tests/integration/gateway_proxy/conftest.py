@@ -38,6 +38,8 @@ from seg_contract import (
 )
 
 NOW = dt.datetime(2026, 11, 27, tzinfo=dt.UTC)
+# Basic alice:pw: who the mail server authenticates, so who the gateway decides on.
+ALICE = "Basic YWxpY2U6cHc="
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
@@ -103,11 +105,13 @@ class Seen:
 
 @dataclass
 class FakeUpstream:
-    """A stand-in EAS server. ``hold_s`` delays Ping / FolderSync answers; requests with
-    ``X-Test-Respond-Bytes: N`` get N pattern bytes back (streamed)."""
+    """A stand-in EAS server. ``hold_s`` delays the answers to ``hold_commands``; requests with
+    ``X-Test-Respond-Bytes: N`` get N pattern bytes back (streamed); with
+    ``X-Test-Hold-After-Head`` the answer starts and then waits (``release``)."""
 
     seen: list[Seen] = field(default_factory=list)
     hold_s: float = 0.0
+    hold_commands: tuple[str, ...] = ("Ping", "FolderSync")
     # Set once the upstream has received this many request-body bytes (streaming proof).
     got_bytes_event: asyncio.Event = field(default_factory=asyncio.Event)
     got_bytes_threshold: int = 2 * 1024 * 1024
@@ -137,7 +141,17 @@ class FakeUpstream:
             )
         )
         cmd = request.query.get("Cmd", "")
-        if cmd in ("Ping", "FolderSync") and self.hold_s:
+        if request.headers.get("X-Test-Hold-After-Head"):
+            # An answer that has started (head and a first chunk) and then waits.
+            resp = web.StreamResponse(status=200)
+            resp.content_type = "application/vnd.ms-sync.wbxml"
+            await resp.prepare(request)
+            await resp.write(b"partial")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.release.wait(), self.hold_s or 30)
+            await resp.write_eof()
+            return resp
+        if cmd in self.hold_commands and self.hold_s:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.release.wait(), self.hold_s)
         if request.headers.get("X-Test-451"):
@@ -221,18 +235,26 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Pat
     return {"gateway": make_cert(tmp, "gateway"), "upstream": make_cert(tmp, "upstream")}
 
 
+async def serve_tls(
+    handler: Callable[[web.Request], Any], cert: tuple[Path, Path], **runner_options: Any
+) -> tuple[web.AppRunner, int]:
+    """An aiohttp server on 127.0.0.1 (ephemeral port, TLS with ``cert``) that hands every
+    request to ``handler``; the caller cleans the runner up."""
+    app = web.Application(client_max_size=200 * 1024 * 1024)
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app, access_log=None, **runner_options)
+    await runner.setup()
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(*map(str, cert))
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+
 @pytest.fixture
 async def upstream(certs: dict[str, tuple[Path, Path]]) -> AsyncIterator[FakeUpstream]:
     up = FakeUpstream()
-    app = web.Application(client_max_size=200 * 1024 * 1024)
-    app.router.add_route("*", "/{tail:.*}", up.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(*map(str, certs["upstream"]))
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
-    await site.start()
-    up.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, up.port = await serve_tls(up.handle, certs["upstream"])
     up.cert = certs["upstream"][0]
     yield up
     up.release.set()

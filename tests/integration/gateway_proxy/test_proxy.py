@@ -33,6 +33,7 @@ def basic(user: str, password: str) -> str:
 
 def eas_headers(version: str = "14.1", **extra: str) -> dict[str, str]:
     return {
+        "Authorization": basic("alice", "pw"),
         "MS-ASProtocolVersion": version,
         "Content-Type": "application/vnd.ms-sync.wbxml",
         "User-Agent": "Apple-iPhone/1801",
@@ -256,18 +257,22 @@ async def test_other_paths_are_404_and_wrong_methods_405(
     assert upstream.seen == [] and gw.sink.events == []
 
 
-async def test_autodiscover_is_passed_through_undecided(
+async def test_autodiscover_is_decided_by_user_and_forwarded(
     upstream: FakeUpstream, make_gateway: GatewayFactory, session: aiohttp.ClientSession
 ) -> None:
     gw = await make_gateway(upstream.port)  # empty policy: unknown devices are blocked
     xml = b"<Autodiscover><Request><EMailAddress>alice@example.com</EMailAddress></Request>"
     async with session.post(
-        gw.url + "/AutoDiscover/AutoDiscover.xml", data=xml, ssl=gw.client_ssl
+        gw.url + "/AutoDiscover/AutoDiscover.xml",
+        data=xml,
+        headers={"Authorization": basic("alice", "pw")},
+        ssl=gw.client_ssl,
     ) as r:
         assert r.status == 200
     assert upstream.seen[-1].path_qs == "/AutoDiscover/AutoDiscover.xml"
     assert upstream.seen[-1].body_size == len(xml)
-    assert gw.sink.events == []
+    (event,) = gw.sink.events
+    assert (event.command, event.user, event.rule) == ("Autodiscover", "alice", "autodiscover")
 
 
 async def test_451_location_is_rewritten_to_the_public_url(

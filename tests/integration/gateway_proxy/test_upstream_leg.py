@@ -14,6 +14,7 @@ from aiohttp import web
 from onprem_gateway.proxy import ProxySettings, Timeouts, Upstream, start_eas_server
 from seg_contract import Access
 from tests.integration.gateway_proxy.conftest import (
+    ALICE,
     FakeUpstream,
     GatewayFactory,
     MemoryPolicy,
@@ -23,7 +24,7 @@ from tests.integration.gateway_proxy.conftest import (
 )
 
 SYNC = "/Microsoft-Server-ActiveSync?Cmd=Sync&User=alice&DeviceId=DEV1&DeviceType=iPhone"
-HEADERS = {"MS-ASProtocolVersion": "14.1"}
+HEADERS = {"MS-ASProtocolVersion": "14.1", "Authorization": ALICE}
 
 
 def allowed() -> object:

@@ -43,7 +43,7 @@ def test_an_issued_credential_authenticates_to_its_cluster_and_key() -> None:
     issued = issue_credential("c-a1")
     principal = authenticate_gateway(issued.token, Store(stored(issued)))  # type: ignore[arg-type]
     assert (principal.cluster_id, principal.key_id) == ("c-a1", issued.key_id)
-    assert issued.token.split("_")[3] not in issued.secret_sha256
+    assert issued.token.split("_", 3)[3] not in issued.secret_sha256
 
 
 @pytest.mark.parametrize(
@@ -127,10 +127,28 @@ def test_batch_fingerprint_ignores_order_and_node_but_not_content() -> None:
     assert email_view.batch_fingerprint(one) != email_view.batch_fingerprint(three)
 
 
-def test_event_times_from_a_clock_running_ahead_are_capped() -> None:
-    future = ev(T0 + timedelta(days=1), "block")
-    [capped] = email_view.newest_per_device([future], "c-a1", received_at=T0)
-    assert capped.last_seen == "2026-11-27T02:05:00.000000Z"
-    later = ev(T0 + timedelta(minutes=6))
-    [row] = email_view.newest_per_device([later], "c-a1", received_at=T0 + timedelta(minutes=6))
-    assert row.newer_than(capped)
+def test_event_times_are_clamped_to_their_receipt() -> None:
+    # A gateway clock 4 minutes ahead: its block is stamped when it was received, so a
+    # real request one second later wins (it used to win for 5 minutes).
+    ahead = ev(T0 + timedelta(minutes=4), "block")
+    [clamped] = email_view.newest_per_device([ahead], "c-a1", received_at=T0)
+    assert clamped.last_seen == "2026-11-27T02:00:00.000000Z"
+    later = ev(T0 + timedelta(seconds=1))
+    [row] = email_view.newest_per_device([later], "c-a1", received_at=T0 + timedelta(seconds=1))
+    assert row.newer_than(clamped)
+    # Activity minutes and node sightings are clamped the same way.
+    batch = AccessEventBatch(node_id="n1", events=(ev(T0 + timedelta(days=1)),))
+    assert [c.minute for c in email_view.activity(batch.events, T0)] == ["2026-11-27T02:00"]
+    [seen] = email_view.nodes_seen(batch, "c-a1", T0)
+    assert seen.last_seen == "2026-11-27T02:00:00.000000Z"
+
+
+def test_a_device_has_one_row_per_observing_cluster() -> None:
+    event = ev(T0)
+    [a] = email_view.newest_per_device([event], "c-a", received_at=T0)
+    [b] = email_view.newest_per_device([event], "c-b", received_at=T0)
+    assert a.email_device_key == b.email_device_key
+    assert a.observation_key != b.observation_key
+    assert email_view.split_observation_key(a.observation_key) == ("c-a", a.email_device_key)
+    # A row stored before rows had observers reads as its own key, with no cluster.
+    assert email_view.split_observation_key(a.email_device_key) == ("", a.email_device_key)

@@ -19,52 +19,11 @@ from lambdas.usecases.signing_keys import (
 )
 from seg_contract.key_ring import KeyRing
 from seg_contract.signing import Applied, Kind, LocalSigner, Verifier, issue
+from tests.support.fakes import ARN_1, FakeSigner, FakeSigners, MemoryKeyStore
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
-ARN_1 = "arn:aws:kms:us-east-1:123456789012:key/one"
 ARN_2 = "arn:aws:kms:us-east-1:123456789012:key/two"
 CLUSTER = "c-0123456789"
-
-
-class FakeSigner:
-    """A ``PolicySigner`` on a local key, counting signatures (as KMS requests)."""
-
-    def __init__(self, key_arn: str) -> None:
-        self.key_arn = key_arn
-        self._local = LocalSigner.generate()
-        self.kid = self._local.kid
-        self.public_key_der = self._local.public.spki_der
-        self.public = self._local.public
-        self.signed = 0
-
-    def sign(self, message: bytes) -> bytes:
-        self.signed += 1
-        return self._local.sign(message)
-
-
-class FakeSigners:
-    def __init__(self, *arns: str) -> None:
-        self.by_arn = {arn: FakeSigner(arn) for arn in arns}
-
-    def signer(self, key_arn: str) -> FakeSigner:
-        return self.by_arn[key_arn]
-
-
-class MemoryKeyStore:
-    """The registry in memory, with the adapter's optimistic concurrency."""
-
-    def __init__(self) -> None:
-        self.registry = KeyRegistry()
-        self.reads = 0
-
-    def get_registry(self) -> KeyRegistry:
-        self.reads += 1
-        return self.registry
-
-    def put_registry(self, registry: KeyRegistry, expected_generation: int) -> None:
-        if self.registry.generation != expected_generation:
-            raise Conflict("the signing keys changed meanwhile")
-        self.registry = registry
 
 
 @pytest.fixture

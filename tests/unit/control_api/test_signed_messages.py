@@ -26,7 +26,7 @@ from seg_contract import (
 )
 from seg_contract.models import PUSH_MESSAGE
 from seg_contract.signing import Applied, Kind, SignedMessage, SignedPayload, Verifier
-from tests.unit.control_api.test_policy_signing import ARN_1, FakeSigners, MemoryKeyStore
+from tests.support.fakes import ARN_1, FakeSigners, MemoryKeyStore
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 CLUSTER = "c-0123456789"

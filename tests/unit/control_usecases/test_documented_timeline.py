@@ -7,7 +7,7 @@ from __future__ import annotations
 from lambdas.domain.policy_log import ABANDON_GRACE, LogState
 from lambdas.usecases.policy_versions import write_version
 from onprem_gateway.core.convergence import PongAction, judge_pong
-from seg_contract import Access, PushPong
+from seg_contract import Access
 from tests.support.policy import propose_entry
 
 from .world import CLUSTER, FakeControlPlane
@@ -35,9 +35,8 @@ def test_the_documented_timeline() -> None:
     assert node.index.version == 4
 
     # t4: the keepalive's pong says 5: the delta since 4 brings A's entry.
-    pong = cp.keepalive(node)
-    assert pong.version == 5
-    node.receive(pong.model_dump_json())
+    assert cp.keepalive(node).version == 5
+    cp.deliver_all(node)
     assert node.index.version == 5 and node.index.entry("alice", "dev1") is not None
     cp.inbox(node).clear()
 
@@ -58,10 +57,10 @@ def test_the_documented_timeline() -> None:
     actions = []
     for wait in (1, REPORT_S, REPORT_S):  # t6 + 1 s, + 31 s, + 61 s
         cp.tick(wait)
-        pong = PushPong.model_validate_json(cp.keepalive(node).model_dump_json())
+        pong = cp.keepalive(node)
         judgement = judge_pong(
             committed=pong.version,
-            digest_check=pong.digest_check,
+            digest_check=pong.digest_check.value,
             applied=node.index.version,
             newest_held=node.index.newest_held_version,
             pending_uncommitted=pending,
@@ -82,6 +81,6 @@ def test_the_documented_timeline() -> None:
     pong = cp.keepalive(node)
     (six,) = cp.log.read(CLUSTER, 5, 6)
     assert (pong.version, six.state) == (7, LogState.ABANDONED)
-    node.receive(pong.model_dump_json())
+    cp.deliver_all(node)
     assert node.index.version == 7 and node.exact()
     assert cp.keepalive(node).digest_check == "in_sync"

@@ -5,8 +5,6 @@ twice, so a connection the first listing missed is closed too."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from lambdas.domain.records import Connection
@@ -41,7 +39,9 @@ def test_the_pong_checks_the_digest_and_the_node_store_keeps_the_verdict() -> No
         "2026-11-27T09:00:00.000000Z",
         0,
     )
-    assert cp.inbox(node) and PushPong.model_validate_json(cp.inbox(node)[-1]) == pong
+    sent = PushPong.model_validate(cp.opened(cp.inbox(node)[-1]))
+    assert (sent.version, sent.digest_check, sent.checked_version) == (1, "in_sync", 1)
+    assert sent.server_time == cp.now  # the signed issue time: the node's freshness
 
     # A hand-edited policy file: same versions, another decision.
     tampered = node.index.to_snapshot()
@@ -89,7 +89,7 @@ def test_a_keepalive_on_a_revoked_credential_is_told_closed_forgotten_and_refuse
     cp.credentials.revoke_credentials(CLUSTER, T0, KEY)
     with pytest.raises(Forbidden, match="gateway credential revoked"):
         cp.keepalive(node)
-    assert [json.loads(m)["type"] for m in cp.inbox(node)] == ["revoked"]
+    assert [cp.opened(m)["type"] for m in cp.inbox(node)] == ["revoked"]
     assert cp.poster.closed == ["conn-n1"]
     assert cp.connections.get("conn-n1") is None
     assert cp.nodes.list_nodes(CLUSTER) == []  # nothing recorded for a refused keepalive
@@ -136,11 +136,12 @@ def test_a_revocation_lists_its_connections_again_after_a_pause() -> None:
         credentials=cp.credentials,
         connections=lagging,  # type: ignore[arg-type]
         poster=cp.poster,
+        signing=cp.signing,
         now=T0,
         sleep=pauses.append,
     )
     assert (revoked, closed, pauses) == ([KEY], 2, [RELIST_AFTER_S])
     assert sorted(cp.poster.closed) == ["conn-n1", "conn-n2"]
     for connection_id in ("conn-n1", "conn-n2"):
-        assert [json.loads(m)["type"] for m in cp.poster.posted[connection_id]] == ["revoked"]
+        assert [cp.opened(m)["type"] for m in cp.poster.posted[connection_id]] == ["revoked"]
     assert [c.connection_id for c in cp.connections.list_for_cluster(CLUSTER)] == ["conn-other"]

@@ -5,15 +5,18 @@ whose posted messages the tests deliver, duplicate, reorder or lose."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from lambdas.domain.records import Connection
-from lambdas.usecases.connections import keepalive
+from lambdas.usecases.connections import Answered, keepalive
 from lambdas.usecases.gateway_auth import StoredCredential
 from lambdas.usecases.policy_sync import build_delta, build_snapshot
 from lambdas.usecases.policy_versions import VersionStores, advance
-from seg_contract import PolicyDelta, PolicySnapshot, PushPong
+from seg_contract import PolicyDelta, PolicySnapshot
+from seg_contract.signing import Applied, Kind, SignedMessage, SignedPayload, Verifier
 from tests.support.fakes import (
     MemoryClusters,
     MemoryConnections,
@@ -23,6 +26,7 @@ from tests.support.fakes import (
     MemoryPolicyLog,
     MemoryPolicyState,
     MemoryPoster,
+    local_signing,
 )
 from tests.support.node import SimNode
 
@@ -41,6 +45,7 @@ class FakeControlPlane:
     now: datetime = T0
 
     def __post_init__(self) -> None:
+        self.signing, self.signers = local_signing()
         self.clusters = MemoryClusters(self.state)
         self.entries = MemoryEntries(self.state)
         self.log = MemoryPolicyLog(self.state)
@@ -49,7 +54,9 @@ class FakeControlPlane:
 
     @property
     def versions(self) -> VersionStores:
-        return VersionStores(self.clusters, self.entries, self.log, self.connections, self.poster)
+        return VersionStores(
+            self.clusters, self.entries, self.log, self.connections, self.poster, self.signing
+        )
 
     def tick(self, seconds: float) -> None:
         self.now += timedelta(seconds=seconds)
@@ -72,9 +79,10 @@ class FakeControlPlane:
     def node(self, node_id: str) -> SimNode:
         """A node with an open connection ``conn-<node_id>``."""
         self.connections.put(Connection(f"conn-{node_id}", CLUSTER, node_id, KEY, self.now))
-        return SimNode(node_id, CLUSTER, snapshot=self.snapshot, delta=self.delta)
+        keys = [s.public for s in self.signers.by_arn.values()]
+        return SimNode(node_id, CLUSTER, snapshot=self.snapshot, delta=self.delta, keys=keys)
 
-    def keepalive(self, node: SimNode) -> PushPong:
+    def keepalive(self, node: SimNode) -> Answered:
         return keepalive(
             f"conn-{node.node_id}",
             node.keepalive().model_dump_json(),
@@ -84,8 +92,24 @@ class FakeControlPlane:
             log=self.log,
             credentials=self.credentials,
             poster=self.poster,
+            signing=self.signing,
             now=self.now,
         )
+
+    def opened(self, data: bytes) -> dict[str, Any]:
+        """A posted frame: a ``signed`` envelope that must verify with the control
+        plane's key, unwrapped to the push it carries."""
+        signed = SignedPayload.from_envelope(SignedMessage.model_validate_json(data))
+        push = json.loads(signed.payload)
+        verified = Verifier(s.public for s in self.signers.by_arn.values()).verify(
+            signed,
+            cluster_id=push["cluster_id"],
+            kinds=Kind(push["type"]),
+            applied=Applied(),
+            now_ms=signed.statement().issued_at_ms,
+        )
+        message: dict[str, Any] = json.loads(verified.payload)
+        return message
 
     def inbox(self, node: SimNode) -> list[bytes]:
         """What was posted to the node's connection and not yet delivered or lost."""

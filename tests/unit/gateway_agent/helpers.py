@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
+from onprem_gateway.agent.policy_trust import PolicyTrust
 from seg_contract import (
     Access,
     AccessEvent,
@@ -13,7 +15,10 @@ from seg_contract import (
     PolicyDelta,
     PolicySnapshot,
     PushChange,
+    PushMessage,
+    PushRevoked,
 )
+from seg_contract.signing import Kind, LocalSigner, SignedPayload, issue
 
 NOW = datetime(2026, 11, 27, 2, 0, tzinfo=UTC)
 
@@ -65,3 +70,69 @@ def event(n: int, user: str = "alice") -> AccessEvent:
         decision=Access.ALLOW,
         reason="ok",
     )
+
+
+# --- signed input -----------------------------------------------------------------------
+
+SIGNER = LocalSigner.generate()  # the control plane's key in these tests
+
+
+def trust(clock: Callable[[], float], *, cluster: str = "c1") -> PolicyTrust:
+    """A node's trust: it pins ``SIGNER`` and belongs to ``cluster``."""
+    return PolicyTrust((SIGNER.public,), cluster_id=cluster, max_skew_s=300, clock=clock)
+
+
+def sign(
+    kind: Kind,
+    version: int,
+    payload: bytes,
+    at: float,
+    *,
+    cluster: str = "c1",
+    since: int = 0,
+    signer: LocalSigner = SIGNER,
+) -> SignedPayload:
+    return issue(
+        signer,
+        cluster_id=cluster,
+        kind=kind,
+        version=version,
+        payload=payload,
+        issued_at_ms=round(at * 1000),
+        since_version=since,
+    )
+
+
+def signed_push(message: PushMessage, at: float, *, signer: LocalSigner = SIGNER) -> str:
+    """A push as the control plane sends it: a ``signed`` envelope (JSON)."""
+    version = 0 if isinstance(message, PushRevoked) else message.version
+    signed = sign(
+        Kind(message.type),
+        version,
+        message.model_dump_json().encode(),
+        at,
+        cluster=message.cluster_id,
+        signer=signer,
+    )
+    return signed.envelope().model_dump_json()
+
+
+def signed_snapshot(snap: PolicySnapshot, at: float) -> SignedPayload:
+    return sign(
+        Kind.SNAPSHOT, snap.version, snap.model_dump_json().encode(), at, cluster=snap.cluster_id
+    )
+
+
+def signed_delta(d: PolicyDelta, at: float) -> SignedPayload:
+    return sign(
+        Kind.DELTA,
+        d.version,
+        d.model_dump_json().encode(),
+        at,
+        cluster=d.cluster_id,
+        since=d.since_version,
+    )
+
+
+def signed_confirm(version: int, at: float, *, cluster: str = "c1") -> SignedPayload:
+    return sign(Kind.CONFIRM, version, b"", at, cluster=cluster)

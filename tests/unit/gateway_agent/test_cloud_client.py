@@ -1,5 +1,6 @@
 """Whose 401/403 is it: the control plane's (marked ``X-SEG-Credential: rejected``) or
-something's in the path (a proxy or WAF). httpx's MockTransport: no sockets."""
+something's in the path (a proxy or WAF); signed answers as received. httpx's
+MockTransport: no sockets."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from onprem_gateway.agent.cloud import (
     SendResult,
 )
 from seg_contract.http import CREDENTIAL_REJECTED_HEADER, CREDENTIAL_REJECTED_VALUE
+from seg_contract.signing import RejectReason, SignatureRejected
+from tests.unit.gateway_agent.helpers import signed_confirm, signed_snapshot, snapshot
 
 MARK = {CREDENTIAL_REJECTED_HEADER: CREDENTIAL_REJECTED_VALUE}
 
@@ -56,3 +59,31 @@ async def test_the_credential_check_says_not_rejected_for_any_other_answer() -> 
         "https://cp.example.com", "k", "n1", transport=httpx.MockTransport(unreachable)
     )
     assert await down.credential_rejected() is False
+
+
+async def test_policy_answers_come_back_as_received_with_their_signature() -> None:
+    signed = signed_snapshot(snapshot(), 1000.0)
+    confirm = signed_confirm(2, 1000.0)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.headers.get("If-None-Match"):
+            return httpx.Response(304, headers=confirm.headers())
+        return httpx.Response(200, headers=signed.headers(), content=signed.payload)
+
+    cp = ControlPlaneClient(
+        "https://cp.example.com", "segc_x", "n1", transport=httpx.MockTransport(answer)
+    )
+    got = await cp.fetch_snapshot()
+    assert got.modified and got.signed == signed
+    not_modified = await cp.fetch_snapshot('"c1-2"')
+    assert not not_modified.modified and not_modified.signed == confirm
+
+
+async def test_a_policy_answer_without_a_signature_is_unsigned() -> None:
+    with pytest.raises(SignatureRejected) as caught:
+        await client(200).fetch_snapshot()
+    assert caught.value.reason is RejectReason.UNSIGNED
+    with pytest.raises(SignatureRejected):
+        await client(200).fetch_delta(1)
+    with pytest.raises(SignatureRejected):
+        await client(200).fetch_signing_keys()

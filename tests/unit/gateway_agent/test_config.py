@@ -13,9 +13,13 @@ from pathlib import Path
 import pytest
 
 from onprem_gateway.__main__ import main
+from onprem_gateway.agent.eas_runner import proxy_settings
 from onprem_gateway.agent.logs import configure_logging
 from onprem_gateway.config import FIELDS, ConfigError, config_from_wire, load_config
 from seg_contract.crypto import generate_cluster_keypair, seal, unseal
+from seg_contract.signing import LocalSigner
+
+PIN = LocalSigner.generate().public.spki_b64  # the control plane's key, as a node pins it
 
 
 @pytest.fixture
@@ -39,6 +43,7 @@ def good_env(files: dict[str, Path], tmp_path: Path) -> dict[str, str]:
         "SEG_GW_API_URL": "https://api.example.com/",
         "SEG_GW_WS_URL": "wss://ws.example.com/prod",
         "SEG_GW_CREDENTIAL": "segc_c1_k1_secret",
+        "SEG_GW_POLICY_SIGNING_KEYS": PIN,
         "SEG_GW_STATE_DIR": str(tmp_path / "state"),
     }
 
@@ -148,8 +153,29 @@ def test_air_gapped_needs_a_policy_file(files: dict[str, Path], tmp_path: Path) 
         "SEG_GW_UPSTREAM_URL": "https://mail.example.com",
     }
     assert "no policy source" in "\n".join(problems(env))
-    config = load_config(env=env, overrides={"policy_file": files["policy.json"]})
+    policy = {"policy_file": files["policy.json"]}
+    # Its policy file is verified with the control plane's keys, or explicitly unsigned.
+    assert "SEG_GW_POLICY_SIGNING_KEYS" in "\n".join(problems(env, overrides=policy))
+    config = load_config(env={**env, "SEG_GW_POLICY_SIGNING_KEYS": PIN}, overrides=policy)
     assert not config.connected and config.policy_file == files["policy.json"]
+    assert config.cluster_id == ""  # the signed file's own
+    unsigned = load_config(
+        env={**env, "SEG_GW_ALLOW_UNSIGNED_POLICY_FILE": "true"}, overrides=policy
+    )
+    assert unsigned.allow_unsigned_policy_file and unsigned.policy_signing_keys == ()
+
+
+def test_a_connected_node_pins_keys_and_names_its_cluster_in_its_credential(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    env = good_env(files, tmp_path)
+    assert load_config(env=env).cluster_id == "c1"
+    assert load_config(env={**env, "SEG_GW_CREDENTIAL": "segc_c-2_k1__x_y"}).cluster_id == "c-2"
+    no_pins = {k: v for k, v in env.items() if k != "SEG_GW_POLICY_SIGNING_KEYS"}
+    assert "SEG_GW_POLICY_SIGNING_KEYS is required" in "\n".join(problems(no_pins))
+    for credential in ("not-a-credential", "segc_c1_k1", "segc__k1_secret", "tok_c1_k1_s"):
+        found = problems({**env, "SEG_GW_CREDENTIAL": credential})
+        assert any("segc_<cluster>_<key>_<secret>" in p for p in found), credential
 
 
 def test_toml_file_then_environment_then_command_line(
@@ -165,6 +191,7 @@ def test_toml_file_then_environment_then_command_line(
         "workers = 3\n"
         'trusted_proxies = ["10.0.0.0/8", "192.168.1.1"]\n'
         f'policy_file = "{files["policy.json"]}"\n'
+        f'policy_signing_keys = ["{PIN}"]\n'
     )
     config = load_config(env={"SEG_GW_WORKERS": "0"}, config_file=toml)
     assert config.listen_port == 9443 and config.workers == 0
@@ -204,7 +231,7 @@ def test_wire_round_trip_keeps_every_value(files: dict[str, Path], tmp_path: Pat
     wire = config.to_wire()
     assert "credential" not in wire and "api_url" not in wire  # workers never hold it
     worker = config_from_wire(wire)
-    assert worker == replace(config, api_url="", ws_url="", credential="")
+    assert worker == replace(config, api_url="", ws_url="", credential="", policy_signing_keys=())
 
 
 def test_check_config_exits_2_with_the_problems(
@@ -269,3 +296,51 @@ def test_json_logs_are_one_object_per_line(capsys: pytest.CaptureFixture[str]) -
     line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
     assert line["message"] == "policy 42 applied" and line["process"] == "worker-3"
     assert line["level"] == "INFO" and line["logger"] == "onprem_gateway.test"
+
+
+def test_edge_limits_are_configurable_and_reach_the_proxy(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    env = good_env(files, tmp_path) | {
+        "SEG_GW_HEADER_TIMEOUT_S": "12.5",
+        "SEG_GW_MAX_CONNECTIONS_PER_IP": "250",
+        "SEG_GW_PW1_MAX_FAILURES": "3",
+        "SEG_GW_PW1_FAILURE_WINDOW_S": "600",
+        "SEG_GW_PUBLIC_HOSTS": "Mail.Example.com., [2001:db8::1], 192.0.2.7",
+    }
+    config = load_config(env=env)
+    assert config.public_hosts == ("mail.example.com", "2001:db8::1", "192.0.2.7")
+    settings = proxy_settings(config, 8443)
+    assert settings.timeouts.header_s == 12.5
+    assert settings.limits.max_connections_per_ip == 250
+    assert (settings.limits.pw1_max_failures, settings.limits.pw1_failure_window_s) == (3, 600)
+    assert settings.public_hosts == frozenset(config.public_hosts)
+    assert config_from_wire(config.to_wire()).public_hosts == config.public_hosts
+
+
+def test_public_hosts_default_to_the_public_url_and_are_otherwise_unchecked(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    env = good_env(files, tmp_path)
+    assert load_config(env=env).public_hosts == ()
+    with_url = load_config(env=env | {"SEG_GW_PUBLIC_URL": "https://SEG.example.com:8443"})
+    assert with_url.public_hosts == ("seg.example.com",)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "problem"),
+    [
+        ("SEG_GW_HEADER_TIMEOUT_S", "0", "SEG_GW_HEADER_TIMEOUT_S must be in (0, 600]"),
+        ("SEG_GW_HEADER_TIMEOUT_S", "601", "SEG_GW_HEADER_TIMEOUT_S must be in (0, 600]"),
+        ("SEG_GW_MAX_CONNECTIONS_PER_IP", "-1", "SEG_GW_MAX_CONNECTIONS_PER_IP must be >= 0"),
+        ("SEG_GW_PW1_MAX_FAILURES", "0", "SEG_GW_PW1_MAX_FAILURES must be between 1 and 1000"),
+        ("SEG_GW_PW1_FAILURE_WINDOW_S", "0", "SEG_GW_PW1_FAILURE_WINDOW_S must be in (0, 86400]"),
+        ("SEG_GW_PUBLIC_HOSTS", "https://seg.example.com", "is not a host name"),
+        ("SEG_GW_PUBLIC_HOSTS", "seg.example.com:443", "is not a host name"),
+    ],
+)
+def test_edge_limits_are_validated(
+    files: dict[str, Path], tmp_path: Path, name: str, value: str, problem: str
+) -> None:
+    found = problems(good_env(files, tmp_path) | {name: value})
+    assert any(problem in p for p in found), found

@@ -13,14 +13,15 @@ from onprem_gateway.agent.diagnostics import DiagnosticsError, explain_device
 from onprem_gateway.agent.lifecycle import State
 from onprem_gateway.agent.policy_store import PolicyStore
 from onprem_gateway.agent.policy_sync import LinkStatus
+from onprem_gateway.agent.policy_trust import PolicyRefused
 from onprem_gateway.agent.reporter import EventBuffer, Reporter
 from onprem_gateway.agent.spool import Spool
 from onprem_gateway.agent.telemetry import render
 from onprem_gateway.core.policy_index import PolicyIndex
 from onprem_gateway.proxy.metrics import ProxyMetrics
-from seg_contract import UserCredential
+from seg_contract import Access, UserCredential
 from seg_contract.crypto import hash_device_password
-from tests.unit.gateway_agent.helpers import snapshot
+from tests.unit.gateway_agent.helpers import entry, push, signed_push, snapshot, trust
 
 
 def index_with_credential() -> PolicyIndex:
@@ -74,6 +75,7 @@ class FakeNode:
     def __init__(self, tmp_path: Path) -> None:
         self.store = PolicyStore()
         self.store.apply_snapshot(snapshot(), time.time())
+        self.trust = trust(time.time)
         self.link_status: LinkStatus | None = LinkStatus(state=State.CONNECTED, snapshots=1)
         self.reporter = Reporter(
             EventBuffer(),
@@ -118,6 +120,20 @@ def test_metrics_render_every_family(tmp_path: Path) -> None:
         "seg_gateway_fail_closed 0.0",
     ):
         assert line in text, line
+
+
+def test_refused_policy_input_is_counted_by_reason(tmp_path: Path) -> None:
+    node = FakeNode(tmp_path)
+    text = render(node).decode()
+    for reason in ("bad_signature", "unknown_key", "expired", "issued_in_future"):
+        assert f'seg_gateway_policy_rejected_total{{reason="{reason}"}} 0.0' in text
+    raw = signed_push(push(entry("alice", "dev1", Access.BLOCK, 3)), time.time())
+    tampered = raw.replace('\\"block\\"', '\\"allow\\"', 1)
+    assert tampered != raw
+    with pytest.raises(PolicyRefused), node.trust.refusals("push"):
+        node.trust.push(tampered, node.store.current())
+    text = render(node).decode()
+    assert 'seg_gateway_policy_rejected_total{reason="payload_mismatch"} 1.0' in text
 
 
 def test_air_gapped_node_reports_no_link_state(tmp_path: Path) -> None:

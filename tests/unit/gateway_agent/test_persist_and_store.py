@@ -1,88 +1,16 @@
-"""Last-known-good file format, the policy store, and op replay (the worker path)."""
+"""The policy store and op replay (the worker path); the journal of signed input is
+``test_policy_journal``."""
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import json
-from pathlib import Path
 
 import pytest
 
-from onprem_gateway.agent.persist import (
-    PolicyFile,
-    PolicyFileError,
-    decode,
-    encode,
-    read_policy_file,
-)
-from onprem_gateway.agent.policy_store import PolicyOp, PolicyPersister, PolicyStore, compact_op
+from onprem_gateway.agent.policy_store import PolicyOp, PolicyStore, compact_op
 from onprem_gateway.core.policy_index import PolicyMismatchError
 from seg_contract import Access, ClusterSettings, PolicyDelta
-from tests.unit.gateway_agent.helpers import delta, entry, push, snapshot
-
-
-def test_envelope_round_trip_keeps_the_confirmation_time() -> None:
-    saved = decode(encode(snapshot(), 1_764_000_000.5, 1_764_000_100.0))
-    assert saved.snapshot == snapshot() and saved.confirmed_at == 1_764_000_000.5
-
-
-@pytest.mark.parametrize(
-    ("damage", "message"),
-    [
-        (lambda b: b[:-10], "truncated"),
-        (lambda b: b[:-3] + b"}}}", "sha256 mismatch"),
-        (lambda b: b"not json\n" + b, "header is not JSON"),
-        (lambda b: b.replace(b'"v":1', b'"v":9'), "unsupported format version"),
-        (lambda b: b.replace(b"seg-gateway-policy", b"something-else"), "not a seg-gateway"),
-        (lambda b: b"x" * 5000, "no header line"),
-    ],
-)
-def test_damaged_files_are_refused_with_a_reason(damage, message: str) -> None:  # type: ignore[no-untyped-def]
-    data = encode(snapshot(), 1.0, 2.0)
-    with pytest.raises(PolicyFileError, match=message):
-        decode(damage(data))
-
-
-def test_a_valid_digest_over_an_invalid_snapshot_is_refused() -> None:
-    payload = b'{"cluster_id": 5}'
-    header = {
-        "format": "seg-gateway-policy",
-        "v": 1,
-        "length": len(payload),
-        "sha256": hashlib.sha256(payload).hexdigest(),
-        "confirmed_at": 1.0,
-    }
-    with pytest.raises(PolicyFileError, match="not a valid policy snapshot"):
-        decode(json.dumps(header).encode() + b"\n" + payload)
-
-
-def test_policy_file_saves_atomically_and_moves_a_damaged_file_aside(tmp_path: Path) -> None:
-    file = PolicyFile(tmp_path)
-    assert file.load() is None
-    file.save(snapshot(), 5.0)
-    assert file.load().confirmed_at == 5.0  # type: ignore[union-attr]
-    assert [p.name for p in tmp_path.iterdir()] == ["policy.lkg"]  # no temp file left
-    file.path.write_bytes(file.path.read_bytes()[:-1])
-    with pytest.raises(PolicyFileError, match="moved aside"):
-        file.load()
-    assert not file.path.exists()
-    assert len(list(tmp_path.glob("policy.lkg.corrupt-*"))) == 1
-
-
-def test_policy_file_on_the_command_line_accepts_a_snapshot_or_an_lkg_copy(tmp_path: Path) -> None:
-    plain = tmp_path / "p.json"
-    plain.write_text(snapshot().model_dump_json())
-    assert read_policy_file(plain).version == 2
-    lkg = tmp_path / "copy.lkg"
-    lkg.write_bytes(encode(snapshot(), 1.0, 1.0))
-    assert read_policy_file(lkg).version == 2
-    bad = tmp_path / "bad.json"
-    bad.write_text('{"cluster_id": "c1"}')
-    with pytest.raises(PolicyFileError, match="not a valid PolicySnapshot"):
-        read_policy_file(bad)
-    with pytest.raises(PolicyFileError, match="cannot read"):
-        read_policy_file(tmp_path / "missing.json")
+from tests.unit.gateway_agent.helpers import delta, entry, push, signed_snapshot, snapshot
 
 
 def test_store_swaps_and_notifies_on_every_change() -> None:
@@ -130,28 +58,24 @@ def test_a_replica_replaying_the_ops_over_the_wire_ends_identical() -> None:
     assert a.to_snapshot() == w.to_snapshot()
 
 
+def test_the_signed_input_of_an_op_never_crosses_to_a_worker() -> None:
+    agent = PolicyStore()
+    ops: list[PolicyOp] = []
+    agent.subscribe(lambda op, index: ops.append(op))
+    signed = signed_snapshot(snapshot(), 1.0)
+    agent.apply_snapshot(snapshot(), 1.0, signed)
+    (op,) = ops
+    assert op.signed is signed
+    header, _, body = op.to_lines().partition(b"\n")
+    assert b"statement" not in op.to_lines() and signed.signature_token.encode() not in body
+    assert PolicyOp.from_lines(json.loads(header), body).signed is None
+
+
 def test_an_unknown_op_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown policy op"):
         PolicyOp.from_lines({"op": "explode"}, None)
     with pytest.raises(ValueError, match="without a body"):
         PolicyOp.from_lines({"op": "push"}, None)
-
-
-async def test_persister_coalesces_changes_and_writes_the_latest(tmp_path: Path) -> None:
-    store = PolicyStore()
-    persister = PolicyPersister(store, PolicyFile(tmp_path), min_interval_s=0.01)
-    task = asyncio.create_task(persister.run())
-    store.apply_snapshot(snapshot(), 1.0)
-    for v in range(3, 8):
-        store.apply_push(push(entry("alice", "dev1", Access.BLOCK, v)))
-    for _ in range(200):
-        if persister.writes and PolicyFile(tmp_path).load().snapshot.version == 7:  # type: ignore[union-attr]
-            break
-        await asyncio.sleep(0.01)
-    task.cancel()
-    saved = PolicyFile(tmp_path).load()
-    assert saved is not None and saved.snapshot.version == 7
-    assert 1 <= persister.writes <= 3
 
 
 def test_a_refreshed_snapshot_reaches_replicas_as_the_delta_it_amounts_to() -> None:

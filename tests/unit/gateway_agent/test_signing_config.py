@@ -37,7 +37,9 @@ def test_keys_are_pinned_from_a_toml_list_that_may_hold_pem(
     config_file.write_text(
         f'policy_signing_keys = ["""{pem}""", "{TWO.public.spki_b64}"]\npolicy_clock_skew_s = 60\n'
     )
-    config = load_config(env=good_env(files, tmp_path), config_file=config_file)
+    env = good_env(files, tmp_path)
+    del env["SEG_GW_POLICY_SIGNING_KEYS"]  # the file's list, not the environment's
+    config = load_config(env=env, config_file=config_file)
     assert [k.kid for k in config.policy_signing_keys] == [ONE.kid, TWO.kid]
     assert config.policy_clock_skew_s == 60
 

@@ -1,4 +1,6 @@
-"""EAS request parsing (MS-ASHTTP 2.2.1.1): both query forms, identity, limits, errors."""
+"""EAS request parsing (MS-ASHTTP 2.2.1.1): both query forms, the query's user claim,
+limits, errors. The Authorization header is not the parser's business
+(``core.identity``; tests in ``test_identity.py``)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,6 @@ from onprem_gateway.core.eas_request import (
     MAX_QUERY_BYTES,
     EasRequestError,
     _unquote,
-    basic_credentials,
     parse,
 )
 
@@ -123,10 +124,9 @@ def test_base64_parameters_options_and_user_tag() -> None:
     assert facts.user_agent == "Outlook-iOS/2.0"
 
 
-def test_base64_without_user_tag_takes_user_from_basic_auth() -> None:
+def test_base64_without_user_tag_has_no_query_user() -> None:
     facts = parse("POST", f"{PATH}?{b64_query()}", {"authorization": basic("bob@example.com")})
-    assert facts.user == "bob"
-    assert facts.raw_user == "bob@example.com"
+    assert facts.user == "" and facts.raw_user == ""
 
 
 def test_base64_binary_device_id_is_upper_hex() -> None:
@@ -193,16 +193,15 @@ def test_plain_command_parameters_are_kept() -> None:
     assert dict(facts.parameters) == {"ItemId": "5:1", "CollectionId": "5", "SaveInSent": "T"}
 
 
-def test_basic_auth_user_wins_over_query_user() -> None:
-    # The mail server grants access to the authenticated account; a different User=
-    # must not borrow another account's compliant device.
+def test_the_parser_reports_the_query_user_and_ignores_authorization() -> None:
+    # What the query claims; core.admission replaces it with the authenticated user.
     facts = parse(
         "POST",
         f"{PATH}?Cmd=Sync&User=alice&DeviceId=d&DeviceType=t",
         {"authorization": basic("CORP\\Mallory")},
     )
-    assert facts.user == "mallory"
-    assert facts.raw_user == "CORP\\Mallory"
+    assert facts.user == "alice"
+    assert facts.raw_user == "alice"
 
 
 def test_options_needs_no_device_id() -> None:
@@ -211,20 +210,9 @@ def test_options_needs_no_device_id() -> None:
         "OPTIONS",
         "",
         "",
-        "alice",
+        "",
     )
     assert facts.query_form == "none"
-
-
-def test_non_basic_authorization_is_ignored() -> None:
-    facts = parse("POST", f"{PATH}?Cmd=Sync&User=u&DeviceId=d", {"authorization": "Bearer x"})
-    assert facts.user == "u"
-
-
-def test_basic_credentials_helper() -> None:
-    assert basic_credentials(basic("a@b.c", "p:w")) == ("a@b.c", "p:w")
-    assert basic_credentials(None) is None
-    assert basic_credentials("Negotiate abc") is None
 
 
 # --- malformed input: one typed error with a clear reason ------------------------------
@@ -254,13 +242,6 @@ MALFORMED = [
     ("POST", f"{PATH}?Cmd=Sync&DeviceId=d", {"ms-asprotocolversion": "fourteen"}, "N.N"),
     ("POST", f"{PATH}?Cmd=Sync&DeviceId=d", {"user-agent": "a\x07b"}, "control characters"),
     ("POST", f"{PATH}?Cmd=Sync&DeviceId=d", {"user-agent": "u" * 513}, "longer than 512"),
-    ("POST", f"{PATH}?Cmd=Sync&DeviceId=d", {"authorization": "Basic %%%"}, "not base64"),
-    (
-        "POST",
-        f"{PATH}?Cmd=Sync&DeviceId=d",
-        {"authorization": "Basic " + base64.b64encode(b"nocolon").decode()},
-        "no ':'",
-    ),
     ("POST", f"{PATH}?Cmd=Sync&DeviceId=d&User=%40example.com", {}, "empty once normalised"),
 ]
 
@@ -272,13 +253,6 @@ def test_malformed_requests_raise_eas_request_error(
     with pytest.raises(EasRequestError) as caught:
         parse(method, target, headers)
     assert reason in caught.value.reason
-
-
-def test_error_reason_never_echoes_the_password() -> None:
-    header = "Basic " + base64.b64encode(b"user\x07:s3cret-pw").decode()
-    with pytest.raises(EasRequestError) as caught:
-        parse("POST", f"{PATH}?Cmd=Sync&DeviceId=d", {"authorization": header})
-    assert "s3cret" not in caught.value.reason
 
 
 # --- fuzzing: nothing but EasRequestError, ever ----------------------------------------

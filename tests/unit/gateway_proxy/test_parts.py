@@ -1,28 +1,20 @@
-"""Pure parts of the proxy: settings validation, local answers, metrics, events, the
-credential-substitution cache."""
+"""Pure parts of the proxy: settings validation, local answers, metrics, events
+(credential substitution: ``test_substitution.py``)."""
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import datetime as dt
 import resource
-import threading
-import time
-from collections.abc import Sequence
 
 import pytest
 
 from onprem_gateway.core.eas_request import parse
-from onprem_gateway.core.policy_index import PolicyIndex
 from onprem_gateway.proxy import ProxySettings, Timeouts, Upstream
 from onprem_gateway.proxy.events import build_event, next_event_id
 from onprem_gateway.proxy.metrics import UPSTREAM_BUCKETS, ProxyMetrics, merge
 from onprem_gateway.proxy.responses import local_response
 from onprem_gateway.proxy.settings import SettingsError
 from onprem_gateway.proxy.state import connection_limit
-from onprem_gateway.proxy.substitution import REJECT, CredentialSubstituter, Substitution
-from seg_contract import Access, ClusterSettings, PolicySnapshot, UserCredential
+from seg_contract import Access
 
 
 def settings(**kw: object) -> ProxySettings:
@@ -105,105 +97,6 @@ def test_event_ids_are_unique_and_events_fit_the_contract() -> None:
     )
     assert len(event.node_id) == 256 and len(event.reason) == 512 and len(event.rule) == 128
     assert event.user == "bob" and event.command == "Sync"
-
-
-# --- credential substitution cache ------------------------------------------------------
-
-
-def _policy(cred: UserCredential) -> PolicyIndex:
-    snap = PolicySnapshot(
-        cluster_id="c",
-        version=1,
-        generated_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
-        settings=ClusterSettings(),
-        credentials=(cred,),
-    )
-    return PolicyIndex.from_snapshot(snap, confirmed_at=time.time())
-
-
-def _cred(version: int = 1, enabled: bool = True) -> UserCredential:
-    return UserCredential(
-        user="alice",
-        enabled=enabled,
-        pw1_hashes=("scrypt$fake",),
-        sealed_pw2="sealed",
-        version=version,
-        updated_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
-    )
-
-
-class FakeCrypto:
-    def __init__(self) -> None:
-        self.verify_calls = 0
-        self.threads: set[str] = set()
-
-    def verify(self, password: str, hashes: Sequence[str]) -> bool:
-        self.verify_calls += 1
-        self.threads.add(threading.current_thread().name)
-        return password == "right"
-
-    def unseal(self, sealed: str, key: str) -> str:
-        assert (sealed, key) == ("sealed", "key")
-        return "pw2"
-
-
-def _facts(password: str | None) -> tuple[object, str | None]:
-    auth = None
-    if password is not None:
-        auth = "Basic " + base64.b64encode(f"CORP\\alice:{password}".encode()).decode()
-    facts = parse(
-        "POST",
-        "/Microsoft-Server-ActiveSync?Cmd=Sync&DeviceId=D&DeviceType=T&User=alice",
-        {"authorization": auth} if auth else {},
-    )
-    return facts, auth
-
-
-async def test_verification_runs_off_loop_once_then_comes_from_the_cache() -> None:
-    crypto = FakeCrypto()
-    sub = CredentialSubstituter("key", verify=crypto.verify, unseal=crypto.unseal)
-    policy = _policy(_cred())
-    facts, auth = _facts("right")
-    first = sub.evaluate(policy, facts, auth)  # type: ignore[arg-type]
-    assert isinstance(first, asyncio.Future)
-    expected = b"Basic " + base64.b64encode(b"CORP\\alice:pw2")
-    assert await first == expected
-    assert sub.evaluate(policy, facts, auth) == expected  # type: ignore[arg-type]
-    assert crypto.verify_calls == 1
-    assert threading.main_thread().name not in crypto.threads
-    # A new credential version invalidates what was verified.
-    again = sub.evaluate(_policy(_cred(version=2)), facts, auth)  # type: ignore[arg-type]
-    assert isinstance(again, asyncio.Future) and await again == expected
-    assert crypto.verify_calls == 2
-
-
-async def test_wrong_or_missing_password_is_rejected_and_disabled_user_untouched() -> None:
-    crypto = FakeCrypto()
-    sub = CredentialSubstituter("key", verify=crypto.verify, unseal=crypto.unseal)
-    policy = _policy(_cred())
-    facts, auth = _facts("wrong")
-    pending = sub.evaluate(policy, facts, auth)  # type: ignore[arg-type]
-    assert isinstance(pending, asyncio.Future) and await pending is REJECT
-    assert sub.evaluate(policy, facts, auth) is REJECT  # type: ignore[arg-type]
-    facts, auth = _facts(None)
-    assert sub.evaluate(policy, facts, auth) is REJECT  # type: ignore[arg-type]
-    assert sub.evaluate(_policy(_cred(enabled=False)), facts, auth) is None  # type: ignore[arg-type]
-    no_key = CredentialSubstituter(None, verify=crypto.verify, unseal=crypto.unseal)
-    facts, auth = _facts("right")
-    pending = no_key.evaluate(policy, facts, auth)  # type: ignore[arg-type]
-    assert isinstance(pending, asyncio.Future) and await pending is Substitution.UNAVAILABLE
-
-
-async def test_cache_is_bounded() -> None:
-    crypto = FakeCrypto()
-    sub = CredentialSubstituter("key", verify=crypto.verify, unseal=crypto.unseal, max_entries=3)
-    policy = _policy(_cred())
-    for i in range(10):
-        facts, auth = _facts(f"guess{i}")
-        pending = sub.evaluate(policy, facts, auth)  # type: ignore[arg-type]
-        assert isinstance(pending, asyncio.Future)
-        await pending
-    assert len(sub._verified) == 3
 
 
 def test_connection_limit_follows_the_open_files_limit(monkeypatch: pytest.MonkeyPatch) -> None:

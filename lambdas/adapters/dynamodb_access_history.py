@@ -1,0 +1,92 @@
+"""Recent access events per (cluster, email device) on the access_history table: one
+item per observation key holding the bounded list (``history.MAX_EVENTS``, ~100 bytes an
+event, so at most a few KB) as compact JSON, and a version for optimistic concurrency:
+the reader reads, merges and writes back on condition that nobody wrote meanwhile (it
+retries when somebody did). The item expires ``history.RETENTION`` after its newest
+event."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import boto3
+
+from lambdas.adapters.dynamodb_support import ConditionFailed, get_n, get_s, n, s, translated
+from lambdas.domain.timefmt import parse_instant
+from lambdas.usecases.errors import StorageError
+from lambdas.usecases.history import RETENTION, HistoryEvent, merge
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+STORE = "access history"
+_ATTEMPTS = 5
+
+
+def _events(item: dict[str, Any]) -> list[HistoryEvent]:
+    raw = get_s(item, "events")
+    return [HistoryEvent.of_row(row) for row in json.loads(raw)] if raw else []
+
+
+class DynamoDbAccessHistory:
+    def __init__(self, table_name: str, client: DynamoDBClient | None = None) -> None:
+        self._table = table_name
+        self._client: DynamoDBClient = client or boto3.client("dynamodb")
+
+    def add(self, observation_key: str, events: Sequence[HistoryEvent], now: datetime) -> None:
+        key = {"observation_key": s(observation_key)}
+        for _ in range(_ATTEMPTS):
+            with translated(STORE):
+                item = dict(
+                    self._client.get_item(TableName=self._table, Key=key, ConsistentRead=True).get(
+                        "Item"
+                    )
+                    or {}
+                )
+            held = _events(item)
+            merged = merge(held, events)
+            if merged == held:
+                return  # every event is already there (a redelivery)
+            version = get_n(item, "version")
+            newest = parse_instant(merged[0].at)
+            put: dict[str, Any] = {
+                "TableName": self._table,
+                "Item": {
+                    **key,
+                    "events": s(json.dumps([e.as_row() for e in merged], separators=(",", ":"))),
+                    "version": n(version + 1),
+                    "expires_at": n(int((newest + RETENTION).timestamp())),
+                },
+            }
+            if item:
+                put["ConditionExpression"] = "version = :v"
+                put["ExpressionAttributeValues"] = {":v": n(version)}
+            else:
+                put["ConditionExpression"] = "attribute_not_exists(observation_key)"
+            try:
+                with translated(STORE):
+                    self._client.put_item(**put)
+                return
+            except ConditionFailed:
+                continue  # another reader wrote this device's list meanwhile: merge again
+        raise StorageError(f"{STORE}: too many concurrent writers for one device")
+
+    def get_many(self, observation_keys: Sequence[str]) -> dict[str, list[HistoryEvent]]:
+        keys = list(dict.fromkeys(observation_keys))
+        found: dict[str, list[HistoryEvent]] = {}
+        with translated(STORE):
+            for start in range(0, len(keys), 100):
+                request: dict[str, Any] = {
+                    self._table: {
+                        "Keys": [{"observation_key": s(k)} for k in keys[start : start + 100]]
+                    }
+                }
+                while request:
+                    response = self._client.batch_get_item(RequestItems=request)
+                    for item in response.get("Responses", {}).get(self._table, []):
+                        found[get_s(dict(item), "observation_key")] = _events(dict(item))
+                    request = dict(response.get("UnprocessedKeys") or {})
+        return found

@@ -1,0 +1,98 @@
+"""The audit trail on the audit_log table: partition ``month`` (``YYYY-MM``), sort ``seq``
+(the instant and a random suffix), so a month's records read newest first with native
+paging. Records are only ever added (``attribute_not_exists``; the API's role may not
+update or delete) and expire ``retention_days`` after the action (TTL)."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import boto3
+
+from lambdas.adapters.dynamodb_support import ConditionFailed, Item, get_s, n, s, translated
+from lambdas.domain.timefmt import parse_instant
+from lambdas.usecases.audit import AuditEvent
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+STORE = "audit log"
+
+
+def _json(item: Item, name: str) -> dict[str, Any] | None:
+    raw = get_s(item, name)
+    if not raw:
+        return None
+    value = json.loads(raw)
+    return value if isinstance(value, dict) else {"value": value}
+
+
+def parse_event(item: Item) -> AuditEvent:
+    return AuditEvent(
+        seq=get_s(item, "seq"),
+        at=get_s(item, "at"),
+        actor=get_s(item, "actor"),
+        role=get_s(item, "role"),
+        action=get_s(item, "action"),
+        target=get_s(item, "target"),
+        before=_json(item, "before"),
+        after=_json(item, "after"),
+        reason=get_s(item, "reason"),
+    )
+
+
+class DynamoDbAuditLog:
+    def __init__(
+        self, table_name: str, client: DynamoDBClient | None = None, *, retention_days: int = 90
+    ) -> None:
+        self._table = table_name
+        self._client: DynamoDBClient = client or boto3.client("dynamodb")
+        self._retention = timedelta(days=retention_days)
+
+    def append(self, event: AuditEvent) -> None:
+        item: Item = {
+            "month": s(event.month),
+            "seq": s(event.seq),
+            "at": s(event.at),
+            "actor": s(event.actor),
+            "role": s(event.role),
+            "action": s(event.action),
+            "target": s(event.target),
+            "reason": s(event.reason),
+            "expires_at": n(int((parse_instant(event.at) + self._retention).timestamp())),
+        }
+        for name in ("before", "after"):
+            value = getattr(event, name)
+            if value is not None:
+                item[name] = s(json.dumps(value, sort_keys=True, default=str))
+        try:
+            with translated(STORE):
+                self._client.put_item(
+                    TableName=self._table,
+                    Item=item,
+                    ConditionExpression="attribute_not_exists(seq)",
+                )
+        except ConditionFailed:
+            # A random suffix collided within the same microsecond: never overwrite.
+            raise RuntimeError("audit record id collision") from None
+
+    def read_month(
+        self, month: str, *, before_seq: str | None, limit: int
+    ) -> tuple[list[AuditEvent], bool]:
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "#m = :m",
+            "ExpressionAttributeNames": {"#m": "month"},
+            "ExpressionAttributeValues": {":m": s(month)},
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        if before_seq is not None:
+            kwargs["KeyConditionExpression"] += " AND seq < :before"
+            kwargs["ExpressionAttributeValues"][":before"] = s(before_seq)
+        with translated(STORE):
+            page = self._client.query(**kwargs)
+        events = [parse_event(dict(item)) for item in page.get("Items", [])]
+        return events, "LastEvaluatedKey" in page

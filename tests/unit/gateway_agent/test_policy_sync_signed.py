@@ -1,0 +1,246 @@
+"""Fetches verified before they are applied (``PolicySync`` with ``PolicyTrust``), over
+httpx's MockTransport: freshness from signed issue times, refusals counted and the
+policy in force kept, key sets learned before each refresh, and a re-signed snapshot
+fetched when the active key changed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from onprem_gateway.agent.cloud import ControlPlaneClient
+from onprem_gateway.agent.persist import JournalFile
+from onprem_gateway.agent.policy_journal import PolicyJournal
+from onprem_gateway.agent.policy_store import PolicyStore
+from onprem_gateway.agent.policy_sync import LinkStatus, PolicySync
+from onprem_gateway.agent.policy_trust import PolicyTrust
+from onprem_gateway.agent.signing_keys_file import SigningKeysFile
+from seg_contract import Access, PolicySnapshot
+from seg_contract.http import DELTA_PATH, POLICY_PATH, SIGNING_KEYS_PATH
+from seg_contract.key_ring import AnnouncedKey, AnnouncedState, SigningKeySet
+from seg_contract.signing import Kind, LocalSigner, SignedPayload
+from tests.unit.gateway_agent.helpers import (
+    SIGNER,
+    delta,
+    entry,
+    push,
+    sign,
+    signed_push,
+    snapshot,
+)
+
+NOW = 50_000.0
+
+
+@dataclass
+class Plane:
+    """Enough of the control plane's gateway routes, signing with ``signer``."""
+
+    snapshot: PolicySnapshot = field(default_factory=lambda: snapshot(2))
+    signer: LocalSigner = SIGNER
+    keys: SignedPayload | None = None
+    at: float = NOW  # the issue time of what it signs
+    unsigned: bool = False
+    confirm_version: int | None = None  # a 304 that confirms another version
+    requests: list[str] = field(default_factory=list)
+
+    def sign(self, kind: Kind, version: int, payload: bytes, since: int = 0) -> SignedPayload:
+        return sign(kind, version, payload, self.at, since=since, signer=self.signer)
+
+    def answer(self, request: httpx.Request) -> httpx.Response:
+        inm = request.headers.get("If-None-Match")
+        self.requests.append(f"{request.url.path} {inm or ''}".strip())
+        if request.url.path == SIGNING_KEYS_PATH:
+            if self.keys is None:
+                return httpx.Response(404)
+            return httpx.Response(200, headers=self.keys.headers(), content=self.keys.payload)
+        if request.url.path == POLICY_PATH:
+            version = self.snapshot.version
+            if inm == f'"c1-{version}"':
+                confirmed = self.sign(Kind.CONFIRM, self.confirm_version or version, b"")
+                return httpx.Response(304, headers=confirmed.headers())
+            body = self.snapshot.model_dump_json().encode()
+            if self.unsigned:
+                return httpx.Response(200, content=body)
+            signed = self.sign(Kind.SNAPSHOT, version, body)
+            return httpx.Response(200, headers=signed.headers(), content=body)
+        if request.url.path == DELTA_PATH:
+            since = int(request.url.params["since"])
+            d = delta(since, max(since, self.snapshot.version))
+            signed = self.sign(Kind.DELTA, d.version, d.model_dump_json().encode(), since=since)
+            return httpx.Response(200, headers=signed.headers(), content=signed.payload)
+        return httpx.Response(404)
+
+
+@dataclass
+class Node:
+    sync: PolicySync
+    store: PolicyStore
+    status: LinkStatus
+    trust: PolicyTrust
+    journal: PolicyJournal
+
+
+def node(plane: Plane, tmp_path: Path) -> Node:
+    client = ControlPlaneClient(
+        "https://cp.example.com", "segc_c1_k1_s", "n1", transport=httpx.MockTransport(plane.answer)
+    )
+    store, status = PolicyStore(), LinkStatus()
+    trust = PolicyTrust(
+        (SIGNER.public,),
+        cluster_id="c1",
+        max_skew_s=300,
+        keys_file=SigningKeysFile(tmp_path),
+        clock=lambda: NOW,
+    )
+    journal = PolicyJournal(JournalFile(tmp_path))
+    journal.attach(store)
+    return Node(
+        PolicySync(client, store, status, trust, journal=journal, clock=lambda: NOW),
+        store,
+        status,
+        trust,
+        journal,
+    )
+
+
+async def test_a_refresh_learns_the_keys_then_applies_the_verified_snapshot(tmp_path: Path) -> None:
+    plane = Plane(at=NOW - 10)
+    n = node(plane, tmp_path)
+    assert await n.sync.full()
+    assert plane.requests == [SIGNING_KEYS_PATH, POLICY_PATH]
+    assert n.store.current().version == 2
+    assert n.store.current().confirmed_at == NOW - 10  # its signed issue time
+    plane.at = NOW - 5
+    assert await n.sync.full()
+    assert plane.requests[-1] == f'{POLICY_PATH} "c1-2"' and n.status.not_modified == 1
+    assert n.store.current().confirmed_at == NOW - 5  # the 304's signed confirmation
+
+
+async def test_refused_answers_are_counted_and_the_policy_in_force_is_kept(tmp_path: Path) -> None:
+    plane = Plane()
+    n = node(plane, tmp_path)
+    assert await n.sync.full()
+    plane.snapshot = snapshot(3, entry("alice", "dev1", Access.BLOCK, 3))
+    plane.unsigned = True
+    plane.snapshot, held = plane.snapshot, n.store.current()
+    assert not await n.sync.full()  # 200 without a signature
+    plane.unsigned, plane.signer = False, LocalSigner.generate()
+    assert not await n.sync.full()  # signed by a key the node does not trust
+    assert n.store.current() is held
+    assert n.trust.rejections.by_reason == {"unsigned": 1, "unknown_key": 1}
+    assert n.status.fetches_refused == 2 and "refused" in n.status.last_error
+
+
+async def test_a_304_confirming_another_version_gives_no_freshness(tmp_path: Path) -> None:
+    plane = Plane(at=NOW - 100)
+    n = node(plane, tmp_path)
+    assert await n.sync.full()
+    plane.at, plane.confirm_version = NOW, 7
+    assert not await n.sync.full()
+    assert n.store.current().confirmed_at == NOW - 100
+    assert n.trust.rejections.by_reason == {"replayed": 1}
+
+
+async def test_an_older_snapshot_than_the_control_plane_stated_is_a_replay(
+    tmp_path: Path,
+) -> None:
+    plane = Plane(snapshot=snapshot(5))
+    n = node(plane, tmp_path)
+    assert await n.sync.full()
+    plane.snapshot = snapshot(4)  # as a man in the middle would replay it
+    assert not await n.sync.full()
+    assert n.store.current().version == 5
+    assert n.trust.rejections.by_reason == {"replayed": 1}
+
+
+async def test_a_snapshot_behind_a_push_that_overtook_it_is_applied(tmp_path: Path) -> None:
+    """A push of W + 1 lands before W moves: the snapshot of W that follows is authentic
+    and keeps the pushed entry (no false alarm)."""
+    plane = Plane()
+    n = node(plane, tmp_path)
+    assert await n.sync.full()
+    raw = signed_push(push(entry("carol", "dev3", Access.BLOCK, 3)), NOW)
+    message, _verified, signed = n.trust.push(raw, n.store.current())
+    n.store.apply_push(message, signed=signed)
+    assert n.store.current().version == 3
+    plane.at = NOW + 1
+    assert await n.sync.full()  # If-None-Match "c1-3": the snapshot of 2 comes back
+    assert plane.requests[-1] == f'{POLICY_PATH} "c1-3"' and n.status.snapshots == 2
+    assert n.store.current().entry("carol", "dev3") is not None
+    assert n.store.current().confirmed_at == NOW + 1
+    assert n.trust.rejections.total == 0
+
+
+def key_set(version: int, active: LocalSigner, previous: LocalSigner | None = None) -> bytes:
+    keys = [
+        AnnouncedKey(kid=active.kid, public_key=active.public.spki_b64, state=AnnouncedState.ACTIVE)
+    ]
+    if previous is not None:
+        keys.append(
+            AnnouncedKey(
+                kid=previous.kid, public_key=previous.public.spki_b64, state=AnnouncedState.PREVIOUS
+            )
+        )
+    return (
+        SigningKeySet(cluster_id="c1", version=version, keys=tuple(keys)).model_dump_json().encode()
+    )
+
+
+async def test_a_delta_since_another_version_than_asked_is_refused(tmp_path: Path) -> None:
+    plane = Plane(snapshot=snapshot(5))
+    n = node(plane, tmp_path)
+    assert await n.sync.full()
+    plane.snapshot = snapshot(6)
+    assert await n.sync.delta()
+    assert n.store.current().version == 6
+    answer = plane.answer
+    replayed = plane.sign(Kind.DELTA, 6, delta(4, 6).model_dump_json().encode(), since=4)
+
+    def replaying(request: httpx.Request) -> httpx.Response:
+        if request.url.path == DELTA_PATH:
+            return httpx.Response(200, headers=replayed.headers(), content=replayed.payload)
+        return answer(request)
+
+    plane.answer = replaying  # type: ignore[method-assign]
+    n.sync._client = ControlPlaneClient(
+        "https://cp.example.com", "segc_c1_k1_s", "n1", transport=httpx.MockTransport(replaying)
+    )
+    assert not await n.sync.delta()
+    assert n.trust.rejections.by_reason == {"replayed": 1}
+
+
+async def test_after_a_rotation_the_stored_policy_is_fetched_signed_by_the_new_key(
+    tmp_path: Path,
+) -> None:
+    plane = Plane()
+    n = node(plane, tmp_path)
+    assert await n.sync.full()
+    assert await n.sync.full()
+    assert plane.requests[-1] == f'{POLICY_PATH} "c1-2"'
+    new = LocalSigner.generate()
+    # Key set 1: the new key announced as next (signed by the pinned key).
+    announce = SigningKeySet(
+        cluster_id="c1",
+        version=1,
+        keys=(
+            AnnouncedKey(
+                kid=SIGNER.kid, public_key=SIGNER.public.spki_b64, state=AnnouncedState.ACTIVE
+            ),
+            AnnouncedKey(kid=new.kid, public_key=new.public.spki_b64, state=AnnouncedState.NEXT),
+        ),
+    )
+    plane.keys = sign(Kind.KEYS, 1, announce.model_dump_json().encode(), NOW)
+    assert await n.sync.full()
+    assert plane.requests[-1] == f'{POLICY_PATH} "c1-2"'  # still the active key: a 304
+    # Key set 2: the new key active; the control plane now signs with it.
+    plane.keys = sign(Kind.KEYS, 2, key_set(2, new, SIGNER), NOW, signer=SIGNER)
+    plane.signer = new
+    assert await n.sync.full()
+    assert plane.requests[-1] == POLICY_PATH  # no If-None-Match: re-signed by the new key
+    assert n.journal.kids() == {new.kid} and n.trust.active_kid == new.kid
+    assert await n.sync.full()
+    assert plane.requests[-1] == f'{POLICY_PATH} "c1-2"'
+    assert n.trust.rejections.total == 0
