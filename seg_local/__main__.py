@@ -98,8 +98,8 @@ def _moto(args: argparse.Namespace) -> int:
     from seg_local.mailbox import Mailbox  # noqa: PLC0415
     from seg_local.moto_server import LocalMotoServer  # noqa: PLC0415
 
-    server = LocalMotoServer(args.host, args.port)
     try:
+        server = LocalMotoServer(args.host, args.port)
         endpoint = server.start()
     except OSError as exc:
         print(f"seg_local: cannot start moto on {args.host}:{args.port}: {exc}", file=sys.stderr)

@@ -197,10 +197,13 @@ async def test_a_refusal_without_the_control_planes_mark_is_retried_not_fatal(
     async with running(make_config(double)) as node:
         await eventually(lambda: double.requests.count("GET /ws") >= 2, what="retries")
         status = node.link_status
+        history = node.link.lifecycle.history  # type: ignore[union-attr]
+        # The handshake's refusal is checked over HTTP before the link decides: wait for it.
+        await eventually(
+            lambda: any(event is Event.CREDENTIAL_NOT_REJECTED for _, event, _ in history),
+            what="the refusal judged not the control plane's",
+        )
         assert not status.fatal and status.state is not State.REJECTED
-        assert any(
-            event is Event.CREDENTIAL_NOT_REJECTED for _, event, _ in node.link.lifecycle.history
-        )  # type: ignore[union-attr]
         assert "proxy or WAF" in status.last_error
         ready = (await admin_get(node, "/readyz")).json()
         assert not any("rejected" in r or "revoked" in r for r in ready["reasons"])
