@@ -3,6 +3,8 @@ incrementally by pushes, and what it adds to a push and to a snapshot apply.
 
 Run:  .venv/bin/python bench/policy_digest.py  [--devices N] [--pushes N]
 
+The control plane's side of the same digest: ``bench/policy_digest_control_plane.py``.
+
 Prints (CPU time, median of 5 repeats; run on an idle machine for stable figures):
 - the full digest of the index (``PolicyIndex.digest()`` on a fresh index: what the
   first keepalive after a snapshot pays, in a thread);
@@ -28,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from decision_cost import build_snapshot  # the same 100,000-device policy
 
 from onprem_gateway.core.policy_index import PolicyIndex
-from seg_contract import Access, DeviceEntry, EntrySource, PushChange
+from seg_contract import Access, DeviceEntry, EntrySource, PolicySnapshot, PushChange
 from seg_contract.digest import policy_digest
 
 
@@ -79,26 +81,37 @@ def per_push_us(index: PolicyIndex, messages: list[PushChange], known: bool) -> 
     return statistics.median(runs)
 
 
+def full_digest_ms(snap: PolicySnapshot) -> tuple[float, float]:
+    """CPU ms to build the index from ``snap``, and to digest it in full once built."""
+    full = cpu_ms(lambda: PolicyIndex.from_snapshot(snap, 0.0).digest())
+    build = cpu_ms(lambda: PolicyIndex.from_snapshot(snap, 0.0))
+    return build, full - build
+
+
+def push_costs_us(snap: PolicySnapshot, count: int) -> tuple[float, float]:
+    """CPU µs per push with the digest unknown (a worker) and kept (the agent)."""
+    messages = pushes(snap.version, count)
+    unknown = per_push_us(PolicyIndex.from_snapshot(snap, 0.0), messages, known=False)
+    known = per_push_us(PolicyIndex.from_snapshot(snap, 0.0), messages, known=True)
+    return unknown, known
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=100_000)
     parser.add_argument("--pushes", type=int, default=2_000)
     args = parser.parse_args()
     snap = build_snapshot(args.devices)
-    version = snap.version
     index = PolicyIndex.from_snapshot(snap, time.time())
 
     print(f"python {sys.version.split()[0]}, {args.devices:,} devices")
-    full = cpu_ms(lambda: PolicyIndex.from_snapshot(snap, 0.0).digest())
-    build = cpu_ms(lambda: PolicyIndex.from_snapshot(snap, 0.0))
+    build, full = full_digest_ms(snap)
     print(f"index build from snapshot:           {build:8.1f} ms")
-    print(f"full digest (build + digest - build): {full - build:8.1f} ms")
+    print(f"full digest (build + digest - build): {full:8.1f} ms")
     reference = policy_digest(snap.devices, (), snap.settings, 0)
     assert index.digest() == reference
 
-    messages = pushes(version, args.pushes)
-    unknown = per_push_us(PolicyIndex.from_snapshot(snap, 0.0), messages, known=False)
-    known = per_push_us(PolicyIndex.from_snapshot(snap, 0.0), messages, known=True)
+    unknown, known = push_costs_us(snap, args.pushes)
     print(f"push apply, digest unknown (worker):  {unknown:8.1f} µs")
     print(f"push apply, digest kept (agent):      {known:8.1f} µs  (+{known - unknown:.1f} µs)")
 

@@ -253,6 +253,23 @@ class ClusterStore(Protocol):
         ``expected``; return the cluster as it is after the write (None: not stored)."""
         ...
 
+    def mark_bootstrap(
+        self, cluster_id: str, at: datetime, *, replacing: int | None = None
+    ) -> ClusterRecord | None:
+        """On an item without a committed watermark (``ClusterRecord.legacy``): record
+        that its bootstrap begins at ``at``, with the counter's value in the same write;
+        only if no mark is recorded (``replacing``: only if the recorded one has that
+        counter). Return the cluster after the write (None: not written)."""
+        ...
+
+    def bootstrap_watermark(
+        self, cluster_id: str, marked: int, watermark: Watermark
+    ) -> ClusterRecord | None:
+        """Store the first committed watermark of an item that still has none and
+        whose bootstrap mark has the counter ``marked``, and drop the mark; return the
+        cluster after the write (None: not stored)."""
+        ...
+
     def set_public_key(self, cluster_id: str, public_key: str) -> None: ...
 
     def mark_seeded(self, cluster_id: str, at: datetime) -> None:

@@ -3,7 +3,9 @@
 A cluster item (``kind = "cluster"``) holds the policy version counter
 (``policy_version``, taken with an atomic ``ADD``), the committed watermark
 (``committed_version``, ``digest`` as 32 hex digits, ``recent_digests`` as a list of
-``{v, d}``; ``lambdas.usecases.policy_versions``), the settings with the version that
+``{v, d}``; ``lambdas.usecases.policy_versions``; an item from before committed versions
+has none until its bootstrap, ``lambdas.usecases.policy_bootstrap``, which marks its
+start with ``bootstrap_counter`` and ``bootstrap_at``), the settings with the version that
 wrote them (written by a version's commit, ``dynamodb_policy_log``), the public sealing
 key, and (written by ``dynamodb_cluster_credentials``) the hashed gateway credentials,
 which this adapter never reads. The tenant-wide compliance policy lives in one more item,
@@ -29,6 +31,7 @@ from lambdas.adapters.dynamodb_support import (
     translated,
 )
 from lambdas.domain.compliance import CompliancePolicy
+from lambdas.domain.policy_bootstrap import BootstrapMark
 from lambdas.domain.policy_log import Watermark, initial_watermark
 from lambdas.domain.records import ClusterRecord
 from lambdas.domain.timefmt import format_instant, parse_instant
@@ -44,7 +47,8 @@ TENANT_ID = "#tenant"
 # Everything but the credentials map: it is none of the write side's business.
 _PROJECTION = (
     "cluster_id, kind, #name, created_at, policy_version, settings, settings_version, "
-    "committed_version, digest, recent_digests, public_key, seeded_at"
+    "committed_version, digest, recent_digests, public_key, seeded_at, "
+    "bootstrap_counter, bootstrap_at"
 )
 _SERIALIZER = TypeSerializer()
 _DESERIALIZER = TypeDeserializer()
@@ -61,9 +65,20 @@ def watermark_values(watermark: Watermark) -> Item:
     }
 
 
+_SET_WATERMARK = (
+    "SET committed_version = :committed_version, digest = :digest, recent_digests = :recent_digests"
+)
+
+
+def _values(attributes: Item) -> Item:
+    """Attribute values as an update's expression values (``:name``)."""
+    return {f":{k}": v for k, v in attributes.items()}
+
+
 def parse_watermark(item: Item, settings: ClusterSettings) -> Watermark:
     if "committed_version" not in item:
-        # Never written (a cluster item from before committed versions): version 0.
+        # Never written (a cluster item from before committed versions): a placeholder
+        # at version 0 until its bootstrap.
         return initial_watermark(settings)
     recent = _DESERIALIZER.deserialize(item["recent_digests"]) if "recent_digests" in item else []
     return Watermark(
@@ -89,7 +104,16 @@ def parse_cluster(item: Item) -> ClusterRecord:
         watermark=parse_watermark(item, settings),
         public_key=get_s(item, "public_key"),
         seeded_at=parse_instant(seeded) if seeded else None,
+        legacy="committed_version" not in item,
+        bootstrap=_parse_mark(item),
     )
+
+
+def _parse_mark(item: Item) -> BootstrapMark | None:
+    at = get_s(item, "bootstrap_at")
+    if "bootstrap_counter" not in item or not at:
+        return None
+    return BootstrapMark(counter=get_n(item, "bootstrap_counter"), at=parse_instant(at))
 
 
 class DynamoDbClusters:
@@ -168,33 +192,62 @@ class DynamoDbClusters:
             raise NotFound(f"cluster {cluster_id} not found") from None
         return get_n(dict(response["Attributes"]), "policy_version")
 
-    def advance_watermark(
-        self, cluster_id: str, expected: int, watermark: Watermark
+    def _update_if(
+        self, cluster_id: str, update: str, condition: str, values: Item
     ) -> ClusterRecord | None:
-        values = {f":{k}": v for k, v in watermark_values(watermark).items()}
-        moved_from = "committed_version = :expected"
-        if expected == 0:  # an item from before committed versions has none yet
-            moved_from = f"({moved_from} OR attribute_not_exists(committed_version))"
+        """A conditional update of a cluster item; the item after it (None: the
+        condition failed)."""
         try:
             with translated(STORE):
                 response = self._client.update_item(
                     TableName=self._table,
                     Key={"cluster_id": s(cluster_id)},
-                    UpdateExpression=(
-                        "SET committed_version = :committed_version, digest = :digest, "
-                        "recent_digests = :recent_digests"
-                    ),
-                    ConditionExpression=f"kind = :cluster AND {moved_from}",
-                    ExpressionAttributeValues={
-                        **values,
-                        ":expected": n(expected),
-                        ":cluster": s("cluster"),
-                    },
+                    UpdateExpression=update,
+                    ConditionExpression=f"kind = :cluster AND {condition}",
+                    ExpressionAttributeValues={**values, ":cluster": s("cluster")},
                     ReturnValues="ALL_NEW",
                 )
         except ConditionFailed:
             return None
         return parse_cluster(dict(response["Attributes"]))
+
+    def advance_watermark(
+        self, cluster_id: str, expected: int, watermark: Watermark
+    ) -> ClusterRecord | None:
+        # An item without a committed version never matches: its first one is set by
+        # its bootstrap (``bootstrap_watermark``), never by a walk from the placeholder.
+        return self._update_if(
+            cluster_id,
+            _SET_WATERMARK,
+            "committed_version = :expected",
+            {**_values(watermark_values(watermark)), ":expected": n(expected)},
+        )
+
+    def mark_bootstrap(
+        self, cluster_id: str, at: datetime, *, replacing: int | None = None
+    ) -> ClusterRecord | None:
+        # The counter is copied in the same write, so every version up to the mark's
+        # counter was handed out before the mark was stored.
+        values: Item = {":at": s(format_instant(at)), ":zero": n(0)}
+        unmarked = "attribute_not_exists(bootstrap_counter)"
+        if replacing is not None:
+            unmarked, values[":replacing"] = "bootstrap_counter = :replacing", n(replacing)
+        return self._update_if(
+            cluster_id,
+            "SET bootstrap_counter = if_not_exists(policy_version, :zero), bootstrap_at = :at",
+            f"attribute_not_exists(committed_version) AND {unmarked}",
+            values,
+        )
+
+    def bootstrap_watermark(
+        self, cluster_id: str, marked: int, watermark: Watermark
+    ) -> ClusterRecord | None:
+        return self._update_if(
+            cluster_id,
+            f"{_SET_WATERMARK} REMOVE bootstrap_counter, bootstrap_at",
+            "attribute_not_exists(committed_version) AND bootstrap_counter = :marked",
+            {**_values(watermark_values(watermark)), ":marked": n(marked)},
+        )
 
     def set_public_key(self, cluster_id: str, public_key: str) -> None:
         try:

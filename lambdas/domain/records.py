@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from lambdas.domain.policy_bootstrap import BootstrapMark
 from lambdas.domain.policy_log import Watermark
 from seg_contract import ClusterSettings
 
@@ -25,6 +26,11 @@ class ClusterRecord:
     # When every existing device was queued for evaluation into this cluster (None: not
     # yet; the scheduled sweep seeds such clusters).
     seeded_at: datetime | None = None
+    # An item from before committed versions (none stored yet): ``watermark`` is a
+    # placeholder at version 0 until ``usecases.policy_bootstrap`` stores the first one;
+    # ``bootstrap`` says when that began.
+    legacy: bool = False
+    bootstrap: BootstrapMark | None = None
 
     @property
     def committed_version(self) -> int:

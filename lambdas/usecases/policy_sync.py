@@ -45,7 +45,7 @@ def build_snapshot(
     log: PolicyLog,
     now: datetime,
 ) -> PolicySnapshot:
-    cluster = advance(cluster_id, clusters=clusters, log=log, now=now)
+    cluster = advance(cluster_id, clusters=clusters, log=log, now=now, entries=entries)
     return _snapshot(cluster, entries, now)
 
 
@@ -61,7 +61,7 @@ def snapshot_unless_held(
     """The cluster's committed version and full snapshot, or ``(version, None)`` when
     ``held(version)`` says the caller already has it (a conditional GET: refreshing an
     unchanged cluster costs one read of the cluster item)."""
-    cluster = advance(cluster_id, clusters=clusters, log=log, now=now)
+    cluster = advance(cluster_id, clusters=clusters, log=log, now=now, entries=entries)
     if held(cluster.committed_version):
         return cluster.committed_version, None
     return cluster.committed_version, _snapshot(cluster, entries, now)
@@ -93,7 +93,7 @@ def build_delta(
     (negative), ``DeltaTooOld`` (see the module doc) and ``NotFound``."""
     if since < 0:
         raise InvalidInput("since must be a non-negative policy version")
-    cluster = advance(cluster_id, clusters=clusters, log=log, now=now)
+    cluster = advance(cluster_id, clusters=clusters, log=log, now=now, entries=entries)
     committed = cluster.committed_version
     check = check_delta(since, committed=committed, counter=cluster.policy_version)
     if not check.available:

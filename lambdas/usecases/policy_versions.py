@@ -49,13 +49,17 @@ A small timeline (one cluster, W = 4, counter = 4)::
 
     t0  writer A takes 5            counter 5; W 4 (5 is unsettled)
     t1  node fetches the snapshot   -> version 4: A's entry is not promised
-    t2  A commits 5 (entry + log)   W -> 5 (A advances); push of 5 to every node
+    t2  A commits 5 (entry + log)   push of 5 to every node; W -> 5 (A advances)
     t3  the push is lost            node stays at 4
     t4  node's keepalive            pong version 5 > 4: node fetches the delta since 4
                                     -> log (4, 5] -> A's entry, version 5: converged
-    t5  writer B takes 6, dies      advance marks 6 pending (first seen t5)
-    t6  writer C takes 7, commits   W stays 5 (6 unsettled); push of 7 (node: gap)
-    t5 + 90 s  a keepalive          6 fenced (abandoned), W -> 7; pong 7: delta (5, 7]
+    t5  writer B takes 6, dies      counter 6; W 5
+    t6  writer C takes 7, commits   push of 7 (node: a gap, stays at 5); C's advance
+                                    marks 6 pending (first seen t6), W stays 5
+    t6 + 90 s  a keepalive          6 fenced (abandoned), W -> 7; pong 7: delta (5, 7]
+
+A cluster item from before this protocol has no W yet: ``advance`` bootstraps it first
+(``policy_bootstrap``).
 """
 
 from __future__ import annotations
@@ -78,6 +82,7 @@ from lambdas.ports import (
 )
 from lambdas.usecases.cluster_lookup import require_cluster
 from lambdas.usecases.errors import StorageError
+from lambdas.usecases.policy_bootstrap import bootstrap
 from lambdas.usecases.policy_signing import PolicySigning
 from lambdas.usecases.push import PushReport, publish
 from seg_contract import PushChange
@@ -204,7 +209,9 @@ def publish_version(
         now=now,
     )
     try:
-        advance(cluster_id, clusters=stores.clusters, log=stores.log, now=now)
+        advance(
+            cluster_id, clusters=stores.clusters, log=stores.log, now=now, entries=stores.entries
+        )
     except StorageError:
         logger.warning("could not advance %s after version %d", cluster_id, plan.version)
     return replace(committed, pushes=report)
@@ -226,11 +233,22 @@ def advance(
     log: PolicyLog,
     now: datetime,
     grace: timedelta = ABANDON_GRACE,
+    entries: PolicyEntryStore | None = None,
 ) -> ClusterRecord:
     """Move the cluster's committed version over every settled version after it (see
     the module doc) and return the cluster as it is then. ``NotFound`` for an unknown
-    cluster. Cheap when nothing is unsettled: one consistent read."""
+    cluster. Cheap when nothing is unsettled: one consistent read.
+
+    A cluster item from before committed versions is bootstrapped first
+    (``policy_bootstrap``; ``entries``: the store its first watermark is read from,
+    None to only mark it); until then it stays at its placeholder version 0."""
     cluster = require_cluster(clusters, cluster_id)
+    if cluster.legacy:
+        cluster = bootstrap(
+            cluster, clusters=clusters, log=log, entries=entries, now=now, grace=grace
+        )
+        if cluster.legacy:
+            return cluster
     for _ in range(_ADVANCE_ROUNDS):
         current = cluster.watermark
         if cluster.policy_version <= current.version:

@@ -31,9 +31,10 @@ written. The index keeps the *applied version* V and the invariant
 
 Timeline of the race the committed version closes (writers A and B, one node)::
 
-    A takes v11 . B takes v12 . B writes v12 . snapshot read: W = 10 (+ v12's entry)
-    node: V = 10, holds v12's entry -> not exact . A writes v11 -> W = 12, push 11, 12
-    node: push 11 -> V = 11, then over 12 (already applied out of order) -> V = 12, exact
+    A takes v11 . B takes v12 . B writes v12, pushes 12 (node at 10: a gap, applied per
+    key) . snapshot read: W = 10 (+ v12's entry) . node: V = 10, holds v12's entry ->
+    not exact . A writes v11, pushes 11, W -> 12 . node: push 11 -> V = 11, then over 12
+    (already applied out of order) -> V = 12, exact
 
 *Exact*: the index holds nothing newer than V (no entry, credential or settings with a
 version above V, no out-of-order pushes pending). Only then does "the policy at V" mean

@@ -12,10 +12,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 
 from lambdas.domain.compliance import CompliancePolicy
 from lambdas.domain.errors import CommitConflict, ConnectionGone, PushFailed, VersionFenced
+from lambdas.domain.policy_bootstrap import BootstrapMark
 from lambdas.domain.policy_commit import CommitPlan
 from lambdas.domain.policy_log import LogRecord, LogState, Watermark, initial_watermark
 from lambdas.domain.records import ClusterRecord, Connection
@@ -94,11 +95,62 @@ class MemoryClusters:
     ) -> ClusterRecord | None:
         with self.state.lock:
             cluster = self.state.clusters.get(cluster_id)
-            if cluster is None or cluster.watermark.version != expected:
+            if cluster is None or cluster.legacy or cluster.watermark.version != expected:
                 return None
             moved = replace(cluster, watermark=watermark)
             self.state.clusters[cluster_id] = moved
             return moved
+
+    def put_legacy(
+        self,
+        cluster_id: str,
+        *,
+        counter: int,
+        settings: ClusterSettings | None = None,
+        settings_version: int = 0,
+    ) -> ClusterRecord:
+        """A cluster item as written before committed versions (tests: upgrades)."""
+        settings = settings or ClusterSettings()
+        record = ClusterRecord(
+            cluster_id=cluster_id,
+            name=cluster_id,
+            created_at=datetime(2026, 1, 1, tzinfo=UTC),
+            policy_version=counter,
+            settings=settings,
+            settings_version=settings_version,
+            watermark=initial_watermark(settings),
+            legacy=True,
+        )
+        with self.state.lock:
+            self.state.clusters[cluster_id] = record
+        return record
+
+    def mark_bootstrap(
+        self, cluster_id: str, at: datetime, *, replacing: int | None = None
+    ) -> ClusterRecord | None:
+        with self.state.lock:
+            cluster = self.state.clusters.get(cluster_id)
+            if cluster is None or not cluster.legacy:
+                return None
+            held = cluster.bootstrap.counter if cluster.bootstrap else None
+            if held != replacing:
+                return None
+            marked = replace(cluster, bootstrap=BootstrapMark(cluster.policy_version, at))
+            self.state.clusters[cluster_id] = marked
+            return marked
+
+    def bootstrap_watermark(
+        self, cluster_id: str, marked: int, watermark: Watermark
+    ) -> ClusterRecord | None:
+        with self.state.lock:
+            cluster = self.state.clusters.get(cluster_id)
+            if cluster is None or not cluster.legacy or cluster.bootstrap is None:
+                return None
+            if cluster.bootstrap.counter != marked:
+                return None
+            done = replace(cluster, watermark=watermark, legacy=False, bootstrap=None)
+            self.state.clusters[cluster_id] = done
+            return done
 
     def set_public_key(self, cluster_id: str, public_key: str) -> None:
         with self.state.lock:

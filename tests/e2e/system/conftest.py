@@ -14,6 +14,21 @@ import pytest
 from seg_cli.demo import DemoDevice, checkin, enroll, wait_enforced
 from seg_local.stack import Node, Stack, StackOptions
 
+# Figures a test measured (never asserted: tests assert behaviour, bench/ measures), shown
+# in the terminal summary of every run, whatever the capture and -r options.
+_FIGURES: list[str] = []
+
+
+def report_figure(line: str) -> None:
+    _FIGURES.append(line)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _FIGURES:
+        terminalreporter.section("system tier figures")
+        for line in _FIGURES:
+            terminalreporter.write_line(line)
+
 
 def start_stack(tmp_path_factory: pytest.TempPathFactory, **options: Any) -> Stack:
     # Pings answered within 2 s unless a test module asks otherwise (None: the heartbeat).
@@ -34,6 +49,17 @@ def dump_logs_on_failure(stack: Stack, request: pytest.FixtureRequest, failed_be
         print(f"\n----- {path.name} (last {len(lines)} lines) -----\n" + "\n".join(lines))
 
 
+def serve(stack: Stack, request: pytest.FixtureRequest) -> Iterator[Stack]:
+    """A module fixture's body: yield the started stack, then show the logs if a test
+    of the module failed, and stop it."""
+    failed_before = request.session.testsfailed
+    try:
+        yield stack
+    finally:
+        dump_logs_on_failure(stack, request, failed_before)
+        stack.stop()
+
+
 @pytest.fixture(scope="module")
 def stack(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
@@ -41,12 +67,7 @@ def stack(
     # HTTPS/WSS between gateways and control plane, as with API Gateway; the EventBridge
     # stand-in fires the scheduled check-in every 1.8 s.
     s = start_stack(tmp_path_factory, nodes=2, schedule_minutes=0.03, control_plane_tls=True)
-    failed_before = request.session.testsfailed
-    try:
-        yield s
-    finally:
-        dump_logs_on_failure(s, request, failed_before)
-        s.stop()
+    yield from serve(s, request)
 
 
 def new_device(user: str = "") -> DemoDevice:

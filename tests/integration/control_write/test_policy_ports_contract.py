@@ -4,7 +4,7 @@ with the fakes holds for the adapters."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -28,17 +28,40 @@ class Ports:
     clusters: ClusterStore
     entries: PolicyEntryStore
     log: PolicyLog
+    # Writes a cluster item as code from before committed versions did (id, counter).
+    put_legacy: Callable[[str, int], object]
 
 
 @pytest.fixture(params=["dynamodb", "memory"])
 def ports(request: pytest.FixtureRequest) -> Iterator[Ports]:
     if request.param == "memory":
         state = MemoryPolicyState()
-        yield Ports(MemoryClusters(state), MemoryEntries(state), MemoryPolicyLog(state))
+        clusters = MemoryClusters(state)
+        yield Ports(
+            clusters,
+            MemoryEntries(state),
+            MemoryPolicyLog(state),
+            lambda cluster_id, counter: clusters.put_legacy(cluster_id, counter=counter),
+        )
         return
     env: AwsEnv = request.getfixturevalue("aws")
     adapters = Adapters(env.settings, dynamodb=env.dynamodb)
-    yield Ports(adapters.clusters, adapters.policy_entries, adapters.policy_log)
+
+    def put_legacy(cluster_id: str, counter: int) -> None:
+        env.dynamodb.put_item(
+            TableName=env.settings.table("clusters"),
+            Item={
+                "cluster_id": {"S": cluster_id},
+                "kind": {"S": "cluster"},
+                "name": {"S": cluster_id},
+                "created_at": {"S": "2026-01-01T00:00:00.000Z"},
+                "policy_version": {"N": str(counter)},
+                "settings": {"S": ClusterSettings().model_dump_json()},
+                "settings_version": {"N": "0"},
+            },
+        )
+
+    yield Ports(adapters.clusters, adapters.policy_entries, adapters.policy_log, put_legacy)
 
 
 def entry(user: str, version: int, access: Access = Access.ALLOW) -> DeviceEntry:
@@ -164,3 +187,43 @@ def test_the_watermark_moves_only_from_the_version_it_was_read_at(ports: Ports) 
     assert ports.clusters.get_cluster("c-1") == moved
     assert ports.clusters.advance_watermark("c-1", 0, Watermark(1, 1)) is None
     assert ports.clusters.advance_watermark("c-nope", 0, mark) is None
+
+
+def test_an_item_from_before_committed_versions_reads_as_legacy_at_version_zero(
+    ports: Ports,
+) -> None:
+    ports.put_legacy("c-old", 7)
+    found = ports.clusters.get_cluster("c-old")
+    assert found is not None and found.legacy and found.bootstrap is None
+    assert (found.policy_version, found.committed_version) == (7, 0)
+    assert ports.clusters.advance_watermark("c-old", 0, Watermark(7, 1)) is None  # never
+    created = ports.clusters.create_cluster("c-new", "hq", T0)
+    assert not created.legacy and created.bootstrap is None
+
+
+def test_a_bootstrap_is_marked_once_with_the_counter_and_stored_once(ports: Ports) -> None:
+    ports.put_legacy("c-old", 7)
+    marked = ports.clusters.mark_bootstrap("c-old", T0)
+    assert marked is not None and marked.bootstrap is not None
+    assert (marked.bootstrap.counter, marked.bootstrap.at) == (7, T0)
+    assert ports.clusters.get_cluster("c-old") == marked
+    assert ports.clusters.mark_bootstrap("c-old", T0 + timedelta(seconds=1)) is None
+    ports.clusters.next_version("c-old")
+    # Again (a write without the log seen after the mark): only over the mark read.
+    assert ports.clusters.mark_bootstrap("c-old", T0, replacing=6) is None
+    again = ports.clusters.mark_bootstrap("c-old", T0 + timedelta(seconds=2), replacing=7)
+    assert again is not None and again.bootstrap is not None
+    assert (again.bootstrap.counter, again.bootstrap.at) == (8, T0 + timedelta(seconds=2))
+
+    first = Watermark(8, 99, ((8, 99),))
+    assert ports.clusters.bootstrap_watermark("c-old", 7, first) is None  # another mark
+    stored = ports.clusters.bootstrap_watermark("c-old", 8, first)
+    assert stored is not None and not stored.legacy and stored.bootstrap is None
+    assert (stored.watermark, stored.policy_version) == (first, 8)
+    assert ports.clusters.get_cluster("c-old") == stored
+    assert ports.clusters.bootstrap_watermark("c-old", 8, first) is None  # once
+    assert ports.clusters.mark_bootstrap("c-old", T0) is None  # not legacy any more
+    ports.clusters.create_cluster("c-new", "hq", T0)
+    assert ports.clusters.mark_bootstrap("c-new", T0) is None
+    assert ports.clusters.mark_bootstrap("c-nope", T0) is None
+    assert ports.clusters.bootstrap_watermark("c-nope", 0, first) is None
