@@ -231,6 +231,17 @@ class ConnectionClock:
         """A pong arrived: nothing is awaited any more."""
         return replace(self, awaiting_since=None)
 
+    def report_soon(self, now: float, min_spacing_s: float) -> ConnectionClock:
+        """Bring the next keepalive forward to ``now`` (the policy just caught up: its
+        digest can be verified at once instead of an interval later), but never closer
+        than ``min_spacing_s`` after the last one, nor while a pong is awaited."""
+        if self.awaiting_since is not None:
+            return self
+        due = max(now, self.last_sent_at + min_spacing_s)
+        if due >= self.last_sent_at + self.keepalive_interval_s:
+            return self
+        return replace(self, last_sent_at=due - self.keepalive_interval_s)
+
 
 # --- classifying connect failures ---------------------------------------------------------
 

@@ -64,6 +64,11 @@ from seg_contract.signing import RejectReason, SignedPayload, Verified
 
 log = logging.getLogger(__name__)
 
+# How often the connected loop re-reads its timers, and the least time between two
+# reports when a caught-up policy brings one forward.
+WAKE_S = 1.0
+REPORT_SPACING_S = 2.0
+
 # API Gateway caps a WebSocket message at 128 KB; a push is far smaller.
 MAX_PUSH_BYTES = 256 * 1024
 CLOSE_TIMEOUT_S = 2.0
@@ -352,10 +357,14 @@ class ControlPlaneLink:
         assert self._ws is not None and self._conn_clock is not None
         while True:
             due_at, timer_event = self._conn_clock.next_due()
-            timeout = max(0.0, due_at - time.monotonic())
+            # Wake at least every WAKE_S: a caught-up policy may bring the report forward
+            # (``_report_soon``), and the clock is read again then.
+            timeout = min(max(0.0, due_at - time.monotonic()), WAKE_S)
             try:
                 raw = await asyncio.wait_for(self._ws.recv(), timeout)
             except TimeoutError:
+                if time.monotonic() < self._conn_clock.next_due()[0]:
+                    continue
                 return timer_event
             except ConnectionClosed:
                 log.warning("control-plane WebSocket closed; reconnecting")
@@ -476,12 +485,21 @@ class ControlPlaneLink:
             self._run_replacement(reason), name="policy-replace"
         )
 
+    def _report_soon(self) -> None:
+        """The applied version moved: report (with the digest) now rather than an
+        interval later, so the control plane verifies the caught-up policy at once."""
+        if self._conn_clock is not None:
+            self._conn_clock = self._conn_clock.report_soon(time.monotonic(), REPORT_SPACING_S)
+
     async def _run_deltas(self) -> None:
         attempts = 0
         delays = self._backoff()
         while True:
             self._delta_again = False
+            before = self._store.current().version
             ok = await self._sync.delta()
+            if ok and self._store.current().version != before:
+                self._report_soon()
             if self.status.fatal:
                 return
             if not ok:
@@ -501,6 +519,7 @@ class ControlPlaneLink:
                 # What the control plane's own snapshot holds is not "uncommitted".
                 self._trusted_up_to = self._store.current().newest_held_version
                 self._pending_uncommitted = None
+                self._report_soon()
                 return
             if self.status.fatal:
                 return

@@ -243,3 +243,23 @@ def test_clock_ties_prefer_reconnect_then_pong_then_keepalive() -> None:
     assert clock.next_due() == (100.0, E.RECONNECT_DUE)
     clock = ConnectionClock(0.0, 90.0, 10, 200, pong_timeout_s=10, awaiting_since=90.0)
     assert clock.next_due() == (100.0, E.PONG_OVERDUE)
+
+
+@pytest.mark.parametrize(
+    ("last_sent", "awaiting", "now", "due"),
+    [
+        (0.0, None, 5.0, 5.0),  # caught up 5 s after a report: report now
+        (0.0, None, 1.0, 2.0),  # but never closer than 2 s after the last one
+        (0.0, 3.0, 5.0, 30.0),  # a pong is awaited: keep the schedule
+        (0.0, None, 29.0, 29.0),  # almost due anyway
+        (0.0, None, 31.0, 30.0),  # already due: unchanged
+    ],
+)
+def test_clock_report_soon_brings_the_next_keepalive_forward(
+    last_sent: float, awaiting: float | None, now: float, due: float
+) -> None:
+    clock = ConnectionClock(0.0, last_sent, 30, 6600, awaiting_since=awaiting)
+    moved = clock.report_soon(now, 2.0)
+    if awaiting is not None:
+        assert moved == clock
+    assert moved.last_sent_at + moved.keepalive_interval_s == due
