@@ -33,6 +33,12 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import RedirectResponse
 
 from lambdas import resources
+from seg_contract.decision_rules import (
+    CLUSTER_RULE_LABEL,
+    CLUSTER_RULE_PREFIX,
+    RULE_LABELS,
+    DecisionRule,
+)
 
 UI_DIR = Path(__file__).with_name("console_ui")
 
@@ -134,10 +140,30 @@ def _asset(body: bytes, content_type: str) -> _Asset:
     return _Asset(body, content_type, '"' + hashlib.sha256(body).hexdigest()[:32] + '"')
 
 
+RULES_MODULE = "rules.js"
+
+
+def render_rules_module() -> str:
+    """The console's ES module of the decision-rule names and their labels, from the
+    contract (``seg_contract.decision_rules``): the one definition, never copied."""
+    names = {rule.name: str(rule) for rule in DecisionRule}
+    labels = {str(rule): label for rule, label in RULE_LABELS.items()}
+    return (
+        "// Rendered from seg_contract/decision_rules.py when the dashboard is served.\n"
+        f"export const RULES = Object.freeze({json.dumps(names, sort_keys=True)});\n"
+        f"export const RULE_LABELS = Object.freeze({json.dumps(labels, sort_keys=True)});\n"
+        f"export const CLUSTER_RULE_PREFIX = {json.dumps(CLUSTER_RULE_PREFIX)};\n"
+        f"export const CLUSTER_RULE_LABEL = {json.dumps(CLUSTER_RULE_LABEL)};\n"
+    )
+
+
 def load_assets(ui_dir: Path = UI_DIR) -> dict[str, _Asset]:
-    """Every servable file, read once (a warm Lambda serves them from memory). Only files
-    with a known content type are served; nothing else under the directory is reachable."""
-    assets: dict[str, _Asset] = {}
+    """Every servable file, read once (a warm Lambda serves them from memory), and the
+    rendered ``rules.js``. Only files with a known content type are served; nothing else
+    under the directory is reachable."""
+    assets: dict[str, _Asset] = {
+        RULES_MODULE: _asset(render_rules_module().encode(), CONTENT_TYPES[".js"])
+    }
     for path in sorted(ui_dir.rglob("*")):
         content_type = CONTENT_TYPES.get(path.suffix)
         if path.is_file() and content_type:

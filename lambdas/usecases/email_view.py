@@ -30,9 +30,9 @@ from datetime import datetime
 
 from lambdas.domain.timefmt import format_instant, to_utc
 from seg_contract import Access, AccessEvent, AccessEventBatch, entry_key
+from seg_contract.decision_rules import DecisionRule
 from seg_contract.identity import normalize_device_id, normalize_user
 
-RULE_UNKNOWN = "unknown_device"  # onprem_gateway.core.decision.RULE_UNKNOWN
 _UNKNOWN_SUFFIX = "~unknown"
 # Between the cluster id and the entry key in an observation key: cluster ids are
 # [a-z0-9-] and entry keys never hold it.
@@ -42,7 +42,7 @@ OBSERVER_SEPARATOR = "\x1e"
 def tally(access_state: str, rule: str) -> str:
     """The counter a row counts under: its access state, marked when the cluster's
     unknown-device action decided it (the summary shows those apart)."""
-    return access_state + (_UNKNOWN_SUFFIX if rule == RULE_UNKNOWN else "")
+    return access_state + (_UNKNOWN_SUFFIX if rule == DecisionRule.UNKNOWN_DEVICE else "")
 
 
 def tally_state(name: str) -> tuple[str, bool]:

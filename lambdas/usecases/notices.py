@@ -34,6 +34,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from lambdas.domain.timefmt import format_instant
 from lambdas.ports import Mailer, NoticeQueue, NoticeStore, ObservationWrite
 from lambdas.usecases.email_view import AccessObservation
+from seg_contract.decision_rules import DecisionRule, is_cluster_rule
 
 logger = logging.getLogger(__name__)
 
@@ -169,12 +170,18 @@ def observe(
 # --- the sender's side -----------------------------------------------------------------
 
 
-_RULE_WORDS = {
-    "unknown_device": "This device is not enrolled in your organisation's device management.",
-    "user_block": "Your account may not sync company mail on mobile devices.",
-    "fail_closed": "The mail gateway cannot confirm right now that this device is allowed.",
-    "no_policy": "The mail gateway cannot confirm right now that this device is allowed.",
-    "override": "Your IT administrators have blocked this device.",
+_RULE_WORDS: dict[str, str] = {
+    DecisionRule.UNKNOWN_DEVICE: (
+        "This device is not enrolled in your organisation's device management."
+    ),
+    DecisionRule.USER_BLOCK: "Your account may not sync company mail on mobile devices.",
+    DecisionRule.FAIL_CLOSED: (
+        "The mail gateway cannot confirm right now that this device is allowed."
+    ),
+    DecisionRule.NO_POLICY: (
+        "The mail gateway cannot confirm right now that this device is allowed."
+    ),
+    DecisionRule.OVERRIDE: "Your IT administrators have blocked this device.",
 }
 _REASON_WORDS = (
     ("manual ", "Your IT administrators have blocked this device."),
@@ -190,7 +197,7 @@ def plain_reason(rule: str, reason: str) -> str:
     """Why, in words a phone's owner understands (the gateway's reasons are for admins)."""
     if rule in _RULE_WORDS:
         return _RULE_WORDS[rule]
-    if rule.startswith("rule:"):
+    if is_cluster_rule(rule):
         return (
             "This kind of device, its operating system or its mail app is not allowed "
             "to sync company mail."

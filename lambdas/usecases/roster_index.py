@@ -34,11 +34,11 @@ from lambdas.domain.timefmt import format_instant
 from lambdas.ports import MdmFacts
 from lambdas.usecases.email_view import (
     OBSERVATION_STRINGS,
-    RULE_UNKNOWN,
     AccessObservation,
     observation_key,
 )
 from seg_contract import entry_key
+from seg_contract.decision_rules import DecisionRule
 
 ACCESS_STATES = ("allow", "block", "quarantine")
 
@@ -288,7 +288,7 @@ class RosterIndex:
                 candidates = [i for i in candidates if test(values[i])]
 
         if query.access_state == "unknown":
-            narrow("rule", lambda v: v == RULE_UNKNOWN)
+            narrow("rule", lambda v: v == DecisionRule.UNKNOWN_DEVICE)
         elif query.access_state:
             wanted = query.access_state
             narrow("access_state", lambda v: v == wanted)
@@ -342,7 +342,11 @@ class RosterIndex:
         cutoff = format_instant(since)
         blocked = 0
         for state, rule, seen in zip(c["access_state"], c["rule"], c["last_seen"], strict=True):
-            bucket = "unknown" if rule == RULE_UNKNOWN or state not in ACCESS_STATES else state
+            bucket = (
+                "unknown"
+                if rule == DecisionRule.UNKNOWN_DEVICE or state not in ACCESS_STATES
+                else state
+            )
             counts[bucket] += 1
             if state in ("block", "quarantine") and seen >= cutoff:
                 blocked += 1

@@ -37,9 +37,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from onprem_gateway.core.decision import RULE_FAIL_CLOSED, RULE_NO_POLICY, RULE_USER_BLOCK
 from onprem_gateway.core.facts import Decision, RequestFacts
 from onprem_gateway.core.wbxml import CONTENT_TYPE, Element, Page, encode
+from seg_contract.decision_rules import DecisionRule
 
 STATUS_USER_DISABLED = 126  # MS-ASCMD 2.2.2 UserDisabledForSync
 STATUS_DEVICE_BLOCKED = 129  # MS-ASCMD 2.2.2 DeviceIsBlockedForThisUser
@@ -119,11 +119,13 @@ def speaks_status_bodies(protocol_version: str) -> bool:
 
 def blocked_response(facts: RequestFacts, decision: Decision) -> BlockResponse:
     """The answer for a request the gateway does not let through (see module docs)."""
-    if decision.rule in (RULE_FAIL_CLOSED, RULE_NO_POLICY):
+    if decision.rule in (DecisionRule.FAIL_CLOSED, DecisionRule.NO_POLICY):
         return _UNAVAILABLE
     if not speaks_status_bodies(facts.protocol_version):
         return _FORBIDDEN
-    status = STATUS_USER_DISABLED if decision.rule == RULE_USER_BLOCK else STATUS_DEVICE_BLOCKED
+    status = (
+        STATUS_USER_DISABLED if decision.rule == DecisionRule.USER_BLOCK else STATUS_DEVICE_BLOCKED
+    )
     body = _BODIES.get((facts.command, status))
     if body is None:
         return _FORBIDDEN

@@ -57,17 +57,9 @@ from onprem_gateway.core.freshness import Enforcement, FreshnessState, Level, fr
 from onprem_gateway.core.policy_index import PolicyIndex
 from onprem_gateway.core.rule_set import CompiledRule
 from seg_contract import Access, DeviceEntry, EntrySource, RuleField
+from seg_contract.decision_rules import DecisionRule, cluster_rule
 
-RULE_NO_POLICY = "no_policy"
-RULE_FAIL_CLOSED = "fail_closed"
-RULE_USER_BLOCK = "user_block"
-RULE_OPTIONS = "options"
-RULE_AUTODISCOVER = "autodiscover"
 AUTODISCOVER = "Autodiscover"
-RULE_OVERRIDE = "override"
-RULE_ENTRY = "entry"
-RULE_UNKNOWN = "unknown_device"
-RULE_PREFIX = "rule:"
 
 # Commands a quarantined device may still use: none of them reads, sends or watches mail.
 QUARANTINE_ADMITS = frozenset({"Provision", "FolderSync", "Settings"})
@@ -189,7 +181,7 @@ def _decide(  # noqa: PLR0911, PLR0912
     # 1. Per-user block.
     user = facts.user
     if user and user in policy.blocked_users:
-        return _finish(Access.BLOCK, "user is blocked", RULE_USER_BLOCK, test_mode, trace)
+        return _finish(Access.BLOCK, "user is blocked", DecisionRule.USER_BLOCK, test_mode, trace)
     if trace is not None:
         trace.append(f"user {user!r} is not on the cluster's blocked-user list")
 
@@ -201,13 +193,17 @@ def _decide(  # noqa: PLR0911, PLR0912
             return _finish(
                 Access.ALLOW,
                 "Autodiscover is decided by user only",
-                RULE_AUTODISCOVER,
+                DecisionRule.AUTODISCOVER,
                 test_mode,
                 trace,
             )
         if facts.method == "OPTIONS" or not facts.command:
             return _finish(
-                Access.ALLOW, "OPTIONS is decided by user only", RULE_OPTIONS, test_mode, trace
+                Access.ALLOW,
+                "OPTIONS is decided by user only",
+                DecisionRule.OPTIONS,
+                test_mode,
+                trace,
             )
     else:
         entry = policy.entry(user, device_id)
@@ -223,14 +219,19 @@ def _decide(  # noqa: PLR0911, PLR0912
             return _finish(
                 entry.access,
                 entry.reason or "admin override",
-                RULE_OVERRIDE,
+                DecisionRule.OVERRIDE,
                 test_mode,
                 trace,
                 command=facts.command,
             )
         if entry.access is not Access.ALLOW:
             return _finish(
-                entry.access, entry.reason, RULE_ENTRY, test_mode, trace, command=facts.command
+                entry.access,
+                entry.reason,
+                DecisionRule.ENTRY,
+                test_mode,
+                trace,
+                command=facts.command,
             )
     elif trace is not None:
         trace.append(f"no entry for user {user!r} and device {device_id!r}")
@@ -243,12 +244,16 @@ def _decide(  # noqa: PLR0911, PLR0912
 
     # 6. Compliant device.
     if entry is not None:
-        return _finish(Access.ALLOW, entry.reason or "compliant", RULE_ENTRY, test_mode, trace)
+        return _finish(
+            Access.ALLOW, entry.reason or "compliant", DecisionRule.ENTRY, test_mode, trace
+        )
 
     # 7. Unknown device.
     action = settings.unknown_device_action
     reason = f"unknown device: the cluster's action is {action.value}"
-    return _finish(action, reason, RULE_UNKNOWN, test_mode, trace, command=facts.command)
+    return _finish(
+        action, reason, DecisionRule.UNKNOWN_DEVICE, test_mode, trace, command=facts.command
+    )
 
 
 def _stale_policy(policy: PolicyIndex, now: float, trace: list[str] | None) -> Decision | None:
@@ -266,13 +271,13 @@ def _stale_policy(policy: PolicyIndex, now: float, trace: list[str] | None) -> D
             trace.append("fail mode open: enforcing the last-known-good policy")
         return None
     if state.level is Level.MISSING:
-        reason, rule = "no policy has been loaded yet", RULE_NO_POLICY
+        reason, rule = "no policy has been loaded yet", DecisionRule.NO_POLICY
     else:
         reason = (
             f"policy is {state.age_s:.0f}s old (max {settings.max_policy_age_s}s) and the "
             "cluster fails closed"
         )
-        rule = RULE_FAIL_CLOSED
+        rule = DecisionRule.FAIL_CLOSED
     return _finish(Access.BLOCK, reason, rule, settings.test_mode, trace)
 
 
@@ -304,7 +309,7 @@ def _match_rules(
     return _finish(
         rule.action,
         rule.description or f"{rule.field.value} matches {rule.pattern!r}",
-        RULE_PREFIX + rule.id,
+        cluster_rule(rule.id),
         policy.settings.test_mode,
         trace,
         command=facts.command,

@@ -1,5 +1,7 @@
 // Pure formatting helpers (no DOM): relative times, labels for states, numbers.
 
+import { CLUSTER_RULE_LABEL, CLUSTER_RULE_PREFIX, RULE_LABELS } from "./rules.js";
+
 const ACCESS_LABELS = {
   allow: "Allowed",
   block: "Blocked",
@@ -97,22 +99,13 @@ export function clockTime(date) {
   return clock.format(date);
 }
 
-// The gateway's decision rules (onprem_gateway.core.decision RULE_*), in words.
-const RULES = {
-  entry: "Device entry",
-  override: "Manual override",
-  unknown_device: "Unknown device",
-  user_block: "User blocked",
-  fail_closed: "Fail closed: policy too old",
-  no_policy: "No policy loaded",
-  options: "OPTIONS request",
-};
-
 /** "rule:ios-old" -> "Cluster rule ios-old"; unknown rule names are shown as sent. */
 export function ruleLabel(rule) {
   if (!rule) return "";
-  if (Object.hasOwn(RULES, rule)) return RULES[rule];
-  if (rule.startsWith("rule:")) return `Cluster rule ${rule.slice(5)}`;
+  if (Object.hasOwn(RULE_LABELS, rule)) return RULE_LABELS[rule];
+  if (rule.startsWith(CLUSTER_RULE_PREFIX)) {
+    return `${CLUSTER_RULE_LABEL} ${rule.slice(CLUSTER_RULE_PREFIX.length)}`;
+  }
   return rule;
 }
 

@@ -16,6 +16,7 @@ from lambdas.api.app import create_app
 from lambdas.api.deps import Container
 from lambdas.api.routes_ui import UiConfig, UiConfigError, build_router, parse_ui_config
 from lambdas.settings import parse_settings
+from seg_contract.decision_rules import RULE_LABELS
 from tests.support.aws import AwsEnv, aws  # noqa: F401  (fixture)
 
 UI_DIR = routes_ui.UI_DIR
@@ -267,3 +268,15 @@ def test_the_control_plane_app_serves_the_dashboard(aws: AwsEnv) -> None:  # noq
     assert client.get("/console/static/app.js").status_code == 200
     assert client.get("/console/v1/whoami").status_code == 401
     assert "/console/" not in client.get("/openapi.json").json()["paths"]
+
+
+def test_rule_names_come_from_the_contract(client: TestClient) -> None:
+    """The page's rule labels are rendered from seg_contract, never a copy in the script."""
+    response = client.get("/console/static/rules.js")
+    assert response.headers["content-type"] == "text/javascript; charset=utf-8"
+    for rule, label in RULE_LABELS.items():
+        assert f'"{rule.value}": "{label}"' in response.text
+    assert 'CLUSTER_RULE_PREFIX = "rule:"' in response.text
+    for js in UI_DIR.glob("*.js"):
+        for label in RULE_LABELS.values():
+            assert f'"{label}"' not in js.read_text(), (js.name, label)
