@@ -204,7 +204,9 @@ async def test_a_refusal_without_the_control_planes_mark_is_retried_not_fatal(
             what="the refusal judged not the control plane's",
         )
         assert not status.fatal and status.state is not State.REJECTED
-        assert "proxy or WAF" in status.last_error
+        # Each retry's handshake restates the refusal before it is judged again: the
+        # diagnosis is what the link says once judged, not at every instant.
+        await eventually(lambda: "proxy or WAF" in status.last_error, what="the diagnosis")
         ready = (await admin_get(node, "/readyz")).json()
         assert not any("rejected" in r or "revoked" in r for r in ready["reasons"])
         double.refuse_unmarked = None  # the WAF rule is fixed
