@@ -12,7 +12,8 @@ worker -> agent::
 
     {"op": "ready", "pid": 123, "index": 0}              the EAS listener is serving
     {"op": "applied", "version": 42}                     after every policy op
-    {"op": "events", "events": [AccessEvent, ...]}       every flush interval
+    {"op": "events", "body": true}                       every flush interval, then
+    <a JSON array of AccessEvent on one line>            at most EVENTS_PER_MESSAGE
     {"op": "metrics", "data": ProxyMetrics.snapshot(), "version": 42}   every second
     {"op": "bye"}                                        after the final flush
 
@@ -29,14 +30,45 @@ import json
 import socket
 from typing import Any
 
+from pydantic import TypeAdapter
+
 from onprem_gateway.agent.policy_store import PolicyOp
+from seg_contract import AccessEvent
 
 # A snapshot of 100,000 devices is ~40 MB of JSON on one line.
 MAX_LINE = 512 * 1024 * 1024
 
 
+# A flush is sent in messages of at most this many events, the worker's event loop
+# serving requests between two of them: each costs ~0.25 ms to encode, where a 200 ms
+# flush of a busy worker's ~1,000 events at once stalled its requests for ~3 ms.
+EVENTS_PER_MESSAGE = 256
+
+# Events cross as one JSON array encoded and validated by pydantic-core in one call
+# (~1 µs an event each way, against ~3 µs a model with ``json`` per event).
+_EVENT_LIST: TypeAdapter[list[AccessEvent]] = TypeAdapter(list[AccessEvent])
+_EVENTS_HEADER = b'{"op":"events","body":true}\n'
+
+
 def encode(message: dict[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":")).encode() + b"\n"
+
+
+def encode_events(events: list[AccessEvent]) -> bytes:
+    """An ``events`` message: its header line and the events' array."""
+    return _EVENTS_HEADER + _EVENT_LIST.dump_json(events) + b"\n"
+
+
+async def read_events(reader: asyncio.StreamReader) -> list[AccessEvent] | None:
+    """The events whose header line was just read; None at end of stream. Raises
+    ``pydantic.ValidationError`` for a body that is not a valid list of events."""
+    try:
+        body = await reader.readline()
+    except (ConnectionError, ValueError):  # incl. LimitOverrunError: the stream is broken
+        return None
+    if not body:
+        return None
+    return _EVENT_LIST.validate_json(body)
 
 
 async def open_channel(sock: socket.socket) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

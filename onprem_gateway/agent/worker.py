@@ -19,7 +19,14 @@ import socket
 import sys
 from typing import Any
 
-from onprem_gateway.agent.channel import encode, open_channel, read_message, read_policy_op
+from onprem_gateway.agent.channel import (
+    EVENTS_PER_MESSAGE,
+    encode,
+    encode_events,
+    open_channel,
+    read_message,
+    read_policy_op,
+)
 from onprem_gateway.agent.eas_runner import proxy_settings
 from onprem_gateway.agent.logs import configure_logging
 from onprem_gateway.agent.policy_store import PolicyStore
@@ -27,6 +34,7 @@ from onprem_gateway.agent.reporter import EventBuffer
 from onprem_gateway.agent.revocation import follow_policy
 from onprem_gateway.config import config_from_wire
 from onprem_gateway.proxy import ProxyMetrics, start_eas_server
+from seg_contract import AccessEvent
 
 log = logging.getLogger("onprem_gateway.worker")
 
@@ -53,10 +61,18 @@ class WorkerProcess:
         if not self.writer.is_closing():
             self.writer.write(encode(message))
 
-    def flush_events(self) -> None:
+    def send_events(self, events: list[AccessEvent]) -> None:
+        if events and not self.writer.is_closing():
+            self.writer.write(encode_events(events))
+
+    async def flush_events(self) -> None:
+        """Hand the buffered events to the agent, a slice at a time with the event loop
+        free in between, so a big flush never holds up the requests in flight."""
         batch = self.events.take_all()
-        if batch:
-            self.send({"op": "events", "events": [e.model_dump(mode="json") for e in batch]})
+        for start in range(0, len(batch), EVENTS_PER_MESSAGE):
+            if start:
+                await asyncio.sleep(0)
+            self.send_events(batch[start : start + EVENTS_PER_MESSAGE])
 
     def send_metrics(self) -> None:
         self.send(
@@ -72,7 +88,7 @@ class WorkerProcess:
         every = max(1, round(METRICS_EVERY_S / flush_interval_s))
         while True:
             await asyncio.sleep(flush_interval_s)
-            self.flush_events()
+            await self.flush_events()
             ticks += 1
             if ticks % every == 0:
                 self.send_metrics()
@@ -139,7 +155,7 @@ async def run_worker(index: int, control_fd: int, listen_fd: int) -> int:
     await server.close(worker.grace_s)
     for task in tasks:
         task.cancel()
-    worker.flush_events()
+    worker.send_events(worker.events.take_all())
     worker.send_metrics()
     worker.send({"op": "bye"})
     with contextlib.suppress(Exception):

@@ -28,13 +28,12 @@ from typing import Any
 from pydantic import ValidationError
 
 import onprem_gateway
-from onprem_gateway.agent.channel import encode, open_channel, read_message
+from onprem_gateway.agent.channel import encode, open_channel, read_events, read_message
 from onprem_gateway.agent.eas_runner import listen_socket
 from onprem_gateway.agent.policy_store import PolicyOp, PolicyStore, compact_op
 from onprem_gateway.config import GatewayConfig
 from onprem_gateway.core.policy_index import PolicyIndex
 from onprem_gateway.ports import EventSink
-from seg_contract import AccessEvent
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +154,17 @@ class WorkerPool:
                 continue
             if message is None or message["op"] == "bye":
                 break
+            if message["op"] == "events":
+                try:
+                    events = await read_events(reader)
+                except ValidationError:
+                    log.error("worker %d sent invalid access events", handle.index)
+                    continue
+                if events is None:
+                    break
+                for event in events:
+                    self._sink.record(event)
+                continue
             self._on_message(handle, message)
         if handle.writer is not None:
             handle.writer.close()
@@ -170,13 +180,7 @@ class WorkerPool:
 
     def _on_message(self, handle: WorkerHandle, message: dict[str, Any]) -> None:
         op = message["op"]
-        if op == "events":
-            for raw in message.get("events", ()):
-                try:
-                    self._sink.record(AccessEvent.model_validate(raw))
-                except ValidationError:
-                    log.error("worker %d sent an invalid access event", handle.index)
-        elif op == "metrics":
+        if op == "metrics":
             handle.metrics = message.get("data", {})
             handle.policy_version = int(message.get("version", handle.policy_version))
         elif op == "applied":
