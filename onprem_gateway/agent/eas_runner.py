@@ -1,5 +1,5 @@
 """How the node runs G2a's EAS server: in its own process (``workers = 0``) or in worker
-processes (``workers.py``). Both build the server the same way, from the same
+processes (``worker_pool.py``). Both build the server the same way, from the same
 ``ProxySettings`` (``proxy_settings``) and a listening socket made by ``listen_socket``;
 only the transport of policy and events differs.
 """
