@@ -241,7 +241,13 @@ def _env_values(env: Mapping[str, str]) -> dict[str, Any]:
 class GatewayConfig(BaseSettings):
     """The node's configuration, parsed and checked once at start, then read everywhere."""
 
-    model_config = SettingsConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+    model_config = SettingsConfigDict(
+        frozen=True,
+        extra="forbid",
+        str_strip_whitespace=True,
+        # TOML ``node_id = 7`` has always been the string "7".
+        coerce_numbers_to_str=True,
+    )
 
     # The EAS listener (what devices connect to).
     listen_host: str = Field("0.0.0.0", description="EAS listener address")  # noqa: S104
