@@ -143,7 +143,8 @@ if _dir:
 
     def _dump():
         argv = " ".join(sys.argv)  # -m puts the module's file path in argv[0]
-        name = "worker" if ("agent/worker" in argv or "agent.worker" in argv) else "agent"
+        worker = "agent/worker_process" in argv or "agent.worker_process" in argv
+        name = "worker" if worker else "agent"
         with open(os.path.join(_dir, f"gc-{os.getpid()}.json"), "w") as fh:
             json.dump({"pid": os.getpid(), "role": name, "pauses": _pauses}, fh)
 

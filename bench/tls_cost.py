@@ -17,7 +17,6 @@ Reproduce: .venv/bin/python bench/tls_cost.py [--requests 20000] [--handshakes 2
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import ssl
 import sys
 import tempfile
@@ -29,13 +28,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from _summary import record as summary_row  # noqa: E402
-from cryptography import x509  # noqa: E402
-from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import ec, rsa  # noqa: E402
-from cryptography.x509.oid import NameOID  # noqa: E402
 
 from onprem_gateway.proxy import ProxySettings, Upstream  # noqa: E402
 from onprem_gateway.proxy.server import DirectSSLObject, server_ssl_context  # noqa: E402
+from tests.support.certs import KeyType, server_cert  # noqa: E402
 
 REQUEST = b"POST /Microsoft-Server-ActiveSync?Cmd=Sync HTTP/1.1\r\n" + b"x" * 246
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 183\r\n\r\n" + b"y" * 160
@@ -46,34 +42,10 @@ Pair = tuple[
 
 
 def make_cert(directory: Path, kind: str) -> tuple[Path, Path]:
-    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey = (
-        ec.generate_private_key(ec.SECP256R1())
-        if kind == "ecdsa"
-        else rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    )
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / f"{kind}.crt", directory / f"{kind}.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
+    """A certificate for localhost from a throwaway CA (``trustme``), ECDSA P-256 or
+    RSA-2048; the file holds the leaf and the CA, so clients trust it as their cafile."""
+    key_type = KeyType.ECDSA if kind == "ecdsa" else KeyType.RSA
+    return server_cert(directory, kind, hosts=("localhost",), key_type=key_type)
 
 
 def gateway_context(cert: Path, key: Path) -> ssl.SSLContext:

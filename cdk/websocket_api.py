@@ -16,12 +16,6 @@ from cdk.config import StackConfig
 from cdk.http_api import AccessLogSettings
 from lambdas import resources
 
-ROUTE_TRIGGERS = (
-    resources.Trigger.WEBSOCKET_CONNECT,
-    resources.Trigger.WEBSOCKET_DISCONNECT,
-    resources.Trigger.WEBSOCKET_DEFAULT,
-)
-
 
 def _only_function(
     trigger: resources.Trigger, functions: dict[str, lambda_.Function]

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import ipaddress
 import json
 import logging
 import os
@@ -155,44 +154,14 @@ def cmd_fetch_policy(args: argparse.Namespace) -> int:
 
 
 def cmd_make_cert(args: argparse.Namespace) -> int:
-    from cryptography import x509  # noqa: PLC0415
-    from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
-    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
-    from cryptography.x509.oid import NameOID  # noqa: PLC0415
+    from onprem_gateway.dev_certs import self_signed  # noqa: PLC0415
 
     if not 1 <= args.days <= 3650:
         return _fail("--days must be between 1 and 3650")
     hosts = args.host or ["localhost", "127.0.0.1"]
-    names: list[x509.GeneralName] = []
-    for host in hosts:
-        try:
-            names.append(x509.IPAddress(ipaddress.ip_address(host)))
-        except ValueError:
-            names.append(x509.DNSName(host))
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=args.days))
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    _write_secret(
-        args.key,
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-    )
-    args.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    pair = self_signed(hosts, days=args.days, now=dt.datetime.now(dt.UTC))
+    _write_secret(args.key, pair.key_pem)
+    args.cert.write_bytes(pair.cert_pem)
     print(f"wrote {args.cert} and {args.key} (hosts: {', '.join(hosts)}; {args.days} days)")
     return EXIT_OK
 

@@ -1,11 +1,18 @@
-"""The gateway node's configuration, parsed once into a frozen object.
+"""The gateway node's configuration: one typed, frozen settings model (pydantic-settings).
 
 Sources, later wins: built-in defaults, a TOML file (``--config``; keys are the field
-names below), environment variables (``SEG_GW_<FIELD NAME IN UPPER CASE>``), and the
-command line (``--policy-file``). ``load_config`` checks everything and raises one
-``ConfigError`` that lists every problem, so an operator fixes them in one round;
-unknown TOML keys and unknown ``SEG_GW_*`` variables are problems too (a typo must not
-silently fall back to a default). ``docs/gateway.md`` renders the ``FIELDS`` table.
+names below, flat or inside one ``[gateway]`` table; the proxy's edge limits in a
+``[limits]`` table), environment variables (``SEG_GW_<FIELD NAME IN UPPER CASE>``,
+``SEG_GW_LIMITS_<LIMIT NAME>``), and the command line (``--policy-file``).
+``load_config`` checks everything and raises one ``ConfigError`` that lists every
+problem, one line each, so an operator fixes them in one round; unknown TOML keys and
+unknown ``SEG_GW_*`` variables are problems too (a typo must not silently fall back to a
+default). ``docs/gateway.md`` documents every entry of ``FIELDS``.
+
+The environment source is this module's own (``_EnvSource``), not pydantic-settings'
+default: list settings are comma-separated strings in the environment (operators' files
+and units say ``SEG_GW_TRUSTED_PROXIES=10.0.0.0/8,192.168.0.0/16``, not JSON), and every
+``SEG_GW_*`` variable is handed to the model so an unknown one is an error.
 """
 
 from __future__ import annotations
@@ -14,18 +21,37 @@ import ipaddress
 import os
 import socket
 import tomllib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SkipValidation,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from seg_contract.crypto import public_key_is_valid
 from seg_contract.signing import TrustedKey, load_public_key
 
 ENV_PREFIX = "SEG_GW_"
+LIMITS_ENV_PREFIX = ENV_PREFIX + "LIMITS_"
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+LogFormat = Literal["text", "json"]
 # API Gateway closes an idle WebSocket after 10 minutes and any WebSocket after 2 hours;
 # the keepalive and the planned reconnect stay under those limits with a margin.
 MAX_KEEPALIVE_S = 540.0
@@ -33,6 +59,8 @@ MAX_RECONNECT_AFTER_S = 7080.0
 # An access event is on disk within about two flush intervals (the worker's, then the
 # agent's spool commit) plus one fsync; a longer interval is a longer window of loss.
 MAX_EVENT_FLUSH_INTERVAL_S = 5.0
+# Ping and long-poll Sync may legally hang this long (MS-ASCMD 2.2.2.13).
+MIN_LONG_POLL_TIMEOUT_S = 3540.0
 
 
 class ConfigError(ValueError):
@@ -45,62 +73,422 @@ class ConfigError(ValueError):
         )
 
 
+# --- value types: what a TOML value or an environment string becomes -------------------
+
+
+def _items(value: Any) -> list[str]:
+    """A TOML array, or a comma-separated string (the environment's form of a list)."""
+    items = value if isinstance(value, list | tuple) else str(value).split(",")
+    return [str(i).strip() for i in items if str(i).strip()]
+
+
+def _networks(value: Any) -> Any:
+    if isinstance(value, tuple) and all(isinstance(v, IPNetwork) for v in value):
+        return value
+    out = []
+    for item in _items(value):
+        try:
+            out.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP network (CIDR)") from None
+    return tuple(out)
+
+
+_HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-.")
+
+
+def _hosts(value: Any) -> tuple[str, ...]:
+    hosts = []
+    for item in _items(value):
+        host = item.lower().rstrip(".")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            if not _HOST_CHARS.issuperset(host) or ".." in host or host.startswith("-"):
+                raise ValueError(f"{host!r} is not a host name (no scheme, no port)") from None
+        hosts.append(host)
+    return tuple(dict.fromkeys(hosts))
+
+
+def _keys(value: Any) -> Any:
+    """A TOML list (items may be PEM) or a comma-separated string of base64 keys."""
+    if isinstance(value, tuple) and all(isinstance(v, TrustedKey) for v in value):
+        return value
+    keys: list[TrustedKey] = []
+    for n, item in enumerate(_items(value), start=1):
+        try:
+            keys.append(load_public_key(item))
+        except ValueError as exc:
+            raise ValueError(f"key {n}: {exc}") from None
+    return tuple(keys)
+
+
+def _upper(value: Any) -> Any:
+    return value.strip().upper() if isinstance(value, str) else value
+
+
+def _in_range(low: float, high: float, why: str = "", *, open_low: bool = True) -> AfterValidator:
+    """``low < value <= high`` (``low <= value`` with ``open_low=False``), the reason why in
+    the message: the bounds come from the protocols and services the node talks to."""
+
+    def check(value: float | None) -> float | None:
+        if value is None:
+            return value
+        if (value <= low if open_low else value < low) or value > high:
+            bounds = f"in ({low:g}, {high:g}]" if open_low else f"in [{low:g}, {high:g}]"
+            if high == float("inf"):
+                bounds = f"> {low:g}" if open_low else f">= {low:g}"
+            raise ValueError(f"must be {bounds}" + (f": {why}" if why else ""))
+        return value
+
+    return AfterValidator(check)
+
+
+Networks = Annotated[tuple[IPNetwork, ...], BeforeValidator(_networks)]
+Hosts = Annotated[tuple[str, ...], BeforeValidator(_hosts)]
+Keys = Annotated[tuple[SkipValidation[TrustedKey], ...], BeforeValidator(_keys)]
+Port = Annotated[int, Field(ge=0, le=65535)]
+Positive = Annotated[float, Field(gt=0)]
+
+
+def _cpu_count() -> int:
+    # The CPUs this process may run on (a container's cpuset), not the host's count.
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+# --- the proxy's edge limits ([limits], SEG_GW_LIMITS_*) ---------------------------------
+
+
+class LimitsConfig(BaseModel):
+    """The EAS listener's size and connection limits (``onprem_gateway.proxy.Limits``,
+    where each default is explained). The defaults here are the proxy's (a unit test
+    keeps them equal); the bounds stop a typo from disabling a limit or the listener."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_header_bytes: int = Field(
+        16 * 1024, ge=1024, le=1024 * 1024, description="request line + header bytes (431 over)"
+    )
+    max_query_bytes: int = Field(2048, ge=256, le=64 * 1024, description="query string bytes")
+    max_url_bytes: int = Field(4096, ge=256, le=64 * 1024, description="request target bytes")
+    max_header_count: int = Field(100, ge=10, le=1000, description="header lines per request")
+    max_body_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, le=2**40, description="request body bytes (413 over)"
+    )
+    max_connections: int = Field(
+        9_500, ge=1, le=1_000_000, description="client connections per worker process"
+    )
+    max_discard_bytes: int = Field(
+        1024 * 1024,
+        ge=0,
+        le=2**30,
+        description="body bytes read and dropped after a local answer to keep the connection",
+    )
+    write_high_water: int = Field(
+        256 * 1024,
+        ge=4096,
+        le=64 * 1024 * 1024,
+        description="buffered bytes before reading from the other leg pauses",
+    )
+
+
+# --- the settings model ----------------------------------------------------------------
+
+
 @dataclass(frozen=True)
-class GatewayConfig:
+class _Inputs:
+    """What one ``load_config`` call reads, beside the init keywords (the command line)."""
+
+    env: Mapping[str, str]
+    file_values: Mapping[str, Any]
+    worker: bool
+
+
+_INPUTS: ContextVar[_Inputs | None] = ContextVar("seg_gateway_config_inputs", default=None)
+
+
+class _DictSource(PydanticBaseSettingsSource):
+    """One source of already-read values (the TOML file's or the environment's)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], values: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._values = values
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return self._values
+
+
+def _env_values(env: Mapping[str, str]) -> dict[str, Any]:
+    """Every ``SEG_GW_*`` variable as a model key (unknown ones too: the model refuses
+    them by name); ``SEG_GW_LIMITS_*`` into the ``limits`` table."""
+    out: dict[str, Any] = {}
+    for name, value in env.items():
+        if name.startswith(LIMITS_ENV_PREFIX):
+            out.setdefault("limits", {})[name[len(LIMITS_ENV_PREFIX) :].lower()] = value
+        elif name.startswith(ENV_PREFIX):
+            out[name[len(ENV_PREFIX) :].lower()] = value
+    return out
+
+
+class GatewayConfig(BaseSettings):
+    """The node's configuration, parsed and checked once at start, then read everywhere."""
+
+    model_config = SettingsConfigDict(
+        frozen=True,
+        extra="forbid",
+        str_strip_whitespace=True,
+        # TOML ``node_id = 7`` has always been the string "7".
+        coerce_numbers_to_str=True,
+    )
+
     # The EAS listener (what devices connect to).
-    listen_host: str
-    listen_port: int
-    tls_cert: Path | None
-    tls_key: Path | None
-    listen_plain_http: bool
-    public_url: str
-    public_hosts: tuple[str, ...]
-    trusted_proxies: tuple[IPNetwork, ...]
+    listen_host: str = Field("0.0.0.0", description="EAS listener address")  # noqa: S104
+    listen_port: Port = Field(
+        8443, description="EAS listener port (0: ephemeral, see runtime.json)"
+    )
+    tls_cert: Path | None = Field(None, description="PEM certificate chain of the EAS listener")
+    tls_key: Path | None = Field(None, description="PEM private key of the EAS listener")
+    listen_plain_http: bool = Field(
+        False, description="serve plain HTTP (only behind a TLS-terminating load balancer)"
+    )
+    public_url: str = Field("", description="URL devices use (451 rewrites); default from host")
+    public_hosts: Hosts = Field(
+        (),
+        description="host names devices may use (Host header; others get 421); "
+        "default: public_url's",
+    )
+    trusted_proxies: Networks = Field(
+        (), description="CIDRs whose X-Forwarded-*, Forwarded and X-Real-IP are trusted"
+    )
     # The mail server behind the gateway.
-    upstream_url: str
-    upstream_ca_bundle: Path | None
-    upstream_allow_plain_http: bool
-    upstream_connect_timeout_s: float
-    request_idle_timeout_s: float
-    long_poll_timeout_s: float
-    # Edge limits of the EAS listener.
-    header_timeout_s: float
-    max_connections_per_ip: int
-    pw1_max_failures: int
-    pw1_failure_window_s: float
+    # Required: checked with the other fields (a missing field would stop pydantic before
+    # the cross-field checks, and an operator would fix the file in two rounds).
+    upstream_url: str = Field("", description="the mail server, e.g. https://exchange.corp")
+    upstream_ca_bundle: Path | None = Field(
+        None, description="PEM CA bundle that verifies the upstream"
+    )
+    upstream_allow_plain_http: bool = Field(False, description="allow an http:// upstream")
+    upstream_connect_timeout_s: Positive = Field(10.0, description="upstream connect timeout")
+    request_idle_timeout_s: Positive = Field(
+        120.0, description="idle timeout of requests that are not long-polls"
+    )
+    long_poll_timeout_s: Annotated[
+        float,
+        _in_range(
+            MIN_LONG_POLL_TIMEOUT_S,
+            float("inf"),
+            "Ping and long-poll Sync may legally hang that long (MS-ASCMD 2.2.2.13)",
+            open_low=False,
+        ),
+    ] = Field(
+        3900.0,
+        description="idle timeout of Ping / long-poll Sync (> 3540 s, MS-ASCMD 2.2.2.13)",
+    )
+    # Edge limits of the EAS listener (the size limits are in ``limits``).
+    header_timeout_s: Annotated[float, _in_range(0, 600)] = Field(
+        30.0, description="deadline for a whole request head from its first byte (408 after it)"
+    )
+    max_connections_per_ip: int = Field(
+        1000, ge=0, description="connections per client address and worker (0: no cap; see docs)"
+    )
+    pw1_max_failures: int = Field(
+        5,
+        ge=1,
+        le=1000,
+        description="wrong device passwords per user / device before attempts are refused unhashed",
+    )
+    pw1_failure_window_s: Annotated[float, _in_range(0, 86_400)] = Field(
+        300.0, description="window of pw1_max_failures"
+    )
+    limits: LimitsConfig = Field(
+        default_factory=LimitsConfig, description="the EAS listener's size limits"
+    )
     # The control plane ("" api_url: air-gapped, enforce the policy file only).
-    api_url: str
-    ws_url: str
-    control_plane_allow_plain_http: bool
-    control_plane_ca_bundle: Path | None
-    credential: str = field(repr=False)
-    node_id: str
-    cluster_key_file: Path | None
-    http_timeout_s: float
-    keepalive_interval_s: float | None  # None: the cluster's report interval
-    pong_timeout_s: float
-    reconnect_after_s: float
-    backoff_initial_s: float
-    backoff_max_s: float
-    refresh_interval_s: float | None  # None: the cluster's setting from the snapshot
+    api_url: str = Field("", description="control-plane API base URL (empty: air-gapped)")
+    ws_url: str = Field("", description="control-plane WebSocket URL (wss://...)")
+    control_plane_allow_plain_http: bool = Field(
+        False, description="allow http:// and ws:// control-plane URLs (local test systems only)"
+    )
+    control_plane_ca_bundle: Path | None = Field(
+        None, description="PEM CA bundle for the control plane"
+    )
+    credential: str = Field("", repr=False, description="cluster credential (segc_...)")
+    credential_file: Path | None = Field(None, description="file holding the cluster credential")
+    node_id: str = Field("", max_length=128, description="this node's id (default: the host name)")
+    cluster_key_file: Path | None = Field(
+        None, description="cluster X25519 private key (substitution)"
+    )
+    http_timeout_s: Positive = Field(10.0, description="control-plane HTTP timeout")
+    keepalive_interval_s: Annotated[
+        float | None,
+        _in_range(0, MAX_KEEPALIVE_S, "API Gateway closes a WebSocket idle for 10 minutes"),
+    ] = Field(
+        None,
+        description="report (keepalive) period when shorter than the cluster's report "
+        "interval (<= 540)",
+    )
+    pong_timeout_s: Positive = Field(
+        10.0,
+        description="a keepalive unanswered this long: the control plane is unresponsive, "
+        "reconnect",
+    )
+    reconnect_after_s: Annotated[
+        float,
+        _in_range(0, MAX_RECONNECT_AFTER_S, "API Gateway closes every WebSocket after 2 hours"),
+    ] = Field(6600.0, description="planned WebSocket reconnect (< 2 h)")
+    backoff_initial_s: Positive = Field(1.0, description="first reconnect delay")
+    backoff_max_s: Positive = Field(60.0, description="longest reconnect delay")
+    refresh_interval_s: Positive | None = Field(
+        None,
+        description="override the cluster's Rules Refresh Interval (default: from the snapshot)",
+    )
     # Local state.
-    state_dir: Path
-    policy_file: Path | None
-    max_spool_bytes: int
-    event_flush_interval_s: float
+    state_dir: Path = Field(Path("/var/lib/seg-gateway"), description="persisted policy and spool")
+    policy_file: Path | None = Field(
+        None,
+        description="start from this signed policy file (`seg-gateway fetch-policy`, or a "
+        "node's policy.journal); air-gapped: the only policy source",
+    )
+    max_spool_bytes: int = Field(
+        256 * 1024 * 1024, ge=64 * 1024, description="bound of the event spool on disk"
+    )
+    event_flush_interval_s: Annotated[
+        float,
+        _in_range(
+            0,
+            MAX_EVENT_FLUSH_INTERVAL_S,
+            "it bounds how long an access event may wait before it is on disk",
+        ),
+    ] = Field(
+        0.2,
+        description="access-event batching period; an event is on disk within ~2x this (<= 5)",
+    )
     # Operation.
-    admin_host: str
-    admin_port: int
-    workers: int  # 0: the EAS server runs inside the agent process
-    upstream_check_interval_s: float
-    shutdown_grace_s: float
-    log_level: str
-    log_format: str
+    admin_host: str = Field("127.0.0.1", description="admin port address (health, metrics)")
+    admin_port: Port = Field(9090, description="admin port (0: ephemeral, see runtime.json)")
+    workers: int = Field(
+        default_factory=_cpu_count,
+        ge=0,
+        le=64,
+        description="EAS worker processes (default: CPU count; 0: in-process)",
+    )
+    upstream_check_interval_s: Positive = Field(
+        15.0, description="upstream reachability check period"
+    )
+    shutdown_grace_s: float = Field(
+        30.0, ge=0, description="how long shutdown waits for held requests"
+    )
+    log_level: Annotated[LogLevel, BeforeValidator(_upper)] = Field(
+        "INFO", description="DEBUG, INFO, WARNING or ERROR"
+    )
+    log_format: LogFormat = Field("text", description="text, or json (one object per line)")
     # Signed policy (``seg_contract.signing``): the control plane's public keys this node
     # trusts (pinned), and the clock skew it tolerates in a statement's issue time.
-    policy_signing_keys: tuple[TrustedKey, ...] = ()
-    policy_clock_skew_s: float = 300.0
-    allow_unsigned_policy_file: bool = False
+    policy_signing_keys: Keys = Field(
+        (),
+        description="public keys that sign the cluster's policy (base64 DER "
+        "SubjectPublicKeyInfo, comma separated; `seg cluster register` prints them); "
+        "required with a control plane or a signed policy file",
+    )
+    # At most 10 minutes: signed input that just arrived may be at most 15 minutes old,
+    # and the future allowance must stay below that window.
+    policy_clock_skew_s: Annotated[float, _in_range(0, 600, open_low=False)] = Field(
+        300.0,
+        description="how far in the future a signed policy's issue time may be (clock skew, 0-600)",
+    )
+    allow_unsigned_policy_file: bool = Field(
+        False,
+        description="accept a policy file that is plain PolicySnapshot JSON, not signed "
+        "(air-gapped sites without exports from the control plane; its age counts from "
+        "each read)",
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        inputs = _INPUTS.get() or _Inputs(os.environ, {}, worker=False)
+        return (
+            init_settings,  # the command line (and a worker's wire config)
+            _DictSource(settings_cls, _env_values(inputs.env)),
+            _DictSource(settings_cls, dict(inputs.file_values)),
+        )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any, info: ValidationInfo) -> Any:
+        """An empty string (``SEG_GW_TLS_CERT=``) means the default, as it always has."""
+        if isinstance(value, str) and not value.strip() and info.field_name:
+            spec = cls.model_fields[info.field_name]
+            if spec.default is None or spec.default is False or spec.default == ():
+                return spec.default
+        return value
+
+    @field_validator("node_id", mode="after")
+    @classmethod
+    def _node_id(cls, value: str) -> str:
+        if any(c.isspace() for c in value):
+            raise ValueError("must be at most 128 characters without whitespace")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> GatewayConfig:
+        inputs = _INPUTS.get()
+        problems = self._derive() + list(
+            self.cross_field_problems(worker=bool(inputs and inputs.worker))
+        )
+        if problems:
+            raise _Problems(problems)
+        return self
+
+    def _derive(self) -> list[str]:
+        """Values that follow from others: the credential from its file, the names devices
+        use from the public URL. Set once here, before the model is handed out (the model
+        is frozen; this is its construction)."""
+        problems = []
+        if not self.node_id:
+            object.__setattr__(self, "node_id", socket.gethostname())
+        if self.credential and self.credential_file is not None:
+            problems.append("set SEG_GW_CREDENTIAL or SEG_GW_CREDENTIAL_FILE, not both")
+        elif self.credential_file is not None:
+            try:
+                credential = self.credential_file.read_text().strip()
+            except OSError as exc:
+                problems.append(f"SEG_GW_CREDENTIAL_FILE: cannot read ({exc.strerror})")
+            else:
+                if not credential:
+                    problems.append("SEG_GW_CREDENTIAL_FILE: the file is empty")
+                object.__setattr__(self, "credential", credential)
+        # The names devices use default to the configured public URL's; with neither
+        # configured the Host header is not checked (a warning at start).
+        if self.public_url and not self.public_hosts and _url_ok(self.public_url, _HTTP):
+            host = urlsplit(self.public_url).hostname or ""
+            object.__setattr__(self, "public_hosts", (host.lower().rstrip("."),))
+        return problems
+
+    def cross_field_problems(self, *, worker: bool) -> Iterator[str]:
+        """Every check that reads more than one field, or the file system."""
+        yield from _check_listener(self)
+        yield from _check_upstream(self)
+        yield from _check_control_plane(self)
+        yield from _check_signing(self, worker)
+        if self.backoff_initial_s > self.backoff_max_s:
+            yield "SEG_GW_BACKOFF_INITIAL_S must not exceed SEG_GW_BACKOFF_MAX_S"
+        if self.state_dir.exists() and not self.state_dir.is_dir():
+            yield f"SEG_GW_STATE_DIR: {self.state_dir} exists and is not a directory"
 
     @property
     def connected(self) -> bool:
@@ -126,260 +514,95 @@ class GatewayConfig:
     def describe(self) -> dict[str, Any]:
         """The configuration as plain values for ``check-config``; secrets redacted."""
         out: dict[str, Any] = {}
-        for spec in FIELDS:
-            if spec.name == "credential_file":
+        for name in type(self).model_fields:
+            if name == "credential_file":
                 continue
-            value = getattr(self, spec.name)
-            if spec.name == "credential":
+            value = getattr(self, name)
+            if name == "credential":
                 value = "<set>" if value else ""
             elif isinstance(value, Path):
                 value = str(value)
             elif isinstance(value, tuple):
-                value = [str(v) for v in value]
-            out[spec.name] = value
+                value = [v.kid if isinstance(v, TrustedKey) else str(v) for v in value]
+            elif isinstance(value, BaseModel):
+                value = value.model_dump()
+            out[name] = value
         return out
 
 
-# --- field table -------------------------------------------------------------------------
+class _Problems(ValueError):
+    """The cross-field checks' findings, carried through pydantic as one error."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+# A worker never talks to the cloud: it gets policy the agent verified, never a key.
+_AGENT_ONLY = (
+    "api_url",
+    "ws_url",
+    "credential",
+    "credential_file",
+    "control_plane_ca_bundle",
+    "policy_signing_keys",
+    "policy_clock_skew_s",
+    "allow_unsigned_policy_file",
+)
+
+
+# --- the field listing (docs/gateway.md, check-config, deployment tests) --------------------
 
 
 @dataclass(frozen=True)
 class FieldSpec:
-    name: str
-    kind: str  # str | int | float | bool | path | networks | hosts | credential | keys
+    name: str  # the TOML key (``limits.<name>`` inside the [limits] table)
+    env: str
+    kind: str
     default: Any
     doc: str
 
-    @property
-    def env(self) -> str:
-        return ENV_PREFIX + self.name.upper()
+
+def _kind(info: FieldInfo) -> str:
+    text = str(info.annotation)
+    for needle, kind in (
+        ("IPv4Network", "networks"),
+        ("TrustedKey", "keys"),
+        ("tuple[str", "hosts"),
+        ("Path", "path"),
+        ("Literal", "choice"),
+        ("bool", "bool"),
+        ("float", "float"),
+        ("int", "int"),
+    ):
+        if needle in text:
+            return kind
+    return "str"
 
 
-def _cpu_count() -> int:
-    # The CPUs this process may run on (a container's cpuset), not the host's count.
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
-REQUIRED = object()
-
-FIELDS: tuple[FieldSpec, ...] = (
-    FieldSpec("listen_host", "str", "0.0.0.0", "EAS listener address"),  # noqa: S104
-    FieldSpec("listen_port", "int", 8443, "EAS listener port (0: ephemeral, see runtime.json)"),
-    FieldSpec("tls_cert", "path", None, "PEM certificate chain of the EAS listener"),
-    FieldSpec("tls_key", "path", None, "PEM private key of the EAS listener"),
-    FieldSpec(
-        "listen_plain_http",
-        "bool",
-        False,
-        "serve plain HTTP (only behind a TLS-terminating load balancer)",
-    ),
-    FieldSpec("public_url", "str", "", "URL devices use (451 rewrites); default from host"),
-    FieldSpec(
-        "public_hosts",
-        "hosts",
-        (),
-        "host names devices may use (Host header; others get 421); default: public_url's",
-    ),
-    FieldSpec(
-        "trusted_proxies",
-        "networks",
-        (),
-        "CIDRs whose X-Forwarded-*, Forwarded and X-Real-IP are trusted",
-    ),
-    FieldSpec("upstream_url", "str", REQUIRED, "the mail server, e.g. https://exchange.corp"),
-    FieldSpec("upstream_ca_bundle", "path", None, "PEM CA bundle that verifies the upstream"),
-    FieldSpec("upstream_allow_plain_http", "bool", False, "allow an http:// upstream"),
-    FieldSpec("upstream_connect_timeout_s", "float", 10.0, "upstream connect timeout"),
-    FieldSpec(
-        "request_idle_timeout_s", "float", 120.0, "idle timeout of requests that are not long-polls"
-    ),
-    FieldSpec(
-        "long_poll_timeout_s",
-        "float",
-        3900.0,
-        "idle timeout of Ping / long-poll Sync (> 3540 s, MS-ASCMD 2.2.2.13)",
-    ),
-    FieldSpec(
-        "header_timeout_s",
-        "float",
-        30.0,
-        "deadline for a whole request head from its first byte (408 after it)",
-    ),
-    FieldSpec(
-        "max_connections_per_ip",
-        "int",
-        1000,
-        "connections per client address and worker (0: no cap; see docs)",
-    ),
-    FieldSpec(
-        "pw1_max_failures",
-        "int",
-        5,
-        "wrong device passwords per user / device before attempts are refused unhashed",
-    ),
-    FieldSpec("pw1_failure_window_s", "float", 300.0, "window of pw1_max_failures"),
-    FieldSpec("api_url", "str", "", "control-plane API base URL (empty: air-gapped)"),
-    FieldSpec("ws_url", "str", "", "control-plane WebSocket URL (wss://...)"),
-    FieldSpec(
-        "control_plane_allow_plain_http",
-        "bool",
-        False,
-        "allow http:// and ws:// control-plane URLs (local test systems only)",
-    ),
-    FieldSpec("control_plane_ca_bundle", "path", None, "PEM CA bundle for the control plane"),
-    FieldSpec("credential", "credential", "", "cluster credential (segc_...)"),
-    FieldSpec("credential_file", "path", None, "file holding the cluster credential"),
-    FieldSpec("node_id", "str", "", "this node's id (default: the host name)"),
-    FieldSpec("cluster_key_file", "path", None, "cluster X25519 private key (substitution)"),
-    FieldSpec("http_timeout_s", "float", 10.0, "control-plane HTTP timeout"),
-    FieldSpec(
-        "keepalive_interval_s",
-        "float",
-        None,
-        "report (keepalive) period when shorter than the cluster's report interval (<= 540)",
-    ),
-    FieldSpec(
-        "pong_timeout_s",
-        "float",
-        10.0,
-        "a keepalive unanswered this long: the control plane is unresponsive, reconnect",
-    ),
-    FieldSpec("reconnect_after_s", "float", 6600.0, "planned WebSocket reconnect (< 2 h)"),
-    FieldSpec("backoff_initial_s", "float", 1.0, "first reconnect delay"),
-    FieldSpec("backoff_max_s", "float", 60.0, "longest reconnect delay"),
-    FieldSpec(
-        "refresh_interval_s",
-        "float",
-        None,
-        "override the cluster's Rules Refresh Interval (default: from the snapshot)",
-    ),
-    FieldSpec("state_dir", "path", Path("/var/lib/seg-gateway"), "persisted policy and spool"),
-    FieldSpec(
-        "policy_file",
-        "path",
-        None,
-        "start from this signed policy file (`seg-gateway fetch-policy`, or a node's "
-        "policy.journal); air-gapped: the only policy source",
-    ),
-    FieldSpec("max_spool_bytes", "int", 256 * 1024 * 1024, "bound of the event spool on disk"),
-    FieldSpec(
-        "event_flush_interval_s",
-        "float",
-        0.2,
-        "access-event batching period; an event is on disk within ~2x this (<= 5)",
-    ),
-    FieldSpec("admin_host", "str", "127.0.0.1", "admin port address (health, metrics)"),
-    FieldSpec("admin_port", "int", 9090, "admin port (0: ephemeral, see runtime.json)"),
-    FieldSpec("workers", "int", None, "EAS worker processes (default: CPU count; 0: in-process)"),
-    FieldSpec("upstream_check_interval_s", "float", 15.0, "upstream reachability check period"),
-    FieldSpec("shutdown_grace_s", "float", 30.0, "how long shutdown waits for held requests"),
-    FieldSpec("log_level", "str", "INFO", "DEBUG, INFO, WARNING or ERROR"),
-    FieldSpec("log_format", "str", "text", "text, or json (one object per line)"),
-    FieldSpec(
-        "policy_signing_keys",
-        "keys",
-        (),
-        "public keys that sign the cluster's policy (base64 DER SubjectPublicKeyInfo, "
-        "comma separated; `seg cluster register` prints them); required with a control "
-        "plane or a signed policy file",
-    ),
-    FieldSpec(
-        "policy_clock_skew_s",
-        "float",
-        300.0,
-        "how far in the future a signed policy's issue time may be (clock skew, 0-600)",
-    ),
-    FieldSpec(
-        "allow_unsigned_policy_file",
-        "bool",
-        False,
-        "accept a policy file that is plain PolicySnapshot JSON, not signed (air-gapped "
-        "sites without exports from the control plane; its age counts from each read)",
-    ),
-)
-_BY_NAME = {f.name: f for f in FIELDS}
-
-
-# --- parsing ----------------------------------------------------------------------------
-
-
-def _parse_bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in {"1", "true", "yes", "on"}:
-        return True
-    if text in {"0", "false", "no", "off", ""}:
-        return False
-    raise ValueError("expected true or false")
-
-
-def _parse_networks(value: Any) -> tuple[IPNetwork, ...]:
-    items = value if isinstance(value, list) else str(value).split(",")
-    return tuple(
-        ipaddress.ip_network(str(i).strip(), strict=False) for i in items if str(i).strip()
-    )
-
-
-def _parse_int(value: Any) -> int:
-    if isinstance(value, bool):
-        raise ValueError("expected an integer")
-    return int(str(value).strip().replace("_", ""))
-
-
-def _parse_float(value: Any) -> float:
-    if isinstance(value, bool):
-        raise ValueError("expected a number")
-    return float(str(value).strip())
-
-
-def _parse_hosts(value: Any) -> tuple[str, ...]:
-    items = value if isinstance(value, list) else str(value).split(",")
-    hosts = []
-    for item in items:
-        host = str(item).strip().lower().rstrip(".")
-        if not host:
+def _specs() -> Iterator[FieldSpec]:
+    for name, info in GatewayConfig.model_fields.items():
+        if name == "limits":
+            for sub, sub_info in LimitsConfig.model_fields.items():
+                yield FieldSpec(
+                    f"limits.{sub}",
+                    LIMITS_ENV_PREFIX + sub.upper(),
+                    _kind(sub_info),
+                    sub_info.default,
+                    sub_info.description or "",
+                )
             continue
-        if host.startswith("[") and host.endswith("]"):
-            host = host[1:-1]
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            if not _HOST_CHARS.issuperset(host) or ".." in host or host.startswith("-"):
-                raise ValueError(f"{host!r} is not a host name (no scheme, no port)") from None
-        hosts.append(host)
-    return tuple(dict.fromkeys(hosts))
+        default = None if info.default_factory is not None else info.default
+        yield FieldSpec(
+            name, ENV_PREFIX + name.upper(), _kind(info), default, info.description or ""
+        )
 
 
-_HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-.")
+FIELDS: tuple[FieldSpec, ...] = tuple(_specs())
+_ENV_NAMES = {spec.name: spec.env for spec in FIELDS}
 
 
-def _parse_keys(value: Any) -> tuple[TrustedKey, ...]:
-    """A TOML list (items may be PEM) or a comma-separated string of base64 keys."""
-    items = value if isinstance(value, list) else str(value).split(",")
-    keys: list[TrustedKey] = []
-    for n, item in enumerate((str(i).strip() for i in items if str(i).strip()), start=1):
-        try:
-            keys.append(load_public_key(item))
-        except ValueError as exc:
-            raise ValueError(f"key {n}: {exc}") from None
-    return tuple(keys)
-
-
-_PARSERS: dict[str, Callable[[Any], Any]] = {
-    "str": lambda v: str(v).strip(),
-    "credential": lambda v: str(v).strip(),
-    "int": _parse_int,
-    "float": _parse_float,
-    "bool": _parse_bool,
-    "path": lambda v: Path(str(v).strip()) if str(v).strip() else None,
-    "networks": _parse_networks,
-    "hosts": _parse_hosts,
-    "keys": _parse_keys,
-}
+# --- loading ------------------------------------------------------------------------------
 
 
 def _read_toml(path: Path, problems: list[str]) -> dict[str, Any]:
@@ -392,30 +615,74 @@ def _read_toml(path: Path, problems: list[str]) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         problems.append(f"config file {path}: not valid TOML ({exc})")
         return {}
-    # Accept both a flat file and one with a [gateway] table.
-    if isinstance(data.get("gateway"), dict) and len(data) == 1:
-        data = data["gateway"]
+    # Accept both a flat file and one with a [gateway] table (beside it, or inside it,
+    # a [limits] table).
+    if isinstance(data.get("gateway"), dict) and set(data) <= {"gateway", "limits"}:
+        flat = dict(data["gateway"])
+        if isinstance(data.get("limits"), dict):
+            flat["limits"] = {**data["limits"], **flat.get("limits", {})}
+        data = flat
     return data
 
 
-def _collect_raw(
-    env: Mapping[str, str], file_values: Mapping[str, Any], problems: list[str], source: str
-) -> dict[str, tuple[Any, str]]:
-    raw: dict[str, tuple[Any, str]] = {}
-    for key, value in file_values.items():
-        if key not in _BY_NAME:
-            problems.append(f"{source}: unknown key {key!r}")
+def _origin(
+    loc: tuple[int | str, ...],
+    env: Mapping[str, str],
+    file_values: Mapping[str, Any],
+    overrides: Mapping[str, Any],
+    config_file: Path | None,
+) -> str:
+    """Where the value at ``loc`` came from, in the words an operator searches for."""
+    name = str(loc[0]) if loc else ""
+    sub = str(loc[1]) if len(loc) > 1 and name == "limits" else ""
+    key = f"limits.{sub}" if sub else name
+    env_name = (LIMITS_ENV_PREFIX + sub.upper()) if sub else (ENV_PREFIX + name.upper())
+    if name in overrides:
+        return f"--{name.replace('_', '-')}"
+    if env_name in env:
+        return env_name
+    in_file = file_values.get(name)
+    if (sub and isinstance(in_file, dict) and sub in in_file) or (not sub and name in file_values):
+        return f"config file {config_file} key {key}"
+    return _ENV_NAMES.get(key, env_name)
+
+
+def _problem_lines(
+    exc: ValidationError,
+    env: Mapping[str, str],
+    file_values: Mapping[str, Any],
+    overrides: Mapping[str, Any],
+    config_file: Path | None,
+) -> list[str]:
+    """One readable line per problem pydantic collected."""
+    lines: list[str] = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(err["loc"])[:2]  # a list setting's item index is in the message
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, _Problems):
+            lines.extend(cause.problems)
             continue
-        raw[key] = (value, f"{source} key {key}")
-    for name, value in env.items():
-        if not name.startswith(ENV_PREFIX):
-            continue
-        key = name[len(ENV_PREFIX) :].lower()
-        if key not in _BY_NAME:
-            problems.append(f"unknown environment variable {name}")
-            continue
-        raw[key] = (value, name)
-    return raw
+        origin = _origin(loc, env, file_values, overrides, config_file)
+        if err["type"] == "extra_forbidden":
+            if origin.startswith(ENV_PREFIX):
+                lines.append(f"unknown environment variable {origin}")
+            elif origin.startswith("config file"):
+                where = origin.rsplit(" key ", 1)
+                lines.append(f"{where[0]}: unknown key {where[1]!r}")
+            else:
+                lines.append(f"{origin}: unknown setting")
+        elif err["type"] == "missing":
+            spec = next((s for s in FIELDS if s.env == origin), None)
+            lines.append(f"{origin} is required ({spec.doc if spec else 'no default'})")
+        elif isinstance(cause, ValueError):
+            sep = " " if str(cause).startswith("must ") else ": "
+            lines.append(f"{origin}{sep}{cause}")
+        elif err["msg"].startswith("Input should be "):
+            should = err["msg"].removeprefix("Input should be ")
+            lines.append(f"{origin} must be {should} (got {err['input']!r})")
+        else:
+            lines.append(f"{origin}: {err['msg']} (got {err['input']!r})")
+    return list(dict.fromkeys(lines))
 
 
 def load_config(
@@ -430,45 +697,55 @@ def load_config(
     env = os.environ if env is None else env
     problems: list[str] = []
     file_values = _read_toml(config_file, problems) if config_file else {}
-    raw = _collect_raw(env, file_values, problems, f"config file {config_file}")
-    for key, value in (overrides or {}).items():
-        if value is not None:
-            raw[key] = (value, f"--{key.replace('_', '-')}")
-
-    values: dict[str, Any] = {}
-    for spec in FIELDS:
-        if spec.name not in raw:
-            if spec.default is REQUIRED:
-                problems.append(f"{spec.env} is required ({spec.doc})")
-                values[spec.name] = None
-            else:
-                values[spec.name] = spec.default
-            continue
-        value, origin = raw[spec.name]
+    init = {k: v for k, v in (overrides or {}).items() if v is not None}
+    token = _INPUTS.set(_Inputs(env, file_values, worker))
+    try:
         try:
-            values[spec.name] = _PARSERS[spec.kind](value)
-        except ValueError as exc:
-            problems.append(f"{origin}: {value!r} is not a valid {spec.kind} ({exc})")
-            values[spec.name] = None if spec.default is REQUIRED else spec.default
-    _check(values, problems, worker)
-    if problems:
-        raise ConfigError(problems)
-    credential_file = values.pop("credential_file")
-    del credential_file  # read into ``credential`` by _check
-    return GatewayConfig(**values)
+            config = GatewayConfig(**init)
+        except ValidationError as exc:
+            problems += _problem_lines(exc, env, file_values, init, config_file)
+            # A field that failed leaves the cross-field checks unrun: run them once more
+            # with those fields at their defaults, so one round lists every problem.
+            failed = {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
+            if failed:
+                problems += _retry_without(failed, env, file_values, init, worker)
+            config = None
+    finally:
+        _INPUTS.reset(token)
+    if problems or config is None:
+        raise ConfigError(list(dict.fromkeys(problems)))
+    return config
 
 
-# A worker never talks to the cloud: it gets policy the agent verified, never a key.
-_AGENT_ONLY = (
-    "api_url",
-    "ws_url",
-    "credential",
-    "credential_file",
-    "control_plane_ca_bundle",
-    "policy_signing_keys",
-    "policy_clock_skew_s",
-    "allow_unsigned_policy_file",
-)
+def _retry_without(
+    failed: set[str],
+    env: Mapping[str, str],
+    file_values: Mapping[str, Any],
+    init: Mapping[str, Any],
+    worker: bool,
+) -> list[str]:
+    """The cross-field problems of the configuration minus the ``failed`` fields."""
+    dropped = {ENV_PREFIX + f.upper() for f in failed}
+    env = {
+        k: v
+        for k, v in env.items()
+        if k not in dropped and not ("limits" in failed and k.startswith(LIMITS_ENV_PREFIX))
+    }
+    token = _INPUTS.set(
+        _Inputs(env, {k: v for k, v in file_values.items() if k not in failed}, worker)
+    )
+    try:
+        GatewayConfig(**{k: v for k, v in init.items() if k not in failed})
+    except ValidationError as exc:
+        return [
+            p
+            for e in exc.errors()
+            if isinstance(cause := (e.get("ctx") or {}).get("error"), _Problems)
+            for p in cause.problems
+        ]
+    finally:
+        _INPUTS.reset(token)
+    return []
 
 
 def cluster_of_credential(credential: str) -> str:
@@ -488,233 +765,127 @@ def config_from_wire(data: Mapping[str, Any]) -> GatewayConfig:
 
 # --- cross-field checks -------------------------------------------------------------------
 
-
-def _check_file(values: dict[str, Any], name: str, problems: list[str]) -> None:
-    path = values.get(name)
-    if path is not None and not path.is_file():
-        problems.append(f"{_BY_NAME[name].env}: {path} is not a readable file")
+_HTTP = ("https", "http")
 
 
-def _check_url(url: str, schemes: tuple[str, ...], env: str, problems: list[str]) -> bool:
+def _url_ok(url: str, schemes: tuple[str, ...]) -> bool:
     parts = urlsplit(url)
-    if parts.scheme not in schemes or not parts.hostname:
-        problems.append(f"{env}: {url!r} must be a {' or '.join(schemes)} URL with a host")
-        return False
-    return True
+    return parts.scheme in schemes and bool(parts.hostname)
 
 
-def _check_listener(values: dict[str, Any], problems: list[str]) -> None:
+def _check_url(url: str, schemes: tuple[str, ...], env: str) -> Iterator[str]:
+    if not _url_ok(url, schemes):
+        yield f"{env}: {url!r} must be a {' or '.join(schemes)} URL with a host"
+
+
+def _check_files(config: GatewayConfig, *names: str) -> Iterator[str]:
+    for name in names:
+        path = getattr(config, name)
+        if path is not None and not path.is_file():
+            yield f"{_ENV_NAMES[name]}: {path} is not a readable file"
+
+
+def _check_listener(config: GatewayConfig) -> Iterator[str]:
     for name in ("tls_cert", "tls_key"):
-        if values[name] is None and not values["listen_plain_http"]:
-            problems.append(
-                f"{_BY_NAME[name].env} is required (or set SEG_GW_LISTEN_PLAIN_HTTP=true "
+        if getattr(config, name) is None and not config.listen_plain_http:
+            yield (
+                f"{_ENV_NAMES[name]} is required (or set SEG_GW_LISTEN_PLAIN_HTTP=true "
                 "behind a TLS-terminating load balancer)"
             )
-        _check_file(values, name, problems)
-    for name in ("listen_port", "admin_port"):
-        if values[name] is not None and not 0 <= values[name] <= 65535:
-            problems.append(f"{_BY_NAME[name].env}: {values[name]} is not a port (0-65535)")
+    yield from _check_files(config, "tls_cert", "tls_key")
     # Empty public_url: derived from the host name and the bound port at start
     # (``eas_runner.public_url``).
-    if values["public_url"]:
-        if _check_url(values["public_url"], ("https", "http"), "SEG_GW_PUBLIC_URL", problems):
-            if not values["public_hosts"]:
-                # The names devices use default to the configured public URL's; with
-                # neither configured the Host header is not checked (a warning at start).
-                host = urlsplit(values["public_url"]).hostname or ""
-                values["public_hosts"] = (host.lower().rstrip("."),)
-    header = values["header_timeout_s"]
-    if header is not None and not 0 < header <= 600:
-        problems.append("SEG_GW_HEADER_TIMEOUT_S must be in (0, 600]")
-    per_ip = values["max_connections_per_ip"]
-    if per_ip is not None and per_ip < 0:
-        problems.append("SEG_GW_MAX_CONNECTIONS_PER_IP must be >= 0 (0: no cap)")
-    failures = values["pw1_max_failures"]
-    if failures is not None and not 1 <= failures <= 1000:
-        problems.append("SEG_GW_PW1_MAX_FAILURES must be between 1 and 1000")
-    window = values["pw1_failure_window_s"]
-    if window is not None and not 0 < window <= 86_400:
-        problems.append("SEG_GW_PW1_FAILURE_WINDOW_S must be in (0, 86400]")
+    if config.public_url:
+        yield from _check_url(config.public_url, _HTTP, "SEG_GW_PUBLIC_URL")
 
 
-def _check_upstream(values: dict[str, Any], problems: list[str]) -> None:
-    url = values["upstream_url"]
-    if url:
-        if _check_url(url, ("https", "http"), "SEG_GW_UPSTREAM_URL", problems):
-            if urlsplit(url).path not in ("", "/") or urlsplit(url).query:
-                problems.append(
-                    "SEG_GW_UPSTREAM_URL must be scheme://host[:port] only: the request path "
-                    "is the device's own"
-                )
-            if urlsplit(url).scheme == "http" and not values["upstream_allow_plain_http"]:
-                problems.append(
-                    "SEG_GW_UPSTREAM_URL is plain http: set SEG_GW_UPSTREAM_ALLOW_PLAIN_HTTP=true "
-                    "to allow it (passwords would cross the network unencrypted)"
-                )
-    _check_file(values, "upstream_ca_bundle", problems)
-    for name in ("upstream_connect_timeout_s", "request_idle_timeout_s", "long_poll_timeout_s"):
-        if values[name] is not None and values[name] <= 0:
-            problems.append(f"{_BY_NAME[name].env} must be > 0")
-    if values["long_poll_timeout_s"] is not None and values["long_poll_timeout_s"] < 3540:
-        problems.append(
-            "SEG_GW_LONG_POLL_TIMEOUT_S must be >= 3540: Ping and long-poll Sync may legally "
-            "hang that long (MS-ASCMD 2.2.2.13)"
-        )
+def _check_upstream(config: GatewayConfig) -> Iterator[str]:
+    url = config.upstream_url
+    if not url:
+        yield "SEG_GW_UPSTREAM_URL is required (the mail server, e.g. https://exchange.corp)"
+    elif _url_ok(url, _HTTP):
+        parts = urlsplit(url)
+        if parts.path not in ("", "/") or parts.query:
+            yield (
+                "SEG_GW_UPSTREAM_URL must be scheme://host[:port] only: the request path "
+                "is the device's own"
+            )
+        if parts.scheme == "http" and not config.upstream_allow_plain_http:
+            yield (
+                "SEG_GW_UPSTREAM_URL is plain http: set SEG_GW_UPSTREAM_ALLOW_PLAIN_HTTP=true "
+                "to allow it (passwords would cross the network unencrypted)"
+            )
+    else:
+        yield from _check_url(url, _HTTP, "SEG_GW_UPSTREAM_URL")
+    yield from _check_files(config, "upstream_ca_bundle")
 
 
-def _check_control_plane(values: dict[str, Any], problems: list[str], worker: bool) -> None:
-    if values["credential"] and values["credential_file"] is not None:
-        problems.append("set SEG_GW_CREDENTIAL or SEG_GW_CREDENTIAL_FILE, not both")
-    elif values["credential_file"] is not None:
-        try:
-            values["credential"] = values["credential_file"].read_text().strip()
-        except OSError as exc:
-            problems.append(f"SEG_GW_CREDENTIAL_FILE: cannot read ({exc.strerror})")
-        else:
-            if not values["credential"]:
-                problems.append("SEG_GW_CREDENTIAL_FILE: the file is empty")
-    if any(c.isspace() or ord(c) < 32 for c in values["credential"] or ""):
-        problems.append("the cluster credential must not contain whitespace or control bytes")
-    cloud = [values["api_url"], values["ws_url"], values["credential"]]
+def _check_control_plane(config: GatewayConfig) -> Iterator[str]:
+    if any(c.isspace() or ord(c) < 32 for c in config.credential):
+        yield "the cluster credential must not contain whitespace or control bytes"
+    cloud = [config.api_url, config.ws_url, config.credential]
     if any(cloud) and not all(cloud):
-        problems.append(
+        yield (
             "a control plane needs SEG_GW_API_URL, SEG_GW_WS_URL and SEG_GW_CREDENTIAL "
             "(or SEG_GW_CREDENTIAL_FILE) together"
         )
-    plain_ok = values["control_plane_allow_plain_http"]
-    for name, schemes in (("api_url", ("https", "http")), ("ws_url", ("wss", "ws"))):
-        env = _BY_NAME[name].env
-        url = values[name]
-        if url and _check_url(url, schemes, env, problems):
-            if urlsplit(url).scheme == schemes[1] and not plain_ok:
-                problems.append(
-                    f"{env} is plain {schemes[1]}: set SEG_GW_CONTROL_PLANE_ALLOW_PLAIN_HTTP=true "
-                    "to allow it (the cluster credential and the policy would cross the "
-                    "network unencrypted)"
-                )
-    for name in ("control_plane_ca_bundle", "cluster_key_file", "policy_file"):
-        _check_file(values, name, problems)
-    _check_cluster_key(values["cluster_key_file"], problems)
-
-
-def _check_signing(values: dict[str, Any], problems: list[str], worker: bool) -> None:
-    """A node verifies its policy: the keys it pins, the cluster its credential names."""
-    if values["credential"]:
-        try:
-            cluster_of_credential(values["credential"])
-        except ValueError:
-            problems.append(
-                "the cluster credential is not one `seg cluster register` issued "
-                "(segc_<cluster>_<key>_<secret>): the node verifies that its policy was "
-                "signed for the cluster it names"
+    for name, schemes in (("api_url", _HTTP), ("ws_url", ("wss", "ws"))):
+        env, url = _ENV_NAMES[name], getattr(config, name)
+        if not url:
+            continue
+        if not _url_ok(url, schemes):
+            yield from _check_url(url, schemes, env)
+        elif urlsplit(url).scheme == schemes[1] and not config.control_plane_allow_plain_http:
+            yield (
+                f"{env} is plain {schemes[1]}: set SEG_GW_CONTROL_PLANE_ALLOW_PLAIN_HTTP=true "
+                "to allow it (the cluster credential and the policy would cross the "
+                "network unencrypted)"
             )
-    cloud = [values["api_url"], values["ws_url"], values["credential"]]
-    if all(cloud) and not values["policy_signing_keys"] and not worker:
-        problems.append(
-            "SEG_GW_POLICY_SIGNING_KEYS is required with a control plane: the node applies "
-            "only policy signed by these keys (`seg cluster register` and `seg cluster "
-            "signing-keys` print them; for a CDK stack, `aws kms get-public-key` of each "
-            "ARN in the stack output PolicySigningKeyArns)"
-        )
-    if (
-        not any(cloud)
-        and values["policy_file"] is not None
-        and not values["policy_signing_keys"]
-        and not values["allow_unsigned_policy_file"]
-        and not worker
-    ):
-        problems.append(
-            "an air-gapped node verifies its policy file: set SEG_GW_POLICY_SIGNING_KEYS "
-            "(the control plane's public keys), or SEG_GW_ALLOW_UNSIGNED_POLICY_FILE=true "
-            "to accept a plain, unsigned PolicySnapshot file"
-        )
-    if not any(cloud) and values["policy_file"] is None and not worker:
-        problems.append(
-            "no policy source: configure a control plane (SEG_GW_API_URL, SEG_GW_WS_URL, "
-            "SEG_GW_CREDENTIAL) or a policy file (--policy-file / SEG_GW_POLICY_FILE)"
-        )
-
-
-def _check_cluster_key(key_file: Path | None, problems: list[str]) -> None:
+    yield from _check_files(config, "control_plane_ca_bundle", "cluster_key_file", "policy_file")
+    key_file = config.cluster_key_file
     if key_file is not None and key_file.is_file():
         try:
             key = key_file.read_text().strip()
         except (OSError, UnicodeDecodeError):
             key = ""
         if not public_key_is_valid(key):
-            problems.append(
+            yield (
                 f"SEG_GW_CLUSTER_KEY_FILE: {key_file} does not hold a base64 X25519 key "
                 "(make one with `seg-gateway keygen`)"
             )
 
 
-def _check_timings(values: dict[str, Any], problems: list[str]) -> None:
-    for name in (
-        "http_timeout_s",
-        "pong_timeout_s",
-        "backoff_initial_s",
-        "backoff_max_s",
-        "event_flush_interval_s",
-        "upstream_check_interval_s",
-        "refresh_interval_s",
-    ):
-        if values[name] is not None and values[name] <= 0:
-            problems.append(f"{_BY_NAME[name].env} must be > 0")
-    skew = values["policy_clock_skew_s"]
-    # At most 10 minutes: signed input that just arrived may be at most 15 minutes old,
-    # and the future allowance must stay below that window.
-    if skew is not None and not 0 <= skew <= 600:
-        problems.append("SEG_GW_POLICY_CLOCK_SKEW_S must be between 0 and 600 seconds")
-    flush = values["event_flush_interval_s"]
-    if flush is not None and flush > MAX_EVENT_FLUSH_INTERVAL_S:
-        problems.append(
-            f"SEG_GW_EVENT_FLUSH_INTERVAL_S must be <= {MAX_EVENT_FLUSH_INTERVAL_S:g}: it bounds "
-            "how long an access event may wait before it is on disk"
+def _check_signing(config: GatewayConfig, worker: bool) -> Iterator[str]:
+    """A node verifies its policy: the keys it pins, the cluster its credential names."""
+    if config.credential:
+        try:
+            cluster_of_credential(config.credential)
+        except ValueError:
+            yield (
+                "the cluster credential is not one `seg cluster register` issued "
+                "(segc_<cluster>_<key>_<secret>): the node verifies that its policy was "
+                "signed for the cluster it names"
+            )
+    if worker:
+        return
+    cloud = [config.api_url, config.ws_url, config.credential]
+    if all(cloud) and not config.policy_signing_keys:
+        yield (
+            "SEG_GW_POLICY_SIGNING_KEYS is required with a control plane: the node applies "
+            "only policy signed by these keys (`seg cluster register` and `seg cluster "
+            "signing-keys` print them; for a CDK stack, `aws kms get-public-key` of each "
+            "ARN in the stack output PolicySigningKeyArns)"
         )
-    if values["shutdown_grace_s"] is not None and values["shutdown_grace_s"] < 0:
-        problems.append("SEG_GW_SHUTDOWN_GRACE_S must be >= 0")
-    keepalive = values["keepalive_interval_s"]
-    if keepalive is not None and not 0 < keepalive <= MAX_KEEPALIVE_S:
-        problems.append(
-            f"SEG_GW_KEEPALIVE_INTERVAL_S must be in (0, {MAX_KEEPALIVE_S:g}]: API Gateway "
-            "closes a WebSocket idle for 10 minutes"
+    if any(cloud):
+        return
+    if config.policy_file is None:
+        yield (
+            "no policy source: configure a control plane (SEG_GW_API_URL, SEG_GW_WS_URL, "
+            "SEG_GW_CREDENTIAL) or a policy file (--policy-file / SEG_GW_POLICY_FILE)"
         )
-    reconnect = values["reconnect_after_s"]
-    if reconnect is not None and not 0 < reconnect <= MAX_RECONNECT_AFTER_S:
-        problems.append(
-            f"SEG_GW_RECONNECT_AFTER_S must be in (0, {MAX_RECONNECT_AFTER_S:g}]: API Gateway "
-            "closes every WebSocket after 2 hours"
+    elif not config.policy_signing_keys and not config.allow_unsigned_policy_file:
+        yield (
+            "an air-gapped node verifies its policy file: set SEG_GW_POLICY_SIGNING_KEYS "
+            "(the control plane's public keys), or SEG_GW_ALLOW_UNSIGNED_POLICY_FILE=true "
+            "to accept a plain, unsigned PolicySnapshot file"
         )
-    if (values["backoff_initial_s"] or 0) > (values["backoff_max_s"] or 0) > 0:
-        problems.append("SEG_GW_BACKOFF_INITIAL_S must not exceed SEG_GW_BACKOFF_MAX_S")
-
-
-def _check_operation(values: dict[str, Any], problems: list[str]) -> None:
-    if values["workers"] is None:
-        values["workers"] = _cpu_count()
-    elif not 0 <= values["workers"] <= 64:
-        problems.append("SEG_GW_WORKERS must be between 0 (in-process) and 64")
-    if values["max_spool_bytes"] is not None and values["max_spool_bytes"] < 64 * 1024:
-        problems.append("SEG_GW_MAX_SPOOL_BYTES must be at least 65536")
-    level = str(values["log_level"] or "").upper()
-    if level not in LOG_LEVELS:
-        problems.append(f"SEG_GW_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
-    values["log_level"] = level
-    if values["log_format"] not in ("text", "json"):
-        problems.append("SEG_GW_LOG_FORMAT must be text or json")
-    if not values["node_id"]:
-        values["node_id"] = socket.gethostname()
-    if len(values["node_id"]) > 128 or any(c.isspace() for c in values["node_id"]):
-        problems.append("SEG_GW_NODE_ID must be at most 128 characters without whitespace")
-    state_dir = values["state_dir"]
-    if state_dir is not None and state_dir.exists() and not state_dir.is_dir():
-        problems.append(f"SEG_GW_STATE_DIR: {state_dir} exists and is not a directory")
-
-
-def _check(values: dict[str, Any], problems: list[str], worker: bool) -> None:
-    _check_listener(values, problems)
-    _check_upstream(values, problems)
-    _check_control_plane(values, problems, worker)
-    _check_signing(values, problems, worker)
-    _check_timings(values, problems)
-    _check_operation(values, problems)

@@ -1,5 +1,5 @@
 """How the node runs G2a's EAS server: in its own process (``workers = 0``) or in worker
-processes (``workers.py``). Both build the server the same way, from the same
+processes (``worker_pool.py``). Both build the server the same way, from the same
 ``ProxySettings`` (``proxy_settings``) and a listening socket made by ``listen_socket``;
 only the transport of policy and events differs.
 """
@@ -48,6 +48,7 @@ def proxy_settings(config: GatewayConfig, bound_port: int) -> ProxySettings:
         node_id=config.node_id,
         cluster_private_key=read_cluster_key(config),
         limits=Limits(
+            **config.limits.model_dump(),
             max_connections_per_ip=config.max_connections_per_ip,
             pw1_max_failures=config.pw1_max_failures,
             pw1_failure_window_s=config.pw1_failure_window_s,

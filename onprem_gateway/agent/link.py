@@ -287,7 +287,6 @@ class ControlPlaneLink:
             log.warning("control-plane WebSocket: connect failed (%s)", type(exc).__name__)
             return Event.CONNECT_FAILED
         self.status.connects += 1
-        self.status.connected_since = self._clock()
         log.info("control-plane WebSocket connected (%s)", self._settings.ws_url)
         return Event.CONNECTED
 
@@ -306,7 +305,6 @@ class ControlPlaneLink:
 
     async def _close(self) -> None:
         ws, self._ws = self._ws, None
-        self.status.connected_since = None
         if ws is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(), CLOSE_TIMEOUT_S + 1)

@@ -9,8 +9,6 @@ import logging
 import sys
 from datetime import UTC, datetime
 
-LOG_FORMATS = ("text", "json")
-
 
 class JsonFormatter(logging.Formatter):
     def __init__(self, process_name: str) -> None:

@@ -49,7 +49,7 @@ from onprem_gateway.agent.reporter import EventBuffer, Reporter
 from onprem_gateway.agent.signing_keys_file import SigningKeysFile
 from onprem_gateway.agent.spool import Spool
 from onprem_gateway.agent.telemetry import CONTENT_TYPE, render
-from onprem_gateway.agent.workers import WorkerPool
+from onprem_gateway.agent.worker_pool import WorkerPool
 from onprem_gateway.config import GatewayConfig
 from onprem_gateway.core.backoff import backoff
 from onprem_gateway.core.freshness import Level, freshness

@@ -47,7 +47,6 @@ class LinkStatus:
 
     state: State = State.IDLE
     fatal_reason: str = ""
-    connected_since: float | None = None  # epoch seconds
     last_contact: float | None = None  # epoch seconds of the last good answer
     last_error: str = ""
     connects: int = 0

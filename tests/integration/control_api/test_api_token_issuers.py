@@ -23,8 +23,8 @@ from lambdas.domain.errors import JwksUnavailable
 from lambdas.usecases.token_issuers import refresh_issuer_keys
 from seg_contract import PolicySnapshot
 from tests.integration.control_api.conftest import Ctx, register
-from tests.integration.gateway_proxy.conftest import make_cert
 from tests.support.aws import AwsEnv
+from tests.support.certs import server_cert
 from tests.support.tokens import AUDIENCE, ISSUER, Issuer
 
 NOW = datetime(2026, 11, 27, tzinfo=UTC)
@@ -71,7 +71,7 @@ class JwksServer:
 
 @pytest.fixture
 def jwks_server(tmp_path: Path) -> Iterator[tuple[JwksServer, HttpJwks]]:
-    cert, key = make_cert(tmp_path, "jwks")
+    cert, key = server_cert(tmp_path, "jwks")
     server = JwksServer(cert, key)
     trusting = HttpJwks(ssl_context=ssl.create_default_context(cafile=str(cert)))
     yield server, trusting

@@ -276,7 +276,7 @@ async def test_an_invalid_configuration_exits_2_listing_every_problem(tmp_path: 
     assert proc.returncode == 2, text
     for expected in (
         "SEG_GW_WORKERS",
-        "SEG_GW_LISTEN_PORT: 70000",
+        "SEG_GW_LISTEN_PORT must be less than or equal to 65535 (got '70000')",
         "unknown environment variable SEG_GW_COLOUR",
         "SEG_GW_UPSTREAM_URL is required",
         "no policy source",

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import hashlib
-import ipaddress
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable
@@ -19,10 +18,6 @@ from typing import Any
 import pytest
 import uvloop
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from onprem_gateway.core.policy_index import PolicyIndex
 from onprem_gateway.proxy import ProxySettings, Timeouts, Upstream, start_eas_server
@@ -36,6 +31,7 @@ from seg_contract import (
     PolicySnapshot,
     UserCredential,
 )
+from tests.support.certs import server_cert
 
 NOW = dt.datetime(2026, 11, 27, tzinfo=dt.UTC)
 # Basic alice:pw: who the mail server authenticates, so who the gateway decides on.
@@ -59,38 +55,6 @@ def pattern_block(seed: int) -> bytes:
         out += hashlib.sha256(f"{seed}:{counter}".encode()).digest()
         counter += 1
     return bytes(out[:BLOCK_SIZE])
-
-
-def make_cert(tmp: Path, name: str) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(dt.datetime.now(dt.UTC) - dt.timedelta(days=1))
-        .not_valid_after(dt.datetime.now(dt.UTC) + dt.timedelta(days=2))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp / f"{name}.crt", tmp / f"{name}.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
 
 
 @dataclass
@@ -232,7 +196,7 @@ def policy_index(
 @pytest.fixture(scope="session")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
     tmp = tmp_path_factory.mktemp("certs")
-    return {"gateway": make_cert(tmp, "gateway"), "upstream": make_cert(tmp, "upstream")}
+    return {"gateway": server_cert(tmp, "gateway"), "upstream": server_cert(tmp, "upstream")}
 
 
 async def serve_tls(

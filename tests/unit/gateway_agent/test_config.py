@@ -7,7 +7,8 @@ import json
 import logging
 import os
 import ssl
-from dataclasses import replace
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from onprem_gateway.__main__ import main
 from onprem_gateway.agent.eas_runner import proxy_settings
 from onprem_gateway.agent.logs import configure_logging
 from onprem_gateway.config import FIELDS, ConfigError, config_from_wire, load_config
+from onprem_gateway.proxy import Limits
 from seg_contract.crypto import generate_cluster_keypair, seal, unseal
 from seg_contract.signing import LocalSigner
 
@@ -88,18 +90,18 @@ def test_every_problem_is_reported_at_once(files: dict[str, Path], tmp_path: Pat
     }
     found = "\n".join(problems(env))
     for expected in (
-        "SEG_GW_LISTEN_PORT: 99999 is not a port",
-        "SEG_GW_WORKERS must be between 0",
+        "SEG_GW_LISTEN_PORT must be less than or equal to 65535",
+        "SEG_GW_WORKERS must be greater than or equal to 0",
         "SEG_GW_KEEPALIVE_INTERVAL_S must be in (0, 540]",
         "SEG_GW_RECONNECT_AFTER_S must be in (0, 7080]",
         "SEG_GW_UPSTREAM_ALLOW_PLAIN_HTTP=true",
         "SEG_GW_API_URL: 'ftp://x' must be a https or http URL",
-        "SEG_GW_LOG_LEVEL must be one of",
-        "SEG_GW_TRUSTED_PROXIES: '10.0.0.0/8,not-a-net' is not a valid networks",
-        "SEG_GW_MAX_SPOOL_BYTES must be at least",
+        "SEG_GW_LOG_LEVEL must be 'DEBUG', 'INFO', 'WARNING' or 'ERROR'",
+        "SEG_GW_TRUSTED_PROXIES: 'not-a-net' is not an IP network",
+        "SEG_GW_MAX_SPOOL_BYTES must be greater than or equal to 65536",
         "SEG_GW_LONG_POLL_TIMEOUT_S must be >= 3540",
-        "SEG_GW_PONG_TIMEOUT_S must be > 0",
-        "SEG_GW_EVENT_FLUSH_INTERVAL_S must be <= 5",
+        "SEG_GW_PONG_TIMEOUT_S must be greater than 0",
+        "SEG_GW_EVENT_FLUSH_INTERVAL_S must be in (0, 5]",
         "unknown environment variable SEG_GW_TYPO",
         "SEG_GW_TLS_CERT is required",
         "a control plane needs SEG_GW_API_URL, SEG_GW_WS_URL and SEG_GW_CREDENTIAL",
@@ -231,7 +233,9 @@ def test_wire_round_trip_keeps_every_value(files: dict[str, Path], tmp_path: Pat
     wire = config.to_wire()
     assert "credential" not in wire and "api_url" not in wire  # workers never hold it
     worker = config_from_wire(wire)
-    assert worker == replace(config, api_url="", ws_url="", credential="", policy_signing_keys=())
+    assert worker == config.model_copy(
+        update={"api_url": "", "ws_url": "", "credential": "", "policy_signing_keys": ()}
+    )
 
 
 def test_check_config_exits_2_with_the_problems(
@@ -332,8 +336,16 @@ def test_public_hosts_default_to_the_public_url_and_are_otherwise_unchecked(
     [
         ("SEG_GW_HEADER_TIMEOUT_S", "0", "SEG_GW_HEADER_TIMEOUT_S must be in (0, 600]"),
         ("SEG_GW_HEADER_TIMEOUT_S", "601", "SEG_GW_HEADER_TIMEOUT_S must be in (0, 600]"),
-        ("SEG_GW_MAX_CONNECTIONS_PER_IP", "-1", "SEG_GW_MAX_CONNECTIONS_PER_IP must be >= 0"),
-        ("SEG_GW_PW1_MAX_FAILURES", "0", "SEG_GW_PW1_MAX_FAILURES must be between 1 and 1000"),
+        (
+            "SEG_GW_MAX_CONNECTIONS_PER_IP",
+            "-1",
+            "SEG_GW_MAX_CONNECTIONS_PER_IP must be greater than or equal to 0",
+        ),
+        (
+            "SEG_GW_PW1_MAX_FAILURES",
+            "0",
+            "SEG_GW_PW1_MAX_FAILURES must be greater than or equal to 1",
+        ),
         ("SEG_GW_PW1_FAILURE_WINDOW_S", "0", "SEG_GW_PW1_FAILURE_WINDOW_S must be in (0, 86400]"),
         ("SEG_GW_PUBLIC_HOSTS", "https://seg.example.com", "is not a host name"),
         ("SEG_GW_PUBLIC_HOSTS", "seg.example.com:443", "is not a host name"),
@@ -344,3 +356,69 @@ def test_edge_limits_are_validated(
 ) -> None:
     found = problems(good_env(files, tmp_path) | {name: value})
     assert any(problem in p for p in found), found
+
+
+def test_the_proxy_limits_come_from_a_limits_table_and_the_environment(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    # The defaults are the proxy's own: a node that configures nothing keeps them.
+    assert proxy_settings(load_config(env=good_env(files, tmp_path)), 8443).limits == Limits()
+    toml = tmp_path / "gw.toml"
+    toml.write_text(
+        '[gateway]\nupstream_url = "https://mail.example.com"\n'
+        "[limits]\nmax_body_bytes = 1_048_576\nmax_header_count = 50\n"
+    )
+    env = good_env(files, tmp_path) | {"SEG_GW_LIMITS_MAX_HEADER_COUNT": "60"}
+    config = load_config(env=env, config_file=toml)
+    limits = proxy_settings(config, 8443).limits
+    assert (limits.max_body_bytes, limits.max_header_count) == (1_048_576, 60)
+    assert limits.max_url_bytes == Limits().max_url_bytes
+    assert config_from_wire(config.to_wire()).limits == config.limits
+    assert json.loads(json.dumps(config.describe()))["limits"]["max_body_bytes"] == 1_048_576
+
+
+def test_limit_problems_name_their_table_key_or_variable(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    toml = tmp_path / "gw.toml"
+    toml.write_text("[limits]\nmax_body_bytes = 10\nmax_bdy_bytes = 1\n")
+    env = good_env(files, tmp_path) | {
+        "SEG_GW_LIMITS_MAX_HEADER_COUNT": "many",
+        "SEG_GW_LIMITS_TYPO": "1",
+    }
+    found = problems(env, config_file=toml)
+    assert any(p.startswith(f"config file {toml} key limits.max_body_bytes must be") for p in found)
+    assert f"config file {toml}: unknown key 'limits.max_bdy_bytes'" in found
+    assert any(
+        p.startswith("SEG_GW_LIMITS_MAX_HEADER_COUNT must be a valid integer") for p in found
+    )
+    assert "unknown environment variable SEG_GW_LIMITS_TYPO" in found
+
+
+def test_a_bad_config_file_stops_the_node_with_every_problem(tmp_path: Path) -> None:
+    """What an operator sees: ``seg-gateway run`` exits 2 before starting anything, and
+    stderr lists each problem on its own line."""
+    toml = tmp_path / "gw.toml"
+    toml.write_text('listen_port = "http"\nworkers = 100\nlog_format = "xml"\nlisten_prot = 1\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEG_GW_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "onprem_gateway", "run", "--config", str(toml)],
+        env=env | {"PYTHONPATH": str(Path(__file__).resolve().parents[3])},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.splitlines()
+    assert lines[0] == "seg-gateway: invalid gateway configuration:"
+    where = f"config file {toml} key"
+    for expected in (
+        f"  - {where} listen_port must be a valid integer",
+        f"  - {where} workers must be less than or equal to 64",
+        f"  - {where} log_format must be 'text' or 'json'",
+        f"  - config file {toml}: unknown key 'listen_prot'",
+        "  - SEG_GW_UPSTREAM_URL is required",
+        "  - no policy source",
+    ):
+        assert any(line.startswith(expected) for line in lines), (expected, lines)

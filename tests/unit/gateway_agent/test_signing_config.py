@@ -49,8 +49,8 @@ def test_keys_are_pinned_from_a_toml_list_that_may_hold_pem(
     [
         ("SEG_GW_POLICY_SIGNING_KEYS", "not-a-key", "key 1: not base64"),
         ("SEG_GW_POLICY_SIGNING_KEYS", f"{ONE.public.spki_b64},AAAA", "key 2"),
-        ("SEG_GW_POLICY_CLOCK_SKEW_S", "-1", "between 0 and 600"),
-        ("SEG_GW_POLICY_CLOCK_SKEW_S", "601", "between 0 and 600"),
+        ("SEG_GW_POLICY_CLOCK_SKEW_S", "-1", "must be in [0, 600]"),
+        ("SEG_GW_POLICY_CLOCK_SKEW_S", "601", "must be in [0, 600]"),
     ],
 )
 def test_a_bad_key_or_skew_is_a_clear_problem(

@@ -3,46 +3,14 @@ through a real handshake over memory BIOs (no sockets)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import ssl
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from onprem_gateway.proxy import ProxySettings, Upstream
 from onprem_gateway.proxy.server import DirectSSLObject, server_ssl_context
-
-
-def _cert(tmp: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp / "gw.crt", tmp / "gw.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
+from tests.support.certs import server_cert
 
 
 def _pump(src: ssl.MemoryBIO, dst: ssl.MemoryBIO) -> None:
@@ -53,7 +21,7 @@ def _pump(src: ssl.MemoryBIO, dst: ssl.MemoryBIO) -> None:
 
 @pytest.fixture
 def tls_pair(tmp_path: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    cert, key = _cert(tmp_path)
+    cert, key = server_cert(tmp_path, "gw", hosts=("localhost",))
     settings = ProxySettings(
         upstream=Upstream(url="https://exchange.corp"),
         public_url="https://mail.example.com",

@@ -1,5 +1,5 @@
-"""One EAS worker process: ``python -m onprem_gateway.agent.worker --index N
---control-fd FD --listen-fd FD`` (started by ``workers.WorkerPool``, never by hand).
+"""One EAS worker process: ``python -m onprem_gateway.agent.worker_process --index N
+--control-fd FD --listen-fd FD`` (started by ``worker_pool.WorkerPool``, never by hand).
 
 It serves EAS on the listening socket it inherited, decides with a ``PolicyStore`` that
 replays the agent's policy ops, and hands its access events and metrics to the agent
@@ -165,7 +165,7 @@ async def run_worker(index: int, control_fd: int, listen_fd: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="onprem_gateway.agent.worker")
+    parser = argparse.ArgumentParser(prog="onprem_gateway.agent.worker_process")
     parser.add_argument("--index", type=int, required=True)
     parser.add_argument("--control-fd", type=int, required=True)
     parser.add_argument("--listen-fd", type=int, required=True)

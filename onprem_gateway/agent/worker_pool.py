@@ -105,7 +105,7 @@ class WorkerPool:
             handle.process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "onprem_gateway.agent.worker",
+                "onprem_gateway.agent.worker_process",
                 "--index",
                 str(handle.index),
                 "--control-fd",
