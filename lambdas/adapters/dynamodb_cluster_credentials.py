@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 
 from lambdas.adapters.dynamodb_support import ConditionFailed, translated
-from lambdas.usecases.errors import NotFound
+from lambdas.domain.errors import NotFound
 from lambdas.usecases.gateway_auth import StoredCredential
 
 if TYPE_CHECKING:

@@ -42,9 +42,9 @@ from lambdas.domain.compliance import (
     DeviceRecord,
     EnrollmentState,
 )
+from lambdas.domain.errors import NotFound, StorageError
 from lambdas.domain.mdm_events import CheckinEvent, EnrollmentEvent, UnenrollmentEvent
 from lambdas.domain.timefmt import format_instant, parse_instant
-from lambdas.usecases.errors import NotFound, StorageError
 from seg_contract import entry_key
 
 if TYPE_CHECKING:

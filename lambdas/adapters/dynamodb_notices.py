@@ -25,8 +25,8 @@ from lambdas.adapters.dynamodb_support import (
     s,
     translated,
 )
+from lambdas.domain.errors import StorageError
 from lambdas.domain.timefmt import parse_instant
-from lambdas.usecases.errors import StorageError
 from lambdas.usecases.notices import NoticeMarker, NoticeSettings
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from lambdas.usecases.errors import InvalidInput, StorageError
+from lambdas.domain.errors import InvalidInput, StorageError
 
 Item = dict[str, Any]
 

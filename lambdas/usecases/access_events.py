@@ -24,6 +24,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
+from lambdas.domain.errors import InvalidInput
 from lambdas.domain.timefmt import format_instant, parse_instant
 from lambdas.ports import (
     AccessHistoryStore,
@@ -35,7 +36,6 @@ from lambdas.ports import (
     RosterJournal,
 )
 from lambdas.usecases import email_view, history, notices
-from lambdas.usecases.errors import InvalidInput
 from lambdas.usecases.roster import journal_observations
 from seg_contract import AccessEventBatch
 

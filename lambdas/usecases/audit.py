@@ -25,10 +25,10 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from lambdas.domain.errors import InvalidInput
 from lambdas.domain.roles import Role
 from lambdas.domain.timefmt import format_instant, parse_instant, to_utc
 from lambdas.ports import AuditLog
-from lambdas.usecases.errors import InvalidInput
 
 MAX_LIMIT = 500
 MAX_SCANNED = 5_000  # records read per search request

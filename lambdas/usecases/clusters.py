@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from lambdas.domain.errors import InvalidInput, NotFound
 from lambdas.domain.records import ClusterRecord
 from lambdas.ports import (
     ClusterCredentialStore,
@@ -31,7 +32,6 @@ from lambdas.ports import (
     GatewayNodeStore,
 )
 from lambdas.usecases.cluster_lookup import require_cluster
-from lambdas.usecases.errors import InvalidInput, NotFound
 from lambdas.usecases.gateway_auth import IssuedCredential, StoredCredential, issue_credential
 from lambdas.usecases.gateway_nodes import NodeReport
 from lambdas.usecases.policy_signing import PolicySigning

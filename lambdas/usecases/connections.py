@@ -31,7 +31,14 @@ from datetime import datetime
 
 from pydantic import ValidationError
 
-from lambdas.domain.errors import PushFailed
+from lambdas.domain.errors import (
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    PushFailed,
+    SigningUnavailable,
+    validation_problems,
+)
 from lambdas.domain.policy_log import DigestVerdict, check_digest
 from lambdas.domain.records import Connection
 from lambdas.ports import (
@@ -41,13 +48,6 @@ from lambdas.ports import (
     ConnectionStore,
     GatewayNodeStore,
     PolicyLog,
-)
-from lambdas.usecases.errors import (
-    Forbidden,
-    InvalidInput,
-    NotFound,
-    SigningUnavailable,
-    validation_problems,
 )
 from lambdas.usecases.gateway_auth import GatewayPrincipal
 from lambdas.usecases.gateway_nodes import NodeReport, record_keepalive

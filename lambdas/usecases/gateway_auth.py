@@ -25,8 +25,8 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from lambdas.domain.errors import Forbidden, Unauthenticated
 from lambdas.ports import ClusterCredentialStore
-from lambdas.usecases.errors import Forbidden, Unauthenticated
 
 PREFIX = "segc"
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")

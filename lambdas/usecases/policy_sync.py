@@ -20,11 +20,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
+from lambdas.domain.errors import Gone, InvalidInput
 from lambdas.domain.policy_log import ChangeKind, LogState
 from lambdas.domain.records import ClusterRecord
 from lambdas.domain.versioning import DeltaVerdict, check_coverage, check_delta
 from lambdas.ports import ClusterStore, PolicyEntryStore, PolicyLog
-from lambdas.usecases.errors import Gone, InvalidInput
 from lambdas.usecases.policy_versions import advance
 from seg_contract import PolicyDelta, PolicySnapshot
 
