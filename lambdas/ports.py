@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from lambdas.domain.access import ManualOverride
-    from lambdas.usecases.email_view import AccessObservation, ActivityCount, NodeSeen
+    from lambdas.domain.email_view import AccessObservation, ActivityCount, NodeSeen
     from lambdas.usecases.gateway_auth import StoredCredential
     from lambdas.usecases.gateway_nodes import NodeReport
 
@@ -361,8 +361,8 @@ class JwksSource(Protocol):
 # --- The console (roster, history, audit, notes, notices) ------------------------------
 
 if TYPE_CHECKING:
+    from lambdas.domain.access_history import HistoryEvent
     from lambdas.usecases.audit import AuditEvent
-    from lambdas.usecases.history import HistoryEvent
     from lambdas.usecases.notices import NoticeMarker, NoticeSettings
 
 

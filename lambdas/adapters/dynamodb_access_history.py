@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 import boto3
 
 from lambdas.adapters.dynamodb_support import ConditionFailed, get_n, get_s, n, s, translated
+from lambdas.domain.access_history import RETENTION, HistoryEvent, merge
 from lambdas.domain.errors import StorageError
 from lambdas.domain.timefmt import parse_instant
-from lambdas.usecases.history import RETENTION, HistoryEvent, merge
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 
 from lambdas.adapters.dynamodb_support import ConditionFailed, paged, translated
-from lambdas.usecases.email_view import NodeSeen
+from lambdas.domain.email_view import NodeSeen
 from lambdas.usecases.gateway_nodes import NodeReport
 
 if TYPE_CHECKING:

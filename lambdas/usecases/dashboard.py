@@ -33,10 +33,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from lambdas.domain.email_view import minute_bucket
 from lambdas.domain.errors import InvalidInput
 from lambdas.ports import EmailDeviceView
 from lambdas.usecases.audit import safe_cell
-from lambdas.usecases.email_view import minute_bucket
 from lambdas.usecases.roster import RosterCache
 from lambdas.usecases.roster_index import SORT_COLUMNS, RosterIndex, RosterQuery
 

@@ -31,9 +31,9 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from lambdas.domain.email_view import AccessObservation
 from lambdas.domain.timefmt import format_instant
 from lambdas.ports import Mailer, NoticeQueue, NoticeStore, ObservationWrite
-from lambdas.usecases.email_view import AccessObservation
 from seg_contract.decision_rules import DecisionRule, is_cluster_rule
 
 logger = logging.getLogger(__name__)

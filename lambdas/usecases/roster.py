@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from lambdas.domain.email_view import AccessObservation
 from lambdas.domain.errors import StorageError
 from lambdas.domain.timefmt import format_instant, parse_instant
 from lambdas.ports import (
@@ -50,7 +51,6 @@ from lambdas.ports import (
     RosterSnapshots,
     SnapshotHead,
 )
-from lambdas.usecases.email_view import AccessObservation
 from lambdas.usecases.roster_codec import (
     Snapshot,
     decode_keys,

@@ -9,11 +9,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
+from lambdas.domain.email_view import AccessObservation, email_device_key
 from lambdas.domain.errors import InvalidInput
 from lambdas.domain.roles import Role, parse_groups, parse_role, role_of_groups
 from lambdas.ports import ObservationWrite
 from lambdas.usecases import audit, notices
-from lambdas.usecases.email_view import AccessObservation, email_device_key
 
 NOW = datetime(2026, 11, 27, 3, 0, tzinfo=UTC)
 

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from lambdas.domain import email_view
 from lambdas.domain.errors import Unauthenticated
-from lambdas.usecases import email_view
 from lambdas.usecases.gateway_auth import (
     RevokedCredential,
     StoredCredential,
