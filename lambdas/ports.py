@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from lambdas.domain.access import ManualOverride
+    from lambdas.domain.credentials import StoredCredential
     from lambdas.domain.email_view import AccessObservation, ActivityCount, NodeSeen
-    from lambdas.usecases.gateway_auth import StoredCredential
-    from lambdas.usecases.gateway_nodes import NodeReport
+    from lambdas.domain.gateway_nodes import NodeReport
 
 
 class ClusterCredentialStore(Protocol):
@@ -362,8 +362,8 @@ class JwksSource(Protocol):
 
 if TYPE_CHECKING:
     from lambdas.domain.access_history import HistoryEvent
-    from lambdas.usecases.audit import AuditEvent
-    from lambdas.usecases.notices import NoticeMarker, NoticeSettings
+    from lambdas.domain.audit import AuditEvent
+    from lambdas.domain.notices import NoticeMarker, NoticeSettings
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import boto3
 
 from lambdas.adapters.dynamodb_support import ConditionFailed, paged, translated
 from lambdas.domain.email_view import NodeSeen
-from lambdas.usecases.gateway_nodes import NodeReport
+from lambdas.domain.gateway_nodes import NodeReport
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

@@ -8,8 +8,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lambdas.domain import access_history
-from lambdas.usecases import audit, dashboard, notices
+from lambdas.domain import access_history, audit, notices
+from lambdas.usecases import dashboard
 from seg_contract import Access, ClusterSettings
 
 

@@ -21,10 +21,11 @@ import csv
 import io
 import json
 import secrets
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from lambdas.domain.audit import AuditEvent
 from lambdas.domain.errors import InvalidInput
 from lambdas.domain.roles import Role
 from lambdas.domain.timefmt import format_instant, parse_instant, to_utc
@@ -58,26 +59,6 @@ ACTIONS = (
     "signing_key.activate",
     "signing_key.retire",
 )
-
-
-@dataclass(frozen=True)
-class AuditEvent:
-    seq: str  # "<format_instant(at)>#<random>": unique, sorts by time
-    at: str  # format_instant()
-    actor: str
-    role: str
-    action: str
-    target: str
-    before: dict[str, Any] | None
-    after: dict[str, Any] | None
-    reason: str
-
-    @property
-    def month(self) -> str:
-        return self.at[:7]
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def scrub(value: Any) -> Any:

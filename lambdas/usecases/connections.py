@@ -39,6 +39,7 @@ from lambdas.domain.errors import (
     SigningUnavailable,
     validation_problems,
 )
+from lambdas.domain.gateway_nodes import NodeReport
 from lambdas.domain.policy_log import DigestVerdict, check_digest
 from lambdas.domain.records import Connection
 from lambdas.ports import (
@@ -50,7 +51,7 @@ from lambdas.ports import (
     PolicyLog,
 )
 from lambdas.usecases.gateway_auth import GatewayPrincipal
-from lambdas.usecases.gateway_nodes import NodeReport, record_keepalive
+from lambdas.usecases.gateway_nodes import record_keepalive
 from lambdas.usecases.policy_signing import PolicySigning
 from lambdas.usecases.policy_versions import advance
 from lambdas.usecases.push import PushReport, close, post_frame, send_to

@@ -23,7 +23,6 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass, field
-from datetime import datetime
 
 from lambdas.domain.errors import Forbidden, Unauthenticated
 from lambdas.ports import ClusterCredentialStore
@@ -48,21 +47,6 @@ class GatewayPrincipal:
 
     cluster_id: str
     key_id: str
-
-
-@dataclass(frozen=True)
-class StoredCredential:
-    """One key of a cluster as stored: only the hash of its secret."""
-
-    cluster_id: str
-    key_id: str
-    secret_sha256: str  # hex
-    created_at: datetime
-    revoked_at: datetime | None = None
-
-    @property
-    def revoked(self) -> bool:
-        return self.revoked_at is not None
 
 
 @dataclass(frozen=True)

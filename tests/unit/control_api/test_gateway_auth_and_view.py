@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from lambdas.domain import email_view
+from lambdas.domain.credentials import StoredCredential
 from lambdas.domain.errors import Unauthenticated
 from lambdas.usecases.gateway_auth import (
     RevokedCredential,
-    StoredCredential,
     UnknownCredential,
     authenticate_gateway,
     bearer_token,
