@@ -21,7 +21,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
-from lambdas.adapters.wiring import Adapters
+from lambdas.composition import Adapters
 from lambdas.domain.errors import Forbidden, InvalidInput
 from lambdas.domain.policy_log import DigestVerdict
 from lambdas.handlers import write_side

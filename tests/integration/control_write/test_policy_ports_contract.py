@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from lambdas.adapters.wiring import Adapters
+from lambdas.composition import Adapters
 from lambdas.domain.errors import CommitConflict, Conflict, NotFound, VersionFenced
 from lambdas.domain.policy_commit import CommitPlan, Held, Proposal, plan_commit
 from lambdas.domain.policy_log import LogState, Watermark, initial_watermark
