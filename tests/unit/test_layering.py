@@ -113,6 +113,17 @@ HEXAGON = [
     ("lambdas.adapters", ("lambdas.adapters", "lambdas.domain", "lambdas.ports")),
     ("lambdas.usecases", ("lambdas.usecases", "lambdas.domain", "lambdas.ports")),
 ]
+# The edges reach the adapters through the composition root (``lambdas.composition``)
+# only, and the API never imports a handler (the API's handler imports the API).
+EDGES = [
+    ("lambdas.handlers", ("lambdas.adapters",)),
+    ("lambdas.api", ("lambdas.adapters", "lambdas.handlers")),
+]
+# The API's container (``lambdas.api.deps``) extends the composition root with the one
+# adapter only the API needs.
+EDGE_EXCEPTIONS = {
+    ("lambdas/api/deps.py", "lambdas.adapters.secretsmanager_device_services_key"),
+}
 
 
 @pytest.mark.parametrize(("layer", "allowed"), HEXAGON, ids=[h[0] for h in HEXAGON])
@@ -125,6 +136,22 @@ def test_each_layer_of_the_hexagon_imports_only_the_layers_inside_it(
         if _within(imported, "lambdas") and not any(_within(imported, a) for a in allowed)
     ]
     assert found == []
+
+
+@pytest.mark.parametrize(("edge", "forbidden"), EDGES, ids=[e[0] for e in EDGES])
+def test_the_edges_build_adapters_only_through_the_composition_root(
+    edge: str, forbidden: tuple[str, ...]
+) -> None:
+    imports = set(_imports(edge))
+    found = [
+        f"{file} imports {imported}"
+        for file, imported in sorted(imports - EDGE_EXCEPTIONS)
+        if any(_within(imported, f) for f in forbidden)
+    ]
+    assert found == []
+    # An exception that no longer happens is taken off the list.
+    stale = {e for e in EDGE_EXCEPTIONS if e[0].startswith(edge.replace(".", "/") + "/")} - imports
+    assert stale == set()
 
 
 def test_the_scan_sees_imports_of_every_form() -> None:
