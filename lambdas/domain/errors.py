@@ -45,6 +45,24 @@ class Gone(UseCaseError):
     """What was asked for existed once and is no longer available."""
 
 
+class UnknownCredential(Unauthenticated):
+    """A gateway credential that is malformed, unknown, or not matching any stored key
+    (HTTP 401)."""
+
+
+class RevokedCredential(Forbidden):
+    """A gateway credential that was valid and has been revoked (HTTP 403)."""
+
+
+class DeltaTooOld(Gone):
+    """The policy delta asked for cannot be built exactly: fetch the full snapshot
+    (HTTP 410)."""
+
+    def __init__(self, detail: str, since: int) -> None:
+        super().__init__(detail)
+        self.since = since
+
+
 class StorageError(UseCaseError):
     """A backend failed in a way the caller cannot fix (throttling, outage)."""
 

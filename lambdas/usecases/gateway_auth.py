@@ -24,21 +24,13 @@ import re
 import secrets
 from dataclasses import dataclass, field
 
-from lambdas.domain.errors import Forbidden, Unauthenticated
+from lambdas.domain.errors import RevokedCredential, Unauthenticated, UnknownCredential
 from lambdas.ports import ClusterCredentialStore
 
 PREFIX = "segc"
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _SECRET_BYTES = 32  # 256 bits
 MAX_CREDENTIAL_LENGTH = 256
-
-
-class UnknownCredential(Unauthenticated):
-    """Malformed, unknown, or not matching any stored key (HTTP 401)."""
-
-
-class RevokedCredential(Forbidden):
-    """A credential that was valid and has been revoked (HTTP 403)."""
 
 
 @dataclass(frozen=True)

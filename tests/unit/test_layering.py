@@ -154,6 +154,30 @@ def test_the_edges_build_adapters_only_through_the_composition_root(
     assert stale == set()
 
 
+def test_the_typed_errors_are_all_in_the_one_error_module() -> None:
+    """Every error the API answers with (``UseCaseError`` and its family) and every error
+    a port raises is declared in ``lambdas.domain.errors``, nowhere else: no layer grows
+    its own refinement of them. (A module may keep a private parse error of its own.)"""
+    errors = ROOT / "lambdas/domain/errors.py"
+    family = {
+        node.name
+        for node in ast.parse(errors.read_text(encoding="utf-8")).body
+        if isinstance(node, ast.ClassDef)
+    }
+    found = [
+        f"{path.relative_to(ROOT)}: class {node.name}"
+        for path in _module_files("lambdas")
+        if path != errors
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.ClassDef)
+        and any(
+            isinstance(b, ast.Name | ast.Attribute) and ast.unparse(b).split(".")[-1] in family
+            for b in node.bases
+        )
+    ]
+    assert found == []
+
+
 def test_the_scan_sees_imports_of_every_form() -> None:
     """The checker itself: plain, from-, relative, nested (function-level) and
     ``TYPE_CHECKING`` imports; ``from package import module`` names the module."""

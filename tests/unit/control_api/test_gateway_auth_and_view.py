@@ -10,10 +10,8 @@ import pytest
 
 from lambdas.domain import email_view
 from lambdas.domain.credentials import StoredCredential
-from lambdas.domain.errors import Unauthenticated
+from lambdas.domain.errors import RevokedCredential, Unauthenticated, UnknownCredential
 from lambdas.usecases.gateway_auth import (
-    RevokedCredential,
-    UnknownCredential,
     authenticate_gateway,
     bearer_token,
     gateway_token,
