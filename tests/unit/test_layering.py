@@ -84,6 +84,9 @@ RULES = [
     ("seg_contract", ("lambdas", "onprem_gateway", "seg_local", "seg_cli", "cdk")),
     ("lambdas.usecases", ("boto3", "botocore", "fastapi", "lambdas.adapters", "lambdas.api")),
     ("lambdas.domain", ("boto3", "botocore", "fastapi", "lambdas.adapters", "lambdas.usecases")),
+    ("lambdas.ports", ("boto3", "botocore", "fastapi")),
+    # The composition root puts adapters and use cases together; the edges use it.
+    ("lambdas.composition", ("fastapi", "lambdas.api", "lambdas.handlers")),
     # The gateway's pure core: values in, values out (``onprem_gateway/core/__init__.py``).
     (
         "onprem_gateway.core",
