@@ -42,7 +42,7 @@ from lambdas.adapters.dynamodb_device_events import DynamoDbDeviceEvents  # noqa
 from lambdas.adapters.dynamodb_devices import DynamoDbDevices  # noqa: E402
 from lambdas.adapters.dynamodb_policy_entries import DynamoDbPolicyEntries  # noqa: E402
 from lambdas.adapters.sqs_compliance_queue import SqsComplianceQueue  # noqa: E402
-from lambdas.adapters.wiring import Adapters  # noqa: E402
+from lambdas.composition import Adapters  # noqa: E402
 from lambdas.domain.mdm_events import EnrollmentEvent  # noqa: E402
 from lambdas.domain.records import Connection  # noqa: E402
 from lambdas.handlers import compliance_reader  # noqa: E402

@@ -58,8 +58,8 @@ from lambdas.adapters.dynamodb_email_devices import DynamoDbEmailDevices  # noqa
 from lambdas.adapters.dynamodb_roster import DynamoDbRoster  # noqa: E402
 from lambdas.api.app import create_app  # noqa: E402
 from lambdas.api.deps import Container, clock  # noqa: E402
+from lambdas.domain import email_view  # noqa: E402
 from lambdas.settings import parse_settings  # noqa: E402
-from lambdas.usecases import email_view  # noqa: E402
 from lambdas.usecases.roster import journal_observations  # noqa: E402
 from seg_contract import AccessEvent  # noqa: E402
 from seg_local import fleet  # noqa: E402

@@ -51,7 +51,7 @@ from moto import mock_aws  # noqa: E402
 from policy_digest import cpu_ms, full_digest_ms, push_costs_us  # noqa: E402
 
 from lambdas.adapters.dynamodb_policy_entries import device_item  # noqa: E402
-from lambdas.adapters.wiring import Adapters  # noqa: E402
+from lambdas.composition import Adapters  # noqa: E402
 from lambdas.domain.policy_bootstrap import first_watermark  # noqa: E402
 from lambdas.domain.policy_log import (  # noqa: E402
     ABANDON_GRACE,

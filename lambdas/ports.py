@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from lambdas.domain.access import ManualOverride
-    from lambdas.usecases.email_view import AccessObservation, ActivityCount, NodeSeen
-    from lambdas.usecases.gateway_auth import StoredCredential
-    from lambdas.usecases.gateway_nodes import NodeReport
+    from lambdas.domain.credentials import StoredCredential
+    from lambdas.domain.email_view import AccessObservation, ActivityCount, NodeSeen
+    from lambdas.domain.gateway_nodes import NodeReport
 
 
 class ClusterCredentialStore(Protocol):
@@ -361,9 +361,9 @@ class JwksSource(Protocol):
 # --- The console (roster, history, audit, notes, notices) ------------------------------
 
 if TYPE_CHECKING:
-    from lambdas.usecases.audit import AuditEvent
-    from lambdas.usecases.history import HistoryEvent
-    from lambdas.usecases.notices import NoticeMarker, NoticeSettings
+    from lambdas.domain.access_history import HistoryEvent
+    from lambdas.domain.audit import AuditEvent
+    from lambdas.domain.notices import NoticeMarker, NoticeSettings
 
 
 @dataclass(frozen=True)

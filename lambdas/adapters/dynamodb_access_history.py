@@ -1,9 +1,9 @@
 """Recent access events per (cluster, email device) on the access_history table: one
-item per observation key holding the bounded list (``history.MAX_EVENTS``, ~100 bytes an
-event, so at most a few KB) as compact JSON, and a version for optimistic concurrency:
-the reader reads, merges and writes back on condition that nobody wrote meanwhile (it
-retries when somebody did). The item expires ``history.RETENTION`` after its newest
-event."""
+item per observation key holding the bounded list (``access_history.MAX_EVENTS``, ~100
+bytes an event, so at most a few KB) as compact JSON, and a version for optimistic
+concurrency: the reader reads, merges and writes back on condition that nobody wrote
+meanwhile (it retries when somebody did). The item expires ``access_history.RETENTION``
+after its newest event."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 import boto3
 
 from lambdas.adapters.dynamodb_support import ConditionFailed, get_n, get_s, n, s, translated
+from lambdas.domain.access_history import RETENTION, HistoryEvent, merge
+from lambdas.domain.errors import StorageError
 from lambdas.domain.timefmt import parse_instant
-from lambdas.usecases.errors import StorageError
-from lambdas.usecases.history import RETENTION, HistoryEvent, merge
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 import boto3
 
 from lambdas.adapters.dynamodb_support import ConditionFailed, Item, get_s, n, s, translated
+from lambdas.domain.audit import AuditEvent
 from lambdas.domain.timefmt import parse_instant
-from lambdas.usecases.audit import AuditEvent
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 import boto3
 
 from lambdas.adapters.dynamodb_support import ConditionFailed, translated
-from lambdas.usecases.errors import NotFound
-from lambdas.usecases.gateway_auth import StoredCredential
+from lambdas.domain.credentials import StoredCredential
+from lambdas.domain.errors import NotFound
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

@@ -31,11 +31,11 @@ from lambdas.adapters.dynamodb_support import (
     translated,
 )
 from lambdas.domain.compliance import CompliancePolicy
+from lambdas.domain.errors import Conflict, NotFound
 from lambdas.domain.policy_bootstrap import BootstrapMark
 from lambdas.domain.policy_log import Watermark, initial_watermark
 from lambdas.domain.records import ClusterRecord
 from lambdas.domain.timefmt import format_instant, parse_instant
-from lambdas.usecases.errors import Conflict, NotFound
 from seg_contract import ClusterSettings
 from seg_contract.digest import from_hex, to_hex
 

@@ -26,8 +26,6 @@ import boto3
 from lambdas.adapters.dynamodb_support import (
     ConditionFailed,
     Item,
-    decode_cursor,
-    encode_cursor,
     get_bool,
     get_s,
     get_str_list,
@@ -42,9 +40,10 @@ from lambdas.domain.compliance import (
     DeviceRecord,
     EnrollmentState,
 )
+from lambdas.domain.cursors import decode_cursor, encode_cursor
+from lambdas.domain.errors import NotFound, StorageError
 from lambdas.domain.mdm_events import CheckinEvent, EnrollmentEvent, UnenrollmentEvent
 from lambdas.domain.timefmt import format_instant, parse_instant
-from lambdas.usecases.errors import NotFound, StorageError
 from seg_contract import entry_key
 
 if TYPE_CHECKING:
@@ -147,7 +146,7 @@ class DynamoDbDevices:
             "ExpressionAttributeValues": {":device": s("device")},
         }
         if cursor:
-            kwargs["ExclusiveStartKey"] = decode_cursor(cursor)
+            kwargs["ExclusiveStartKey"] = decode_cursor(cursor, dict)
         devices: list[DeviceRecord] = []
         while True:
             with translated(STORE):

@@ -44,14 +44,14 @@ from lambdas.adapters.dynamodb_devices import LINK_PREFIX
 from lambdas.adapters.dynamodb_manual_overrides import parse_override
 from lambdas.adapters.dynamodb_support import refused_item
 from lambdas.domain.access import ManualOverride
-from lambdas.ports import MdmFacts, ObservationWrite, ViewJoin
-from lambdas.usecases.email_view import (
+from lambdas.domain.email_view import (
     OBSERVATION_STRINGS,
     AccessObservation,
     ActivityCount,
     split_observation_key,
 )
-from lambdas.usecases.errors import StorageError
+from lambdas.domain.errors import StorageError
+from lambdas.ports import MdmFacts, ObservationWrite, ViewJoin
 from seg_contract import entry_key
 
 if TYPE_CHECKING:

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 import boto3
 
 from lambdas.adapters.dynamodb_support import ConditionFailed, paged, translated
-from lambdas.usecases.email_view import NodeSeen
-from lambdas.usecases.gateway_nodes import NodeReport
+from lambdas.domain.email_view import NodeSeen
+from lambdas.domain.gateway_nodes import NodeReport
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

@@ -12,14 +12,13 @@ import boto3
 from lambdas.adapters.dynamodb_support import (
     ConditionFailed,
     Item,
-    decode_cursor,
-    encode_cursor,
     get_s,
     paged,
     s,
     translated,
 )
 from lambdas.domain.access import ManualOverride, OverrideAction
+from lambdas.domain.cursors import decode_cursor, encode_cursor
 from lambdas.domain.timefmt import format_instant, parse_instant
 from seg_contract import entry_key
 
@@ -89,8 +88,9 @@ class DynamoDbManualOverrides:
     ) -> tuple[list[ManualOverride], str | None]:
         kwargs: dict[str, Any] = {"TableName": self._table, "Limit": max(1, min(limit, 1000))}
         if cursor:
-            kwargs["ExclusiveStartKey"] = decode_cursor(cursor)
+            kwargs["ExclusiveStartKey"] = decode_cursor(cursor, dict)
         with translated(STORE):
             page = self._client.scan(**kwargs)
         found = [parse_override(dict(item)) for item in page.get("Items", [])]
-        return found, encode_cursor(page.get("LastEvaluatedKey"))
+        last = page.get("LastEvaluatedKey")
+        return found, encode_cursor(last) if last else None

@@ -1,7 +1,7 @@
 """Notice settings and per-device notice markers on the notices table (``notice_key``).
 
 - ``settings``: the admins' ``NoticeSettings`` as one JSON document (defaults until set).
-- ``device#<email device key>``: the marker of ``notices.NoticeMarker``. Claiming a
+- ``device#<email device key>``: the marker of ``lambdas.domain.notices.NoticeMarker``. Claiming a
   change is one conditional update (a new state, seen after the marker's), and on refusal
   the stored marker comes back with the error (``ReturnValuesOnConditionCheckFailure``)
   so a redelivered, not yet sent change can be queued again without another read. A
@@ -25,9 +25,9 @@ from lambdas.adapters.dynamodb_support import (
     s,
     translated,
 )
+from lambdas.domain.errors import StorageError
+from lambdas.domain.notices import NoticeMarker, NoticeSettings
 from lambdas.domain.timefmt import parse_instant
-from lambdas.usecases.errors import StorageError
-from lambdas.usecases.notices import NoticeMarker, NoticeSettings
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

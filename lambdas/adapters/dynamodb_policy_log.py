@@ -26,11 +26,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from lambdas.adapters.dynamodb_policy_entries import credential_item, device_item
 from lambdas.adapters.dynamodb_support import ConditionFailed, Item, get_s, n, s, translated
-from lambdas.domain.errors import CommitConflict, VersionFenced
+from lambdas.domain.errors import CommitConflict, NotFound, StorageError, VersionFenced
 from lambdas.domain.policy_commit import CommitPlan
 from lambdas.domain.policy_log import LOG_RETENTION, Change, ChangeKind, LogRecord, LogState
 from lambdas.domain.timefmt import format_instant, parse_instant
-from lambdas.usecases.errors import NotFound, StorageError
 from seg_contract.digest import from_hex, to_hex
 
 if TYPE_CHECKING:

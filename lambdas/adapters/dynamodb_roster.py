@@ -31,9 +31,9 @@ from lambdas.adapters.dynamodb_support import (
     s,
     translated,
 )
+from lambdas.domain.errors import Conflict, StorageError
 from lambdas.domain.timefmt import format_instant, to_utc
 from lambdas.ports import JournalEntry, SnapshotHead
-from lambdas.usecases.errors import Conflict, StorageError
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

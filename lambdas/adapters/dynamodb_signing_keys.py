@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 import boto3
 
 from lambdas.adapters.dynamodb_support import ConditionFailed, Item, get_n, n, s, translated
+from lambdas.domain.errors import Conflict
 from lambdas.domain.signing_keys import KeyRegistry, KeyState, SigningKeyRecord
 from lambdas.domain.timefmt import format_instant, parse_instant
-from lambdas.usecases.errors import Conflict
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

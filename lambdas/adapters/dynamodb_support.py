@@ -3,15 +3,13 @@ out, paging, and the one translation of botocore errors into typed errors."""
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from lambdas.usecases.errors import InvalidInput, StorageError
+from lambdas.domain.errors import StorageError
 
 Item = dict[str, Any]
 
@@ -102,19 +100,3 @@ def batch_get(
         else:
             raise StorageError(f"{store} unavailable (reads kept being throttled)")
     return found
-
-
-def encode_cursor(key: Item | None) -> str | None:
-    if not key:
-        return None
-    return base64.urlsafe_b64encode(json.dumps(key, sort_keys=True).encode()).decode()
-
-
-def decode_cursor(cursor: str) -> Item:
-    try:
-        value = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-    except (ValueError, UnicodeError) as exc:
-        raise InvalidInput("invalid cursor") from exc
-    if not isinstance(value, dict):
-        raise InvalidInput("invalid cursor")
-    return value

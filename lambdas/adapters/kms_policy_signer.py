@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Final, Literal
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from lambdas.usecases.errors import SigningUnavailable
+from lambdas.domain.errors import SigningUnavailable
 from seg_contract.signing import TrustedKey
 
 if TYPE_CHECKING:

@@ -8,7 +8,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from lambdas.usecases.errors import StorageError
+from lambdas.domain.errors import StorageError
 
 
 class SesMailer:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from lambdas.usecases.errors import StorageError
+from lambdas.domain.errors import StorageError
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient

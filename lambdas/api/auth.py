@@ -32,11 +32,11 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, Request
 
 from lambdas.api.deps import AuthConfig, audit_log, auth_config, clock, credential_store
+from lambdas.domain.errors import Forbidden, Unauthenticated
 from lambdas.domain.roles import GROUPS, Role, parse_groups, role_of_groups
 from lambdas.ports import AuditLog, ClusterCredentialStore
 from lambdas.usecases.audit import AuditTrail
 from lambdas.usecases.connections import validate_node_id
-from lambdas.usecases.errors import Forbidden, Unauthenticated
 from lambdas.usecases.gateway_auth import (
     GatewayPrincipal,
     authenticate_gateway,

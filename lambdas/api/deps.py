@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import Request
 
 from lambdas.adapters.secretsmanager_device_services_key import SecretsManagerKeyDigest
-from lambdas.adapters.wiring import Adapters
+from lambdas.composition import Adapters
 from lambdas.domain.errors import PushFailed
 from lambdas.domain.roles import Role
 from lambdas.ports import (
@@ -63,7 +63,7 @@ class AuthConfig:
 
 
 class Container(Adapters):
-    """The API's adapters (``lambdas.adapters.wiring``), a poster that tolerates a
+    """The API's adapters (``lambdas.composition``), a poster that tolerates a
     deployment without a WebSocket API, the callers' authentication settings, and the
     warm function's copy of the console's roster."""
 

@@ -2,7 +2,7 @@
 
 Every error body is ``{"detail": "<clear reason>"}``; validation errors add pydantic's
 list under ``"errors"``. Routes and use cases raise typed errors
-(``lambdas.usecases.errors``, ``lambdas.domain`` errors) and never build an HTTP error
+(``lambdas.domain.errors``) and never build an HTTP error
 themselves.
 """
 
@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from lambdas.usecases.errors import (
+from lambdas.domain.errors import (
     Conflict,
     Forbidden,
     Gone,

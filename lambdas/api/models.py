@@ -8,7 +8,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lambdas.usecases import audit, dashboard, history, notices
+from lambdas.domain import access_history, audit, notices
+from lambdas.usecases import dashboard
 from seg_contract import Access, ClusterSettings
 
 
@@ -126,7 +127,7 @@ class NodeHolding(_Response):
 
 
 # An event of a device's history is defined once, by the use case that keeps it.
-AccessEventView = history.HistoryEvent
+AccessEventView = access_history.HistoryEvent
 
 
 class ClusterHistory(_Response):

@@ -14,8 +14,8 @@ from fastapi import APIRouter, Depends, Query, Response
 from lambdas.api import models
 from lambdas.api.auth import AdminAudit, Viewer
 from lambdas.api.params import Audit, AuditRetentionDays, Notices, Now
+from lambdas.domain.notices import NoticeSettings
 from lambdas.usecases import audit as audit_cases
-from lambdas.usecases.notices import NoticeSettings
 
 router = APIRouter(prefix="/console/v1", tags=["console"])
 

@@ -29,11 +29,11 @@ from lambdas.api.params import (
     UserPath,
     View,
 )
+from lambdas.domain.email_view import email_device_key
+from lambdas.domain.errors import InvalidInput
 from lambdas.domain.timefmt import format_instant, format_optional_instant
 from lambdas.ports import DeviceNote
 from lambdas.usecases import dashboard, device_page
-from lambdas.usecases.email_view import email_device_key
-from lambdas.usecases.errors import InvalidInput
 from lambdas.usecases.manual_overrides import request_override
 
 router = APIRouter(prefix="/console/v1", tags=["console"])

@@ -21,7 +21,7 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from lambdas.adapters.wiring import Adapters
+from lambdas.composition import Adapters
 from lambdas.handlers import write_side
 from lambdas.usecases.notices import NoticeMessage, send_notice
 

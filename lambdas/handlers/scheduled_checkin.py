@@ -13,7 +13,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from lambdas.adapters.wiring import Adapters
+from lambdas.composition import Adapters
 from lambdas.handlers import write_side
 from lambdas.usecases.checkin import sweep_stale_checkins
 

@@ -1,5 +1,5 @@
 """Composition helpers for the write side's Lambda functions: the adapters each
-function needs (``lambdas.adapters.wiring``) and their shared log configuration. Each
+function needs (``lambdas.composition``) and their shared log configuration. Each
 handler module calls these once (lazily, inside a cached function) so importing a handler
 needs no environment and a warm container reuses its clients."""
 
@@ -10,7 +10,7 @@ import logging
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 
-from lambdas.adapters.wiring import Adapters
+from lambdas.composition import Adapters
 from lambdas.settings import Settings, load_settings
 from lambdas.usecases.compliance import ComplianceStores
 

@@ -16,11 +16,11 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
-from lambdas.adapters.wiring import Adapters
+from lambdas.composition import Adapters
+from lambdas.domain.errors import Forbidden, InvalidInput, Unauthenticated
 from lambdas.handlers import write_side
 from lambdas.handlers.ws_events import WebSocketEvent, response
 from lambdas.usecases.connections import connect
-from lambdas.usecases.errors import Forbidden, InvalidInput, Unauthenticated
 from lambdas.usecases.gateway_auth import (
     CREDENTIAL_REJECTIONS,
     authenticate_gateway,

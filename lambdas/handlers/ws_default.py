@@ -21,12 +21,12 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
-from lambdas.adapters.wiring import Adapters
+from lambdas.composition import Adapters
+from lambdas.domain.errors import Forbidden, InvalidInput
 from lambdas.domain.policy_log import DigestVerdict
 from lambdas.handlers import write_side
 from lambdas.handlers.ws_events import WebSocketEvent, response
 from lambdas.usecases.connections import keepalive
-from lambdas.usecases.errors import Forbidden, InvalidInput
 
 logger = Logger(service="ws_default")
 metrics = Metrics(namespace="SEG", service="ws_default")

@@ -11,9 +11,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
-from lambdas.adapters.dynamodb_connections import DynamoDbConnections
 from lambdas.handlers import write_side
 from lambdas.handlers.ws_events import WebSocketEvent, response
+from lambdas.ports import ConnectionStore
 from lambdas.usecases.connections import disconnect
 
 logger = Logger(service="ws_disconnect")
@@ -23,7 +23,7 @@ write_side.share_log_config(logger)
 
 
 @cache
-def connections() -> DynamoDbConnections:
+def connections() -> ConnectionStore:
     return write_side.adapters().connections
 
 

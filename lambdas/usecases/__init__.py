@@ -1,4 +1,4 @@
 """Use cases of the control plane: one verb per module, each taking its ports
 (``lambdas.ports``) as arguments and returning values or raising typed errors
-(``lambdas.usecases.errors``). May import ``lambdas.domain``, ``lambdas.ports`` and
+(``lambdas.domain.errors``). May import ``lambdas.domain``, ``lambdas.ports`` and
 ``seg_contract``; never boto3, FastAPI or an adapter."""

@@ -24,6 +24,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
+from lambdas.domain import access_history, email_view
+from lambdas.domain.errors import InvalidInput
 from lambdas.domain.timefmt import format_instant, parse_instant
 from lambdas.ports import (
     AccessHistoryStore,
@@ -34,8 +36,7 @@ from lambdas.ports import (
     PayloadQueue,
     RosterJournal,
 )
-from lambdas.usecases import email_view, history, notices
-from lambdas.usecases.errors import InvalidInput
+from lambdas.usecases import notices
 from lambdas.usecases.roster import journal_observations
 from seg_contract import AccessEventBatch
 
@@ -116,7 +117,7 @@ def apply_payload(message: PayloadMessage, stores: PayloadStores) -> PayloadOutc
         queued += notices.observe(
             result, observation, store=stores.notices, queue=stores.notice_queue
         )
-    for key, recent in history.per_device(events, message.cluster_id, received_at).items():
+    for key, recent in access_history.per_device(events, message.cluster_id, received_at).items():
         stores.history.add(key, recent, received_at)
     fingerprint = email_view.batch_fingerprint(message.batch)
     for count in email_view.activity(events, received_at):

@@ -15,20 +15,20 @@ and a cursor to go on from.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import csv
 import io
 import json
 import secrets
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from lambdas.domain.audit import AuditEvent
+from lambdas.domain.cursors import NOT_ISSUED, decode_cursor, encode_cursor
+from lambdas.domain.errors import InvalidInput
 from lambdas.domain.roles import Role
 from lambdas.domain.timefmt import format_instant, parse_instant, to_utc
 from lambdas.ports import AuditLog
-from lambdas.usecases.errors import InvalidInput
 
 MAX_LIMIT = 500
 MAX_SCANNED = 5_000  # records read per search request
@@ -58,26 +58,6 @@ ACTIONS = (
     "signing_key.activate",
     "signing_key.retire",
 )
-
-
-@dataclass(frozen=True)
-class AuditEvent:
-    seq: str  # "<format_instant(at)>#<random>": unique, sorts by time
-    at: str  # format_instant()
-    actor: str
-    role: str
-    action: str
-    target: str
-    before: dict[str, Any] | None
-    after: dict[str, Any] | None
-    reason: str
-
-    @property
-    def month(self) -> str:
-        return self.at[:7]
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def scrub(value: Any) -> Any:
@@ -182,16 +162,13 @@ def _months(newest: datetime, oldest: datetime) -> list[str]:
     return months
 
 
-def encode_cursor(seq: str) -> str:
-    return base64.urlsafe_b64encode(seq.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> str:
+def _cursor_seq(cursor: str) -> str:
+    """The ``seq`` of the last record a search answered before (its cursor's position)."""
+    seq = decode_cursor(cursor, str)
     try:
-        seq = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         parse_instant(seq.partition("#")[0])
-    except (ValueError, UnicodeError, binascii.Error) as exc:
-        raise InvalidInput("cursor is not one this API issued") from exc
+    except ValueError as exc:
+        raise InvalidInput(NOT_ISSUED) from exc
     return seq
 
 
@@ -240,7 +217,7 @@ def search(
     until = min(to_utc(query.until), to_utc(now)) if query.until else to_utc(now)
     if since > until:
         raise InvalidInput("since must be before until")
-    before_seq = decode_cursor(query.cursor) if query.cursor else None
+    before_seq = _cursor_seq(query.cursor) if query.cursor else None
     upper = format_instant(until) + "~"  # "~" sorts after "#<random>"
     if before_seq is None or before_seq > upper:
         before_seq = upper

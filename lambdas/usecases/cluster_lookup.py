@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
+from lambdas.domain.errors import NotFound
 from lambdas.domain.records import ClusterRecord
 from lambdas.ports import ClusterStore
-from lambdas.usecases.errors import NotFound
 
 
 def require_cluster(clusters: ClusterStore, cluster_id: str) -> ClusterRecord:

@@ -21,6 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from lambdas.domain.credentials import StoredCredential
+from lambdas.domain.errors import InvalidInput, NotFound
+from lambdas.domain.gateway_nodes import NodeReport
 from lambdas.domain.records import ClusterRecord
 from lambdas.ports import (
     ClusterCredentialStore,
@@ -31,9 +34,7 @@ from lambdas.ports import (
     GatewayNodeStore,
 )
 from lambdas.usecases.cluster_lookup import require_cluster
-from lambdas.usecases.errors import InvalidInput, NotFound
-from lambdas.usecases.gateway_auth import IssuedCredential, StoredCredential, issue_credential
-from lambdas.usecases.gateway_nodes import NodeReport
+from lambdas.usecases.gateway_auth import IssuedCredential, issue_credential
 from lambdas.usecases.policy_signing import PolicySigning
 from lambdas.usecases.push import close, send_to
 from lambdas.usecases.resync import seed_cluster

@@ -36,6 +36,7 @@ from lambdas.domain.access import (
     to_entry,
 )
 from lambdas.domain.compliance import ComplianceResult, DeviceRecord, evaluate_compliance
+from lambdas.domain.errors import NotFound
 from lambdas.domain.messages import (
     ComplianceMessage,
     EvaluateDevice,
@@ -55,7 +56,6 @@ from lambdas.ports import (
     PolicyLog,
 )
 from lambdas.usecases.cluster_lookup import require_cluster
-from lambdas.usecases.errors import NotFound
 from lambdas.usecases.policy_signing import PolicySigning
 from lambdas.usecases.policy_versions import Committed, VersionStores, release, write_version
 from lambdas.usecases.push import PushReport

@@ -31,7 +31,15 @@ from datetime import datetime
 
 from pydantic import ValidationError
 
-from lambdas.domain.errors import PushFailed
+from lambdas.domain.errors import (
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    PushFailed,
+    SigningUnavailable,
+    validation_problems,
+)
+from lambdas.domain.gateway_nodes import NodeReport
 from lambdas.domain.policy_log import DigestVerdict, check_digest
 from lambdas.domain.records import Connection
 from lambdas.ports import (
@@ -42,15 +50,8 @@ from lambdas.ports import (
     GatewayNodeStore,
     PolicyLog,
 )
-from lambdas.usecases.errors import (
-    Forbidden,
-    InvalidInput,
-    NotFound,
-    SigningUnavailable,
-    validation_problems,
-)
 from lambdas.usecases.gateway_auth import GatewayPrincipal
-from lambdas.usecases.gateway_nodes import NodeReport, record_keepalive
+from lambdas.usecases.gateway_nodes import record_keepalive
 from lambdas.usecases.policy_signing import PolicySigning
 from lambdas.usecases.policy_versions import advance
 from lambdas.usecases.push import PushReport, close, post_frame, send_to

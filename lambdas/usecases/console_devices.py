@@ -10,10 +10,10 @@ from __future__ import annotations
 from datetime import datetime
 
 from lambdas.domain.compliance import CompliancePolicy, DeviceRecord
+from lambdas.domain.errors import InvalidInput, NotFound
 from lambdas.domain.messages import sqs_id
 from lambdas.domain.timefmt import format_instant
 from lambdas.ports import ClusterStore, ComplianceQueue, DeviceStore
-from lambdas.usecases.errors import InvalidInput, NotFound
 from lambdas.usecases.resync import request_reevaluation
 
 MAX_LIMIT = 500

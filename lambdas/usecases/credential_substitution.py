@@ -21,9 +21,9 @@ from __future__ import annotations
 import secrets
 from datetime import datetime
 
+from lambdas.domain.errors import Conflict, InvalidInput, NotFound
 from lambdas.domain.records import ClusterRecord
 from lambdas.usecases.cluster_lookup import require_cluster
-from lambdas.usecases.errors import Conflict, InvalidInput, NotFound
 from lambdas.usecases.policy_changes import CredentialChange, change_credential
 from lambdas.usecases.policy_versions import VersionStores
 from seg_contract import DevicePassword, UserCredential, normalize_device_id, normalize_user

@@ -22,21 +22,19 @@ refused. The series comes from per-minute counters the payload reader writes.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import csv
 import io
-import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from lambdas.domain.cursors import NOT_ISSUED, decode_cursor, encode_cursor
+from lambdas.domain.email_view import minute_bucket
+from lambdas.domain.errors import InvalidInput
 from lambdas.ports import EmailDeviceView
 from lambdas.usecases.audit import safe_cell
-from lambdas.usecases.email_view import minute_bucket
-from lambdas.usecases.errors import InvalidInput
 from lambdas.usecases.roster import RosterCache
 from lambdas.usecases.roster_index import SORT_COLUMNS, RosterIndex, RosterQuery
 
@@ -136,17 +134,13 @@ def row_of(index: RosterIndex, slot: int) -> EmailDevice:
     )
 
 
-def encode_cursor(value: str, key: str, query: ListQuery) -> str:
-    raw = json.dumps([value, key, query.sort, query.order], separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str, query: ListQuery) -> tuple[str, str]:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        value, key, sort, order = json.loads(base64.urlsafe_b64decode(padded))
-    except (ValueError, TypeError, binascii.Error) as exc:
-        raise InvalidInput("cursor is not one this API issued") from exc
+def _position(cursor: str, query: ListQuery) -> tuple[str, str]:
+    """(sort value, row key) after which a cursor's page starts; the cursor carries the
+    sort order it was issued under, so one from another order is refused."""
+    position = decode_cursor(cursor, list)
+    if len(position) != 4:
+        raise InvalidInput(NOT_ISSUED)
+    value, key, sort, order = position
     if (sort, order) != (query.sort, query.order) or not all(
         isinstance(v, str) for v in (value, key)
     ):
@@ -178,7 +172,7 @@ def _roster_query(query: ListQuery) -> RosterQuery:
         sort=query.sort,
         descending=query.order == "desc",
         limit=query.limit,
-        after=decode_cursor(query.cursor, query) if query.cursor else None,
+        after=_position(query.cursor, query) if query.cursor else None,
     )
 
 
@@ -195,9 +189,9 @@ def _list(query: ListQuery, roster: RosterCache, now: datetime, max_limit: int) 
         items = [row_of(index, slot) for slot in slots]
         next_cursor = None
         if more and slots:
-            last = slots[-1]
+            last, order = slots[-1], (query.sort, query.order)
             next_cursor = encode_cursor(
-                index.sort_value(last, query.sort), index.value(last, "row_key"), query
+                [index.sort_value(last, query.sort), index.value(last, "row_key"), *order]
             )
     return Page(items=items, next_cursor=next_cursor, total=total)
 
@@ -249,9 +243,9 @@ def export_csv(
             writer.writerow([safe_cell(column[slot]) for column in columns])
         next_cursor = None
         if more and slots:
-            last = slots[-1]
+            last, order = slots[-1], (query.sort, query.order)
             next_cursor = encode_cursor(
-                index.sort_value(last, query.sort), index.value(last, "row_key"), query
+                [index.sort_value(last, query.sort), index.value(last, "row_key"), *order]
             )
     return out.getvalue(), next_cursor, total
 

@@ -16,8 +16,12 @@ from typing import Literal
 from pydantic import ValidationError
 
 from lambdas.domain.access import ManualOverride
+from lambdas.domain.access_history import HistoryEvent
 from lambdas.domain.compliance import DeviceRecord
+from lambdas.domain.email_view import AccessObservation, email_device_key, observation_key
+from lambdas.domain.errors import InvalidInput, NotFound
 from lambdas.domain.mdm_events import MDM_EVENT, CheckinEvent, EnrollmentEvent
+from lambdas.domain.notices import NoticeMarker
 from lambdas.ports import (
     AccessHistoryStore,
     ClusterStore,
@@ -34,10 +38,6 @@ from lambdas.ports import (
 )
 from lambdas.usecases.clusters import node_statuses
 from lambdas.usecases.dashboard import EmailDevice
-from lambdas.usecases.email_view import AccessObservation, email_device_key, observation_key
-from lambdas.usecases.errors import InvalidInput, NotFound
-from lambdas.usecases.history import HistoryEvent
-from lambdas.usecases.notices import NoticeMarker
 from lambdas.usecases.roster_index import os_label, pending
 from seg_contract import DeviceEntry
 

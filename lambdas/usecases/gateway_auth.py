@@ -23,23 +23,14 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass, field
-from datetime import datetime
 
+from lambdas.domain.errors import RevokedCredential, Unauthenticated, UnknownCredential
 from lambdas.ports import ClusterCredentialStore
-from lambdas.usecases.errors import Forbidden, Unauthenticated
 
 PREFIX = "segc"
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _SECRET_BYTES = 32  # 256 bits
 MAX_CREDENTIAL_LENGTH = 256
-
-
-class UnknownCredential(Unauthenticated):
-    """Malformed, unknown, or not matching any stored key (HTTP 401)."""
-
-
-class RevokedCredential(Forbidden):
-    """A credential that was valid and has been revoked (HTTP 403)."""
 
 
 @dataclass(frozen=True)
@@ -48,21 +39,6 @@ class GatewayPrincipal:
 
     cluster_id: str
     key_id: str
-
-
-@dataclass(frozen=True)
-class StoredCredential:
-    """One key of a cluster as stored: only the hash of its secret."""
-
-    cluster_id: str
-    key_id: str
-    secret_sha256: str  # hex
-    created_at: datetime
-    revoked_at: datetime | None = None
-
-    @property
-    def revoked(self) -> bool:
-        return self.revoked_at is not None
 
 
 @dataclass(frozen=True)

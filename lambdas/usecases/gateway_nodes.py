@@ -13,31 +13,13 @@ the last one and when; the console shows that as an alert on the node.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from lambdas.domain.gateway_nodes import NodeReport
 from lambdas.domain.policy_log import DigestVerdict
 from lambdas.domain.timefmt import format_instant
 from lambdas.ports import GatewayNodeStore
 from seg_contract import GatewayKeepalive
-
-
-@dataclass(frozen=True)
-class NodeReport:
-    cluster_id: str
-    node_id: str
-    last_seen: str  # format_instant(); the newest keepalive or access event
-    policy_version: int | None = None
-    policy_age_s: float | None = None
-    spool_depth: int | None = None
-    gateway_version: str = ""
-    reported_at: str = ""  # format_instant() of the keepalive these figures came from
-    digest_check: str = ""  # DigestVerdict of the last keepalive ("" before the first)
-    last_verified_at: str = ""  # format_instant() of the last in_sync verdict
-    digest_mismatches: int = 0  # diverged verdicts, ever
-    policy_rejections: int = 0  # signed input the node refused, since it started
-    last_rejection: str = ""  # the reason of the last refusal (RejectReason)
-    last_rejection_at: str = ""  # format_instant() of the last refusal
 
 
 def record_keepalive(

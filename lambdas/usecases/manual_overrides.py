@@ -12,9 +12,9 @@ from datetime import datetime
 
 from pydantic import ValidationError
 
+from lambdas.domain.errors import InvalidInput, validation_problems
 from lambdas.domain.messages import ManualOverrideRequest, email_device_group
 from lambdas.ports import ComplianceQueue
-from lambdas.usecases.errors import InvalidInput, validation_problems
 
 
 def request_override(

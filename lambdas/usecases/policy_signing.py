@@ -28,9 +28,9 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from lambdas.domain.errors import SigningUnavailable
 from lambdas.domain.signing_keys import KeyRegistry, bootstrap
 from lambdas.ports import PolicySigner, PolicySigners, SigningKeyStore
-from lambdas.usecases.errors import SigningUnavailable
 from seg_contract.key_ring import AnnouncedKey, AnnouncedState, SigningKeySet
 from seg_contract.signing import Kind, SignedPayload, SigningError, issue
 

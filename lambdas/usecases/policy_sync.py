@@ -20,21 +20,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
+from lambdas.domain.errors import DeltaTooOld, InvalidInput
 from lambdas.domain.policy_log import ChangeKind, LogState
 from lambdas.domain.records import ClusterRecord
 from lambdas.domain.versioning import DeltaVerdict, check_coverage, check_delta
 from lambdas.ports import ClusterStore, PolicyEntryStore, PolicyLog
-from lambdas.usecases.errors import Gone, InvalidInput
 from lambdas.usecases.policy_versions import advance
 from seg_contract import PolicyDelta, PolicySnapshot
-
-
-class DeltaTooOld(Gone):
-    """The delta asked for cannot be built exactly: fetch the full snapshot (HTTP 410)."""
-
-    def __init__(self, detail: str, since: int) -> None:
-        super().__init__(detail)
-        self.since = since
 
 
 def build_snapshot(

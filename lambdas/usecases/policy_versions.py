@@ -69,7 +69,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from lambdas.domain.errors import CommitConflict, VersionFenced
+from lambdas.domain.errors import CommitConflict, StorageError, VersionFenced
 from lambdas.domain.policy_commit import CommitPlan, Held, Proposal, plan_commit
 from lambdas.domain.policy_log import ABANDON_GRACE, walk
 from lambdas.domain.records import ClusterRecord
@@ -81,7 +81,6 @@ from lambdas.ports import (
     PolicyLog,
 )
 from lambdas.usecases.cluster_lookup import require_cluster
-from lambdas.usecases.errors import StorageError
 from lambdas.usecases.policy_bootstrap import bootstrap
 from lambdas.usecases.policy_signing import PolicySigning
 from lambdas.usecases.push import PushReport, publish

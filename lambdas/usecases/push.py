@@ -19,10 +19,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from lambdas.domain.errors import ConnectionGone, PushFailed
+from lambdas.domain.errors import ConnectionGone, PushFailed, SigningUnavailable
 from lambdas.domain.records import Connection
 from lambdas.ports import ConnectionPoster, ConnectionStore
-from lambdas.usecases.errors import SigningUnavailable
 from lambdas.usecases.policy_signing import PolicySigning
 from lambdas.usecases.signed_messages import push_frame
 from seg_contract import PushMessage

@@ -41,6 +41,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from lambdas.domain.email_view import AccessObservation
+from lambdas.domain.errors import StorageError
 from lambdas.domain.timefmt import format_instant, parse_instant
 from lambdas.ports import (
     EmailDeviceView,
@@ -49,8 +51,6 @@ from lambdas.ports import (
     RosterSnapshots,
     SnapshotHead,
 )
-from lambdas.usecases.email_view import AccessObservation
-from lambdas.usecases.errors import StorageError
 from lambdas.usecases.roster_codec import (
     Snapshot,
     decode_keys,

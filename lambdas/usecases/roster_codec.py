@@ -24,8 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from lambdas.domain.email_view import OBSERVATION_STRINGS, AccessObservation
 from lambdas.ports import MdmFacts
-from lambdas.usecases.email_view import OBSERVATION_STRINGS, AccessObservation
 from lambdas.usecases.roster_index import OBSERVATION_COLUMNS, RosterIndex
 
 FORMAT_VERSION = 1

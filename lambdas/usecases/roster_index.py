@@ -30,13 +30,13 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from lambdas.domain.timefmt import format_instant
-from lambdas.ports import MdmFacts
-from lambdas.usecases.email_view import (
+from lambdas.domain.email_view import (
     OBSERVATION_STRINGS,
     AccessObservation,
     observation_key,
 )
+from lambdas.domain.timefmt import format_instant
+from lambdas.ports import MdmFacts
 from seg_contract import entry_key
 from seg_contract.decision_rules import DecisionRule
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
+from lambdas.domain.errors import Conflict, InvalidInput
 from lambdas.domain.signing_keys import KeyRegistry, RegistryConflict
 from lambdas.ports import SigningKeyStore
-from lambdas.usecases.errors import Conflict, InvalidInput
 from lambdas.usecases.policy_signing import PolicySigning, public_key_b64
 
 

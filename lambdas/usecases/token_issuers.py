@@ -23,12 +23,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import urlsplit
 
-from lambdas.domain.errors import JwksUnavailable
+from lambdas.domain.errors import InvalidInput, JwksUnavailable
 from lambdas.domain.jwks import JwksError, signing_keys
 from lambdas.domain.policy_commit import Proposal
 from lambdas.ports import JwksSource
 from lambdas.usecases.cluster_lookup import require_cluster
-from lambdas.usecases.errors import InvalidInput
 from lambdas.usecases.policy_changes import change_settings
 from lambdas.usecases.policy_versions import VersionStores, write_version
 from seg_contract import BearerIssuer, ClusterSettings

@@ -15,16 +15,22 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from lambdas.domain.compliance import CompliancePolicy
-from lambdas.domain.errors import CommitConflict, ConnectionGone, PushFailed, VersionFenced
+from lambdas.domain.credentials import StoredCredential
+from lambdas.domain.email_view import NodeSeen
+from lambdas.domain.errors import (
+    CommitConflict,
+    Conflict,
+    ConnectionGone,
+    NotFound,
+    PushFailed,
+    VersionFenced,
+)
+from lambdas.domain.gateway_nodes import NodeReport
 from lambdas.domain.policy_bootstrap import BootstrapMark
 from lambdas.domain.policy_commit import CommitPlan
 from lambdas.domain.policy_log import LogRecord, LogState, Watermark, initial_watermark
 from lambdas.domain.records import ClusterRecord, Connection
 from lambdas.domain.signing_keys import KeyRegistry
-from lambdas.usecases.email_view import NodeSeen
-from lambdas.usecases.errors import Conflict, NotFound
-from lambdas.usecases.gateway_auth import StoredCredential
-from lambdas.usecases.gateway_nodes import NodeReport
 from lambdas.usecases.policy_signing import PolicySigning
 from seg_contract import ClusterSettings, DeviceEntry, UserCredential, entry_key
 from seg_contract.signing import LocalSigner

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from lambdas.usecases.errors import Gone
+from lambdas.domain.errors import Gone
 from onprem_gateway.core.policy_index import PolicyIndex
 from seg_contract import (
     Access,

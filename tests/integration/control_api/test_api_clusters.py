@@ -8,8 +8,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from lambdas.adapters.dynamodb_connections import DynamoDbConnections
-from lambdas.adapters.wiring import Adapters
 from lambdas.api.deps import connection_poster
+from lambdas.composition import Adapters
 from lambdas.domain.records import Connection
 from lambdas.ports import ConnectionPoster
 from lambdas.usecases.policy_changes import CredentialChange, change_credential

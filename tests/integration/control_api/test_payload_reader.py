@@ -14,9 +14,9 @@ import pytest
 from lambdas.adapters.dynamodb_email_devices import DynamoDbEmailDevices
 from lambdas.adapters.dynamodb_gateway_nodes import DynamoDbGatewayNodes
 from lambdas.adapters.sqs_payload_queue import SqsPayloadQueue
+from lambdas.domain.email_view import email_device_key, observation_key
 from lambdas.handlers import payload_reader
 from lambdas.usecases.access_events import PayloadMessage, accept_access_events
-from lambdas.usecases.email_view import email_device_key, observation_key
 from seg_contract import AccessEvent, AccessEventBatch
 from tests.integration.control_api.conftest import sqs_event
 from tests.support.aws import AwsEnv

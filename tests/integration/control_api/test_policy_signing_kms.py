@@ -18,8 +18,8 @@ from lambdas.adapters.dynamodb_signing_keys import DynamoDbSigningKeys
 from lambdas.adapters.kms_policy_signer import KmsPolicySigner, KmsPolicySigners
 from lambdas.api.app import create_app
 from lambdas.api.deps import Container
+from lambdas.domain.errors import Conflict, SigningUnavailable
 from lambdas.domain.signing_keys import bootstrap
-from lambdas.usecases.errors import Conflict, SigningUnavailable
 from lambdas.usecases.policy_signing import epoch_ms
 from seg_contract.http import SIGNING_KEYS_PATH
 from seg_contract.key_ring import KeyRing

@@ -15,8 +15,8 @@ import pytest
 from lambdas.adapters.dynamodb_email_devices import BATCHES_PER_ITEM, DynamoDbEmailDevices
 from lambdas.adapters.dynamodb_roster import DynamoDbRoster
 from lambdas.api.deps import clock
+from lambdas.domain.email_view import ActivityCount
 from lambdas.handlers import payload_reader
-from lambdas.usecases.email_view import ActivityCount
 from lambdas.usecases.roster import RosterCache, compact, fold
 from seg_local import fleet
 from tests.integration.control_api.conftest import Ctx, enrollment, register, sqs_event

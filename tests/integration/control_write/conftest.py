@@ -22,7 +22,7 @@ from lambdas.adapters.dynamodb_manual_overrides import DynamoDbManualOverrides
 from lambdas.adapters.dynamodb_policy_entries import DynamoDbPolicyEntries
 from lambdas.adapters.dynamodb_policy_log import DynamoDbPolicyLog
 from lambdas.adapters.sqs_compliance_queue import SqsComplianceQueue
-from lambdas.adapters.wiring import Adapters
+from lambdas.composition import Adapters
 from lambdas.domain.compliance import DeviceRecord
 from lambdas.domain.mdm_events import MDM_EVENT
 from lambdas.handlers import (

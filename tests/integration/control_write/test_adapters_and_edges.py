@@ -16,11 +16,17 @@ from lambdas.adapters.apigw_connections import ApiGatewayConnections
 from lambdas.adapters.dynamodb_clusters import DynamoDbClusters
 from lambdas.adapters.dynamodb_devices import DynamoDbDevices
 from lambdas.adapters.sqs_compliance_queue import SqsComplianceQueue
-from lambdas.domain.errors import ConnectionGone, PushFailed
+from lambdas.domain.errors import (
+    Conflict,
+    ConnectionGone,
+    InvalidInput,
+    NotFound,
+    PushFailed,
+    StorageError,
+)
 from lambdas.domain.mdm_events import MDM_EVENT
 from lambdas.handlers import compliance_reader
 from lambdas.usecases.device_events import record_device_event
-from lambdas.usecases.errors import Conflict, InvalidInput, NotFound, StorageError
 from seg_contract import Access
 
 from .conftest import World, device_updates

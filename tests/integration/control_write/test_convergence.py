@@ -15,13 +15,12 @@ from typing import Any
 
 import pytest
 
-from lambdas.domain.errors import VersionFenced
+from lambdas.domain.errors import NotFound, VersionFenced
 from lambdas.domain.messages import EvaluateDevice
 from lambdas.domain.policy_log import ABANDON_GRACE, ChangeKind, LogRecord, LogState
 from lambdas.handlers import compliance_reader, ws_default
 from lambdas.usecases.clusters import revoke_credentials, rotate_credential
 from lambdas.usecases.compliance import handle_message
-from lambdas.usecases.errors import NotFound
 from lambdas.usecases.policy_sync import snapshot_unless_held
 from lambdas.usecases.policy_versions import commit_version, write_version
 from seg_contract import Access, DeviceEntry, PolicyDelta, PolicySnapshot

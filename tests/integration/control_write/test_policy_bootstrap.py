@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 
 from lambdas.adapters.dynamodb_policy_entries import credential_item, device_item
+from lambdas.domain.errors import DeltaTooOld
 from lambdas.domain.policy_log import ABANDON_GRACE
-from lambdas.usecases.policy_sync import DeltaTooOld
 from seg_contract import Access, ClusterSettings, DeviceEntry, UserCredential
 from seg_contract.digest import policy_digest
 from tests.support.policy import device_entry

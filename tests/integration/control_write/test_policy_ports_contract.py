@@ -11,12 +11,11 @@ from typing import Any
 
 import pytest
 
-from lambdas.adapters.wiring import Adapters
-from lambdas.domain.errors import CommitConflict, VersionFenced
+from lambdas.composition import Adapters
+from lambdas.domain.errors import CommitConflict, Conflict, NotFound, VersionFenced
 from lambdas.domain.policy_commit import CommitPlan, Held, Proposal, plan_commit
 from lambdas.domain.policy_log import LogState, Watermark, initial_watermark
 from lambdas.ports import ClusterStore, PolicyEntryStore, PolicyLog
-from lambdas.usecases.errors import Conflict, NotFound
 from seg_contract import Access, ClusterSettings, DeviceEntry, UserCredential
 from tests.support.aws import AwsEnv, aws  # noqa: F401  (fixture)
 from tests.support.fakes import MemoryClusters, MemoryEntries, MemoryPolicyLog, MemoryPolicyState

@@ -7,10 +7,9 @@ from datetime import timedelta
 
 import pytest
 
+from lambdas.domain.errors import DeltaTooOld, InvalidInput, NotFound
 from lambdas.domain.policy_commit import Proposal
-from lambdas.usecases.errors import InvalidInput, NotFound
 from lambdas.usecases.policy_changes import CredentialChange, change_credential, change_settings
-from lambdas.usecases.policy_sync import DeltaTooOld
 from lambdas.usecases.policy_versions import write_version
 from seg_contract import Access, ClusterSettings, EntrySource, UserCredential
 

@@ -9,11 +9,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
+from lambdas.domain.audit import AuditEvent
+from lambdas.domain.email_view import AccessObservation, email_device_key
+from lambdas.domain.errors import InvalidInput
+from lambdas.domain.notices import NoticeMarker, NoticeSettings
 from lambdas.domain.roles import Role, parse_groups, parse_role, role_of_groups
 from lambdas.ports import ObservationWrite
 from lambdas.usecases import audit, notices
-from lambdas.usecases.email_view import AccessObservation, email_device_key
-from lambdas.usecases.errors import InvalidInput
 
 NOW = datetime(2026, 11, 27, 3, 0, tzinfo=UTC)
 
@@ -50,15 +52,15 @@ def test_roles_include_the_ones_below() -> None:
 
 @dataclass
 class MemoryLog:
-    events: list[audit.AuditEvent] = field(default_factory=list)
+    events: list[AuditEvent] = field(default_factory=list)
     reads: int = 0
 
-    def append(self, event: audit.AuditEvent) -> None:
+    def append(self, event: AuditEvent) -> None:
         self.events.append(event)
 
     def read_month(
         self, month: str, *, before_seq: str | None, limit: int
-    ) -> tuple[list[audit.AuditEvent], bool]:
+    ) -> tuple[list[AuditEvent], bool]:
         self.reads += 1
         found = sorted(
             (
@@ -101,7 +103,7 @@ def test_search_pages_across_months_newest_first_with_filters() -> None:
         action = "device.block" if day % 4 else "cluster.settings"
         trail(log, at, actor=f"u{day % 3}").record(action, f"alice/dev{day}")
     query = audit.AuditQuery(action="device.", limit=7)
-    seen: list[audit.AuditEvent] = []
+    seen: list[AuditEvent] = []
     cursor = None
     while True:
         page, cursor = audit.search(
@@ -157,13 +159,13 @@ def test_csv_cells_that_look_like_formulas_are_text() -> None:
 
 
 def test_templates_take_only_known_placeholders() -> None:
-    notices.NoticeSettings(subject="Hi $user, $$5 and ${state}")
+    NoticeSettings(subject="Hi $user, $$5 and ${state}")
     for bad in ("Hi $name", "Hi ${user", "$0"):
         with pytest.raises(ValidationError, match="placeholder"):
-            notices.NoticeSettings(subject=bad)
+            NoticeSettings(subject=bad)
     with pytest.raises(ValidationError, match="mail_domain"):
-        notices.NoticeSettings(mail_domain="not a domain")
-    assert notices.NoticeSettings(mail_domain="@Example.COM").mail_domain == "example.com"
+        NoticeSettings(mail_domain="not a domain")
+    assert NoticeSettings(mail_domain="@Example.COM").mail_domain == "example.com"
 
 
 @pytest.mark.parametrize(
@@ -188,7 +190,7 @@ def test_reasons_in_plain_words(rule: str, reason: str, words: str) -> None:
 
 
 def test_a_notice_names_the_device_why_and_what_to_do() -> None:
-    settings = notices.NoticeSettings(
+    settings = NoticeSettings(
         mail_domain="example.com", remediation={"c-a": "Install the Company Portal app."}
     )
     message = notices.NoticeMessage(
@@ -213,10 +215,10 @@ def test_a_notice_names_the_device_why_and_what_to_do() -> None:
 
 @dataclass
 class Markers:
-    held: dict[str, notices.NoticeMarker] = field(default_factory=dict)
+    held: dict[str, NoticeMarker] = field(default_factory=dict)
     queued: list[str] = field(default_factory=list)
 
-    def claim(self, marker: notices.NoticeMarker) -> bool:
+    def claim(self, marker: NoticeMarker) -> bool:
         old = self.held.get(marker.email_device_key)
         if old is None or (old.state != marker.state and old.observed_at < marker.observed_at):
             self.held[marker.email_device_key] = marker
@@ -226,7 +228,7 @@ class Markers:
     def release(self, key: str, observed_at: str) -> None:
         old = self.held.get(key)
         if old is not None and old.state != "allow" and old.observed_at < observed_at:
-            self.held[key] = notices.NoticeMarker(key, "allow", observed_at, old.edge_id, "sent")
+            self.held[key] = NoticeMarker(key, "allow", observed_at, old.edge_id, "sent")
 
     def send(self, body: str) -> None:
         self.queued.append(body)

@@ -8,9 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from lambdas.domain.email_view import AccessObservation, email_device_key
 from lambdas.domain.timefmt import format_instant
 from lambdas.ports import JournalEntry, MdmFacts, SnapshotHead, ViewJoin
-from lambdas.usecases.email_view import AccessObservation, email_device_key
 from lambdas.usecases.roster import (
     JOURNAL_TTL,
     RosterCache,

@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from lambdas.domain.email_view import AccessObservation, email_device_key
 from lambdas.ports import MdmFacts
-from lambdas.usecases.email_view import AccessObservation, email_device_key
 from lambdas.usecases.roster_codec import (
     Snapshot,
     SnapshotError,

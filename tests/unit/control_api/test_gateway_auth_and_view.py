@@ -8,12 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from lambdas.usecases import email_view
-from lambdas.usecases.errors import Unauthenticated
+from lambdas.domain import email_view
+from lambdas.domain.credentials import StoredCredential
+from lambdas.domain.errors import RevokedCredential, Unauthenticated, UnknownCredential
 from lambdas.usecases.gateway_auth import (
-    RevokedCredential,
-    StoredCredential,
-    UnknownCredential,
     authenticate_gateway,
     bearer_token,
     gateway_token,

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from lambdas.domain.errors import Conflict, InvalidInput, SigningUnavailable
 from lambdas.domain.signing_keys import KeyRegistry, KeyState
-from lambdas.usecases.errors import Conflict, InvalidInput, SigningUnavailable
 from lambdas.usecases.policy_signing import PolicySigning, SignatureCache, epoch_ms
 from lambdas.usecases.signing_keys import (
     activate_signing_key,

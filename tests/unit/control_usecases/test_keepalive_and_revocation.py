@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 
+from lambdas.domain.errors import Forbidden
 from lambdas.domain.records import Connection
 from lambdas.usecases.clusters import RELIST_AFTER_S, revoke_credentials
-from lambdas.usecases.errors import Forbidden
 from lambdas.usecases.policy_versions import write_version
 from seg_contract import Access, PushPong
 from seg_contract.digest import from_hex

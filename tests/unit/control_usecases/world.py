@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from lambdas.domain.credentials import StoredCredential
 from lambdas.domain.records import Connection
 from lambdas.usecases.connections import Answered, keepalive
-from lambdas.usecases.gateway_auth import StoredCredential
 from lambdas.usecases.policy_sync import build_delta, build_snapshot
 from lambdas.usecases.policy_versions import VersionStores, advance
 from seg_contract import PolicyDelta, PolicySnapshot

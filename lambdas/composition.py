@@ -1,6 +1,9 @@
-"""Every adapter of the control plane, built from ``lambdas.settings`` over one set of
-boto3 clients: the one place a table or queue name meets its adapter. Clients and
-adapters are created on first use and reused while the Lambda container is warm.
+"""The control plane's composition root: every adapter, built from ``lambdas.settings``
+over one set of boto3 clients (the one place a table or queue name meets its adapter),
+and the use-case objects composed over them (policy signing, version stores, journaled
+stores). Clients and adapters are created on first use and reused while the Lambda
+container is warm. It sits beside ``lambdas.adapters``, not in it, because it builds use
+cases: adapters themselves never import one.
 
 The HTTP API's container (``lambdas.api.deps.Container``) extends it, and each write-side
 handler builds one in its cached composition root (``lambdas.handlers.write_side``)."""

@@ -16,8 +16,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from lambdas.domain.email_view import clamped, observation_key
 from lambdas.domain.timefmt import format_instant
-from lambdas.usecases.email_view import clamped, observation_key
 from seg_contract import AccessEvent, entry_key
 from seg_contract.identity import normalize_device_id, normalize_user
 
