@@ -107,7 +107,7 @@ def main() -> None:
 
         boto3.setup_default_session()
         boto3.DEFAULT_SESSION.events.register("before-call.*.*", count)
-        compliance_reader.stores.cache_clear()
+        compliance_reader.function.root.cache_clear()
         url = settings.queue_url("compliance")
         arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
             "QueueArn"

@@ -5,8 +5,8 @@ stores). Clients and adapters are created on first use and reused while the Lamb
 container is warm. It sits beside ``lambdas.adapters``, not in it, because it builds use
 cases: adapters themselves never import one.
 
-The HTTP API's container (``lambdas.api.deps.Container``) extends it, and each write-side
-handler builds one in its cached composition root (``lambdas.handlers.write_side``)."""
+The HTTP API's container (``lambdas.api.deps.Container``) extends it, and each Lambda
+function builds one in its cached composition root (``lambdas.handlers.skeleton``)."""
 
 from __future__ import annotations
 
@@ -41,6 +41,8 @@ from lambdas.adapters.sqs_notice_queue import SqsNoticeQueue
 from lambdas.adapters.sqs_payload_queue import SqsPayloadQueue
 from lambdas.ports import ConnectionPoster
 from lambdas.settings import Settings
+from lambdas.usecases.access_events import PayloadStores
+from lambdas.usecases.compliance import ComplianceStores
 from lambdas.usecases.policy_signing import PolicySigning
 from lambdas.usecases.policy_versions import VersionStores
 from lambdas.usecases.roster import JOURNAL_TTL
@@ -160,6 +162,33 @@ class Adapters:
             connections=self.connections,
             poster=self.poster,
             signing=self.policy_signing,
+        )
+
+    @property
+    def compliance_stores(self) -> ComplianceStores:
+        """What the compliance reader evaluates, versions, writes and pushes through."""
+        return ComplianceStores(
+            devices=self.devices,
+            entries=self.policy_entries,
+            clusters=self.clusters,
+            overrides=self.overrides,
+            connections=self.connections,
+            poster=self.poster,
+            log=self.policy_log,
+            signing=self.policy_signing,
+            queue=self.compliance_queue,
+        )
+
+    @property
+    def payload_stores(self) -> PayloadStores:
+        """What the payload reader applies an access-event batch to."""
+        return PayloadStores(
+            view=self.email_devices,
+            nodes=self.gateway_nodes,
+            journal=self.roster,
+            history=self.access_history,
+            notices=self.notices,
+            notice_queue=self.notice_queue,
         )
 
     @cached_property

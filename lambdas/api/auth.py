@@ -31,10 +31,10 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 
-from lambdas.api.deps import AuthConfig, audit_log, auth_config, clock, credential_store
+from lambdas.api.deps import Audit, Auth, Credentials, Now
 from lambdas.domain.errors import Forbidden, Unauthenticated
 from lambdas.domain.roles import GROUPS, Role, parse_groups, role_of_groups
-from lambdas.ports import AuditLog, ClusterCredentialStore
+from lambdas.ports import AuditLog
 from lambdas.usecases.audit import AuditTrail
 from lambdas.usecases.connections import validate_node_id
 from lambdas.usecases.gateway_auth import (
@@ -78,7 +78,7 @@ AuthorizationHeader = Annotated[str | None, Header(alias="Authorization")]
 
 
 def device_services(
-    config: Annotated[AuthConfig, Depends(auth_config)],
+    config: Auth,
     authorization: AuthorizationHeader = None,
 ) -> DeviceServicesCaller:
     token = bearer_token(authorization)
@@ -99,7 +99,7 @@ def _jwt_claims(request: Request) -> dict[str, Any]:
 
 def console_user(
     request: Request,
-    config: Annotated[AuthConfig, Depends(auth_config)],
+    config: Auth,
     authorization: AuthorizationHeader = None,
 ) -> ConsoleUser:
     """Who calls (401 when nobody we know), and the role they hold (403 when none)."""
@@ -151,7 +151,7 @@ ROLE_DEPENDENCIES = {Role.VIEWER: viewer, Role.OPERATOR: operator, Role.ADMIN: a
 
 
 def gateway(
-    credentials: Annotated[ClusterCredentialStore, Depends(credential_store)],
+    credentials: Credentials,
     authorization: AuthorizationHeader = None,
     node_id: Annotated[str | None, Header(alias=NODE_ID_HEADER)] = None,
 ) -> GatewayCaller:
@@ -179,8 +179,8 @@ def _trail(user: ConsoleUser, log: AuditLog, now: datetime, reason: str | None) 
 
 def operator_audit(
     user: Annotated[ConsoleUser, Depends(operator)],
-    log: Annotated[AuditLog, Depends(audit_log)],
-    now: Annotated[datetime, Depends(clock)],
+    log: Audit,
+    now: Now,
     reason: ReasonHeader = None,
 ) -> AuditTrail:
     """An operator's action, with the audit trail it is recorded in."""
@@ -189,8 +189,8 @@ def operator_audit(
 
 def admin_audit(
     user: Annotated[ConsoleUser, Depends(admin)],
-    log: Annotated[AuditLog, Depends(audit_log)],
-    now: Annotated[datetime, Depends(clock)],
+    log: Audit,
+    now: Now,
     reason: ReasonHeader = None,
 ) -> AuditTrail:
     """An admin's action, with the audit trail it is recorded in."""

@@ -1,9 +1,10 @@
 """The API's composition root: settings, boto3 clients and adapters, built once per
 process and handed to routes through FastAPI's ``Depends``.
 
-``create_app`` puts one ``Container`` on ``app.state``; every provider below reads it, so
-a test can replace the whole container (or any single provider) with
-``app.dependency_overrides``.
+``create_app`` puts one ``Container`` on ``app.state``; each port or use case reaches a
+route in one step, as a parameter of one of the ``Annotated`` types below (``Clusters``,
+``Publishing``, ...). A test replaces the whole container, or a named provider
+(``clock``, ``connection_poster``, ``jwks_source``) with ``app.dependency_overrides``.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-from fastapi import Request
+from fastapi import Depends, Request
 
 from lambdas.adapters.secretsmanager_device_services_key import SecretsManagerKeyDigest
 from lambdas.composition import Adapters
@@ -43,6 +44,7 @@ from lambdas.ports import (
 )
 from lambdas.settings import Settings
 from lambdas.usecases.policy_signing import PolicySigning
+from lambdas.usecases.policy_versions import VersionStores
 from lambdas.usecases.roster import DEFAULT_REFRESH_S, RosterCache
 
 if TYPE_CHECKING:
@@ -50,6 +52,8 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_kms import KMSClient
     from mypy_boto3_sqs import SQSClient
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -141,102 +145,73 @@ def container(request: Request) -> Container:
     return found
 
 
-def _c(request: Request) -> Container:
-    return container(request)
+def from_container(pick: Callable[[Container], T]) -> Callable[[Request], T]:
+    """A provider of one thing the app's container holds."""
 
+    def provide(request: Request) -> T:
+        return pick(container(request))
 
-def auth_config(request: Request) -> AuthConfig:
-    return _c(request).auth
-
-
-def credential_store(request: Request) -> ClusterCredentialStore:
-    return _c(request).credentials
-
-
-def email_device_view(request: Request) -> EmailDeviceView:
-    return _c(request).email_devices
-
-
-def gateway_node_store(request: Request) -> GatewayNodeStore:
-    return _c(request).gateway_nodes
-
-
-def payload_queue(request: Request) -> PayloadQueue:
-    return _c(request).payload_queue
-
-
-def compliance_queue(request: Request) -> ComplianceQueue:
-    return _c(request).compliance_queue
-
-
-def cluster_store(request: Request) -> ClusterStore:
-    return _c(request).clusters
-
-
-def device_store(request: Request) -> DeviceStore:
-    return _c(request).devices
-
-
-def device_event_log(request: Request) -> DeviceEventLog:
-    return _c(request).device_events
-
-
-def policy_entry_store(request: Request) -> PolicyEntryStore:
-    return _c(request).policy_entries
-
-
-def policy_log(request: Request) -> PolicyLog:
-    return _c(request).policy_log
-
-
-def connection_store(request: Request) -> ConnectionStore:
-    return _c(request).connections
-
-
-def connection_poster(request: Request) -> ConnectionPoster:
-    return _c(request).poster
-
-
-def override_store(request: Request) -> ManualOverrideStore:
-    return _c(request).overrides
-
-
-def jwks_source(request: Request) -> JwksSource:
-    return _c(request).jwks
-
-
-def roster_cache(request: Request) -> RosterCache:
-    return _c(request).roster_cache
-
-
-def access_history(request: Request) -> AccessHistoryStore:
-    return _c(request).access_history
-
-
-def audit_log(request: Request) -> AuditLog:
-    return _c(request).audit_log
-
-
-def audit_retention_days(request: Request) -> int:
-    return _c(request).settings.audit_retention_days
-
-
-def device_notes(request: Request) -> DeviceNoteStore:
-    return _c(request).device_notes
-
-
-def notice_store(request: Request) -> NoticeStore:
-    return _c(request).notices
-
-
-def policy_signing(request: Request) -> PolicySigning:
-    return _c(request).policy_signing
-
-
-def signing_key_store(request: Request) -> SigningKeyStore:
-    return _c(request).signing_keys
+    return provide
 
 
 def clock() -> datetime:
     """Now (a dependency, so tests can pin it)."""
     return datetime.now(UTC)
+
+
+# The providers tests replace through ``app.dependency_overrides`` have a name; every
+# other one is reached through its type below.
+connection_poster = from_container(lambda c: c.poster)
+jwks_source = from_container(lambda c: c.jwks)
+
+# What a route or a caller takes from the container: one ``Annotated`` type each.
+Now = Annotated[datetime, Depends(clock)]
+Auth = Annotated[AuthConfig, Depends(from_container(lambda c: c.auth))]
+Clusters = Annotated[ClusterStore, Depends(from_container(lambda c: c.clusters))]
+Credentials = Annotated[ClusterCredentialStore, Depends(from_container(lambda c: c.credentials))]
+Connections = Annotated[ConnectionStore, Depends(from_container(lambda c: c.connections))]
+Poster = Annotated[ConnectionPoster, Depends(connection_poster)]
+Entries = Annotated[PolicyEntryStore, Depends(from_container(lambda c: c.policy_entries))]
+Log = Annotated[PolicyLog, Depends(from_container(lambda c: c.policy_log))]
+Nodes = Annotated[GatewayNodeStore, Depends(from_container(lambda c: c.gateway_nodes))]
+Devices = Annotated[DeviceStore, Depends(from_container(lambda c: c.devices))]
+DeviceEvents = Annotated[DeviceEventLog, Depends(from_container(lambda c: c.device_events))]
+View = Annotated[EmailDeviceView, Depends(from_container(lambda c: c.email_devices))]
+Overrides = Annotated[ManualOverrideStore, Depends(from_container(lambda c: c.overrides))]
+Queue = Annotated[ComplianceQueue, Depends(from_container(lambda c: c.compliance_queue))]
+Payloads = Annotated[PayloadQueue, Depends(from_container(lambda c: c.payload_queue))]
+Signing = Annotated[PolicySigning, Depends(from_container(lambda c: c.policy_signing))]
+SigningKeyRegistry = Annotated[SigningKeyStore, Depends(from_container(lambda c: c.signing_keys))]
+Jwks = Annotated[JwksSource, Depends(jwks_source)]
+Roster = Annotated[RosterCache, Depends(from_container(lambda c: c.roster_cache))]
+History = Annotated[AccessHistoryStore, Depends(from_container(lambda c: c.access_history))]
+Audit = Annotated[AuditLog, Depends(from_container(lambda c: c.audit_log))]
+AuditRetentionDays = Annotated[
+    int, Depends(from_container(lambda c: c.settings.audit_retention_days))
+]
+Notes = Annotated[DeviceNoteStore, Depends(from_container(lambda c: c.device_notes))]
+Notices = Annotated[NoticeStore, Depends(from_container(lambda c: c.notices))]
+
+
+def version_stores(
+    *,
+    clusters: Clusters,
+    entries: Entries,
+    log: Log,
+    connections: Connections,
+    poster: Poster,
+    signing: Signing,
+) -> VersionStores:
+    """The stores a policy change is published through (from the providers above, so an
+    override of one of them applies here too)."""
+    return VersionStores(
+        clusters=clusters,
+        entries=entries,
+        log=log,
+        connections=connections,
+        poster=poster,
+        signing=signing,
+    )
+
+
+Publishing = Annotated[VersionStores, Depends(version_stores)]

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Query, Response
 
 from lambdas.api import models
 from lambdas.api.auth import AdminAudit, Viewer
-from lambdas.api.params import Audit, AuditRetentionDays, Notices, Now
+from lambdas.api.deps import Audit, AuditRetentionDays, Notices, Now
 from lambdas.domain.notices import NoticeSettings
 from lambdas.usecases import audit as audit_cases
 

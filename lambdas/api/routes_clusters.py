@@ -11,12 +11,10 @@ from fastapi import APIRouter, Body, Response, status
 
 from lambdas.api import models
 from lambdas.api.auth import AdminAudit, Viewer
-from lambdas.api.params import (
-    ClusterId,
+from lambdas.api.deps import (
     Clusters,
     Connections,
     Credentials,
-    DeviceIdPath,
     Jwks,
     Nodes,
     Now,
@@ -24,8 +22,8 @@ from lambdas.api.params import (
     Publishing,
     Queue,
     Signing,
-    UserPath,
 )
+from lambdas.api.params import ClusterId, DeviceIdPath, UserPath
 from lambdas.domain.records import ClusterRecord
 from lambdas.domain.timefmt import format_instant, format_optional_instant
 from lambdas.usecases import clusters as cluster_cases

@@ -10,7 +10,8 @@ from fastapi import APIRouter, Query
 
 from lambdas.api import models
 from lambdas.api.auth import AdminAudit, Viewer
-from lambdas.api.params import Clusters, Devices, MdmDeviceIdPath, Queue
+from lambdas.api.deps import Clusters, Devices, Queue
+from lambdas.api.params import MdmDeviceIdPath
 from lambdas.domain.compliance import CompliancePolicy, DeviceRecord
 from lambdas.domain.roles import PERMISSIONS
 from lambdas.domain.timefmt import format_instant, format_optional_instant

@@ -11,11 +11,10 @@ from fastapi import APIRouter, Depends, Query, Response, status
 
 from lambdas.api import models
 from lambdas.api.auth import OperatorAudit, Viewer
-from lambdas.api.params import (
+from lambdas.api.deps import (
     Clusters,
     Connections,
     DeviceEvents,
-    DeviceIdPath,
     Devices,
     Entries,
     History,
@@ -26,9 +25,9 @@ from lambdas.api.params import (
     Overrides,
     Queue,
     Roster,
-    UserPath,
     View,
 )
+from lambdas.api.params import DeviceIdPath, UserPath
 from lambdas.domain.email_view import email_device_key
 from lambdas.domain.errors import InvalidInput
 from lambdas.domain.timefmt import format_instant, format_optional_instant

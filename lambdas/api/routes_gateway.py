@@ -22,8 +22,8 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response, status
 
 from lambdas.api.auth import Gateway as Caller
+from lambdas.api.deps import Clusters, Entries, Log, Now, Payloads, Signing
 from lambdas.api.models import Accepted
-from lambdas.api.params import Clusters, Entries, Log, Now, Payloads, Signing
 from lambdas.usecases.access_events import accept_access_events
 from lambdas.usecases.policy_sync import build_delta, snapshot_unless_held
 from lambdas.usecases.signed_messages import signed_delta, signed_snapshot

@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Body, status
 
 from lambdas.api.auth import DeviceServices
+from lambdas.api.deps import DeviceEvents, Devices, Now, Queue
 from lambdas.api.models import EventQueued
-from lambdas.api.params import DeviceEvents, Devices, Now, Queue
 from lambdas.domain.mdm_events import MdmEvent
 from lambdas.usecases.device_events import record_device_event
 

@@ -12,16 +12,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Response, status
+from fastapi import APIRouter, Path, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from lambdas.api.auth import AdminAudit, Viewer
 from lambdas.api.auth import Gateway as GatewayCaller
-from lambdas.api.deps import signing_key_store
-from lambdas.api.params import Now, Signing
+from lambdas.api.deps import Now, Signing, SigningKeyRegistry
 from lambdas.domain.signing_keys import KeyRegistry
 from lambdas.domain.timefmt import format_instant
-from lambdas.ports import SigningKeyStore
 from lambdas.usecases import signing_keys as cases
 from seg_contract.http import GATEWAY_PREFIX, SIGNING_KEYS_PATH
 from seg_contract.key_ring import SigningKeySet
@@ -29,7 +27,7 @@ from seg_contract.key_ring import SigningKeySet
 console = APIRouter(prefix="/console/v1", tags=["console"])
 gateway = APIRouter(prefix=GATEWAY_PREFIX, tags=["gateway"])
 
-Store = Annotated[SigningKeyStore, Depends(signing_key_store)]
+Store = SigningKeyRegistry
 Kid = Annotated[str, Path(pattern=r"^[0-9a-f]{24}$", description="key id (fingerprint)")]
 
 

@@ -10,49 +10,20 @@ safe.
 
 from __future__ import annotations
 
-from functools import cache
-from typing import Any
+from datetime import datetime
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.batch import (
-    BatchProcessor,
-    EventType,
-    process_partial_response,
-)
-from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-from aws_lambda_powertools.utilities.typing import LambdaContext
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 
-from lambdas.handlers import write_side
+from lambdas.handlers.skeleton import LambdaFunction, adapters
 from lambdas.usecases.access_events import PayloadMessage, PayloadStores, apply_payload
 
-logger = Logger(service="payload_reader")
-metrics = Metrics(namespace="SEG", service="payload_reader")
-tracer = Tracer(service="payload_reader")
-write_side.share_log_config(logger)
-processor = BatchProcessor(event_type=EventType.SQS)
+function = LambdaFunction("payload_reader", lambda: adapters().payload_stores)
 
 
-@cache
-def _ports() -> PayloadStores:
-    """Built once per warm container (after the environment is in place)."""
-    a = write_side.adapters()
-    return PayloadStores(
-        view=a.email_devices,
-        nodes=a.gateway_nodes,
-        journal=a.roster,
-        history=a.access_history,
-        notices=a.notices,
-        notice_queue=a.notice_queue,
-    )
-
-
-@tracer.capture_method(capture_response=False, capture_error=False)
-def record_handler(record: SQSRecord) -> None:
-    message = PayloadMessage.model_validate_json(record.body)
-    outcome = apply_payload(message, _ports())
-    logger.info(
+@function.sqs(PayloadMessage.model_validate_json, BatchProcessor(event_type=EventType.SQS))
+def handler(message: PayloadMessage, stores: PayloadStores, now: datetime) -> None:
+    outcome = apply_payload(message, stores)
+    function.logger.info(
         "applied access events",
         extra={
             "cluster_id": message.cluster_id,
@@ -61,14 +32,5 @@ def record_handler(record: SQSRecord) -> None:
             "notices_queued": outcome.notices_queued,
         },
     )
-    metrics.add_metric(name="AccessEvents", unit=MetricUnit.Count, value=len(message.batch.events))
-    metrics.add_metric(name="NoticesQueued", unit=MetricUnit.Count, value=outcome.notices_queued)
-
-
-@logger.inject_lambda_context(clear_state=True)
-@tracer.capture_lambda_handler(capture_response=False, capture_error=False)
-@metrics.log_metrics
-def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
-    return process_partial_response(
-        event=event, record_handler=record_handler, processor=processor, context=context
-    )
+    function.count("AccessEvents", len(message.batch.events))
+    function.count("NoticesQueued", outcome.notices_queued)

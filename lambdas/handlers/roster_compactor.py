@@ -1,36 +1,27 @@
 """Roster compactor (scheduled, one at a time): folds the roster journal into a new
-snapshot that warm API functions load (``lambdas.usecases.roster.compact``)."""
+snapshot that warm API functions load (``lambdas.usecases.roster.compact``). An event
+with ``"rebuild": true`` (a run started by hand) rebuilds the snapshot from the view."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.typing import LambdaContext
-
-from lambdas.handlers import write_side
+from lambdas.composition import Adapters
+from lambdas.handlers.skeleton import LambdaFunction, ScheduledEvent, adapters
 from lambdas.usecases.roster import compact
 
-logger = Logger(service="roster_compactor")
-metrics = Metrics(namespace="SEG", service="roster_compactor")
-tracer = Tracer(service="roster_compactor")
-write_side.share_log_config(logger)
+# The adapters hold no state but their clients: each run reads the tables afresh.
+function = LambdaFunction("roster_compactor", adapters)
 
 
-@logger.inject_lambda_context(clear_state=True)
-@tracer.capture_lambda_handler
-@metrics.log_metrics
-def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    a = write_side.adapters()
+@function.scheduled(done="roster compacted")
+def handler(event: ScheduledEvent, a: Adapters, now: datetime) -> dict[str, Any]:
     result = compact(
-        snapshots=a.roster,
-        journal=a.roster,
-        view=a.email_devices,
-        force_rebuild=bool(event.get("rebuild")) if isinstance(event, dict) else False,
+        snapshots=a.roster, journal=a.roster, view=a.email_devices, force_rebuild=event.rebuild
     )
-    metrics.add_metric(name="RosterRows", unit=MetricUnit.Count, value=result.head.rows)
-    metrics.add_metric(name="RosterJournalEntries", unit=MetricUnit.Count, value=result.replayed)
+    function.count("RosterRows", result.head.rows)
+    function.count("RosterJournalEntries", result.replayed)
     return {
         "rows": result.head.rows,
         "chunks": result.head.chunks,

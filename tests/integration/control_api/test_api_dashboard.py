@@ -55,7 +55,7 @@ def seeded(ctx: Ctx) -> tuple[str, str]:
         headers=ctx.gw(credential),
     )
     assert response.status_code == 202
-    payload_reader._ports.cache_clear()
+    payload_reader.function.root.cache_clear()
     assert payload_reader.handler(sqs_event(ctx.aws, "payload"), LambdaContext()) == {
         "batchItemFailures": []
     }

@@ -17,9 +17,9 @@ from tests.support.events import LambdaContext
 
 @pytest.fixture
 def invoke(env: AwsEnv) -> Iterator[Any]:
-    api._mangum.cache_clear()
+    api.function.root.cache_clear()
     yield lambda path: api.handler(http_event("GET", path), LambdaContext())
-    api._mangum.cache_clear()
+    api.function.root.cache_clear()
 
 
 @pytest.mark.parametrize("path", ["/docs", "/redoc", "/docs/oauth2-redirect"])

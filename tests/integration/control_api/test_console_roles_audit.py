@@ -212,7 +212,7 @@ def test_the_device_page_shows_history_per_cluster_nodes_compliance_and_note(ctx
         json={"node_id": "node-1", "events": events},
         headers=ctx.gw(credential),
     ).raise_for_status()
-    payload_reader._ports.cache_clear()
+    payload_reader.function.root.cache_clear()
     payload_reader.handler(sqs_event(ctx.aws, "payload"), LambdaContext())
     ctx.client.put(
         "/console/v1/email-devices/alice/DEV1/note",
@@ -250,7 +250,7 @@ def test_the_current_view_exports_as_csv_in_parts(ctx: Ctx) -> None:
         json={"node_id": "node-1", "events": events},
         headers=ctx.gw(credential),
     ).raise_for_status()
-    payload_reader._ports.cache_clear()
+    payload_reader.function.root.cache_clear()
     payload_reader.handler(sqs_event(ctx.aws, "payload"), LambdaContext())
     parts, cursor = [], None
     while True:

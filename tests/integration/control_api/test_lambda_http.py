@@ -28,9 +28,9 @@ from tests.support.events import LambdaContext
 
 @pytest.fixture
 def invoke(env: AwsEnv):
-    api._mangum.cache_clear()
+    api.function.root.cache_clear()
     yield lambda event: api.handler(event, LambdaContext())
-    api._mangum.cache_clear()
+    api.function.root.cache_clear()
 
 
 def test_health_through_api_gateway(invoke) -> None:

@@ -85,18 +85,18 @@ class RecordingProvider(BaseProvider):
 def provider(env: AwsEnv, monkeypatch: pytest.MonkeyPatch) -> Iterator[RecordingProvider]:
     recording = RecordingProvider()
     for module in HANDLERS:
-        monkeypatch.setattr(module.tracer, "provider", recording)
-        monkeypatch.setattr(module.tracer, "disabled", False)
-        module.logger.setLevel(logging.DEBUG)
-    api._mangum.cache_clear()
-    ws_connect.ports.cache_clear()
-    ws_default.ports.cache_clear()
+        monkeypatch.setattr(module.function.tracer, "provider", recording)
+        monkeypatch.setattr(module.function.tracer, "disabled", False)
+        module.function.logger.setLevel(logging.DEBUG)
+    api.function.root.cache_clear()
+    ws_connect.function.root.cache_clear()
+    ws_default.function.root.cache_clear()
     yield recording
     for module in HANDLERS:
-        module.logger.setLevel(logging.INFO)
-    api._mangum.cache_clear()
-    ws_connect.ports.cache_clear()
-    ws_default.ports.cache_clear()
+        module.function.logger.setLevel(logging.INFO)
+    api.function.root.cache_clear()
+    ws_connect.function.root.cache_clear()
+    ws_default.function.root.cache_clear()
 
 
 def _call(event: dict[str, Any]) -> dict[str, Any]:
@@ -175,7 +175,7 @@ def test_the_recorder_would_see_a_captured_response(provider: RecordingProvider)
     """The control: with capture on (Powertools' default), the response would be trace
     metadata, so the test above can fail."""
 
-    @api.tracer.capture_lambda_handler(capture_response=True)
+    @api.function.tracer.capture_lambda_handler(capture_response=True)
     def leaky(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return {"credential": "segc_canary"}
 

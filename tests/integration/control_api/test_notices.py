@@ -34,11 +34,11 @@ def notices(ctx: Ctx, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ctx]:
     monkeypatch.setenv(resources.ENV_NOTICE_SENDER, SENDER)
     load_settings.cache_clear()
     boto3.client("sesv2").create_email_identity(EmailIdentity=SENDER)
-    payload_reader._ports.cache_clear()
-    notice_sender._adapters.cache_clear()
+    payload_reader.function.root.cache_clear()
+    notice_sender.function.root.cache_clear()
     yield ctx
-    payload_reader._ports.cache_clear()
-    notice_sender._adapters.cache_clear()
+    payload_reader.function.root.cache_clear()
+    notice_sender.function.root.cache_clear()
 
 
 def configure(ctx: Ctx, cluster_id: str, **more: Any) -> None:

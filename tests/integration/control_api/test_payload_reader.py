@@ -49,9 +49,9 @@ def batch(*events: AccessEvent) -> AccessEventBatch:
 
 @pytest.fixture
 def reader(env: AwsEnv):
-    payload_reader._ports.cache_clear()
+    payload_reader.function.root.cache_clear()
     yield lambda ev: payload_reader.handler(ev, LambdaContext())
-    payload_reader._ports.cache_clear()
+    payload_reader.function.root.cache_clear()
 
 
 def queue(env: AwsEnv) -> SqsPayloadQueue:

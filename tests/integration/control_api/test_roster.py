@@ -52,7 +52,7 @@ def report(ctx: Ctx, credential: str, *events: dict[str, Any]) -> None:
         headers=ctx.gw(credential),
     )
     assert response.status_code == 202, response.text
-    payload_reader._ports.cache_clear()
+    payload_reader.function.root.cache_clear()
     assert payload_reader.handler(sqs_event(ctx.aws, "payload"), LambdaContext()) == {
         "batchItemFailures": []
     }

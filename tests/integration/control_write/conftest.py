@@ -257,17 +257,17 @@ def dumps(value: Any) -> str:
 @pytest.fixture
 def world(aws: AwsEnv, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:  # noqa: F811
     roots = (
-        compliance_reader.stores,
-        scheduled_checkin.ports,
-        ws_connect.ports,
-        ws_default.ports,
-        ws_disconnect.connections,
+        compliance_reader.function.root,
+        scheduled_checkin.function.root,
+        ws_connect.function.root,
+        ws_default.function.root,
+        ws_disconnect.function.root,
     )
     for cached in roots:
         cached.cache_clear()
     clock = Clock(T0)
     for module in (compliance_reader, scheduled_checkin, ws_connect, ws_default):
-        monkeypatch.setattr(module, "clock", clock)
+        monkeypatch.setattr(module.function, "clock", clock)
     client, settings = aws.dynamodb, aws.settings
     yield World(
         aws=aws,

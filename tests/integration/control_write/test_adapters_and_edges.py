@@ -58,8 +58,8 @@ def test_gone_connections_are_forgotten_and_the_rest_still_get_the_push(
     for node in ("a", "b", "c"):
         world.connect(credential, f"node-{node}", f"conn-{node}")
     poster = ApiGatewayConnections("", _GoneFor(world.aws.apigw, {"conn-b"}))  # type: ignore[arg-type]
-    stores = replace(compliance_reader.stores(), poster=poster)
-    monkeypatch.setattr(compliance_reader, "stores", lambda: stores)
+    stores = replace(compliance_reader.function.root(), poster=poster)
+    monkeypatch.setattr(compliance_reader.function, "root", lambda: stores)
 
     world.enroll("mdm-1", "alice", "dev1")
     world.drain()

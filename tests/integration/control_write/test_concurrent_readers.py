@@ -24,7 +24,7 @@ def test_an_override_landing_mid_evaluation_is_not_overwritten(world: World) -> 
     world.checkin("mdm-1", compromised=True)  # queued; processed below by reader B
     world.aws.sqs.purge_queue(QueueUrl=world.aws.queues["compliance"])
 
-    stores: ComplianceStores = compliance_reader.stores()
+    stores: ComplianceStores = compliance_reader.function.root()
     override = ManualOverrideRequest(
         user="alice",
         device_id="dev1",

@@ -90,9 +90,9 @@ def test_the_issues_interleaving_converges(world: World, monkeypatch: pytest.Mon
         fetched.append(world.snapshot(cluster_id))
         node.refresh()
 
-    stores = compliance_reader.stores()
+    stores = compliance_reader.function.root()
     interleaved = replace(stores, devices=InterleavingDevices(stores.devices, snapshot_meanwhile))
-    monkeypatch.setattr(compliance_reader, "stores", lambda: interleaved)
+    monkeypatch.setattr(compliance_reader.function, "root", lambda: interleaved)
 
     assert world.invoke_reader([message]) == {"batchItemFailures": []}  # the entry is written
 
@@ -168,7 +168,7 @@ def test_a_dead_writers_version_is_fenced_after_the_grace(world: World) -> None:
 
 def test_a_writer_that_fails_gives_its_version_up_at_once(world: World) -> None:
     cluster_id, _ = world.cluster()
-    stores = compliance_reader.stores()
+    stores = compliance_reader.function.root()
     with pytest.raises(NotFound, match="ghost"):
         handle_message(EvaluateDevice(mdm_device_id="ghost", reason="x"), stores, world.clock())
     assert _record(world, cluster_id, 1).state is LogState.ABANDONED

@@ -14,6 +14,9 @@ from lambdas import resources
 HANDLERS = [
     "lambdas.handlers.compliance_reader",
     "lambdas.handlers.issuer_keys",
+    "lambdas.handlers.notice_sender",
+    "lambdas.handlers.payload_reader",
+    "lambdas.handlers.roster_compactor",
     "lambdas.handlers.scheduled_checkin",
     "lambdas.handlers.ws_connect",
     "lambdas.handlers.ws_disconnect",

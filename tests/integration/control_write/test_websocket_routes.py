@@ -252,7 +252,7 @@ def test_a_node_reporting_refused_policy_is_recorded_as_an_alert(world: World) -
 def use_signing_key(monkeypatch: pytest.MonkeyPatch, key_arn: str) -> None:
     """The functions' signing key from now on (their composition roots are rebuilt)."""
     monkeypatch.setenv(resources.ENV_POLICY_SIGNING_KEY_ARNS, key_arn)
-    for cached in (load_settings, compliance_reader.stores, ws_default.ports):
+    for cached in (load_settings, compliance_reader.function.root, ws_default.function.root):
         cached.cache_clear()
 
 
