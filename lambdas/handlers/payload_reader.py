@@ -52,16 +52,18 @@ def _ports() -> PayloadStores:
 def record_handler(record: SQSRecord) -> None:
     message = PayloadMessage.model_validate_json(record.body)
     outcome = apply_payload(message, _ports())
+    requests = sum(e.count for e in message.batch.events)  # a folded event counts its count
     logger.info(
         "applied access events",
         extra={
             "cluster_id": message.cluster_id,
             "events": len(message.batch.events),
+            "requests": requests,
             "rows_written": outcome.rows_written,
             "notices_queued": outcome.notices_queued,
         },
     )
-    metrics.add_metric(name="AccessEvents", unit=MetricUnit.Count, value=len(message.batch.events))
+    metrics.add_metric(name="AccessEvents", unit=MetricUnit.Count, value=requests)
     metrics.add_metric(name="NoticesQueued", unit=MetricUnit.Count, value=outcome.notices_queued)
 
 

@@ -221,7 +221,7 @@ async def test_a_commit_is_one_fsync_however_many_batches(
     rep = Reporter(
         EventBuffer(),
         Spool(tmp_path, max_bytes=64 << 20),  # segments of 4 MiB: one holds the commit
-        None,
+        FakeSender(itertools.repeat(SendResult.DELIVERED)),  # online: no folding
         node_id="n1",
         flush_interval_s=0.01,
         retry_delays=lambda: itertools.repeat(5.0),
@@ -244,7 +244,7 @@ async def test_a_commit_is_one_fsync_however_many_batches(
 async def test_a_failed_spool_write_keeps_the_events_in_memory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    rep = reporter(tmp_path, None, [0.0])
+    rep = reporter(tmp_path, FakeSender(itertools.repeat(SendResult.DELIVERED)), [0.0])
     rep.buffer.record(event(1))
 
     def broken(batches_: list[tuple[bytes, int]]) -> None:
