@@ -55,6 +55,7 @@ MAGIC = b"SG"
 NEAR_FULL = 0.9  # of max_bytes: "near_full" from here
 EVICTING_HOLD_S = 300.0  # "evicting" lasts this long after the last eviction
 OK, NEAR_FULL_STATE, EVICTING = "ok", "near_full", "evicting"
+SPOOL_STATES = (OK, NEAR_FULL_STATE, EVICTING)
 HEADER = struct.Struct(">2sII")
 SUFFIX = ".seg"
 
