@@ -88,6 +88,7 @@ class GatewayConfig:
     policy_file: Path | None
     max_spool_bytes: int
     event_flush_interval_s: float
+    event_fold_window_s: int
     # Operation.
     admin_host: str
     admin_port: int
@@ -270,6 +271,13 @@ FIELDS: tuple[FieldSpec, ...] = (
         "float",
         0.2,
         "access-event batching period; an event is on disk within ~2x this (<= 5)",
+    ),
+    FieldSpec(
+        "event_fold_window_s",
+        "int",
+        3600,
+        "while events cannot be delivered, allows fold per device per this window "
+        "(60..86400; blocks always per minute)",
     ),
     FieldSpec("admin_host", "str", "127.0.0.1", "admin port address (health, metrics)"),
     FieldSpec("admin_port", "int", 9090, "admin port (0: ephemeral, see runtime.json)"),
@@ -696,6 +704,9 @@ def _check_operation(values: dict[str, Any], problems: list[str]) -> None:
         problems.append("SEG_GW_WORKERS must be between 0 (in-process) and 64")
     if values["max_spool_bytes"] is not None and values["max_spool_bytes"] < 64 * 1024:
         problems.append("SEG_GW_MAX_SPOOL_BYTES must be at least 65536")
+    window = values["event_fold_window_s"]
+    if window is not None and not 60 <= window <= 86_400:
+        problems.append("SEG_GW_EVENT_FOLD_WINDOW_S must be between 60 and 86400 seconds")
     level = str(values["log_level"] or "").upper()
     if level not in LOG_LEVELS:
         problems.append(f"SEG_GW_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")

@@ -52,6 +52,7 @@ from onprem_gateway.agent.telemetry import CONTENT_TYPE, render
 from onprem_gateway.agent.workers import WorkerPool
 from onprem_gateway.config import GatewayConfig
 from onprem_gateway.core.backoff import backoff
+from onprem_gateway.core.event_fold import FoldWindows
 from onprem_gateway.core.freshness import Level, freshness
 from onprem_gateway.core.policy_index import PolicyIndex
 from onprem_gateway.proxy.metrics import merge
@@ -138,6 +139,7 @@ class Node:
             node_id=config.node_id,
             flush_interval_s=config.event_flush_interval_s,
             retry_delays=self._backoff,
+            windows=FoldWindows(allow_window_s=config.event_fold_window_s),
         )
         self.runner: InProcessRunner | WorkerPool = (
             InProcessRunner(config, self.store, self.buffer)
