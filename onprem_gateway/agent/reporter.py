@@ -219,11 +219,14 @@ class Reporter:
         return event_fold.total(self._table)
 
     def should_fold(self) -> bool:
-        """The node cannot deliver: air-gapped, the control plane down, or a backlog."""
+        """The node cannot deliver: air-gapped, the control plane down, or a backlog
+        above ``fold_above`` of the spool (once folding, until it is below half that:
+        a backlog hovering at the threshold does not flip the mode at every commit)."""
+        above = self._fold_above / 2 if self.folding else self._fold_above
         return (
             self._sender is None
             or not self.cloud_up
-            or self.spool.depth_bytes > self.spool.max_bytes * self._fold_above
+            or self.spool.depth_bytes > self.spool.max_bytes * above
         )
 
     @property

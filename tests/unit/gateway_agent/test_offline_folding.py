@@ -151,6 +151,13 @@ async def test_a_backlog_beyond_the_threshold_folds_even_with_the_cloud_up(
     rep.buffer.record(at(1, 0))
     await rep.commit()
     assert rep.folding and rep.open_events == 1
+    # Hysteresis: still folding while the backlog is above half the threshold.
+    rep._fold_above = 0.02
+    await rep.commit()
+    assert rep.folding
+    rep._fold_above = 0.04
+    await rep.commit()
+    assert not rep.folding and rep.open_events == 0 and rep.spool.depth_events == 2
 
 
 async def test_a_restart_spools_the_checkpoint_once(tmp_path: Path) -> None:
