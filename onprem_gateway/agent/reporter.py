@@ -44,6 +44,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -204,6 +205,11 @@ class Reporter:
         self._checkpoint_interval_s = checkpoint_interval_s
         self.checkpoint = FoldCheckpoint(spool.directory / "open.fold")
         self._table: dict[FoldKey, Aggregate] = {}
+        # The table is changed in worker threads; a commit cancelled at shutdown leaves
+        # its thread running while ``close`` flushes: one at a time, or a window could
+        # be spooled twice.
+        self._table_lock = threading.Lock()
+        self._closing = False
         self._checkpointed_at = 0.0
         self._dirty = False
         self.folding = False
@@ -329,8 +335,17 @@ class Reporter:
         return len(events)
 
     def _fold_in(self, events: list[AccessEvent]) -> None:
+        with self._table_lock:
+            self._fold_in_locked(events)
+
+    def _fold_in_locked(self, events: list[AccessEvent]) -> None:
         now = self._wall()
         table = event_fold.fold(self._table, events, self._windows) if events else self._table
+        if self._closing:  # a commit that outlived shutdown's flush: spool it all now
+            self._table = table
+            self.folded_events += len(events)
+            self._flush_locked()
+            return
         closed, table = event_fold.close_due(table, now)
         if closed:
             self._append(closed)  # raises before the table changes: nothing counted twice
@@ -354,6 +369,10 @@ class Reporter:
 
     def _flush_table(self) -> None:
         """Spool every open record (the node can deliver again, or is stopping)."""
+        with self._table_lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
         if not self._table:
             return
         pending = event_fold.records(self._table)
@@ -417,6 +436,7 @@ class Reporter:
     async def close(self, deadline_s: float) -> None:
         """Final flush at shutdown: commit what is buffered (nothing is lost after this),
         then deliver what can be delivered within ``deadline_s``."""
+        self._closing = True
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(deadline_s):
                 await self.commit(final=True)

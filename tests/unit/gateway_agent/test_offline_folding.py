@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -236,3 +237,24 @@ def test_near_full_and_evicting_are_logged_once_per_change(
     assert spool.state(spool.last_evicted_at + EVICTING_HOLD_S + 1) == OK
     cleared = [r for r in caplog.records if getattr(r, "fields", {}).get("to") == OK]
     assert len(cleared) == 1 and cleared[0].levelno == logging.INFO
+
+
+async def test_a_commit_outliving_shutdown_spools_nothing_twice_and_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    # Shutdown cancels the committer, whose thread may still be folding (or closing due
+    # windows) while close() spools the table.
+    for attempt in range(10):
+        wall = [T0 + 5]
+        rep = make(tmp_path / str(attempt), None, wall)
+        for n in range(50):
+            rep.buffer.record(at(n, 0, user=f"u{n}", decision=Access.BLOCK))
+        await rep.commit()
+        wall[0] = T0 + 120  # every window is due
+        late = [at(100, 61, decision=Access.BLOCK)]
+        racer = threading.Thread(target=rep._fold_in, args=(late,))
+        racer.start()
+        await rep.close(deadline_s=1.0)
+        racer.join()
+        spool = Spool(tmp_path / str(attempt) / "spool", max_bytes=1 << 20)
+        assert spool.depth_events == 51
