@@ -150,8 +150,15 @@ def run_mode(
     row["open_events"] = g(last, "seg_gateway_fold_open_events")
     row["folded_events"] = g(last, "seg_gateway_events_folded_total")
     row["spool_bytes_run"] = before_stop  # unfolded events spooled before folding began
-    row["bytes_per_record"] = (after_stop - before_stop) / max(1.0, row["open_records"])
+    # With a small spool the stop's records are partly evicted: no figure from it.
+    row["bytes_per_record"] = (
+        (after_stop - before_stop) / max(1.0, row["open_records"])
+        if spool_limit is None
+        else float("nan")
+    )
     row["requests_on_disk"] = requests_on_disk
+    # Every request answered is on disk after the stop, each once (default spool).
+    row["on_disk_share"] = requests_on_disk / max(1.0, result.answered)
     row["fold_ratio"] = row["open_events"] / max(1.0, row["open_records"])
     per_hour = row["open_records"] * row["bytes_per_record"] * 3600 / window
     row["mib_per_hour"] = per_hour / 2**20
@@ -256,6 +263,7 @@ def report(args: argparse.Namespace, results: dict[str, list[dict[str, float]]])
         ("devices in 24 h", "devices_per_day", "{:.0f}", 1.0),
         ("blocked devs 24 h", "blocked_devices_per_day", "{:.0f}", 1.0),
         ("unfolded KiB", "spool_bytes_run", "{:.0f}", 1 / 1024),
+        ("on disk/answered", "on_disk_share", "{:.4f}", 1.0),
         ("evicted", "evicted", "{:.0f}", 1.0),
         ("CPU µs/req", "cpu_us", "{:.0f}", 1.0),
         ("errors", "errors", "{:.0f}", 1.0),
