@@ -122,6 +122,7 @@ class Spool:
         self.damaged_segments = 0
         self.last_evicted_at: float | None = None
         self._state = OK
+        self._state_lock = threading.Lock()  # appends (threads) and scrapes both ask
         self._lock = threading.Lock()
         self._open()
 
@@ -156,9 +157,10 @@ class Spool:
         """``evicting`` (unsent events were evicted within ``EVICTING_HOLD_S``),
         ``near_full`` (at least ``NEAR_FULL`` of the bound in use) or ``ok``; a change
         since the last call is logged once."""
-        state = spool_state(self.fill, self.last_evicted_at, now)
-        if state != self._state:
-            previous, self._state = self._state, state
+        with self._state_lock:
+            previous = self._state
+            state = self._state = spool_state(self.fill, self.last_evicted_at, now, previous)
+        if state != previous:
             level = logging.INFO if state == OK else logging.WARNING
             log.log(
                 level,
@@ -378,10 +380,13 @@ _EVENT_ID = re.compile(rb'"event_id":"([^"]+)"')
 _COUNT = re.compile(rb'"count":(\d+)')
 
 
-def spool_state(fill: float, last_evicted_at: float | None, now: float) -> str:
+def spool_state(fill: float, last_evicted_at: float | None, now: float, previous: str = OK) -> str:
+    """The spool's state; leaving ``near_full`` takes 5 points below ``NEAR_FULL``, so a
+    fill hovering at the line is not logged at every append."""
     if last_evicted_at is not None and now - last_evicted_at < EVICTING_HOLD_S:
         return EVICTING
-    return NEAR_FULL_STATE if fill >= NEAR_FULL else OK
+    line = NEAR_FULL - 0.05 if previous != OK else NEAR_FULL
+    return NEAR_FULL_STATE if fill >= line else OK
 
 
 def _count_events(payload: bytes) -> int:

@@ -209,6 +209,9 @@ def test_spool_state_rules() -> None:
     assert spool_state(0.9, None, 0.0) == NEAR_FULL_STATE
     assert spool_state(0.1, 100.0, 100.0 + EVICTING_HOLD_S - 1) == EVICTING
     assert spool_state(0.1, 100.0, 100.0 + EVICTING_HOLD_S) == OK
+    assert spool_state(0.87, None, 0.0) == OK
+    assert spool_state(0.87, None, 0.0, NEAR_FULL_STATE) == NEAR_FULL_STATE  # hysteresis
+    assert spool_state(0.84, None, 0.0, NEAR_FULL_STATE) == OK
 
 
 def test_near_full_and_evicting_are_logged_once_per_change(
