@@ -327,7 +327,11 @@ class Reporter:
         except OSError:
             self.spool_failures += 1
             self.buffer.put_back(events)  # kept in memory (bounded), tried again next time
-            log.exception("could not spool %d access events; keeping them in memory", len(events))
+            log.exception(
+                "could not spool %d access events (%d folded records open); keeping them in memory",
+                len(events),
+                len(self._table),
+            )
             return 0
         if not fold:
             self.spooled_events += len(events)

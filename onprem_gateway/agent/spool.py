@@ -247,7 +247,9 @@ class Spool:
         become visible to ``peek`` only once they are on disk."""
         with self._lock:
             written: list[tuple[_Segment, int, int, int]] = []  # segment, offset, length, n
-            fds: dict[int, int] = {}
+            # A call can span segments: a segment left for the next is fsynced as it is
+            # closed (``_writable``), so only the last one is left to fsync here.
+            unsynced = False
             for payload, events in batches:
                 record = encode_record(payload)
                 self._evict_for(len(record))
@@ -255,10 +257,10 @@ class Spool:
                 offset = segment.size
                 os.write(fd, record)
                 segment.size += len(record)
-                fds[fd] = fd
+                unsynced = True
                 written.append((segment, offset + HEADER.size, len(payload), events))
-            for fd in fds:
-                os.fsync(fd)
+            if unsynced and self._active is not None:
+                os.fsync(self._active[1])
             now = time.time()
             for segment, offset, length, events in written:
                 if segment not in self._segments:
@@ -278,6 +280,7 @@ class Spool:
             segment, fd = self._active
             if segment.size + record_bytes <= self.segment_bytes or segment.size == 0:
                 return segment, fd
+            os.fsync(fd)  # what it holds is durable before the next segment takes over
             self._close_active()
         seq = (self._segments[-1].seq + 1) if self._segments else 1
         path = self.directory / f"{seq:016d}{SUFFIX}"
