@@ -23,6 +23,7 @@ from onprem_gateway.agent.spool import (
     encode_record,
     spool_state,
 )
+from onprem_gateway.core import event_fold
 from seg_contract import Access, AccessEvent, AccessEventBatch
 from tests.unit.gateway_agent.helpers import NOW, event
 
@@ -174,7 +175,7 @@ async def test_a_restart_spools_the_checkpoint_once(tmp_path: Path) -> None:
     assert again.spool.depth_events == 10
     # A crash after a window was spooled but before the checkpoint was rewritten: the
     # record is in the spool already, so it is not spooled twice.
-    again.checkpoint.write(held)
+    again.checkpoint.write([r.model_dump_json().encode() for r in held])
     third = make(tmp_path, None, [T0 + 5])
     assert third.recover() == 0 and third.spool.depth_events == 10
 
@@ -261,3 +262,25 @@ async def test_a_commit_outliving_shutdown_spools_nothing_twice_and_loses_nothin
         racer.join()
         spool = Spool(tmp_path / str(attempt) / "spool", max_bytes=1 << 20)
         assert spool.depth_events == 51
+
+
+async def test_the_checkpoint_serialises_only_what_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rep = make(tmp_path, None, [T0 + 5], checkpoint_interval_s=0.0)
+    for n in range(30):
+        rep.buffer.record(at(n, 1, user=f"u{n}"))
+    await rep.commit()
+    serialised: list[str] = []
+    real = event_fold.record
+
+    def counting(aggregate: event_fold.Aggregate) -> AccessEvent:
+        serialised.append(aggregate.first.user)
+        return real(aggregate)
+
+    monkeypatch.setattr(event_fold, "record", counting)
+    rep.buffer.record(at(100, 2, user="u7"))
+    await rep.commit()
+    assert serialised == ["u7"]
+    held = {r.user: r for r in rep.checkpoint.read()}
+    assert len(held) == 30 and held["u7"].count == 2
