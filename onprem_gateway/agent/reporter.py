@@ -239,6 +239,8 @@ class Reporter:
 
     @property
     def open_events(self) -> int:
+        # The table is replaced, never changed in place: reading it from another thread
+        # sees one whole version.
         return event_fold.total(self._table)
 
     def should_fold(self) -> bool:
@@ -254,7 +256,8 @@ class Reporter:
 
     @property
     def spool_depth(self) -> int:
-        return self.spool.depth_events
+        """Requests waiting for the control plane: spooled, or folded in open windows."""
+        return self.spool.depth_events + self.open_events
 
     # --- the two tasks ------------------------------------------------------------------
 

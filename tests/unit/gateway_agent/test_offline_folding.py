@@ -138,6 +138,7 @@ async def test_air_gapped_it_folds_and_shutdown_spools_the_open_windows(tmp_path
         rep.buffer.record(at(n, n % 50))
     await rep.commit()
     assert rep.folding and rep.spool.depth_events == 0 and rep.open_events == 100
+    assert rep.spool_depth == 100  # what the keepalive reports: folded requests included
     await rep.close(deadline_s=1.0)
     reopened = Spool(tmp_path / "spool", max_bytes=1 << 20)
     assert reopened.depth_events == 100  # counted from the records' "count"
