@@ -50,6 +50,9 @@ async def test_cut_off_it_folds_then_delivers_every_request_with_correct_totals(
         assert node.reporter.sent_events == 21
         await eas_post(node.listen_port, ALICE)  # online again: one event, as before
         await eventually(lambda: sum(e.count for b in double.batches for e in b.events) == 22)
+        # Acknowledged too: a batch received but not yet acknowledged when shutdown
+        # cancels the sender is sent again (harmless: the control plane de-duplicates).
+        await eventually(lambda: not node.reporter.spool, what="acknowledged")
     events = [e for b in double.batches for e in b.events]
     requests = Counter()
     for e in events:
