@@ -446,7 +446,7 @@ class Node:
         problem = ""
         if state == EVICTING:
             problem = (
-                f"spool evicting: {spool.evicted_events} unsent access events lost "
+                f"spool evicting: {spool.evicted_events} unsent access events lost since start "
                 f"(spool {100 * spool.fill:.0f}% of {spool.max_bytes} bytes)"
             )
         elif state == NEAR_FULL_STATE:
