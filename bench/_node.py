@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -117,8 +118,14 @@ def stop_proc(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> int | Non
 
 
 def spooled_events(state_dir: Path) -> int:
-    """Access events in a node's on-disk spool (each carries one "event_id")."""
-    return sum(p.read_bytes().count(b'"event_id"') for p in (state_dir / "spool").glob("*.seg"))
+    """Requests in a node's on-disk spool: each event carries one "event_id", and a
+    folded one (a node that could not deliver) the "count" of requests it stands for."""
+    total = 0
+    for p in (state_dir / "spool").glob("*.seg"):
+        data = p.read_bytes()
+        extra = sum(int(n) - 1 for n in re.findall(rb'"count":(\d+)', data))
+        total += data.count(b'"event_id"') + extra
+    return total
 
 
 # --- GC-pause probe ----------------------------------------------------------------------

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import re
 import subprocess
 import sys
 import time
@@ -37,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+_COUNT = re.compile(rb'"count":(\d+)')
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -123,7 +126,10 @@ def make_app(snapshot_path: Path) -> Any:
             return web.Response(status=state.events_status, text="bench: events refused")
         state.batches += 1
         state.event_bytes += len(body)
-        state.events += body.count(b'"event_id"')
+        # Requests: one per event, and a folded event (a node that could not deliver)
+        # adds the rest of its "count".
+        extra = sum(int(n) - 1 for n in _COUNT.findall(body))
+        state.events += body.count(b'"event_id"') + extra
         return web.Response(status=202, text='{"accepted": true}')
 
     async def ws(request: web.Request) -> web.WebSocketResponse:

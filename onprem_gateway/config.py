@@ -371,6 +371,13 @@ class GatewayConfig(BaseSettings):
         0.2,
         description="access-event batching period; an event is on disk within ~2x this (<= 5)",
     )
+    event_fold_window_s: int = Field(
+        3600,
+        ge=60,
+        le=86_400,
+        description="while events cannot be delivered, allows fold per device per this window "
+        "(60..86400; blocks always per minute)",
+    )
     # Operation.
     admin_host: str = Field("127.0.0.1", description="admin port address (health, metrics)")
     admin_port: Port = Field(9090, description="admin port (0: ephemeral, see runtime.json)")

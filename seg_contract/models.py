@@ -398,6 +398,19 @@ class AccessEvent(_Model):
     # would have blocked it; ``decision`` then says what would have happened.
     enforced: bool = True
     http_status: int = Field(default=0, ge=0, le=999)
+    # A *folded* record (a node that could not deliver, ``onprem_gateway.core.event_fold``)
+    # stands for ``count`` requests of one device with one outcome, from ``first_at`` to
+    # ``at``; its other fields are those of the last of them and its ``event_id`` is its
+    # own, stable across resends. Absent (the default) it is one request, as before:
+    # a node sends neither field for a single event, so older readers accept it.
+    count: int = Field(default=1, ge=1, le=1_000_000_000)
+    first_at: datetime | None = None
+
+    @model_validator(mode="after")
+    def _span_ordered(self) -> AccessEvent:
+        if self.first_at is not None and self.first_at > self.at:
+            raise ValueError("first_at is later than at")
+        return self
 
 
 class AccessEventBatch(_Model):

@@ -7,6 +7,11 @@ device) (``AccessHistoryStore``): the merge keeps the newest ``MAX_EVENTS`` by
 nothing and the list never grows past its bound. Times are clamped to the batch's
 receipt, as the view's are. The list expires ``RETENTION`` after its newest event.
 
+A folded event (a node that could not deliver folded many requests of one outcome into
+one record, ``AccessEvent.count``) is one entry of the list with its ``count`` and the
+time of its first request (``first_at``); rows stored before these existed read as one
+request.
+
 Pure: values in, values out.
 """
 
@@ -33,6 +38,8 @@ FIELDS = (
     "reason",
     "enforced",
     "http_status",
+    "count",
+    "first_at",
 )
 
 
@@ -47,13 +54,17 @@ class HistoryEvent:
     reason: str
     enforced: bool
     http_status: int
+    count: int = 1
+    first_at: str = ""  # format_instant() of the first folded request; "" for one
 
     def as_row(self) -> list[object]:
         return [getattr(self, f) for f in FIELDS]
 
     @staticmethod
     def of_row(row: Sequence[object]) -> HistoryEvent:
-        values = dict(zip(FIELDS, row, strict=True))
+        # Rows stored before ``count`` and ``first_at`` existed are shorter.
+        values: dict[str, object] = {"count": 1, "first_at": ""}
+        values.update(zip(FIELDS, row, strict=False))
         return HistoryEvent(
             at=str(values["at"]),
             event_id=str(values["event_id"]),
@@ -64,6 +75,8 @@ class HistoryEvent:
             reason=str(values["reason"]),
             enforced=bool(values["enforced"]),
             http_status=int(str(values["http_status"])),
+            count=int(str(values["count"])),
+            first_at=str(values["first_at"]),
         )
 
 
@@ -88,6 +101,12 @@ def per_device(
                 reason=event.reason,
                 enforced=event.enforced,
                 http_status=event.http_status,
+                count=event.count,
+                first_at=(
+                    format_instant(clamped(event.first_at, received_at))
+                    if event.first_at is not None and event.count > 1
+                    else ""
+                ),
             )
         )
     return out

@@ -14,7 +14,10 @@ agree). Redelivering an event therefore changes nothing. An event's time is clam
 when the API received its batch: a gateway whose clock runs ahead cannot stamp a row in
 the future (where it would win over every newer real request until that time).
 
-Activity counters (requests and blocks per minute) feed the dashboard's time series.
+Activity counters (requests and blocks per minute) feed the dashboard's time series. A
+folded event (``AccessEvent.count`` requests from ``first_at`` to ``at``, sent by a node
+that could not deliver) counts all its requests, spread evenly over the minutes of its
+span (the sum is exact; how they fell within the span is not known).
 They are keyed by a fingerprint of the batch, so a redelivered or resent batch is counted
 once (``dynamodb_email_devices`` bounds what that costs per minute).
 
@@ -187,17 +190,43 @@ def newest_per_device(
     return sorted(newest.values(), key=lambda o: o.email_device_key)
 
 
+def spread(count: int, first: datetime, last: datetime) -> list[tuple[str, int]]:
+    """``count`` requests from ``first`` to ``last`` as (minute, requests), evenly over
+    the minutes of the span (the earlier minutes take the remainder), summing to
+    ``count``."""
+    start = to_utc(first).replace(second=0, microsecond=0)
+    end = to_utc(last).replace(second=0, microsecond=0)
+    if start >= end:
+        return [(minute_bucket(last), count)]
+    minutes = min(int((end - start).total_seconds()) // 60 + 1, count)
+    step = (end - start) / max(1, minutes - 1)
+    base, extra = divmod(count, minutes)
+    out: dict[str, int] = {}
+    for n in range(minutes):
+        at = end if n == minutes - 1 else start + step * n
+        key = minute_bucket(at)
+        out[key] = out.get(key, 0) + base + (1 if n < extra else 0)
+    return sorted(out.items())
+
+
 def activity(
     events: Iterable[AccessEvent], received_at: datetime | None = None
 ) -> list[ActivityCount]:
     """Requests and blocks per minute (event times clamped to ``received_at``). A block
-    is a request the gateway refused, or (in test mode) would have refused."""
+    is a request the gateway refused, or (in test mode) would have refused. A folded
+    event counts ``count`` requests over its span (``spread``)."""
     counts: dict[str, list[int]] = {}
     for event in events:
-        bucket = counts.setdefault(minute_bucket(clamped(event.at, received_at)), [0, 0])
-        bucket[0] += 1
-        if event.decision is not Access.ALLOW:
-            bucket[1] += 1
+        last = clamped(event.at, received_at)
+        if event.count == 1 or event.first_at is None:
+            parts = [(minute_bucket(last), event.count)]
+        else:
+            parts = spread(event.count, min(clamped(event.first_at, received_at), last), last)
+        for minute, n in parts:
+            bucket = counts.setdefault(minute, [0, 0])
+            bucket[0] += n
+            if event.decision is not Access.ALLOW:
+                bucket[1] += n
     return [ActivityCount(m, r, b) for m, (r, b) in sorted(counts.items())]
 
 

@@ -23,14 +23,16 @@ function = LambdaFunction("payload_reader", lambda: adapters().payload_stores)
 @function.sqs(PayloadMessage.model_validate_json, BatchProcessor(event_type=EventType.SQS))
 def handler(message: PayloadMessage, stores: PayloadStores, now: datetime) -> None:
     outcome = apply_payload(message, stores)
+    requests = sum(e.count for e in message.batch.events)  # a folded event counts its count
     function.logger.info(
         "applied access events",
         extra={
             "cluster_id": message.cluster_id,
             "events": len(message.batch.events),
+            "requests": requests,
             "rows_written": outcome.rows_written,
             "notices_queued": outcome.notices_queued,
         },
     )
-    function.count("AccessEvents", len(message.batch.events))
+    function.count("AccessEvents", requests)
     function.count("NoticesQueued", outcome.notices_queued)

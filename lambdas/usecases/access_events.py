@@ -82,10 +82,11 @@ def accept_access_events(
     now: datetime,
     max_message_bytes: int = MAX_MESSAGE_BYTES,
 ) -> int:
-    """Queue a gateway's batch for the payload reader; return how many events."""
+    """Queue a gateway's batch for the payload reader; return how many requests it
+    stands for (a folded event counts its ``count``)."""
     message = PayloadMessage(cluster_id=cluster_id, received_at=format_instant(now), batch=batch)
     queue.send(_split(message, max_message_bytes))
-    return len(batch.events)
+    return sum(e.count for e in batch.events)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,9 @@ class JsonFormatter(logging.Formatter):
             "process": self._process_name,
             "message": record.getMessage(),
         }
+        fields = getattr(record, "fields", None)  # structured context (``extra``)
+        if isinstance(fields, dict):
+            entry.update({k: v for k, v in fields.items() if k not in entry})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)

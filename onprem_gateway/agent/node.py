@@ -47,11 +47,12 @@ from onprem_gateway.agent.policy_sync import LinkStatus, PolicySync
 from onprem_gateway.agent.policy_trust import PolicyTrust
 from onprem_gateway.agent.reporter import EventBuffer, Reporter
 from onprem_gateway.agent.signing_keys_file import SigningKeysFile
-from onprem_gateway.agent.spool import Spool
+from onprem_gateway.agent.spool import EVICTING, NEAR_FULL_STATE, Spool
 from onprem_gateway.agent.telemetry import CONTENT_TYPE, render
 from onprem_gateway.agent.worker_pool import WorkerPool
 from onprem_gateway.config import GatewayConfig
 from onprem_gateway.core.backoff import backoff
+from onprem_gateway.core.event_fold import FoldWindows
 from onprem_gateway.core.freshness import Level, freshness
 from onprem_gateway.core.policy_index import PolicyIndex
 from onprem_gateway.proxy.metrics import merge
@@ -138,6 +139,7 @@ class Node:
             node_id=config.node_id,
             flush_interval_s=config.event_flush_interval_s,
             retry_delays=self._backoff,
+            windows=FoldWindows(allow_window_s=config.event_fold_window_s),
         )
         self.runner: InProcessRunner | WorkerPool = (
             InProcessRunner(config, self.store, self.buffer)
@@ -398,9 +400,14 @@ class Node:
             reasons.append(f"upstream unreachable: {self.upstream_error}")
         reasons.extend(self.runner.problems())
         reasons.extend(f"background task {name} failed" for name in self.task_failures)
+        spool = self._spool_body(now)
+        # Conditions that do not make the node unready (it keeps proxying) but lose or
+        # risk losing something an operator must hear about.
+        warnings = [spool["problem"]] if spool["problem"] else []
         body: dict[str, Any] = {
             "ready": not reasons,
             "reasons": reasons,
+            "warnings": warnings,
             "node_id": self.config.node_id,
             "policy": {
                 "source": self.policy_source,
@@ -424,15 +431,44 @@ class Node:
                 "journal": None if self.journal is None else self.journal.describe(),
             },
             "control_plane": None if self.link_status is None else self._link_body(now),
-            "spool": {
-                "events": self.reporter.spool.depth_events,
-                "oldest_unsent_age_s": _age(self.reporter.spool.oldest_unsent_at, now),
-                "evicted_events": self.reporter.spool.evicted_events,
-            },
+            "spool": spool,
             "upstream_ok": self.upstream_ok,
             "workers": self.workers_status(),
         }
         return not reasons, body
+
+    def _spool_body(self, now: float) -> dict[str, Any]:
+        """The spool's part of /readyz. Evicting (or nearly) does not make the node
+        unready: proxying continues, the oldest unsent events are what is lost."""
+        reporter = self.reporter
+        spool = reporter.spool
+        state = spool.state(now)
+        problem = ""
+        if state == EVICTING:
+            problem = (
+                f"spool evicting: {spool.evicted_events} unsent access events lost since start "
+                f"(spool {100 * spool.fill:.0f}% of {spool.max_bytes} bytes)"
+            )
+        elif state == NEAR_FULL_STATE:
+            problem = (
+                f"spool near full: {100 * spool.fill:.0f}% of {spool.max_bytes} bytes; "
+                "the oldest unsent access events are evicted at 100%"
+            )
+        return {
+            "events": spool.depth_events,
+            "bytes": spool.depth_bytes,
+            "max_bytes": spool.max_bytes,
+            "fill": round(spool.fill, 4),
+            "state": state,
+            "problem": problem,
+            "oldest_unsent_age_s": _age(spool.oldest_unsent_at, now),
+            "evicted_events": spool.evicted_events,
+            "last_eviction_age_s": _age(spool.last_evicted_at, now),
+            "folding": reporter.folding,
+            "folded_events": reporter.folded_events,
+            "open_fold_records": reporter.open_records,
+            "open_fold_events": reporter.open_events,
+        }
 
     def _link_body(self, now: float) -> dict[str, Any]:
         """The link's part of /readyz. "unresponsive" does not make the node unready:

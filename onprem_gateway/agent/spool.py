@@ -24,7 +24,11 @@ batch once by the fingerprint of its event ids).
 
 The spool is bounded by ``max_bytes``: when an append would exceed it, whole segments
 are evicted oldest-first and their events counted in ``evicted_events`` (a metric), so a
-long outage costs the oldest events, never the node's disk.
+long outage costs the oldest events, never the node's disk. Long before that, a node
+that cannot deliver folds its events (``reporter.py``, ``core.event_fold``). ``state``
+says whether anything is being lost: ``near_full`` from ``NEAR_FULL`` of the bound,
+``evicting`` from an eviction until ``EVICTING_HOLD_S`` without one; each change of it
+is logged once, as a warning (or as info when it clears).
 
 The reporter's committer and sender use it from worker threads (file I/O stays off the
 event loop); a lock serialises the calls. ``ack`` names the record it acknowledges, so an
@@ -35,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import struct
 import threading
 import time
@@ -47,6 +52,10 @@ from onprem_gateway.agent.persist import fsync_dir
 log = logging.getLogger(__name__)
 
 MAGIC = b"SG"
+NEAR_FULL = 0.9  # of max_bytes: "near_full" from here
+EVICTING_HOLD_S = 300.0  # "evicting" lasts this long after the last eviction
+OK, NEAR_FULL_STATE, EVICTING = "ok", "near_full", "evicting"
+SPOOL_STATES = (OK, NEAR_FULL_STATE, EVICTING)
 HEADER = struct.Struct(">2sII")
 SUFFIX = ".seg"
 
@@ -111,6 +120,9 @@ class Spool:
         self.evicted_events = 0
         self.evicted_batches = 0
         self.damaged_segments = 0
+        self.last_evicted_at: float | None = None
+        self._state = OK
+        self._state_lock = threading.Lock()  # appends (threads) and scrapes both ask
         self._lock = threading.Lock()
         self._open()
 
@@ -135,6 +147,41 @@ class Spool:
 
     def __bool__(self) -> bool:
         return self.depth_batches > 0
+
+    @property
+    def fill(self) -> float:
+        """Share of ``max_bytes`` in use (0..1)."""
+        return self.depth_bytes / self.max_bytes if self.max_bytes else 0.0
+
+    def state(self, now: float) -> str:
+        """``evicting`` (unsent events were evicted within ``EVICTING_HOLD_S``),
+        ``near_full`` (at least ``NEAR_FULL`` of the bound in use) or ``ok``; a change
+        since the last call is logged once."""
+        with self._state_lock:
+            previous = self._state
+            state = self._state = spool_state(self.fill, self.last_evicted_at, now, previous)
+        if state != previous:
+            level = logging.INFO if state == OK else logging.WARNING
+            log.log(
+                level,
+                "spool state %s -> %s: %.0f%% of %d bytes in use, %d unsent events evicted",
+                previous,
+                state,
+                100 * self.fill,
+                self.max_bytes,
+                self.evicted_events,
+                extra={
+                    "fields": {
+                        "event": "spool_state",
+                        "from": previous,
+                        "to": state,
+                        "fill": round(self.fill, 4),
+                        "max_bytes": self.max_bytes,
+                        "evicted_events": self.evicted_events,
+                    }
+                },
+            )
+        return state
 
     @property
     def oldest_unsent_at(self) -> float | None:
@@ -200,7 +247,9 @@ class Spool:
         become visible to ``peek`` only once they are on disk."""
         with self._lock:
             written: list[tuple[_Segment, int, int, int]] = []  # segment, offset, length, n
-            fds: dict[int, int] = {}
+            # A call can span segments: a segment left for the next is fsynced as it is
+            # closed (``_writable``), so only the last one is left to fsync here.
+            unsynced = False
             for payload, events in batches:
                 record = encode_record(payload)
                 self._evict_for(len(record))
@@ -208,10 +257,10 @@ class Spool:
                 offset = segment.size
                 os.write(fd, record)
                 segment.size += len(record)
-                fds[fd] = fd
+                unsynced = True
                 written.append((segment, offset + HEADER.size, len(payload), events))
-            for fd in fds:
-                os.fsync(fd)
+            if unsynced and self._active is not None:
+                os.fsync(self._active[1])
             now = time.time()
             for segment, offset, length, events in written:
                 if segment not in self._segments:
@@ -219,16 +268,19 @@ class Spool:
                     # the whole spool): lost like any evicted batch, and counted.
                     self.evicted_events += events
                     self.evicted_batches += 1
+                    self.last_evicted_at = now
                     continue
                 segment.records.append((offset, length))
                 segment.counts.append(events)
                 segment.appended_at.append(now)
+            self.state(now)
 
     def _writable(self, record_bytes: int) -> tuple[_Segment, int]:
         if self._active is not None:
             segment, fd = self._active
             if segment.size + record_bytes <= self.segment_bytes or segment.size == 0:
                 return segment, fd
+            os.fsync(fd)  # what it holds is durable before the next segment takes over
             self._close_active()
         seq = (self._segments[-1].seq + 1) if self._segments else 1
         path = self.directory / f"{seq:016d}{SUFFIX}"
@@ -250,7 +302,9 @@ class Spool:
             lost = head.counts[self._cursor :] if self._cursor else head.counts
             self.evicted_events += sum(max(c, 0) for c in lost)
             self.evicted_batches += len(lost)
-            log.warning(
+            self.last_evicted_at = time.time()
+            # Per segment at debug level: the warning is the state change (``state``).
+            log.debug(
                 "spool full (%d bytes): evicted %d unsent events (segment %s)",
                 self.max_bytes,
                 sum(max(c, 0) for c in lost),
@@ -312,7 +366,34 @@ class Spool:
         with self._lock:
             self._close_active()
 
+    def held_ids(self, ids: set[str]) -> set[str]:
+        """Which of ``ids`` an event in the spool carries (a scan of every segment: for
+        start-up only)."""
+        if not ids:
+            return set()
+        with self._lock:
+            found: set[str] = set()
+            for segment in self._segments:
+                data = segment.path.read_bytes()
+                found.update(m.decode() for m in _EVENT_ID.findall(data))
+            return found & ids
+
+
+_EVENT_ID = re.compile(rb'"event_id":"([^"]+)"')
+_COUNT = re.compile(rb'"count":(\d+)')
+
+
+def spool_state(fill: float, last_evicted_at: float | None, now: float, previous: str = OK) -> str:
+    """The spool's state; leaving ``near_full`` takes 5 points below ``NEAR_FULL``, so a
+    fill hovering at the line is not logged at every append."""
+    if last_evicted_at is not None and now - last_evicted_at < EVICTING_HOLD_S:
+        return EVICTING
+    line = NEAR_FULL - 0.05 if previous != OK else NEAR_FULL
+    return NEAR_FULL_STATE if fill >= line else OK
+
 
 def _count_events(payload: bytes) -> int:
-    # Cheap and good enough for a gauge: each event carries exactly one "event_id" key.
-    return payload.count(b'"event_id"')
+    # Cheap and good enough for a gauge: each event carries exactly one "event_id" key,
+    # and a folded one a "count" of the requests it stands for.
+    extra = sum(int(n) - 1 for n in _COUNT.findall(payload))
+    return payload.count(b'"event_id"') + extra

@@ -26,6 +26,7 @@ from onprem_gateway.agent.policy_store import PolicyStore
 from onprem_gateway.agent.policy_sync import LinkStatus
 from onprem_gateway.agent.policy_trust import PolicyTrust
 from onprem_gateway.agent.reporter import Reporter
+from onprem_gateway.agent.spool import SPOOL_STATES
 from onprem_gateway.core.freshness import Enforcement, Level, freshness
 from onprem_gateway.proxy.metrics import UPSTREAM_BUCKETS
 from seg_contract.signing import RejectReason
@@ -212,6 +213,37 @@ class NodeCollector(Collector):
             "seg_gateway_spool_evicted_events",
             "spooled access events evicted (oldest first) because the spool was full",
             value=spool.evicted_events,
+        )
+        yield _gauge("seg_gateway_spool_max_bytes", "bound of the on-disk spool", spool.max_bytes)
+        state = spool.state(time.time())
+        family = GaugeMetricFamily(
+            "seg_gateway_spool_state",
+            "spool state (1 for the current one): near_full from 90%, evicting from an "
+            "eviction until 5 minutes without one",
+            labels=["state"],
+        )
+        for name in SPOOL_STATES:
+            family.add_metric([name], 1.0 if state == name else 0.0)
+        yield family
+        yield _gauge(
+            "seg_gateway_events_folding",
+            "1 while access events are folded per device, outcome and window (undeliverable)",
+            1.0 if reporter.folding else 0.0,
+        )
+        yield CounterMetricFamily(
+            "seg_gateway_events_folded",
+            "access events folded into aggregated records while they could not be delivered",
+            value=reporter.folded_events,
+        )
+        yield _gauge(
+            "seg_gateway_fold_open_records",
+            "folded records of windows still open (in memory and the fold checkpoint)",
+            reporter.open_records,
+        )
+        yield _gauge(
+            "seg_gateway_fold_open_events",
+            "access events those open folded records stand for",
+            reporter.open_events,
         )
         yield _gauge(
             "seg_gateway_events_buffered", "access events waiting in memory", len(reporter.buffer)

@@ -169,7 +169,10 @@ export class DeviceView {
       table(`Recent access events via ${cluster.cluster_id}`,
         ["Time", "Node", "Command", "Decision", "Rule", "Reason"],
         cluster.events.map((e) => h("tr", {},
-          h("td", {}, when(e.at, now)),
+          // A folded event (a node that could not deliver) stands for e.count requests.
+          h("td", {}, when(e.at, now), e.count > 1
+            ? h("div", { className: "sub" }, `${e.count} requests since ${when(e.first_at, now)}`)
+            : null),
           h("td", {}, e.node || "—"),
           h("td", {}, e.command || "—"),
           h("td", {}, badge(e.decision), e.enforced ? null : h("div", { className: "sub" }, "test mode: let through")),

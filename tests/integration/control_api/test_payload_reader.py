@@ -179,3 +179,22 @@ def test_a_batch_over_the_sqs_limit_is_split(env: AwsEnv, reader) -> None:
     assert all(len(json.dumps(b)) <= 3_000 for b in bodies)
     assert sum(len(b["batch"]["events"]) for b in bodies) == 12
     assert len(view(env).all_rows()) == 12
+
+
+def test_folded_events_count_every_request_once_even_when_resent(env: AwsEnv, reader) -> None:
+    # A node that could not deliver folded 50 allows over two minutes and 12 blocks in
+    # one minute; it resends the batch (its acknowledgement was lost).
+    folded = batch(
+        event(T0 + timedelta(seconds=100), count=50, first_at=T0 + timedelta(seconds=20)),
+        event(T0 + timedelta(seconds=110), "block", count=12, first_at=T0 + timedelta(seconds=61)),
+    )
+    for _ in range(2):
+        accept_access_events(folded, "c-a", queue(env), T0 + timedelta(minutes=5))
+        assert reader(sqs_event(env, "payload")) == {"batchItemFailures": []}
+    assert view(env).activity(["2026-11-27T02:00", "2026-11-27T02:01"]) == {
+        "2026-11-27T02:00": (25, 0),
+        "2026-11-27T02:01": (37, 12),
+    }
+    found = row(env)
+    assert found is not None and found.access_state == "block"
+    assert found.last_seen == "2026-11-27T02:01:50.000000Z"

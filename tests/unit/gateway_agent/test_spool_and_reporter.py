@@ -221,7 +221,7 @@ async def test_a_commit_is_one_fsync_however_many_batches(
     rep = Reporter(
         EventBuffer(),
         Spool(tmp_path, max_bytes=64 << 20),  # segments of 4 MiB: one holds the commit
-        None,
+        FakeSender(itertools.repeat(SendResult.DELIVERED)),  # online: no folding
         node_id="n1",
         flush_interval_s=0.01,
         retry_delays=lambda: itertools.repeat(5.0),
@@ -244,7 +244,7 @@ async def test_a_commit_is_one_fsync_however_many_batches(
 async def test_a_failed_spool_write_keeps_the_events_in_memory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    rep = reporter(tmp_path, None, [0.0])
+    rep = reporter(tmp_path, FakeSender(itertools.repeat(SendResult.DELIVERED)), [0.0])
     rep.buffer.record(event(1))
 
     def broken(batches_: list[tuple[bytes, int]]) -> None:
@@ -306,3 +306,24 @@ async def test_the_sender_waits_for_the_retry_time_after_a_failure(tmp_path: Pat
     clock[0] = 5.0
     await rep.drain()
     assert ids(sender.sent) == [f"{1:032x}"] and not rep.spool
+
+
+def test_a_commit_spanning_segments_fsyncs_each_of_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A folded window of 10,000 devices is one commit of ~4 MB: more than a segment.
+    payload = b'[{"event_id": "x"}]'
+    spool = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=len(encode_record(payload)) * 3)
+    synced: list[str] = []
+    real = os.fsync
+
+    def tracking(fd: int) -> None:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            synced.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", tracking)
+    spool.append_many([(payload, 1)] * 10)
+    segments = sorted(p.name for p in tmp_path.glob("*.seg"))
+    assert len(segments) == 4 and sorted(synced) == segments
+    assert spool.depth_events == 10
