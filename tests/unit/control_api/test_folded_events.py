@@ -12,8 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from lambdas.domain import access_history as history
+from lambdas.domain import email_view
 from lambdas.domain.timefmt import format_instant
-from lambdas.usecases import email_view, history
 from lambdas.usecases.access_events import accept_access_events
 from seg_contract import AccessEvent, AccessEventBatch
 
