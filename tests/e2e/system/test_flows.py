@@ -69,8 +69,12 @@ def test_single_device_updates_reach_both_nodes_by_push(stack: Stack) -> None:
         lambda: all(n_entry(stack, n, device) == "unenrolled" for n in range(len(stack.nodes))),
         what="the unenrollment reaches both nodes",
     )
-    assert _fetches(stack) == fetches  # every change came by push, none by a fetch
-    assert all(after > before for after, before in zip(_pushes(stack), pushes, strict=True))
+    # Every change came by push: at least the four that changed the entry reached each
+    # node, and no node needed a snapshot. (A delta may legitimately be fetched when a
+    # keepalive's pong states the new version a moment before its push is applied.)
+    assert all(after >= before + 4 for after, before in zip(_pushes(stack), pushes, strict=True))
+    snapshots = [i for i, name in enumerate(FETCHES * len(stack.nodes)) if "snapshot" in name]
+    assert [_fetches(stack)[i] for i in snapshots] == [fetches[i] for i in snapshots]
 
 
 def n_entry(stack: Stack, index: int, device: DemoDevice) -> str:
