@@ -165,7 +165,8 @@ class DynamoDbClusters:
         clusters = [
             parse_cluster(item)
             for item in paged(
-                self._client.scan,
+                self._client,
+                "scan",
                 STORE,
                 TableName=self._table,
                 ProjectionExpression=_PROJECTION,

@@ -70,7 +70,8 @@ class DynamoDbConnections:
         return [
             parse_connection(item)
             for item in paged(
-                self._client.query,
+                self._client,
+                "query",
                 STORE,
                 TableName=self._table,
                 IndexName="by_cluster",

@@ -114,7 +114,8 @@ class DynamoDbDevices:
 
     def iter_stale(self, cutoff: datetime) -> Iterator[DeviceRecord]:
         for item in paged(
-            self._client.query,
+            self._client,
+            "query",
             STORE,
             TableName=self._table,
             IndexName="by_checkin",

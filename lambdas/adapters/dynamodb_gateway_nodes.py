@@ -95,7 +95,8 @@ class DynamoDbGatewayNodes:
 
     def list_nodes(self, cluster_id: str) -> list[NodeReport]:
         items = paged(
-            self._client.query,
+            self._client,
+            "query",
             _STORE,
             TableName=self._table,
             KeyConditionExpression="cluster_id = :c",

@@ -5,7 +5,7 @@ an override back: every write is conditional on a newer ``updated_at``."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import boto3
 
@@ -13,6 +13,7 @@ from lambdas.adapters.dynamodb_support import (
     ConditionFailed,
     Item,
     get_s,
+    one_page,
     paged,
     s,
     translated,
@@ -80,17 +81,19 @@ class DynamoDbManualOverrides:
     def list_all(self) -> list[ManualOverride]:
         """Every stored override and tombstone (the console lists the effective ones)."""
         return [
-            parse_override(item) for item in paged(self._client.scan, STORE, TableName=self._table)
+            parse_override(item)
+            for item in paged(self._client, "scan", STORE, TableName=self._table)
         ]
 
     def list_page(
         self, limit: int, cursor: str | None = None
     ) -> tuple[list[ManualOverride], str | None]:
-        kwargs: dict[str, Any] = {"TableName": self._table, "Limit": max(1, min(limit, 1000))}
-        if cursor:
-            kwargs["ExclusiveStartKey"] = decode_cursor(cursor, dict)
-        with translated(STORE):
-            page = self._client.scan(**kwargs)
-        found = [parse_override(dict(item)) for item in page.get("Items", [])]
-        last = page.get("LastEvaluatedKey")
-        return found, encode_cursor(last) if last else None
+        items, last = one_page(
+            self._client,
+            "scan",
+            STORE,
+            decode_cursor(cursor, dict) if cursor else None,
+            TableName=self._table,
+            Limit=max(1, min(limit, 1000)),
+        )
+        return [parse_override(item) for item in items], encode_cursor(last) if last else None

@@ -126,7 +126,8 @@ class DynamoDbPolicyEntries:
     def list_all(self, cluster_id: str) -> tuple[list[DeviceEntry], list[UserCredential]]:
         return _split(
             paged(
-                self._client.query,
+                self._client,
+                "query",
                 STORE,
                 TableName=self._table,
                 KeyConditionExpression="cluster_id = :c",
