@@ -18,16 +18,18 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 import boto3
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from lambdas.adapters.dynamodb_support import (
     ConditionFailed,
     Item,
+    expression_values,
+    get_list,
     get_n,
     get_s,
     n,
     paged,
     s,
+    to_item,
     translated,
 )
 from lambdas.domain.compliance import CompliancePolicy
@@ -50,19 +52,17 @@ _PROJECTION = (
     "committed_version, digest, recent_digests, public_key, seeded_at, "
     "bootstrap_counter, bootstrap_at"
 )
-_SERIALIZER = TypeSerializer()
-_DESERIALIZER = TypeDeserializer()
 
 
 def watermark_values(watermark: Watermark) -> Item:
     """The watermark's attributes as DynamoDB values."""
-    return {
-        "committed_version": n(watermark.version),
-        "digest": s(to_hex(watermark.digest)),
-        "recent_digests": _SERIALIZER.serialize(
-            [{"v": v, "d": to_hex(d)} for v, d in watermark.recent]
-        ),
-    }
+    return to_item(
+        {
+            "committed_version": watermark.version,
+            "digest": to_hex(watermark.digest),
+            "recent_digests": [{"v": v, "d": to_hex(d)} for v, d in watermark.recent],
+        }
+    )
 
 
 _SET_WATERMARK = (
@@ -80,7 +80,7 @@ def parse_watermark(item: Item, settings: ClusterSettings) -> Watermark:
         # Never written (a cluster item from before committed versions): a placeholder
         # at version 0 until its bootstrap.
         return initial_watermark(settings)
-    recent = _DESERIALIZER.deserialize(item["recent_digests"]) if "recent_digests" in item else []
+    recent = get_list(item, "recent_digests")
     return Watermark(
         version=get_n(item, "committed_version"),
         digest=from_hex(get_s(item, "digest")),
@@ -125,13 +125,17 @@ class DynamoDbClusters:
         self, cluster_id: str, name: str, created_at: datetime, public_key: str = ""
     ) -> ClusterRecord:
         item: Item = {
-            "cluster_id": s(cluster_id),
-            "kind": s("cluster"),
-            "name": s(name),
-            "created_at": s(format_instant(created_at)),
-            "policy_version": n(0),
-            "settings": s(ClusterSettings().model_dump_json()),
-            "settings_version": n(0),
+            **to_item(
+                {
+                    "cluster_id": cluster_id,
+                    "kind": "cluster",
+                    "name": name,
+                    "created_at": format_instant(created_at),
+                    "policy_version": 0,
+                    "settings": ClusterSettings().model_dump_json(),
+                    "settings_version": 0,
+                }
+            ),
             **watermark_values(initial_watermark(ClusterSettings())),
         }
         if public_key:
@@ -186,7 +190,7 @@ class DynamoDbClusters:
                     Key={"cluster_id": s(cluster_id)},
                     UpdateExpression="ADD policy_version :one",
                     ConditionExpression="kind = :cluster",
-                    ExpressionAttributeValues={":one": n(1), ":cluster": s("cluster")},
+                    ExpressionAttributeValues=expression_values({":one": 1, ":cluster": "cluster"}),
                     ReturnValues="UPDATED_NEW",
                 )
         except ConditionFailed:
@@ -258,7 +262,9 @@ class DynamoDbClusters:
                     Key={"cluster_id": s(cluster_id)},
                     UpdateExpression="SET public_key = :k",
                     ConditionExpression="kind = :cluster",
-                    ExpressionAttributeValues={":k": s(public_key), ":cluster": s("cluster")},
+                    ExpressionAttributeValues=expression_values(
+                        {":k": public_key, ":cluster": "cluster"}
+                    ),
                 )
         except ConditionFailed:
             raise NotFound(f"cluster {cluster_id} not found") from None
@@ -272,10 +278,9 @@ class DynamoDbClusters:
                     Key={"cluster_id": s(cluster_id)},
                     UpdateExpression="SET seeded_at = if_not_exists(seeded_at, :at)",
                     ConditionExpression="kind = :cluster",
-                    ExpressionAttributeValues={
-                        ":at": s(format_instant(at)),
-                        ":cluster": s("cluster"),
-                    },
+                    ExpressionAttributeValues=expression_values(
+                        {":at": format_instant(at), ":cluster": "cluster"}
+                    ),
                 )
         except ConditionFailed:
             raise NotFound(f"cluster {cluster_id} not found") from None
@@ -292,10 +297,12 @@ class DynamoDbClusters:
         with translated(STORE):
             self._client.put_item(
                 TableName=self._table,
-                Item={
-                    "cluster_id": s(TENANT_ID),
-                    "kind": s("tenant"),
-                    "compliance_policy": s(policy.model_dump_json()),
-                    "updated_at": s(format_instant(updated_at)),
-                },
+                Item=to_item(
+                    {
+                        "cluster_id": TENANT_ID,
+                        "kind": "tenant",
+                        "compliance_policy": policy.model_dump_json(),
+                        "updated_at": format_instant(updated_at),
+                    }
+                ),
             )

@@ -9,7 +9,11 @@ from typing import Any
 
 from lambdas.domain.compliance import ComplianceState, DeviceRecord, EnrollmentState
 from lambdas.domain.mdm_events import EnrollmentEvent
-from seg_contract import entry_key
+from lambdas.domain.policy_bootstrap import BootstrapMark
+from lambdas.domain.policy_log import Watermark, initial_watermark
+from lambdas.domain.records import ClusterRecord
+from seg_contract import ClusterSettings, entry_key
+from seg_contract.digest import to_hex
 
 from .conftest import T0, World
 
@@ -126,4 +130,97 @@ def test_an_enrollment_stores_the_attribute_values_the_old_code_stored(world: Wo
         "kind": {"S": "email_link"},
         "email_device_key": {"S": entry_key("bob", "dev-x")},
         "owner": {"S": "mdm-new"},
+    }
+
+
+# --- clusters -----------------------------------------------------------------------------
+
+SETTINGS = ClusterSettings().model_dump_json()
+D1, D2 = "0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210"
+
+
+def test_a_cluster_item_stored_by_the_old_code_reads_back_the_same(world: World) -> None:
+    _put(
+        world,
+        "clusters",
+        {
+            "cluster_id": {"S": "c-old"},
+            "kind": {"S": "cluster"},
+            "name": {"S": "hq"},
+            "created_at": {"S": AT},
+            "policy_version": {"N": "7"},
+            "settings": {"S": SETTINGS},
+            "settings_version": {"N": "3"},
+            "committed_version": {"N": "6"},
+            "digest": {"S": D2},
+            "recent_digests": {
+                "L": [
+                    {"M": {"v": {"N": "5"}, "d": {"S": D1}}},
+                    {"M": {"v": {"N": "6"}, "d": {"S": D2}}},
+                ]
+            },
+            "public_key": {"S": "pk"},
+            "seeded_at": {"S": AT},
+            "credentials": {"M": {}},
+        },
+    )
+    # An item from before committed versions, its bootstrap begun.
+    _put(
+        world,
+        "clusters",
+        {
+            "cluster_id": {"S": "c-legacy"},
+            "kind": {"S": "cluster"},
+            "name": {"S": "branch"},
+            "created_at": {"S": AT},
+            "policy_version": {"N": "4"},
+            "settings": {"S": SETTINGS},
+            "settings_version": {"N": "0"},
+            "bootstrap_counter": {"N": "4"},
+            "bootstrap_at": {"S": AT},
+        },
+    )
+    old = ClusterRecord(
+        cluster_id="c-old",
+        name="hq",
+        created_at=T0,
+        policy_version=7,
+        settings=ClusterSettings(),
+        settings_version=3,
+        watermark=Watermark(6, int(D2, 16), ((5, int(D1, 16)), (6, int(D2, 16)))),
+        public_key="pk",
+        seeded_at=T0,
+    )
+    legacy = ClusterRecord(
+        cluster_id="c-legacy",
+        name="branch",
+        created_at=T0,
+        policy_version=4,
+        settings=ClusterSettings(),
+        settings_version=0,
+        watermark=initial_watermark(ClusterSettings()),
+        legacy=True,
+        bootstrap=BootstrapMark(counter=4, at=T0),
+    )
+    assert world.clusters.get_cluster("c-old") == old
+    assert world.clusters.get_cluster("c-legacy") == legacy
+    assert world.clusters.list_clusters() == [legacy, old]
+    assert world.clusters.next_version("c-old") == 8
+
+
+def test_a_new_cluster_stores_the_attribute_values_the_old_code_stored(world: World) -> None:
+    world.clusters.create_cluster("c-new", "hq", T0, public_key="pk")
+    start = initial_watermark(ClusterSettings())
+    assert _stored(world, "clusters", {"cluster_id": {"S": "c-new"}}) == {
+        "cluster_id": {"S": "c-new"},
+        "kind": {"S": "cluster"},
+        "name": {"S": "hq"},
+        "created_at": {"S": AT},
+        "policy_version": {"N": "0"},
+        "settings": {"S": SETTINGS},
+        "settings_version": {"N": "0"},
+        "committed_version": {"N": "0"},
+        "digest": {"S": to_hex(start.digest)},
+        "recent_digests": {"L": [{"M": {"v": {"N": "0"}, "d": {"S": to_hex(start.digest)}}}]},
+        "public_key": {"S": "pk"},
     }
