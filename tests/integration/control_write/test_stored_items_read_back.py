@@ -10,7 +10,15 @@ from typing import Any
 from lambdas.domain.compliance import ComplianceState, DeviceRecord, EnrollmentState
 from lambdas.domain.mdm_events import EnrollmentEvent
 from lambdas.domain.policy_bootstrap import BootstrapMark
-from lambdas.domain.policy_log import Watermark, initial_watermark
+from lambdas.domain.policy_log import (
+    LOG_RETENTION,
+    Change,
+    ChangeKind,
+    LogRecord,
+    LogState,
+    Watermark,
+    initial_watermark,
+)
 from lambdas.domain.records import ClusterRecord
 from seg_contract import ClusterSettings, entry_key
 from seg_contract.digest import to_hex
@@ -223,4 +231,85 @@ def test_a_new_cluster_stores_the_attribute_values_the_old_code_stored(world: Wo
         "digest": {"S": to_hex(start.digest)},
         "recent_digests": {"L": [{"M": {"v": {"N": "0"}, "d": {"S": to_hex(start.digest)}}}]},
         "public_key": {"S": "pk"},
+    }
+
+
+# --- the policy log -----------------------------------------------------------------------
+
+EXPIRES = str(int((T0 + LOG_RETENTION).timestamp()))
+
+
+def test_log_records_stored_by_the_old_code_read_back_the_same(world: World) -> None:
+    _put(
+        world,
+        "policy_log",
+        {
+            "cluster_id": {"S": "c-1"},
+            "version": {"N": "1"},
+            "state": {"S": "committed"},
+            "changes": {
+                "L": [
+                    {
+                        "M": {
+                            "kind": {"S": "device"},
+                            "key": {"S": "k-1"},
+                            "old": {"NULL": True},
+                            "new": {"S": D1},
+                        }
+                    },
+                    {
+                        "M": {
+                            "kind": {"S": "settings"},
+                            "key": {"S": "settings"},
+                            "old": {"S": D1},
+                            "new": {"S": D2},
+                        }
+                    },
+                ]
+            },
+            "settled_at": {"S": AT},
+            "expires_at": {"N": EXPIRES},
+        },
+    )
+    _put(
+        world,
+        "policy_log",
+        {
+            "cluster_id": {"S": "c-1"},
+            "version": {"N": "2"},
+            "state": {"S": "pending"},
+            "first_seen": {"S": AT},
+            "expires_at": {"N": EXPIRES},
+        },
+    )
+    assert list(world.log.read("c-1", 0, 5)) == [
+        LogRecord(
+            version=1,
+            state=LogState.COMMITTED,
+            changes=(
+                Change(ChangeKind.DEVICE, "k-1", None, int(D1, 16)),
+                Change(ChangeKind.SETTINGS, "settings", int(D1, 16), int(D2, 16)),
+            ),
+        ),
+        LogRecord(version=2, state=LogState.PENDING, first_seen=T0),
+    ]
+
+
+def test_log_writes_store_the_attribute_values_the_old_code_stored(world: World) -> None:
+    assert world.log.mark_pending("c-1", 3, T0)
+    assert not world.log.mark_pending("c-1", 3, T0)
+    key = {"cluster_id": {"S": "c-1"}, "version": {"N": "3"}}
+    assert _stored(world, "policy_log", key) == {
+        **key,
+        "state": {"S": "pending"},
+        "first_seen": {"S": AT},
+        "expires_at": {"N": EXPIRES},
+    }
+    assert world.log.abandon("c-1", 3, T0, fence=True)
+    assert _stored(world, "policy_log", key) == {
+        **key,
+        "state": {"S": "abandoned"},
+        "first_seen": {"S": AT},
+        "settled_at": {"S": AT},
+        "expires_at": {"N": EXPIRES},
     }
