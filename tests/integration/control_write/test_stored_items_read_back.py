@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from lambdas.domain.compliance import ComplianceState, DeviceRecord, EnrollmentState
+from lambdas.domain.credentials import StoredCredential
 from lambdas.domain.mdm_events import EnrollmentEvent
 from lambdas.domain.policy_bootstrap import BootstrapMark
 from lambdas.domain.policy_log import (
@@ -312,4 +313,41 @@ def test_log_writes_store_the_attribute_values_the_old_code_stored(world: World)
         "first_seen": {"S": AT},
         "settled_at": {"S": AT},
         "expires_at": {"N": EXPIRES},
+    }
+
+
+# --- gateway credentials (on the cluster item) ----------------------------------------------
+
+
+def test_credentials_stored_by_the_old_code_read_back_the_same(world: World) -> None:
+    created, revoked = T0.isoformat(), (T0 + timedelta(hours=1)).isoformat()
+    _put(
+        world,
+        "clusters",
+        {
+            "cluster_id": {"S": "c-cred"},
+            "kind": {"S": "cluster"},
+            "credentials": {
+                "M": {
+                    "k-1": {"M": {"sha256": {"S": "aa"}, "created_at": {"S": created}}},
+                    "k-2": {
+                        "M": {
+                            "sha256": {"S": "bb"},
+                            "created_at": {"S": revoked},
+                            "revoked_at": {"S": revoked},
+                        }
+                    },
+                }
+            },
+        },
+    )
+    active = StoredCredential("c-cred", "k-1", "aa", T0)
+    gone = StoredCredential("c-cred", "k-2", "bb", T0 + timedelta(hours=1), T0 + timedelta(hours=1))
+    assert world.credentials.get_credential("c-cred", "k-1") == active
+    assert world.credentials.get_credential("c-cred", "k-3") is None
+    assert list(world.credentials.list_credentials("c-cred")) == [active, gone]
+    world.credentials.add_credential(StoredCredential("c-cred", "k-3", "cc", T0))
+    stored = _stored(world, "clusters", {"cluster_id": {"S": "c-cred"}})
+    assert stored["credentials"]["M"]["k-3"] == {
+        "M": {"sha256": {"S": "cc"}, "created_at": {"S": created}}
     }
