@@ -7,8 +7,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from lambdas.adapters.dynamodb_gateway_nodes import DynamoDbGatewayNodes
 from lambdas.domain.compliance import ComplianceState, DeviceRecord, EnrollmentState
 from lambdas.domain.credentials import StoredCredential
+from lambdas.domain.gateway_nodes import NodeReport
 from lambdas.domain.mdm_events import EnrollmentEvent
 from lambdas.domain.policy_bootstrap import BootstrapMark
 from lambdas.domain.policy_log import (
@@ -351,3 +353,48 @@ def test_credentials_stored_by_the_old_code_read_back_the_same(world: World) -> 
     assert stored["credentials"]["M"]["k-3"] == {
         "M": {"sha256": {"S": "cc"}, "created_at": {"S": created}}
     }
+
+
+# --- gateway nodes ----------------------------------------------------------------------------
+
+
+def test_a_node_item_stored_by_the_old_code_reads_back_the_same(world: World) -> None:
+    nodes = DynamoDbGatewayNodes(world.aws.settings.table("gateway_nodes"), world.aws.dynamodb)
+    _put(
+        world,
+        "gateway_nodes",
+        {
+            "cluster_id": {"S": "c-1"},
+            "node_id": {"S": "n-1"},
+            "last_seen": {"S": AT},
+            "gateway_version": {"S": "1.2"},
+            "reported_at": {"S": AT},
+            "digest_check": {"S": "in_sync"},
+            "policy_rejections": {"N": "2"},
+            "last_rejection": {"S": "bad_signature"},
+            "last_rejection_at": {"S": AT},
+            "policy_version": {"N": "9"},
+            "policy_age_s": {"N": "12.5"},
+            "spool_depth": {"N": "0"},
+            "digest_mismatches": {"N": "1"},
+        },
+    )
+    _put(world, "gateway_nodes", {"cluster_id": {"S": "c-1"}, "node_id": {"S": "n-2"}})
+    assert nodes.list_nodes("c-1") == [
+        NodeReport(
+            cluster_id="c-1",
+            node_id="n-1",
+            last_seen=AT,
+            policy_version=9,
+            policy_age_s=12.5,
+            spool_depth=0,
+            gateway_version="1.2",
+            reported_at=AT,
+            digest_check="in_sync",
+            digest_mismatches=1,
+            policy_rejections=2,
+            last_rejection="bad_signature",
+            last_rejection_at=AT,
+        ),
+        NodeReport(cluster_id="c-1", node_id="n-2", last_seen=""),
+    ]
