@@ -7,9 +7,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from lambdas.adapters.dynamodb_email_devices import DynamoDbEmailDevices
 from lambdas.adapters.dynamodb_gateway_nodes import DynamoDbGatewayNodes
 from lambdas.domain.compliance import ComplianceState, DeviceRecord, EnrollmentState
 from lambdas.domain.credentials import StoredCredential
+from lambdas.domain.email_view import AccessObservation
 from lambdas.domain.gateway_nodes import NodeReport
 from lambdas.domain.mdm_events import EnrollmentEvent
 from lambdas.domain.policy_bootstrap import BootstrapMark
@@ -398,3 +400,39 @@ def test_a_node_item_stored_by_the_old_code_reads_back_the_same(world: World) ->
         ),
         NodeReport(cluster_id="c-1", node_id="n-2", last_seen=""),
     ]
+
+
+# --- the email-device view --------------------------------------------------------------------
+
+
+def test_an_email_device_row_stored_by_the_old_code_reads_back_the_same(world: World) -> None:
+    view = DynamoDbEmailDevices(world.aws.settings.table("email_devices"), world.aws.dynamodb)
+    strings = {
+        "user": "carol",
+        "device_id": "dev-1",
+        "device_type": "iPhone",
+        "user_agent": "Apple-iPhone",
+        "last_seen": AT,
+        "event_id": "ev-1",
+        "last_command": "Sync",
+        "access_state": "allowed",
+        "reason": "",
+        "rule": "",
+        "protocol_version": "16.1",
+        "last_node": "n-1",
+        "cluster_id": "",
+    }
+    # A row from before rows were keyed by cluster and carried ``enforced``.
+    key = entry_key("carol", "dev-1")
+    _put(
+        world,
+        "email_devices",
+        {
+            "email_device_key": {"S": key},
+            "view": {"S": "all"},
+            **{name: {"S": value} for name, value in strings.items()},
+        },
+    )
+    row = AccessObservation(email_device_key=key, enforced=True, **strings)
+    assert view.get_many([key]) == {key: row}
+    assert view.all_rows() == [row]
