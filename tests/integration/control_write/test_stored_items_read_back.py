@@ -7,8 +7,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from lambdas.adapters.dynamodb_access_history import DynamoDbAccessHistory
 from lambdas.adapters.dynamodb_email_devices import DynamoDbEmailDevices
 from lambdas.adapters.dynamodb_gateway_nodes import DynamoDbGatewayNodes
+from lambdas.domain.access_history import HistoryEvent
 from lambdas.domain.compliance import ComplianceState, DeviceRecord, EnrollmentState
 from lambdas.domain.credentials import StoredCredential
 from lambdas.domain.email_view import AccessObservation
@@ -436,3 +438,30 @@ def test_an_email_device_row_stored_by_the_old_code_reads_back_the_same(world: W
     row = AccessObservation(email_device_key=key, enforced=True, **strings)
     assert view.get_many([key]) == {key: row}
     assert view.all_rows() == [row]
+
+
+# --- access history -----------------------------------------------------------------------------
+
+
+def test_access_history_stored_by_the_old_code_reads_back_and_merges(world: World) -> None:
+    history = DynamoDbAccessHistory(world.aws.settings.table("access_history"), world.aws.dynamodb)
+    old = HistoryEvent(AT, "ev-1", "n-1", "Sync", "allow", "", "", True, 200)
+    _put(
+        world,
+        "access_history",
+        {
+            "observation_key": {"S": "k-1"},
+            "events": {"S": '[["' + AT + '","ev-1","n-1","Sync","allow","","",true,200]]'},
+            "version": {"N": "1"},
+            "expires_at": {"N": "1"},
+        },
+    )
+    assert history.get_many(["k-1", "k-2"]) == {"k-1": [old]}
+    new = HistoryEvent(
+        "2026-11-27T10:00:00.000000Z", "ev-2", "n-1", "Ping", "block", "r", "x", True, 403
+    )
+    history.add("k-1", [new], T0)
+    assert history.get_many(["k-1"]) == {"k-1": [new, old]}
+    assert _stored(world, "access_history", {"observation_key": {"S": "k-1"}})["version"] == {
+        "N": "2"
+    }
