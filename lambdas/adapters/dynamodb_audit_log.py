@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 
-from lambdas.adapters.dynamodb_support import ConditionFailed, Item, get_s, n, s, translated
+from lambdas.adapters.dynamodb_support import (
+    ConditionFailed,
+    Item,
+    get_s,
+    s,
+    to_item,
+    translated,
+)
 from lambdas.domain.audit import AuditEvent
 from lambdas.domain.timefmt import parse_instant
 
@@ -52,17 +59,19 @@ class DynamoDbAuditLog:
         self._retention = timedelta(days=retention_days)
 
     def append(self, event: AuditEvent) -> None:
-        item: Item = {
-            "month": s(event.month),
-            "seq": s(event.seq),
-            "at": s(event.at),
-            "actor": s(event.actor),
-            "role": s(event.role),
-            "action": s(event.action),
-            "target": s(event.target),
-            "reason": s(event.reason),
-            "expires_at": n(int((parse_instant(event.at) + self._retention).timestamp())),
-        }
+        item: Item = to_item(
+            {
+                "month": event.month,
+                "seq": event.seq,
+                "at": event.at,
+                "actor": event.actor,
+                "role": event.role,
+                "action": event.action,
+                "target": event.target,
+                "reason": event.reason,
+                "expires_at": int((parse_instant(event.at) + self._retention).timestamp()),
+            }
+        )
         for name in ("before", "after"):
             value = getattr(event, name)
             if value is not None:

@@ -16,6 +16,7 @@ from lambdas.adapters.dynamodb_support import (
     one_page,
     paged,
     s,
+    to_item,
     translated,
 )
 from lambdas.domain.access import ManualOverride, OverrideAction
@@ -61,15 +62,17 @@ class DynamoDbManualOverrides:
             with translated(STORE):
                 self._client.put_item(
                     TableName=self._table,
-                    Item={
-                        "email_device_key": s(override.key),
-                        "user": s(override.user),
-                        "device_id": s(override.device_id),
-                        "action": s(override.action.value),
-                        "reason": s(override.reason),
-                        "actor": s(override.actor),
-                        "updated_at": s(at),
-                    },
+                    Item=to_item(
+                        {
+                            "email_device_key": override.key,
+                            "user": override.user,
+                            "device_id": override.device_id,
+                            "action": override.action.value,
+                            "reason": override.reason,
+                            "actor": override.actor,
+                            "updated_at": at,
+                        }
+                    ),
                     ConditionExpression="attribute_not_exists(email_device_key) "
                     "OR updated_at <= :at",
                     ExpressionAttributeValues={":at": s(at)},
