@@ -14,7 +14,9 @@ import boto3
 from lambdas.adapters.dynamodb_support import (
     ConditionFailed,
     Item,
+    expression_values,
     get_s,
+    one_page,
     s,
     to_item,
     translated,
@@ -90,18 +92,18 @@ class DynamoDbAuditLog:
     def read_month(
         self, month: str, *, before_seq: str | None, limit: int
     ) -> tuple[list[AuditEvent], bool]:
-        kwargs: dict[str, Any] = {
-            "TableName": self._table,
-            "KeyConditionExpression": "#m = :m",
-            "ExpressionAttributeNames": {"#m": "month"},
-            "ExpressionAttributeValues": {":m": s(month)},
-            "ScanIndexForward": False,
-            "Limit": limit,
-        }
+        condition, values = "#m = :m", {":m": month}
         if before_seq is not None:
-            kwargs["KeyConditionExpression"] += " AND seq < :before"
-            kwargs["ExpressionAttributeValues"][":before"] = s(before_seq)
-        with translated(STORE):
-            page = self._client.query(**kwargs)
-        events = [parse_event(dict(item)) for item in page.get("Items", [])]
-        return events, "LastEvaluatedKey" in page
+            condition, values[":before"] = f"{condition} AND seq < :before", before_seq
+        items, last = one_page(
+            self._client,
+            "query",
+            STORE,
+            TableName=self._table,
+            KeyConditionExpression=condition,
+            ExpressionAttributeNames={"#m": "month"},
+            ExpressionAttributeValues=expression_values(values),
+            ScanIndexForward=False,
+            Limit=limit,
+        )
+        return [parse_event(item) for item in items], last is not None

@@ -8,9 +8,11 @@ from datetime import timedelta
 from typing import Any
 
 from lambdas.adapters.dynamodb_access_history import DynamoDbAccessHistory
+from lambdas.adapters.dynamodb_audit_log import DynamoDbAuditLog
 from lambdas.adapters.dynamodb_email_devices import DynamoDbEmailDevices
 from lambdas.adapters.dynamodb_gateway_nodes import DynamoDbGatewayNodes
 from lambdas.domain.access_history import HistoryEvent
+from lambdas.domain.audit import AuditEvent
 from lambdas.domain.compliance import ComplianceState, DeviceRecord, EnrollmentState
 from lambdas.domain.credentials import StoredCredential
 from lambdas.domain.email_view import AccessObservation
@@ -465,3 +467,36 @@ def test_access_history_stored_by_the_old_code_reads_back_and_merges(world: Worl
     assert _stored(world, "access_history", {"observation_key": {"S": "k-1"}})["version"] == {
         "N": "2"
     }
+
+
+# --- the audit log --------------------------------------------------------------------------------
+
+
+def test_audit_records_stored_by_the_old_code_read_back_page_by_page(world: World) -> None:
+    log = DynamoDbAuditLog(world.aws.settings.table("audit_log"), world.aws.dynamodb)
+    events = []
+    for i in range(3):
+        seq = f"{AT}#{i:04d}"
+        _put(
+            world,
+            "audit_log",
+            {
+                "month": {"S": AT[:7]},
+                "seq": {"S": seq},
+                "at": {"S": AT},
+                "actor": {"S": "admin"},
+                "role": {"S": "admin"},
+                "action": {"S": "device.block"},
+                "target": {"S": f"t-{i}"},
+                "reason": {"S": ""},
+                "expires_at": {"N": "1"},
+                "after": {"S": '{"override": "block"}'},
+            },
+        )
+        events.append(
+            AuditEvent(
+                seq, AT, "admin", "admin", "device.block", f"t-{i}", None, {"override": "block"}, ""
+            )
+        )
+    assert log.read_month(AT[:7], before_seq=None, limit=2) == ([events[2], events[1]], True)
+    assert log.read_month(AT[:7], before_seq=events[1].seq, limit=2) == ([events[0]], False)
