@@ -15,7 +15,7 @@ which this adapter never reads. The tenant-wide compliance policy lives in one m
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import boto3
 
@@ -26,9 +26,7 @@ from lambdas.adapters.dynamodb_support import (
     get_list,
     get_n,
     get_s,
-    n,
     paged,
-    s,
     to_item,
     translated,
 )
@@ -68,6 +66,10 @@ def watermark_values(watermark: Watermark) -> Item:
 _SET_WATERMARK = (
     "SET committed_version = :committed_version, digest = :digest, recent_digests = :recent_digests"
 )
+
+
+def _key(cluster_id: str) -> Item:
+    return to_item({"cluster_id": cluster_id})
 
 
 def _values(attributes: Item) -> Item:
@@ -139,7 +141,7 @@ class DynamoDbClusters:
             **watermark_values(initial_watermark(ClusterSettings())),
         }
         if public_key:
-            item["public_key"] = s(public_key)
+            item.update(to_item({"public_key": public_key}))
         try:
             with translated(STORE):
                 self._client.put_item(
@@ -155,7 +157,7 @@ class DynamoDbClusters:
         with translated(STORE):
             response = self._client.get_item(
                 TableName=self._table,
-                Key={"cluster_id": s(cluster_id)},
+                Key=_key(cluster_id),
                 ConsistentRead=True,
                 ProjectionExpression=_PROJECTION,
                 ExpressionAttributeNames={"#name": "name"},
@@ -176,26 +178,36 @@ class DynamoDbClusters:
                 ProjectionExpression=_PROJECTION,
                 FilterExpression="kind = :cluster",
                 ExpressionAttributeNames={"#name": "name"},
-                ExpressionAttributeValues={":cluster": s("cluster")},
+                ExpressionAttributeValues=expression_values({":cluster": "cluster"}),
                 ConsistentRead=True,
             )
         ]
         return sorted(clusters, key=lambda c: c.cluster_id)
 
-    def next_version(self, cluster_id: str) -> int:
+    def _update_cluster(
+        self, cluster_id: str, update: str, values: dict[str, Any], **extra: Any
+    ) -> Item:
+        """An update of an existing cluster item (``NotFound``: there is none); the
+        attributes it returns (``ReturnValues`` in ``extra``)."""
         try:
             with translated(STORE):
                 response = self._client.update_item(
                     TableName=self._table,
-                    Key={"cluster_id": s(cluster_id)},
-                    UpdateExpression="ADD policy_version :one",
+                    Key=_key(cluster_id),
+                    UpdateExpression=update,
                     ConditionExpression="kind = :cluster",
-                    ExpressionAttributeValues=expression_values({":one": 1, ":cluster": "cluster"}),
-                    ReturnValues="UPDATED_NEW",
+                    ExpressionAttributeValues=expression_values({**values, ":cluster": "cluster"}),
+                    **extra,
                 )
         except ConditionFailed:
             raise NotFound(f"cluster {cluster_id} not found") from None
-        return get_n(dict(response["Attributes"]), "policy_version")
+        return dict(response.get("Attributes", {}))
+
+    def next_version(self, cluster_id: str) -> int:
+        attributes = self._update_cluster(
+            cluster_id, "ADD policy_version :one", {":one": 1}, ReturnValues="UPDATED_NEW"
+        )
+        return get_n(attributes, "policy_version")
 
     def _update_if(
         self, cluster_id: str, update: str, condition: str, values: Item
@@ -206,10 +218,13 @@ class DynamoDbClusters:
             with translated(STORE):
                 response = self._client.update_item(
                     TableName=self._table,
-                    Key={"cluster_id": s(cluster_id)},
+                    Key=_key(cluster_id),
                     UpdateExpression=update,
                     ConditionExpression=f"kind = :cluster AND {condition}",
-                    ExpressionAttributeValues={**values, ":cluster": s("cluster")},
+                    ExpressionAttributeValues={
+                        **values,
+                        **expression_values({":cluster": "cluster"}),
+                    },
                     ReturnValues="ALL_NEW",
                 )
         except ConditionFailed:
@@ -225,7 +240,7 @@ class DynamoDbClusters:
             cluster_id,
             _SET_WATERMARK,
             "committed_version = :expected",
-            {**_values(watermark_values(watermark)), ":expected": n(expected)},
+            {**_values(watermark_values(watermark)), **expression_values({":expected": expected})},
         )
 
     def mark_bootstrap(
@@ -233,15 +248,15 @@ class DynamoDbClusters:
     ) -> ClusterRecord | None:
         # The counter is copied in the same write, so every version up to the mark's
         # counter was handed out before the mark was stored.
-        values: Item = {":at": s(format_instant(at)), ":zero": n(0)}
+        values: dict[str, Any] = {":at": format_instant(at), ":zero": 0}
         unmarked = "attribute_not_exists(bootstrap_counter)"
         if replacing is not None:
-            unmarked, values[":replacing"] = "bootstrap_counter = :replacing", n(replacing)
+            unmarked, values[":replacing"] = "bootstrap_counter = :replacing", replacing
         return self._update_if(
             cluster_id,
             "SET bootstrap_counter = if_not_exists(policy_version, :zero), bootstrap_at = :at",
             f"attribute_not_exists(committed_version) AND {unmarked}",
-            values,
+            expression_values(values),
         )
 
     def bootstrap_watermark(
@@ -251,44 +266,24 @@ class DynamoDbClusters:
             cluster_id,
             f"{_SET_WATERMARK} REMOVE bootstrap_counter, bootstrap_at",
             "attribute_not_exists(committed_version) AND bootstrap_counter = :marked",
-            {**_values(watermark_values(watermark)), ":marked": n(marked)},
+            {**_values(watermark_values(watermark)), **expression_values({":marked": marked})},
         )
 
     def set_public_key(self, cluster_id: str, public_key: str) -> None:
-        try:
-            with translated(STORE):
-                self._client.update_item(
-                    TableName=self._table,
-                    Key={"cluster_id": s(cluster_id)},
-                    UpdateExpression="SET public_key = :k",
-                    ConditionExpression="kind = :cluster",
-                    ExpressionAttributeValues=expression_values(
-                        {":k": public_key, ":cluster": "cluster"}
-                    ),
-                )
-        except ConditionFailed:
-            raise NotFound(f"cluster {cluster_id} not found") from None
+        self._update_cluster(cluster_id, "SET public_key = :k", {":k": public_key})
 
     def mark_seeded(self, cluster_id: str, at: datetime) -> None:
         """Record that the cluster's seeding was queued (idempotent: first one stays)."""
-        try:
-            with translated(STORE):
-                self._client.update_item(
-                    TableName=self._table,
-                    Key={"cluster_id": s(cluster_id)},
-                    UpdateExpression="SET seeded_at = if_not_exists(seeded_at, :at)",
-                    ConditionExpression="kind = :cluster",
-                    ExpressionAttributeValues=expression_values(
-                        {":at": format_instant(at), ":cluster": "cluster"}
-                    ),
-                )
-        except ConditionFailed:
-            raise NotFound(f"cluster {cluster_id} not found") from None
+        self._update_cluster(
+            cluster_id,
+            "SET seeded_at = if_not_exists(seeded_at, :at)",
+            {":at": format_instant(at)},
+        )
 
     def get_compliance_policy(self) -> CompliancePolicy:
         with translated(STORE):
             response = self._client.get_item(
-                TableName=self._table, Key={"cluster_id": s(TENANT_ID)}, ConsistentRead=True
+                TableName=self._table, Key=_key(TENANT_ID), ConsistentRead=True
             )
         raw = get_s(dict(response.get("Item", {})), "compliance_policy")
         return CompliancePolicy.model_validate_json(raw) if raw else CompliancePolicy()
