@@ -14,7 +14,16 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 
-from lambdas.adapters.dynamodb_support import ConditionFailed, get_n, get_s, n, s, translated
+from lambdas.adapters.dynamodb_support import (
+    ConditionFailed,
+    batch_get,
+    get_n,
+    get_s,
+    n,
+    s,
+    to_item,
+    translated,
+)
 from lambdas.domain.access_history import RETENTION, HistoryEvent, merge
 from lambdas.domain.errors import StorageError
 from lambdas.domain.timefmt import parse_instant
@@ -54,12 +63,14 @@ class DynamoDbAccessHistory:
             newest = parse_instant(merged[0].at)
             put: dict[str, Any] = {
                 "TableName": self._table,
-                "Item": {
-                    **key,
-                    "events": s(json.dumps([e.as_row() for e in merged], separators=(",", ":"))),
-                    "version": n(version + 1),
-                    "expires_at": n(int((newest + RETENTION).timestamp())),
-                },
+                "Item": to_item(
+                    {
+                        "observation_key": observation_key,
+                        "events": json.dumps([e.as_row() for e in merged], separators=(",", ":")),
+                        "version": version + 1,
+                        "expires_at": int((newest + RETENTION).timestamp()),
+                    }
+                ),
             }
             if item:
                 put["ConditionExpression"] = "version = :v"
@@ -76,17 +87,11 @@ class DynamoDbAccessHistory:
 
     def get_many(self, observation_keys: Sequence[str]) -> dict[str, list[HistoryEvent]]:
         keys = list(dict.fromkeys(observation_keys))
-        found: dict[str, list[HistoryEvent]] = {}
-        with translated(STORE):
-            for start in range(0, len(keys), 100):
-                request: dict[str, Any] = {
-                    self._table: {
-                        "Keys": [{"observation_key": s(k)} for k in keys[start : start + 100]]
-                    }
-                }
-                while request:
-                    response = self._client.batch_get_item(RequestItems=request)
-                    for item in response.get("Responses", {}).get(self._table, []):
-                        found[get_s(dict(item), "observation_key")] = _events(dict(item))
-                    request = dict(response.get("UnprocessedKeys") or {})
-        return found
+        items = batch_get(
+            self._client,
+            self._table,
+            [to_item({"observation_key": k}) for k in keys],
+            STORE,
+            consistent=False,
+        )
+        return {get_s(item, "observation_key"): _events(item) for item in items}

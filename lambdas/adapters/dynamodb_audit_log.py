@@ -11,7 +11,16 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 
-from lambdas.adapters.dynamodb_support import ConditionFailed, Item, get_s, n, s, translated
+from lambdas.adapters.dynamodb_support import (
+    ConditionFailed,
+    Item,
+    expression_values,
+    get_s,
+    one_page,
+    s,
+    to_item,
+    translated,
+)
 from lambdas.domain.audit import AuditEvent
 from lambdas.domain.timefmt import parse_instant
 
@@ -52,17 +61,19 @@ class DynamoDbAuditLog:
         self._retention = timedelta(days=retention_days)
 
     def append(self, event: AuditEvent) -> None:
-        item: Item = {
-            "month": s(event.month),
-            "seq": s(event.seq),
-            "at": s(event.at),
-            "actor": s(event.actor),
-            "role": s(event.role),
-            "action": s(event.action),
-            "target": s(event.target),
-            "reason": s(event.reason),
-            "expires_at": n(int((parse_instant(event.at) + self._retention).timestamp())),
-        }
+        item: Item = to_item(
+            {
+                "month": event.month,
+                "seq": event.seq,
+                "at": event.at,
+                "actor": event.actor,
+                "role": event.role,
+                "action": event.action,
+                "target": event.target,
+                "reason": event.reason,
+                "expires_at": int((parse_instant(event.at) + self._retention).timestamp()),
+            }
+        )
         for name in ("before", "after"):
             value = getattr(event, name)
             if value is not None:
@@ -81,18 +92,18 @@ class DynamoDbAuditLog:
     def read_month(
         self, month: str, *, before_seq: str | None, limit: int
     ) -> tuple[list[AuditEvent], bool]:
-        kwargs: dict[str, Any] = {
-            "TableName": self._table,
-            "KeyConditionExpression": "#m = :m",
-            "ExpressionAttributeNames": {"#m": "month"},
-            "ExpressionAttributeValues": {":m": s(month)},
-            "ScanIndexForward": False,
-            "Limit": limit,
-        }
+        condition, values = "#m = :m", {":m": month}
         if before_seq is not None:
-            kwargs["KeyConditionExpression"] += " AND seq < :before"
-            kwargs["ExpressionAttributeValues"][":before"] = s(before_seq)
-        with translated(STORE):
-            page = self._client.query(**kwargs)
-        events = [parse_event(dict(item)) for item in page.get("Items", [])]
-        return events, "LastEvaluatedKey" in page
+            condition, values[":before"] = f"{condition} AND seq < :before", before_seq
+        items, last = one_page(
+            self._client,
+            "query",
+            STORE,
+            TableName=self._table,
+            KeyConditionExpression=condition,
+            ExpressionAttributeNames={"#m": "month"},
+            ExpressionAttributeValues=expression_values(values),
+            ScanIndexForward=False,
+            Limit=limit,
+        )
+        return [parse_event(item) for item in items], last is not None

@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 
-from lambdas.adapters.dynamodb_support import ConditionFailed, translated
+from lambdas.adapters.dynamodb_support import (
+    ConditionFailed,
+    Item,
+    expression_values,
+    get_map,
+    to_item,
+    translated,
+)
 from lambdas.domain.credentials import StoredCredential
 from lambdas.domain.errors import NotFound
 
@@ -39,14 +46,13 @@ def _on_cluster(cluster_id: str) -> Iterator[None]:
         raise NotFound(f"cluster {cluster_id} not found") from exc
 
 
-def _parse(cluster_id: str, key_id: str, raw: dict[str, Any]) -> StoredCredential:
-    value = raw.get("M", {})
-    revoked = value.get("revoked_at", {}).get("S")
+def _parse(cluster_id: str, key_id: str, value: dict[str, Any]) -> StoredCredential:
+    revoked = value.get("revoked_at")
     return StoredCredential(
         cluster_id=cluster_id,
         key_id=key_id,
-        secret_sha256=value["sha256"]["S"],
-        created_at=datetime.fromisoformat(value["created_at"]["S"]),
+        secret_sha256=str(value["sha256"]),
+        created_at=datetime.fromisoformat(str(value["created_at"])),
         revoked_at=datetime.fromisoformat(revoked) if revoked else None,
     )
 
@@ -56,11 +62,11 @@ class DynamoDbClusterCredentials:
         self._table = table_name
         self._client: DynamoDBClient = client or boto3.client("dynamodb")
 
-    def _item(self, cluster_id: str, projection: str, names: dict[str, str]) -> dict[str, Any]:
+    def _item(self, cluster_id: str, projection: str, names: dict[str, str]) -> Item:
         with translated(_STORE):
             response = self._client.get_item(
                 TableName=self._table,
-                Key={"cluster_id": {"S": cluster_id}},
+                Key=to_item({"cluster_id": cluster_id}),
                 ProjectionExpression=projection,
                 ExpressionAttributeNames=names,
                 ConsistentRead=True,  # a just-revoked key must fail at once
@@ -69,40 +75,38 @@ class DynamoDbClusterCredentials:
 
     def get_credential(self, cluster_id: str, key_id: str) -> StoredCredential | None:
         item = self._item(cluster_id, "#c.#k", {"#c": ATTR, "#k": key_id})
-        raw = item.get(ATTR, {}).get("M", {}).get(key_id)
-        return _parse(cluster_id, key_id, raw) if raw else None
+        value = get_map(item, ATTR).get(key_id)
+        return _parse(cluster_id, key_id, value) if isinstance(value, dict) and value else None
 
     def list_credentials(self, cluster_id: str) -> Sequence[StoredCredential]:
         item = self._item(cluster_id, "#c", {"#c": ATTR})
-        keys = item.get(ATTR, {}).get("M", {})
-        found = [_parse(cluster_id, key_id, raw) for key_id, raw in keys.items()]
+        keys = get_map(item, ATTR)
+        found = [_parse(cluster_id, key_id, value) for key_id, value in keys.items()]
         return sorted(found, key=lambda c: c.created_at)
 
     def add_credential(self, credential: StoredCredential) -> None:
         value = {
-            "M": {
-                "sha256": {"S": credential.secret_sha256},
-                "created_at": {"S": credential.created_at.isoformat()},
-            }
+            "sha256": credential.secret_sha256,
+            "created_at": credential.created_at.isoformat(),
         }
         with _on_cluster(credential.cluster_id):
             # Two steps: DynamoDB cannot SET a nested key of a map that does not exist
             # yet, so the map is created first (if_not_exists) on the existing item.
             self._client.update_item(
                 TableName=self._table,
-                Key={"cluster_id": {"S": credential.cluster_id}},
+                Key=to_item({"cluster_id": credential.cluster_id}),
                 UpdateExpression="SET #c = if_not_exists(#c, :empty)",
                 ConditionExpression=_IS_CLUSTER,
                 ExpressionAttributeNames={"#c": ATTR},
-                ExpressionAttributeValues={":empty": {"M": {}}, ":cluster": {"S": "cluster"}},
+                ExpressionAttributeValues=expression_values({":empty": {}, ":cluster": "cluster"}),
             )
             self._client.update_item(
                 TableName=self._table,
-                Key={"cluster_id": {"S": credential.cluster_id}},
+                Key=to_item({"cluster_id": credential.cluster_id}),
                 UpdateExpression="SET #c.#k = :v",
                 ConditionExpression=_IS_CLUSTER,
                 ExpressionAttributeNames={"#c": ATTR, "#k": credential.key_id},
-                ExpressionAttributeValues={":v": value, ":cluster": {"S": "cluster"}},
+                ExpressionAttributeValues=expression_values({":v": value, ":cluster": "cluster"}),
             )
 
     def revoke_credentials(
@@ -122,13 +126,12 @@ class DynamoDbClusterCredentials:
         with _on_cluster(cluster_id):
             self._client.update_item(
                 TableName=self._table,
-                Key={"cluster_id": {"S": cluster_id}},
+                Key=to_item({"cluster_id": cluster_id}),
                 UpdateExpression="SET " + ", ".join(sets),
                 ConditionExpression=_IS_CLUSTER,
                 ExpressionAttributeNames=names,
-                ExpressionAttributeValues={
-                    ":at": {"S": at.isoformat()},
-                    ":cluster": {"S": "cluster"},
-                },
+                ExpressionAttributeValues=expression_values(
+                    {":at": at.isoformat(), ":cluster": "cluster"}
+                ),
             )
         return targets

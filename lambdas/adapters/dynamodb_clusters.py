@@ -15,19 +15,19 @@ which this adapter never reads. The tenant-wide compliance policy lives in one m
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import boto3
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from lambdas.adapters.dynamodb_support import (
     ConditionFailed,
     Item,
+    expression_values,
+    get_list,
     get_n,
     get_s,
-    n,
     paged,
-    s,
+    to_item,
     translated,
 )
 from lambdas.domain.compliance import CompliancePolicy
@@ -50,24 +50,26 @@ _PROJECTION = (
     "committed_version, digest, recent_digests, public_key, seeded_at, "
     "bootstrap_counter, bootstrap_at"
 )
-_SERIALIZER = TypeSerializer()
-_DESERIALIZER = TypeDeserializer()
 
 
 def watermark_values(watermark: Watermark) -> Item:
     """The watermark's attributes as DynamoDB values."""
-    return {
-        "committed_version": n(watermark.version),
-        "digest": s(to_hex(watermark.digest)),
-        "recent_digests": _SERIALIZER.serialize(
-            [{"v": v, "d": to_hex(d)} for v, d in watermark.recent]
-        ),
-    }
+    return to_item(
+        {
+            "committed_version": watermark.version,
+            "digest": to_hex(watermark.digest),
+            "recent_digests": [{"v": v, "d": to_hex(d)} for v, d in watermark.recent],
+        }
+    )
 
 
 _SET_WATERMARK = (
     "SET committed_version = :committed_version, digest = :digest, recent_digests = :recent_digests"
 )
+
+
+def _key(cluster_id: str) -> Item:
+    return to_item({"cluster_id": cluster_id})
 
 
 def _values(attributes: Item) -> Item:
@@ -80,7 +82,7 @@ def parse_watermark(item: Item, settings: ClusterSettings) -> Watermark:
         # Never written (a cluster item from before committed versions): a placeholder
         # at version 0 until its bootstrap.
         return initial_watermark(settings)
-    recent = _DESERIALIZER.deserialize(item["recent_digests"]) if "recent_digests" in item else []
+    recent = get_list(item, "recent_digests")
     return Watermark(
         version=get_n(item, "committed_version"),
         digest=from_hex(get_s(item, "digest")),
@@ -125,17 +127,21 @@ class DynamoDbClusters:
         self, cluster_id: str, name: str, created_at: datetime, public_key: str = ""
     ) -> ClusterRecord:
         item: Item = {
-            "cluster_id": s(cluster_id),
-            "kind": s("cluster"),
-            "name": s(name),
-            "created_at": s(format_instant(created_at)),
-            "policy_version": n(0),
-            "settings": s(ClusterSettings().model_dump_json()),
-            "settings_version": n(0),
+            **to_item(
+                {
+                    "cluster_id": cluster_id,
+                    "kind": "cluster",
+                    "name": name,
+                    "created_at": format_instant(created_at),
+                    "policy_version": 0,
+                    "settings": ClusterSettings().model_dump_json(),
+                    "settings_version": 0,
+                }
+            ),
             **watermark_values(initial_watermark(ClusterSettings())),
         }
         if public_key:
-            item["public_key"] = s(public_key)
+            item.update(to_item({"public_key": public_key}))
         try:
             with translated(STORE):
                 self._client.put_item(
@@ -151,7 +157,7 @@ class DynamoDbClusters:
         with translated(STORE):
             response = self._client.get_item(
                 TableName=self._table,
-                Key={"cluster_id": s(cluster_id)},
+                Key=_key(cluster_id),
                 ConsistentRead=True,
                 ProjectionExpression=_PROJECTION,
                 ExpressionAttributeNames={"#name": "name"},
@@ -165,32 +171,43 @@ class DynamoDbClusters:
         clusters = [
             parse_cluster(item)
             for item in paged(
-                self._client.scan,
+                self._client,
+                "scan",
                 STORE,
                 TableName=self._table,
                 ProjectionExpression=_PROJECTION,
                 FilterExpression="kind = :cluster",
                 ExpressionAttributeNames={"#name": "name"},
-                ExpressionAttributeValues={":cluster": s("cluster")},
+                ExpressionAttributeValues=expression_values({":cluster": "cluster"}),
                 ConsistentRead=True,
             )
         ]
         return sorted(clusters, key=lambda c: c.cluster_id)
 
-    def next_version(self, cluster_id: str) -> int:
+    def _update_cluster(
+        self, cluster_id: str, update: str, values: dict[str, Any], **extra: Any
+    ) -> Item:
+        """An update of an existing cluster item (``NotFound``: there is none); the
+        attributes it returns (``ReturnValues`` in ``extra``)."""
         try:
             with translated(STORE):
                 response = self._client.update_item(
                     TableName=self._table,
-                    Key={"cluster_id": s(cluster_id)},
-                    UpdateExpression="ADD policy_version :one",
+                    Key=_key(cluster_id),
+                    UpdateExpression=update,
                     ConditionExpression="kind = :cluster",
-                    ExpressionAttributeValues={":one": n(1), ":cluster": s("cluster")},
-                    ReturnValues="UPDATED_NEW",
+                    ExpressionAttributeValues=expression_values({**values, ":cluster": "cluster"}),
+                    **extra,
                 )
         except ConditionFailed:
             raise NotFound(f"cluster {cluster_id} not found") from None
-        return get_n(dict(response["Attributes"]), "policy_version")
+        return dict(response.get("Attributes", {}))
+
+    def next_version(self, cluster_id: str) -> int:
+        attributes = self._update_cluster(
+            cluster_id, "ADD policy_version :one", {":one": 1}, ReturnValues="UPDATED_NEW"
+        )
+        return get_n(attributes, "policy_version")
 
     def _update_if(
         self, cluster_id: str, update: str, condition: str, values: Item
@@ -201,10 +218,13 @@ class DynamoDbClusters:
             with translated(STORE):
                 response = self._client.update_item(
                     TableName=self._table,
-                    Key={"cluster_id": s(cluster_id)},
+                    Key=_key(cluster_id),
                     UpdateExpression=update,
                     ConditionExpression=f"kind = :cluster AND {condition}",
-                    ExpressionAttributeValues={**values, ":cluster": s("cluster")},
+                    ExpressionAttributeValues={
+                        **values,
+                        **expression_values({":cluster": "cluster"}),
+                    },
                     ReturnValues="ALL_NEW",
                 )
         except ConditionFailed:
@@ -220,7 +240,7 @@ class DynamoDbClusters:
             cluster_id,
             _SET_WATERMARK,
             "committed_version = :expected",
-            {**_values(watermark_values(watermark)), ":expected": n(expected)},
+            {**_values(watermark_values(watermark)), **expression_values({":expected": expected})},
         )
 
     def mark_bootstrap(
@@ -228,15 +248,15 @@ class DynamoDbClusters:
     ) -> ClusterRecord | None:
         # The counter is copied in the same write, so every version up to the mark's
         # counter was handed out before the mark was stored.
-        values: Item = {":at": s(format_instant(at)), ":zero": n(0)}
+        values: dict[str, Any] = {":at": format_instant(at), ":zero": 0}
         unmarked = "attribute_not_exists(bootstrap_counter)"
         if replacing is not None:
-            unmarked, values[":replacing"] = "bootstrap_counter = :replacing", n(replacing)
+            unmarked, values[":replacing"] = "bootstrap_counter = :replacing", replacing
         return self._update_if(
             cluster_id,
             "SET bootstrap_counter = if_not_exists(policy_version, :zero), bootstrap_at = :at",
             f"attribute_not_exists(committed_version) AND {unmarked}",
-            values,
+            expression_values(values),
         )
 
     def bootstrap_watermark(
@@ -246,43 +266,24 @@ class DynamoDbClusters:
             cluster_id,
             f"{_SET_WATERMARK} REMOVE bootstrap_counter, bootstrap_at",
             "attribute_not_exists(committed_version) AND bootstrap_counter = :marked",
-            {**_values(watermark_values(watermark)), ":marked": n(marked)},
+            {**_values(watermark_values(watermark)), **expression_values({":marked": marked})},
         )
 
     def set_public_key(self, cluster_id: str, public_key: str) -> None:
-        try:
-            with translated(STORE):
-                self._client.update_item(
-                    TableName=self._table,
-                    Key={"cluster_id": s(cluster_id)},
-                    UpdateExpression="SET public_key = :k",
-                    ConditionExpression="kind = :cluster",
-                    ExpressionAttributeValues={":k": s(public_key), ":cluster": s("cluster")},
-                )
-        except ConditionFailed:
-            raise NotFound(f"cluster {cluster_id} not found") from None
+        self._update_cluster(cluster_id, "SET public_key = :k", {":k": public_key})
 
     def mark_seeded(self, cluster_id: str, at: datetime) -> None:
         """Record that the cluster's seeding was queued (idempotent: first one stays)."""
-        try:
-            with translated(STORE):
-                self._client.update_item(
-                    TableName=self._table,
-                    Key={"cluster_id": s(cluster_id)},
-                    UpdateExpression="SET seeded_at = if_not_exists(seeded_at, :at)",
-                    ConditionExpression="kind = :cluster",
-                    ExpressionAttributeValues={
-                        ":at": s(format_instant(at)),
-                        ":cluster": s("cluster"),
-                    },
-                )
-        except ConditionFailed:
-            raise NotFound(f"cluster {cluster_id} not found") from None
+        self._update_cluster(
+            cluster_id,
+            "SET seeded_at = if_not_exists(seeded_at, :at)",
+            {":at": format_instant(at)},
+        )
 
     def get_compliance_policy(self) -> CompliancePolicy:
         with translated(STORE):
             response = self._client.get_item(
-                TableName=self._table, Key={"cluster_id": s(TENANT_ID)}, ConsistentRead=True
+                TableName=self._table, Key=_key(TENANT_ID), ConsistentRead=True
             )
         raw = get_s(dict(response.get("Item", {})), "compliance_policy")
         return CompliancePolicy.model_validate_json(raw) if raw else CompliancePolicy()
@@ -291,10 +292,12 @@ class DynamoDbClusters:
         with translated(STORE):
             self._client.put_item(
                 TableName=self._table,
-                Item={
-                    "cluster_id": s(TENANT_ID),
-                    "kind": s("tenant"),
-                    "compliance_policy": s(policy.model_dump_json()),
-                    "updated_at": s(format_instant(updated_at)),
-                },
+                Item=to_item(
+                    {
+                        "cluster_id": TENANT_ID,
+                        "kind": "tenant",
+                        "compliance_policy": policy.model_dump_json(),
+                        "updated_at": format_instant(updated_at),
+                    }
+                ),
             )

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import boto3
 
-from lambdas.adapters.dynamodb_support import Item, get_s, n, paged, s, translated
+from lambdas.adapters.dynamodb_support import Item, get_s, paged, s, to_item, translated
 from lambdas.domain.records import Connection
 from lambdas.domain.timefmt import format_instant, parse_instant
 
@@ -42,14 +42,16 @@ class DynamoDbConnections:
         with translated(STORE):
             self._client.put_item(
                 TableName=self._table,
-                Item={
-                    "connection_id": s(connection.connection_id),
-                    "cluster_id": s(connection.cluster_id),
-                    "node_id": s(connection.node_id),
-                    "key_id": s(connection.key_id),
-                    "connected_at": s(format_instant(connection.connected_at)),
-                    "expires_at": n(expires),
-                },
+                Item=to_item(
+                    {
+                        "connection_id": connection.connection_id,
+                        "cluster_id": connection.cluster_id,
+                        "node_id": connection.node_id,
+                        "key_id": connection.key_id,
+                        "connected_at": format_instant(connection.connected_at),
+                        "expires_at": expires,
+                    }
+                ),
             )
 
     def get(self, connection_id: str) -> Connection | None:
@@ -70,7 +72,8 @@ class DynamoDbConnections:
         return [
             parse_connection(item)
             for item in paged(
-                self._client.query,
+                self._client,
+                "query",
                 STORE,
                 TableName=self._table,
                 IndexName="by_cluster",

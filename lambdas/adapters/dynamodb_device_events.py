@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import boto3
 
-from lambdas.adapters.dynamodb_support import ConditionFailed, get_s, n, s, translated
+from lambdas.adapters.dynamodb_support import ConditionFailed, get_s, s, to_item, translated
 from lambdas.domain.timefmt import format_instant
 from lambdas.ports import StoredDeviceEvent
 
@@ -39,12 +39,14 @@ class DynamoDbDeviceEvents:
     def record(
         self, event_id: str, body: str, received_at: datetime, mdm_device_id: str = ""
     ) -> bool:
-        item = {
-            "event_id": s(event_id),
-            "body": s(body),
-            "received_at": s(format_instant(received_at)),
-            "expires_at": n(int((received_at + RETENTION).timestamp())),
-        }
+        item = to_item(
+            {
+                "event_id": event_id,
+                "body": body,
+                "received_at": format_instant(received_at),
+                "expires_at": int((received_at + RETENTION).timestamp()),
+            }
+        )
         if mdm_device_id:
             item["mdm_device_id"] = s(mdm_device_id)
         try:

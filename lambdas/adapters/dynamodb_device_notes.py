@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import boto3
 
-from lambdas.adapters.dynamodb_support import get_s, s, translated
+from lambdas.adapters.dynamodb_support import get_s, s, to_item, translated
 from lambdas.ports import DeviceNote
 
 if TYPE_CHECKING:
@@ -49,8 +49,8 @@ class DynamoDbDeviceNotes:
                 TableName=self._table,
                 Item={
                     **key,
-                    "text": s(note.text),
-                    "author": s(note.author),
-                    "updated_at": s(note.updated_at),
+                    **to_item(
+                        {"text": note.text, "author": note.author, "updated_at": note.updated_at}
+                    ),
                 },
             )

@@ -26,11 +26,15 @@ import boto3
 from lambdas.adapters.dynamodb_support import (
     ConditionFailed,
     Item,
+    expression_values,
     get_bool,
     get_s,
     get_str_list,
+    get_str_set,
+    one_page,
     paged,
     s,
+    to_item,
     translated,
 )
 from lambdas.domain.access import owned_keys
@@ -82,7 +86,7 @@ def parse_device(item: Item) -> DeviceRecord:
         compliance_state=ComplianceState(get_s(item, "compliance_state", "unknown")),
         compliance_reasons=tuple(get_str_list(item, "compliance_reasons")),
         evaluated_at=parse_instant(evaluated) if evaluated else None,
-        retired_keys=frozenset(item.get("retired_keys", {}).get("SS", [])),
+        retired_keys=get_str_set(item, "retired_keys"),
     )
 
 
@@ -114,7 +118,8 @@ class DynamoDbDevices:
 
     def iter_stale(self, cutoff: datetime) -> Iterator[DeviceRecord]:
         for item in paged(
-            self._client.query,
+            self._client,
+            "query",
             STORE,
             TableName=self._table,
             IndexName="by_checkin",
@@ -139,27 +144,27 @@ class DynamoDbDevices:
         so pages are scanned until ``limit`` devices are found; the cursor is then the
         key of the last device returned."""
         limit = max(1, min(limit, 1000))
-        kwargs: dict[str, Any] = {
-            "TableName": self._table,
-            "Limit": limit,
-            "FilterExpression": "kind = :device",
-            "ExpressionAttributeValues": {":device": s("device")},
-        }
-        if cursor:
-            kwargs["ExclusiveStartKey"] = decode_cursor(cursor, dict)
+        start: Item | None = decode_cursor(cursor, dict) if cursor else None
         devices: list[DeviceRecord] = []
         while True:
-            with translated(STORE):
-                page = self._client.scan(**kwargs)
-            for item in page.get("Items", []):
+            items, start = one_page(
+                self._client,
+                "scan",
+                STORE,
+                start,
+                TableName=self._table,
+                Limit=limit,
+                FilterExpression="kind = :device",
+                ExpressionAttributeValues=expression_values({":device": "device"}),
+            )
+            for i, item in enumerate(items):
                 devices.append(parse_device(item))
                 if len(devices) == limit:
-                    last = {"mdm_device_id": s(devices[-1].mdm_device_id)}
-                    more = "LastEvaluatedKey" in page or item is not page["Items"][-1]
+                    last = to_item({"mdm_device_id": devices[-1].mdm_device_id})
+                    more = start is not None or i < len(items) - 1
                     return devices, encode_cursor(last) if more else None
-            if "LastEvaluatedKey" not in page:
+            if start is None:
                 return devices, None
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     # --- event application ---------------------------------------------------------
 
@@ -182,31 +187,32 @@ class DynamoDbDevices:
         new_keys = {entry_key(event.user, d) for d in event.eas_device_ids}
         previous = set(owned_keys(old)) | set(old.retired_keys) if old else set()
         retired = sorted(previous - new_keys)
-        item: Item = {
-            "mdm_device_id": s(event.mdm_device_id),
-            "kind": s("device"),
-            "user": s(event.user),
-            "eas_device_ids": {"L": [s(d) for d in event.eas_device_ids]},
-            "platform": s(event.platform),
-            "model": s(event.model),
-            "os_version": s(event.os_version),
-            "managed": {"BOOL": event.managed},
-            "enrollment_state": s(EnrollmentState.ENROLLED.value),
-            "enrolled_at": s(at),
-            "enrollment_changed_at": s(at),
-            "checkin_partition": s(ENROLLED_PARTITION),
-            "last_checkin_at": s(at),
-            "checked_in": {"BOOL": False},
-            "compliance_state": s(ComplianceState.UNKNOWN.value),
+        attributes: dict[str, Any] = {
+            "mdm_device_id": event.mdm_device_id,
+            "kind": "device",
+            "user": event.user,
+            "eas_device_ids": list(event.eas_device_ids),
+            "platform": event.platform,
+            "model": event.model,
+            "os_version": event.os_version,
+            "managed": event.managed,
+            "enrollment_state": EnrollmentState.ENROLLED.value,
+            "enrolled_at": at,
+            "enrollment_changed_at": at,
+            "checkin_partition": ENROLLED_PARTITION,
+            "last_checkin_at": at,
+            "checked_in": False,
+            "compliance_state": ComplianceState.UNKNOWN.value,
         }
         if retired:
-            item["retired_keys"] = {"SS": retired}
+            attributes["retired_keys"] = set(retired)  # a string set (SS)
+        item = to_item(attributes)
         if old is None:
             condition = "attribute_not_exists(mdm_device_id)"
             values: dict[str, Any] | None = None
         else:
             condition = "enrollment_changed_at = :old"
-            values = {":old": s(format_instant(old.enrollment_changed_at))}
+            values = expression_values({":old": format_instant(old.enrollment_changed_at)})
         kwargs: dict[str, Any] = {
             "TableName": self._table,
             "Item": item,
@@ -223,12 +229,14 @@ class DynamoDbDevices:
             with translated(STORE):
                 self._client.put_item(
                     TableName=self._table,
-                    Item={
-                        "mdm_device_id": s(_link_key(key)),
-                        "kind": s("email_link"),
-                        "email_device_key": s(key),
-                        "owner": s(event.mdm_device_id),
-                    },
+                    Item=to_item(
+                        {
+                            "mdm_device_id": _link_key(key),
+                            "kind": "email_link",
+                            "email_device_key": key,
+                            "owner": event.mdm_device_id,
+                        }
+                    ),
                 )
         # Links of ids this device no longer reports stay: they still say which device
         # last owned the email device, so an override or re-evaluation finds it and
@@ -237,12 +245,13 @@ class DynamoDbDevices:
     def apply_checkin(self, event: CheckinEvent) -> bool:
         at = format_instant(event.occurred_at)
         values: dict[str, Any] = {
-            ":at": s(at),
-            ":enrolled": s(EnrollmentState.ENROLLED.value),
-            ":true": {"BOOL": True},
-            ":compromised": {"BOOL": event.compromised},
-            ":encrypted": {"BOOL": event.encrypted},
-            ":passcode": {"BOOL": event.passcode},
+            ":at": at,
+            ":enrolled": EnrollmentState.ENROLLED.value,
+            ":true": True,
+            ":compromised": event.compromised,
+            ":encrypted": event.encrypted,
+            ":passcode": event.passcode,
+            ":device": "device",
         }
         sets = [
             "last_checkin_at = :at",
@@ -252,7 +261,7 @@ class DynamoDbDevices:
             "passcode = :passcode",
         ]
         if event.os_version:
-            values[":os"] = s(event.os_version)
+            values[":os"] = event.os_version
             sets.append("os_version = :os")
         try:
             with translated(STORE):
@@ -262,7 +271,7 @@ class DynamoDbDevices:
                     UpdateExpression="SET " + ", ".join(sets),
                     ConditionExpression="kind = :device AND enrollment_state = :enrolled "
                     "AND last_checkin_at <= :at",
-                    ExpressionAttributeValues={**values, ":device": s("device")},
+                    ExpressionAttributeValues=expression_values(values),
                 )
         except ConditionFailed:
             if self.get(event.mdm_device_id) is None:
@@ -280,11 +289,13 @@ class DynamoDbDevices:
                     UpdateExpression="SET enrollment_state = :unenrolled, unenrolled_at = :at, "
                     "enrollment_changed_at = :at REMOVE checkin_partition",
                     ConditionExpression="kind = :device AND enrollment_changed_at <= :at",
-                    ExpressionAttributeValues={
-                        ":unenrolled": s(EnrollmentState.UNENROLLED.value),
-                        ":at": s(at),
-                        ":device": s("device"),
-                    },
+                    ExpressionAttributeValues=expression_values(
+                        {
+                            ":unenrolled": EnrollmentState.UNENROLLED.value,
+                            ":at": at,
+                            ":device": "device",
+                        }
+                    ),
                 )
         except ConditionFailed:
             if self.get(event.mdm_device_id) is None:
@@ -305,12 +316,14 @@ class DynamoDbDevices:
                     UpdateExpression="SET compliance_state = :state, "
                     "compliance_reasons = :reasons, evaluated_at = :at",
                     ConditionExpression="kind = :device",
-                    ExpressionAttributeValues={
-                        ":state": s(result.state.value),
-                        ":reasons": {"L": [s(r.value) for r in result.reasons]},
-                        ":at": s(format_instant(evaluated_at)),
-                        ":device": s("device"),
-                    },
+                    ExpressionAttributeValues=expression_values(
+                        {
+                            ":state": result.state.value,
+                            ":reasons": [r.value for r in result.reasons],
+                            ":at": format_instant(evaluated_at),
+                            ":device": "device",
+                        }
+                    ),
                 )
         except ConditionFailed:
             raise NotFound(f"MDM device {mdm_device_id} not found") from None
@@ -325,10 +338,9 @@ class DynamoDbDevices:
                     Key={"mdm_device_id": s(mdm_device_id)},
                     UpdateExpression="DELETE retired_keys :keys",
                     ConditionExpression="kind = :device",
-                    ExpressionAttributeValues={
-                        ":keys": {"SS": list(keys)},
-                        ":device": s("device"),
-                    },
+                    ExpressionAttributeValues=expression_values(
+                        {":keys": set(keys), ":device": "device"}  # a string set (SS)
+                    ),
                 )
         except ConditionFailed:
             return  # the device is gone: nothing left to forget

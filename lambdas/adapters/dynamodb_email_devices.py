@@ -38,11 +38,22 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import boto3
-from botocore.exceptions import BotoCoreError, ClientError
 
 from lambdas.adapters.dynamodb_devices import LINK_PREFIX
 from lambdas.adapters.dynamodb_manual_overrides import parse_override
-from lambdas.adapters.dynamodb_support import refused_item
+from lambdas.adapters.dynamodb_support import (
+    ConditionFailed,
+    Item,
+    expression_values,
+    get_bool,
+    get_n,
+    get_s,
+    get_str_list,
+    get_str_set,
+    paged,
+    to_item,
+    translated,
+)
 from lambdas.domain.access import ManualOverride
 from lambdas.domain.email_view import (
     OBSERVATION_STRINGS,
@@ -50,7 +61,6 @@ from lambdas.domain.email_view import (
     ActivityCount,
     split_observation_key,
 )
-from lambdas.domain.errors import StorageError
 from lambdas.ports import MdmFacts, ObservationWrite, ViewJoin
 from seg_contract import entry_key
 
@@ -65,7 +75,7 @@ STATS_TTL_S = 8 * 86_400
 BATCHES_PER_ITEM = 256
 STATS_SHARDS = "0123456789abcdef"
 _BATCH_KEYS = 100  # BatchGetItem's limit
-_UNAVAILABLE = "email device view unavailable"
+_STORE = "email device view"
 _STRINGS = OBSERVATION_STRINGS
 # The MDM facts of a row, and what tells whether the device still owns the email device.
 _DEVICE_FACTS = (
@@ -87,17 +97,13 @@ _NEWER = (
 _ROOM = "NOT contains(batches, :fp) AND (attribute_not_exists(batches) OR size(batches) < :cap)"
 
 
-def _s(item: dict[str, Any], name: str) -> str:
-    return str(item.get(name, {}).get("S", ""))
-
-
-def _row(item: dict[str, Any]) -> AccessObservation:
-    cluster, key = split_observation_key(_s(item, "email_device_key"))
-    fields = {name: _s(item, name) for name in _STRINGS}
+def _row(item: Item) -> AccessObservation:
+    cluster, key = split_observation_key(get_s(item, "email_device_key"))
+    fields = {name: get_s(item, name) for name in _STRINGS}
     fields["cluster_id"] = fields["cluster_id"] or cluster
     return AccessObservation(
         email_device_key=key,
-        enforced=bool(item.get("enforced", {}).get("BOOL", True)),
+        enforced=get_bool(item, "enforced") is not False,  # rows from before: enforced
         **fields,
     )
 
@@ -108,26 +114,22 @@ def _projection(attributes: Iterable[str]) -> dict[str, Any]:
     return {"ProjectionExpression": ", ".join(names), "ExpressionAttributeNames": names}
 
 
-def _facts(item: dict[str, Any], key: str) -> MdmFacts | None:
+def _facts(item: Item, key: str) -> MdmFacts | None:
     """The device's facts, when it still reports the email device's id (a link outlives
     the id it names, see ``dynamodb_devices``)."""
-    if _s(item, "kind") != "device":
+    if get_s(item, "kind") != "device":
         return None
-    ids = [str(v.get("S", "")) for v in item.get("eas_device_ids", {}).get("L", [])]
-    if key not in {entry_key(_s(item, "user"), d) for d in ids}:
+    ids = get_str_list(item, "eas_device_ids")
+    if key not in {entry_key(get_s(item, "user"), d) for d in ids}:
         return None
     return MdmFacts(
-        mdm_device_id=_s(item, "mdm_device_id"),
-        model=_s(item, "model"),
-        platform=_s(item, "platform"),
-        os_version=_s(item, "os_version"),
-        enrollment_state=_s(item, "enrollment_state") or "unknown",
-        compliance_state=_s(item, "compliance_state") or "unknown",
+        mdm_device_id=get_s(item, "mdm_device_id"),
+        model=get_s(item, "model"),
+        platform=get_s(item, "platform"),
+        os_version=get_s(item, "os_version"),
+        enrollment_state=get_s(item, "enrollment_state") or "unknown",
+        compliance_state=get_s(item, "compliance_state") or "unknown",
     )
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 class DynamoDbEmailDevices:
@@ -154,37 +156,37 @@ class DynamoDbEmailDevices:
         # A whole-item conditional put: the row holds only the newest request's facts,
         # and a put costs the same write unit as an update (and far less in moto, whose
         # update-expression parser dominates the local runtime's cost).
-        item: dict[str, Any] = {n: {"S": getattr(observation, n)} for n in _STRINGS}
-        item["email_device_key"] = {"S": observation.observation_key}
-        item["enforced"] = {"BOOL": observation.enforced}
-        item["view"] = {"S": VIEW}
+        item = to_item(
+            {
+                **{name: getattr(observation, name) for name in _STRINGS},
+                "email_device_key": observation.observation_key,
+                "enforced": observation.enforced,
+                "view": VIEW,
+            }
+        )
         try:
-            response = self._client.put_item(
-                TableName=self._table,
-                Item=item,
-                ConditionExpression=_NEWER,
-                ExpressionAttributeNames={"#last_seen": "last_seen", "#event_id": "event_id"},
-                ExpressionAttributeValues={
-                    ":last_seen": item["last_seen"],
-                    ":event_id": item["event_id"],
-                },
-                ReturnValues="ALL_OLD",
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
-        except ClientError as exc:
-            if _code(exc) == "ConditionalCheckFailedException":
-                held = refused_item(exc)
-                return ObservationWrite(
-                    written=False,
-                    previous_state=_s(held, "access_state") or None,
-                    replayed=_s(held, "event_id") == observation.event_id,
+            with translated(_STORE):
+                response = self._client.put_item(
+                    TableName=self._table,
+                    Item=item,
+                    ConditionExpression=_NEWER,
+                    ExpressionAttributeNames={"#last_seen": "last_seen", "#event_id": "event_id"},
+                    ExpressionAttributeValues={
+                        ":last_seen": item["last_seen"],
+                        ":event_id": item["event_id"],
+                    },
+                    ReturnValues="ALL_OLD",
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
                 )
-            raise StorageError(_UNAVAILABLE) from exc
-        except BotoCoreError as exc:
-            raise StorageError(_UNAVAILABLE) from exc
+        except ConditionFailed as refused:
+            return ObservationWrite(
+                written=False,
+                previous_state=get_s(refused.item, "access_state") or None,
+                replayed=get_s(refused.item, "event_id") == observation.event_id,
+            )
         old = response.get("Attributes")
         return ObservationWrite(
-            written=True, previous_state=_s(dict(old), "access_state") if old else None
+            written=True, previous_state=get_s(dict(old), "access_state") if old else None
         )
 
     def add_activity(self, count: ActivityCount, fingerprint: str) -> bool:
@@ -194,7 +196,7 @@ class DynamoDbEmailDevices:
         if added is not None:
             return added
         if "sharded" not in held:
-            self._update(main, "SET sharded = :t", {":t": {"BOOL": True}})
+            self._update(main, "SET sharded = :t", {":t": True})
         shard = f"{main}#{fingerprint[:1] if fingerprint[:1] in STATS_SHARDS else '0'}"
         added, _ = self._add_once(shard, count, fingerprint)
         if added is not None:
@@ -207,57 +209,53 @@ class DynamoDbEmailDevices:
         self._update(
             shard,
             "ADD requests :r, blocks :b, unchecked :one",
-            {":r": {"N": str(count.requests)}, ":b": {"N": str(count.blocks)}, ":one": {"N": "1"}},
+            {":r": count.requests, ":b": count.blocks, ":one": 1},
         )
         return True
 
     def _add_once(
         self, key: str, count: ActivityCount, fingerprint: str
-    ) -> tuple[bool | None, dict[str, Any]]:
+    ) -> tuple[bool | None, Item]:
         """(True, _) counted; (False, _) counted before; (None, item) the item is full."""
         try:
-            self._client.update_item(
-                TableName=self._table,
-                Key={"email_device_key": {"S": key}},
-                UpdateExpression=(
-                    "ADD requests :r, blocks :b, batches :f SET expires_at = :exp, #m = :m"
-                ),
-                ConditionExpression=_ROOM,
-                ExpressionAttributeNames={"#m": "minute"},
-                ExpressionAttributeValues={
-                    ":r": {"N": str(count.requests)},
-                    ":b": {"N": str(count.blocks)},
-                    ":f": {"SS": [fingerprint]},
-                    ":fp": {"S": fingerprint},
-                    ":cap": {"N": str(self._cap)},
-                    ":exp": {"N": str(int(time.time()) + STATS_TTL_S)},
-                    ":m": {"S": count.minute},
-                },
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
-        except ClientError as exc:
-            if _code(exc) == "ConditionalCheckFailedException":
-                held = refused_item(exc)
-                if fingerprint in held.get("batches", {}).get("SS", []):
-                    return False, held
-                return None, held
-            raise StorageError(_UNAVAILABLE) from exc
-        except BotoCoreError as exc:
-            raise StorageError(_UNAVAILABLE) from exc
+            with translated(_STORE):
+                self._client.update_item(
+                    TableName=self._table,
+                    Key=to_item({"email_device_key": key}),
+                    UpdateExpression=(
+                        "ADD requests :r, blocks :b, batches :f SET expires_at = :exp, #m = :m"
+                    ),
+                    ConditionExpression=_ROOM,
+                    ExpressionAttributeNames={"#m": "minute"},
+                    ExpressionAttributeValues=expression_values(
+                        {
+                            ":r": count.requests,
+                            ":b": count.blocks,
+                            ":f": {fingerprint},  # a string set (SS), ADDed to
+                            ":fp": fingerprint,
+                            ":cap": self._cap,
+                            ":exp": int(time.time()) + STATS_TTL_S,
+                            ":m": count.minute,
+                        }
+                    ),
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
+        except ConditionFailed as refused:
+            if fingerprint in get_str_set(refused.item, "batches"):
+                return False, refused.item
+            return None, refused.item
         return True, {}
 
     def _update(self, key: str, expression: str, values: dict[str, Any]) -> None:
-        try:
+        with translated(_STORE):
             self._client.update_item(
                 TableName=self._table,
-                Key={"email_device_key": {"S": key}},
+                Key=to_item({"email_device_key": key}),
                 UpdateExpression=expression,
-                ExpressionAttributeValues=values,
+                ExpressionAttributeValues=expression_values(values),
             )
-        except (ClientError, BotoCoreError) as exc:
-            raise StorageError(_UNAVAILABLE) from exc
 
-    def stats_items(self, minute: str) -> list[dict[str, Any]]:
+    def stats_items(self, minute: str) -> list[Item]:
         """The counter items of one minute as stored (tests and tools: the bound)."""
         keys = [STATS_PREFIX + minute] + [f"{STATS_PREFIX}{minute}#{c}" for c in STATS_SHARDS]
         found = self._batch_get({self._table: keys}, {})
@@ -275,24 +273,18 @@ class DynamoDbEmailDevices:
 
     def all_rows(self) -> list[AccessObservation]:
         """Every row, newest first: O(devices), for the roster's rebuild and tools."""
-        kwargs: dict[str, Any] = {
-            "TableName": self._table,
-            "IndexName": self._index,
-            "KeyConditionExpression": "#k = :k",
-            "ExpressionAttributeNames": {"#k": "view"},
-            "ExpressionAttributeValues": {":k": {"S": VIEW}},
-            "ScanIndexForward": False,
-        }
-        rows: list[AccessObservation] = []
-        try:
-            while True:
-                page = self._client.query(**kwargs)
-                rows.extend(_row(dict(item)) for item in page.get("Items", []))
-                if "LastEvaluatedKey" not in page:
-                    return rows
-                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        except (ClientError, BotoCoreError) as exc:
-            raise StorageError(_UNAVAILABLE) from exc
+        items = paged(
+            self._client,
+            "query",
+            _STORE,
+            TableName=self._table,
+            IndexName=self._index,
+            KeyConditionExpression="#k = :k",
+            ExpressionAttributeNames={"#k": "view"},
+            ExpressionAttributeValues=expression_values({":k": VIEW}),
+            ScanIndexForward=False,
+        )
+        return [_row(item) for item in items]
 
     def join(self, keys: Sequence[str]) -> ViewJoin | None:
         """The MDM record and the override of each email device (None: this view was
@@ -306,7 +298,7 @@ class DynamoDbEmailDevices:
             {links: ("email_device_key", "owner")},
         )
         owners = {
-            str(item["email_device_key"]["S"]): str(item["owner"]["S"])
+            get_s(item, "email_device_key"): get_s(item, "owner")
             for item in first[links].values()
             if "owner" in item and "email_device_key" in item
         }
@@ -323,7 +315,7 @@ class DynamoDbEmailDevices:
 
     def _batch_get(
         self, wanted: dict[str, list[str]], projections: dict[str, Sequence[str]]
-    ) -> dict[str, dict[str, dict[str, Any]]]:
+    ) -> dict[str, dict[str, Item]]:
         """BatchGetItem over tables keyed by one string attribute: table -> key -> item
         (with the table's projection, plus its key). Retries unprocessed keys (DynamoDB
         may return part of a batch)."""
@@ -333,8 +325,8 @@ class DynamoDbEmailDevices:
         if self._overrides_table is not None:
             key_names[self._overrides_table] = "email_device_key"
         pending = [(table, key) for table, keys in wanted.items() for key in keys]
-        found: dict[str, dict[str, dict[str, Any]]] = {table: {} for table in wanted}
-        try:
+        found: dict[str, dict[str, Item]] = {table: {} for table in wanted}
+        with translated(_STORE):
             for start in range(0, len(pending), _BATCH_KEYS):
                 request: dict[str, Any] = {}
                 for table, key in pending[start : start + _BATCH_KEYS]:
@@ -344,34 +336,32 @@ class DynamoDbEmailDevices:
                             request[table].update(
                                 _projection([key_names[table], *projections[table]])
                             )
-                    request[table]["Keys"].append({key_names[table]: {"S": key}})
+                    request[table]["Keys"].append(to_item({key_names[table]: key}))
                 while request:
                     response = self._client.batch_get_item(RequestItems=request)
                     for table, items in response.get("Responses", {}).items():
                         name = key_names[table]
                         for item in items:
-                            found[table][str(item[name]["S"])] = dict(item)
+                            found[table][get_s(item, name)] = dict(item)
                     request = dict(response.get("UnprocessedKeys") or {})
-        except (ClientError, BotoCoreError) as exc:
-            raise StorageError(_UNAVAILABLE) from exc
         return found
 
     def activity(self, minutes: Sequence[str]) -> dict[str, tuple[int, int]]:
         """Per minute, the counts of its item and (when it filled up) its shards."""
         wanted = list(dict.fromkeys(minutes))
         main = self._batch_get({self._table: [STATS_PREFIX + m for m in wanted]}, {})[self._table]
-        sharded = [m for m in wanted if main.get(STATS_PREFIX + m, {}).get("sharded")]
+        sharded = [m for m in wanted if "sharded" in main.get(STATS_PREFIX + m, {})]
         shards = self._batch_get(
             {self._table: [f"{STATS_PREFIX}{m}#{c}" for m in sharded for c in STATS_SHARDS]}, {}
         )[self._table]
         found: dict[str, tuple[int, int]] = {}
         for item in [*main.values(), *shards.values()]:
-            minute = _s(item, "minute")
+            minute = get_s(item, "minute")
             if not minute:
                 continue
             requests, blocks = found.get(minute, (0, 0))
             found[minute] = (
-                requests + int(item.get("requests", {}).get("N", "0")),
-                blocks + int(item.get("blocks", {}).get("N", "0")),
+                requests + get_n(item, "requests"),
+                blocks + get_n(item, "blocks"),
             )
         return found

@@ -5,7 +5,7 @@ an override back: every write is conditional on a newer ``updated_at``."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import boto3
 
@@ -13,8 +13,10 @@ from lambdas.adapters.dynamodb_support import (
     ConditionFailed,
     Item,
     get_s,
+    one_page,
     paged,
     s,
+    to_item,
     translated,
 )
 from lambdas.domain.access import ManualOverride, OverrideAction
@@ -60,15 +62,17 @@ class DynamoDbManualOverrides:
             with translated(STORE):
                 self._client.put_item(
                     TableName=self._table,
-                    Item={
-                        "email_device_key": s(override.key),
-                        "user": s(override.user),
-                        "device_id": s(override.device_id),
-                        "action": s(override.action.value),
-                        "reason": s(override.reason),
-                        "actor": s(override.actor),
-                        "updated_at": s(at),
-                    },
+                    Item=to_item(
+                        {
+                            "email_device_key": override.key,
+                            "user": override.user,
+                            "device_id": override.device_id,
+                            "action": override.action.value,
+                            "reason": override.reason,
+                            "actor": override.actor,
+                            "updated_at": at,
+                        }
+                    ),
                     ConditionExpression="attribute_not_exists(email_device_key) "
                     "OR updated_at <= :at",
                     ExpressionAttributeValues={":at": s(at)},
@@ -80,17 +84,19 @@ class DynamoDbManualOverrides:
     def list_all(self) -> list[ManualOverride]:
         """Every stored override and tombstone (the console lists the effective ones)."""
         return [
-            parse_override(item) for item in paged(self._client.scan, STORE, TableName=self._table)
+            parse_override(item)
+            for item in paged(self._client, "scan", STORE, TableName=self._table)
         ]
 
     def list_page(
         self, limit: int, cursor: str | None = None
     ) -> tuple[list[ManualOverride], str | None]:
-        kwargs: dict[str, Any] = {"TableName": self._table, "Limit": max(1, min(limit, 1000))}
-        if cursor:
-            kwargs["ExclusiveStartKey"] = decode_cursor(cursor, dict)
-        with translated(STORE):
-            page = self._client.scan(**kwargs)
-        found = [parse_override(dict(item)) for item in page.get("Items", [])]
-        last = page.get("LastEvaluatedKey")
-        return found, encode_cursor(last) if last else None
+        items, last = one_page(
+            self._client,
+            "scan",
+            STORE,
+            decode_cursor(cursor, dict) if cursor else None,
+            TableName=self._table,
+            Limit=max(1, min(limit, 1000)),
+        )
+        return [parse_override(item) for item in items], encode_cursor(last) if last else None

@@ -14,18 +14,15 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import boto3
-from botocore.exceptions import BotoCoreError, ClientError
 
 from lambdas.adapters.dynamodb_support import (
     ConditionFailed,
     Item,
     get_s,
     n,
-    refused_item,
     s,
     translated,
 )
-from lambdas.domain.errors import StorageError
 from lambdas.domain.notices import NoticeMarker, NoticeSettings
 from lambdas.domain.timefmt import parse_instant
 
@@ -79,34 +76,32 @@ class DynamoDbNotices:
 
     def claim(self, marker: NoticeMarker) -> bool:
         try:
-            self._client.update_item(
-                TableName=self._table,
-                Key=_key(marker.email_device_key),
-                UpdateExpression=(
-                    "SET #state = :state, observed_at = :at, edge_id = :edge, outcome = :none, "
-                    "outcome_at = :none, expires_at = :exp"
-                ),
-                ConditionExpression=(
-                    "attribute_not_exists(notice_key) OR (#state <> :state AND observed_at < :at)"
-                ),
-                ExpressionAttributeNames={"#state": "state"},
-                ExpressionAttributeValues={
-                    ":state": s(marker.state),
-                    ":at": s(marker.observed_at),
-                    ":edge": s(marker.edge_id),
-                    ":none": s(""),
-                    ":exp": _expires(marker.observed_at),
-                },
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                held = refused_item(exc)
-                # The same change, claimed before a crash and not sent yet: queue it again.
-                return get_s(held, "edge_id") == marker.edge_id and not get_s(held, "outcome")
-            raise StorageError(f"{STORE} unavailable") from exc
-        except BotoCoreError as exc:
-            raise StorageError(f"{STORE} unavailable") from exc
+            with translated(STORE):
+                self._client.update_item(
+                    TableName=self._table,
+                    Key=_key(marker.email_device_key),
+                    UpdateExpression=(
+                        "SET #state = :state, observed_at = :at, edge_id = :edge, "
+                        "outcome = :none, outcome_at = :none, expires_at = :exp"
+                    ),
+                    ConditionExpression=(
+                        "attribute_not_exists(notice_key) "
+                        "OR (#state <> :state AND observed_at < :at)"
+                    ),
+                    ExpressionAttributeNames={"#state": "state"},
+                    ExpressionAttributeValues={
+                        ":state": s(marker.state),
+                        ":at": s(marker.observed_at),
+                        ":edge": s(marker.edge_id),
+                        ":none": s(""),
+                        ":exp": _expires(marker.observed_at),
+                    },
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
+        except ConditionFailed as refused:
+            held = refused.item
+            # The same change, claimed before a crash and not sent yet: queue it again.
+            return get_s(held, "edge_id") == marker.edge_id and not get_s(held, "outcome")
         return True
 
     def release(self, email_device_key: str, observed_at: str) -> None:

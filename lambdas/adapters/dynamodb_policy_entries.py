@@ -20,9 +20,9 @@ from lambdas.adapters.dynamodb_support import (
     Item,
     batch_get,
     get_s,
-    n,
     paged,
     s,
+    to_item,
     translated,
 )
 from lambdas.domain.timefmt import format_instant
@@ -54,33 +54,37 @@ def _split(items: Any) -> tuple[list[DeviceEntry], list[UserCredential]]:
 
 
 def device_item(cluster_id: str, entry: DeviceEntry) -> Item:
-    item: Item = {
-        "cluster_id": s(cluster_id),
-        "entry_key": s(entry.key),
-        "kind": s(DEVICE),
-        "version": n(entry.version),
-        "body": s(entry.model_dump_json()),
-        "user": s(entry.user),
-        "device_id": s(entry.device_id),
-        "access": s(entry.access.value),
-        "source": s(entry.source.value),
-        "updated_at": s(format_instant(entry.updated_at)),
-    }
+    item: Item = to_item(
+        {
+            "cluster_id": cluster_id,
+            "entry_key": entry.key,
+            "kind": DEVICE,
+            "version": entry.version,
+            "body": entry.model_dump_json(),
+            "user": entry.user,
+            "device_id": entry.device_id,
+            "access": entry.access.value,
+            "source": entry.source.value,
+            "updated_at": format_instant(entry.updated_at),
+        }
+    )
     if entry.mdm_device_id:
         item["mdm_device_id"] = s(entry.mdm_device_id)
     return item
 
 
 def credential_item(cluster_id: str, credential: UserCredential) -> Item:
-    return {
-        "cluster_id": s(cluster_id),
-        "entry_key": s(credential_key(credential.user)),
-        "kind": s(CREDENTIAL),
-        "version": n(credential.version),
-        "body": s(credential.model_dump_json()),
-        "user": s(credential.user),
-        "updated_at": s(format_instant(credential.updated_at)),
-    }
+    return to_item(
+        {
+            "cluster_id": cluster_id,
+            "entry_key": credential_key(credential.user),
+            "kind": CREDENTIAL,
+            "version": credential.version,
+            "body": credential.model_dump_json(),
+            "user": credential.user,
+            "updated_at": format_instant(credential.updated_at),
+        }
+    )
 
 
 class DynamoDbPolicyEntries:
@@ -126,7 +130,8 @@ class DynamoDbPolicyEntries:
     def list_all(self, cluster_id: str) -> tuple[list[DeviceEntry], list[UserCredential]]:
         return _split(
             paged(
-                self._client.query,
+                self._client,
+                "query",
                 STORE,
                 TableName=self._table,
                 KeyConditionExpression="cluster_id = :c",

@@ -21,11 +21,23 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import boto3
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-from botocore.exceptions import BotoCoreError, ClientError
 
 from lambdas.adapters.dynamodb_policy_entries import credential_item, device_item
-from lambdas.adapters.dynamodb_support import ConditionFailed, Item, get_s, n, s, translated
+from lambdas.adapters.dynamodb_support import (
+    ConditionFailed,
+    Item,
+    TransactionCancelled,
+    attr,
+    expression_values,
+    get_list,
+    get_n,
+    get_s,
+    n,
+    paged,
+    s,
+    to_item,
+    translated,
+)
 from lambdas.domain.errors import CommitConflict, NotFound, StorageError, VersionFenced
 from lambdas.domain.policy_commit import CommitPlan
 from lambdas.domain.policy_log import LOG_RETENTION, Change, ChangeKind, LogRecord, LogState
@@ -37,15 +49,13 @@ if TYPE_CHECKING:
 
 STORE = "policy log"
 _PAGE = 100  # records per page: an advance that stops early reads one page
-_SERIALIZER = TypeSerializer()
-_DESERIALIZER = TypeDeserializer()
 _UNSETTLED = "attribute_not_exists(version) OR #state = :pending"
 # Reasons of a cancelled transaction that mean "an item's state changed under us".
 _RACED = {"ConditionalCheckFailed", "TransactionConflict"}
 
 
 def _changes(changes: tuple[Change, ...]) -> Any:
-    return _SERIALIZER.serialize(
+    return attr(
         [
             {
                 "kind": c.kind.value,
@@ -59,10 +69,10 @@ def _changes(changes: tuple[Change, ...]) -> Any:
 
 
 def parse_record(item: Item) -> LogRecord:
-    raw = _DESERIALIZER.deserialize(item["changes"]) if "changes" in item else []
+    raw = get_list(item, "changes")
     first_seen = get_s(item, "first_seen")
     return LogRecord(
-        version=int(item["version"]["N"]),
+        version=get_n(item, "version"),
         state=LogState(get_s(item, "state")),
         changes=tuple(
             Change(
@@ -75,10 +85,6 @@ def parse_record(item: Item) -> LogRecord:
         ),
         first_seen=parse_instant(first_seen) if first_seen else None,
     )
-
-
-def _reasons(exc: ClientError) -> list[str]:
-    return [str(r.get("Code", "")) for r in exc.response.get("CancellationReasons", [])]
 
 
 class DynamoDbPolicyLog:
@@ -96,7 +102,7 @@ class DynamoDbPolicyLog:
         self._client: DynamoDBClient = client or boto3.client("dynamodb")
 
     def _key(self, cluster_id: str, version: int) -> Item:
-        return {"cluster_id": s(cluster_id), "version": n(version)}
+        return to_item({"cluster_id": cluster_id, "version": version})
 
     @staticmethod
     def _expiry(at: datetime) -> dict[str, str]:
@@ -110,15 +116,14 @@ class DynamoDbPolicyLog:
             put["ConditionExpression"] = "attribute_not_exists(entry_key)"
         else:
             put["ConditionExpression"] = "version = :expected"
-            put["ExpressionAttributeValues"] = {":expected": n(expected)}
+            put["ExpressionAttributeValues"] = expression_values({":expected": expected})
         return {"Put": put}
 
     def _transaction(self, cluster_id: str, plan: CommitPlan, at: datetime) -> list[Any]:
         record: Item = {
             **self._key(cluster_id, plan.version),
-            "state": s(LogState.COMMITTED.value),
+            **to_item({"state": LogState.COMMITTED.value, "settled_at": format_instant(at)}),
             "changes": _changes(plan.changes),
-            "settled_at": s(format_instant(at)),
             "expires_at": self._expiry(at),
         }
         items: list[Any] = [
@@ -128,7 +133,9 @@ class DynamoDbPolicyLog:
                     "Item": record,
                     "ConditionExpression": _UNSETTLED,
                     "ExpressionAttributeNames": {"#state": "state"},
-                    "ExpressionAttributeValues": {":pending": s(LogState.PENDING.value)},
+                    "ExpressionAttributeValues": expression_values(
+                        {":pending": LogState.PENDING.value}
+                    ),
                 }
             }
         ]
@@ -143,12 +150,14 @@ class DynamoDbPolicyLog:
                         "Key": {"cluster_id": s(cluster_id)},
                         "UpdateExpression": "SET settings = :s, settings_version = :v",
                         "ConditionExpression": "kind = :cluster AND settings_version = :read",
-                        "ExpressionAttributeValues": {
-                            ":s": s(settings.model_dump_json()),
-                            ":v": n(plan.version),
-                            ":read": n(expected),
-                            ":cluster": s("cluster"),
-                        },
+                        "ExpressionAttributeValues": expression_values(
+                            {
+                                ":s": settings.model_dump_json(),
+                                ":v": plan.version,
+                                ":read": expected,
+                                ":cluster": "cluster",
+                            }
+                        ),
                     }
                 }
             )
@@ -156,19 +165,18 @@ class DynamoDbPolicyLog:
 
     def commit(self, cluster_id: str, plan: CommitPlan, at: datetime) -> None:
         try:
-            self._client.transact_write_items(TransactItems=self._transaction(cluster_id, plan, at))
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
-                raise StorageError(f"{STORE} unavailable") from exc
-            reasons = _reasons(exc)
+            with translated(STORE):
+                self._client.transact_write_items(
+                    TransactItems=self._transaction(cluster_id, plan, at)
+                )
+        except TransactionCancelled as exc:
+            reasons = exc.reasons
             if reasons and reasons[0] == "ConditionalCheckFailed":
                 raise VersionFenced(cluster_id, plan.version) from exc
             if plan.settings is not None and reasons and reasons[-1] == "ConditionalCheckFailed":
                 self._require_cluster(cluster_id)
             if any(r in _RACED for r in reasons):
                 raise CommitConflict(f"version {plan.version} of {cluster_id} raced") from exc
-            raise StorageError(f"{STORE} unavailable") from exc
-        except BotoCoreError as exc:
             raise StorageError(f"{STORE} unavailable") from exc
 
     def _require_cluster(self, cluster_id: str) -> None:
@@ -187,25 +195,19 @@ class DynamoDbPolicyLog:
     def read(self, cluster_id: str, after: int, upto: int) -> Iterator[LogRecord]:
         if upto <= after:
             return
-        pages = self._client.get_paginator("query").paginate(
+        for item in paged(
+            self._client,
+            "query",
+            STORE,
             TableName=self._table,
             KeyConditionExpression="cluster_id = :c AND version BETWEEN :a AND :b",
-            ExpressionAttributeValues={
-                ":c": s(cluster_id),
-                ":a": n(after + 1),
-                ":b": n(upto),
-            },
+            ExpressionAttributeValues=expression_values(
+                {":c": cluster_id, ":a": after + 1, ":b": upto}
+            ),
             ConsistentRead=True,
             PaginationConfig={"PageSize": _PAGE},
-        )
-        iterator = iter(pages)
-        while True:
-            with translated(STORE):
-                page = next(iterator, None)
-            if page is None:
-                return
-            for item in page.get("Items", []):
-                yield parse_record(dict(item))
+        ):
+            yield parse_record(item)
 
     def mark_pending(self, cluster_id: str, version: int, at: datetime) -> bool:
         try:
@@ -214,8 +216,9 @@ class DynamoDbPolicyLog:
                     TableName=self._table,
                     Item={
                         **self._key(cluster_id, version),
-                        "state": s(LogState.PENDING.value),
-                        "first_seen": s(format_instant(at)),
+                        **to_item(
+                            {"state": LogState.PENDING.value, "first_seen": format_instant(at)}
+                        ),
                         "expires_at": self._expiry(at),
                     },
                     ConditionExpression="attribute_not_exists(version)",
@@ -235,9 +238,13 @@ class DynamoDbPolicyLog:
                     ConditionExpression=condition,
                     ExpressionAttributeNames={"#state": "state"},
                     ExpressionAttributeValues={
-                        ":pending": s(LogState.PENDING.value),
-                        ":abandoned": s(LogState.ABANDONED.value),
-                        ":at": s(format_instant(at)),
+                        **expression_values(
+                            {
+                                ":pending": LogState.PENDING.value,
+                                ":abandoned": LogState.ABANDONED.value,
+                                ":at": format_instant(at),
+                            }
+                        ),
                         ":exp": self._expiry(at),
                     },
                 )

@@ -25,10 +25,13 @@ import boto3
 from lambdas.adapters.dynamodb_support import (
     ConditionFailed,
     Item,
+    batch_get,
+    expression_values,
+    get_bytes,
     get_n,
     get_s,
-    n,
-    s,
+    paged,
+    to_item,
     translated,
 )
 from lambdas.domain.errors import Conflict, StorageError
@@ -41,7 +44,7 @@ if TYPE_CHECKING:
 STORE = "roster store"
 CHUNK_BYTES = 350_000  # under DynamoDB's 400 KB item limit with room for the keys
 JOURNAL_SHARDS = 4
-_HEAD = {"pk": s("head"), "sk": s("head")}
+_HEAD = to_item({"pk": "head", "sk": "head"})
 
 
 def _minutes(since: datetime, until: datetime) -> list[str]:
@@ -84,13 +87,15 @@ class DynamoDbRoster:
         with translated(STORE):
             self._client.put_item(
                 TableName=self._table,
-                Item={
-                    "pk": s(f"j#{seq[:16]}#{shard}"),
-                    "sk": s(seq),
-                    "kind": s(kind),
-                    "data": {"B": data},
-                    "expires_at": n(int((to_utc(now) + self._ttl).timestamp())),
-                },
+                Item=to_item(
+                    {
+                        "pk": f"j#{seq[:16]}#{shard}",
+                        "sk": seq,
+                        "kind": kind,
+                        "data": data,
+                        "expires_at": int((to_utc(now) + self._ttl).timestamp()),
+                    }
+                ),
             )
 
     def read_since(self, since: datetime) -> list[JournalEntry]:
@@ -98,29 +103,24 @@ class DynamoDbRoster:
         found: list[JournalEntry] = []
         for minute in _minutes(since, self.now()):
             for shard in range(self._shards):
-                kwargs: dict[str, Any] = {
-                    "TableName": self._table,
-                    "KeyConditionExpression": "pk = :pk AND sk >= :since",
-                    "ExpressionAttributeValues": {
-                        ":pk": s(f"j#{minute}#{shard}"),
-                        ":since": s(lower),
-                    },
-                    "ConsistentRead": True,
-                }
-                while True:
-                    with translated(STORE):
-                        page = self._client.query(**kwargs)
-                    for item in page.get("Items", []):
-                        found.append(
-                            JournalEntry(
-                                seq=get_s(item, "sk"),
-                                kind=get_s(item, "kind"),
-                                data=bytes(item["data"]["B"]),
-                            )
-                        )
-                    if "LastEvaluatedKey" not in page:
-                        break
-                    kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+                found.extend(
+                    JournalEntry(
+                        seq=get_s(item, "sk"),
+                        kind=get_s(item, "kind"),
+                        data=get_bytes(item, "data"),
+                    )
+                    for item in paged(
+                        self._client,
+                        "query",
+                        STORE,
+                        TableName=self._table,
+                        KeyConditionExpression="pk = :pk AND sk >= :since",
+                        ExpressionAttributeValues=expression_values(
+                            {":pk": f"j#{minute}#{shard}", ":since": lower}
+                        ),
+                        ConsistentRead=True,
+                    )
+                )
         found.sort(key=lambda e: e.seq)
         return found
 
@@ -134,18 +134,13 @@ class DynamoDbRoster:
         return _head(dict(item)) if item else None
 
     def read(self, head: SnapshotHead) -> bytes | None:
-        keys = [{"pk": s(f"s#{head.generation}"), "sk": s(f"{i:04d}")} for i in range(head.chunks)]
-        parts: dict[str, bytes] = {}
-        with translated(STORE):
-            for start in range(0, len(keys), 100):
-                request: dict[str, Any] = {
-                    self._table: {"Keys": keys[start : start + 100], "ConsistentRead": True}
-                }
-                while request:
-                    response = self._client.batch_get_item(RequestItems=request)
-                    for item in response.get("Responses", {}).get(self._table, []):
-                        parts[get_s(item, "sk")] = bytes(item["data"]["B"])
-                    request = dict(response.get("UnprocessedKeys") or {})
+        keys = [
+            to_item({"pk": f"s#{head.generation}", "sk": f"{i:04d}"}) for i in range(head.chunks)
+        ]
+        parts = {
+            get_s(item, "sk"): get_bytes(item, "data")
+            for item in batch_get(self._client, self._table, keys, STORE)
+        }
         if len(parts) != head.chunks:
             return None
         data = b"".join(parts[f"{i:04d}"] for i in range(head.chunks))
@@ -163,7 +158,7 @@ class DynamoDbRoster:
             for i, chunk in enumerate(chunks):
                 self._client.put_item(
                     TableName=self._table,
-                    Item={"pk": s(f"s#{generation}"), "sk": s(f"{i:04d}"), "data": {"B": chunk}},
+                    Item=to_item({"pk": f"s#{generation}", "sk": f"{i:04d}", "data": chunk}),
                 )
         head = SnapshotHead(
             generation=generation,
@@ -176,16 +171,20 @@ class DynamoDbRoster:
         )
         item: Item = {
             **_HEAD,
-            "generation": s(generation),
-            "epoch": s(epoch),
-            "watermark": s(watermark),
-            "chunks": n(len(chunks)),
-            "rows": n(rows),
-            "crc": n(head.checksum),
-            "written_at": s(head.written_at),
+            **to_item(
+                {
+                    "generation": generation,
+                    "epoch": epoch,
+                    "watermark": watermark,
+                    "chunks": len(chunks),
+                    "rows": rows,
+                    "crc": head.checksum,
+                    "written_at": head.written_at,
+                }
+            ),
         }
         condition = "attribute_not_exists(pk)" if previous is None else "generation = :previous"
-        values = {} if previous is None else {":previous": s(previous.generation)}
+        values = {} if previous is None else expression_values({":previous": previous.generation})
         try:
             with translated(STORE):
                 kwargs: dict[str, Any] = {
@@ -209,7 +208,7 @@ class DynamoDbRoster:
                 for i in range(chunks):
                     self._client.delete_item(
                         TableName=self._table,
-                        Key={"pk": s(f"s#{generation}"), "sk": s(f"{i:04d}")},
+                        Key=to_item({"pk": f"s#{generation}", "sk": f"{i:04d}"}),
                     )
         except StorageError:
             pass  # orphaned chunks cost storage only; the next publish cannot see them

@@ -12,7 +12,16 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 
-from lambdas.adapters.dynamodb_support import ConditionFailed, Item, get_n, n, s, translated
+from lambdas.adapters.dynamodb_support import (
+    ConditionFailed,
+    Item,
+    expression_values,
+    get_list,
+    get_n,
+    s,
+    to_item,
+    translated,
+)
 from lambdas.domain.errors import Conflict
 from lambdas.domain.signing_keys import KeyRegistry, KeyState, SigningKeyRecord
 from lambdas.domain.timefmt import format_instant, parse_instant
@@ -25,28 +34,25 @@ KIND = "signing_keys"
 STORE = "signing key registry"
 
 
-def _record(raw: dict[str, Any]) -> SigningKeyRecord:
-    value = raw["M"]
+def _record(value: dict[str, Any]) -> SigningKeyRecord:
     return SigningKeyRecord(
-        kid=value["kid"]["S"],
-        key_arn=value["key_arn"]["S"],
-        public_key=value["public_key"]["S"],
-        state=KeyState(value["state"]["S"]),
-        created_at=parse_instant(value["created_at"]["S"]),
-        changed_at=parse_instant(value["changed_at"]["S"]),
+        kid=str(value["kid"]),
+        key_arn=str(value["key_arn"]),
+        public_key=str(value["public_key"]),
+        state=KeyState(value["state"]),
+        created_at=parse_instant(str(value["created_at"])),
+        changed_at=parse_instant(str(value["changed_at"])),
     )
 
 
-def _value(record: SigningKeyRecord) -> dict[str, Any]:
+def _value(record: SigningKeyRecord) -> dict[str, str]:
     return {
-        "M": {
-            "kid": s(record.kid),
-            "key_arn": s(record.key_arn),
-            "public_key": s(record.public_key),
-            "state": s(record.state.value),
-            "created_at": s(format_instant(record.created_at)),
-            "changed_at": s(format_instant(record.changed_at)),
-        }
+        "kid": record.kid,
+        "key_arn": record.key_arn,
+        "public_key": record.public_key,
+        "state": record.state.value,
+        "created_at": format_instant(record.created_at),
+        "changed_at": format_instant(record.changed_at),
     }
 
 
@@ -65,21 +71,23 @@ class DynamoDbSigningKeys:
         item: Item = dict(response.get("Item", {}))
         if not item:
             return KeyRegistry()
-        keys = tuple(_record(raw) for raw in item.get("keys", {}).get("L", []))
+        keys = tuple(_record(value) for value in get_list(item, "keys"))
         return KeyRegistry(generation=get_n(item, "generation"), keys=keys)
 
     def put_registry(self, registry: KeyRegistry, expected_generation: int) -> None:
-        item: Item = {
-            "cluster_id": s(REGISTRY_ID),
-            "kind": s(KIND),
-            "generation": n(registry.generation),
-            "keys": {"L": [_value(k) for k in registry.keys]},
-        }
+        item = to_item(
+            {
+                "cluster_id": REGISTRY_ID,
+                "kind": KIND,
+                "generation": registry.generation,
+                "keys": [_value(k) for k in registry.keys],
+            }
+        )
         condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(cluster_id)"}
         if expected_generation:
             condition = {
                 "ConditionExpression": "generation = :read",
-                "ExpressionAttributeValues": {":read": n(expected_generation)},
+                "ExpressionAttributeValues": expression_values({":read": expected_generation}),
             }
         try:
             with translated(STORE):
