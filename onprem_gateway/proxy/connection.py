@@ -361,7 +361,7 @@ class ClientConnection(asyncio.Protocol):
         if not self._paused and self.transport is not None and not self.closed:
             self.transport.resume_reading()
 
-    def exchange_finished(self, exchange: Exchange, *, close: bool) -> None:
+    def exchange_finished(self, exchange: object, *, close: bool) -> None:
         if exchange is not self.current:
             return
         self.current = None
