@@ -9,11 +9,12 @@ import logging
 import resource
 import time
 from collections.abc import Coroutine
-from typing import Any, Protocol
+from typing import Any
 
 from onprem_gateway.core.freshness import Enforcement, freshness
 from onprem_gateway.core.revocation import EVERYONE, Affected
 from onprem_gateway.ports import EventSink, PolicyView
+from onprem_gateway.proxy.batching import WriteBatches
 from onprem_gateway.proxy.bearer_cache import BearerTokens
 from onprem_gateway.proxy.metrics import ProxyMetrics
 from onprem_gateway.proxy.responses import http_date
@@ -23,10 +24,6 @@ from onprem_gateway.proxy.substitution import CredentialSubstituter
 from onprem_gateway.proxy.upstream import UpstreamPool
 
 log = logging.getLogger(__name__)
-
-
-class Flushable(Protocol):
-    def flush_out(self) -> None: ...
 
 
 def connection_limit(configured: int) -> int:
@@ -48,7 +45,7 @@ def connection_limit(configured: int) -> int:
     return min(configured, allowed)
 
 
-class ServerState:
+class ServerState(WriteBatches):
     def __init__(
         self,
         settings: ProxySettings,
@@ -59,6 +56,7 @@ class ServerState:
         metrics: ProxyMetrics,
         loop: asyncio.AbstractEventLoop,
     ) -> None:
+        super().__init__()  # write coalescing: ``batching``, ``dirty``, ``end_batch``
         self.settings = settings
         self.policy = policy
         self.sink = sink
@@ -84,21 +82,6 @@ class ServerState:
         self._tasks: set[asyncio.Task[None]] = set()
         # Set when the server is closing and the last connection is gone.
         self.drained = asyncio.Event()
-        # Write coalescing: while a protocol callback runs, writes are collected per
-        # connection and sent as one buffer when it returns (a request head and its
-        # body, a response head and its body: one send() each instead of two; on
-        # loopback every send also runs the receiver's TCP path, so this halves the cost).
-        self.batching = False
-        self.dirty: list[Flushable] = []
-
-    def end_batch(self) -> None:
-        self.batching = False
-        dirty = self.dirty
-        while dirty:
-            self.dirty = []
-            for conn in dirty:
-                conn.flush_out()
-            dirty = self.dirty
 
     def forget(self, conn: OpenConnection) -> None:
         self.connections.discard(conn)
