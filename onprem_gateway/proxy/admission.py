@@ -40,7 +40,7 @@ from onprem_gateway.proxy.substitution import Outcome as SubOutcome
 from seg_contract import Access, UnverifiableIdentity
 
 if TYPE_CHECKING:
-    from onprem_gateway.proxy.connection import ClientConnection
+    from onprem_gateway.proxy.client_side import ClientSide
     from onprem_gateway.proxy.state import ServerState
 
 EAS_PATH = b"/microsoft-server-activesync"
@@ -63,7 +63,7 @@ class Admission:
 
     __slots__ = ("_decision", "_facts", "_handshake", "_identity", "_revoked", "_tracked", "held")
     state: ServerState
-    conn: ClientConnection
+    conn: ClientSide
     method: bytes
     target: bytes
     lookup: dict[bytes, bytes]

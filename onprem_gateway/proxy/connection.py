@@ -25,6 +25,7 @@ import httptools
 from onprem_gateway.core.identity import Binding
 from onprem_gateway.proxy import headers as header_rules
 from onprem_gateway.proxy import responses
+from onprem_gateway.proxy.batching import PendingWrites
 from onprem_gateway.proxy.exchange import Exchange
 
 if TYPE_CHECKING:
@@ -97,7 +98,7 @@ class ClientConnection(asyncio.Protocol):
         self.current: Exchange | None = None
         self._receiving: Exchange | None = None
         self._queue: deque[Exchange] = deque()
-        self._out: list[bytes] = []
+        self._out = PendingWrites(state)
         self._paused = 0
         self.write_paused = False
         self._url = b""
@@ -150,14 +151,7 @@ class ClientConnection(asyncio.Protocol):
             # The first byte of a request head (or of anything between requests):
             # the whole head is due by the deadline, however it trickles in.
             self.head_deadline = now + state.settings.timeouts.header_s
-        if state.batching:  # never nested in practice; keep the outer batch
-            self._feed(data)
-            return
-        state.batching = True
-        try:
-            self._feed(data)
-        finally:
-            state.end_batch()
+        state.feed(self._feed, data)
 
     def _feed(self, data: bytes) -> None:
         try:
@@ -333,18 +327,10 @@ class ClientConnection(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        if self.state.batching:
-            if not self._out:
-                self.state.dirty.append(self)
-            self._out.append(data)
-        else:
-            transport.write(data)
+        self._out.write(self, transport, data)
 
     def flush_out(self) -> None:
-        out, self._out = self._out, []
-        transport = self.transport
-        if out and transport is not None and not transport.is_closing():
-            transport.write(out[0] if len(out) == 1 else b"".join(out))
+        self._out.flush(self.transport)
 
     def touch(self) -> None:
         self.last_active = self.state.loop.time()
@@ -361,7 +347,7 @@ class ClientConnection(asyncio.Protocol):
         if not self._paused and self.transport is not None and not self.closed:
             self.transport.resume_reading()
 
-    def exchange_finished(self, exchange: Exchange, *, close: bool) -> None:
+    def exchange_finished(self, exchange: object, *, close: bool) -> None:
         if exchange is not self.current:
             return
         self.current = None
@@ -390,7 +376,7 @@ class ClientConnection(asyncio.Protocol):
             self.transport.close()
 
     def abort(self) -> None:
-        self._out = []
+        self._out.discard()
         if self.transport is not None:
             self.transport.abort()
 

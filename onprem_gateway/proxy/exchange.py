@@ -51,7 +51,7 @@ from onprem_gateway.proxy.upstream import UpstreamConnection, UpstreamError
 from seg_contract import Access, UserCredential
 
 if TYPE_CHECKING:
-    from onprem_gateway.proxy.connection import ClientConnection
+    from onprem_gateway.proxy.client_side import ClientSide
     from onprem_gateway.proxy.state import ServerState
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ class Exchange(Admission):
 
     def __init__(
         self,
-        conn: ClientConnection,
+        conn: ClientSide,
         method: bytes,
         target: bytes,
         header_list: list[tuple[bytes, bytes, bytes]],

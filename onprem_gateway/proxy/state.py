@@ -9,27 +9,21 @@ import logging
 import resource
 import time
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 from onprem_gateway.core.freshness import Enforcement, freshness
 from onprem_gateway.core.revocation import EVERYONE, Affected
 from onprem_gateway.ports import EventSink, PolicyView
+from onprem_gateway.proxy.batching import WriteBatches
 from onprem_gateway.proxy.bearer_cache import BearerTokens
 from onprem_gateway.proxy.metrics import ProxyMetrics
 from onprem_gateway.proxy.responses import http_date
+from onprem_gateway.proxy.roles import InFlight, OpenConnection
 from onprem_gateway.proxy.settings import ProxySettings
 from onprem_gateway.proxy.substitution import CredentialSubstituter
 from onprem_gateway.proxy.upstream import UpstreamPool
 
-if TYPE_CHECKING:
-    from onprem_gateway.proxy.connection import ClientConnection
-    from onprem_gateway.proxy.exchange import Exchange
-
 log = logging.getLogger(__name__)
-
-
-class Flushable(Protocol):
-    def flush_out(self) -> None: ...
 
 
 def connection_limit(configured: int) -> int:
@@ -51,7 +45,7 @@ def connection_limit(configured: int) -> int:
     return min(configured, allowed)
 
 
-class ServerState:
+class ServerState(WriteBatches):
     def __init__(
         self,
         settings: ProxySettings,
@@ -62,6 +56,7 @@ class ServerState:
         metrics: ProxyMetrics,
         loop: asyncio.AbstractEventLoop,
     ) -> None:
+        super().__init__()  # write coalescing: ``batching``, ``dirty``, ``end_batch``
         self.settings = settings
         self.policy = policy
         self.sink = sink
@@ -74,12 +69,12 @@ class ServerState:
         self.pool = UpstreamPool(
             settings.upstream, settings.timeouts.upstream_connect_s, metrics, self
         )
-        self.connections: set[ClientConnection] = set()
+        self.connections: set[OpenConnection] = set()
         # Open connections per client address (``limits.max_connections_per_ip``).
         self.per_ip: dict[str, int] = {}
         # Admitted requests still in flight, by normalised user: what a policy change
         # decides again (``revoke``). Insertion-ordered dicts used as sets.
-        self.inflight: dict[str, dict[Exchange, None]] = {}
+        self.inflight: dict[str, dict[InFlight, None]] = {}
         self.bearer = BearerTokens()
         self._blocking_all = False  # the policy was failing closed at the last sweep
         self.closing = False
@@ -87,23 +82,8 @@ class ServerState:
         self._tasks: set[asyncio.Task[None]] = set()
         # Set when the server is closing and the last connection is gone.
         self.drained = asyncio.Event()
-        # Write coalescing: while a protocol callback runs, writes are collected per
-        # connection and sent as one buffer when it returns (a request head and its
-        # body, a response head and its body: one send() each instead of two; on
-        # loopback every send also runs the receiver's TCP path, so this halves the cost).
-        self.batching = False
-        self.dirty: list[Flushable] = []
 
-    def end_batch(self) -> None:
-        self.batching = False
-        dirty = self.dirty
-        while dirty:
-            self.dirty = []
-            for conn in dirty:
-                conn.flush_out()
-            dirty = self.dirty
-
-    def forget(self, conn: ClientConnection) -> None:
+    def forget(self, conn: OpenConnection) -> None:
         self.connections.discard(conn)
         if self.closing and not self.connections:
             self.drained.set()
@@ -127,10 +107,10 @@ class ServerState:
             self.per_ip.pop(ip, None)
 
     # --- in-flight index and revocation --------------------------------------------------
-    def track(self, user: str, exchange: Exchange) -> None:
+    def track(self, user: str, exchange: InFlight) -> None:
         self.inflight.setdefault(user, {})[exchange] = None
 
-    def untrack(self, user: str, exchange: Exchange) -> None:
+    def untrack(self, user: str, exchange: InFlight) -> None:
         held = self.inflight.get(user)
         if held is not None:
             held.pop(exchange, None)

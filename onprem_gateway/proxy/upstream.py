@@ -21,10 +21,11 @@ import asyncio
 import errno
 import logging
 import ssl
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import httptools
 
+from onprem_gateway.proxy.batching import PendingWrites, WriteBatches
 from onprem_gateway.proxy.metrics import ProxyMetrics
 from onprem_gateway.proxy.settings import Upstream
 
@@ -58,15 +59,6 @@ class UpstreamOwner(Protocol):
     def upstream_resume_writing(self) -> None: ...
 
 
-class Batching(Protocol):
-    """The server state's write-coalescing switch (``ServerState``)."""
-
-    batching: bool
-    dirty: list[Any]
-
-    def end_batch(self) -> None: ...
-
-
 class UpstreamError(Exception):
     """The upstream could not be reached; ``kind`` names why (metrics label)."""
 
@@ -94,10 +86,10 @@ class UpstreamConnection(asyncio.Protocol):
         "transport",
     )
 
-    def __init__(self, pool: UpstreamPool, state: Batching) -> None:
+    def __init__(self, pool: UpstreamPool, state: WriteBatches) -> None:
         self._pool = pool
         self._state = state
-        self._out: list[bytes] = []
+        self._out = PendingWrites(state)
         self._parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
         self.owner: UpstreamOwner | None = None
@@ -116,15 +108,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        state = self._state
-        if state.batching:
-            self._feed(data)
-            return
-        state.batching = True
-        try:
-            self._feed(data)
-        finally:
-            state.end_batch()
+        self._state.feed(self._feed, data)
 
     def _feed(self, data: bytes) -> None:
         try:
@@ -214,19 +198,10 @@ class UpstreamConnection(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
-        state = self._state
-        if state.batching:
-            if not self._out:
-                state.dirty.append(self)
-            self._out.append(data)
-        else:
-            transport.write(data)
+        self._out.write(self, transport, data)
 
     def flush_out(self) -> None:
-        out, self._out = self._out, []
-        transport = self.transport
-        if out and transport is not None and not transport.is_closing():
-            transport.write(out[0] if len(out) == 1 else b"".join(out))
+        self._out.flush(self.transport)
 
     def pause_reading(self) -> None:
         if self.transport is not None:
@@ -244,7 +219,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def abort(self) -> None:
         self.keep_alive = False
-        self._out = []
+        self._out.discard()
         if self.transport is not None:
             self.transport.abort()
 
@@ -257,7 +232,7 @@ class UpstreamPool:
         upstream: Upstream,
         connect_timeout_s: float,
         metrics: ProxyMetrics,
-        batching: Batching,
+        batching: WriteBatches,
     ) -> None:
         self._batching = batching
         self._upstream = upstream
