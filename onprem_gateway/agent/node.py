@@ -404,6 +404,11 @@ class Node:
         # Conditions that do not make the node unready (it keeps proxying) but lose or
         # risk losing something an operator must hear about.
         warnings = [spool["problem"]] if spool["problem"] else []
+        if self.reporter.folded_refused:
+            warnings.append(
+                "the control plane refuses folded access events (it predates them): "
+                "upgrade the control plane; the events wait in the spool"
+            )
         body: dict[str, Any] = {
             "ready": not reasons,
             "reasons": reasons,

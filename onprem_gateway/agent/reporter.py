@@ -12,7 +12,9 @@ TOOLCHAIN.md). The ``Reporter`` runs two tasks:
 - the *sender* POSTs spooled batches oldest-first and acknowledges each in the spool
   only after the control plane accepted it (2xx). A failure (network, timeout, 5xx, a
   401/403) backs off and retries the same batch; a batch the control plane refuses for
-  good (another 4xx) is dropped and counted instead of blocking the spool forever.
+  good (another 4xx) is dropped and counted instead of blocking the spool forever,
+  unless it holds folded records: a control plane that predates them refuses them, so
+  they are kept and retried, and ``/readyz`` says the control plane must be upgraded.
 
 Durability window: an event recorded by a worker process reaches the agent with the
 worker's next flush (``event_flush_interval_s``), and the spool with the agent's next
@@ -214,6 +216,8 @@ class Reporter:
         self.sent_batches = 0
         self.rejected_events = 0
         self.failed_posts = 0
+        # The control plane refused a batch of folded records (it predates them).
+        self.folded_refused = False
         self.cloud_up = sender is not None
         # Folding (module docstring).
         self._wall = wall
@@ -435,9 +439,23 @@ class Reporter:
         assert self._sender is not None
         result = await self._sender.post_events(payload)
         if result is SendResult.DELIVERED:
+            self.folded_refused = False
             self.sent_events += count
             self.sent_batches += 1
             self._mark_up()
+        elif result is SendResult.REJECTED and _holds_folded(payload):
+            # A control plane from before folded records refuses them (``count``,
+            # ``first_at``): they are not bad input, it must be upgraded. Keep them in
+            # the spool and retry, saying why (readyz, metrics): nothing is lost.
+            if not self.folded_refused:
+                log.error(
+                    "the control plane refuses folded access events: upgrade it; they "
+                    "wait in the spool"
+                )
+            self.folded_refused = True
+            self.failed_posts += 1
+            self._mark_down()
+            return SendResult.FAILED
         elif result is SendResult.REJECTED:
             self.rejected_events += count
         else:
@@ -470,3 +488,13 @@ class Reporter:
                 self._flush_table()
                 self._append(self.buffer.take_all())
         self.spool.close()
+
+
+def _holds_folded(payload: bytes) -> bool:
+    """Whether a spooled batch holds a folded record (more than one request). Only read
+    when a batch is refused, so the parse costs nothing in normal operation."""
+    try:
+        batch = AccessEventBatch.model_validate_json(payload)
+    except ValueError:
+        return False
+    return any(event.count > 1 or event.first_at is not None for event in batch.events)

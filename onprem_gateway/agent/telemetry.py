@@ -256,6 +256,11 @@ class NodeCollector(Collector):
             "access events the control plane refused for good",
             value=reporter.rejected_events,
         )
+        yield _gauge(
+            "seg_gateway_events_folded_refused",
+            "1 while the control plane refuses folded access events (upgrade it)",
+            int(reporter.folded_refused),
+        )
         yield CounterMetricFamily(
             "seg_gateway_events_dropped",
             "access events dropped from a full memory buffer",

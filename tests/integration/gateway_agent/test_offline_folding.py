@@ -93,3 +93,32 @@ async def test_a_spool_near_full_then_evicting_shows_in_readyz_and_metrics(
         metrics = (await admin_get(node, "/metrics")).text
         assert 'seg_gateway_spool_state{state="evicting"} 1.0' in metrics
         assert "seg_gateway_spool_evicted_events_total 0.0" not in metrics
+
+
+async def test_folded_events_refused_by_an_older_control_plane_are_kept_and_reported(
+    double: ControlPlaneDouble, make_config: ConfigFactory
+) -> None:
+    double.events_status = 503  # cut off
+    async with running(make_config(double)) as node:
+        await eventually(lambda: node.store.current().version == 2)
+        await eas_post(node.listen_port, ALICE)
+        await eventually(lambda: node.reporter.folding, what="folding after a failed POST")
+        # A closed window of folded requests waits in the spool (as after a long outage).
+        folded = event(1, "bob").model_copy(update={"count": 5, "first_at": event(0).at})
+        node.reporter.spool.append_many(list(batches("node-1", [folded])))
+        double.events_status = 422  # back, but from before folded records: refuses them
+        await eventually(lambda: node.reporter.folded_refused, what="refusal seen", timeout=10)
+        body = (await admin_get(node, "/readyz")).json()
+        assert body["ready"] and any("upgrade the control plane" in w for w in body["warnings"])
+        metrics = (await admin_get(node, "/metrics")).text
+        assert "seg_gateway_events_folded_refused 1.0" in metrics
+        assert node.reporter.spool.depth_events == 5  # kept, not dropped
+        double.events_status = 202  # upgraded
+        await eventually(
+            lambda: sum(e.count for b in double.batches for e in b.events if e.user == "bob") == 5,
+            what="the folded requests delivered",
+            timeout=10,
+        )
+        await eventually(lambda: not node.reporter.folded_refused)
+        body = (await admin_get(node, "/readyz")).json()
+        assert not any("upgrade" in w for w in body["warnings"])

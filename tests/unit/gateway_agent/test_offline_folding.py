@@ -285,3 +285,44 @@ async def test_the_checkpoint_serialises_only_what_changed(
     assert serialised == ["u7"]
     held = {r.user: r for r in rep.checkpoint.read()}
     assert len(held) == 30 and held["u7"].count == 2
+
+
+class OldControlPlane(Sender):
+    """A control plane from before folded records: it refuses any batch holding one."""
+
+    def __init__(self) -> None:
+        super().__init__(up=True)
+        self.upgraded = False
+
+    async def post_events(self, batch_json: bytes) -> SendResult:
+        batch = AccessEventBatch.model_validate_json(batch_json)
+        if not self.upgraded and any(e.count > 1 for e in batch.events):
+            return SendResult.REJECTED
+        return await super().post_events(batch_json)
+
+
+async def test_folded_records_refused_by_an_older_control_plane_wait_for_its_upgrade(
+    tmp_path: Path,
+) -> None:
+    folded = at(1, 30).model_copy(update={"count": 7, "first_at": NOW})
+    sender = OldControlPlane()
+    rep = make(tmp_path, sender, [T0])
+    rep.spool.append_many(list(batches("n1", [folded])))
+    await rep.drain()
+    # Not dropped: kept in the spool, the cloud counted down, the reason known.
+    assert rep.folded_refused and not rep.cloud_up and rep.rejected_events == 0
+    assert rep.spool.depth_events == 7 and not sender.sent
+    sender.upgraded = True
+    await rep.drain()
+    assert not rep.folded_refused and rep.spool.depth_events == 0 and sender.requests == 7
+
+
+async def test_a_plain_batch_refused_for_good_is_still_dropped(tmp_path: Path) -> None:
+    class Refusing(Sender):
+        async def post_events(self, batch_json: bytes) -> SendResult:
+            return SendResult.REJECTED
+
+    rep = make(tmp_path, Refusing(up=True), [T0])
+    rep.buffer.record(at(1, 1))
+    await rep.flush_once()
+    assert rep.rejected_events == 1 and not rep.folded_refused and rep.spool.depth_events == 0
