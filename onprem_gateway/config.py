@@ -43,6 +43,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from onprem_gateway.proxy.settings import Limits
 from seg_contract.crypto import public_key_is_valid
 from seg_contract.signing import TrustedKey, load_public_key
 
@@ -164,33 +165,49 @@ def _cpu_count() -> int:
 # --- the proxy's edge limits ([limits], SEG_GW_LIMITS_*) ---------------------------------
 
 
+# The proxy's defaults, explained where they are defined: the one definition.
+_LIMITS = Limits()
+
+
 class LimitsConfig(BaseModel):
     """The EAS listener's size and connection limits (``onprem_gateway.proxy.Limits``,
-    where each default is explained). The defaults here are the proxy's (a unit test
-    keeps them equal); the bounds stop a typo from disabling a limit or the listener."""
+    where each default is defined and explained); the bounds stop a typo from disabling
+    a limit or the listener."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     max_header_bytes: int = Field(
-        16 * 1024, ge=1024, le=1024 * 1024, description="request line + header bytes (431 over)"
+        _LIMITS.max_header_bytes,
+        ge=1024,
+        le=1024 * 1024,
+        description="request line + header bytes (431 over)",
     )
-    max_query_bytes: int = Field(2048, ge=256, le=64 * 1024, description="query string bytes")
-    max_url_bytes: int = Field(4096, ge=256, le=64 * 1024, description="request target bytes")
-    max_header_count: int = Field(100, ge=10, le=1000, description="header lines per request")
+    max_query_bytes: int = Field(
+        _LIMITS.max_query_bytes, ge=256, le=64 * 1024, description="query string bytes"
+    )
+    max_url_bytes: int = Field(
+        _LIMITS.max_url_bytes, ge=256, le=64 * 1024, description="request target bytes"
+    )
+    max_header_count: int = Field(
+        _LIMITS.max_header_count, ge=10, le=1000, description="header lines per request"
+    )
     max_body_bytes: int = Field(
-        64 * 1024 * 1024, ge=1024, le=2**40, description="request body bytes (413 over)"
+        _LIMITS.max_body_bytes, ge=1024, le=2**40, description="request body bytes (413 over)"
     )
     max_connections: int = Field(
-        9_500, ge=1, le=1_000_000, description="client connections per worker process"
+        _LIMITS.max_connections,
+        ge=1,
+        le=1_000_000,
+        description="client connections per worker process",
     )
     max_discard_bytes: int = Field(
-        1024 * 1024,
+        _LIMITS.max_discard_bytes,
         ge=0,
         le=2**30,
         description="body bytes read and dropped after a local answer to keep the connection",
     )
     write_high_water: int = Field(
-        256 * 1024,
+        _LIMITS.write_high_water,
         ge=4096,
         le=64 * 1024 * 1024,
         description="buffered bytes before reading from the other leg pauses",

@@ -406,6 +406,11 @@ class AccessEvent(_Model):
     count: int = Field(default=1, ge=1, le=1_000_000_000)
     first_at: datetime | None = None
 
+    @property
+    def folded(self) -> bool:
+        """Whether this is a folded record (it carries ``count`` / ``first_at``)."""
+        return self.count > 1 or self.first_at is not None
+
     @model_validator(mode="after")
     def _span_ordered(self) -> AccessEvent:
         if self.first_at is not None and self.first_at > self.at:

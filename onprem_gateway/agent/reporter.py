@@ -120,11 +120,10 @@ def batches(node_id: str, events: list[AccessEvent]) -> Iterator[tuple[bytes, in
     """(batch JSON, requests it stands for) per ``BATCH_SIZE`` events."""
     for start in range(0, len(events), BATCH_SIZE):
         chunk = tuple(events[start : start + BATCH_SIZE])
-        requests = sum(e.count for e in chunk)
-        folded = requests != len(chunk) or any(e.first_at is not None for e in chunk)
         batch = AccessEventBatch(node_id=node_id, events=chunk)
+        folded = any(e.folded for e in chunk)
         body = batch.model_dump_json() if folded else batch.model_dump_json(exclude=_FOLD_FIELDS)
-        yield body.encode(), requests
+        yield body.encode(), sum(e.count for e in chunk)
 
 
 class FoldCheckpoint:
@@ -497,4 +496,4 @@ def _holds_folded(payload: bytes) -> bool:
         batch = AccessEventBatch.model_validate_json(payload)
     except ValueError:
         return False
-    return any(event.count > 1 or event.first_at is not None for event in batch.events)
+    return any(event.folded for event in batch.events)
