@@ -42,8 +42,10 @@ import boto3
 from lambdas.adapters.dynamodb_devices import LINK_PREFIX
 from lambdas.adapters.dynamodb_manual_overrides import parse_override
 from lambdas.adapters.dynamodb_support import (
+    BATCH_KEYS,
     ConditionFailed,
     Item,
+    batch_rounds,
     expression_values,
     get_bool,
     get_n,
@@ -74,7 +76,6 @@ STATS_PREFIX = "stats#"
 STATS_TTL_S = 8 * 86_400
 BATCHES_PER_ITEM = 256
 STATS_SHARDS = "0123456789abcdef"
-_BATCH_KEYS = 100  # BatchGetItem's limit
 _STORE = "email device view"
 _STRINGS = OBSERVATION_STRINGS
 # The MDM facts of a row, and what tells whether the device still owns the email device.
@@ -317,8 +318,8 @@ class DynamoDbEmailDevices:
         self, wanted: dict[str, list[str]], projections: dict[str, Sequence[str]]
     ) -> dict[str, dict[str, Item]]:
         """BatchGetItem over tables keyed by one string attribute: table -> key -> item
-        (with the table's projection, plus its key). Retries unprocessed keys (DynamoDB
-        may return part of a batch)."""
+        (with the table's projection, plus its key). Unprocessed keys are asked again
+        (``batch_rounds``: a bounded number of times)."""
         key_names = {self._table: "email_device_key"}
         if self._devices_table is not None:
             key_names[self._devices_table] = "mdm_device_id"
@@ -326,24 +327,19 @@ class DynamoDbEmailDevices:
             key_names[self._overrides_table] = "email_device_key"
         pending = [(table, key) for table, keys in wanted.items() for key in keys]
         found: dict[str, dict[str, Item]] = {table: {} for table in wanted}
-        with translated(_STORE):
-            for start in range(0, len(pending), _BATCH_KEYS):
-                request: dict[str, Any] = {}
-                for table, key in pending[start : start + _BATCH_KEYS]:
-                    if table not in request:
-                        request[table] = {"Keys": []}
-                        if table in projections:
-                            request[table].update(
-                                _projection([key_names[table], *projections[table]])
-                            )
-                    request[table]["Keys"].append(to_item({key_names[table]: key}))
-                while request:
-                    response = self._client.batch_get_item(RequestItems=request)
-                    for table, items in response.get("Responses", {}).items():
-                        name = key_names[table]
-                        for item in items:
-                            found[table][get_s(item, name)] = dict(item)
-                    request = dict(response.get("UnprocessedKeys") or {})
+        for start in range(0, len(pending), BATCH_KEYS):
+            request: dict[str, Any] = {}
+            for table, key in pending[start : start + BATCH_KEYS]:
+                if table not in request:
+                    request[table] = {"Keys": []}
+                    if table in projections:
+                        request[table].update(_projection([key_names[table], *projections[table]]))
+                request[table]["Keys"].append(to_item({key_names[table]: key}))
+            for responses in batch_rounds(self._client, request, _STORE):
+                for table, items in responses.items():
+                    name = key_names[table]
+                    for item in items:
+                        found[table][get_s(item, name)] = dict(item)
         return found
 
     def activity(self, minutes: Sequence[str]) -> dict[str, tuple[int, int]]:

@@ -234,8 +234,21 @@ def one_page(
 
 # BatchGetItem takes at most 100 keys; what it leaves unprocessed (throttling, the 16 MB
 # response limit) is asked again, a few times, before the read fails.
-_BATCH_KEYS = 100
+BATCH_KEYS = 100
 _BATCH_ROUNDS = 8
+
+
+def batch_rounds(client: Any, request: dict[str, Any], store: str) -> Iterator[dict[str, Any]]:
+    """The ``Responses`` of one BatchGetItem request, then of what it left unprocessed,
+    asked again up to ``_BATCH_ROUNDS`` times in all; ``StorageError`` after that."""
+    for _ in range(_BATCH_ROUNDS):
+        with translated(store):
+            response = client.batch_get_item(RequestItems=request)
+        yield response.get("Responses", {})
+        request = response.get("UnprocessedKeys") or {}
+        if not request:
+            return
+    raise StorageError(f"{store} unavailable (reads kept being throttled)")
 
 
 def batch_get(
@@ -243,17 +256,10 @@ def batch_get(
 ) -> list[Item]:
     """Every item of ``keys`` that exists (BatchGetItem, in chunks of 100)."""
     found: list[Item] = []
-    for start in range(0, len(keys), _BATCH_KEYS):
+    for start in range(0, len(keys), BATCH_KEYS):
         request: dict[str, Any] = {
-            table: {"Keys": list(keys[start : start + _BATCH_KEYS]), "ConsistentRead": consistent}
+            table: {"Keys": list(keys[start : start + BATCH_KEYS]), "ConsistentRead": consistent}
         }
-        for _ in range(_BATCH_ROUNDS):
-            with translated(store):
-                response = client.batch_get_item(RequestItems=request)
-            found.extend(response.get("Responses", {}).get(table, []))
-            request = response.get("UnprocessedKeys") or {}
-            if not request:
-                break
-        else:
-            raise StorageError(f"{store} unavailable (reads kept being throttled)")
+        for responses in batch_rounds(client, request, store):
+            found.extend(responses.get(table, []))
     return found

@@ -12,6 +12,7 @@ from lambdas.adapters.dynamodb_support import (
     ConditionFailed,
     TransactionCancelled,
     attr,
+    batch_rounds,
     from_item,
     get_bool,
     get_bytes,
@@ -119,3 +120,29 @@ def test_a_cancelled_transaction_carries_its_reasons() -> None:
 def test_everything_else_is_a_storage_error(error: Exception) -> None:
     with pytest.raises(StorageError, match=r"^store unavailable$"), translated("store"):
         raise error
+
+
+class _Throttled:
+    """BatchGetItem that returns one item per call and leaves the rest unprocessed."""
+
+    def __init__(self, unprocessed_after: int) -> None:
+        self.calls = 0
+        self.unprocessed_after = unprocessed_after
+
+    def batch_get_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
+        self.calls += 1
+        rest = RequestItems if self.calls < self.unprocessed_after else {}
+        return {"Responses": {"t": [{"k": {"S": str(self.calls)}}]}, "UnprocessedKeys": rest}
+
+
+def test_unprocessed_keys_are_asked_again_until_done() -> None:
+    client = _Throttled(unprocessed_after=3)
+    rounds = list(batch_rounds(client, {"t": {"Keys": []}}, "store"))
+    assert client.calls == 3 and [r["t"][0]["k"]["S"] for r in rounds] == ["1", "2", "3"]
+
+
+def test_reads_throttled_throughout_fail_after_a_bounded_number_of_rounds() -> None:
+    client = _Throttled(unprocessed_after=10**6)
+    with pytest.raises(StorageError, match="store unavailable"):
+        list(batch_rounds(client, {"t": {"Keys": []}}, "store"))
+    assert client.calls == 8
