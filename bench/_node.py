@@ -137,13 +137,19 @@ import atexit, gc, json, os, sys, time
 _dir = os.environ.get("SEG_BENCH_GC_DIR")
 if _dir:
     _pauses = []
-    _start = [0.0, 0.0]
+    _start = [0.0, 0.0, 0.0]
 
     def _on_gc(phase, info):
         if phase == "start":
             _start[0], _start[1] = time.perf_counter(), time.time()
+            _start[2] = time.thread_time()
         elif _start[0]:
-            _pauses.append((_start[1], info["generation"], time.perf_counter() - _start[0]))
+            _pauses.append((
+                _start[1],
+                info["generation"],
+                time.perf_counter() - _start[0],
+                time.thread_time() - _start[2],
+            ))
             _start[0] = 0.0
 
     gc.callbacks.append(_on_gc)
@@ -170,9 +176,11 @@ def gc_probe_dir(work: Path) -> Path:
 
 @dataclass
 class GcPauses:
-    """Pauses (wall start, generation, seconds) of the node's processes."""
+    """Pauses (wall start, generation, seconds, CPU seconds of the pausing thread) of the
+    node's processes. On a busy machine a pass's wall time includes time the process
+    waited for a core; its CPU time is the pass's own cost."""
 
-    by_role: dict[str, list[tuple[float, int, float]]] = field(default_factory=dict)
+    by_role: dict[str, list[tuple[float, int, float, float]]] = field(default_factory=dict)
 
     @classmethod
     def read(cls, directory: Path) -> GcPauses:
@@ -183,7 +191,10 @@ class GcPauses:
         return out
 
     def within(self, role: str, start: float, end: float) -> list[float]:
-        return [d for t, _g, d in self.by_role.get(role, []) if start <= t <= end]
+        return [d for t, _g, d, _c in self.by_role.get(role, []) if start <= t <= end]
+
+    def cpu_within(self, role: str, start: float, end: float) -> list[float]:
+        return [c for t, _g, _d, c in self.by_role.get(role, []) if start <= t <= end]
 
 
 # --- the node ----------------------------------------------------------------------------

@@ -371,11 +371,21 @@ def main() -> int:
                     pauses = c.node.gc_pauses()
                     opening = pauses.within("worker", row["open_window"], row["hold_window"])
                     held = pauses.within("worker", row["hold_window"], row["hold_window_end"])
-                    everything = [d for _t, _g, d in pauses.by_role.get("worker", [])]
+                    everything = [p[2] for p in pauses.by_role.get("worker", [])]
                     row["gc_open_ms"] = max(opening, default=0.0) * 1000
                     row["gc_held_ms"] = max(held, default=0.0) * 1000
                     row["gc_over_5ms"] = sum(1 for d in opening + held if d > 0.005)
+                    cpu = pauses.cpu_within("worker", row["open_window"], row["hold_window_end"])
+                    row["gc_cpu_max_ms"] = max(cpu, default=0.0) * 1000
+                    row["gc_cpu_over_5ms"] = sum(1 for c in cpu if c > 0.005)
                     row["gc_max_all_ms"] = max(everything, default=0.0) * 1000
+                    slow = [
+                        (g, d)
+                        for t, g, d, _c in pauses.by_role.get("worker", [])
+                        if d > 0.005 and row["open_window"] <= t <= row["hold_window_end"]
+                    ]
+                    for gen in range(3):
+                        row[f"gc_over_5ms_gen{gen}"] = sum(1 for g, _d in slow if g == gen)
                 print(
                     f"  {c.name:18} held {row['held']:.0f}, RSS {row['rss_held_mib']:.0f} MiB "
                     f"({row['kib_per_ping']:.1f} KiB/Ping), Sync p99 idle "
@@ -426,6 +436,11 @@ def report(
         ("GC open max ms", "gc_open_ms", "{:.1f}"),
         ("GC held max ms", "gc_held_ms", "{:.1f}"),
         ("GC > 5 ms", "gc_over_5ms", "{:.0f}"),
+        ("GC CPU max ms", "gc_cpu_max_ms", "{:.1f}"),
+        ("GC CPU > 5 ms", "gc_cpu_over_5ms", "{:.0f}"),
+        ("of them gen 0", "gc_over_5ms_gen0", "{:.0f}"),
+        ("gen 1", "gc_over_5ms_gen1", "{:.0f}"),
+        ("gen 2", "gc_over_5ms_gen2", "{:.0f}"),
         ("errors", "errors", "{:.0f}"),
     )
     print(f"{'config':18} " + " ".join(f"{title:>18}" for title, _k, _f in cols))
@@ -435,7 +450,9 @@ def report(
         "RSS: every process of the contender (gateway: agent + workers; nginx: master + "
         "workers); GC: the gateway workers' longest pause while the Pings were opened and "
         "while they were held (with the Sync phase), and how many took > 5 ms (probe via "
-        "gc.callbacks, see the module doc); longest over the whole run: "
+        "gc.callbacks, see the module doc), by generation; GC CPU: the same passes' CPU "
+        "time (wall time on a busy machine includes waiting for a core); longest over the "
+        "whole run: "
         + ", ".join(f"{n} {s(n, 'gc_max_all_ms', '{:.1f}')} ms" for n in results if "gateway" in n)
     )
     command = (

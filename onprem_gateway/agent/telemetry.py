@@ -301,6 +301,9 @@ class NodeCollector(Collector):
             ("connections_refused_per_ip", "connections refused over max_connections_per_ip"),
             ("header_timeouts", "connections cut at the request-head deadline (408)"),
             ("pw1_limited", "device-password attempts refused without hashing (rate limit)"),
+            ("gc_passes", "the workers' cyclic garbage-collector passes"),
+            ("gc_pass_seconds", "time the workers' event loops spent in collector passes"),
+            ("gc_slow_passes", "collector passes over 5 ms (a stall for every request)"),
         ):
             yield CounterMetricFamily(f"seg_gateway_{key}", doc, value=snap.get(key, 0))
         latency = HistogramMetricFamily(
@@ -321,6 +324,11 @@ class NodeCollector(Collector):
             ("in_flight", "requests being answered"),
             ("held", "held long-poll requests (Ping, Sync with Wait)"),
             ("upstream_idle", "idle pooled upstream connections"),
+            (
+                "gc_frozen_objects",
+                "objects the workers moved out of the collector's reach (held requests, "
+                "policy); a climb with neither growing means a leak",
+            ),
         ):
             yield _gauge(f"seg_gateway_{key}", doc, snap.get(key, 0))
 

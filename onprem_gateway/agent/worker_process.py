@@ -142,7 +142,7 @@ async def run_worker(index: int, control_fd: int, listen_fd: int) -> int:
         worker.events,
         sock=listen,
         metrics=worker.metrics,
-        tune_gc=True,  # a worker only serves EAS: see proxy.server.tune_garbage_collector
+        tune_gc=True,  # a worker only serves EAS: see proxy.collector
     )
     follow_policy(worker.store, server)  # a block ends the device's held requests
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, worker.stop.set)

@@ -91,7 +91,6 @@ class ClientConnection(asyncio.Protocol):
 
     def __init__(self, state: ServerState) -> None:
         self.state = state
-        self._parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.peer_ip = ""
         self.closed = False
@@ -121,6 +120,10 @@ class ClientConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         state = self.state
         self.transport = transport  # type: ignore[assignment]
+        # Made here, not in __init__: the parser holds this protocol, and a TLS
+        # handshake that fails never reaches connection_lost (which drops the parser),
+        # so a protocol that never connected would be freed only by the cyclic GC.
+        self._parser = httptools.HttpRequestParser(self)
         if len(state.connections) >= state.max_connections or state.closing:
             # Over the limit: refuse at once, the device retries (another node behind the
             # load balancer may take it).

@@ -18,8 +18,11 @@ Names (what the agent exports):
   ended: answered with the blocked answer, or cut because their answer had started.
 - ``pw1_limited``: device-password attempts refused without hashing (rate limit).
 - ``header_timeouts``: connections cut with 408 at the request-head deadline.
+- ``gc_passes``, ``gc_pass_seconds``, ``gc_slow_passes``: the cyclic collector's passes,
+  their time, those over 5 ms (``collector.py``).
 - gauges: ``connections`` (open client connections), ``in_flight`` (requests being
-  answered), ``held`` (in-flight Ping / Sync long-polls), ``upstream_idle`` (pooled).
+  answered), ``held`` (in-flight Ping / Sync long-polls), ``upstream_idle`` (pooled),
+  ``gc_frozen_objects`` (objects out of the collector's reach).
 """
 
 from __future__ import annotations
@@ -51,6 +54,10 @@ class ProxyMetrics:
         "connections",
         "connections_refused",
         "connections_refused_per_ip",
+        "gc_frozen_objects",
+        "gc_pass_seconds",
+        "gc_passes",
+        "gc_slow_passes",
         "header_timeouts",
         "held",
         "in_flight",
@@ -78,6 +85,11 @@ class ProxyMetrics:
         self.in_flight = 0
         self.held = 0
         self.upstream_idle = 0
+        # The cyclic collector (``collector.py``; a node worker only).
+        self.gc_passes = 0
+        self.gc_pass_seconds = 0.0
+        self.gc_slow_passes = 0
+        self.gc_frozen_objects = 0
 
     def count_request(self, command: str, decision: str, enforced: bool) -> None:
         key = f"{command}|{decision}|{'true' if enforced else 'false'}"
@@ -124,6 +136,10 @@ class ProxyMetrics:
             "in_flight": self.in_flight,
             "held": self.held,
             "upstream_idle": self.upstream_idle,
+            "gc_passes": self.gc_passes,
+            "gc_pass_seconds": self.gc_pass_seconds,
+            "gc_slow_passes": self.gc_slow_passes,
+            "gc_frozen_objects": self.gc_frozen_objects,
         }
 
 
@@ -150,6 +166,10 @@ def merge(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
             "in_flight",
             "held",
             "upstream_idle",
+            "gc_passes",
+            "gc_pass_seconds",
+            "gc_slow_passes",
+            "gc_frozen_objects",
         ):
             total[key] += snap.get(key, 0)
     return total

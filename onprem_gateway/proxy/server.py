@@ -9,7 +9,6 @@ let in-flight requests (held Pings) finish until the deadline, then cut the rest
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import socket
 import ssl
@@ -18,6 +17,7 @@ from collections.abc import Callable
 from onprem_gateway.core.credentials import unseal, verify_any
 from onprem_gateway.core.revocation import Affected
 from onprem_gateway.ports import EventSink, PolicyView
+from onprem_gateway.proxy.collector import Collector
 from onprem_gateway.proxy.connection import ClientConnection
 from onprem_gateway.proxy.metrics import ProxyMetrics
 from onprem_gateway.proxy.rate_limit import FailureLimiter
@@ -34,6 +34,7 @@ class EasServer:
         self.state = state
         self.metrics = state.metrics
         self._sweeper: asyncio.TimerHandle | None = None
+        self.collector: Collector | None = None
         self._port = int(server.sockets[0].getsockname()[1]) if server.sockets else 0
         self._sweep_every = min(1.0, _smallest_timeout(state.settings) / 4)
         self._schedule_sweep()
@@ -86,6 +87,8 @@ class EasServer:
             conn.abort()
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self.collector is not None:
+            self.collector.stop()
         state.pool.close_all()
         state.cancel_tasks()
         await asyncio.sleep(0)
@@ -158,8 +161,8 @@ async def start_eas_server(
     """Start serving EAS on ``sock`` (already bound, e.g. SO_REUSEPORT by the runner) or
     on ``host:port``. The caller closes it with ``await server.close(deadline_s)``.
 
-    ``tune_gc``: for a process whose only job is this server (a node worker); see
-    ``tune_garbage_collector``."""
+    ``tune_gc``: for a process whose only job is this server (a node worker): its
+    garbage collector runs in short passes only (``collector.py``)."""
     loop = asyncio.get_running_loop()
     verify_fn, unseal_fn = credential_functions or (verify_any, unseal)
     limits = settings.limits
@@ -200,24 +203,7 @@ async def start_eas_server(
             "no public host names configured (SEG_GW_PUBLIC_HOSTS / SEG_GW_PUBLIC_URL): "
             "the Host header of device requests is not checked"
         )
+    eas = EasServer(server, state)
     if tune_gc:
-        tune_garbage_collector()
-    return EasServer(server, state)
-
-
-# Young-generation threshold: allocations (net) between two young collections. CPython's
-# default (700) runs one every ~200 requests here, promoting objects that live a few
-# hundred ms (access events waiting for their batch, in-flight exchanges) to the old
-# generation, which fills and triggers full collections; a full collection walks every
-# held Ping's objects (~40 each) and stalled a worker holding 7,000 Pings for hundreds
-# of ms (bench/held_pings.py with SEG_BENCH_GC_STATS=1). With 50,000 those objects die
-# young, and a young collection still takes about a millisecond.
-GC_THRESHOLDS = (50_000, 20, 100)
-
-
-def tune_garbage_collector() -> None:
-    """Move every object that exists now (modules, the loaded policy) out of the cyclic
-    collector's reach (``gc.freeze``) and collect young generations less often."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
+        eas.collector = Collector(state.metrics).start(loop)
+    return eas

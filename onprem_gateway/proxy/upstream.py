@@ -90,7 +90,6 @@ class UpstreamConnection(asyncio.Protocol):
         self._pool = pool
         self._state = state
         self._out = PendingWrites(state)
-        self._parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
         self.owner: UpstreamOwner | None = None
         self.private_to: PrivateHolder | None = None
@@ -106,6 +105,9 @@ class UpstreamConnection(asyncio.Protocol):
     # --- asyncio.Protocol -----------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        # Made here, not in __init__: the parser holds this protocol, and a connect that
+        # fails never reaches connection_lost (which drops the parser).
+        self._parser = httptools.HttpResponseParser(self)
 
     def data_received(self, data: bytes) -> None:
         self._state.feed(self._feed, data)
