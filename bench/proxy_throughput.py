@@ -71,9 +71,10 @@ def measure(
     node_before = node.settled_metrics() if node else None
     up_before = upstream.served()
     pids = c.pids()
-    cpu0 = cpu_seconds(pids)
+    agent = [node.proc.pid] if node is not None and node.proc is not None else []
+    cpu0, agent0 = cpu_seconds(pids), cpu_seconds(agent)
     wrk = run_wrk(url, lua, duration=args.duration, connections=args.connections)
-    cpu1 = cpu_seconds(pids)
+    cpu1, agent1 = cpu_seconds(pids), cpu_seconds(agent)
     node_after = node.settled_metrics() if node else None
     check = check_counters(
         wrk.requests,
@@ -87,6 +88,8 @@ def measure(
     row: dict[str, float] = {
         "rps": wrk.rps,
         "cpu_us": (cpu1 - cpu0) / max(1, wrk.requests) * 1e6,
+        # Of it, the agent's: receiving, folding, spooling and shipping the access events.
+        "agent_cpu_us": (agent1 - agent0) / max(1, wrk.requests) * 1e6,
         "closed_errors": check.errors,
     }
     if check.detail:
@@ -194,6 +197,7 @@ def main() -> int:
                         )
                 print(
                     f"  {c.name:24} {row['rps']:8.0f} req/s  {row['cpu_us']:5.0f} µs/req"
+                    + (f" (agent {row['agent_cpu_us']:.0f})" if c.node is not None else "")
                     + (f"  open p99 {row['p99']:.2f} ms" if "p99" in row else ""),
                     flush=True,
                 )
@@ -248,6 +252,11 @@ def report(
         + ", ".join(f"{n} {s(n, 'lag_p99', '{:.2f}')} ms" for n in results)
         + "; its CPU per request "
         + ", ".join(f"{s(n, 'gen_cpu_us')} µs" for n in results if n.startswith("direct"))
+    )
+    print(
+        "of the closed loop's CPU per request, the agent's (access events: receive, fold, "
+        "spool, ship): "
+        + ", ".join(f"{n} {s(n, 'agent_cpu_us')} µs" for n in results if n.startswith("gateway"))
     )
     print(
         "CPU per request at the open-loop rate: "

@@ -324,11 +324,6 @@ class NodeCollector(Collector):
             ("in_flight", "requests being answered"),
             ("held", "held long-poll requests (Ping, Sync with Wait)"),
             ("upstream_idle", "idle pooled upstream connections"),
-            (
-                "gc_frozen_objects",
-                "objects the workers moved out of the collector's reach (held requests, "
-                "policy); a climb with neither growing means a leak",
-            ),
         ):
             yield _gauge(f"seg_gateway_{key}", doc, snap.get(key, 0))
 

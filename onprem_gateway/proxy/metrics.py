@@ -21,8 +21,7 @@ Names (what the agent exports):
 - ``gc_passes``, ``gc_pass_seconds``, ``gc_slow_passes``: the cyclic collector's passes,
   their time, those over 5 ms (``collector.py``).
 - gauges: ``connections`` (open client connections), ``in_flight`` (requests being
-  answered), ``held`` (in-flight Ping / Sync long-polls), ``upstream_idle`` (pooled),
-  ``gc_frozen_objects`` (objects out of the collector's reach).
+  answered), ``held`` (in-flight Ping / Sync long-polls), ``upstream_idle`` (pooled).
 """
 
 from __future__ import annotations
@@ -54,7 +53,6 @@ class ProxyMetrics:
         "connections",
         "connections_refused",
         "connections_refused_per_ip",
-        "gc_frozen_objects",
         "gc_pass_seconds",
         "gc_passes",
         "gc_slow_passes",
@@ -89,7 +87,6 @@ class ProxyMetrics:
         self.gc_passes = 0
         self.gc_pass_seconds = 0.0
         self.gc_slow_passes = 0
-        self.gc_frozen_objects = 0
 
     def count_request(self, command: str, decision: str, enforced: bool) -> None:
         key = f"{command}|{decision}|{'true' if enforced else 'false'}"
@@ -139,7 +136,6 @@ class ProxyMetrics:
             "gc_passes": self.gc_passes,
             "gc_pass_seconds": self.gc_pass_seconds,
             "gc_slow_passes": self.gc_slow_passes,
-            "gc_frozen_objects": self.gc_frozen_objects,
         }
 
 
@@ -169,7 +165,6 @@ def merge(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
             "gc_passes",
             "gc_pass_seconds",
             "gc_slow_passes",
-            "gc_frozen_objects",
         ):
             total[key] += snap.get(key, 0)
     return total

@@ -33,7 +33,7 @@ async def test_survivors_are_frozen_and_young_cycles_freed(thawed: None) -> None
     try:
         assert gc.get_threshold() == GC_THRESHOLDS
         frozen_at_start = gc.get_freeze_count()
-        assert metrics.gc_frozen_objects == frozen_at_start > 0
+        assert frozen_at_start > 0
 
         kept = [Node() for _ in range(1_000)]  # long-lived: like held requests
         a, b = Node(), Node()
@@ -44,7 +44,6 @@ async def test_survivors_are_frozen_and_young_cycles_freed(thawed: None) -> None
 
         assert cycle() is None  # collected before the freeze, not frozen for good
         assert gc.get_freeze_count() >= frozen_at_start + len(kept)
-        assert metrics.gc_frozen_objects == gc.get_freeze_count()
         assert metrics.gc_passes >= 1 and metrics.gc_pass_seconds > 0
 
         # A frozen object is still freed by reference counting.
