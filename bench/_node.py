@@ -25,7 +25,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 from _policy import BENCH_PIN, CREDENTIAL
@@ -174,27 +174,36 @@ def gc_probe_dir(work: Path) -> Path:
     return probe
 
 
+class Pause(NamedTuple):
+    """One collector pass. On a busy machine its wall time (``seconds``) includes time the
+    process waited for a core; its CPU time is the pass's own cost."""
+
+    start: float  # wall clock
+    generation: int
+    seconds: float
+    cpu_seconds: float  # of the pausing thread
+
+
 @dataclass
 class GcPauses:
-    """Pauses (wall start, generation, seconds, CPU seconds of the pausing thread) of the
-    node's processes. On a busy machine a pass's wall time includes time the process
-    waited for a core; its CPU time is the pass's own cost."""
+    """The collector passes of the node's processes, by role (agent, worker)."""
 
-    by_role: dict[str, list[tuple[float, int, float, float]]] = field(default_factory=dict)
+    by_role: dict[str, list[Pause]] = field(default_factory=dict)
 
     @classmethod
     def read(cls, directory: Path) -> GcPauses:
         out = cls()
         for path in directory.glob("gc-*.json"):
             data = json.loads(path.read_text())
-            out.by_role.setdefault(data["role"], []).extend(tuple(p) for p in data["pauses"])
+            out.by_role.setdefault(data["role"], []).extend(Pause(*p) for p in data["pauses"])
         return out
 
-    def within(self, role: str, start: float, end: float) -> list[float]:
-        return [d for t, _g, d, _c in self.by_role.get(role, []) if start <= t <= end]
+    def between(self, role: str, start: float, end: float) -> list[Pause]:
+        return [p for p in self.by_role.get(role, []) if start <= p.start <= end]
 
-    def cpu_within(self, role: str, start: float, end: float) -> list[float]:
-        return [c for t, _g, _d, c in self.by_role.get(role, []) if start <= t <= end]
+    def within(self, role: str, start: float, end: float) -> list[float]:
+        """The wall seconds of the passes that started between ``start`` and ``end``."""
+        return [p.seconds for p in self.between(role, start, end)]
 
 
 # --- the node ----------------------------------------------------------------------------

@@ -371,21 +371,17 @@ def main() -> int:
                     pauses = c.node.gc_pauses()
                     opening = pauses.within("worker", row["open_window"], row["hold_window"])
                     held = pauses.within("worker", row["hold_window"], row["hold_window_end"])
-                    everything = [p[2] for p in pauses.by_role.get("worker", [])]
+                    everything = [p.seconds for p in pauses.by_role.get("worker", [])]
+                    run = pauses.between("worker", row["open_window"], row["hold_window_end"])
+                    slow = [p for p in run if p.seconds > 0.005]
                     row["gc_open_ms"] = max(opening, default=0.0) * 1000
                     row["gc_held_ms"] = max(held, default=0.0) * 1000
-                    row["gc_over_5ms"] = sum(1 for d in opening + held if d > 0.005)
-                    cpu = pauses.cpu_within("worker", row["open_window"], row["hold_window_end"])
-                    row["gc_cpu_max_ms"] = max(cpu, default=0.0) * 1000
-                    row["gc_cpu_over_5ms"] = sum(1 for c in cpu if c > 0.005)
+                    row["gc_over_5ms"] = len(slow)
+                    row["gc_cpu_max_ms"] = max((p.cpu_seconds for p in run), default=0.0) * 1000
+                    row["gc_cpu_over_5ms"] = sum(1 for p in run if p.cpu_seconds > 0.005)
                     row["gc_max_all_ms"] = max(everything, default=0.0) * 1000
-                    slow = [
-                        (g, d)
-                        for t, g, d, _c in pauses.by_role.get("worker", [])
-                        if d > 0.005 and row["open_window"] <= t <= row["hold_window_end"]
-                    ]
                     for gen in range(3):
-                        row[f"gc_over_5ms_gen{gen}"] = sum(1 for g, _d in slow if g == gen)
+                        row[f"gc_over_5ms_gen{gen}"] = sum(1 for p in slow if p.generation == gen)
                 print(
                     f"  {c.name:18} held {row['held']:.0f}, RSS {row['rss_held_mib']:.0f} MiB "
                     f"({row['kib_per_ping']:.1f} KiB/Ping), Sync p99 idle "

@@ -56,7 +56,7 @@ async def test_survivors_are_frozen_and_young_cycles_freed(thawed: None) -> None
     assert gc.get_threshold() != GC_THRESHOLDS
 
 
-async def test_the_loop_adopts_survivors_every_second(
+async def test_the_loop_adopts_survivors_on_its_timer(
     thawed: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("onprem_gateway.proxy.collector.ADOPT_EVERY_S", 0.05)
