@@ -1,10 +1,10 @@
 """Admission of one request: route it, check its Host, identify and decide it
 (``core.admission.admit``), check its device password.
 
-The first step of an ``Exchange`` (``exchange.py``), kept apart so each file reads on its
+The first step of a ``RequestFlow`` (``flow.py``), kept apart so each file reads on its
 own: everything here is synchronous and cheap (a few µs: the query parse, the identity,
 a dict lookup in the policy, the decision), except a PW1 verification on a cache miss,
-which runs in a thread and resumes the exchange from a future callback. The outcome is
+which runs in a thread and resumes the flow from a future callback. The outcome is
 always one call: ``answer`` (a local response), ``_proxy`` (forward), or
 ``_proxy(..., head_only=True)`` for an NTLM handshake leg.
 
@@ -58,8 +58,8 @@ _REALM = b'Basic realm="Exchange ActiveSync"'
 
 
 class Admission:
-    """Base of ``Exchange``: what admission writes lives here, what it reads is
-    ``Exchange``'s (annotated below for the type checker)."""
+    """Base of ``RequestFlow``: what admission writes lives here, what it reads is
+    ``RequestFlow``'s (annotated below for the type checker)."""
 
     __slots__ = ("_decision", "_facts", "_handshake", "_identity", "_revoked", "_tracked", "held")
     state: ServerState
@@ -146,7 +146,7 @@ class Admission:
             self.answer(block.status, block.body, content_type=None, headers=_raw(block.headers))
         elif isinstance(outcome, HandshakeLeg):
             # NTLM NEGOTIATE: no identity yet, nothing decided, nothing recorded; only the
-            # server's 401 CHALLENGE comes back (``Exchange.upstream_head``).
+            # server's 401 CHALLENGE comes back (``RequestFlow.upstream_head``).
             self._facts = outcome.facts
             self._handshake = outcome.handshake.presented
             self.conn.binding = None  # a new handshake replaces what the connection proved

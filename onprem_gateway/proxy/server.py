@@ -207,7 +207,7 @@ async def start_eas_server(
 
 # Young-generation threshold: allocations (net) between two young collections. CPython's
 # default (700) runs one every ~200 requests here, promoting objects that live a few
-# hundred ms (access events waiting for their batch, in-flight exchanges) to the old
+# hundred ms (access events waiting for their batch, in-flight flows) to the old
 # generation, which fills and triggers full collections; a full collection walks every
 # held Ping's objects (~40 each) and stalled a worker holding 7,000 Pings for hundreds
 # of ms (bench/held_pings.py with SEG_BENCH_GC_STATS=1). With 50,000 those objects die

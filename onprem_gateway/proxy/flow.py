@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-The client connection creates an ``Exchange`` when a request head is complete and calls
+The client connection creates a ``RequestFlow`` when a request head is complete and calls
 ``start`` when it becomes the connection's current request (HTTP/1.1 answers go out in
 request order; a pipelined request waits, its body buffered, with reading paused).
 ``start`` (``admission.py``) routes and decides synchronously (parse, policy lookup,
@@ -24,7 +24,7 @@ later requests. An NTLM NEGOTIATE leg (``head_only``) is forwarded without its b
 and without a decision; only a 401 may come back from it. The user of an AUTHENTICATE
 leg is bound to the client connection once the server accepts it (any answer but 401).
 
-Revocation: while admitted and unfinished, the exchange is in the server's in-flight
+Revocation: while admitted and unfinished, the flow is in the server's in-flight
 index; ``recheck`` decides it again when the policy changes and ``revoke`` ends it: the
 blocked answer if nothing was answered yet (a held Ping gets its status 129), else the
 connection is cut.
@@ -64,7 +64,7 @@ _REPLAY_LIMIT = 64 * 1024
 _LENGTH, _CHUNKED, _CLOSE, _EMPTY = 0, 1, 2, 3
 
 
-class Exchange(Admission):
+class RequestFlow(Admission):
     __slots__ = (
         "_body_done",
         "_client_framing",
@@ -233,7 +233,7 @@ class Exchange(Admission):
             has_connection=b"connection" in self.lookup,
             strip_forwarding=not self.conn.peer_trusted,
         )
-        # The head is built: drop the parsed headers (a held Ping keeps its exchange for
+        # The head is built: drop the parsed headers (a held Ping keeps its flow for
         # up to an hour; fewer live objects per held request = shorter GC passes).
         self.headers = []
         self.lookup = {}
@@ -660,4 +660,4 @@ class Exchange(Admission):
         if self._tracked:
             state.untrack(self._tracked, self)
             self._tracked = ""
-        self.conn.exchange_finished(self, close=self._closing)
+        self.conn.flow_finished(self, close=self._closing)
