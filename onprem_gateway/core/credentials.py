@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
+from enum import Enum
 
 from seg_contract import UserCredential, normalize_device_id
 from seg_contract.crypto import (
@@ -21,6 +22,7 @@ from seg_contract.crypto import (
 
 __all__ = [
     "SealError",
+    "Substitution",
     "basic_authorization",
     "candidate_hashes",
     "substitution_enabled",
@@ -28,6 +30,14 @@ __all__ = [
     "verify_any",
     "verify_device_password",
 ]
+
+
+class Substitution(Enum):
+    """Why a device password check did not yield an upstream Authorization."""
+
+    REJECT = "reject"  # wrong or missing device password: 401, never forwarded
+    LIMITED = "limited"  # too many wrong passwords for the user or device: 401, no hashing
+    UNAVAILABLE = "unavailable"  # this node cannot open PW2 (no or wrong cluster key)
 
 
 def substitution_enabled(credential: UserCredential | None) -> bool:

@@ -5,8 +5,8 @@ Theory of operation
 The client connection creates a ``RequestFlow`` when a request head is complete and calls
 ``start`` when it becomes the connection's current request (HTTP/1.1 answers go out in
 request order; a pipelined request waits, its body buffered, with reading paused).
-``start`` (``admission.py``) routes and decides synchronously (parse, policy lookup,
-decision: a few µs) and then either
+``start`` routes and decides synchronously (``core.request_admission``: parse, policy
+lookup, decision, a few µs, returned as a value this class executes) and then either
 
 - answers locally (404, 400, block, 401...): the answer is written at once; a body still
   arriving is read and dropped (``discard``) so the connection stays usable, or the
@@ -35,18 +35,32 @@ verifying a device password (scrypt), runs in a thread and only on a cache miss.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from onprem_gateway.core.admission import redecide
 from onprem_gateway.core.authentication import Presented
 from onprem_gateway.core.block_responses import blocked_response
-from onprem_gateway.core.credentials import candidate_hashes, substitution_enabled
+from onprem_gateway.core.credentials import Substitution, candidate_hashes, substitution_enabled
 from onprem_gateway.core.facts import Decision, RequestFacts
 from onprem_gateway.core.identity import Binding, Identity, Source
 from onprem_gateway.core.policy_index import PolicyIndex
+from onprem_gateway.core.request_admission import (
+    BASIC_CHALLENGE,
+    Answer,
+    Block,
+    Forward,
+    ForwardHeadOnly,
+    Reject,
+    VerifyPassword,
+    admit_request,
+    after_password,
+    raw,
+)
 from onprem_gateway.proxy import events, headers, responses
-from onprem_gateway.proxy.admission import _REALM, Admission, _raw
+from onprem_gateway.proxy.substitution import Outcome as PasswordResult
 from onprem_gateway.proxy.upstream import UpstreamConnection, UpstreamError
 from seg_contract import Access, UserCredential
 
@@ -64,23 +78,29 @@ _REPLAY_LIMIT = 64 * 1024
 _LENGTH, _CHUNKED, _CLOSE, _EMPTY = 0, 1, 2, 3
 
 
-class RequestFlow(Admission):
+class RequestFlow:
     __slots__ = (
         "_body_done",
         "_client_framing",
         "_closing",
         "_credential",
+        "_decision",
         "_discarding",
+        "_facts",
         "_finished",
+        "_handshake",
         "_head",
         "_head_only",
+        "_identity",
         "_local_done",
         "_pending",
         "_pending_bytes",
         "_recorded",
         "_replay",
         "_retried",
+        "_revoked",
         "_sent_at",
+        "_tracked",
         "_upstream_paused",
         "_upstream_until_close",
         "body_seen",
@@ -89,6 +109,7 @@ class RequestFlow(Admission):
         "content_length",
         "expect_continue",
         "headers",
+        "held",
         "http11",
         "keep_alive",
         "lookup",
@@ -151,6 +172,94 @@ class RequestFlow(Admission):
         self._client_framing = _LENGTH
         self._upstream_until_close = False
         self._upstream_paused = False
+
+    # --- start: route, decide (``core.request_admission``), execute the outcome -------
+    def start(self) -> None:
+        state = self.state
+        state.metrics.in_flight += 1
+        policy = state.policy.current()
+        outcome = admit_request(
+            self.method,
+            self.target,
+            self.lookup,
+            public_hosts=state.settings.public_hosts,
+            bound=self.conn.binding,
+            policy=policy,
+            now=time.time(),
+            verify_bearer=state.bearer.for_settings(policy.settings),
+        )
+        if isinstance(outcome, VerifyPassword):
+            self._verify_password(outcome, policy)
+        elif isinstance(outcome, ForwardHeadOnly):
+            # NTLM NEGOTIATE: only the server's 401 CHALLENGE comes back (``upstream_head``).
+            self._facts = outcome.facts
+            self._handshake = outcome.handshake
+            self.conn.binding = None  # a new handshake replaces what the connection proved
+            self._proxy(None, head_only=True)
+        elif isinstance(outcome, Block):
+            facts, decision = outcome.facts, outcome.decision
+            state.metrics.count_request(facts.command or facts.method, decision.access, True)
+            events.record_decision(state.sink, state.node_id, facts, decision, outcome.status)
+            self.answer(outcome.status, outcome.body, content_type=None, headers=outcome.headers)
+        else:
+            self._answer_locally(outcome)
+
+    def _answer_locally(self, outcome: Answer | Reject) -> None:
+        if isinstance(outcome, Answer):
+            self.answer(outcome.status, responses.text(outcome.reason), headers=outcome.headers)
+            return
+        state = self.state
+        refused = outcome.refused
+        if outcome.counted_as:
+            state.metrics.count_request(outcome.counted_as, Access.BLOCK, True)
+        if outcome.limited:
+            state.metrics.pw1_limited += 1
+        events.record_rejected(
+            state.sink,
+            state.node_id,
+            refused.facts,
+            reason=refused.reason,
+            rule=refused.rule,
+            http_status=refused.status,
+        )
+        self.answer(refused.status, responses.text(refused.reason), headers=outcome.headers)
+
+    def _verify_password(self, admitted: VerifyPassword, policy: PolicyIndex) -> None:
+        state = self.state
+        facts, decision = admitted.facts, admitted.decision
+        self._facts, self._decision, self._identity = facts, decision, admitted.identity
+        state.metrics.count_request(
+            facts.command or facts.method, decision.access, decision.enforced
+        )
+        # From now on a policy change decides this request again (``recheck``).
+        self._tracked = facts.user
+        state.track(facts.user, self)
+        if admitted.held:
+            self.held = True
+            state.metrics.held += 1
+            self.conn.timeout = state.settings.timeouts.long_poll_idle_s
+        result = state.substitution.evaluate(
+            policy, facts, admitted.identity.presented, state.loop.time()
+        )
+        if isinstance(result, asyncio.Future):
+            result.add_done_callback(self._password_checked)
+        else:
+            self._after_password(result)
+
+    def _password_checked(self, fut: asyncio.Future[PasswordResult]) -> None:
+        if self._finished or self._revoked or self.conn.closed:
+            return
+        failed = fut.cancelled() or fut.exception()
+        self._after_password(Substitution.REJECT if failed else fut.result())
+
+    def _after_password(self, result: PasswordResult) -> None:
+        assert self._facts is not None
+        retry_after = self.state.settings.timeouts.retry_after_s
+        outcome = after_password(result, self._facts, retry_after_s=retry_after)
+        if isinstance(outcome, Forward):
+            self._proxy(outcome.authorization)
+        else:
+            self._answer_locally(outcome)
 
     # --- local answers -----------------------------------------------------------------
     def answer(
@@ -608,13 +717,13 @@ class RequestFlow(Admission):
             self.answer(
                 401,
                 responses.text("the device password was withdrawn"),
-                headers=((b"WWW-Authenticate", _REALM),),
+                headers=BASIC_CHALLENGE,
             )
             return
         block = blocked_response(facts, decision)
         events.record_revoked(state.sink, state.node_id, facts, decision, block.status)
         self._recorded = True
-        self.answer(block.status, block.body, content_type=None, headers=_raw(block.headers))
+        self.answer(block.status, block.body, content_type=None, headers=raw(block.headers))
 
     # --- end -----------------------------------------------------------------------------
     def _record_proxied(self, status: int) -> None:
