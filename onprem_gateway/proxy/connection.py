@@ -190,7 +190,7 @@ class ClientConnection(asyncio.Protocol):
         if current is not None:
             current.connection_lost()
         for queued in self._queue:
-            queued.connection_lost_before_start()
+            queued.connection_lost()
         self._queue.clear()
 
     def pause_writing(self) -> None:
