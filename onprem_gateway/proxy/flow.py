@@ -9,13 +9,20 @@ request order; a pipelined request waits, its body buffered, with reading paused
 lookup, decision, a few µs, returned as a value this class executes) and then either
 
 - answers locally (404, 400, block, 401...): the answer is written at once; a body still
-  arriving is read and dropped (``discard``) so the connection stays usable, or the
+  arriving is read and dropped (``Phase.DRAINING``) so the connection stays usable, or the
   connection closes after the answer when that is cheaper or required (100-continue,
   a large body); or
 - proxies: takes a pooled upstream connection (or opens one in a task: the only await on
   this path), writes the request head and streams the body as it arrives, then streams
   the response back. Each leg's write buffer pauses the other leg's reading
   (``pause_writing`` -> ``pause_reading``), so neither leg ever buffers a body.
+
+Lifecycle: the flow's phase (queued, admitting, verifying a password, connecting,
+forwarding, responding, draining, cutting, done) and what each event does in each phase
+are one table, ``core.flow_lifecycle.TABLE``. The methods here turn what happens (the
+admission's outcome, the upstream's progress, the device's body ending, a revocation,
+the idle timeout, the device going away) into an ``Event``, feed it (``_feed``) and run
+the ``Command``s the table names (``_RUN``); an event a phase does not expect raises.
 
 Connection-oriented authentication (NTLM, Negotiate): a request that carries it, or
 whose answer is a 401 offering it, makes its upstream connection private to this client
@@ -163,24 +170,24 @@ class RequestFlow:
         self._identity: Identity | None = None
         self._handshake: Presented | None = None
         self._credential: UserCredential | None = None  # the PW1 record it was let in by
-        self._tracked = ""  # the user it is indexed under while in flight
+        self._tracked = ""  # the user it is indexed under while in flight ("" after)
+        self.phase = Phase.QUEUED  # where it is in its lifecycle (core.flow_lifecycle)
+        # The facts beside the phase: the request body is complete; the connection
+        # closes after this answer; the request is an NTLM NEGOTIATE leg, sent without
+        # its body; the upstream's answer ends with its connection (RFC 9112 6.3 rule 8).
+        self._body_done = not (chunked or content_length)
+        self._closing = False
         self._head_only = False
-        self._recorded = False
+        self._upstream_until_close = False
+        self._recorded = False  # its access event is written
         self._head = b""
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._replay: list[bytes] | None = []
         self.body_seen = 0
-        # Facts beside the phase: the request body is complete; the connection closes
-        # after this answer; (below) the request is an NTLM NEGOTIATE leg sent without
-        # its body; the upstream's answer ends with its connection (RFC 9112 6.3 rule 8).
-        self._body_done = not (chunked or content_length)
-        self._closing = False
-        self.phase = Phase.QUEUED
         self._retried = False
         self._sent_at = 0.0
         self._client_framing = _LENGTH
-        self._upstream_until_close = False
         self._upstream_paused = False
 
     @property
