@@ -25,6 +25,7 @@ __all__ = [
     "Substitution",
     "basic_authorization",
     "candidate_hashes",
+    "password_still_valid",
     "substitution_enabled",
     "unseal",
     "verify_any",
@@ -47,6 +48,17 @@ def substitution_enabled(credential: UserCredential | None) -> bool:
         and credential.enabled
         and bool(credential.pw1_hashes or credential.device_passwords)
     )
+
+
+def password_still_valid(old: UserCredential, new: UserCredential | None, device_id: str) -> bool:
+    """Whether a request let in under ``old`` (its device password verified) is still
+    let in under ``new``: the record still requires a password and every one that
+    ``old`` accepted from ``device_id`` is still among ``new``'s."""
+    if new is old:
+        return True
+    if new is None or not substitution_enabled(new):
+        return False
+    return set(candidate_hashes(old, device_id)) <= set(candidate_hashes(new, device_id))
 
 
 def candidate_hashes(credential: UserCredential, device_id: str) -> tuple[str, ...]:

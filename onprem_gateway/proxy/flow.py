@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 from onprem_gateway.core.admission import redecide
 from onprem_gateway.core.authentication import Presented
 from onprem_gateway.core.block_responses import blocked_response
-from onprem_gateway.core.credentials import Substitution, candidate_hashes, substitution_enabled
+from onprem_gateway.core.credentials import Substitution, password_still_valid
 from onprem_gateway.core.facts import Decision, RequestFacts
 from onprem_gateway.core.flow_lifecycle import (
     ANSWER_STARTED,
@@ -68,6 +68,7 @@ from onprem_gateway.core.identity import Binding, Identity, Source
 from onprem_gateway.core.policy_index import PolicyIndex
 from onprem_gateway.core.request_admission import (
     BASIC_CHALLENGE,
+    RULE_PW1,
     Answer,
     Block,
     Forward,
@@ -709,18 +710,14 @@ class RequestFlow:
             self.revoke(decision)
             return 1
         old = self._credential
-        if old is not None:
-            new = policy.credential(facts.user)
-            if new is not old and (
-                not substitution_enabled(new)
-                or not set(candidate_hashes(old, facts.device_id))
-                <= set(candidate_hashes(new, facts.device_id))  # type: ignore[arg-type]
-            ):
-                self.revoke(
-                    Decision(Access.BLOCK, "its device password was withdrawn", "pw1"),
-                    password_withdrawn=True,
-                )
-                return 1
+        if old is not None and not password_still_valid(
+            old, policy.credential(facts.user), facts.device_id
+        ):
+            self.revoke(
+                Decision(Access.BLOCK, "its device password was withdrawn", RULE_PW1),
+                password_withdrawn=True,
+            )
+            return 1
         return 0
 
     def revoke(self, decision: Decision, *, password_withdrawn: bool = False) -> None:
