@@ -9,7 +9,7 @@ user its credentials authenticate (``identity.py``), never the query's ``User=``
 - ``Blocked``: the policy refuses it; answer ``response`` (``block_responses``);
 - ``Refused``: malformed, or no identity the gateway accepts (400 / 401);
 - ``HandshakeLeg``: an NTLM NEGOTIATE leg, forwarded without its body and without a
-  decision: only the server's 401 challenge is relayed (``proxy/exchange.py``).
+  decision: only the server's 401 challenge is relayed (``proxy/flow.py``).
 
 ``redecide`` is the decision part alone, for a request already in flight when the
 policy changes (revocation of held requests).

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
+from enum import Enum
 
 from seg_contract import UserCredential, normalize_device_id
 from seg_contract.crypto import (
@@ -21,13 +22,23 @@ from seg_contract.crypto import (
 
 __all__ = [
     "SealError",
+    "Substitution",
     "basic_authorization",
     "candidate_hashes",
+    "password_still_valid",
     "substitution_enabled",
     "unseal",
     "verify_any",
     "verify_device_password",
 ]
+
+
+class Substitution(Enum):
+    """Why a device password check did not yield an upstream Authorization."""
+
+    REJECT = "reject"  # wrong or missing device password: 401, never forwarded
+    LIMITED = "limited"  # too many wrong passwords for the user or device: 401, no hashing
+    UNAVAILABLE = "unavailable"  # this node cannot open PW2 (no or wrong cluster key)
 
 
 def substitution_enabled(credential: UserCredential | None) -> bool:
@@ -37,6 +48,17 @@ def substitution_enabled(credential: UserCredential | None) -> bool:
         and credential.enabled
         and bool(credential.pw1_hashes or credential.device_passwords)
     )
+
+
+def password_still_valid(old: UserCredential, new: UserCredential | None, device_id: str) -> bool:
+    """Whether a request let in under ``old`` (its device password verified) is still
+    let in under ``new``: the record still requires a password and every one that
+    ``old`` accepted from ``device_id`` is still among ``new``'s."""
+    if new is old:
+        return True
+    if new is None or not substitution_enabled(new):
+        return False
+    return set(candidate_hashes(old, device_id)) <= set(candidate_hashes(new, device_id))
 
 
 def candidate_hashes(credential: UserCredential, device_id: str) -> tuple[str, ...]:

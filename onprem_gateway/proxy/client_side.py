@@ -1,7 +1,7 @@
-"""What an exchange (``exchange.py``) and its admission (``admission.py``) need of the
+"""What a flow (``flow.py``) and its admission (``admission.py``) need of the
 client connection that carries them (``connection.ClientConnection``).
 
-A structural type, so neither imports ``connection.py`` (which creates exchanges): the
+A structural type, so neither imports ``connection.py`` (which creates flows): the
 proxy's modules import one another in one direction only
 (``tests/unit/test_layering.py``)."""
 
@@ -33,7 +33,7 @@ class ClientSide(Protocol):
     @property
     def write_paused(self) -> bool: ...
 
-    # Written by the exchange: the idle timeout and activity the sweeper reads, the NTLM
+    # Written by the flow: the idle timeout and activity the sweeper reads, the NTLM
     # identity proved on this connection and the upstream connection that carries it.
     timeout: float
     last_active: float
@@ -44,6 +44,6 @@ class ClientSide(Protocol):
     def touch(self) -> None: ...
     def pause_reading_for(self, reason: int) -> None: ...
     def resume_reading_for(self, reason: int) -> None: ...
-    def exchange_finished(self, exchange: object, *, close: bool) -> None: ...
+    def flow_finished(self, flow: object, *, close: bool) -> None: ...
     def abort(self) -> None: ...
     def private_upstream_lost(self, conn: UpstreamConnection) -> None: ...

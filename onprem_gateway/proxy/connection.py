@@ -2,7 +2,7 @@
 
 It enforces the edge limits (header bytes and count, URL and query length, body size,
 connections per client address, an absolute deadline for each request head), frames
-requests into ``Exchange`` objects, keeps HTTP/1.1 answers in request order
+requests into ``RequestFlow`` objects, keeps HTTP/1.1 answers in request order
 (pipelined requests wait with reading paused), and tracks the idle timeout that the
 server's sweeper enforces (``timeout`` changes with the connection's phase: keep-alive,
 header, an ordinary request, a long-poll).
@@ -26,7 +26,7 @@ from onprem_gateway.core.identity import Binding
 from onprem_gateway.proxy import headers as header_rules
 from onprem_gateway.proxy import responses
 from onprem_gateway.proxy.batching import PendingWrites
-from onprem_gateway.proxy.exchange import Exchange
+from onprem_gateway.proxy.flow import RequestFlow
 
 if TYPE_CHECKING:
     from onprem_gateway.proxy.state import ServerState
@@ -94,9 +94,9 @@ class ClientConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer_ip = ""
         self.closed = False
-        self.current: Exchange | None = None
-        self._receiving: Exchange | None = None
-        self._queue: deque[Exchange] = deque()
+        self.current: RequestFlow | None = None
+        self._receiving: RequestFlow | None = None
+        self._queue: deque[RequestFlow] = deque()
         self._out = PendingWrites(state)
         self._paused = 0
         self.write_paused = False
@@ -184,7 +184,7 @@ class ClientConnection(asyncio.Protocol):
         self.binding = None
         if up is not None:
             up.private_to = None
-            if up.owner is None:  # idle: close it now (an exchange's own is aborted below)
+            if up.owner is None:  # idle: close it now (a flow's own is aborted below)
                 up.close()
         # The parser holds this protocol: drop the cycle so the connection is freed by
         # reference counting, not by the (slow, with many held Pings) cyclic GC.
@@ -193,7 +193,7 @@ class ClientConnection(asyncio.Protocol):
         if current is not None:
             current.connection_lost()
         for queued in self._queue:
-            queued.connection_lost_before_start()
+            queued.connection_lost()
         self._queue.clear()
 
     def pause_writing(self) -> None:
@@ -268,7 +268,7 @@ class ClientConnection(asyncio.Protocol):
         content_length = int(raw_length) if raw_length is not None and not chunked else None
         if content_length is not None and content_length > limits.max_body_bytes:
             raise _LimitExceededError(413, f"request body over {limits.max_body_bytes} bytes")
-        exchange = Exchange(
+        flow = RequestFlow(
             self,
             parser.get_method(),
             url,
@@ -280,28 +280,28 @@ class ClientConnection(asyncio.Protocol):
             chunked=chunked,
             expect_continue=self._expect,
         )
-        self._receiving = exchange
+        self._receiving = flow
         if self.current is None:
-            self.current = exchange
+            self.current = flow
             self.timeout = self.state.settings.timeouts.request_idle_s
-            exchange.start()
+            flow.start()
         else:
-            self._queue.append(exchange)
+            self._queue.append(flow)
             self.pause_reading_for(self.PAUSE_PIPELINE)
 
     def on_body(self, body: bytes) -> None:
-        exchange = self._receiving
-        if exchange is not None:
-            if exchange.chunked:
+        flow = self._receiving
+        if flow is not None:
+            if flow.chunked:
                 limit = self.state.settings.limits.max_body_bytes
-                if exchange.body_seen + len(body) > limit:
+                if flow.body_seen + len(body) > limit:
                     raise _LimitExceededError(413, f"request body over {limit} bytes")
-            exchange.client_body(body)
+            flow.client_body(body)
 
     def on_message_complete(self) -> None:
-        exchange, self._receiving = self._receiving, None
-        if exchange is not None:
-            exchange.client_body_end()
+        flow, self._receiving = self._receiving, None
+        if flow is not None:
+            flow.client_body_end()
 
     def _count_forwarded_client(self) -> None:
         state = self.state
@@ -325,7 +325,7 @@ class ClientConnection(asyncio.Protocol):
             self.private_upstream = None
             self.binding = None
 
-    # --- used by exchanges -------------------------------------------------------------
+    # --- used by flows -------------------------------------------------------------
     def write(self, data: bytes) -> None:
         transport = self.transport
         if transport is None or transport.is_closing():
@@ -350,8 +350,8 @@ class ClientConnection(asyncio.Protocol):
         if not self._paused and self.transport is not None and not self.closed:
             self.transport.resume_reading()
 
-    def exchange_finished(self, exchange: object, *, close: bool) -> None:
-        if exchange is not self.current:
+    def flow_finished(self, flow: object, *, close: bool) -> None:
+        if flow is not self.current:
             return
         self.current = None
         if close or self.closed:
@@ -387,8 +387,8 @@ class ClientConnection(asyncio.Protocol):
     def _refuse(self, status: int, reason: str) -> None:
         """Answer a request that broke the HTTP rules or a limit, then close: the
         parser's position in the byte stream can no longer be trusted."""
-        exchange = self.current
-        if exchange is not None and exchange.response_started:
+        flow = self.current
+        if flow is not None and flow.response_started:
             self.abort()
             return
         self.state.metrics.count_response(status)

@@ -94,17 +94,6 @@ def forwarded_client(
     return client_ip
 
 
-def host_name(host: bytes) -> str:
-    """The name in a Host header value, without port, lower-case, no trailing dot
-    (``[::1]:443`` -> ``::1``)."""
-    text = host.decode("latin-1").strip().lower()
-    if text.startswith("["):
-        return text[1:].split("]", 1)[0]
-    if text.count(":") == 1:
-        text = text.split(":", 1)[0]
-    return text.rstrip(".")
-
-
 def asks_for_connection_auth(headers: Iterable[Header]) -> bool:
     """Whether a 401's WWW-Authenticate offers NTLM or Negotiate (HAProxy's test: a
     value starting with "NTLM" or "Nego"), i.e. the server is about to authenticate the

@@ -1,8 +1,8 @@
 """What the shared server state (``state.py``) needs of the objects it holds: the open
-client connections (the sweeper and shutdown walk them) and the in-flight exchanges
+client connections (the sweeper and shutdown walk them) and the in-flight flows
 (revocation decides them again).
 
-Structural types, so ``state.py`` imports neither ``connection.py`` nor ``exchange.py``
+Structural types, so ``state.py`` imports neither ``connection.py`` nor ``flow.py``
 (both import the state): the proxy's modules import one another in one direction only
 (``tests/unit/test_layering.py``)."""
 
@@ -18,7 +18,7 @@ class OpenConnection(Protocol):
 
     @property
     def current(self) -> object | None:
-        """The exchange being answered, if any."""
+        """The flow being answered, if any."""
 
     @property
     def last_active(self) -> float: ...
@@ -32,7 +32,7 @@ class OpenConnection(Protocol):
 
 
 class InFlight(Protocol):
-    """An admitted request still in flight (``exchange.Exchange``): what a policy change
+    """An admitted request still in flight (``flow.RequestFlow``): what a policy change
     decides again."""
 
     def recheck(self, policy: PolicyIndex, now: float) -> int: ...

@@ -14,11 +14,6 @@ from urllib.parse import urlsplit
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-# Commands whose requests may legally stay open up to 3540 s (MS-ASCMD 2.2.1.13 Ping
-# HeartbeatInterval; 2.2.1.21 Sync Wait / HeartbeatInterval): they get the long-poll
-# idle timeout on both legs.
-LONG_POLL_COMMANDS = frozenset({"Ping", "Sync"})
-
 
 class SettingsError(ValueError):
     """A setting is unusable (raised once, at start)."""

@@ -107,13 +107,13 @@ class ServerState(WriteBatches):
             self.per_ip.pop(ip, None)
 
     # --- in-flight index and revocation --------------------------------------------------
-    def track(self, user: str, exchange: InFlight) -> None:
-        self.inflight.setdefault(user, {})[exchange] = None
+    def track(self, user: str, flow: InFlight) -> None:
+        self.inflight.setdefault(user, {})[flow] = None
 
-    def untrack(self, user: str, exchange: InFlight) -> None:
+    def untrack(self, user: str, flow: InFlight) -> None:
         held = self.inflight.get(user)
         if held is not None:
-            held.pop(exchange, None)
+            held.pop(flow, None)
             if not held:
                 del self.inflight[user]
 
@@ -134,8 +134,8 @@ class ServerState(WriteBatches):
         ended = 0
         batching, self.batching = self.batching, True  # one send per connection
         try:
-            for exchange in targets:
-                ended += exchange.recheck(policy, now)
+            for flow in targets:
+                ended += flow.recheck(policy, now)
         finally:
             if not batching:
                 self.end_batch()

@@ -24,10 +24,10 @@ import hashlib
 import logging
 import os
 from collections.abc import Callable, Sequence
-from enum import Enum
 
 from onprem_gateway.core.authentication import Presented, Scheme
 from onprem_gateway.core.credentials import (
+    Substitution,
     basic_authorization,
     candidate_hashes,
     substitution_enabled,
@@ -41,12 +41,6 @@ log = logging.getLogger(__name__)
 
 VerifyFn = Callable[[str, Sequence[str]], bool]  # (presented password, stored hashes)
 UnsealFn = Callable[[str, str], str]
-
-
-class Substitution(Enum):
-    REJECT = "reject"  # wrong or missing device password: 401, never forwarded
-    LIMITED = "limited"  # too many wrong passwords for the user or device: 401, no hashing
-    UNAVAILABLE = "unavailable"  # this node cannot open PW2 (no or wrong cluster key)
 
 
 REJECT = Substitution.REJECT

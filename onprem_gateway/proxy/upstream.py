@@ -1,7 +1,7 @@
 """Connections to the mail server: a keep-alive pool and the response side of one leg.
 
 ``UpstreamConnection`` is an asyncio Protocol with an httptools response parser. While
-it serves a request it hands every parser event to its ``owner`` (an ``Exchange``); idle,
+it serves a request it hands every parser event to its ``owner`` (a ``RequestFlow``); idle,
 it sits in the ``UpstreamPool``. The pool is unlimited on purpose: every held Ping owns
 one upstream connection for up to an hour, and a bounded pool would queue the next
 device's Sync behind thousands of idle long-polls (TOOLCHAIN.md). Idle connections are
@@ -280,7 +280,7 @@ class UpstreamPool:
         return conn
 
     def release(self, conn: UpstreamConnection, now: float) -> None:
-        """Put a connection whose exchange completed cleanly back in the pool (never a
+        """Put a connection whose flow completed cleanly back in the pool (never a
         private one: it may be authenticated as someone)."""
         if conn.private_to is not None:
             conn.close()

@@ -207,8 +207,8 @@ GRAPH_PACKAGES = ("lambdas", "onprem_gateway", "seg_contract")
 
 # Import cycles of the gateway allowed for now, each as the set of modules that import
 # one another round in a circle (a strongly connected component of the import graph).
-# None today: the proxy's request path imports one way (connection -> exchange ->
-# admission -> state -> roles), the structural types of ``proxy/roles.py`` and
+# None today: the proxy's request path imports one way (connection -> flow ->
+# state -> roles), the structural types of ``proxy/roles.py`` and
 # ``proxy/client_side.py`` standing for the way back. The list may only shrink: when a
 # cycle here is broken (or loses a module), the test fails until its entry is removed.
 KNOWN_GATEWAY_CYCLES: list[frozenset[str]] = []

@@ -9,6 +9,7 @@ import pytest
 
 from onprem_gateway.core.credentials import (
     basic_authorization,
+    password_still_valid,
     substitution_enabled,
     verify_any,
 )
@@ -144,3 +145,14 @@ def test_gateway_helpers() -> None:
     assert not substitution_enabled(credential("a", pw1_hashes=(stored,), enabled=False))
     assert not substitution_enabled(credential("a"))
     assert not substitution_enabled(None)
+
+
+def test_a_request_in_flight_keeps_its_password_only_while_the_record_still_holds_it() -> None:
+    first, second = "scrypt$first", "scrypt$second"  # compared as stored, never hashed here
+    old = credential("a", pw1_hashes=(first,))
+    assert password_still_valid(old, old, "dev1")
+    assert password_still_valid(old, credential("a", version=2, pw1_hashes=(first, second)), "")
+    assert not password_still_valid(old, credential("a", version=2, pw1_hashes=(second,)), "")
+    assert not password_still_valid(old, credential("a", version=2, pw1_hashes=()), "")
+    assert not password_still_valid(old, credential("a", pw1_hashes=(first,), enabled=False), "")
+    assert not password_still_valid(old, None, "dev1")
