@@ -47,7 +47,8 @@ OpKind = Literal["snapshot", "replace", "delta", "push", "confirm"]
 class PolicyOp:
     """One change to the policy, replayable on another store.
 
-    ``body`` is the contract model (snapshot, delta or push) or None for ``confirm``;
+    ``body`` is the contract model (snapshot, delta or push), None for ``confirm`` and
+    for a ``replace`` by an index assembled elsewhere (``PolicyStore.install``);
     ``confirmed_at`` is epoch seconds (None for a push that carries no confirmation);
     ``signed`` the verified input it came from, as received (None: unsigned, e.g. an
     allowed unsigned policy file, or a replayed op); never sent to workers.
@@ -220,6 +221,12 @@ class PolicyStore:
         if index.confirmed_at == self._index.confirmed_at:
             return self._index
         return self._swap(index, PolicyOp("confirm", None, confirmed_at, signed))
+
+    def install(self, index: PolicyIndex) -> PolicyIndex:
+        """Swap in an index assembled elsewhere (a worker taking the agent's policy in
+        parts, ``snapshot_parts``): subscribers see a ``replace`` op without a body,
+        since there is nothing to replay, only a whole new policy."""
+        return self._swap(index, PolicyOp("replace", None, index.confirmed_at))
 
     def apply_op(self, op: PolicyOp) -> PolicyIndex:
         """Replay an op made by another store (a worker following the agent)."""

@@ -8,6 +8,13 @@ own accept queue with it. Each worker gets a private socketpair (``channel.py``)
 agent writes its config, the current policy and then every policy op; the worker sends
 access events, metrics and acknowledgements back.
 
+Policy messages leave in the order of the changes, through one outbox: an op's lines
+at once, a whole policy (a worker's first, a replacement, a refused one sent again) as
+a replacement in parts (``snapshot_parts``), encoded one part per event-loop turn, so
+that neither the agent nor a worker stalls on a large policy. A change made meanwhile
+waits for the replacement's last part, and a worker started meanwhile gets only what
+was queued after its own first policy.
+
 A worker that exits unexpectedly is restarted (after a short delay); at shutdown every
 worker drains its held requests up to the grace period and sends its last events.
 """
@@ -21,6 +28,8 @@ import os
 import socket
 import sys
 import time
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +40,7 @@ import onprem_gateway
 from onprem_gateway.agent.channel import encode, open_channel, read_events, read_message
 from onprem_gateway.agent.eas_runner import listen_socket
 from onprem_gateway.agent.policy_store import PolicyOp, PolicyStore, compact_op
+from onprem_gateway.agent.snapshot_parts import replacement_lines
 from onprem_gateway.config import GatewayConfig
 from onprem_gateway.core.policy_index import PolicyIndex
 from onprem_gateway.ports import EventSink
@@ -41,6 +51,9 @@ log = logging.getLogger(__name__)
 _PACKAGE_ROOT = str(Path(onprem_gateway.__file__).resolve().parent.parent)
 READY_TIMEOUT_S = 30.0
 RESTART_DELAY_S = 1.0
+# A worker that refuses the replacement sent again is restarted instead (it then gets
+# the policy as a new worker does): a third try would only fail the same way.
+MAX_REFUSALS = 1
 
 
 @dataclass
@@ -54,10 +67,22 @@ class WorkerHandle:
     metrics: dict[str, Any] = field(default_factory=dict)
     restarts: int = 0
     started_at: float = 0.0
+    joined: int = 0  # the first outbox message this worker (as started last) gets
+    refusals: int = 0  # replacements refused in a row
 
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.returncode is None
+
+
+@dataclass(frozen=True)
+class _Outgoing:
+    """One policy message for the workers: an op's lines, or a replacement's messages
+    made one at a time. ``target``: one worker only (its first policy, a resend)."""
+
+    seq: int
+    lines: bytes | Iterator[bytes]
+    target: WorkerHandle | None = None
 
 
 class WorkerPool:
@@ -73,6 +98,11 @@ class WorkerPool:
         self._closing = False
         self._replicated = store.current()  # what every worker holds once caught up
         self._restart_tasks: set[asyncio.Task[None]] = set()
+        self._outbox: deque[_Outgoing] = deque()
+        self._outbox_ready = asyncio.Event()
+        self._next_seq = 0
+        self._sending = False
+        self._sender: asyncio.Task[None] | None = None
         self.port = 0
         store.subscribe(self._on_policy_change)
 
@@ -83,6 +113,7 @@ class WorkerPool:
             self._config.listen_host, self._config.listen_port, reuse_port=True, listen=False
         )
         self.port = int(self._placeholder.getsockname()[1])
+        self._sender = asyncio.create_task(self._send_outbox())
         for handle in self._workers:
             await self._spawn(handle)
         try:
@@ -124,12 +155,13 @@ class WorkerPool:
         index = self._store.current()
         hello = {"op": "hello", "config": self._config.to_wire(), "policy": index.loaded}
         writer.write(encode(hello))
-        if index.loaded:
-            snapshot = PolicyOp("snapshot", index.to_snapshot(), index.confirmed_at)
-            writer.write(snapshot.to_lines())
         self._replicated = index
         # From here on every policy change reaches this worker, in order.
         handle.writer = writer
+        handle.joined = self._next_seq
+        handle.refusals = 0
+        if index.loaded:
+            self._post(replacement_lines(index), target=handle)
         handle.reader_task = asyncio.create_task(self._read(handle, reader))
 
     # --- policy fan-out -------------------------------------------------------------------
@@ -139,9 +171,45 @@ class WorkerPool:
         writers = [h.writer for h in self._workers if h.writer and not h.writer.is_closing()]
         if not writers:
             return
-        lines = compact_op(op, before, index).to_lines()
-        for writer in writers:
-            writer.write(lines)
+        compact = compact_op(op, before, index)
+        if compact.kind in ("snapshot", "replace"):
+            self._post(replacement_lines(index))
+        else:
+            self._post(compact.to_lines())
+
+    def _post(self, lines: bytes | Iterator[bytes], target: WorkerHandle | None = None) -> None:
+        item = _Outgoing(self._next_seq, lines, target)
+        self._next_seq += 1
+        if isinstance(lines, bytes) and not self._outbox and not self._sending:
+            self._write(item, lines)  # nothing ahead of it: a push leaves at once
+            return
+        self._outbox.append(item)
+        self._outbox_ready.set()
+
+    def _write(self, item: _Outgoing, lines: bytes) -> None:
+        """To every running worker that joined before ``item`` was posted (re-read for
+        each part: a worker restarted meanwhile got the whole policy instead)."""
+        for handle in (item.target,) if item.target is not None else self._workers:
+            writer = handle.writer
+            if writer is not None and not writer.is_closing() and handle.joined <= item.seq:
+                writer.write(lines)
+
+    async def _send_outbox(self) -> None:
+        while True:
+            await self._outbox_ready.wait()
+            self._outbox_ready.clear()
+            while self._outbox:
+                item = self._outbox.popleft()
+                self._sending = True
+                try:
+                    if isinstance(item.lines, bytes):
+                        self._write(item, item.lines)
+                        continue
+                    for lines in item.lines:
+                        self._write(item, lines)
+                        await asyncio.sleep(0)
+                finally:
+                    self._sending = False
 
     # --- messages from workers ----------------------------------------------------------
 
@@ -185,9 +253,31 @@ class WorkerPool:
             handle.policy_version = int(message.get("version", handle.policy_version))
         elif op == "applied":
             handle.policy_version = int(message["version"])
+            handle.refusals = 0
+        elif op == "refused":
+            self._on_refused(handle, message)
         elif op == "ready":
             handle.ready.set()
             log.info("worker %d ready (pid %s)", handle.index, message.get("pid"))
+
+    def _on_refused(self, handle: WorkerHandle, message: dict[str, Any]) -> None:
+        handle.refusals += 1
+        error = message.get("error")
+        if handle.refusals > MAX_REFUSALS or handle.process is None:
+            log.error(
+                "worker %d refused the policy replacement again (%s); restarting it",
+                handle.index,
+                error,
+            )
+            if handle.running and handle.process is not None:
+                handle.process.kill()
+            return
+        log.error(
+            "worker %d refused a policy replacement (%s); sending it the policy again",
+            handle.index,
+            error,
+        )
+        self._post(replacement_lines(self._store.current()), target=handle)
 
     async def _restart(self, handle: WorkerHandle) -> None:
         await asyncio.sleep(RESTART_DELAY_S)
@@ -225,6 +315,8 @@ class WorkerPool:
 
     async def close(self, grace_s: float) -> None:
         self._closing = True
+        if self._sender is not None:
+            self._sender.cancel()  # a shutdown must not land inside a replacement's parts
         for task in list(self._restart_tasks):
             task.cancel()
         for handle in self._workers:
