@@ -38,7 +38,7 @@ from seg_contract import ClusterSettings, DeviceEntry, UserCredential
 # Entries per part: validating 1,000 entries and folding them into the new index costs
 # ~3 ms of a worker's event loop (~250 KB of JSON), so a part never holds up a request
 # for long, and a 100,000-device policy crosses in 100 parts.
-PART_ENTRIES = 1000
+PART_ENTRIES = 500
 
 
 class ReplacementError(ValueError):

@@ -8,12 +8,10 @@ own accept queue with it. Each worker gets a private socketpair (``channel.py``)
 agent writes its config, the current policy and then every policy op; the worker sends
 access events, metrics and acknowledgements back.
 
-Policy messages leave in the order of the changes, through one outbox: an op's lines
-at once, a whole policy (a worker's first, a replacement, a refused one sent again) as
-a replacement in parts (``snapshot_parts``), encoded one part per event-loop turn, so
-that neither the agent nor a worker stalls on a large policy. A change made meanwhile
-waits for the replacement's last part, and a worker started meanwhile gets only what
-was queued after its own first policy.
+Policy messages leave in the order of the changes through one ``PolicyOutbox``: an
+op's lines, or a whole policy (a worker's first, a replacement, one a worker refused
+sent again) as a replacement in parts (``snapshot_parts``), so that neither the agent
+nor a worker stalls on a large policy.
 
 A worker that exits unexpectedly is restarted (after a short delay); at shutdown every
 worker drains its held requests up to the grace period and sends its last events.
@@ -28,8 +26,6 @@ import os
 import socket
 import sys
 import time
-from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +35,7 @@ from pydantic import ValidationError
 import onprem_gateway
 from onprem_gateway.agent.channel import encode, open_channel, read_events, read_message
 from onprem_gateway.agent.eas_runner import listen_socket
+from onprem_gateway.agent.policy_outbox import PolicyOutbox
 from onprem_gateway.agent.policy_store import PolicyOp, PolicyStore, compact_op
 from onprem_gateway.agent.snapshot_parts import replacement_lines
 from onprem_gateway.config import GatewayConfig
@@ -75,16 +72,6 @@ class WorkerHandle:
         return self.process is not None and self.process.returncode is None
 
 
-@dataclass(frozen=True)
-class _Outgoing:
-    """One policy message for the workers: an op's lines, or a replacement's messages
-    made one at a time. ``target``: one worker only (its first policy, a resend)."""
-
-    seq: int
-    lines: bytes | Iterator[bytes]
-    target: WorkerHandle | None = None
-
-
 class WorkerPool:
     def __init__(
         self, config: GatewayConfig, store: PolicyStore, sink: EventSink, count: int
@@ -98,10 +85,7 @@ class WorkerPool:
         self._closing = False
         self._replicated = store.current()  # what every worker holds once caught up
         self._restart_tasks: set[asyncio.Task[None]] = set()
-        self._outbox: deque[_Outgoing] = deque()
-        self._outbox_ready = asyncio.Event()
-        self._next_seq = 0
-        self._sending = False
+        self._outbox = PolicyOutbox(lambda: self._workers)
         self._sender: asyncio.Task[None] | None = None
         self.port = 0
         store.subscribe(self._on_policy_change)
@@ -113,7 +97,7 @@ class WorkerPool:
             self._config.listen_host, self._config.listen_port, reuse_port=True, listen=False
         )
         self.port = int(self._placeholder.getsockname()[1])
-        self._sender = asyncio.create_task(self._send_outbox())
+        self._sender = asyncio.create_task(self._outbox.run())
         for handle in self._workers:
             await self._spawn(handle)
         try:
@@ -158,10 +142,10 @@ class WorkerPool:
         self._replicated = index
         # From here on every policy change reaches this worker, in order.
         handle.writer = writer
-        handle.joined = self._next_seq
+        handle.joined = self._outbox.next_seq
         handle.refusals = 0
         if index.loaded:
-            self._post(replacement_lines(index), target=handle)
+            self._outbox.post(replacement_lines(index), target=handle)
         handle.reader_task = asyncio.create_task(self._read(handle, reader))
 
     # --- policy fan-out -------------------------------------------------------------------
@@ -173,43 +157,9 @@ class WorkerPool:
             return
         compact = compact_op(op, before, index)
         if compact.kind in ("snapshot", "replace"):
-            self._post(replacement_lines(index))
+            self._outbox.post(replacement_lines(index))
         else:
-            self._post(compact.to_lines())
-
-    def _post(self, lines: bytes | Iterator[bytes], target: WorkerHandle | None = None) -> None:
-        item = _Outgoing(self._next_seq, lines, target)
-        self._next_seq += 1
-        if isinstance(lines, bytes) and not self._outbox and not self._sending:
-            self._write(item, lines)  # nothing ahead of it: a push leaves at once
-            return
-        self._outbox.append(item)
-        self._outbox_ready.set()
-
-    def _write(self, item: _Outgoing, lines: bytes) -> None:
-        """To every running worker that joined before ``item`` was posted (re-read for
-        each part: a worker restarted meanwhile got the whole policy instead)."""
-        for handle in (item.target,) if item.target is not None else self._workers:
-            writer = handle.writer
-            if writer is not None and not writer.is_closing() and handle.joined <= item.seq:
-                writer.write(lines)
-
-    async def _send_outbox(self) -> None:
-        while True:
-            await self._outbox_ready.wait()
-            self._outbox_ready.clear()
-            while self._outbox:
-                item = self._outbox.popleft()
-                self._sending = True
-                try:
-                    if isinstance(item.lines, bytes):
-                        self._write(item, item.lines)
-                        continue
-                    for lines in item.lines:
-                        self._write(item, lines)
-                        await asyncio.sleep(0)
-                finally:
-                    self._sending = False
+            self._outbox.post(compact.to_lines())
 
     # --- messages from workers ----------------------------------------------------------
 
@@ -277,7 +227,7 @@ class WorkerPool:
             handle.index,
             error,
         )
-        self._post(replacement_lines(self._store.current()), target=handle)
+        self._outbox.post(replacement_lines(self._store.current()), target=handle)
 
     async def _restart(self, handle: WorkerHandle) -> None:
         await asyncio.sleep(RESTART_DELAY_S)
