@@ -21,6 +21,7 @@ from onprem_gateway.agent.snapshot_parts import (
     ReplacementError,
     replacement_lines,
 )
+from onprem_gateway.agent.worker_pool import WorkerPool
 from onprem_gateway.agent.worker_process import WorkerProcess
 from onprem_gateway.core.policy_index import PolicyIndex
 from seg_contract import Access, PolicySnapshot
@@ -95,26 +96,31 @@ def messages_of(lines: list[bytes]) -> int:
     return sum(1 for chunk in lines for line in chunk.splitlines() if b'"op"' in line)
 
 
+def assemble(messages: list[bytes]) -> PolicyIndex:
+    """The index a worker's ``Assembly`` makes of these messages."""
+    assembly: Assembly | None = None
+    for message in messages:
+        header_line, _, body = message.partition(b"\n")
+        header = json.loads(header_line)
+        if header["op"] == "begin":
+            assembly = Assembly.begin(header, body)
+            continue
+        assert assembly is not None
+        if header["op"] == "part":
+            assembly.add(header["seq"], body)
+        else:
+            return assembly.commit(header["parts"])
+    raise AssertionError("no commit")
+
+
 def test_a_replacement_carries_the_agent_index_exactly() -> None:
     store = PolicyStore()
     store.apply_snapshot(big_snapshot(2, Access.ALLOW), 5.0)
     store.apply_push(push(entry("user1", "dev1", Access.BLOCK, 4)))  # 3 missing: ahead
     agent = store.current()
-    assembly: Assembly | None = None
-    built = None
-    for message in replacement_lines(agent):
-        header_line, _, body = message.partition(b"\n")
-        header = json.loads(header_line)
-        if header["op"] == "begin":
-            assembly = Assembly.begin(header, body)
-        elif header["op"] == "part":
-            assert assembly is not None
-            assert len(body) < 400_000  # bounded, whatever the policy's size
-            assembly.add(header["seq"], body)
-        else:
-            assert assembly is not None
-            built = assembly.commit(header["parts"])
-    assert built is not None
+    messages = list(replacement_lines(agent))
+    assert max(len(m) for m in messages) < 200_000  # bounded, whatever the policy's size
+    built = assemble(messages)
     assert (built.version, built.ahead, built.confirmed_at) == (2, frozenset({4}), 5.0)
     assert built.generated_at == agent.generated_at
     assert built.to_snapshot() == agent.to_snapshot() and built.digest() == agent.digest()
@@ -211,18 +217,7 @@ def test_a_missing_part_fails_the_assembly(drop: int, error: str) -> None:
     messages = list(replacement_lines(new))
     del messages[drop]
     with pytest.raises(ReplacementError, match=error):
-        assembly: Assembly | None = None
-        for message in messages:
-            header_line, _, body = message.partition(b"\n")
-            header = json.loads(header_line)
-            if header["op"] == "begin":
-                assembly = Assembly.begin(header, body)
-            elif header["op"] == "part":
-                assert assembly is not None
-                assembly.add(header["seq"], body)
-            else:
-                assert assembly is not None
-                assembly.commit(header["parts"])
+        assemble(messages)
 
 
 async def test_a_worker_started_during_a_replacement_gets_none_of_its_parts() -> None:
@@ -232,3 +227,35 @@ async def test_a_worker_started_during_a_replacement_gets_none_of_its_parts() ->
     outbox.post(b"first\n")  # seq 0: before the late worker joined
     outbox.post(b"second\n")  # seq 1
     assert early.written == [b"first\n", b"second\n"] and late.written == [b"second\n"]
+
+
+@dataclass
+class FakeProcess:
+    returncode: int | None = None
+    killed: bool = False
+
+    def kill(self) -> None:
+        self.killed = True
+
+
+async def test_the_agent_sends_a_refused_replacement_again_then_restarts_the_worker() -> None:
+    store = PolicyStore()
+    store.apply_snapshot(big_snapshot(2, Access.ALLOW), 1.0)
+    pool = WorkerPool(None, store, None, 1)  # type: ignore[arg-type]  # no process started
+    sender = asyncio.create_task(pool._outbox.run())
+    pipe, process = Pipe(), FakeProcess()
+    handle = pool._workers[0]
+    handle.writer, handle.process = pipe, process  # type: ignore[assignment]
+    pool._on_message(handle, {"op": "refused", "version": 1, "error": "part 3: bad"})
+    for _ in range(100):
+        if b'"op":"commit"' in b"".join(pipe.written):
+            break
+        await asyncio.sleep(0)
+    worker, acks = worker_on(pipe, PolicyIndex.empty())
+    await follow(worker, messages_of(pipe.written))
+    assert acks.messages == [{"op": "applied", "version": 2}]
+    assert worker.store.current().to_snapshot() == store.current().to_snapshot()
+    assert not process.killed
+    pool._on_message(handle, {"op": "refused", "version": 1, "error": "part 3: bad"})
+    assert process.killed  # it restarts and gets the policy as a new worker
+    sender.cancel()
