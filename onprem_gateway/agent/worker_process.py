@@ -47,10 +47,11 @@ METRICS_EVERY_S = 1.0
 # entries at once holds the loop for ~25 ms, 4,000 (keys and entries) take ~1 ms.
 RELEASE_SLICE = 4000
 _REPLACEMENT_OPS = ("begin", "part", "commit")
-# After each message of a replacement the worker rests as long as the message took
-# (at most half its time goes to the replacement): a worker busy assembling at full
-# speed answered fewer requests than its devices sent, and their queue grew to
-# 250-480 ms of latency over the second a 100,000-device policy takes.
+# After each message of a replacement a serving worker rests twice as long as the
+# message took (at most a third of its time goes to the replacement): one assembling
+# at full speed answered fewer requests than its devices sent, and their queue grew to
+# 250-480 ms of latency over the second a 100,000-device policy took (resting as long:
+# 25-56 ms).
 REPLACEMENT_DUTY_PAUSE = 2.0
 
 
@@ -82,6 +83,9 @@ class WorkerProcess:
         # this worker does not hold, and are skipped (the next replacement has them).
         self.assembly: Assembly | None = None
         self.refused = False
+        # How long to rest after a replacement's message, per second it took: none
+        # before the worker serves (its first policy), REPLACEMENT_DUTY_PAUSE after.
+        self.pace = 0.0
 
     def send(self, message: dict[str, object]) -> None:
         if not self.writer.is_closing():
@@ -171,7 +175,7 @@ class WorkerProcess:
         except ReplacementError as e:
             await release_gradually(self.refuse(e))
         # Requests are served between two parts (a part already read is no wait).
-        await asyncio.sleep((time.perf_counter() - started) * REPLACEMENT_DUTY_PAUSE)
+        await asyncio.sleep((time.perf_counter() - started) * self.pace)
 
     def refuse(self, error: ReplacementError) -> list[object]:
         """Abandon the replacement; returns what it had built, to free gradually."""
@@ -232,6 +236,7 @@ async def run_worker(index: int, control_fd: int, listen_fd: int) -> int:
         tune_gc=True,  # a worker only serves EAS: see proxy.server.tune_garbage_collector
     )
     follow_policy(worker.store, server)  # a block ends the device's held requests
+    worker.pace = REPLACEMENT_DUTY_PAUSE
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, worker.stop.set)
     worker.send({"op": "ready", "pid": os.getpid(), "index": index})
     tasks = [

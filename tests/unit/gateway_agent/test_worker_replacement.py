@@ -22,7 +22,7 @@ from onprem_gateway.agent.snapshot_parts import (
     replacement_lines,
 )
 from onprem_gateway.agent.worker_pool import WorkerPool
-from onprem_gateway.agent.worker_process import WorkerProcess
+from onprem_gateway.agent.worker_process import REPLACEMENT_DUTY_PAUSE, WorkerProcess
 from onprem_gateway.core.policy_index import PolicyIndex
 from seg_contract import Access, PolicySnapshot
 from tests.unit.gateway_agent.helpers import entry, push, snapshot
@@ -78,6 +78,7 @@ def worker_on(pipe: Pipe, index: PolicyIndex) -> tuple[WorkerProcess, Acks]:
     acks = Acks()
     worker = WorkerProcess(0, pipe.reader, acks)  # type: ignore[arg-type]
     worker.store = PolicyStore(index)
+    worker.pace = REPLACEMENT_DUTY_PAUSE  # as it serves
     return worker, acks
 
 
