@@ -16,10 +16,13 @@ must not get the rest of a replacement it never saw begin.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
+
+log = logging.getLogger(__name__)
 
 
 class LineWriter(Protocol):
@@ -91,5 +94,7 @@ class PolicyOutbox:
                     for lines in item.lines:
                         self._write(item, lines)
                         await asyncio.sleep(0)
+                except Exception:  # one broken message must not stop every later one
+                    log.exception("policy message %d for the workers failed", item.seq)
                 finally:
                     self._sending = False
