@@ -24,9 +24,10 @@ round applies one more version. During each apply:
 - the GC-pause probe (``_node.py``) in the agent and the workers.
 
 Then, in this process, the same snapshot's steps one by one (CPU time): the signature
-check (SHA-256 of the payload, ECDSA), parse + validate, digest, index build, the
-journal record the node writes (the signed snapshot as received), the delta the workers
-get.
+check (SHA-256 of the payload, ECDSA), parse + validate, digest, index build, parse and
+index build again with the collector paused as the node does (``agent/gc_pause.py``),
+the journal record the node writes (the signed snapshot as received), the delta the
+workers get.
 
 Reproduce: .venv/bin/python bench/snapshot_apply.py [--rounds 3] [--devices 100000]
            [--changes 10] [--workers 2] [--paths link,link-full,file]
@@ -55,6 +56,7 @@ from _standin import StandIn
 from _summary import record
 from _verify import round_order, spread
 
+from onprem_gateway.agent.gc_pause import collector_paused
 from onprem_gateway.agent.policy_store import PolicyOp, compact_op
 from onprem_gateway.core.policy_index import PolicyIndex
 from seg_contract import PolicySnapshot
@@ -194,6 +196,9 @@ def in_process(path: Path, previous: Path) -> dict[str, float]:
         ),
     )
     snap = timed("parse", lambda: PolicySnapshot.model_validate_json(data))
+    with collector_paused():  # as the node parses and indexes a whole policy
+        paused = timed("parse_paused", lambda: PolicySnapshot.model_validate_json(data))
+        timed("index_paused", lambda: PolicyIndex.from_snapshot(paused, time.time()))
     timed("digest", lambda: policy_digest(snap.devices, snap.credentials, snap.settings, 1))
     index = timed("index", lambda: PolicyIndex.from_snapshot(snap, time.time()))
     timed("journal", lambda: encode_record(signed))
@@ -345,6 +350,8 @@ def report(
                 ("parse + validate", "parse"),
                 ("digest", "digest"),
                 ("index build", "index"),
+                ("parse + validate with the collector paused (as the node does)", "parse_paused"),
+                ("index build so", "index_paused"),
                 ("journal record", "journal"),
                 ("delta for the workers", "delta"),
                 ("its JSON lines", "delta_lines"),
@@ -363,6 +370,12 @@ def report(
         )
         record(BENCH, f"{path}: worst worker stall ms", s(rows, "stall_ms"), command=command)
     record(BENCH, "parse + validate CPU ms", s(steps, "parse"), command=command)
+    record(
+        BENCH,
+        "parse + validate, collector paused, CPU ms",
+        s(steps, "parse_paused"),
+        command=command,
+    )
 
 
 if __name__ == "__main__":

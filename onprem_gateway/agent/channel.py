@@ -3,24 +3,38 @@
 agent -> worker::
 
     {"op": "hello", "config": {...}, "policy": true}     first line: the node's config;
-                                                         "policy": a snapshot op follows
-    {"op": "snapshot"|"replace"|"delta"|"push"|"confirm", "confirmed_at": t, "body": true}
+                                                         "policy": a replacement follows
+    {"op": "delta"|"push"|"confirm", "confirmed_at": t, "body": true}
     <the body: the contract model's JSON on one line>    a PolicyOp (policy_store.PolicyOp)
+    {"op": "begin", "devices": n, "credentials": m, "body": true}   a whole policy
+    <ReplacementHead JSON>                               in parts (snapshot_parts.py):
+                                                         the index's header,
+    {"op": "part", "seq": 0, "body": true}               then parts 0..N-1 of at most
+    <{"devices": [...], "credentials": [...]}>           PART_ENTRIES entries each, then
+    {"op": "commit", "parts": N, "version": 42}          the swap; nothing in between
     {"op": "shutdown", "grace_s": 30}                    drain and exit
 
 worker -> agent::
 
     {"op": "ready", "pid": 123, "index": 0}              the EAS listener is serving
-    {"op": "applied", "version": 42}                     after every policy op
+    {"op": "applied", "version": 42}                     after every policy op (for a
+                                                         replacement: once swapped in)
+    {"op": "refused", "version": 41, "error": "..."}     a replacement it could not use:
+                                                         it keeps version 41, ignores
+                                                         policy ops until the next begin
     {"op": "events", "body": true}                       every flush interval, then
     <a JSON array of AccessEvent on one line>            at most EVENTS_PER_MESSAGE
     {"op": "metrics", "data": ProxyMetrics.snapshot(), "version": 42}   every second
     {"op": "bye"}                                        after the final flush
 
-The first policy op a worker receives is a full snapshot of the agent's current policy,
+The first policy a worker receives is a replacement with the agent's current policy,
 applied before the worker starts serving; every later change is replayed as the op the
 agent applied (a refreshed snapshot as the delta it amounts to, ``compact_op``), so a
-worker applies a push within a millisecond of the agent.
+worker applies a push within a millisecond of the agent. A change that is no delta (a
+replacement after a diverged digest, a snapshot that drops entries) reaches the worker
+as a replacement in parts, which it assembles between requests; the agent sends the
+messages in the order of the changes, never one inside a replacement, and sends a
+replacement again to a worker that refused one.
 """
 
 from __future__ import annotations
@@ -35,7 +49,7 @@ from pydantic import TypeAdapter
 from onprem_gateway.agent.policy_store import PolicyOp
 from seg_contract import AccessEvent
 
-# A snapshot of 100,000 devices is ~40 MB of JSON on one line.
+# The longest line: a flush of events, a replacement's part (~250 KB) or a large delta.
 MAX_LINE = 512 * 1024 * 1024
 
 
@@ -83,6 +97,15 @@ async def read_policy_op(reader: asyncio.StreamReader, header: dict[str, Any]) -
         if not body:
             return None
     return PolicyOp.from_lines(header, body)
+
+
+async def read_body(reader: asyncio.StreamReader) -> bytes | None:
+    """The body line of the message whose header was just read; None at end of stream."""
+    try:
+        body = await reader.readline()
+    except (ConnectionError, ValueError):
+        return None
+    return body or None
 
 
 async def read_message(reader: asyncio.StreamReader) -> dict[str, Any] | None:

@@ -38,6 +38,7 @@ from onprem_gateway.agent.admin import AdminServer, Response
 from onprem_gateway.agent.cloud import ControlPlaneClient, ssl_context
 from onprem_gateway.agent.diagnostics import DiagnosticsError, explain_device
 from onprem_gateway.agent.eas_runner import InProcessRunner, public_url
+from onprem_gateway.agent.gc_pause import collector_paused
 from onprem_gateway.agent.lifecycle import State
 from onprem_gateway.agent.link import ControlPlaneLink, LinkSettings
 from onprem_gateway.agent.persist import JournalFile, atomic_write
@@ -288,6 +289,10 @@ class Node:
         self._reload.set()
 
     async def _read_policy_file(self) -> None:
+        with collector_paused():  # a whole policy is parsed and indexed (``gc_pause``)
+            await self._apply_policy_file()
+
+    async def _apply_policy_file(self) -> None:
         assert self.config.policy_file is not None
         now = time.time()
         try:

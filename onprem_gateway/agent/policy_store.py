@@ -32,8 +32,6 @@ from seg_contract import (
     PolicySnapshot,
     PushChange,
     PushMessage,
-    normalize_device_id,
-    normalize_user,
 )
 from seg_contract.models import PUSH_MESSAGE
 from seg_contract.signing import SignedPayload
@@ -47,7 +45,8 @@ OpKind = Literal["snapshot", "replace", "delta", "push", "confirm"]
 class PolicyOp:
     """One change to the policy, replayable on another store.
 
-    ``body`` is the contract model (snapshot, delta or push) or None for ``confirm``;
+    ``body`` is the contract model (snapshot, delta or push), None for ``confirm`` and
+    for a ``replace`` by an index assembled elsewhere (``PolicyStore.install``);
     ``confirmed_at`` is epoch seconds (None for a push that carries no confirmation);
     ``signed`` the verified input it came from, as received (None: unsigned, e.g. an
     allowed unsigned policy file, or a replayed op); never sent to workers.
@@ -92,26 +91,25 @@ def compact_op(op: PolicyOp, before: PolicyIndex, after: PolicyIndex) -> PolicyO
     """The op to replay on a replica that holds ``before``: a snapshot op becomes the
     equivalent delta (only what changed) when that is exact, i.e. the snapshot dropped no
     entry the replica holds. A refresh that changed 3 of 100,000 devices then costs a
-    worker microseconds instead of seconds of parsing on its request loop."""
+    worker microseconds; anything else reaches it as the whole index, in parts
+    (``worker_pool``, ``snapshot_parts``)."""
     if op.kind != "snapshot" or not before.loaded or before.cluster_id != after.cluster_id:
         return op
-    for e in before.devices():
-        if after.entry(normalize_user(e.user), normalize_device_id(e.device_id)) is None:
+    for key, _ in before.device_items():
+        if after.entry(*key) is None:
             return op
-    for c in before.credentials():
-        if after.credential(normalize_user(c.user)) is None:
+    for user, _ in before.credential_items():
+        if after.credential(user) is None:
             return op
     devices = tuple(
         e
-        for e in after.devices()
-        if (old := before.entry(normalize_user(e.user), normalize_device_id(e.device_id))) is None
-        or old.version != e.version
+        for key, e in after.device_items()
+        if (old := before.entry(*key)) is None or old.version != e.version
     )
     credentials = tuple(
         c
-        for c in after.credentials()
-        if (old_c := before.credential(normalize_user(c.user))) is None
-        or old_c.version != c.version
+        for user, c in after.credential_items()
+        if (old_c := before.credential(user)) is None or old_c.version != c.version
     )
     settings_changed = (after.settings, after.settings_version) != (
         before.settings,
@@ -220,6 +218,12 @@ class PolicyStore:
         if index.confirmed_at == self._index.confirmed_at:
             return self._index
         return self._swap(index, PolicyOp("confirm", None, confirmed_at, signed))
+
+    def install(self, index: PolicyIndex) -> PolicyIndex:
+        """Swap in an index assembled elsewhere (a worker taking the agent's policy in
+        parts, ``snapshot_parts``): subscribers see a ``replace`` op without a body,
+        since there is nothing to replay, only a whole new policy."""
+        return self._swap(index, PolicyOp("replace", None, index.confirmed_at))
 
     def apply_op(self, op: PolicyOp) -> PolicyIndex:
         """Replay an op made by another store (a worker following the agent)."""

@@ -32,6 +32,7 @@ from onprem_gateway.agent.cloud import (
     ControlPlaneUnavailable,
     CredentialRejected,
 )
+from onprem_gateway.agent.gc_pause import collector_paused
 from onprem_gateway.agent.lifecycle import State
 from onprem_gateway.agent.policy_journal import PolicyJournal
 from onprem_gateway.agent.policy_store import PolicyStore
@@ -184,10 +185,11 @@ class PolicySync:
             if verified.apply:
                 self._store.confirm(issued_s(verified), answer.signed)
             return
-        with self._trust.refusals("snapshot"):
-            snapshot, verified = self._trust.snapshot(answer.signed)
-        self._status.snapshots += 1
-        self._store.apply_snapshot(snapshot, issued_s(verified), answer.signed)
+        with collector_paused():
+            with self._trust.refusals("snapshot"):
+                snapshot, verified = self._trust.snapshot(answer.signed)
+            self._status.snapshots += 1
+            self._store.apply_snapshot(snapshot, issued_s(verified), answer.signed)
         log.info(
             "policy snapshot applied: cluster %s version %d, %d devices",
             snapshot.cluster_id,
@@ -200,10 +202,12 @@ class PolicySync:
             answer = await self._client.fetch_snapshot(None)
             if not answer.modified:  # no ETag was sent, so a 304 is not an answer to us
                 raise ControlPlaneUnavailable("GET policy without If-None-Match answered 304")
-            snapshot, verified = self._trust.snapshot(answer.signed)
-        self._status.snapshots += 1
         before = self._store.current()
-        self._store.replace_with_snapshot(snapshot, issued_s(verified), answer.signed)
+        with collector_paused():
+            with self._trust.refusals("snapshot"):
+                snapshot, verified = self._trust.snapshot(answer.signed)
+            self._status.snapshots += 1
+            self._store.replace_with_snapshot(snapshot, issued_s(verified), answer.signed)
         log.warning(
             "policy replaced by the control plane's snapshot: version %d (was %d), "
             "%d devices (was %d)",

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from onprem_gateway.agent.policy_store import PolicyOp, PolicyStore
 from onprem_gateway.core.policy_index import PolicyIndex
-from onprem_gateway.core.revocation import affected
+from onprem_gateway.core.revocation import EVERYONE, affected
 from onprem_gateway.proxy import EasServer
 
 
 def follow_policy(store: PolicyStore, server: EasServer) -> None:
     def on_change(op: PolicyOp, index: PolicyIndex) -> None:
-        server.policy_changed(affected(op.body))
+        # A whole new policy may change any decision, with or without a body to look at.
+        whole = op.kind in ("snapshot", "replace")
+        server.policy_changed(EVERYONE if whole else affected(op.body))
 
     store.subscribe(on_change)

@@ -8,6 +8,11 @@ own accept queue with it. Each worker gets a private socketpair (``channel.py``)
 agent writes its config, the current policy and then every policy op; the worker sends
 access events, metrics and acknowledgements back.
 
+Policy messages leave in the order of the changes through one ``PolicyOutbox``: an
+op's lines, or a whole policy (a worker's first, a replacement, one a worker refused
+sent again) as a replacement in parts (``snapshot_parts``), so that neither the agent
+nor a worker stalls on a large policy.
+
 A worker that exits unexpectedly is restarted (after a short delay); at shutdown every
 worker drains its held requests up to the grace period and sends its last events.
 """
@@ -30,7 +35,9 @@ from pydantic import ValidationError
 import onprem_gateway
 from onprem_gateway.agent.channel import encode, open_channel, read_events, read_message
 from onprem_gateway.agent.eas_runner import listen_socket
+from onprem_gateway.agent.policy_outbox import PolicyOutbox
 from onprem_gateway.agent.policy_store import PolicyOp, PolicyStore, compact_op
+from onprem_gateway.agent.snapshot_parts import replacement_lines
 from onprem_gateway.config import GatewayConfig
 from onprem_gateway.core.policy_index import PolicyIndex
 from onprem_gateway.ports import EventSink
@@ -41,6 +48,9 @@ log = logging.getLogger(__name__)
 _PACKAGE_ROOT = str(Path(onprem_gateway.__file__).resolve().parent.parent)
 READY_TIMEOUT_S = 30.0
 RESTART_DELAY_S = 1.0
+# A worker that refuses the replacement sent again is restarted instead (it then gets
+# the policy as a new worker does): a third try would only fail the same way.
+MAX_REFUSALS = 1
 
 
 @dataclass
@@ -54,6 +64,8 @@ class WorkerHandle:
     metrics: dict[str, Any] = field(default_factory=dict)
     restarts: int = 0
     started_at: float = 0.0
+    joined: int = 0  # the first outbox message this worker (as started last) gets
+    refusals: int = 0  # replacements refused in a row
 
     @property
     def running(self) -> bool:
@@ -73,6 +85,8 @@ class WorkerPool:
         self._closing = False
         self._replicated = store.current()  # what every worker holds once caught up
         self._restart_tasks: set[asyncio.Task[None]] = set()
+        self._outbox = PolicyOutbox(lambda: self._workers)
+        self._sender: asyncio.Task[None] | None = None
         self.port = 0
         store.subscribe(self._on_policy_change)
 
@@ -83,6 +97,7 @@ class WorkerPool:
             self._config.listen_host, self._config.listen_port, reuse_port=True, listen=False
         )
         self.port = int(self._placeholder.getsockname()[1])
+        self._sender = asyncio.create_task(self._outbox.run())
         for handle in self._workers:
             await self._spawn(handle)
         try:
@@ -124,12 +139,13 @@ class WorkerPool:
         index = self._store.current()
         hello = {"op": "hello", "config": self._config.to_wire(), "policy": index.loaded}
         writer.write(encode(hello))
-        if index.loaded:
-            snapshot = PolicyOp("snapshot", index.to_snapshot(), index.confirmed_at)
-            writer.write(snapshot.to_lines())
         self._replicated = index
         # From here on every policy change reaches this worker, in order.
         handle.writer = writer
+        handle.joined = self._outbox.next_seq
+        handle.refusals = 0
+        if index.loaded:
+            self._outbox.post(replacement_lines(index), target=handle)
         handle.reader_task = asyncio.create_task(self._read(handle, reader))
 
     # --- policy fan-out -------------------------------------------------------------------
@@ -139,9 +155,11 @@ class WorkerPool:
         writers = [h.writer for h in self._workers if h.writer and not h.writer.is_closing()]
         if not writers:
             return
-        lines = compact_op(op, before, index).to_lines()
-        for writer in writers:
-            writer.write(lines)
+        compact = compact_op(op, before, index)
+        if compact.kind in ("snapshot", "replace"):
+            self._outbox.post(replacement_lines(index))
+        else:
+            self._outbox.post(compact.to_lines())
 
     # --- messages from workers ----------------------------------------------------------
 
@@ -185,9 +203,31 @@ class WorkerPool:
             handle.policy_version = int(message.get("version", handle.policy_version))
         elif op == "applied":
             handle.policy_version = int(message["version"])
+            handle.refusals = 0
+        elif op == "refused":
+            self._on_refused(handle, message)
         elif op == "ready":
             handle.ready.set()
             log.info("worker %d ready (pid %s)", handle.index, message.get("pid"))
+
+    def _on_refused(self, handle: WorkerHandle, message: dict[str, Any]) -> None:
+        handle.refusals += 1
+        error = message.get("error")
+        if handle.refusals > MAX_REFUSALS or handle.process is None:
+            log.error(
+                "worker %d refused the policy replacement again (%s); restarting it",
+                handle.index,
+                error,
+            )
+            if handle.running and handle.process is not None:
+                handle.process.kill()
+            return
+        log.error(
+            "worker %d refused a policy replacement (%s); sending it the policy again",
+            handle.index,
+            error,
+        )
+        self._outbox.post(replacement_lines(self._store.current()), target=handle)
 
     async def _restart(self, handle: WorkerHandle) -> None:
         await asyncio.sleep(RESTART_DELAY_S)
@@ -225,6 +265,8 @@ class WorkerPool:
 
     async def close(self, grace_s: float) -> None:
         self._closing = True
+        if self._sender is not None:
+            self._sender.cancel()  # a shutdown must not land inside a replacement's parts
         for task in list(self._restart_tasks):
             task.cancel()
         for handle in self._workers:

@@ -12,11 +12,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
 import socket
 import sys
+import time
 from typing import Any
 
 from onprem_gateway.agent.channel import (
@@ -24,14 +26,17 @@ from onprem_gateway.agent.channel import (
     encode,
     encode_events,
     open_channel,
+    read_body,
     read_message,
     read_policy_op,
 )
 from onprem_gateway.agent.eas_runner import proxy_settings
+from onprem_gateway.agent.gc_pause import young_passes_only
 from onprem_gateway.agent.logs import configure_logging
 from onprem_gateway.agent.policy_store import PolicyStore
 from onprem_gateway.agent.reporter import EventBuffer
 from onprem_gateway.agent.revocation import follow_policy
+from onprem_gateway.agent.snapshot_parts import Assembly, ReplacementError
 from onprem_gateway.config import config_from_wire
 from onprem_gateway.proxy import ProxyMetrics, start_eas_server
 from seg_contract import AccessEvent
@@ -39,6 +44,24 @@ from seg_contract import AccessEvent
 log = logging.getLogger("onprem_gateway.worker")
 
 METRICS_EVERY_S = 1.0
+# Objects freed per event-loop turn when a replaced policy is let go: freeing 100,000
+# entries at once holds the loop for ~25 ms, 4,000 (keys and entries) take ~1 ms.
+RELEASE_SLICE = 4000
+_REPLACEMENT_OPS = ("begin", "part", "commit")
+# After each message of a replacement a serving worker rests twice as long as the
+# message took (at most a third of its time goes to the replacement): one assembling
+# at full speed answered fewer requests than its devices sent, and their queue grew to
+# 250-480 ms of latency over the second a 100,000-device policy took (resting as long:
+# 25-56 ms).
+REPLACEMENT_DUTY_PAUSE = 2.0
+
+
+async def release_gradually(held: list[object]) -> None:
+    """Drop the references in ``held`` a slice at a time, the event loop free between
+    two (``PolicyIndex.references``: the index itself is then freed in ~1 ms)."""
+    while held:
+        del held[-RELEASE_SLICE:]
+        await asyncio.sleep(0)
 
 
 class WorkerProcess:
@@ -56,6 +79,16 @@ class WorkerProcess:
         self.metrics = ProxyMetrics()
         self.stop = asyncio.Event()
         self.grace_s = 0.0
+        # The replacement being received (``snapshot_parts``), and whether one was
+        # refused: until the agent sends the next, the ops it sends apply to a policy
+        # this worker does not hold, and are skipped (the next replacement has them).
+        self.assembly: Assembly | None = None
+        self.refused = False
+        # How long to rest after a replacement's message, per second it took: none
+        # before the worker serves (its first policy), REPLACEMENT_DUTY_PAUSE after.
+        self.pace = 0.0
+        # The collector's older passes held off while a replacement is assembled.
+        self.collector = contextlib.ExitStack()
 
     def send(self, message: dict[str, object]) -> None:
         if not self.writer.is_closing():
@@ -96,11 +129,75 @@ class WorkerProcess:
                 await self.writer.drain()
 
     async def apply(self, header: dict[str, Any]) -> None:
+        """One policy message from the agent: an op, or a replacement's begin/part/commit."""
+        if header["op"] in _REPLACEMENT_OPS:
+            body = await read_body(self.reader) if header.get("body") else b""
+            if body is not None:
+                await self.replacement(header, body)
+            return
         op = await read_policy_op(self.reader, header)
         if op is None:
             return
+        if self.assembly is not None:
+            error = ReplacementError(f"policy op {op.kind!r} inside a replacement")
+            await release_gradually(self.refuse(error))
+        if self.refused:
+            log.debug("policy op %s skipped: waiting for the agent's replacement", op.kind)
+            return
         self.store.apply_op(op)
         self.send({"op": "applied", "version": self.store.current().version})
+
+    async def replacement(self, header: dict[str, Any], body: bytes) -> None:
+        """Fold one message of a replacement in; on ``commit`` swap the new index in."""
+        op = header["op"]
+        started = time.perf_counter()
+        try:
+            if op == "begin":
+                if self.assembly is not None:
+                    raise ReplacementError("replacement begun inside another")
+                self.assembly = Assembly.begin(header, body)
+                self.collector.enter_context(young_passes_only())
+                self.refused = False
+            elif self.assembly is None:
+                if not self.refused:
+                    raise ReplacementError(f"replacement {op} without a begin")
+                return  # the rest of a refused replacement
+            elif op == "part":
+                self.assembly.add(header.get("seq"), body)
+            else:
+                index = self.assembly.commit(header.get("parts"))
+                self.assembly = None
+                held = self.store.current().references()
+                self.store.install(index)
+                # The new policy lives until the next replacement: out of the collector's
+                # reach, as the first one (``tune_garbage_collector``). Left in, its
+                # ~400,000 objects made a later full collection hold the loop 350 ms
+                # (and passes over the older generation during the assembly ~100 ms).
+                gc.freeze()
+                self.collector.close()
+                self.send({"op": "applied", "version": index.version})
+                await release_gradually(held)
+                return
+        except ReplacementError as e:
+            await release_gradually(self.refuse(e))
+        # Requests are served between two parts (a part already read is no wait).
+        await asyncio.sleep((time.perf_counter() - started) * self.pace)
+
+    def refuse(self, error: ReplacementError) -> list[object]:
+        """Abandon the replacement; returns what it had built, to free gradually."""
+        held = self.assembly.references() if self.assembly is not None else []
+        version = self.store.current().version
+        log.error(
+            "policy replacement refused (%s); deciding with version %d until the agent "
+            "sends it again",
+            error,
+            version,
+        )
+        self.assembly = None
+        self.collector.close()
+        self.refused = True
+        self.send({"op": "refused", "version": version, "error": str(error)})
+        return held
 
     async def follow(self) -> None:
         """Apply the agent's policy ops until it says shutdown (or goes away)."""
@@ -129,10 +226,11 @@ async def run_worker(index: int, control_fd: int, listen_fd: int) -> int:
     worker.grace_s = config.shutdown_grace_s
     if hello.get("policy"):
         # Serve with the agent's policy from the first request on, never with none.
-        first = await read_message(reader)
-        if first is None:
-            return 2
-        await worker.apply(first)
+        while not worker.store.current().loaded:
+            message = await read_message(reader)
+            if message is None or message["op"] == "shutdown":
+                return 2
+            await worker.apply(message)
     listen = socket.socket(fileno=listen_fd)
     listen.setblocking(False)
     settings = proxy_settings(config, int(listen.getsockname()[1]))
@@ -145,6 +243,7 @@ async def run_worker(index: int, control_fd: int, listen_fd: int) -> int:
         tune_gc=True,  # a worker only serves EAS: see proxy.collector
     )
     follow_policy(worker.store, server)  # a block ends the device's held requests
+    worker.pace = REPLACEMENT_DUTY_PAUSE
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, worker.stop.set)
     worker.send({"op": "ready", "pid": os.getpid(), "index": index})
     tasks = [

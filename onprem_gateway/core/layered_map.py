@@ -56,6 +56,16 @@ class LayeredMap(Generic[K, V]):
         for _, value in self.items():
             yield value
 
+    def references(self) -> list[object]:
+        """Every key and value held, in one list: whoever drops the last reference to
+        the map can keep these and free them a slice at a time (freeing 100,000 policy
+        entries at once takes ~25 ms)."""
+        out: list[object] = list(self._base)
+        out.extend(self._base.values())
+        out.extend(self._overlay)
+        out.extend(self._overlay.values())
+        return out
+
     def __len__(self) -> int:
         overlay = self._overlay
         return len(self._base) + sum(1 for key in overlay if key not in self._base)

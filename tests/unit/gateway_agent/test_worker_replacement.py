@@ -1,0 +1,266 @@
+"""A whole policy reaches a worker in parts (``snapshot_parts``) through the agent's
+outbox (``policy_outbox``): the worker keeps deciding with the policy it holds while it
+assembles the new one, swaps it in whole on the commit, applies later changes after it,
+and refuses a malformed part, keeping its policy until the agent sends it again."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from onprem_gateway.agent.channel import MAX_LINE, read_message
+from onprem_gateway.agent.policy_outbox import PolicyOutbox
+from onprem_gateway.agent.policy_store import PolicyOp, PolicyStore
+from onprem_gateway.agent.snapshot_parts import (
+    PART_ENTRIES,
+    Assembly,
+    ReplacementError,
+    replacement_lines,
+)
+from onprem_gateway.agent.worker_pool import WorkerPool
+from onprem_gateway.agent.worker_process import REPLACEMENT_DUTY_PAUSE, WorkerProcess
+from onprem_gateway.core.policy_index import PolicyIndex
+from seg_contract import Access, PolicySnapshot
+from tests.unit.gateway_agent.helpers import entry, push, snapshot
+
+DEVICES = 3 * PART_ENTRIES + 7
+PARTS = 4  # of devices (no credentials)
+
+
+def big_snapshot(version: int, access: Access) -> PolicySnapshot:
+    devices = tuple(entry(f"user{i}", f"dev{i}", access, version) for i in range(DEVICES))
+    return snapshot(version, *devices)
+
+
+@dataclass
+class Pipe:
+    """A worker's control socket in memory: what the agent writes, the worker reads."""
+
+    reader: asyncio.StreamReader = field(
+        default_factory=lambda: asyncio.StreamReader(limit=MAX_LINE)
+    )
+    written: list[bytes] = field(default_factory=list)
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+        self.reader.feed_data(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+
+@dataclass
+class FakeWorker:
+    """What the outbox needs of a worker handle."""
+
+    writer: Pipe | None
+    joined: int = 0
+
+
+class Acks:
+    """The worker's messages to the agent."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+
+    def write(self, data: bytes) -> None:
+        self.messages.extend(json.loads(line) for line in data.splitlines())
+
+    def is_closing(self) -> bool:
+        return False
+
+
+def worker_on(pipe: Pipe, index: PolicyIndex) -> tuple[WorkerProcess, Acks]:
+    acks = Acks()
+    worker = WorkerProcess(0, pipe.reader, acks)  # type: ignore[arg-type]
+    worker.store = PolicyStore(index)
+    worker.pace = REPLACEMENT_DUTY_PAUSE  # as it serves
+    return worker, acks
+
+
+async def follow(worker: WorkerProcess, messages: int) -> None:
+    for _ in range(messages):
+        message = await read_message(worker.reader)
+        assert message is not None
+        await worker.apply(message)
+
+
+def push_lines(version: int) -> bytes:
+    return PolicyOp("push", push(entry("user1", "dev1", Access.BLOCK, version)), None).to_lines()
+
+
+def messages_of(lines: list[bytes]) -> int:
+    return sum(1 for chunk in lines for line in chunk.splitlines() if b'"op"' in line)
+
+
+def assemble(messages: list[bytes]) -> PolicyIndex:
+    """The index a worker's ``Assembly`` makes of these messages."""
+    assembly: Assembly | None = None
+    for message in messages:
+        header_line, _, body = message.partition(b"\n")
+        header = json.loads(header_line)
+        if header["op"] == "begin":
+            assembly = Assembly.begin(header, body)
+            continue
+        assert assembly is not None
+        if header["op"] == "part":
+            assembly.add(header["seq"], body)
+        else:
+            return assembly.commit(header["parts"])
+    raise AssertionError("no commit")
+
+
+def test_a_replacement_carries_the_agent_index_exactly() -> None:
+    store = PolicyStore()
+    store.apply_snapshot(big_snapshot(2, Access.ALLOW), 5.0)
+    store.apply_push(push(entry("user1", "dev1", Access.BLOCK, 4)))  # 3 missing: ahead
+    agent = store.current()
+    messages = list(replacement_lines(agent))
+    assert max(len(m) for m in messages) < 200_000  # bounded, whatever the policy's size
+    built = assemble(messages)
+    assert (built.version, built.ahead, built.confirmed_at) == (2, frozenset({4}), 5.0)
+    assert built.generated_at == agent.generated_at
+    assert built.to_snapshot() == agent.to_snapshot() and built.digest() == agent.digest()
+
+
+async def test_the_worker_decides_with_the_old_policy_until_the_commit_then_switches() -> None:
+    old = PolicyIndex.from_snapshot(big_snapshot(2, Access.ALLOW), 1.0)
+    new = PolicyIndex.from_snapshot(big_snapshot(3, Access.BLOCK), 2.0)
+    pipe = Pipe()
+    worker, acks = worker_on(pipe, old)
+    for message in replacement_lines(new):
+        pipe.write(message)
+    seen: list[tuple[int, Access | None]] = []
+    done = asyncio.Event()
+
+    async def requests() -> None:  # a request each event-loop turn
+        while not done.is_set():
+            policy = worker.store.current()
+            device = policy.entry("user3007", "dev3007") or policy.entry("user5", "dev5")
+            seen.append((policy.version, device.access if device else None))
+            await asyncio.sleep(0)
+
+    probe = asyncio.create_task(requests())
+    thresholds = gc.get_threshold()
+    await follow(worker, messages_of(pipe.written))
+    done.set()
+    await probe
+    assert gc.get_threshold() == thresholds  # older passes held off during it only
+    # Served between the parts, with the whole old policy, then with the whole new one.
+    assert set(seen) == {(2, Access.ALLOW), (3, Access.BLOCK)}
+    switch = seen.index((3, Access.BLOCK))
+    assert switch >= 5 and all(s == (2, Access.ALLOW) for s in seen[:switch])
+    assert all(s == (3, Access.BLOCK) for s in seen[switch:])
+    assert worker.store.current().to_snapshot() == new.to_snapshot()
+    assert acks.messages == [{"op": "applied", "version": 3}]  # once, after the swap
+
+
+async def test_a_change_posted_during_a_replacement_reaches_the_worker_after_it() -> None:
+    agent = PolicyStore()
+    agent.apply_snapshot(big_snapshot(2, Access.ALLOW), 1.0)
+    pipe = Pipe()
+    worker, acks = worker_on(pipe, agent.current())
+    outbox = PolicyOutbox(lambda: [FakeWorker(pipe)])
+    sender = asyncio.create_task(outbox.run())
+    replaced = agent.replace_with_snapshot(big_snapshot(5, Access.ALLOW), 2.0)
+    outbox.post(replacement_lines(replaced))
+    await asyncio.sleep(0)  # the outbox has written the first part or two
+    agent.apply_push(push(entry("user1", "dev1", Access.BLOCK, 6)))
+    outbox.post(push_lines(6))  # what the pool posts for that push
+    for _ in range(100):  # begin, the parts, commit, the push
+        if messages_of(pipe.written) == PARTS + 3:
+            break
+        await asyncio.sleep(0)
+    sender.cancel()
+    ops = [
+        json.loads(line)["op"]
+        for chunk in pipe.written
+        for line in chunk.splitlines()
+        if line.startswith(b'{"op"')
+    ]
+    assert ops[-2:] == ["commit", "push"] and ops.count("push") == 1
+    await follow(worker, len(ops))
+    assert [a["version"] for a in acks.messages] == [5, 6]
+    assert worker.store.current().entry("user1", "dev1").access is Access.BLOCK  # type: ignore[union-attr]
+
+
+async def test_a_malformed_part_is_refused_and_the_worker_keeps_its_policy() -> None:
+    old = PolicyIndex.from_snapshot(big_snapshot(2, Access.ALLOW), 1.0)
+    new = PolicyIndex.from_snapshot(big_snapshot(3, Access.BLOCK), 2.0)
+    messages = list(replacement_lines(new))
+    messages[2] = messages[2].replace(b'"version":3', b'"version":0', 1)  # part 1
+    pipe = Pipe()
+    worker, acks = worker_on(pipe, old)
+    for message in messages:
+        pipe.write(message)
+    pipe.write(push_lines(3))  # an op for the policy the worker no longer follows
+    thresholds = gc.get_threshold()
+    await follow(worker, len(messages) + 1)
+    assert worker.store.current() is old and gc.get_threshold() == thresholds
+    [refused] = acks.messages
+    assert refused["op"] == "refused" and refused["version"] == 2
+    assert refused["error"].startswith("replacement part 1 refused: 1 error(s), first at devices.")
+    # The agent sends the policy again: the worker takes it and follows again.
+    for message in replacement_lines(new):
+        pipe.write(message)
+    await follow(worker, len(messages))
+    assert worker.store.current().to_snapshot() == new.to_snapshot()
+    assert acks.messages[-1] == {"op": "applied", "version": 3}
+
+
+@pytest.mark.parametrize(
+    ("drop", "error"),
+    [(3, "replacement part 3 where part 2 was due"), (-2, "replacement of 4 parts: 3 arrived")],
+)
+def test_a_missing_part_fails_the_assembly(drop: int, error: str) -> None:
+    new = PolicyIndex.from_snapshot(big_snapshot(3, Access.BLOCK), 2.0)
+    messages = list(replacement_lines(new))
+    del messages[drop]
+    with pytest.raises(ReplacementError, match=error):
+        assemble(messages)
+
+
+async def test_a_worker_started_during_a_replacement_gets_none_of_its_parts() -> None:
+    early, late = Pipe(), Pipe()
+    workers = [FakeWorker(early, joined=0), FakeWorker(late, joined=1)]
+    outbox = PolicyOutbox(lambda: workers)
+    outbox.post(b"first\n")  # seq 0: before the late worker joined
+    outbox.post(b"second\n")  # seq 1
+    assert early.written == [b"first\n", b"second\n"] and late.written == [b"second\n"]
+
+
+@dataclass
+class FakeProcess:
+    returncode: int | None = None
+    killed: bool = False
+
+    def kill(self) -> None:
+        self.killed = True
+
+
+async def test_the_agent_sends_a_refused_replacement_again_then_restarts_the_worker() -> None:
+    store = PolicyStore()
+    store.apply_snapshot(big_snapshot(2, Access.ALLOW), 1.0)
+    pool = WorkerPool(None, store, None, 1)  # type: ignore[arg-type]  # no process started
+    sender = asyncio.create_task(pool._outbox.run())
+    pipe, process = Pipe(), FakeProcess()
+    handle = pool._workers[0]
+    handle.writer, handle.process = pipe, process  # type: ignore[assignment]
+    pool._on_message(handle, {"op": "refused", "version": 1, "error": "part 3: bad"})
+    for _ in range(100):
+        if b'"op":"commit"' in b"".join(pipe.written):
+            break
+        await asyncio.sleep(0)
+    worker, acks = worker_on(pipe, PolicyIndex.empty())
+    await follow(worker, messages_of(pipe.written))
+    assert acks.messages == [{"op": "applied", "version": 2}]
+    assert worker.store.current().to_snapshot() == store.current().to_snapshot()
+    assert not process.killed
+    pool._on_message(handle, {"op": "refused", "version": 1, "error": "part 3: bad"})
+    assert process.killed  # it restarts and gets the policy as a new worker
+    sender.cancel()
