@@ -4,8 +4,8 @@ Parsing a 100,000-device snapshot creates ~400,000 objects that live until the n
 one. With the collector's default thresholds it ran ~570 times during the parse (young
 passes, then full passes over both the old and the new policy, up to ~150 ms each),
 which more than doubled the parse: 590 ms with it, 225 ms without. The new objects are
-then moved out of its reach (``gc.freeze``, as a worker does with its first policy:
-``proxy.server.tune_garbage_collector``); left in, the first young pass after the
+then moved out of its reach (``gc.freeze``, as a worker's collector does with whatever
+lives longer than a moment: ``proxy.collector``); left in, the first young pass after the
 parse walked them all (~90 ms), and the full passes after it again. The price: cyclic
 garbage still uncollected at that moment is never collected, once per whole policy.
 """
@@ -30,17 +30,3 @@ def collector_paused() -> Iterator[None]:
         if enabled:
             gc.enable()
 
-
-@contextlib.contextmanager
-def young_passes_only() -> Iterator[None]:
-    """Only the collector's young passes while the block builds a policy a part at a
-    time, serving requests in between (a worker's replacement): those pass over at most
-    the threshold's objects (~6 ms), where a pass over the older generation walked the
-    policy built so far too (~100 ms for 100,000 devices). The caller freezes what it
-    keeps (``gc.freeze``) before the block ends."""
-    young, older, oldest = gc.get_threshold()
-    gc.set_threshold(young, 1 << 30, oldest)
-    try:
-        yield
-    finally:
-        gc.set_threshold(young, older, oldest)

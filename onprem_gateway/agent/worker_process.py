@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import signal
@@ -31,7 +30,6 @@ from onprem_gateway.agent.channel import (
     read_policy_op,
 )
 from onprem_gateway.agent.eas_runner import proxy_settings
-from onprem_gateway.agent.gc_pause import young_passes_only
 from onprem_gateway.agent.logs import configure_logging
 from onprem_gateway.agent.policy_store import PolicyStore
 from onprem_gateway.agent.reporter import EventBuffer
@@ -87,8 +85,6 @@ class WorkerProcess:
         # How long to rest after a replacement's message, per second it took: none
         # before the worker serves (its first policy), REPLACEMENT_DUTY_PAUSE after.
         self.pace = 0.0
-        # The collector's older passes held off while a replacement is assembled.
-        self.collector = contextlib.ExitStack()
 
     def send(self, message: dict[str, object]) -> None:
         if not self.writer.is_closing():
@@ -156,7 +152,6 @@ class WorkerProcess:
                 if self.assembly is not None:
                     raise ReplacementError("replacement begun inside another")
                 self.assembly = Assembly.begin(header, body)
-                self.collector.enter_context(young_passes_only())
                 self.refused = False
             elif self.assembly is None:
                 if not self.refused:
@@ -169,12 +164,10 @@ class WorkerProcess:
                 self.assembly = None
                 held = self.store.current().references()
                 self.store.install(index)
-                # The new policy lives until the next replacement: out of the collector's
-                # reach, as the first one (``tune_garbage_collector``). Left in, its
-                # ~400,000 objects made a later full collection hold the loop 350 ms
-                # (and passes over the older generation during the assembly ~100 ms).
-                gc.freeze()
-                self.collector.close()
+                # The new policy's ~400,000 objects need no step of ours to leave the
+                # cyclic collector's reach: the worker's collector freezes whatever
+                # survived its last 0.2 s (``proxy.collector``), parts included while
+                # they are assembled, so no pass ever walks the policy built so far.
                 self.send({"op": "applied", "version": index.version})
                 await release_gradually(held)
                 return
@@ -194,7 +187,6 @@ class WorkerProcess:
             version,
         )
         self.assembly = None
-        self.collector.close()
         self.refused = True
         self.send({"op": "refused", "version": version, "error": str(error)})
         return held
