@@ -40,12 +40,22 @@ from seg_contract import Access, normalize_user
 
 RULE_MALFORMED = "malformed"
 
+# Commands whose requests may legally stay open up to 3540 s (MS-ASCMD 2.2.1.13 Ping
+# HeartbeatInterval; 2.2.1.21 Sync Wait / HeartbeatInterval): they get the long-poll
+# idle timeout on both legs.
+LONG_POLL_COMMANDS = frozenset({"Ping", "Sync"})
+
 
 @dataclass(frozen=True, slots=True)
 class Admitted:
     facts: RequestFacts  # ``user`` is the identity's user, normalised
     decision: Decision
     identity: Identity
+
+    @property
+    def held(self) -> bool:
+        """A long-poll command: the long-poll idle timeout applies."""
+        return self.facts.command in LONG_POLL_COMMANDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +134,9 @@ def admit(
         )
     if isinstance(who, Handshake):
         return HandshakeLeg(with_user(facts, "", ""), who)
-    user = normalize_user(who.user)
+    # Usually the query's User= is the authenticated user's name as presented: its
+    # normalised form is already in the facts.
+    user = facts.user if who.user == facts.raw_user else normalize_user(who.user)
     if not user:
         return Refused(400, "user name is empty once normalised", RULE_MALFORMED, facts)
     if user != facts.user or who.user != facts.raw_user:  # usually equal: keep the facts

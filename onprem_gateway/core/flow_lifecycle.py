@@ -163,9 +163,10 @@ TABLE: dict[tuple[Phase, Event], Transition] = {
     **{(P.DONE, event): (P.DONE, _NONE) for event in Event},
 }
 
-# The same table, one dict per phase: a step is two lookups, no key tuple to build.
-_BY_PHASE: tuple[dict[Event, Transition], ...] = tuple(
-    {event: move for (at, event), move in TABLE.items() if at is phase} for phase in Phase
+# The same table as a grid indexed by phase, then event (None: not accepted): a step
+# is two tuple indexings, no key tuple to build, no hashing.
+BY_PHASE: tuple[tuple[Transition | None, ...], ...] = tuple(
+    tuple(TABLE.get((phase, event)) for event in Event) for phase in Phase
 )
 
 # The phases in which something was written to the device as this request's answer.
@@ -178,24 +179,31 @@ DROPS_BODY = frozenset({P.DRAINING, P.CUTTING, P.DONE})
 def step(phase: Phase, event: Event) -> Transition:
     """The phase after ``event`` and the commands to carry out; ``UnexpectedEvent``
     when ``phase`` does not accept it."""
-    move = _BY_PHASE[phase].get(event)
+    move = BY_PHASE[phase][event]
     if move is None:
         raise UnexpectedEvent(phase, event)
     return move
 
 
 def accepts(phase: Phase, event: Event) -> bool:
-    return event in _BY_PHASE[phase]
+    return BY_PHASE[phase][event] is not None
+
+
+# The event for an answer once written, indexed by whether the request is over with it
+# (its body complete, or the connection closes after it); an answer that comes early
+# leaves the rest of the body to drop. As data, not a call: it runs for every request.
+ANSWER_EVENTS = (E.ANSWERED_EARLY, E.ANSWERED)
+UPSTREAM_DONE_EVENTS = (E.UPSTREAM_DONE_EARLY, E.UPSTREAM_DONE)
 
 
 def answer_event(body_complete: bool, closing: bool) -> Event:
     """The event for our own answer once written."""
-    return E.ANSWERED if body_complete or closing else E.ANSWERED_EARLY
+    return ANSWER_EVENTS[body_complete or closing]
 
 
 def upstream_done_event(body_complete: bool, closing: bool) -> Event:
     """The event for the end of the upstream's answer."""
-    return E.UPSTREAM_DONE if body_complete or closing else E.UPSTREAM_DONE_EARLY
+    return UPSTREAM_DONE_EVENTS[body_complete or closing]
 
 
 def head_event(status: int, *, head_only: bool) -> Event:

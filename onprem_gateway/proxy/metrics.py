@@ -69,8 +69,10 @@ class ProxyMetrics:
     )
 
     def __init__(self) -> None:
-        self.requests: dict[str, int] = {}
-        self.responses: dict[str, int] = {}
+        # Keyed by values, not by the "command|decision|enforced" / "200" text the
+        # snapshot carries: formatting a key for every request cost more than counting.
+        self.requests: dict[tuple[str, str, bool], int] = {}
+        self.responses: dict[int, int] = {}
         self.upstream_errors: dict[str, int] = {}
         # command -> [bucket counts..., +Inf count, sum (float), count]
         self.upstream_latency: dict[str, list[float]] = {}
@@ -89,12 +91,11 @@ class ProxyMetrics:
         self.gc_slow_passes = 0
 
     def count_request(self, command: str, decision: str, enforced: bool) -> None:
-        key = f"{command}|{decision}|{'true' if enforced else 'false'}"
+        key = (command, decision, enforced)
         self.requests[key] = self.requests.get(key, 0) + 1
 
     def count_response(self, status: int) -> None:
-        key = str(status)
-        self.responses[key] = self.responses.get(key, 0) + 1
+        self.responses[status] = self.responses.get(status, 0) + 1
 
     def count_revoked(self, outcome: str) -> None:
         self.revoked[outcome] = self.revoked.get(outcome, 0) + 1
@@ -113,8 +114,11 @@ class ProxyMetrics:
     def snapshot(self) -> dict[str, Any]:
         """A JSON-able copy (what a worker process reports to the agent)."""
         return {
-            "requests": dict(self.requests),
-            "responses": dict(self.responses),
+            "requests": {
+                f"{command}|{decision}|{'true' if enforced else 'false'}": count
+                for (command, decision, enforced), count in self.requests.items()
+            },
+            "responses": {str(status): count for status, count in self.responses.items()},
             "upstream_errors": dict(self.upstream_errors),
             "upstream_latency": {
                 command: {

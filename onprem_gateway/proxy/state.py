@@ -108,7 +108,11 @@ class ServerState(WriteBatches):
 
     # --- in-flight index and revocation --------------------------------------------------
     def track(self, user: str, flow: InFlight) -> None:
-        self.inflight.setdefault(user, {})[flow] = None
+        held = self.inflight.get(user)
+        if held is None:
+            self.inflight[user] = {flow: None}
+        else:
+            held[flow] = None
 
     def untrack(self, user: str, flow: InFlight) -> None:
         held = self.inflight.get(user)

@@ -4,7 +4,7 @@
 it serves a request it hands every parser event to its ``owner`` (a ``RequestFlow``); idle,
 it sits in the ``UpstreamPool``. The pool is unlimited on purpose: every held Ping owns
 one upstream connection for up to an hour, and a bounded pool would queue the next
-device's Sync behind thousands of idle long-polls (TOOLCHAIN.md). Idle connections are
+device's Sync behind thousands of idle long-polls. Idle connections are
 expired by the server's sweeper (``expire_idle``).
 
 Private connections (HAProxy's rule for connection-oriented authentication): once a

@@ -78,7 +78,7 @@ async def test_allowed_sync_is_proxied_with_forwarding_headers_and_recorded(
     assert (event.user, event.device_id, event.command) == ("alice", "dev1", "Sync")
     assert event.decision is Access.ALLOW and event.enforced and event.http_status == 200
     assert event.node_id == "node-1"
-    assert gw.server.metrics.requests == {"Sync|allow|true": 1}
+    assert gw.server.metrics.snapshot()["requests"] == {"Sync|allow|true": 1}
 
 
 async def test_trusted_proxy_forwarded_for_is_extended(
