@@ -165,7 +165,7 @@ TABLE: dict[tuple[Phase, Event], Transition] = {
 
 # The same table as a grid indexed by phase, then event (None: not accepted): a step
 # is two tuple indexings, no key tuple to build, no hashing.
-BY_PHASE: tuple[tuple[Transition | None, ...], ...] = tuple(
+_BY_PHASE: tuple[tuple[Transition | None, ...], ...] = tuple(
     tuple(TABLE.get((phase, event)) for event in Event) for phase in Phase
 )
 
@@ -179,31 +179,30 @@ DROPS_BODY = frozenset({P.DRAINING, P.CUTTING, P.DONE})
 def step(phase: Phase, event: Event) -> Transition:
     """The phase after ``event`` and the commands to carry out; ``UnexpectedEvent``
     when ``phase`` does not accept it."""
-    move = BY_PHASE[phase][event]
+    move = _BY_PHASE[phase][event]
     if move is None:
         raise UnexpectedEvent(phase, event)
     return move
 
 
 def accepts(phase: Phase, event: Event) -> bool:
-    return BY_PHASE[phase][event] is not None
+    return _BY_PHASE[phase][event] is not None
 
 
-# The event for an answer once written, indexed by whether the request is over with it
-# (its body complete, or the connection closes after it); an answer that comes early
-# leaves the rest of the body to drop. As data, not a call: it runs for every request.
-ANSWER_EVENTS = (E.ANSWERED_EARLY, E.ANSWERED)
-UPSTREAM_DONE_EVENTS = (E.UPSTREAM_DONE_EARLY, E.UPSTREAM_DONE)
+# Indexed by whether the request is over with the answer (its body complete, or the
+# connection closes after it); an answer that comes early leaves the body to drop.
+_ANSWER_EVENTS = (E.ANSWERED_EARLY, E.ANSWERED)
+_UPSTREAM_DONE_EVENTS = (E.UPSTREAM_DONE_EARLY, E.UPSTREAM_DONE)
 
 
 def answer_event(body_complete: bool, closing: bool) -> Event:
     """The event for our own answer once written."""
-    return ANSWER_EVENTS[body_complete or closing]
+    return _ANSWER_EVENTS[body_complete or closing]
 
 
 def upstream_done_event(body_complete: bool, closing: bool) -> Event:
     """The event for the end of the upstream's answer."""
-    return UPSTREAM_DONE_EVENTS[body_complete or closing]
+    return _UPSTREAM_DONE_EVENTS[body_complete or closing]
 
 
 def head_event(status: int, *, head_only: bool) -> Event:

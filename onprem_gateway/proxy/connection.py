@@ -67,7 +67,6 @@ class ClientConnection(asyncio.Protocol):
         "_header_bytes",
         "_headers",
         "_in_head",
-        "_limits",
         "_lookup",
         "_out",
         "_parser",
@@ -106,7 +105,6 @@ class ClientConnection(asyncio.Protocol):
         self._lookup: dict[bytes, bytes] = {}
         self._header_bytes = 0
         self._expect = False
-        self._limits = state.settings.limits  # read for every header (``on_header``)
         self.timeout = state.settings.timeouts.client_keepalive_s
         self.last_active = 0.0
         # When the request head being received must be complete (0: none pending).
@@ -226,7 +224,7 @@ class ClientConnection(asyncio.Protocol):
             raise _LimitExceededError(414, f"request URL longer than {limits.max_url_bytes}")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        limits = self._limits
+        limits = self.state.settings.limits
         self._header_bytes += len(name) + len(value) + 4
         if self._header_bytes > limits.max_header_bytes:
             raise _LimitExceededError(431, f"request headers over {limits.max_header_bytes} bytes")

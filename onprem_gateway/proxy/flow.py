@@ -22,7 +22,7 @@ forwarding, responding, draining, cutting, done) and what each event does in eac
 are one table, ``core.flow_lifecycle.TABLE``. The methods here turn what happens (the
 admission's outcome, the upstream's progress, the device's body ending, a revocation,
 the idle timeout, the device going away) into an ``Event``, feed it (``_feed``) and run
-the ``Command``s the table names (``_RUNNERS``); an event a phase does not expect raises.
+the ``Command``s the table names (``_RUN``); an event a phase does not expect raises.
 
 Connection-oriented authentication (NTLM, Negotiate): a request that carries it, or
 whose answer is a 401 offering it, makes its upstream connection private to this client
@@ -54,16 +54,15 @@ from onprem_gateway.core.block_responses import blocked_response
 from onprem_gateway.core.credentials import Substitution, password_still_valid
 from onprem_gateway.core.facts import Decision, RequestFacts
 from onprem_gateway.core.flow_lifecycle import (
-    ANSWER_EVENTS,
     ANSWER_STARTED,
-    BY_PHASE,
     DROPS_BODY,
-    UPSTREAM_DONE_EVENTS,
     Command,
     Event,
     Phase,
-    UnexpectedEvent,
+    answer_event,
     head_event,
+    step,
+    upstream_done_event,
 )
 from onprem_gateway.core.identity import Binding, Identity, Source
 from onprem_gateway.core.policy_index import PolicyIndex
@@ -106,7 +105,6 @@ _ResponseHead = tuple[int, list[tuple[bytes, bytes, bytes]], int | None, bool, b
 # class's attribute costs ~65 ns (its metaclass has a ``__getattr__``), a global ~6 ns.
 _START, _VERIFY, _FORWARD = Event.START, Event.VERIFY, Event.FORWARD
 _ATTACHED, _BODY_END = Event.UPSTREAM_ATTACHED, Event.CLIENT_BODY_END
-_UPSTREAM_HEAD = Event.UPSTREAM_HEAD
 _QUEUED, _VERIFYING = Phase.QUEUED, Phase.VERIFYING
 _CONNECTING, _RESPONDING = Phase.CONNECTING, Phase.RESPONDING
 
@@ -209,14 +207,9 @@ class RequestFlow:
     def _feed(self, event: Event, detail: Any = None) -> None:
         """Move to the phase ``core.flow_lifecycle`` gives for ``event``; carry out its
         commands (``detail`` is what a command needs of the event)."""
-        # ``step``'s lookup, inline (~7 events per request), in the table's copy whose
-        # commands are already the methods that run them (``_MOVES``).
-        move = _MOVES[self.phase][event]
-        if move is None:
-            raise UnexpectedEvent(self.phase, event)
-        self.phase, runners = move
-        for run in runners:
-            run(self, detail)
+        self.phase, commands = step(self.phase, event)
+        for command in commands:
+            _RUN[command](self, detail)
 
     # --- start: route, decide (``core.request_admission``), execute the outcome -------
     def start(self) -> None:
@@ -344,7 +337,7 @@ class RequestFlow:
                 date=state.date,
             )
         )
-        self._feed(ANSWER_EVENTS[self._body_done or self._closing])
+        self._feed(answer_event(self._body_done, self._closing))
 
     # --- proxying --------------------------------------------------------------------------
     def _proxy(self, authorization: bytes | None, *, head_only: bool = False) -> None:
@@ -535,7 +528,7 @@ class RequestFlow:
         up = self.upstream
         if up is not None and status == 401 and headers.asks_for_connection_auth(header_list):
             self._make_private(up)  # HAProxy's rule: the next legs must come back here
-        event = head_event(status, head_only=True) if self._head_only else _UPSTREAM_HEAD
+        event = head_event(status, head_only=self._head_only)
         self._feed(event, (status, header_list, length, chunked, has_connection))
 
     def _relay_head(self, head: _ResponseHead) -> None:
@@ -643,7 +636,7 @@ class RequestFlow:
                 self._closing = self._closing or self.chunked or remaining > limit
             else:
                 self._closing = self._closing or self.expect_continue
-        self._feed(UPSTREAM_DONE_EVENTS[self._body_done or self._closing])
+        self._feed(upstream_done_event(self._body_done, self._closing))
 
     def _end_response(self, _: object) -> None:
         if self._client_framing == _CHUNKED:
@@ -834,12 +827,4 @@ _RUNNERS: dict[Command, Callable[[RequestFlow, Any], None]] = {
     Command.CUT_REVOKED: RequestFlow._cut_revoked,
     Command.CUT: RequestFlow._cut,
 }
-_Runners = tuple[Callable[[RequestFlow, Any], None], ...]
-# ``core.flow_lifecycle.BY_PHASE`` with each command resolved to its runner, once.
-_MOVES: tuple[tuple[tuple[Phase, _Runners] | None, ...], ...] = tuple(
-    tuple(
-        None if move is None else (move[0], tuple(_RUNNERS[command] for command in move[1]))
-        for move in row
-    )
-    for row in BY_PHASE
-)
+_RUN = tuple(_RUNNERS[command] for command in Command)
