@@ -64,11 +64,6 @@ AUTODISCOVER = "Autodiscover"
 # Commands a quarantined device may still use: none of them reads, sends or watches mail.
 QUARANTINE_ADMITS = frozenset({"Provision", "FolderSync", "Settings"})
 
-# Members read on the request path, bound once: on Python 3.11 reading an Enum
-# class's attribute costs ~70 ns (its metaclass), a module global ~8 ns.
-_ALLOW, _QUARANTINE = Access.ALLOW, Access.QUARANTINE
-_MANUAL, _BY_ENTRY = EntrySource.MANUAL, DecisionRule.ENTRY
-
 
 @dataclass(frozen=True, slots=True)
 class Explanation:
@@ -155,8 +150,8 @@ def _finish(
     *,
     command: str = "",
 ) -> Decision:
-    enforced = not (test_mode and access is not _ALLOW)
-    admitted = access is _QUARANTINE and command in QUARANTINE_ADMITS
+    enforced = not (test_mode and access is not Access.ALLOW)
+    admitted = access is Access.QUARANTINE and command in QUARANTINE_ADMITS
     if trace is not None:
         trace.append(
             f"decision: {access.value} by {rule}"
@@ -220,7 +215,7 @@ def _decide(  # noqa: PLR0911, PLR0912
                 f"entry: {entry.access.value} from {entry.source.value} "
                 f"(version {entry.version}): {entry.reason}"
             )
-        if entry.source is _MANUAL:
+        if entry.source is EntrySource.MANUAL:
             return _finish(
                 entry.access,
                 entry.reason or "admin override",
@@ -229,7 +224,7 @@ def _decide(  # noqa: PLR0911, PLR0912
                 trace,
                 command=facts.command,
             )
-        if entry.access is not _ALLOW:
+        if entry.access is not Access.ALLOW:
             return _finish(
                 entry.access,
                 entry.reason,
@@ -249,7 +244,9 @@ def _decide(  # noqa: PLR0911, PLR0912
 
     # 6. Compliant device.
     if entry is not None:
-        return _finish(_ALLOW, entry.reason or "compliant", _BY_ENTRY, test_mode, trace)
+        return _finish(
+            Access.ALLOW, entry.reason or "compliant", DecisionRule.ENTRY, test_mode, trace
+        )
 
     # 7. Unknown device.
     action = settings.unknown_device_action

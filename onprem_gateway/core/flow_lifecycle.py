@@ -205,10 +205,6 @@ def upstream_done_event(body_complete: bool, closing: bool) -> Event:
     return _UPSTREAM_DONE_EVENTS[body_complete or closing]
 
 
-_HEAD, _HEAD_UNAUTHENTICATED = E.UPSTREAM_HEAD, E.UPSTREAM_HEAD_UNAUTHENTICATED
-
-
 def head_event(status: int, *, head_only: bool) -> Event:
     """A NEGOTIATE leg carries no identity: nothing but a challenge may answer it."""
-    # The members as globals: an Enum class's attribute costs ~70 ns on Python 3.11.
-    return _HEAD_UNAUTHENTICATED if head_only and status != 401 else _HEAD
+    return E.UPSTREAM_HEAD_UNAUTHENTICATED if head_only and status != 401 else E.UPSTREAM_HEAD
