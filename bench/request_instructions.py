@@ -1,13 +1,14 @@
 """Instructions per proxied request, counted by valgrind: a before/after of the proxy's
-code that the machine's noise cannot move.
+code that the machine's noise hardly moves.
 
 Throughput and CPU time on this shared machine move by 10-20 % between two runs of the
 same code (``proxy_throughput.py`` interleaves and repeats for that reason), which hides
-a change of a few per cent in the request path. Counted instructions hardly move: the
-same code, input and environment give the same count within ~0.5 % (how the event loop
-batches its wake-ups still varies a little), whatever else the machine does. This bench
-counts them for one or more checkouts side by side (say the main branch and a change),
-so a refactoring can show what it costs.
+a change of a few per cent in the request path. Counted instructions move far less: in
+one run, interleaved, the same code counts the same within ~0.3 %. Between runs on a
+quiet and a loaded machine the counts of every checkout shift together by a few per cent
+(the event loop wakes up more often per request), so compare checkouts within one run,
+as this bench does: it counts one or more checkouts side by side (say the main branch and
+a change), so a refactoring can show what it costs.
 
 What it counts, per checkout and leg (plain HTTP, TLS): the checkout's
 ``start_eas_server`` on uvloop (a worker's proxy, with its ``EventBuffer`` as the
