@@ -141,7 +141,7 @@ class Assembly:
     def version(self) -> int:
         return self.head.version
 
-    def references(self) -> list[object]:
+    def references(self) -> Iterator[object]:
         """What the parts folded so far hold (``IndexBuilder.references``)."""
         return self._builder.references()
 

@@ -56,15 +56,15 @@ class LayeredMap(Generic[K, V]):
         for _, value in self.items():
             yield value
 
-    def references(self) -> list[object]:
-        """Every key and value held, in one list: whoever drops the last reference to
-        the map can keep these and free them a slice at a time (freeing 100,000 policy
-        entries at once takes ~25 ms)."""
-        out: list[object] = list(self._base)
-        out.extend(self._base.values())
-        out.extend(self._overlay)
-        out.extend(self._overlay.values())
-        return out
+    def references(self) -> Iterator[object]:
+        """Every key and value held, one at a time: whoever drops the last reference to
+        the map can gather these (a slice per event-loop turn: the map never changes)
+        and free them a slice at a time (freeing 100,000 policy entries at once takes
+        ~25 ms)."""
+        yield from self._base
+        yield from self._base.values()
+        yield from self._overlay
+        yield from self._overlay.values()
 
     def __len__(self) -> int:
         overlay = self._overlay

@@ -289,9 +289,10 @@ class PolicyIndex:
     def credential_items(self) -> Iterator[tuple[str, UserCredential]]:
         return self._credentials.items()
 
-    def references(self) -> list[object]:
+    def references(self) -> Iterator[object]:
         """Every entry and credential held, with its key (``LayeredMap.references``)."""
-        return self._entries.references() + self._credentials.references()
+        yield from self._entries.references()
+        yield from self._credentials.references()
 
     # --- exactness and the digest (the link; never the request path) -----------------------
 
@@ -566,11 +567,12 @@ class IndexBuilder:
     def credential_count(self) -> int:
         return len(self._credentials)
 
-    def references(self) -> list[object]:
-        """What the tables hold (``LayeredMap.references``), for an abandoned build."""
-        out: list[object] = [*self._entries, *self._entries.values()]
-        out.extend(self._credentials.values())
-        return out
+    def references(self) -> Iterator[object]:
+        """What the tables hold (``LayeredMap.references``), for an abandoned build
+        (nothing adds to it any more)."""
+        yield from self._entries
+        yield from self._entries.values()
+        yield from self._credentials.values()
 
     def add_devices(self, entries: Iterable[DeviceEntry]) -> None:
         self._newest = _fold(self._entries, _entry_items(entries), self._newest)

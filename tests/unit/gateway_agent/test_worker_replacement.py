@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import weakref
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 import pytest
 
+from onprem_gateway.agent import worker_process
 from onprem_gateway.agent.channel import MAX_LINE, read_message
 from onprem_gateway.agent.policy_outbox import PolicyOutbox
 from onprem_gateway.agent.policy_store import PolicyOp, PolicyStore
@@ -23,6 +26,7 @@ from onprem_gateway.agent.snapshot_parts import (
 )
 from onprem_gateway.agent.worker_pool import WorkerPool
 from onprem_gateway.agent.worker_process import REPLACEMENT_DUTY_PAUSE, WorkerProcess
+from onprem_gateway.core.layered_map import LayeredMap
 from onprem_gateway.core.policy_index import PolicyIndex
 from seg_contract import Access, PolicySnapshot
 from tests.unit.gateway_agent.helpers import entry, push, snapshot
@@ -260,3 +264,94 @@ async def test_the_agent_sends_a_refused_replacement_again_then_restarts_the_wor
     pool._on_message(handle, {"op": "refused", "version": 1, "error": "part 3: bad"})
     assert process.killed  # it restarts and gets the policy as a new worker
     sender.cancel()
+
+
+@dataclass
+class ChannelReading:
+    """The worker's channel transport, as far as pausing it goes."""
+
+    reading: bool = True
+    pauses: int = 0
+
+    def is_reading(self) -> bool:
+        return self.reading
+
+    def pause_reading(self) -> None:
+        assert self.reading, "paused twice"
+        self.reading = False
+        self.pauses += 1
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def is_closing(self) -> bool:
+        return False
+
+
+async def test_a_serving_worker_rests_unread_and_freezes_each_part_as_folded() -> None:
+    old = PolicyIndex.from_snapshot(big_snapshot(2, Access.ALLOW), 1.0)
+    new = PolicyIndex.from_snapshot(big_snapshot(3, Access.BLOCK), 2.0)
+    pipe = Pipe()
+    worker, acks = worker_on(pipe, old)
+    worker.reading = reading = ChannelReading()
+    adopted: list[int] = []
+    worker.adopt = lambda: adopted.append(worker.assembly._next if worker.assembly else -1)
+    seen_paused: list[bool] = []
+    done = asyncio.Event()
+
+    async def watch() -> None:  # what a request served meanwhile would see
+        while not done.is_set():
+            seen_paused.append(not reading.reading)
+            await asyncio.sleep(0)
+
+    for message in replacement_lines(new):
+        pipe.write(message)
+    watcher = asyncio.create_task(watch())
+    await follow(worker, PARTS + 2)
+    done.set()
+    await watcher
+    # It rested after the begin and after every part, never reading the channel
+    # meanwhile, and reads again once the policy is swapped in.
+    assert reading.pauses == 1 + PARTS and reading.reading and any(seen_paused)
+    assert adopted == list(range(1, PARTS + 1))  # right after each part was folded
+    assert acks.messages == [{"op": "applied", "version": 3}]
+
+
+class Tracked:
+    """A policy object whose freeing a test can see (``weakref``)."""
+
+
+class Table(dict[str, Tracked]):
+    """A policy table whose freeing a test can see."""
+
+
+async def test_a_retired_policy_lets_its_tables_go_first_then_frees_a_slice_per_turn(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(worker_process, "RELEASE_SLICE", 100)
+    values = [Tracked() for _ in range(1_000)]
+    base = Table((f"key{i}", value) for i, value in enumerate(values))
+    objects, table = [weakref.ref(v) for v in values], weakref.ref(base)
+    references = LayeredMap(base).references()
+    del values, base
+    turns: list[tuple[bool, int]] = []  # (table freed, objects alive) per event-loop turn
+    done = asyncio.Event()
+
+    async def watch() -> None:
+        while not done.is_set():
+            turns.append((table() is None, sum(o() is not None for o in objects)))
+            await asyncio.sleep(0)
+
+    watcher = asyncio.create_task(watch())
+    release = worker_process.release_gradually(references)
+    del references  # the release holds the only reference, as the worker's does
+    await release
+    done.set()
+    await watcher
+    assert table() is None and all(o() is None for o in objects)
+    # The table went while every object was still held (freeing it cost no object),
+    # then the objects went at most a slice per turn.
+    assert (True, 1_000) in turns
+    alive = [n for _, n in turns]
+    assert max(a - b for a, b in pairwise(alive)) <= 100
+    assert alive[-1] == 0
