@@ -21,6 +21,8 @@ same contract (``seg_contract.http``) with the same status codes:
 
 Bench controls: ``POST /bench/snapshot?path=FILE`` serves another snapshot from now on,
 ``POST /bench/resync[?full=1]`` sends ``resync`` to every connected node,
+``POST /bench/push?user=U&device_id=D[&access=block]`` pushes that entry at the next
+version (served as current from then on),
 ``POST /bench/events?status=503`` makes the event route fail (``status=202`` restores),
 ``GET /bench/stats``. Run: ``python bench/_standin.py --port N --snapshot FILE``.
 """
@@ -48,7 +50,15 @@ if str(ROOT) not in sys.path:
 from _node import stop_proc  # noqa: E402
 from _policy import BENCH_SIGNER, read_snapshot, sign  # noqa: E402
 
-from seg_contract import PolicyDelta, PushPong, PushResync  # noqa: E402
+from seg_contract import (  # noqa: E402
+    Access,
+    DeviceEntry,
+    EntrySource,
+    PolicyDelta,
+    PushChange,
+    PushPong,
+    PushResync,
+)
 from seg_contract.http import (  # noqa: E402
     DELTA_PATH,
     EVENTS_PATH,
@@ -169,6 +179,28 @@ def make_app(snapshot_path: Path) -> Any:
             await sock.send_str(message)
         return web.json_response({"sent": len(state.sockets), "at": at})
 
+    async def bench_push(request: web.Request) -> web.Response:
+        # One device's entry as the control plane pushes a compliance change: the next
+        # version, which the stand-in then serves as current (deltas, pongs).
+        version = state.version + 1
+        entry = DeviceEntry(
+            user=request.query["user"],
+            device_id=request.query["device_id"],
+            access=Access(request.query.get("access", "block")),
+            reason="bench push",
+            source=EntrySource.COMPLIANCE,
+            version=version,
+            updated_at=dt.datetime.now(dt.UTC),
+        )
+        change = PushChange(cluster_id=state.cluster_id, version=version, devices=(entry,))
+        payload = change.model_dump_json().encode()
+        message = sign(Kind.CHANGE, version, payload).envelope().model_dump_json()
+        state.version = version
+        at = time.time()
+        for sock in list(state.sockets):
+            await sock.send_str(message)
+        return web.json_response({"sent": len(state.sockets), "at": at, "version": version})
+
     async def bench_events(request: web.Request) -> web.Response:
         state.events_status = int(request.query["status"])
         return web.json_response({"status": state.events_status})
@@ -195,6 +227,7 @@ def make_app(snapshot_path: Path) -> Any:
             web.get("/ws", ws),
             web.post("/bench/snapshot", bench_snapshot),
             web.post("/bench/resync", bench_resync),
+            web.post("/bench/push", bench_push),
             web.post("/bench/events", bench_events),
             web.get("/bench/stats", stats),
         ]
@@ -238,6 +271,10 @@ class StandIn:
 
     def resync(self, full: bool = False) -> dict[str, Any]:
         return self._post("/bench/resync", full="1" if full else "0")
+
+    def push(self, user: str, device_id: str, access: str = "block") -> dict[str, Any]:
+        """Push one device's entry at the next version (served as current from then on)."""
+        return self._post("/bench/push", user=user, device_id=device_id, access=access)
 
     def events_status(self, status: int) -> None:
         self._post("/bench/events", status=str(status))

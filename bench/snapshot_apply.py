@@ -36,6 +36,7 @@ Reproduce: .venv/bin/python bench/snapshot_apply.py [--rounds 3] [--devices 1000
 from __future__ import annotations
 
 import argparse
+import http.client
 import os
 import signal
 import sys
@@ -50,11 +51,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import httpx
 from _loadgen import LoadRun, Target
 from _node import GatewayNode, NodeOptions, connection_owners
-from _policy import BENCH_SIGNER, CLUSTER_ID, sync_requests, write_snapshot
+from _policy import (
+    BENCH_SIGNER,
+    CLUSTER_ID,
+    device,
+    eas_path,
+    request,
+    sync_requests,
+    user,
+    write_snapshot,
+)
 from _proxy_common import Upstream, ensure_tools, free_port
 from _standin import StandIn
 from _summary import record
-from _verify import round_order, spread
+from _verify import answer_error, round_order, spread
 
 from onprem_gateway.agent.gc_pause import collector_paused
 from onprem_gateway.agent.policy_store import PolicyOp, compact_op
@@ -79,15 +89,71 @@ def poll_readyz(node: GatewayNode, version: int, stop: threading.Event) -> dict[
                 body = {}
             t1 = time.time()
             out["readyz_max_ms"] = max(out["readyz_max_ms"], (t1 - t0) * 1000)
-            if body.get("policy", {}).get("version") == version and "agent" not in out:
+            # At or past it: a connected node is pushed the next version meanwhile.
+            if body.get("policy", {}).get("version", 0) >= version and "agent" not in out:
                 out["agent"] = t1
             workers = body.get("workers", [])
-            if workers and all(w["policy_version"] == version for w in workers):
+            if workers and all(w["policy_version"] >= version for w in workers):
                 out["workers"] = t1
                 out.setdefault("agent", t1)
                 return out
             time.sleep(0.01)
     return out
+
+
+class PushDuring(threading.Thread):
+    """Once the agent has ``version``, the stand-in pushes a block of device ``index``
+    (one no probe uses); then that device's Sync is sent on one keep-alive connection
+    until the node answers it blocked: push -> block as a device sees it, and whether
+    the workers were still assembling the new policy then (their version below it)."""
+
+    def __init__(self, node: GatewayNode, standin: StandIn, version: int, index: int) -> None:
+        super().__init__(daemon=True)
+        self.node, self.standin, self.version, self.index = node, standin, version, index
+        self.stop = threading.Event()
+        self.result: dict[str, float] = {}
+
+    def sync(self, conn: http.client.HTTPConnection) -> str | None:
+        """The device's Sync, as the probes send it: None when proxied, else why not."""
+        head, body = request("Sync", self.index).split(b"\r\n\r\n", 1)
+        fields = dict(line.split(": ", 1) for line in head.decode().split("\r\n")[1:])
+        conn.request("POST", eas_path("Sync", self.index), body=body, headers=fields)
+        answer = conn.getresponse()
+        return answer_error(answer.status, answer.read())
+
+    def run(self) -> None:
+        with httpx.Client(timeout=30) as admin:
+            while not self.stop.is_set():
+                try:
+                    ready = admin.get(f"{self.node.admin_url}/readyz").json()
+                except (httpx.HTTPError, ValueError):
+                    ready = {}
+                if ready.get("policy", {}).get("version", 0) >= self.version:
+                    break
+                time.sleep(0.005)
+            else:
+                return
+            conn = http.client.HTTPConnection("127.0.0.1", self.node.port, timeout=30)
+            before = self.sync(conn)
+            if before is not None:  # it must be proxied until the push
+                self.result = {"push_error": 1.0}
+                print(f"    !! the device to push was not proxied before the push: {before}")
+                return
+            pushed = float(self.standin.push(user(self.index), device(self.index))["at"])
+            while not self.stop.is_set():
+                error = self.sync(conn)
+                if error is not None and error.startswith("blocked"):
+                    blocked = time.time()
+                    break
+                time.sleep(0.002)
+            else:
+                return
+            conn.close()
+            workers = admin.get(f"{self.node.admin_url}/readyz").json().get("workers", [])
+        self.result = {
+            "push_block_s": blocked - pushed,
+            "push_during": float(any(w["policy_version"] < self.version for w in workers)),
+        }
 
 
 def apply_once(
@@ -114,8 +180,12 @@ def apply_once(
     ports = probes.wait_ready()
     time.sleep(1.0 + 0.02 * args.probe_conns + 2.0)  # clock starts, then 2 s of baseline
     owners = connection_owners(node.worker_pids, node.port)  # accepted by now
+    pusher = None
     if standin is not None:
         standin.serve_snapshot(new_snapshot)
+        if args.push:
+            pusher = PushDuring(node, standin, version, args.devices - version)
+            pusher.start()
         trigger = float(standin.resync(full=name == "link-full")["at"])
     else:
         assert policy_file is not None and node.proc is not None
@@ -131,6 +201,13 @@ def apply_once(
     timer.cancel()
     load = probes.result()
     row: dict[str, float] = {"readyz_max_ms": seen["readyz_max_ms"], "errors": load.error_count}
+    if pusher is not None:
+        pusher.join(timeout=window)
+        pusher.stop.set()
+        if not pusher.result:
+            print(f"    !! {name}: the pushed block was not in force within {window:g} s")
+            row["errors"] += 1
+        row |= pusher.result
     if "workers" not in seen:
         print(f"    !! {name}: the workers did not reach version {version} within {window:g} s")
         row["errors"] += 1
@@ -220,6 +297,9 @@ def main() -> int:
     paths = [p.strip() for p in args.paths.split(",") if p.strip()]
     if not paths or set(paths) - {"link", "link-full", "file"}:
         parser.error("--paths takes some of link, link-full, file")
+    # A connected node is pushed a block of device ``devices - version`` in each round:
+    # never a probe's (the probes use the first 10,000).
+    args.push = args.devices - 2 * args.rounds - 2 > min(args.devices, 10_000)
     ensure_tools()
     results: dict[str, list[dict[str, float]]] = defaultdict(list)
     steps: list[dict[str, float]] = []
@@ -255,7 +335,7 @@ def main() -> int:
                 print(f"{path} node ready with {args.devices:,} devices in {started[path]:.1f} s")
             previous = first
             for r in range(args.rounds):
-                version = r + 2
+                version = 2 * r + 2  # a connected node's push takes the next one
                 new = write_snapshot(
                     work / f"v{version}.json", args.devices, version, changed=args.changes
                 )
@@ -327,6 +407,7 @@ def report(
         ("/readyz max ms", "readyz_max_ms", 1.0),
         ("GC agent ms", "gc_agent_ms", 1.0),
         ("GC worker ms", "gc_worker_ms", 1.0),
+        ("push -> blocked ms", "push_block_s", 1000.0),
         ("errors", "errors", 1.0),
     )
     print(f"{'path':9} " + " ".join(f"{t:>20}" for t, _k, _s in cols))
@@ -337,6 +418,14 @@ def report(
         "trigger and every worker running the new version (+1 s), over all workers; "
         "(before): the same over the 2 s before the trigger"
     )
+    for path, rows in results.items():
+        during = [r["push_during"] for r in rows if "push_during" in r]
+        if during:
+            print(
+                f"{path}: a block pushed as the agent had the new policy was in force "
+                f"{s(rows, 'push_block_s', scale=1000.0)} ms later, the workers still "
+                f"assembling it in {int(sum(during))} of {len(during)} rounds"
+            )
     print(
         "node start with the first snapshot: "
         + ", ".join(f"{p} {t:.1f} s" for p, t in started.items())

@@ -11,7 +11,9 @@ agent -> worker::
                                                          the index's header,
     {"op": "part", "seq": 0, "body": true}               then parts 0..N-1 of at most
     <{"devices": [...], "credentials": [...]}>           PART_ENTRIES entries each, then
-    {"op": "commit", "parts": N, "version": 42}          the swap; nothing in between
+    {"op": "commit", "parts": N, "version": 42}          the swap; in between only
+                                                         pushes (applied at once and
+                                                         again after the swap)
     {"op": "shutdown", "grace_s": 30}                    drain and exit
 
 worker -> agent::
@@ -33,8 +35,9 @@ agent applied (a refreshed snapshot as the delta it amounts to, ``compact_op``),
 worker applies a push within a millisecond of the agent. A change that is no delta (a
 replacement after a diverged digest, a snapshot that drops entries) reaches the worker
 as a replacement in parts, which it assembles between requests; the agent sends the
-messages in the order of the changes, never one inside a replacement, and sends a
-replacement again to a worker that refused one.
+messages in the order of the changes (only a push with nothing ahead of it goes out
+between two parts of a replacement, ``policy_outbox``), and sends a replacement again to
+a worker that refused one.
 """
 
 from __future__ import annotations

@@ -159,7 +159,7 @@ class WorkerPool:
         if compact.kind in ("snapshot", "replace"):
             self._outbox.post(replacement_lines(index))
         else:
-            self._outbox.post(compact.to_lines())
+            self._outbox.post(compact.to_lines(), push=compact.kind == "push")
 
     # --- messages from workers ----------------------------------------------------------
 

@@ -33,11 +33,12 @@ from onprem_gateway.agent.channel import (
 )
 from onprem_gateway.agent.eas_runner import proxy_settings
 from onprem_gateway.agent.logs import configure_logging
-from onprem_gateway.agent.policy_store import PolicyStore
+from onprem_gateway.agent.policy_store import PolicyOp, PolicyStore
 from onprem_gateway.agent.reporter import EventBuffer
 from onprem_gateway.agent.revocation import follow_policy
 from onprem_gateway.agent.snapshot_parts import Assembly, ReplacementError
 from onprem_gateway.config import config_from_wire
+from onprem_gateway.core.policy_index import PolicyMismatchError
 from onprem_gateway.proxy import ProxyMetrics, start_eas_server
 from seg_contract import AccessEvent
 
@@ -113,6 +114,8 @@ class WorkerProcess:
         self.adopt: Callable[[], None] | None = None
         # The channel's reading side, paused while the worker rests between two parts.
         self.reading: Reading | None = None
+        # Pushes received inside the replacement being assembled, to apply after it.
+        self.pushes: list[PolicyOp] = []
 
     def send(self, message: dict[str, object]) -> None:
         if not self.writer.is_closing():
@@ -163,6 +166,9 @@ class WorkerProcess:
         if op is None:
             return
         if self.assembly is not None:
+            if op.kind == "push":
+                self.push_inside_replacement(op)
+                return
             error = ReplacementError(f"policy op {op.kind!r} inside a replacement")
             await release_gradually(self.refuse(error))
         if self.refused:
@@ -170,6 +176,15 @@ class WorkerProcess:
             return
         self.store.apply_op(op)
         self.send({"op": "applied", "version": self.store.current().version})
+
+    def push_inside_replacement(self, op: PolicyOp) -> None:
+        """A push the agent sent between two parts (``policy_outbox``): in force at once
+        on the policy the worker decides with, and applied again to the new one once it
+        is swapped in (the push is newer than anything the replacement carries)."""
+        self.pushes.append(op)
+        if self.store.current().loaded:
+            with contextlib.suppress(PolicyMismatchError):  # the replacement moves clusters
+                self.store.apply_op(op)
 
     async def replacement(self, header: dict[str, Any], body: bytes) -> None:
         """Fold one message of a replacement in; on ``commit`` swap the new index in."""
@@ -182,6 +197,7 @@ class WorkerProcess:
                     raise ReplacementError("replacement begun inside another")
                 self.assembly = Assembly.begin(header, body)
                 self.refused = False
+                self.pushes = []
             elif self.assembly is None:
                 if not self.refused:
                     raise ReplacementError(f"replacement {op} without a begin")
@@ -198,7 +214,11 @@ class WorkerProcess:
                 self.assembly = None
                 retired = self.store.current().references()  # gathered after the swap
                 self.store.install(index)
-                self.send({"op": "applied", "version": index.version})
+                pushes, self.pushes = self.pushes, []
+                for push in pushes:
+                    with contextlib.suppress(PolicyMismatchError):  # as the agent's store
+                        self.store.apply_op(push)
+                self.send({"op": "applied", "version": self.store.current().version})
         except ReplacementError as e:
             retired = self.refuse(e)
         took = time.perf_counter() - started
@@ -240,6 +260,7 @@ class WorkerProcess:
             version,
         )
         self.assembly = None
+        self.pushes = []  # the agent's next replacement carries them
         self.refused = True
         self.send({"op": "refused", "version": version, "error": str(error)})
         return held

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from onprem_gateway.agent import worker_process
+from onprem_gateway.agent import policy_outbox, worker_process
 from onprem_gateway.agent.channel import MAX_LINE, read_message
 from onprem_gateway.agent.policy_outbox import PolicyOutbox
 from onprem_gateway.agent.policy_store import PolicyOp, PolicyStore
@@ -29,7 +29,7 @@ from onprem_gateway.agent.worker_process import REPLACEMENT_DUTY_PAUSE, WorkerPr
 from onprem_gateway.core.layered_map import LayeredMap
 from onprem_gateway.core.policy_index import PolicyIndex
 from seg_contract import Access, PolicySnapshot
-from tests.unit.gateway_agent.helpers import entry, push, snapshot
+from tests.unit.gateway_agent.helpers import delta, entry, push, snapshot
 
 DEVICES = 3 * PART_ENTRIES + 7
 PARTS = 4  # of devices (no credentials)
@@ -55,6 +55,9 @@ class Pipe:
 
     def is_closing(self) -> bool:
         return False
+
+    async def drain(self) -> None:
+        """Read at once (in memory): nothing to wait for."""
 
 
 @dataclass
@@ -161,7 +164,24 @@ async def test_the_worker_decides_with_the_old_policy_until_the_commit_then_swit
     assert acks.messages == [{"op": "applied", "version": 3}]  # once, after the swap
 
 
-async def test_a_change_posted_during_a_replacement_reaches_the_worker_after_it() -> None:
+def ops_of(pipe: Pipe) -> list[str]:
+    return [
+        json.loads(line)["op"]
+        for chunk in pipe.written
+        for line in chunk.splitlines()
+        if line.startswith(b'{"op"')
+    ]
+
+
+async def written(pipe: Pipe, messages: int) -> None:
+    for _ in range(200):
+        if messages_of(pipe.written) >= messages:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"{messages_of(pipe.written)} of {messages} messages written")
+
+
+async def test_a_delta_posted_during_a_replacement_reaches_the_worker_after_it() -> None:
     agent = PolicyStore()
     agent.apply_snapshot(big_snapshot(2, Access.ALLOW), 1.0)
     pipe = Pipe()
@@ -171,23 +191,86 @@ async def test_a_change_posted_during_a_replacement_reaches_the_worker_after_it(
     replaced = agent.replace_with_snapshot(big_snapshot(5, Access.ALLOW), 2.0)
     outbox.post(replacement_lines(replaced))
     await asyncio.sleep(0)  # the outbox has written the first part or two
-    agent.apply_push(push(entry("user1", "dev1", Access.BLOCK, 6)))
-    outbox.post(push_lines(6))  # what the pool posts for that push
-    for _ in range(100):  # begin, the parts, commit, the push
-        if messages_of(pipe.written) == PARTS + 3:
-            break
-        await asyncio.sleep(0)
+    change = delta(5, 6, entry("user1", "dev1", Access.BLOCK, 6))
+    agent.apply_delta(change, 3.0)
+    outbox.post(PolicyOp("delta", change, 3.0).to_lines())  # as the pool posts it
+    outbox.post(push_lines(7), push=True)  # a push behind it keeps its place
+    await written(pipe, PARTS + 4)  # begin, the parts, commit, the delta, the push
     sender.cancel()
-    ops = [
-        json.loads(line)["op"]
-        for chunk in pipe.written
-        for line in chunk.splitlines()
-        if line.startswith(b'{"op"')
-    ]
-    assert ops[-2:] == ["commit", "push"] and ops.count("push") == 1
+    ops = ops_of(pipe)
+    assert ops[-3:] == ["commit", "delta", "push"] and ops.count("delta") == 1
     await follow(worker, len(ops))
-    assert [a["version"] for a in acks.messages] == [5, 6]
+    assert [a["version"] for a in acks.messages] == [5, 6, 7]
     assert worker.store.current().entry("user1", "dev1").access is Access.BLOCK  # type: ignore[union-attr]
+
+
+async def test_a_push_posted_during_a_replacement_is_in_force_at_once_and_after_the_swap() -> None:
+    agent = PolicyStore()
+    agent.apply_snapshot(big_snapshot(2, Access.ALLOW), 1.0)
+    pipe = Pipe()
+    worker, acks = worker_on(pipe, agent.current())
+    outbox = PolicyOutbox(lambda: [FakeWorker(pipe)])
+    sender = asyncio.create_task(outbox.run())
+    replaced = agent.replace_with_snapshot(big_snapshot(5, Access.ALLOW), 2.0)
+    outbox.post(replacement_lines(replaced))
+    await asyncio.sleep(0)
+    blocked = entry("user1", "dev1", Access.BLOCK, 6)
+    agent.apply_push(push(blocked))
+    outbox.post(push_lines(6), push=True)  # what the pool posts for a push
+    await written(pipe, PARTS + 3)
+    sender.cancel()
+    ops = ops_of(pipe)
+    # Written between two parts, not after the commit.
+    assert ops.index("push") < ops.index("commit") and ops.count("push") == 1
+    before_push = ops.index("push")
+    await follow(worker, before_push)  # the replacement's first messages
+    held = worker.store.current()
+    assert held.version == 2 and held.entry("user1", "dev1").access is Access.ALLOW  # type: ignore[union-attr]
+    await follow(worker, 1)  # the push: in force at once, on the policy held
+    assert worker.store.current().entry("user1", "dev1").access is Access.BLOCK  # type: ignore[union-attr]
+    assert acks.messages == []  # acknowledged with the replacement
+    await follow(worker, len(ops) - before_push - 1)
+    # ... and on the new policy once swapped in: the agent's policy exactly.
+    swapped = worker.store.current()
+    assert swapped.entry("user1", "dev1").access is Access.BLOCK  # type: ignore[union-attr]
+    assert swapped.to_snapshot() == agent.current().to_snapshot()
+    assert acks.messages == [{"op": "applied", "version": 6}]
+
+
+@dataclass
+class SlowReader(Pipe):
+    """A worker that takes what it is sent only when told to (``drain`` waits)."""
+
+    taken: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def drain(self) -> None:
+        await self.taken.wait()
+        self.taken.clear()
+
+
+async def test_a_replacement_is_written_as_the_workers_read_it_but_not_held_up_by_a_stuck_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(policy_outbox, "STALLED_AFTER_S", 0.05)
+    reading, stuck = SlowReader(), SlowReader()
+    outbox = PolicyOutbox(lambda: [FakeWorker(reading), FakeWorker(stuck)])
+    sender = asyncio.create_task(outbox.run())
+    outbox.post(replacement_lines(PolicyIndex.from_snapshot(big_snapshot(3, Access.BLOCK), 2.0)))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    # One message each until the workers read it: the rest waits in the agent.
+    assert messages_of(reading.written) == messages_of(stuck.written) == 1
+    reading.taken.set()
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert messages_of(reading.written) == 1  # the other has not read it yet
+    # The stuck one is given up on after STALLED_AFTER_S; the reading one sets the pace.
+    while messages_of(reading.written) < PARTS + 2:
+        reading.taken.set()
+        await asyncio.sleep(0.01)
+    await written(reading, PARTS + 2)
+    assert messages_of(stuck.written) == PARTS + 2  # buffered, as before pacing
+    sender.cancel()
 
 
 async def test_a_malformed_part_is_refused_and_the_worker_keeps_its_policy() -> None:
