@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
@@ -181,60 +183,61 @@ async def written(pipe: Pipe, messages: int) -> None:
     raise AssertionError(f"{messages_of(pipe.written)} of {messages} messages written")
 
 
-async def test_a_delta_posted_during_a_replacement_reaches_the_worker_after_it() -> None:
+@asynccontextmanager
+async def replacing() -> AsyncIterator[tuple[PolicyStore, Pipe, WorkerProcess, Acks, PolicyOutbox]]:
+    """An agent that replaced its policy (version 2 -> 5) and is writing the new one to
+    a worker through its outbox: the first part or two are written."""
     agent = PolicyStore()
     agent.apply_snapshot(big_snapshot(2, Access.ALLOW), 1.0)
     pipe = Pipe()
     worker, acks = worker_on(pipe, agent.current())
     outbox = PolicyOutbox(lambda: [FakeWorker(pipe)])
     sender = asyncio.create_task(outbox.run())
-    replaced = agent.replace_with_snapshot(big_snapshot(5, Access.ALLOW), 2.0)
-    outbox.post(replacement_lines(replaced))
-    await asyncio.sleep(0)  # the outbox has written the first part or two
-    change = delta(5, 6, entry("user1", "dev1", Access.BLOCK, 6))
-    agent.apply_delta(change, 3.0)
-    outbox.post(PolicyOp("delta", change, 3.0).to_lines())  # as the pool posts it
-    outbox.post(push_lines(7), push=True)  # a push behind it keeps its place
-    await written(pipe, PARTS + 4)  # begin, the parts, commit, the delta, the push
-    sender.cancel()
-    ops = ops_of(pipe)
-    assert ops[-3:] == ["commit", "delta", "push"] and ops.count("delta") == 1
-    await follow(worker, len(ops))
-    assert [a["version"] for a in acks.messages] == [5, 6, 7]
-    assert worker.store.current().entry("user1", "dev1").access is Access.BLOCK  # type: ignore[union-attr]
+    try:
+        replaced = agent.replace_with_snapshot(big_snapshot(5, Access.ALLOW), 2.0)
+        outbox.post(replacement_lines(replaced))
+        await asyncio.sleep(0)
+        yield agent, pipe, worker, acks, outbox
+    finally:
+        sender.cancel()
+
+
+async def test_a_delta_posted_during_a_replacement_reaches_the_worker_after_it() -> None:
+    async with replacing() as (agent, pipe, worker, acks, outbox):
+        change = delta(5, 6, entry("user1", "dev1", Access.BLOCK, 6))
+        agent.apply_delta(change, 3.0)
+        outbox.post(PolicyOp("delta", change, 3.0).to_lines())  # as the pool posts it
+        outbox.post(push_lines(7), push=True)  # a push behind it keeps its place
+        await written(pipe, PARTS + 4)  # begin, the parts, commit, the delta, the push
+        ops = ops_of(pipe)
+        assert ops[-3:] == ["commit", "delta", "push"] and ops.count("delta") == 1
+        await follow(worker, len(ops))
+        assert [a["version"] for a in acks.messages] == [5, 6, 7]
+        assert worker.store.current().entry("user1", "dev1").access is Access.BLOCK  # type: ignore[union-attr]
 
 
 async def test_a_push_posted_during_a_replacement_is_in_force_at_once_and_after_the_swap() -> None:
-    agent = PolicyStore()
-    agent.apply_snapshot(big_snapshot(2, Access.ALLOW), 1.0)
-    pipe = Pipe()
-    worker, acks = worker_on(pipe, agent.current())
-    outbox = PolicyOutbox(lambda: [FakeWorker(pipe)])
-    sender = asyncio.create_task(outbox.run())
-    replaced = agent.replace_with_snapshot(big_snapshot(5, Access.ALLOW), 2.0)
-    outbox.post(replacement_lines(replaced))
-    await asyncio.sleep(0)
-    blocked = entry("user1", "dev1", Access.BLOCK, 6)
-    agent.apply_push(push(blocked))
-    outbox.post(push_lines(6), push=True)  # what the pool posts for a push
-    await written(pipe, PARTS + 3)
-    sender.cancel()
-    ops = ops_of(pipe)
-    # Written between two parts, not after the commit.
-    assert ops.index("push") < ops.index("commit") and ops.count("push") == 1
-    before_push = ops.index("push")
-    await follow(worker, before_push)  # the replacement's first messages
-    held = worker.store.current()
-    assert held.version == 2 and held.entry("user1", "dev1").access is Access.ALLOW  # type: ignore[union-attr]
-    await follow(worker, 1)  # the push: in force at once, on the policy held
-    assert worker.store.current().entry("user1", "dev1").access is Access.BLOCK  # type: ignore[union-attr]
-    assert acks.messages == []  # acknowledged with the replacement
-    await follow(worker, len(ops) - before_push - 1)
-    # ... and on the new policy once swapped in: the agent's policy exactly.
-    swapped = worker.store.current()
-    assert swapped.entry("user1", "dev1").access is Access.BLOCK  # type: ignore[union-attr]
-    assert swapped.to_snapshot() == agent.current().to_snapshot()
-    assert acks.messages == [{"op": "applied", "version": 6}]
+    async with replacing() as (agent, pipe, worker, acks, outbox):
+        blocked = entry("user1", "dev1", Access.BLOCK, 6)
+        agent.apply_push(push(blocked))
+        outbox.post(push_lines(6), push=True)  # what the pool posts for a push
+        await written(pipe, PARTS + 3)
+        ops = ops_of(pipe)
+        # Written between two parts, not after the commit.
+        assert ops.index("push") < ops.index("commit") and ops.count("push") == 1
+        before_push = ops.index("push")
+        await follow(worker, before_push)  # the replacement's first messages
+        held = worker.store.current()
+        assert held.version == 2 and held.entry("user1", "dev1").access is Access.ALLOW  # type: ignore[union-attr]
+        await follow(worker, 1)  # the push: in force at once, on the policy held
+        assert worker.store.current().entry("user1", "dev1").access is Access.BLOCK  # type: ignore[union-attr]
+        assert acks.messages == []  # acknowledged with the replacement
+        await follow(worker, len(ops) - before_push - 1)
+        # ... and on the new policy once swapped in: the agent's policy exactly.
+        swapped = worker.store.current()
+        assert swapped.entry("user1", "dev1").access is Access.BLOCK  # type: ignore[union-attr]
+        assert swapped.to_snapshot() == agent.current().to_snapshot()
+        assert acks.messages == [{"op": "applied", "version": 6}]
 
 
 @dataclass
