@@ -11,8 +11,8 @@ each starting from the same ``--devices`` policy (version 1):
   fresh snapshot (what it also does when its digest diverged);
 - *file*: air-gapped (``--policy-file``); the file is replaced and the agent gets SIGHUP.
 
-Rounds (``--rounds``) alternate the two, the order reversed every other round; each
-round applies one more version. During each apply:
+Rounds (``--rounds``) alternate them, the order reversed every other round; each
+round applies a newer version. During each apply:
 
 - probes through the EAS port: ``--probe-conns`` keep-alive connections, each sending a
   Sync every 5 ms (``_loadgen.py``, every answer checked); each connection is mapped to
@@ -21,7 +21,11 @@ round applies one more version. During each apply:
   is that worker's event-loop stall, beside the worst before the trigger;
 - ``/readyz`` polled every 10 ms (its latency is the agent's own loop stall; it also
   says when the agent and each worker run the new version);
-- the GC-pause probe (``_node.py``) in the agent and the workers.
+- the GC-pause probe (``_node.py``) in the agent and the workers;
+- on a connected node, as soon as the agent has the new version, the stand-in pushes a
+  block of one device no probe uses (its Sync is first checked to be proxied); that
+  device's Sync is then sent every 2 ms until it is answered blocked: push -> block as a
+  device sees it, and whether the workers were still assembling the new policy then.
 
 Then, in this process, the same snapshot's steps one by one (CPU time): the signature
 check (SHA-256 of the payload, ECDSA), parse + validate, digest, index build, parse and
@@ -458,6 +462,9 @@ def report(
             command=command,
         )
         record(BENCH, f"{path}: worst worker stall ms", s(rows, "stall_ms"), command=command)
+        if any("push_block_s" in r for r in rows):
+            pushed = s(rows, "push_block_s", scale=1000.0)
+            record(BENCH, f"{path}: block pushed meanwhile -> in force ms", pushed, command=command)
     record(BENCH, "parse + validate CPU ms", s(steps, "parse"), command=command)
     record(
         BENCH,
