@@ -118,11 +118,14 @@ class PolicyOutbox:
         if not waiting:
             return
         drains = {asyncio.ensure_future(w.drain()): w for w in waiting}
-        done, pending = await asyncio.wait(drains, timeout=STALLED_AFTER_S)
+        try:
+            done, pending = await asyncio.wait(drains, timeout=STALLED_AFTER_S)
+        finally:  # also when the outbox is stopped meanwhile: no drain is left behind
+            for future in drains:
+                future.cancel()
         for future in done:
             future.exception()  # a closed channel: its worker is being restarted
         for future in pending:
-            future.cancel()
             stalled.add(id(drains[future]))
             log.warning("a worker has not read the policy sent %g s ago", STALLED_AFTER_S)
 

@@ -6,6 +6,7 @@ and refuses a malformed part, keeping its policy until the agent sends it again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import weakref
 from collections.abc import AsyncIterator
@@ -441,3 +442,23 @@ async def test_a_retired_policy_lets_its_tables_go_first_then_frees_a_slice_per_
     alive = [n for _, n in turns]
     assert max(a - b for a, b in pairwise(alive)) <= 100
     assert alive[-1] == 0
+
+
+async def test_an_outbox_stopped_while_a_worker_reads_leaves_no_wait_behind() -> None:
+    slow = SlowReader()
+    outbox = PolicyOutbox(lambda: [FakeWorker(slow)])
+    sender = asyncio.create_task(outbox.run())
+    outbox.post(replacement_lines(PolicyIndex.from_snapshot(big_snapshot(3, Access.BLOCK), 2.0)))
+    await written(slow, 1)
+    await asyncio.sleep(0)  # waiting for the worker to read the begin
+
+    def drains() -> list[asyncio.Task[Any]]:
+        current = asyncio.all_tasks()
+        return [t for t in current if "SlowReader.drain" in repr(t.get_coro()) and not t.done()]
+
+    assert drains()
+    sender.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await sender
+    await asyncio.sleep(0)
+    assert drains() == []
