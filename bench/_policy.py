@@ -121,8 +121,7 @@ def read_snapshot(path: Path) -> bytes:
     return signed.payload
 
 
-def request_auth(i: int) -> str:
-    """Device ``i``'s Authorization header value (Basic, its device password)."""
+def _auth(i: int) -> str:
     return "Basic " + base64.b64encode(f"{user(i)}:device-password".encode()).decode()
 
 
@@ -138,7 +137,7 @@ def request(command: str, i: int, host: str = "bench.example", body: bytes = SYN
     head = (
         f"POST {eas_path(command, i)} HTTP/1.1\r\nHost: {host}\r\n"
         "Content-Type: application/vnd.ms-sync.wbxml\r\nMS-ASProtocolVersion: 14.1\r\n"
-        f"User-Agent: Apple-iPhone15C2/2201.100\r\nAuthorization: {request_auth(i)}\r\n"
+        f"User-Agent: Apple-iPhone15C2/2201.100\r\nAuthorization: {_auth(i)}\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body
@@ -153,8 +152,7 @@ def wrk_lua(devices: int, data_file: Path) -> str:
     writes each device's path and Authorization to ``data_file`` (Lua has no base64);
     every wrk thread builds its requests once in ``init``, so ``request()`` only returns
     a prepared string."""
-    lines = (f"{eas_path('Sync', i)}\t{request_auth(i)}\n" for i in range(devices))
-    data_file.write_text("".join(lines))
+    data_file.write_text("".join(f"{eas_path('Sync', i)}\t{_auth(i)}\n" for i in range(devices)))
     return f"""
 local reqs = {{}}
 local n = 0

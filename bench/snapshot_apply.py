@@ -43,6 +43,7 @@ import argparse
 import http.client
 import os
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -59,7 +60,6 @@ from _policy import (
     BENCH_SIGNER,
     CLUSTER_ID,
     device,
-    eas_path,
     request,
     sync_requests,
     user,
@@ -117,12 +117,11 @@ class PushDuring(threading.Thread):
         self.stop = threading.Event()
         self.result: dict[str, float] = {}
 
-    def sync(self, conn: http.client.HTTPConnection) -> str | None:
-        """The device's Sync, as the probes send it: None when proxied, else why not."""
-        head, body = request("Sync", self.index).split(b"\r\n\r\n", 1)
-        fields = dict(line.split(": ", 1) for line in head.decode().split("\r\n")[1:])
-        conn.request("POST", eas_path("Sync", self.index), body=body, headers=fields)
-        answer = conn.getresponse()
+    def sync(self, conn: socket.socket) -> str | None:
+        """The device's Sync, the bytes the probes send: None when proxied, else why not."""
+        conn.sendall(request("Sync", self.index))
+        answer = http.client.HTTPResponse(conn)
+        answer.begin()
         return answer_error(answer.status, answer.read())
 
     def run(self) -> None:
@@ -137,7 +136,7 @@ class PushDuring(threading.Thread):
                 time.sleep(0.005)
             else:
                 return
-            conn = http.client.HTTPConnection("127.0.0.1", self.node.port, timeout=30)
+            conn = socket.create_connection(("127.0.0.1", self.node.port), timeout=30)
             before = self.sync(conn)
             if before is not None:  # it must be proxied until the push
                 self.result = {"push_error": 1.0}

@@ -110,11 +110,10 @@ class PolicyOutbox:
             writer.write(lines)
         return writers
 
-    async def _taken(self, writers: list[LineWriter], stalled: set[int]) -> None:
+    async def _taken(self, writers: list[LineWriter], stalled: set[LineWriter]) -> None:
         """Until every writer's reader took what was written but ~64 KiB; a writer that
-        has not after ``STALLED_AFTER_S`` joins ``stalled`` (its ``id``: writers need
-        not be hashable) and is not waited for again."""
-        waiting = [w for w in writers if id(w) not in stalled]
+        has not after ``STALLED_AFTER_S`` joins ``stalled`` and is not waited for again."""
+        waiting = [w for w in writers if w not in stalled]
         if not waiting:
             return
         drains = {asyncio.ensure_future(w.drain()): w for w in waiting}
@@ -126,7 +125,7 @@ class PolicyOutbox:
         for future in done:
             future.exception()  # a closed channel: its worker is being restarted
         for future in pending:
-            stalled.add(id(drains[future]))
+            stalled.add(drains[future])
             log.warning("a worker has not read the policy sent %g s ago", STALLED_AFTER_S)
 
     async def run(self) -> None:
@@ -141,7 +140,7 @@ class PolicyOutbox:
                     if isinstance(item.lines, bytes):
                         self._write(item, item.lines)
                         continue
-                    stalled: set[int] = set()
+                    stalled: set[LineWriter] = set()
                     for lines in item.lines:
                         await self._taken(self._write(item, lines), stalled)
                         await asyncio.sleep(0)

@@ -14,7 +14,9 @@ A *replace* (the repair after the control plane found the node's digest diverged
 a fresh snapshot as it is, dropping whatever the node held beyond it. Pushes that
 arrive while that snapshot is being fetched are legitimate and may be newer than it:
 the store records them from ``begin_replace`` on and applies them again on top of the
-replacement, so the repair never loses a change the control plane just pushed.
+replacement, so the repair never loses a change the control plane just pushed. A
+worker assembling the agent's policy in parts does the same with the pushes the agent
+sends between two parts (``begin_replace``, then ``install``).
 """
 
 from __future__ import annotations
@@ -187,12 +189,17 @@ class PolicyStore:
     ) -> PolicyIndex:
         """Replace the policy with ``snapshot`` exactly (nothing held is kept), then apply
         again the pushes recorded since ``begin_replace``."""
-        recorded, self._recorded = self._recorded or [], None
         try:
             index = self._index.replace_with_snapshot(snapshot, confirmed_at)
         except PolicyMismatchError:
             index = PolicyIndex.from_snapshot(snapshot, confirmed_at)
-        self._swap(index, PolicyOp("replace", snapshot, confirmed_at, signed))
+        return self._replace(index, PolicyOp("replace", snapshot, confirmed_at, signed))
+
+    def _replace(self, index: PolicyIndex, op: PolicyOp) -> PolicyIndex:
+        """Swap ``index`` in, then apply again the pushes recorded since
+        ``begin_replace`` (they are newer than what replaces the policy)."""
+        recorded, self._recorded = self._recorded or [], None
+        self._swap(index, op)
         for push, push_signed in recorded:
             with contextlib.suppress(PolicyMismatchError):
                 self.apply_push(push, signed=push_signed)
@@ -221,9 +228,10 @@ class PolicyStore:
 
     def install(self, index: PolicyIndex) -> PolicyIndex:
         """Swap in an index assembled elsewhere (a worker taking the agent's policy in
-        parts, ``snapshot_parts``): subscribers see a ``replace`` op without a body,
-        since there is nothing to replay, only a whole new policy."""
-        return self._swap(index, PolicyOp("replace", None, index.confirmed_at))
+        parts, ``snapshot_parts``), then apply again the pushes recorded since
+        ``begin_replace`` (those that came between its parts). Subscribers see a
+        ``replace`` op without a body: there is no snapshot, only a whole new policy."""
+        return self._replace(index, PolicyOp("replace", None, index.confirmed_at))
 
     def apply_op(self, op: PolicyOp) -> PolicyIndex:
         """Replay an op made by another store (a worker following the agent)."""

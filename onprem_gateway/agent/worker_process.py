@@ -114,8 +114,6 @@ class WorkerProcess:
         self.adopt: Callable[[], None] | None = None
         # The channel's reading side, paused while the worker rests between two parts.
         self.reading: Reading | None = None
-        # Pushes received inside the replacement being assembled, to apply after it.
-        self.pushes: list[PolicyOp] = []
 
     def send(self, message: dict[str, object]) -> None:
         if not self.writer.is_closing():
@@ -179,12 +177,11 @@ class WorkerProcess:
 
     def push_inside_replacement(self, op: PolicyOp) -> None:
         """A push the agent sent between two parts (``policy_outbox``): in force at once
-        on the policy the worker decides with, and applied again to the new one once it
-        is swapped in (the push is newer than anything the replacement carries)."""
-        self.pushes.append(op)
-        if self.store.current().loaded:
-            with contextlib.suppress(PolicyMismatchError):  # the replacement moves clusters
-                self.store.apply_op(op)
+        on the policy the worker decides with; the store records it (``begin_replace``)
+        and applies it again to the new policy once installed (the push is newer than
+        anything the replacement carries)."""
+        with contextlib.suppress(PolicyMismatchError):  # the replacement moves clusters
+            self.store.apply_op(op)
 
     async def replacement(self, header: dict[str, Any], body: bytes) -> None:
         """Fold one message of a replacement in; on ``commit`` swap the new index in."""
@@ -197,7 +194,7 @@ class WorkerProcess:
                     raise ReplacementError("replacement begun inside another")
                 self.assembly = Assembly.begin(header, body)
                 self.refused = False
-                self.pushes = []
+                self.store.begin_replace()
             elif self.assembly is None:
                 if not self.refused:
                     raise ReplacementError(f"replacement {op} without a begin")
@@ -213,11 +210,7 @@ class WorkerProcess:
                 index = self.assembly.commit(header.get("parts"))
                 self.assembly = None
                 retired = self.store.current().references()  # gathered after the swap
-                self.store.install(index)
-                pushes, self.pushes = self.pushes, []
-                for push in pushes:
-                    with contextlib.suppress(PolicyMismatchError):  # as the agent's store
-                        self.store.apply_op(push)
+                self.store.install(index)  # with the pushes recorded meanwhile
                 self.send({"op": "applied", "version": self.store.current().version})
         except ReplacementError as e:
             retired = self.refuse(e)
@@ -260,7 +253,7 @@ class WorkerProcess:
             version,
         )
         self.assembly = None
-        self.pushes = []  # the agent's next replacement carries them
+        self.store.abandon_replace()  # the agent's next replacement carries its pushes
         self.refused = True
         self.send({"op": "refused", "version": version, "error": str(error)})
         return held
