@@ -97,22 +97,10 @@ def compact_op(op: PolicyOp, before: PolicyIndex, after: PolicyIndex) -> PolicyO
     (``worker_pool``, ``snapshot_parts``)."""
     if op.kind != "snapshot" or not before.loaded or before.cluster_id != after.cluster_id:
         return op
-    for key, _ in before.device_items():
-        if after.entry(*key) is None:
-            return op
-    for user, _ in before.credential_items():
-        if after.credential(user) is None:
-            return op
-    devices = tuple(
-        e
-        for key, e in after.device_items()
-        if (old := before.entry(*key)) is None or old.version != e.version
-    )
-    credentials = tuple(
-        c
-        for user, c in after.credential_items()
-        if (old_c := before.credential(user)) is None or old_c.version != c.version
-    )
+    changes = after.changes_since(before)
+    if changes is None:
+        return op
+    devices, credentials = changes
     settings_changed = (after.settings, after.settings_version) != (
         before.settings,
         before.settings_version,

@@ -52,6 +52,14 @@ class LayeredMap(Generic[K, V]):
                 yield key, value
         yield from overlay.items()
 
+    def as_dict(self) -> Mapping[K, V]:
+        """The whole map as one dict (the base itself when the overlay is empty), so that
+        comparing two maps of 100,000 entries runs dict operations in C rather than a
+        generator step per item. Read only: the base is shared with other maps."""
+        if not self._overlay:
+            return self._base
+        return {**self._base, **self._overlay}
+
     def values(self) -> Iterator[V]:
         for _, value in self.items():
             yield value

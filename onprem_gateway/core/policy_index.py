@@ -289,6 +289,19 @@ class PolicyIndex:
     def credential_items(self) -> Iterator[tuple[str, UserCredential]]:
         return self._credentials.items()
 
+    def changes_since(
+        self, before: PolicyIndex
+    ) -> tuple[tuple[DeviceEntry, ...], tuple[UserCredential, ...]] | None:
+        """The entries and credentials this index holds that ``before`` does not hold at
+        the same version (new keys, other versions): what turns ``before`` into this
+        index, as a delta would. None when ``before`` holds a key this index does not
+        (a delta cannot take a key away)."""
+        devices = _changed(self._entries, before._entries)
+        credentials = _changed(self._credentials, before._credentials)
+        if devices is None or credentials is None:
+            return None
+        return tuple(devices), tuple(credentials)
+
     def references(self) -> Iterator[object]:
         """Every entry and credential held, with its key (``LayeredMap.references``)."""
         yield from self._entries.references()
@@ -381,15 +394,20 @@ class PolicyIndex:
         fresh = PolicyIndex.from_snapshot(snap, confirmed_at)
         if not self.loaded:
             return fresh
-        # Keys are already normalised here: no need to normalise 100,000 entries again.
-        newer_entries = _newer(
-            ((key, e) for key, e in self._entries.items() if e.version > snap.version),
-            fresh._entries,
-        )
-        newer_creds = _newer(
-            ((user, c) for user, c in self._credentials.items() if c.version > snap.version),
-            fresh._credentials,
-        )
+        newer_entries: dict[EntryKey, DeviceEntry] = {}
+        newer_creds: dict[str, UserCredential] = {}
+        # ``_newest`` bounds every held version: when the snapshot is at least as new,
+        # nothing held can beat it and the 100,000 entries need no second look.
+        if self._newest > snap.version:
+            # Keys are already normalised here: no need to normalise them again.
+            newer_entries = _newer(
+                ((key, e) for key, e in self._entries.items() if e.version > snap.version),
+                fresh._entries,
+            )
+            newer_creds = _newer(
+                ((user, c) for user, c in self._credentials.items() if c.version > snap.version),
+                fresh._credentials,
+            )
         settings, settings_version = snap.settings, snap.settings_version
         if self._settings_version > settings_version:
             settings, settings_version = self.settings, self._settings_version
@@ -575,7 +593,19 @@ class IndexBuilder:
         yield from self._credentials.values()
 
     def add_devices(self, entries: Iterable[DeviceEntry]) -> None:
-        self._newest = _fold(self._entries, _entry_items(entries), self._newest)
+        # ``_fold`` over ``_entry_items``, written out: this loop runs once per device of
+        # every snapshot (100,000 on the agent's loop), and the generator and the
+        # ``max`` call per entry were a third of it.
+        held, newest = self._entries, self._newest
+        for entry in entries:
+            key = (normalize_user(entry.user), normalize_device_id(entry.device_id))
+            current = held.get(key)
+            version = entry.version
+            if current is None or version > current.version:
+                held[key] = entry
+                if version > newest:  # noqa: PLR1730 (a call per entry costs ~8 ms here)
+                    newest = version
+        self._newest = newest
 
     def add_credentials(self, creds: Iterable[UserCredential]) -> None:
         self._newest = _fold(self._credentials, _credential_items(creds), self._newest)
@@ -615,6 +645,17 @@ def _fold(held: dict[K, V], items: Iterable[tuple[K, V]], newest: int) -> int:
             held[key] = value
             newest = max(newest, value.version)
     return newest
+
+
+def _changed(after: LayeredMap[K, V], before: LayeredMap[K, V]) -> list[V] | None:
+    """``changes_since`` for one table; the key test is a C-level set comparison and
+    the version test one comprehension (~15 ms for 100,000 entries, against ~100 ms for
+    a lookup per key through both indexes)."""
+    new, old = after.as_dict(), before.as_dict()
+    if not old.keys() <= new.keys():
+        return None
+    held = old.get
+    return [v for k, v in new.items() if (o := held(k)) is None or o.version != v.version]
 
 
 def _advance(version: int, ahead: frozenset[int]) -> tuple[int, frozenset[int]]:

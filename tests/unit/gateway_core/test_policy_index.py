@@ -291,3 +291,47 @@ def test_to_snapshot_round_trip_through_json() -> None:
     assert [c.user for c in again.credentials()] == ["alice"]
     assert again.settings == index.settings
     assert again.to_snapshot() == snap
+
+
+def test_snapshot_newer_than_all_held_drops_what_it_does_not_list() -> None:
+    # Nothing held is newer than the snapshot, so the snapshot is taken as it is.
+    index = base_index().apply_push(device_push(11, "carol", "x", B)).index
+    snap = snapshot(version=12, devices=(entry("alice", "dev1", Q, version=12),))
+    new = index.apply_snapshot(snap, NOW + 2)
+    assert new.version == 12
+    assert [e.key for e in new.devices()] == [entry("alice", "dev1").key]
+    assert new.entry("alice", "dev1").access is Q  # type: ignore[union-attr]
+    assert new.credential("alice") is None
+
+
+# --- what one index holds beyond another (the workers' delta) ----------------------------
+
+
+def test_changes_since_lists_new_and_reversioned_entries_and_credentials() -> None:
+    before = base_index().apply_push(device_push(11, "carol", "x", B)).index  # an overlay
+    after = before.apply_push(device_push(12, "alice", "dev1", Q)).index
+    after = after.apply_push(device_push(13, "dave", "y", A)).index
+    after = after.apply_push(
+        PushChange(cluster_id="c1", version=14, credentials=(credential("alice", version=14),))
+    ).index
+    changes = after.changes_since(before)
+    assert changes is not None
+    devices, credentials = changes
+    assert sorted((e.user, e.device_id, e.version) for e in devices) == [
+        ("alice", "dev1", 12),
+        ("dave", "y", 13),
+    ]
+    assert [(c.user, c.version) for c in credentials] == [("alice", 14)]
+    assert before.changes_since(before) == ((), ())
+
+
+def test_changes_since_is_none_when_a_key_is_gone() -> None:
+    before = base_index().apply_push(device_push(11, "carol", "x", B)).index
+    without_carol = base_index()  # holds every key but the pushed one
+    assert without_carol.changes_since(before) is None
+    no_credentials = PolicyIndex.from_snapshot(
+        snapshot(version=10, devices=tuple(base_index().devices())), NOW
+    )
+    assert no_credentials.changes_since(base_index()) is None
+    credentials = base_index().to_snapshot().credentials
+    assert base_index().changes_since(no_credentials) == ((), credentials)
