@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -38,6 +38,7 @@ from pydantic import ValidationError
 
 from onprem_gateway.agent.signing_keys_file import SigningKeysFile
 from onprem_gateway.core.policy_index import PolicyIndex
+from onprem_gateway.core.snapshot_slices import parse_in_slices
 from seg_contract import PolicyDelta, PolicySnapshot, PushMessage, PushRevoked
 from seg_contract.key_ring import AnnouncedState, KeyRing, SigningKeySet
 from seg_contract.models import PUSH_MESSAGE
@@ -195,9 +196,21 @@ class PolicyTrust:
         self, signed: SignedPayload, *, live: bool = True
     ) -> tuple[PolicySnapshot, Verified]:
         """A snapshot to apply or to replace the policy with (``SignatureRejected``)."""
+        steps = self.snapshot_in_slices(signed, live=live)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+
+    def snapshot_in_slices(
+        self, signed: SignedPayload, *, live: bool = True
+    ) -> Generator[None, None, tuple[PolicySnapshot, Verified]]:
+        """``snapshot``, a slice of devices per step (``core.snapshot_slices``): the
+        agent runs a step per event-loop turn."""
         verified = self._verify(signed, Kind.SNAPSHOT, Applied(version=self.stated), live=live)
         try:
-            snapshot = PolicySnapshot.model_validate_json(verified.payload)
+            snapshot = yield from parse_in_slices(verified.payload)
         except ValidationError as exc:
             raise _parse_error("PolicySnapshot", exc) from None
         verified.require_fields(cluster_id=snapshot.cluster_id, version=snapshot.version)

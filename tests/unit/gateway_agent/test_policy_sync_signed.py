@@ -5,10 +5,12 @@ fetched when the active key changed."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import pytest
 
 from onprem_gateway.agent.cloud import ControlPlaneClient
 from onprem_gateway.agent.persist import JournalFile
@@ -244,3 +246,44 @@ async def test_after_a_rotation_the_stored_policy_is_fetched_signed_by_the_new_k
     assert await n.sync.full()
     assert plane.requests[-1] == f'{POLICY_PATH} "c1-2"'
     assert n.trust.rejections.total == 0
+
+
+@pytest.mark.parametrize("how", ["refresh", "replace"])
+async def test_a_push_is_applied_between_the_slices_of_a_large_snapshot(
+    tmp_path: Path, how: str
+) -> None:
+    # 6,000 devices: three slices of ~512 KiB (``core.snapshot_slices``). A replacement
+    # (after a diverged digest) keeps the push too: it is recorded and applied again.
+    devices = tuple(entry(f"user{i}", f"dev{i}", Access.ALLOW, 1) for i in range(6_000))
+    plane = Plane(snapshot=snapshot(5, *devices), at=NOW - 10)
+    n = node(plane, tmp_path)
+    n.store.apply_snapshot(snapshot(1), NOW - 20)  # the policy in force meanwhile
+    blocked = entry("user7", "dev7", Access.BLOCK, 6)  # newer than the snapshot
+    parsing = asyncio.Event()
+    seen_during_parse: list[bool] = []
+    slices = n.trust.snapshot_in_slices
+
+    def watched(signed: SignedPayload, *, live: bool = True):  # type: ignore[no-untyped-def]
+        steps = slices(signed, live=live)
+        next(steps)
+        parsing.set()
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                seen_during_parse.append(n.store.current().entry("user7", "dev7") is not None)
+                return done.value
+            yield
+
+    async def pusher() -> None:
+        await parsing.wait()
+        n.store.apply_push(push(blocked))
+
+    n.trust.snapshot_in_slices = watched  # type: ignore[method-assign]
+    task = asyncio.create_task(pusher())
+    assert await (n.sync.full() if how == "refresh" else n.sync.replace("diverged"))
+    await task
+    assert seen_during_parse == [True]  # the push was in force before the parse ended
+    index = n.store.current()
+    assert index.device_count() == 6_000 and index.version == 6
+    assert index.entry("user7", "dev7") == blocked  # kept over the snapshot's older entry
