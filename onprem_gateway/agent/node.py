@@ -318,10 +318,11 @@ class Node:
             # operator vouching for it again.
             self.store.confirm(fresh.confirmed_at)
             return
+        # The index was built off the loop with the file: only the swap happens here.
         if loaded.snapshot is not None:
-            self.store.apply_snapshot(loaded.snapshot, now)
+            self.store.apply_snapshot(loaded.snapshot, now, built=fresh)
         else:
-            self.store.replace_with_snapshot(fresh.to_snapshot(), fresh.confirmed_at)
+            self.store.install(fresh)
         log.info("policy file re-read: version %d, %d devices", fresh.version, fresh.device_count())
 
     async def _watch_policy_file(self) -> None:

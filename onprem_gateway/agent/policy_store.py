@@ -143,10 +143,16 @@ class PolicyStore:
         return index
 
     def apply_snapshot(
-        self, snapshot: PolicySnapshot, confirmed_at: float, signed: SignedPayload | None = None
+        self,
+        snapshot: PolicySnapshot,
+        confirmed_at: float,
+        signed: SignedPayload | None = None,
+        built: PolicyIndex | None = None,
     ) -> PolicyIndex:
+        """``built``: ``PolicyIndex.from_snapshot(snapshot, confirmed_at)``, when the
+        caller built it already (in slices: ``PolicyIndex.build_in_slices``)."""
         try:
-            index = self._index.apply_snapshot(snapshot, confirmed_at)
+            index = self._index.apply_snapshot(snapshot, confirmed_at, built)
         except PolicyMismatchError:
             # The control plane is authoritative for which cluster this node is in
             # (e.g. the node's credential was moved to another cluster): start over.
@@ -155,7 +161,9 @@ class PolicyStore:
                 snapshot.cluster_id,
                 self._index.cluster_id,
             )
-            index = PolicyIndex.from_snapshot(snapshot, confirmed_at)
+            index = (
+                built if built is not None else PolicyIndex.from_snapshot(snapshot, confirmed_at)
+            )
         return self._swap(index, PolicyOp("snapshot", snapshot, confirmed_at, signed))
 
     def apply_delta(
@@ -173,14 +181,21 @@ class PolicyStore:
         self._recorded = None
 
     def replace_with_snapshot(
-        self, snapshot: PolicySnapshot, confirmed_at: float, signed: SignedPayload | None = None
+        self,
+        snapshot: PolicySnapshot,
+        confirmed_at: float,
+        signed: SignedPayload | None = None,
+        built: PolicyIndex | None = None,
     ) -> PolicyIndex:
         """Replace the policy with ``snapshot`` exactly (nothing held is kept), then apply
-        again the pushes recorded since ``begin_replace``."""
+        again the pushes recorded since ``begin_replace``. ``built``: as for
+        ``apply_snapshot``."""
         try:
-            index = self._index.replace_with_snapshot(snapshot, confirmed_at)
+            index = self._index.replace_with_snapshot(snapshot, confirmed_at, built)
         except PolicyMismatchError:
-            index = PolicyIndex.from_snapshot(snapshot, confirmed_at)
+            index = (
+                built if built is not None else PolicyIndex.from_snapshot(snapshot, confirmed_at)
+            )
         return self._replace(index, PolicyOp("replace", snapshot, confirmed_at, signed))
 
     def _replace(self, index: PolicyIndex, op: PolicyOp) -> PolicyIndex:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -39,6 +39,7 @@ from pydantic import ValidationError
 from onprem_gateway.agent.signing_keys_file import SigningKeysFile
 from onprem_gateway.core.policy_index import PolicyIndex
 from onprem_gateway.core.snapshot_slices import parse_in_slices
+from onprem_gateway.core.steps import Steps, finish
 from seg_contract import PolicyDelta, PolicySnapshot, PushMessage, PushRevoked
 from seg_contract.key_ring import AnnouncedState, KeyRing, SigningKeySet
 from seg_contract.models import PUSH_MESSAGE
@@ -196,16 +197,11 @@ class PolicyTrust:
         self, signed: SignedPayload, *, live: bool = True
     ) -> tuple[PolicySnapshot, Verified]:
         """A snapshot to apply or to replace the policy with (``SignatureRejected``)."""
-        steps = self.snapshot_in_slices(signed, live=live)
-        while True:
-            try:
-                next(steps)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
+        return finish(self.snapshot_in_slices(signed, live=live))
 
     def snapshot_in_slices(
         self, signed: SignedPayload, *, live: bool = True
-    ) -> Generator[None, None, tuple[PolicySnapshot, Verified]]:
+    ) -> Steps[tuple[PolicySnapshot, Verified]]:
         """``snapshot``, a slice of devices per step (``core.snapshot_slices``): the
         agent runs a step per event-loop turn."""
         verified = self._verify(signed, Kind.SNAPSHOT, Applied(version=self.stated), live=live)

@@ -59,6 +59,7 @@ from typing import TypeVar
 
 from onprem_gateway.core.layered_map import LayeredMap
 from onprem_gateway.core.rule_set import CompiledRule, RuleSet
+from onprem_gateway.core.steps import Steps, finish
 from seg_contract import (
     ClusterSettings,
     DeviceEntry,
@@ -84,6 +85,8 @@ from seg_contract.digest import (
 K = TypeVar("K")
 V = TypeVar("V", DeviceEntry, UserCredential)
 EntryKey = tuple[str, str]
+# Devices per step of ``build_in_slices``: ~2-3 ms each.
+BUILD_SLICE = 5_000
 _KEEP = -1  # ``_replace``: keep the digest as it is (a digest is never negative)
 
 
@@ -238,8 +241,20 @@ class PolicyIndex:
     def from_snapshot(cls, snap: PolicySnapshot, confirmed_at: float) -> PolicyIndex:
         """Build an index from a full snapshot; ``confirmed_at`` is when the control plane
         (or, for a policy loaded from disk, the last contact it records) vouched for it."""
+        return finish(cls.build_in_slices(snap, confirmed_at))
+
+    @classmethod
+    def build_in_slices(
+        cls, snap: PolicySnapshot, confirmed_at: float, slice_size: int = BUILD_SLICE
+    ) -> Steps[PolicyIndex]:
+        """``from_snapshot`` a slice of devices per step (``core.steps``): the agent
+        builds a 100,000-device index (~55 ms) without holding its loop for all of it."""
         builder = IndexBuilder()
-        builder.add_devices(snap.devices)
+        devices = snap.devices
+        for start in range(0, len(devices), slice_size):
+            if start:
+                yield
+            builder.add_devices(devices[start : start + slice_size])
         builder.add_credentials(snap.credentials)
         return builder.build(
             cluster_id=snap.cluster_id,
@@ -387,11 +402,14 @@ class PolicyIndex:
         """The same policy, vouched for by the control plane at ``confirmed_at``."""
         return self._replace(confirmed_at=max(confirmed_at, self.confirmed_at))
 
-    def apply_snapshot(self, snap: PolicySnapshot, confirmed_at: float) -> PolicyIndex:
+    def apply_snapshot(
+        self, snap: PolicySnapshot, confirmed_at: float, built: PolicyIndex | None = None
+    ) -> PolicyIndex:
         """Take a full snapshot, keeping what pushes brought in that is newer than the
-        snapshot's version (a push may overtake the snapshot request)."""
+        snapshot's version (a push may overtake the snapshot request). ``built``:
+        ``from_snapshot(snap, confirmed_at)``, when the caller built it already."""
         self._check_cluster(snap.cluster_id)
-        fresh = PolicyIndex.from_snapshot(snap, confirmed_at)
+        fresh = built if built is not None else PolicyIndex.from_snapshot(snap, confirmed_at)
         if not self.loaded:
             return fresh
         newer_entries: dict[EntryKey, DeviceEntry] = {}
@@ -426,11 +444,14 @@ class PolicyIndex:
             ahead=ahead,
         )
 
-    def replace_with_snapshot(self, snap: PolicySnapshot, confirmed_at: float) -> PolicyIndex:
+    def replace_with_snapshot(
+        self, snap: PolicySnapshot, confirmed_at: float, built: PolicyIndex | None = None
+    ) -> PolicyIndex:
         """The snapshot and nothing else: its entries, settings and version, even where
-        this index holds newer ones (the repair after a ``diverged`` verdict)."""
+        this index holds newer ones (the repair after a ``diverged`` verdict).
+        ``built``: as for ``apply_snapshot``."""
         self._check_cluster(snap.cluster_id)
-        return PolicyIndex.from_snapshot(snap, confirmed_at)
+        return built if built is not None else PolicyIndex.from_snapshot(snap, confirmed_at)
 
     def apply_delta(self, delta: PolicyDelta, confirmed_at: float) -> PolicyIndex:
         """Apply the changes after ``delta.since_version``. The delta must start at or

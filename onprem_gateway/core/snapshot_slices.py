@@ -3,8 +3,8 @@
 Validating a 100,000-device snapshot (~24 MB) is one call into pydantic-core of
 ~250 ms that holds the GIL: on the agent's event loop nothing else runs meanwhile, not
 even a push blocking a device. ``parse_in_slices`` does the same work in slices of a
-few thousand devices. It is a generator: the caller runs it a slice per event-loop
-turn, and its return value is the snapshot.
+few thousand devices. It is a generator (``core.steps``): the caller runs it a
+slice per event-loop turn, and its return value is the snapshot.
 
 How the bytes are cut. The control plane writes a snapshot with pydantic
 (``model_dump_json``): compact, fields in declaration order, so the devices array reads
@@ -29,10 +29,9 @@ the whole document says.
 
 from __future__ import annotations
 
-from collections.abc import Generator
-
 from pydantic import TypeAdapter, ValidationError
 
+from onprem_gateway.core.steps import Steps
 from seg_contract import DeviceEntry, PolicySnapshot
 
 # About 512 KiB of JSON: ~2,000 devices, ~6 ms to validate.
@@ -68,9 +67,7 @@ def split_devices(
     return envelope, spans
 
 
-def parse_in_slices(
-    payload: bytes, slice_bytes: int = SLICE_BYTES
-) -> Generator[None, None, PolicySnapshot]:
+def parse_in_slices(payload: bytes, slice_bytes: int = SLICE_BYTES) -> Steps[PolicySnapshot]:
     """Validate ``payload`` as a ``PolicySnapshot``, yielding between slices. Returns
     what ``PolicySnapshot.model_validate_json(payload)`` returns, and raises what it
     raises (``ValidationError``)."""

@@ -335,3 +335,31 @@ def test_changes_since_is_none_when_a_key_is_gone() -> None:
     assert no_credentials.changes_since(base_index()) is None
     credentials = base_index().to_snapshot().credentials
     assert base_index().changes_since(no_credentials) == ((), credentials)
+
+
+def test_an_index_built_in_slices_is_the_index_built_at_once() -> None:
+    snap = snapshot(
+        version=30,
+        devices=(
+            *(entry(f"u{i}", f"d{i}", B, version=i + 1) for i in range(25)),
+            entry("U3", "D3", A, version=26),  # the same key again, newer: it wins
+        ),
+        credentials=(credential("alice", version=4),),
+    )
+    steps, count = PolicyIndex.build_in_slices(snap, NOW, slice_size=4), 0
+    while True:
+        try:
+            next(steps)
+            count += 1
+        except StopIteration as done:
+            sliced: PolicyIndex = done.value
+            break
+    whole = PolicyIndex.from_snapshot(snap, NOW)
+    assert count == 6  # 26 devices in slices of 4: 7 slices, a step between two
+    assert sliced.digest() == whole.digest() and sliced.version == whole.version == 30
+    assert sliced.entry("u3", "d3").access is A  # type: ignore[union-attr]
+    assert sliced.device_count() == 25 and sliced.credential("alice") is not None
+    index = base_index()
+    assert (
+        index.apply_snapshot(snap, NOW, sliced).digest() == index.apply_snapshot(snap, NOW).digest()
+    )
