@@ -669,9 +669,10 @@ def _fold(held: dict[K, V], items: Iterable[tuple[K, V]], newest: int) -> int:
 
 
 def _changed(after: LayeredMap[K, V], before: LayeredMap[K, V]) -> list[V] | None:
-    """``changes_since`` for one table; the key test is a C-level set comparison and
-    the version test one comprehension (~15 ms for 100,000 entries, against ~100 ms for
-    a lookup per key through both indexes)."""
+    """``changes_since`` for one table: the key test is a C-level set comparison
+    (~7 ms for 100,000 entries) and the version test one comprehension (~45 ms, mostly
+    memory: each old and new entry is touched once), against ~110 ms for a lookup per
+    key through both indexes."""
     new, old = after.as_dict(), before.as_dict()
     if not old.keys() <= new.keys():
         return None
