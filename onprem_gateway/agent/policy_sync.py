@@ -34,6 +34,7 @@ from onprem_gateway.agent.cloud import (
     CredentialRejected,
 )
 from onprem_gateway.agent.gc_pause import collector_paused
+from onprem_gateway.agent.gradual_release import release_gradually
 from onprem_gateway.agent.lifecycle import State
 from onprem_gateway.agent.policy_journal import PolicyJournal
 from onprem_gateway.agent.policy_store import PolicyStore
@@ -210,6 +211,7 @@ class PolicySync:
             issued = issued_s(verified)
             built = await _in_turns(PolicyIndex.build_in_slices(snapshot, issued))
             self._status.snapshots += 1
+            previous = self._store.current()
             self._store.apply_snapshot(snapshot, issued, answer.signed, built)
         log.info(
             "policy snapshot applied: cluster %s version %d, %d devices",
@@ -217,6 +219,10 @@ class PolicySync:
             snapshot.version,
             len(snapshot.devices),
         )
+        # The policy taken over goes a slice per turn; no frame here may hold it.
+        release = release_gradually(previous.references())
+        del previous, index
+        await release
 
     async def _replace_locked(self) -> None:
         with self._trust.refusals("snapshot"):
@@ -230,6 +236,7 @@ class PolicySync:
             issued = issued_s(verified)
             built = await _in_turns(PolicyIndex.build_in_slices(snapshot, issued))
             self._status.snapshots += 1
+            previous = self._store.current()
             self._store.replace_with_snapshot(snapshot, issued, answer.signed, built)
         log.warning(
             "policy replaced by the control plane's snapshot: version %d (was %d), "
@@ -239,6 +246,9 @@ class PolicySync:
             len(snapshot.devices),
             before.device_count(),
         )
+        release = release_gradually(previous.references())
+        del previous, before
+        await release
 
     async def _delta_locked(self) -> None:
         index = self._store.current()

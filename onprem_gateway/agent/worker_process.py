@@ -19,7 +19,6 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
-from itertools import islice
 from typing import Any, Protocol, cast
 
 from onprem_gateway.agent.channel import (
@@ -32,6 +31,7 @@ from onprem_gateway.agent.channel import (
     read_policy_op,
 )
 from onprem_gateway.agent.eas_runner import proxy_settings
+from onprem_gateway.agent.gradual_release import release_gradually
 from onprem_gateway.agent.logs import configure_logging
 from onprem_gateway.agent.policy_store import PolicyOp, PolicyStore
 from onprem_gateway.agent.reporter import EventBuffer
@@ -45,10 +45,6 @@ from seg_contract import AccessEvent
 log = logging.getLogger("onprem_gateway.worker")
 
 METRICS_EVERY_S = 1.0
-# Objects gathered, then freed, per event-loop turn when a replaced policy is let go:
-# freeing 100,000 entries at once holds the loop for ~25 ms, and listing the 200,000
-# keys and entries of one ~6 ms; 4,000 take ~1 ms to free.
-RELEASE_SLICE = 4000
 _REPLACEMENT_OPS = ("begin", "part", "commit")
 # After each message of a replacement a serving worker rests twice as long as the
 # message took (at most a third of its time goes to the replacement): one assembling
@@ -56,22 +52,6 @@ _REPLACEMENT_OPS = ("begin", "part", "commit")
 # 250-480 ms of latency over the second a 100,000-device policy took (resting as long:
 # 25-56 ms).
 REPLACEMENT_DUTY_PAUSE = 2.0
-
-
-async def release_gradually(references: Iterator[object]) -> None:
-    """Free what a policy no longer used holds, the event loop free between two slices:
-    first hold every object ``references`` yields (``PolicyIndex.references``), then
-    let the iterator, and with it the policy's tables, go (~1 ms: their objects are
-    still held), then drop the objects a slice at a time."""
-    held: list[object] = []
-    while chunk := list(islice(references, RELEASE_SLICE)):
-        held += chunk
-        await asyncio.sleep(0)
-    del references
-    await asyncio.sleep(0)
-    while held:
-        del held[-RELEASE_SLICE:]
-        await asyncio.sleep(0)
 
 
 class Reading(Protocol):

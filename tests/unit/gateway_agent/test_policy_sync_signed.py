@@ -6,12 +6,15 @@ fetched when the active key changed."""
 from __future__ import annotations
 
 import asyncio
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
 
+from onprem_gateway.agent import policy_sync
 from onprem_gateway.agent.cloud import ControlPlaneClient
 from onprem_gateway.agent.persist import JournalFile
 from onprem_gateway.agent.policy_journal import PolicyJournal
@@ -287,3 +290,30 @@ async def test_a_push_is_applied_between_the_slices_of_a_large_snapshot(
     index = n.store.current()
     assert index.device_count() == 6_000 and index.version == 6
     assert index.entry("user7", "dev7") == blocked  # kept over the snapshot's older entry
+
+
+@pytest.mark.parametrize("how", ["refresh", "replace"])
+async def test_the_policy_taken_over_is_let_go_a_slice_per_turn(
+    tmp_path: Path, how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plane = Plane(snapshot=snapshot(5, entry("carol", "dev3", Access.ALLOW, 5)), at=NOW - 10)
+    n = node(plane, tmp_path)
+    n.store.apply_snapshot(snapshot(1, entry("gone", "dev9", Access.ALLOW, 1)), NOW - 20)
+    previous = n.store.current()
+    expected = {id(o) for o in previous.references()}
+    given: list[set[int]] = []
+    holders: list[int] = []
+    release = policy_sync.release_gradually
+
+    async def spy(references: Iterator[object]) -> None:
+        held = list(references)
+        given.append({id(o) for o in held})
+        await release(iter(held))
+        # Who still holds the policy taken over: only this test (its variable and
+        # getrefcount's argument), not the caller's frame or a listener.
+        holders.append(sys.getrefcount(previous) - 2)
+
+    monkeypatch.setattr(policy_sync, "release_gradually", spy)
+    assert await (n.sync.full() if how == "refresh" else n.sync.replace("diverged"))
+    assert given == [expected]
+    assert holders == [0]

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from onprem_gateway.agent import policy_outbox, worker_process
+from onprem_gateway.agent import gradual_release, policy_outbox
 from onprem_gateway.agent.channel import MAX_LINE, read_message
 from onprem_gateway.agent.policy_outbox import PolicyOutbox
 from onprem_gateway.agent.policy_store import PolicyOp, PolicyStore
@@ -415,7 +415,7 @@ class Table(dict[str, Tracked]):
 async def test_a_retired_policy_lets_its_tables_go_first_then_frees_a_slice_per_turn(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(worker_process, "RELEASE_SLICE", 100)
+    monkeypatch.setattr(gradual_release, "RELEASE_SLICE", 100)
     values = [Tracked() for _ in range(1_000)]
     base = Table((f"key{i}", value) for i, value in enumerate(values))
     objects, table = [weakref.ref(v) for v in values], weakref.ref(base)
@@ -430,7 +430,7 @@ async def test_a_retired_policy_lets_its_tables_go_first_then_frees_a_slice_per_
             await asyncio.sleep(0)
 
     watcher = asyncio.create_task(watch())
-    release = worker_process.release_gradually(references)
+    release = gradual_release.release_gradually(references)
     del references  # the release holds the only reference, as the worker's does
     await release
     done.set()
