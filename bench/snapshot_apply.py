@@ -309,6 +309,10 @@ def in_process(path: Path, previous: Path) -> dict[str, float]:
     timed("journal", lambda: encode_record(signed))
     op = timed("delta", lambda: compact_op(PolicyOp("snapshot", snap, time.time()), before, index))
     timed("delta_lines", op.to_lines)
+    # As the agent works it out: before the swap, a slice per turn.
+    delta_steps: list[float] = []
+    timed("sliced_delta", lambda: _timed_steps(index.changes_in_slices(before), delta_steps))
+    out["longest_delta_step"] = max(delta_steps)
     return out
 
 
@@ -475,6 +479,8 @@ def report(
                 ("journal record", "journal"),
                 ("delta for the workers", "delta"),
                 ("its JSON lines", "delta_lines"),
+                ("the delta's comparison in slices (as the agent's loop does)", "sliced_delta"),
+                ("its longest slice (wall ms)", "longest_delta_step"),
             )
         )
     )

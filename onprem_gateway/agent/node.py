@@ -50,6 +50,7 @@ from onprem_gateway.agent.reporter import EventBuffer, Reporter
 from onprem_gateway.agent.signing_keys_file import SigningKeysFile
 from onprem_gateway.agent.spool import EVICTING, NEAR_FULL_STATE, Spool
 from onprem_gateway.agent.telemetry import CONTENT_TYPE, render
+from onprem_gateway.agent.turns import in_turns, release_gradually
 from onprem_gateway.agent.worker_pool import WorkerPool
 from onprem_gateway.config import GatewayConfig
 from onprem_gateway.core.backoff import backoff
@@ -318,12 +319,21 @@ class Node:
             # operator vouching for it again.
             self.store.confirm(fresh.confirmed_at)
             return
-        # The index was built off the loop with the file: only the swap happens here.
+        # The index was built off the loop with the file. Here, a slice per turn: what
+        # an unsigned file changed (the workers are sent only that), then the swap, then
+        # the policy taken over is let go.
         if loaded.snapshot is not None:
-            self.store.apply_snapshot(loaded.snapshot, now, built=fresh)
+            changes = await in_turns(fresh.changes_in_slices(current)) if current.loaded else None
+            previous = self.store.current()
+            self.store.apply_snapshot(loaded.snapshot, now, built=fresh, changes=changes)
+            del changes
         else:
+            previous = self.store.current()
             self.store.install(fresh)
         log.info("policy file re-read: version %d, %d devices", fresh.version, fresh.device_count())
+        release = release_gradually(previous.references())
+        del previous, current, fresh, loaded
+        await release
 
     async def _watch_policy_file(self) -> None:
         """An air-gapped node re-reads its policy file every refresh interval (and on

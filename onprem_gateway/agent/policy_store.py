@@ -28,7 +28,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from onprem_gateway.core.policy_index import ApplyResult, PolicyIndex, PolicyMismatchError
+from onprem_gateway.core.policy_index import (
+    ApplyResult,
+    KnownChanges,
+    PolicyIndex,
+    PolicyMismatchError,
+)
 from seg_contract import (
     PolicyDelta,
     PolicySnapshot,
@@ -52,12 +57,14 @@ class PolicyOp:
     ``confirmed_at`` is epoch seconds (None for a push that carries no confirmation);
     ``signed`` the verified input it came from, as received (None: unsigned, e.g. an
     allowed unsigned policy file, or a replayed op); never sent to workers.
+    ``changes``: for a snapshot, what it changed worked out ahead (``compact_op``).
     """
 
     kind: OpKind
     body: PolicySnapshot | PolicyDelta | PushMessage | None
     confirmed_at: float | None
     signed: SignedPayload | None = field(default=None, compare=False, repr=False)
+    changes: KnownChanges | None = field(default=None, compare=False, repr=False)
 
     def to_lines(self) -> bytes:
         """Two JSON lines: a small header, then the body exactly as pydantic writes it
@@ -94,10 +101,12 @@ def compact_op(op: PolicyOp, before: PolicyIndex, after: PolicyIndex) -> PolicyO
     equivalent delta (only what changed) when that is exact, i.e. the snapshot dropped no
     entry the replica holds. A refresh that changed 3 of 100,000 devices then costs a
     worker microseconds; anything else reaches it as the whole index, in parts
-    (``worker_pool``, ``snapshot_parts``)."""
+    (``worker_pool``, ``snapshot_parts``). The comparison of the two indexes (~50 ms
+    for 100,000 devices) is the op's ``changes`` when the agent worked it out ahead,
+    a slice per turn, and nothing changed the policy meanwhile."""
     if op.kind != "snapshot" or not before.loaded or before.cluster_id != after.cluster_id:
         return op
-    changes = after.changes_since(before)
+    changes = after.changes_since(before, op.changes)
     if changes is None:
         return op
     devices, credentials = changes
@@ -148,9 +157,12 @@ class PolicyStore:
         confirmed_at: float,
         signed: SignedPayload | None = None,
         built: PolicyIndex | None = None,
+        changes: KnownChanges | None = None,
     ) -> PolicyIndex:
         """``built``: ``PolicyIndex.from_snapshot(snapshot, confirmed_at)``, when the
-        caller built it already (in slices: ``PolicyIndex.build_in_slices``)."""
+        caller built it already (in slices: ``PolicyIndex.build_in_slices``);
+        ``changes``: ``built.changes_in_slices(self.current())``, when the caller worked
+        that out too (it is used only if it still applies)."""
         try:
             index = self._index.apply_snapshot(snapshot, confirmed_at, built)
         except PolicyMismatchError:
@@ -164,7 +176,7 @@ class PolicyStore:
             index = (
                 built if built is not None else PolicyIndex.from_snapshot(snapshot, confirmed_at)
             )
-        return self._swap(index, PolicyOp("snapshot", snapshot, confirmed_at, signed))
+        return self._swap(index, PolicyOp("snapshot", snapshot, confirmed_at, signed, changes))
 
     def apply_delta(
         self, delta: PolicyDelta, confirmed_at: float, signed: SignedPayload | None = None

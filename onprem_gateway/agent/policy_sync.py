@@ -26,7 +26,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 from onprem_gateway.agent.cloud import (
     ControlPlaneClient,
@@ -34,17 +33,14 @@ from onprem_gateway.agent.cloud import (
     CredentialRejected,
 )
 from onprem_gateway.agent.gc_pause import collector_paused
-from onprem_gateway.agent.gradual_release import release_gradually
 from onprem_gateway.agent.lifecycle import State
 from onprem_gateway.agent.policy_journal import PolicyJournal
 from onprem_gateway.agent.policy_store import PolicyStore
 from onprem_gateway.agent.policy_trust import PolicyRefused, PolicyTrust, issued_s
+from onprem_gateway.agent.turns import in_turns, release_gradually
 from onprem_gateway.core.policy_index import PolicyIndex, PolicyMismatchError
-from onprem_gateway.core.steps import Steps
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -80,21 +76,6 @@ class LinkStatus:
     @property
     def fatal(self) -> bool:
         return bool(self.fatal_reason)
-
-
-async def _in_turns(steps: Steps[T]) -> T:
-    """Run ``steps`` a step per event-loop turn (``core.steps``) and return the result.
-    A 100,000-device snapshot is parsed in ~50 slices and indexed in 20, so a push or a
-    keepalive that arrives meanwhile waits for one slice (~10 ms), not ~300 ms. A push
-    applied meanwhile is not lost: ``apply_snapshot`` keeps what is newer than the
-    snapshot, and a replacement applies again the pushes recorded since
-    ``begin_replace``."""
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-        await asyncio.sleep(0)
 
 
 class PolicySync:
@@ -207,12 +188,16 @@ class PolicySync:
             return
         with collector_paused():
             with self._trust.refusals("snapshot"):
-                snapshot, verified = await _in_turns(self._trust.snapshot_in_slices(answer.signed))
+                snapshot, verified = await in_turns(self._trust.snapshot_in_slices(answer.signed))
             issued = issued_s(verified)
-            built = await _in_turns(PolicyIndex.build_in_slices(snapshot, issued))
+            built = await in_turns(PolicyIndex.build_in_slices(snapshot, issued))
+            # What the workers are sent is what the snapshot changed: compared here a
+            # slice per turn, so the swap's turn does not (``compact_op``).
+            base = self._store.current()
+            changes = await in_turns(built.changes_in_slices(base)) if base.loaded else None
             self._status.snapshots += 1
             previous = self._store.current()
-            self._store.apply_snapshot(snapshot, issued, answer.signed, built)
+            self._store.apply_snapshot(snapshot, issued, answer.signed, built, changes)
         log.info(
             "policy snapshot applied: cluster %s version %d, %d devices",
             snapshot.cluster_id,
@@ -221,7 +206,7 @@ class PolicySync:
         )
         # The policy taken over goes a slice per turn; no frame here may hold it.
         release = release_gradually(previous.references())
-        del previous, index
+        del previous, index, base, changes
         await release
 
     async def _replace_locked(self) -> None:
@@ -232,9 +217,9 @@ class PolicySync:
         before = self._store.current()
         with collector_paused():
             with self._trust.refusals("snapshot"):
-                snapshot, verified = await _in_turns(self._trust.snapshot_in_slices(answer.signed))
+                snapshot, verified = await in_turns(self._trust.snapshot_in_slices(answer.signed))
             issued = issued_s(verified)
-            built = await _in_turns(PolicyIndex.build_in_slices(snapshot, issued))
+            built = await in_turns(PolicyIndex.build_in_slices(snapshot, issued))
             self._status.snapshots += 1
             previous = self._store.current()
             self._store.replace_with_snapshot(snapshot, issued, answer.signed, built)

@@ -31,12 +31,12 @@ from onprem_gateway.agent.channel import (
     read_policy_op,
 )
 from onprem_gateway.agent.eas_runner import proxy_settings
-from onprem_gateway.agent.gradual_release import release_gradually
 from onprem_gateway.agent.logs import configure_logging
 from onprem_gateway.agent.policy_store import PolicyOp, PolicyStore
 from onprem_gateway.agent.reporter import EventBuffer
 from onprem_gateway.agent.revocation import follow_policy
 from onprem_gateway.agent.snapshot_parts import Assembly, ReplacementError
+from onprem_gateway.agent.turns import release_gradually
 from onprem_gateway.config import config_from_wire
 from onprem_gateway.core.policy_index import PolicyMismatchError
 from onprem_gateway.proxy import ProxyMetrics, start_eas_server

@@ -55,6 +55,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import islice
 from typing import TypeVar
 
 from onprem_gateway.core.layered_map import LayeredMap
@@ -87,7 +88,36 @@ V = TypeVar("V", DeviceEntry, UserCredential)
 EntryKey = tuple[str, str]
 # Devices per step of ``build_in_slices``: ~2-3 ms each.
 BUILD_SLICE = 5_000
+# Entries compared per step of ``changes_in_slices``: ~5-8 ms each (the comparison
+# touches each old and new entry once; it is mostly waiting on memory).
+COMPARE_SLICE = 12_000
 _KEEP = -1  # ``_replace``: keep the digest as it is (a digest is never negative)
+
+
+Changes = tuple[tuple[DeviceEntry, ...], tuple[UserCredential, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class KnownChanges:
+    """``changes_since`` worked out ahead (``changes_in_slices``), with the tables it
+    compared. It stands for ``after.changes_since(before)`` only while both indexes
+    still hold exactly those tables: an index made from ``after`` by a snapshot apply
+    that kept nothing newer shares its tables, one that a push changed meanwhile does
+    not (``matches``)."""
+
+    before_entries: LayeredMap[EntryKey, DeviceEntry]
+    before_credentials: LayeredMap[str, UserCredential]
+    after_entries: LayeredMap[EntryKey, DeviceEntry]
+    after_credentials: LayeredMap[str, UserCredential]
+    changes: Changes | None
+
+    def matches(self, after: PolicyIndex, before: PolicyIndex) -> bool:
+        return (
+            self.after_entries is after._entries
+            and self.after_credentials is after._credentials
+            and self.before_entries is before._entries
+            and self.before_credentials is before._credentials
+        )
 
 
 class PolicyMismatchError(ValueError):
@@ -305,17 +335,31 @@ class PolicyIndex:
         return self._credentials.items()
 
     def changes_since(
-        self, before: PolicyIndex
-    ) -> tuple[tuple[DeviceEntry, ...], tuple[UserCredential, ...]] | None:
+        self, before: PolicyIndex, known: KnownChanges | None = None
+    ) -> Changes | None:
         """The entries and credentials this index holds that ``before`` does not hold at
         the same version (new keys, other versions): what turns ``before`` into this
         index, as a delta would. None when ``before`` holds a key this index does not
-        (a delta cannot take a key away)."""
-        devices = _changed(self._entries, before._entries)
-        credentials = _changed(self._credentials, before._credentials)
-        if devices is None or credentials is None:
-            return None
-        return tuple(devices), tuple(credentials)
+        (a delta cannot take a key away). ``known``: the answer worked out ahead, used
+        when it still applies to these two indexes."""
+        if known is not None and known.matches(self, before):
+            return known.changes
+        return finish(self.changes_in_slices(before)).changes
+
+    def changes_in_slices(
+        self, before: PolicyIndex, slice_size: int = COMPARE_SLICE
+    ) -> Steps[KnownChanges]:
+        """``changes_since`` a slice of entries per step (``core.steps``): the agent
+        compares two 100,000-device indexes (~50 ms) without holding its loop for all of
+        it. Both indexes are immutable, so the steps may run across other work."""
+        devices = yield from _changed(self._entries, before._entries, slice_size)
+        credentials = yield from _changed(self._credentials, before._credentials, slice_size)
+        changes = None
+        if devices is not None and credentials is not None:
+            changes = (tuple(devices), tuple(credentials))
+        return KnownChanges(
+            before._entries, before._credentials, self._entries, self._credentials, changes
+        )
 
     def references(self) -> Iterator[object]:
         """Every entry and credential held, with its key (``LayeredMap.references``)."""
@@ -668,16 +712,31 @@ def _fold(held: dict[K, V], items: Iterable[tuple[K, V]], newest: int) -> int:
     return newest
 
 
-def _changed(after: LayeredMap[K, V], before: LayeredMap[K, V]) -> list[V] | None:
-    """``changes_since`` for one table: the key test is a C-level set comparison
-    (~7 ms for 100,000 entries) and the version test one comprehension (~45 ms, mostly
-    memory: each old and new entry is touched once), against ~110 ms for a lookup per
-    key through both indexes."""
+def _changed(
+    after: LayeredMap[K, V], before: LayeredMap[K, V], slice_size: int
+) -> Steps[list[V] | None]:
+    """``changes_in_slices`` for one table, a slice per step: first whether every old
+    key is still there (C-level lookups, ~13 ms for 100,000 keys: a tuple key's hash is
+    computed at each lookup), then which entries are new or of another version (one
+    comprehension per slice, ~45 ms in all, mostly memory: each old and new entry is
+    touched once), against ~110 ms for a lookup per key through both indexes."""
     new, old = after.as_dict(), before.as_dict()
-    if not old.keys() <= new.keys():
-        return None
+    kept, keys = new.__contains__, iter(old)
+    for _ in range(0, len(old), slice_size):
+        yield
+        if not all(map(kept, islice(keys, slice_size))):
+            return None
     held = old.get
-    return [v for k, v in new.items() if (o := held(k)) is None or o.version != v.version]
+    items = iter(new.items())
+    changed: list[V] = []
+    for _ in range(0, len(new), slice_size):
+        yield
+        changed += [
+            v
+            for k, v in islice(items, slice_size)
+            if (o := held(k)) is None or o.version != v.version
+        ]
+    return changed
 
 
 def _advance(version: int, ahead: frozenset[int]) -> tuple[int, frozenset[int]]:

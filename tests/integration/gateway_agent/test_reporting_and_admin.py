@@ -4,10 +4,17 @@ and the admin port's answers."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from pathlib import Path
 
+import pytest
+
+from onprem_gateway.agent import node as node_module
 from onprem_gateway.agent.node import Node
+from onprem_gateway.agent.policy_store import PolicyOp, compact_op
 from onprem_gateway.agent.spool import Spool
-from seg_contract import Access
+from onprem_gateway.core.policy_index import PolicyIndex
+from seg_contract import Access, PolicyDelta
 from tests.integration.gateway_agent.conftest import (
     ConfigFactory,
     admin_get,
@@ -211,6 +218,49 @@ async def test_an_air_gapped_node_rereads_its_unsigned_policy_file_when_allowed(
         body = (await admin_get(node, "/readyz")).json()
         assert "policy file refused" in body["policy"]["problem"]
         assert body["policy"]["signed"] is False and "UNSIGNED" in body["policy"]["source"]
+
+
+async def test_a_reread_policy_file_is_compared_then_the_old_policy_let_go_in_slices(
+    make_config: ConfigFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The swap's turn does neither: the workers' delta is worked out before it, and the
+    # policy taken over is freed a slice per turn after it (``agent.turns``).
+    policy = tmp_path / "policy.json"
+    policy.write_text(snapshot(2, entry("bob", "dev2", Access.ALLOW, 2)).model_dump_json())
+    config = make_config(
+        None, policy_file=policy, refresh_interval_s=0.1, allow_unsigned_policy_file="true"
+    )
+    released: list[set[int]] = []
+    release = node_module.release_gradually
+
+    async def spy(references: Iterator[object]) -> None:
+        held = list(references)
+        released.append({id(o) for o in held})
+        await release(iter(held))
+
+    monkeypatch.setattr(node_module, "release_gradually", spy)
+    async with running(config) as node:
+        ops: list[tuple[PolicyOp, PolicyIndex, PolicyIndex]] = []
+        held = [node.store.current()]
+        taken_over = {id(o) for o in held[0].references()}
+
+        def listener(op: PolicyOp, index: PolicyIndex) -> None:
+            ops.append((op, held[-1], index))
+            held.append(index)
+
+        node.store.subscribe(listener)
+        policy.write_text(
+            snapshot(
+                3, entry("bob", "dev2", Access.ALLOW, 2), entry("alice", "dev1", Access.BLOCK, 3)
+            ).model_dump_json()
+        )
+        await eventually(lambda: node.store.current().version == 3, what="new file applied")
+        await eventually(lambda: taken_over in released, what="the old policy let go")
+        ((op, before, after),) = [o for o in ops if o[0].kind == "snapshot"]
+        assert op.changes is not None and op.changes.matches(after, before)
+        compact = compact_op(op, before, after)
+        assert isinstance(compact.body, PolicyDelta)
+        assert [e.user for e in compact.body.devices] == ["alice"]
 
 
 async def test_events_are_on_disk_while_the_post_hangs_and_delivered_once_it_answers(

@@ -18,11 +18,12 @@ from onprem_gateway.agent import policy_sync
 from onprem_gateway.agent.cloud import ControlPlaneClient
 from onprem_gateway.agent.persist import JournalFile
 from onprem_gateway.agent.policy_journal import PolicyJournal
-from onprem_gateway.agent.policy_store import PolicyStore
+from onprem_gateway.agent.policy_store import PolicyOp, PolicyStore, compact_op
 from onprem_gateway.agent.policy_sync import LinkStatus, PolicySync
 from onprem_gateway.agent.policy_trust import PolicyTrust
 from onprem_gateway.agent.signing_keys_file import SigningKeysFile
-from seg_contract import Access, PolicySnapshot
+from onprem_gateway.core.policy_index import PolicyIndex
+from seg_contract import Access, PolicyDelta, PolicySnapshot
 from seg_contract.http import DELTA_PATH, POLICY_PATH, SIGNING_KEYS_PATH
 from seg_contract.key_ring import AnnouncedKey, AnnouncedState, SigningKeySet
 from seg_contract.signing import Kind, LocalSigner, SignedPayload
@@ -312,8 +313,63 @@ async def test_the_policy_taken_over_is_let_go_a_slice_per_turn(
         # Who still holds the policy taken over: only this test (its variable and
         # getrefcount's argument), not the caller's frame or a listener.
         holders.append(sys.getrefcount(previous) - 2)
+        # Nor its tables, but for the policy itself (nothing the comparison with the
+        # snapshot worked out holds them: ``KnownChanges``).
+        holders.append(sys.getrefcount(previous._entries) - 1)
 
     monkeypatch.setattr(policy_sync, "release_gradually", spy)
     assert await (n.sync.full() if how == "refresh" else n.sync.replace("diverged"))
     assert given == [expected]
-    assert holders == [0]
+    assert holders == [0, 1]
+
+
+@pytest.mark.parametrize("push_meanwhile", [False, True])
+async def test_what_a_refresh_changed_is_worked_out_before_the_swap(
+    tmp_path: Path, push_meanwhile: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The workers are sent what a refreshed snapshot changed. It is compared a slice per
+    # turn before the swap; a push applied meanwhile makes that comparison stale, and
+    # the swap then compares again (``compact_op``): the delta is right either way.
+    devices = [entry(f"user{i}", f"dev{i}", Access.ALLOW, 1) for i in range(30_000)]
+    refreshed = [
+        entry("user9", "dev9", Access.BLOCK, 5) if i == 9 else e for i, e in enumerate(devices)
+    ]
+    n = node(Plane(snapshot=snapshot(5, *refreshed), at=NOW - 10), tmp_path)
+    n.store.apply_snapshot(snapshot(1, *devices), NOW - 20)
+    compare = PolicyIndex.changes_in_slices
+    steps_run: list[int] = []
+
+    def counted(self: PolicyIndex, before: PolicyIndex, slice_size: int = 12_000):  # type: ignore[no-untyped-def]
+        steps, count = compare(self, before, slice_size), 0
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                steps_run.append(count)
+                return done.value
+            count += 1
+            if push_meanwhile and count == 1 and not steps_run:
+                n.store.apply_push(push(entry("user3", "dev3", Access.BLOCK, 6)))
+            yield
+
+    held = [n.store.current()]
+    sent: list[tuple[PolicyOp, list[str]]] = []
+
+    def listener(op: PolicyOp, index: PolicyIndex) -> None:
+        if op.kind == "snapshot":  # as the worker pool turns it into the workers' delta
+            compact = compact_op(op, held[-1], index)
+            assert isinstance(compact.body, PolicyDelta)
+            sent.append((op, sorted(e.user for e in compact.body.devices)))
+        held.append(index)
+
+    n.store.subscribe(listener)
+    monkeypatch.setattr(PolicyIndex, "changes_in_slices", counted)
+    assert await n.sync.full()
+    # 30,000 devices, 12,000 a turn, keys then versions; after the push, compared again
+    # in the swap.
+    assert steps_run == ([6, 6] if push_meanwhile else [6])
+    ((op, users),) = sent
+    assert users == ["user9"]
+    assert op.changes is not None
+    # Worked out ahead and used, unless the push changed the policy meanwhile.
+    assert op.changes.matches(held[-1], held[-2]) is not push_meanwhile

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from onprem_gateway.agent import gradual_release, policy_outbox
+from onprem_gateway.agent import policy_outbox, turns
 from onprem_gateway.agent.channel import MAX_LINE, read_message
 from onprem_gateway.agent.policy_outbox import PolicyOutbox
 from onprem_gateway.agent.policy_store import PolicyOp, PolicyStore
@@ -415,22 +415,22 @@ class Table(dict[str, Tracked]):
 async def test_a_retired_policy_lets_its_tables_go_first_then_frees_a_slice_per_turn(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(gradual_release, "RELEASE_SLICE", 100)
+    monkeypatch.setattr(turns, "RELEASE_SLICE", 100)
     values = [Tracked() for _ in range(1_000)]
     base = Table((f"key{i}", value) for i, value in enumerate(values))
     objects, table = [weakref.ref(v) for v in values], weakref.ref(base)
     references = LayeredMap(base).references()
     del values, base
-    turns: list[tuple[bool, int]] = []  # (table freed, objects alive) per event-loop turn
+    per_turn: list[tuple[bool, int]] = []  # (table freed, objects alive) per event-loop turn
     done = asyncio.Event()
 
     async def watch() -> None:
         while not done.is_set():
-            turns.append((table() is None, sum(o() is not None for o in objects)))
+            per_turn.append((table() is None, sum(o() is not None for o in objects)))
             await asyncio.sleep(0)
 
     watcher = asyncio.create_task(watch())
-    release = gradual_release.release_gradually(references)
+    release = turns.release_gradually(references)
     del references  # the release holds the only reference, as the worker's does
     await release
     done.set()
@@ -438,8 +438,8 @@ async def test_a_retired_policy_lets_its_tables_go_first_then_frees_a_slice_per_
     assert table() is None and all(o() is None for o in objects)
     # The table went while every object was still held (freeing it cost no object),
     # then the objects went at most a slice per turn.
-    assert (True, 1_000) in turns
-    alive = [n for _, n in turns]
+    assert (True, 1_000) in per_turn
+    alive = [n for _, n in per_turn]
     assert max(a - b for a, b in pairwise(alive)) <= 100
     assert alive[-1] == 0
 

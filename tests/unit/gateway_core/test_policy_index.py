@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 
 import pytest
 
 from onprem_gateway.core import layered_map
 from onprem_gateway.core.policy_index import PolicyIndex, PolicyMismatchError
+from onprem_gateway.core.steps import finish
 from seg_contract import (
     Access,
     ClusterSettings,
@@ -335,6 +337,58 @@ def test_changes_since_is_none_when_a_key_is_gone() -> None:
     assert no_credentials.changes_since(base_index()) is None
     credentials = base_index().to_snapshot().credentials
     assert base_index().changes_since(no_credentials) == ((), credentials)
+
+
+@pytest.mark.parametrize("slice_size", [1, 2, 7, 1_000])
+def test_changes_worked_out_in_slices_are_the_changes_worked_out_at_once(
+    slice_size: int,
+) -> None:
+    before = (
+        PolicyIndex.from_snapshot(
+            snapshot(
+                version=10,
+                devices=tuple(entry(f"u{i}", f"d{i}", A, version=i + 1) for i in range(9)),
+            ),
+            NOW,
+        )
+        .apply_push(device_push(11, "u3", "d3", B))
+        .index
+    )  # an overlay
+    after = before.apply_push(device_push(12, "u5", "d5", B)).index
+    after = after.apply_push(device_push(13, "new", "dev", A)).index
+    steps = after.changes_in_slices(before, slice_size)
+    taken = 0
+    while True:
+        try:
+            next(steps)
+            taken += 1
+        except StopIteration as done:
+            known = done.value
+            break
+    # A step per slice of the 9 old keys (still there?), then of the 10 entries.
+    assert taken == -(-9 // slice_size) - (-10 // slice_size)
+    assert known.changes == after.changes_since(before)
+    assert sorted((e.user, e.version) for e in known.changes[0]) == [("new", 13), ("u5", 12)]
+    assert known.matches(after, before) and not known.matches(before, after)
+    gone = finish(base_index().changes_in_slices(before, slice_size))
+    assert gone.changes is None and gone.changes == base_index().changes_since(before)
+
+
+def test_changes_worked_out_ahead_stand_only_for_the_tables_they_compared() -> None:
+    before = base_index()
+    after = before.apply_push(device_push(11, "carol", "x", B)).index
+    known = finish(after.changes_in_slices(before))
+    assert known.changes is not None
+    # A snapshot apply that kept nothing newer shares the tables: the answer is reused
+    # (a stand-in answer shows it was not worked out again).
+    stand_in = dataclasses.replace(known, changes=((), ()))
+    assert after.with_confirmation(NOW + 1).changes_since(before, stand_in) == ((), ())
+    # A push meanwhile, on either side, makes other tables: worked out again.
+    pushed = after.apply_push(device_push(12, "dave", "y", B)).index
+    assert pushed.changes_since(before, stand_in) == pushed.changes_since(before)
+    assert [e.user for e in pushed.changes_since(before, stand_in)[0]] == ["carol", "dave"]  # type: ignore[index]
+    moved = before.apply_push(device_push(12, "alice", "dev1", B)).index
+    assert after.changes_since(moved, stand_in) == after.changes_since(moved) != ((), ())
 
 
 def test_an_index_built_in_slices_is_the_index_built_at_once() -> None:
