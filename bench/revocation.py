@@ -9,6 +9,12 @@ devices are blocked by pushes of ``--batch`` devices each (100: a ``PushChange``
 bound), one push every ``--gap-ms``; every held Ping must end with its blocked answer
 (HTTP 200, WBXML status 129).
 
+With ``--replace``, first a whole policy is swapped in as a worker swaps in a
+replacement (``PolicyStore.install``: every held request is decided again), that
+allows every device but the last: the longest the event loop went without a turn
+meanwhile (a 1 ms timer's worst lateness), and the time until the last device's Ping
+ended with its blocked answer.
+
 Prints: Pings held and answered (with status 129), the time from each push's apply
 (just before ``PolicyStore.apply_push``) to the client reading the end of that device's
 answer, p50 / p99 / max over all devices, and the CPU time of one apply (the push plus
@@ -16,6 +22,7 @@ the re-decisions and answers it causes). Both processes read ``time.monotonic()`
 (CLOCK_MONOTONIC is one clock for the whole machine).
 
 Reproduce: .venv/bin/python bench/revocation.py [--pings 1000] [--batch 100] [--gap-ms 50]
+           [--replace]
 Smoke run: .venv/bin/python bench/revocation.py --pings 200
 """
 
@@ -38,7 +45,9 @@ import uvloop
 
 from onprem_gateway.agent.policy_store import PolicyStore
 from onprem_gateway.agent.revocation import follow_policy
+from onprem_gateway.core.policy_index import PolicyIndex
 from onprem_gateway.proxy import ProxySettings, Upstream, start_eas_server
+from onprem_gateway.proxy.settings import Limits
 from seg_contract import (
     Access,
     ClusterSettings,
@@ -49,6 +58,26 @@ from seg_contract import (
 )
 
 NOW = datetime.now(UTC)
+
+
+def snapshot(version: int, count: int, blocked: int = -1) -> PolicySnapshot:
+    return PolicySnapshot(
+        cluster_id="bench",
+        version=version,
+        generated_at=NOW,
+        settings=ClusterSettings(),
+        devices=tuple(
+            entry(i, Access.BLOCK if i == blocked else Access.ALLOW, version) for i in range(count)
+        ),
+    )
+
+
+async def loop_lateness(stop: asyncio.Event, worst: list[float]) -> None:
+    """The worst lateness of a 1 ms timer until ``stop``: the loop's longest stall."""
+    while not stop.is_set():
+        due = time.monotonic() + 0.001
+        await asyncio.sleep(0.001)
+        worst[0] = max(worst[0], time.monotonic() - due)
 
 
 def entry(i: int, access: Access, version: int) -> DeviceEntry:
@@ -133,19 +162,12 @@ async def run(args: argparse.Namespace) -> None:
     upstream_port = upstream.sockets[0].getsockname()[1]
     count = args.pings
     store = PolicyStore()
-    store.apply_snapshot(
-        PolicySnapshot(
-            cluster_id="bench",
-            version=1,
-            generated_at=NOW,
-            settings=ClusterSettings(),
-            devices=tuple(entry(i, Access.ALLOW, 1) for i in range(count)),
-        ),
-        time.time(),
-    )
+    store.apply_snapshot(snapshot(1, count), time.time())
     settings = ProxySettings(
         upstream=Upstream(url=f"http://127.0.0.1:{upstream_port}", allow_plain_http=True),
         public_url="https://bench.example",
+        # Every client is 127.0.0.1: no per-address cap.
+        limits=Limits(max_connections_per_ip=0),
     )
     server = await start_eas_server(settings, store, ListSink(), port=0, tune_gc=True)
     follow_policy(store, server)
@@ -163,9 +185,34 @@ async def run(args: argparse.Namespace) -> None:
     applied_at: dict[int, float] = {}
     apply_cpu: list[float] = []
     version = 1
-    for start in range(0, count, args.batch):
+    pushed = count
+    if args.replace:
+        # As a worker swaps in a replacement: a whole new policy, every held request
+        # decided again; it blocks the last device only.
+        version, pushed = 2, count - 1
+        index = PolicyIndex.from_snapshot(snapshot(version, count, blocked=pushed), time.time())
+        stop, worst = asyncio.Event(), [0.0]
+        monitor = asyncio.create_task(loop_lateness(stop, worst))
+        await asyncio.sleep(0.05)
+        started, cpu = time.monotonic(), time.process_time()
+        store.install(index)
+        install_ms = (time.monotonic() - started) * 1000
+        applied_at[pushed] = started
+        while server.metrics.revoked.get("answered", 0) < 1:  # noqa: ASYNC110
+            await asyncio.sleep(0.001)
+        ended_ms = (time.monotonic() - started) * 1000
+        await asyncio.sleep(0.2)
+        stop.set()
+        await monitor
+        print(
+            f"replacement under {count} held Pings: install() returned after "
+            f"{install_ms:.1f} ms, the blocked device's Ping ended after {ended_ms:.1f} ms, "
+            f"event loop stalled at most {worst[0] * 1000:.1f} ms"
+        )
+        del index
+    for start in range(0, pushed, args.batch):
         version += 1
-        batch = range(start, min(start + args.batch, count))
+        batch = range(start, min(start + args.batch, pushed))
         push = PushChange(
             cluster_id="bench",
             version=version,
@@ -208,6 +255,7 @@ def main() -> None:
     parser.add_argument("--pings", type=int, default=1000)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--gap-ms", type=float, default=50.0)
+    parser.add_argument("--replace", action="store_true", help="first swap in a whole policy")
     args = parser.parse_args()
     if not 1 <= args.batch <= 100:
         parser.error("--batch must be 1-100 (a PushChange carries at most 100 devices)")

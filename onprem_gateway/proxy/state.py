@@ -25,6 +25,12 @@ from onprem_gateway.proxy.upstream import UpstreamPool
 
 log = logging.getLogger(__name__)
 
+# Held requests decided again per event-loop turn when a whole new policy is swapped in
+# (a worker's replacement, the policy failing closed): ~3 µs each while still admitted,
+# ~20 µs each when it gets its blocked answer. 9,500 held in one turn stalled a worker
+# for ~28 ms (``bench/revocation.py --replace``).
+REDECIDE_SLICE = 500
+
 
 def connection_limit(configured: int) -> int:
     """The configured connection limit, lowered to what the open-files limit allows: a
@@ -77,6 +83,7 @@ class ServerState(WriteBatches):
         self.inflight: dict[str, dict[InFlight, None]] = {}
         self.bearer = BearerTokens()
         self._blocking_all = False  # the policy was failing closed at the last sweep
+        self._passes = 0  # whole-policy re-decisions begun (``revoke(EVERYONE)``)
         self.closing = False
         self.date = http_date(time.time())
         self._tasks: set[asyncio.Task[None]] = set()
@@ -126,13 +133,28 @@ class ServerState(WriteBatches):
 
     def revoke(self, affected: Affected) -> int:
         """Decide again every in-flight request ``affected`` names, with the policy in
-        force now; end those it no longer admits. Returns how many ended."""
+        force now; end those it no longer admits. Returns how many ended at once: a
+        whole new policy (``EVERYONE``) decides every held request again, a slice per
+        event-loop turn (``REDECIDE_SLICE``), each slice with the policy in force when
+        its turn comes."""
         if not affected or not self.inflight:
             return 0
         if affected.everyone:
+            self._passes += 1
             targets = [ex for held in self.inflight.values() for ex in held]
-        else:
-            targets = [ex for user in affected.users for ex in self.inflight.get(user, ())]
+            return self._recheck_slice(self._passes, targets, 0)
+        return self._recheck([ex for user in affected.users for ex in self.inflight.get(user, ())])
+
+    def _recheck_slice(self, pass_number: int, targets: list[InFlight], start: int) -> int:
+        if pass_number != self._passes:
+            return 0  # a later whole-policy pass decides these again
+        end = start + REDECIDE_SLICE
+        ended = self._recheck(targets[start:end])
+        if end < len(targets):
+            self.loop.call_soon(self._recheck_slice, pass_number, targets, end)
+        return ended
+
+    def _recheck(self, targets: list[InFlight]) -> int:
         policy = self.policy.current()
         now = time.time()
         ended = 0

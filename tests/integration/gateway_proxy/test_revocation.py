@@ -11,8 +11,10 @@ import aiohttp
 import pytest
 
 from onprem_gateway.core.block_responses import STATUS_DEVICE_BLOCKED, STATUS_USER_DISABLED
+from onprem_gateway.core.policy_index import PolicyIndex
 from onprem_gateway.core.revocation import EVERYONE, Affected, affected
 from onprem_gateway.core.wbxml import CONTENT_TYPE
+from onprem_gateway.proxy import state as state_module
 from onprem_gateway.proxy.events import REVOKED_PREFIX
 from seg_contract import Access, ClusterSettings, DevicePassword, PushChange, UserCredential
 from seg_contract.crypto import generate_cluster_keypair, hash_device_password, seal
@@ -202,3 +204,75 @@ async def test_the_in_flight_index_is_empty_after_requests_end(
             ) as r:
                 assert r.status == 200
     assert gw.server.state.inflight == {}
+
+
+FIVE = [f"dev{i}" for i in range(5)]
+
+
+def alice_devices(access: Access) -> PolicyIndex:
+    return policy_index(devices=tuple(entry("alice", d, access) for d in FIVE))
+
+
+@pytest.fixture
+async def sliced(
+    upstream: FakeUpstream, make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+) -> Gateway:
+    """A gateway that decides held requests again 2 per turn, Pings held upstream."""
+    monkeypatch.setattr(state_module, "REDECIDE_SLICE", 2)
+    upstream.hold_s = 30.0
+    return await make_gateway(upstream.port, alice_devices(Access.ALLOW))
+
+
+async def test_a_whole_new_policy_decides_held_requests_again_a_slice_per_turn(
+    upstream: FakeUpstream, sliced: Gateway
+) -> None:
+    # A replacement or the policy failing closed decides every held request again:
+    # thousands of them in one turn would stall the worker, so a slice per turn, each
+    # with the policy in force when its turn comes.
+    gw = sliced
+    async with aiohttp.ClientSession() as session:
+        pings = [post(session, gw, target("Ping", device=d), headers=headers()) for d in FIVE]
+        await held(gw, 5)
+        gw.policy.index = alice_devices(Access.BLOCK)
+        assert gw.server.policy_changed(EVERYONE) == 2  # the first slice at once
+        assert gw.server.state.inflight_count() == 3
+        await asyncio.sleep(0)  # the next turn: the next slice
+        assert gw.server.state.inflight_count() == 1
+        gw.policy.index = alice_devices(Access.ALLOW)  # before the last slice's turn
+        await asyncio.sleep(0)
+        assert gw.server.state.inflight_count() == 1  # decided with the policy in force
+        answered = [await asyncio.wait_for(p, 10) for p in pings[:4]]
+        assert all(r.status == 200 for r in answered) and not pings[4].done()
+        for response in answered:
+            assert str(STATUS_DEVICE_BLOCKED).encode() in await response.read()
+        upstream.release.set()
+        assert (await asyncio.wait_for(pings[4], 10)).status == 200
+    assert gw.server.metrics.revoked == {"answered": 4}
+
+
+async def test_a_later_whole_policy_pass_takes_over_from_one_still_going(
+    sliced: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gw = sliced
+    state = gw.server.state
+    slices: list[int] = []
+    recheck = state._recheck
+
+    def counted(targets):  # type: ignore[no-untyped-def]
+        slices.append(len(targets))
+        return recheck(targets)
+
+    monkeypatch.setattr(state, "_recheck", counted)
+    async with aiohttp.ClientSession() as session:
+        pings = [post(session, gw, target("Ping", device=d), headers=headers()) for d in FIVE]
+        await held(gw, 5)
+        gw.policy.index = alice_devices(Access.BLOCK)
+        assert gw.server.policy_changed(EVERYONE) == 2
+        assert gw.server.policy_changed(EVERYONE) == 2  # before the first pass's next turn
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert state.inflight_count() == 0
+        # The first pass stopped after its first slice; the second went on alone.
+        assert slices == [2, 2, 1]
+        for ping in pings:
+            assert (await asyncio.wait_for(ping, 10)).status == 200
