@@ -3,7 +3,7 @@
 Validating a 100,000-device snapshot (~24 MB) is one call into pydantic-core of
 ~250 ms that holds the GIL: on the agent's event loop nothing else runs meanwhile, not
 even a push blocking a device. ``parse_in_slices`` does the same work in slices of a
-few thousand devices. It is a generator (``core.steps``): the caller runs it a
+few hundred devices. It is a generator (``core.steps``): the caller runs it a
 slice per event-loop turn, and its return value is the snapshot.
 
 How the bytes are cut. The control plane writes a snapshot with pydantic
@@ -34,8 +34,11 @@ from pydantic import TypeAdapter, ValidationError
 from onprem_gateway.core.steps import Steps
 from seg_contract import DeviceEntry, PolicySnapshot
 
-# About 512 KiB of JSON: ~2,000 devices, ~6 ms to validate.
-SLICE_BYTES = 1 << 19
+# About 128 KiB of JSON: ~500 devices, ~1.5 ms to validate. A request to the agent needs
+# several loop turns, each of which may follow a slice: 512 KiB slices (~6 ms) kept
+# `/readyz` waiting 83-84 ms while a 100,000-device snapshot was parsed, these 57-58 ms
+# (`bench/snapshot_apply.py`), with the snapshot in force no later.
+SLICE_BYTES = 1 << 17
 
 _ARRAY_START = b'"devices":[{"user":'
 _CUT = b'},{"user":'

@@ -22,7 +22,7 @@ from onprem_gateway.agent.policy_store import PolicyOp, PolicyStore, compact_op
 from onprem_gateway.agent.policy_sync import LinkStatus, PolicySync
 from onprem_gateway.agent.policy_trust import PolicyTrust
 from onprem_gateway.agent.signing_keys_file import SigningKeysFile
-from onprem_gateway.core.policy_index import PolicyIndex
+from onprem_gateway.core.policy_index import COMPARE_SLICE, PolicyIndex
 from seg_contract import Access, PolicyDelta, PolicySnapshot
 from seg_contract.http import DELTA_PATH, POLICY_PATH, SIGNING_KEYS_PATH
 from seg_contract.key_ring import AnnouncedKey, AnnouncedState, SigningKeySet
@@ -339,7 +339,7 @@ async def test_what_a_refresh_changed_is_worked_out_before_the_swap(
     compare = PolicyIndex.changes_in_slices
     steps_run: list[int] = []
 
-    def counted(self: PolicyIndex, before: PolicyIndex, slice_size: int = 12_000):  # type: ignore[no-untyped-def]
+    def counted(self: PolicyIndex, before: PolicyIndex, slice_size: int = COMPARE_SLICE):  # type: ignore[no-untyped-def]
         steps, count = compare(self, before, slice_size), 0
         while True:
             try:
@@ -365,9 +365,10 @@ async def test_what_a_refresh_changed_is_worked_out_before_the_swap(
     n.store.subscribe(listener)
     monkeypatch.setattr(PolicyIndex, "changes_in_slices", counted)
     assert await n.sync.full()
-    # 30,000 devices, 12,000 a turn, keys then versions; after the push, compared again
+    # 30,000 devices, a slice a turn, keys then versions; after the push, compared again
     # in the swap.
-    assert steps_run == ([6, 6] if push_meanwhile else [6])
+    steps = 2 * -(-30_000 // COMPARE_SLICE)
+    assert steps_run == ([steps, steps] if push_meanwhile else [steps])
     ((op, users),) = sent
     assert users == ["user9"]
     assert op.changes is not None
