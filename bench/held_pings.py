@@ -357,6 +357,10 @@ def main() -> int:
                 api_url=standin.url,
                 ws_url=standin.ws_url,
                 gc_probe=True,
+                # The Pings come from --client-procs addresses: the default cap of 1,000
+                # connections per address and worker would refuse all beyond
+                # workers x client-procs x 1,000 (nginx has no such cap here either).
+                extra={"max_connections_per_ip": 0},
             )
             contenders.append(Gateway(work, "gateway" + ("" if args.plain else " TLS"), options))
             if not args.no_nginx:
