@@ -384,6 +384,12 @@ def main() -> int:
                     row["gc_cpu_max_ms"] = max((p.cpu_seconds for p in run), default=0.0) * 1000
                     row["gc_cpu_over_5ms"] = sum(1 for p in run if p.cpu_seconds > 0.005)
                     row["gc_max_all_ms"] = max(everything, default=0.0) * 1000
+                    start, end = row["open_window"], row["hold_window_end"]
+                    workers = pauses.by_role.get("worker", [])
+                    before = [p.seconds for p in workers if p.start < start]
+                    after = [p.seconds for p in workers if p.start > end]
+                    row["gc_before_ms"] = max(before, default=0.0) * 1000
+                    row["gc_after_ms"] = max(after, default=0.0) * 1000
                     for gen in range(3):
                         row[f"gc_over_5ms_gen{gen}"] = sum(1 for p in slow if p.generation == gen)
                 print(
@@ -453,7 +459,13 @@ def report(
         "gc.callbacks, see the module doc), by generation; GC CPU: the same passes' CPU "
         "time (wall time on a busy machine includes waiting for a core); longest over the "
         "whole run: "
-        + ", ".join(f"{n} {s(n, 'gc_max_all_ms', '{:.1f}')} ms" for n in results if "gateway" in n)
+        + ", ".join(
+            f"{n} {s(n, 'gc_max_all_ms', '{:.1f}')} ms (before the Pings: "
+            f"{s(n, 'gc_before_ms', '{:.1f}')} ms, after the hold: "
+            f"{s(n, 'gc_after_ms', '{:.1f}')} ms)"
+            for n in results
+            if "gateway" in n
+        )
     )
     command = (
         "PYTHONPATH=$PWD .venv/bin/python bench/held_pings.py "
