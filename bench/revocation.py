@@ -194,7 +194,7 @@ async def run(args: argparse.Namespace) -> None:
         stop, worst = asyncio.Event(), [0.0]
         monitor = asyncio.create_task(loop_lateness(stop, worst))
         await asyncio.sleep(0.05)
-        started, cpu = time.monotonic(), time.process_time()
+        started = time.monotonic()
         store.install(index)
         install_ms = (time.monotonic() - started) * 1000
         applied_at[pushed] = started

@@ -323,10 +323,9 @@ class Node:
         # an unsigned file changed (the workers are sent only that), then the swap, then
         # the policy taken over is let go.
         if loaded.snapshot is not None:
-            changes = await in_turns(fresh.changes_in_slices(current)) if current.loaded else None
-            previous = self.store.current()
-            self.store.apply_snapshot(loaded.snapshot, now, built=fresh, changes=changes)
-            del changes
+            previous = await in_turns(
+                self.store.apply_snapshot_in_slices(loaded.snapshot, now, fresh)
+            )
         else:
             previous = self.store.current()
             self.store.install(fresh)

@@ -34,6 +34,7 @@ from onprem_gateway.core.policy_index import (
     PolicyIndex,
     PolicyMismatchError,
 )
+from onprem_gateway.core.steps import Steps
 from seg_contract import (
     PolicyDelta,
     PolicySnapshot,
@@ -157,12 +158,38 @@ class PolicyStore:
         confirmed_at: float,
         signed: SignedPayload | None = None,
         built: PolicyIndex | None = None,
-        changes: KnownChanges | None = None,
     ) -> PolicyIndex:
         """``built``: ``PolicyIndex.from_snapshot(snapshot, confirmed_at)``, when the
-        caller built it already (in slices: ``PolicyIndex.build_in_slices``);
-        ``changes``: ``built.changes_in_slices(self.current())``, when the caller worked
-        that out too (it is used only if it still applies)."""
+        caller built it already (in slices: ``PolicyIndex.build_in_slices``)."""
+        return self._take_snapshot(snapshot, confirmed_at, signed, built, None)
+
+    def apply_snapshot_in_slices(
+        self,
+        snapshot: PolicySnapshot,
+        confirmed_at: float,
+        built: PolicyIndex,
+        signed: SignedPayload | None = None,
+    ) -> Steps[PolicyIndex]:
+        """``apply_snapshot`` with what the snapshot changed worked out first, a slice
+        per step against the policy in force (``PolicyIndex.changes_in_slices``): the
+        swap's turn then does not compare 100,000 entries to tell the workers only what
+        changed (``compact_op``; a push applied meanwhile makes it compare again).
+        Returns the policy taken over, for the caller to let go (``agent.turns``)."""
+        base = self._index
+        changes = (yield from built.changes_in_slices(base)) if base.loaded else None
+        del base  # no step of ours holds the policy in force beyond its own turn
+        previous = self._index
+        self._take_snapshot(snapshot, confirmed_at, signed, built, changes)
+        return previous
+
+    def _take_snapshot(
+        self,
+        snapshot: PolicySnapshot,
+        confirmed_at: float,
+        signed: SignedPayload | None,
+        built: PolicyIndex | None,
+        changes: KnownChanges | None,
+    ) -> PolicyIndex:
         try:
             index = self._index.apply_snapshot(snapshot, confirmed_at, built)
         except PolicyMismatchError:

@@ -191,13 +191,10 @@ class PolicySync:
                 snapshot, verified = await in_turns(self._trust.snapshot_in_slices(answer.signed))
             issued = issued_s(verified)
             built = await in_turns(PolicyIndex.build_in_slices(snapshot, issued))
-            # What the workers are sent is what the snapshot changed: compared here a
-            # slice per turn, so the swap's turn does not (``compact_op``).
-            base = self._store.current()
-            changes = await in_turns(built.changes_in_slices(base)) if base.loaded else None
             self._status.snapshots += 1
-            previous = self._store.current()
-            self._store.apply_snapshot(snapshot, issued, answer.signed, built, changes)
+            previous = await in_turns(
+                self._store.apply_snapshot_in_slices(snapshot, issued, built, answer.signed)
+            )
         log.info(
             "policy snapshot applied: cluster %s version %d, %d devices",
             snapshot.cluster_id,
@@ -206,7 +203,7 @@ class PolicySync:
         )
         # The policy taken over goes a slice per turn; no frame here may hold it.
         release = release_gradually(previous.references())
-        del previous, index, base, changes
+        del previous, index
         await release
 
     async def _replace_locked(self) -> None:
