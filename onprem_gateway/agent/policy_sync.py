@@ -113,12 +113,9 @@ class PolicySync:
         async with self._lock:
             self._store.begin_replace()
             try:
-                ok = await self._guarded(self._replace_locked)
+                return await self._guarded(lambda: self._replace_locked(reason))
             finally:
                 self._store.abandon_replace()  # a no-op after a successful replace
-            if ok:
-                self._status.replacements[reason] = self._status.replacements.get(reason, 0) + 1
-            return ok
 
     async def credential_rejected(self) -> bool:
         """Whether the control plane itself refuses the credential (one HTTP call)."""
@@ -206,7 +203,7 @@ class PolicySync:
         del previous, index
         await release
 
-    async def _replace_locked(self) -> None:
+    async def _replace_locked(self, reason: str) -> None:
         with self._trust.refusals("snapshot"):
             answer = await self._client.fetch_snapshot(None)
             if not answer.modified:  # no ETag was sent, so a 304 is not an answer to us
@@ -220,6 +217,9 @@ class PolicySync:
             self._status.snapshots += 1
             previous = self._store.current()
             self._store.replace_with_snapshot(snapshot, issued, answer.signed, built)
+            # Counted with the swap: the release below takes turns, and whoever sees the
+            # new policy must also see it counted.
+            self._status.replacements[reason] = self._status.replacements.get(reason, 0) + 1
         log.warning(
             "policy replaced by the control plane's snapshot: version %d (was %d), "
             "%d devices (was %d)",

@@ -323,6 +323,27 @@ async def test_the_policy_taken_over_is_let_go_a_slice_per_turn(
     assert holders == [0, 1]
 
 
+async def test_a_replacement_is_counted_when_it_is_swapped_in_not_after_the_release(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The release takes turns; whoever sees the new policy in them (the link's pong,
+    # ``/readyz``, a test) must also see the replacement counted.
+    plane = Plane(snapshot=snapshot(5, entry("carol", "dev3", Access.BLOCK, 5)), at=NOW - 10)
+    n = node(plane, tmp_path)
+    n.store.apply_snapshot(snapshot(1, entry("carol", "dev3", Access.ALLOW, 1)), NOW - 20)
+    seen: list[tuple[int, dict[str, int]]] = []
+    release = policy_sync.release_gradually
+
+    async def spy(references: Iterator[object]) -> None:
+        seen.append((n.store.current().version, dict(n.status.replacements)))
+        await release(references)
+
+    monkeypatch.setattr(policy_sync, "release_gradually", spy)
+    assert await n.sync.replace("uncommitted")
+    assert seen == [(5, {"uncommitted": 1})]
+    assert n.status.replacements == {"uncommitted": 1}
+
+
 @pytest.mark.parametrize("push_meanwhile", [False, True])
 async def test_what_a_refresh_changed_is_worked_out_before_the_swap(
     tmp_path: Path, push_meanwhile: bool, monkeypatch: pytest.MonkeyPatch
