@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, TypeVar
+
+# What a read hands to a parser: bytes, or a view of a TLS read buffer
+# (``tls_reads.py``).
+Chunk = TypeVar("Chunk", bound=bytes | memoryview)
 
 
 class Flushable(Protocol):
@@ -27,7 +31,7 @@ class WriteBatches:
         self.batching = False
         self.dirty: list[Flushable] = []
 
-    def feed(self, feed: Callable[[bytes], None], data: bytes) -> None:
+    def feed(self, feed: Callable[[Chunk], None], data: Chunk) -> None:
         """``feed(data)`` as one batch, or inside the batch already running (never
         nested in practice: the outer batch is kept)."""
         if self.batching:

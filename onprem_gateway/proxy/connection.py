@@ -27,6 +27,7 @@ from onprem_gateway.proxy import headers as header_rules
 from onprem_gateway.proxy import responses
 from onprem_gateway.proxy.batching import PendingWrites
 from onprem_gateway.proxy.flow import RequestFlow
+from onprem_gateway.proxy.tls_reads import BufferedReads
 
 if TYPE_CHECKING:
     from onprem_gateway.proxy.state import ServerState
@@ -147,7 +148,7 @@ class ClientConnection(asyncio.Protocol):
         self.last_active = state.loop.time()
         transport.set_write_buffer_limits(high=state.settings.limits.write_high_water)  # type: ignore[attr-defined]
 
-    def data_received(self, data: bytes) -> None:
+    def data_received(self, data: bytes | memoryview) -> None:
         state = self.state
         now = self.last_active = state.loop.time()
         if self.current is None and not self.head_deadline:
@@ -156,7 +157,7 @@ class ClientConnection(asyncio.Protocol):
             self.head_deadline = now + state.settings.timeouts.header_s
         state.feed(self._feed, data)
 
-    def _feed(self, data: bytes) -> None:
+    def _feed(self, data: bytes | memoryview) -> None:
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
@@ -172,6 +173,10 @@ class ClientConnection(asyncio.Protocol):
             self._refuse(400, f"malformed HTTP request ({str(exc)[:80]})")
 
     def connection_lost(self, exc: Exception | None) -> None:
+        # The TLS layer keeps a buffered protocol's ``get_buffer`` and ``buffer_updated``
+        # (bound methods) after the connection is lost: holding no transport, this
+        # protocol is no part of a cycle with it (``TlsClientConnection``).
+        self.transport = None
         if self.closed and self not in self.state.connections:
             return
         self.closed = True
@@ -414,3 +419,14 @@ class ClientConnection(asyncio.Protocol):
         else:
             self.close()
         return True
+
+
+class TlsClientConnection(ClientConnection, BufferedReads):
+    """A device connection over TLS: its reads are decrypted into the buffer that all
+    of the server's TLS connections share (``tls_reads.py``)."""
+
+    __slots__ = ("_read_buffer",)
+
+    def __init__(self, state: ServerState, read_buffer: memoryview) -> None:
+        super().__init__(state)
+        self._read_buffer = read_buffer

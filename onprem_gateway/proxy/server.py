@@ -18,12 +18,13 @@ from onprem_gateway.core.credentials import unseal, verify_any
 from onprem_gateway.core.revocation import Affected
 from onprem_gateway.ports import EventSink, PolicyView
 from onprem_gateway.proxy.collector import Collector
-from onprem_gateway.proxy.connection import ClientConnection
+from onprem_gateway.proxy.connection import ClientConnection, TlsClientConnection
 from onprem_gateway.proxy.metrics import ProxyMetrics
 from onprem_gateway.proxy.rate_limit import FailureLimiter
 from onprem_gateway.proxy.settings import ProxySettings
 from onprem_gateway.proxy.state import ServerState
 from onprem_gateway.proxy.substitution import CredentialSubstituter, UnsealFn, VerifyFn
+from onprem_gateway.proxy.tls_reads import tls_read_buffer
 
 log = logging.getLogger(__name__)
 
@@ -181,8 +182,13 @@ async def start_eas_server(
         metrics=metrics or ProxyMetrics(),
         loop=loop,
     )
-    factory: Callable[[], ClientConnection] = lambda: ClientConnection(state)  # noqa: E731
     ctx = server_ssl_context(settings)
+    factory: Callable[[], ClientConnection]
+    if ctx is None:
+        factory = lambda: ClientConnection(state)  # noqa: E731
+    else:
+        read_buffer = tls_read_buffer()
+        factory = lambda: TlsClientConnection(state, read_buffer)  # noqa: E731
     handshake = settings.timeouts.header_s if ctx else None
     if sock is not None:
         server = await loop.create_server(

@@ -28,6 +28,7 @@ import httptools
 from onprem_gateway.proxy.batching import PendingWrites, WriteBatches
 from onprem_gateway.proxy.metrics import ProxyMetrics
 from onprem_gateway.proxy.settings import Upstream
+from onprem_gateway.proxy.tls_reads import BufferedReads, tls_read_buffer
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -109,10 +110,10 @@ class UpstreamConnection(asyncio.Protocol):
         # fails never reaches connection_lost (which drops the parser).
         self._parser = httptools.HttpResponseParser(self)
 
-    def data_received(self, data: bytes) -> None:
+    def data_received(self, data: bytes | memoryview) -> None:
         self._state.feed(self._feed, data)
 
-    def _feed(self, data: bytes) -> None:
+    def _feed(self, data: bytes | memoryview) -> None:
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -226,6 +227,17 @@ class UpstreamConnection(asyncio.Protocol):
             self.transport.abort()
 
 
+class TlsUpstreamConnection(UpstreamConnection, BufferedReads):
+    """A connection to the mail server over TLS: its reads are decrypted into the buffer
+    that all of the pool's TLS connections share (``tls_reads.py``)."""
+
+    __slots__ = ("_read_buffer",)
+
+    def __init__(self, pool: UpstreamPool, state: WriteBatches, read_buffer: memoryview) -> None:
+        super().__init__(pool, state)
+        self._read_buffer = read_buffer
+
+
 class UpstreamPool:
     """Pooled keep-alive connections to one upstream (one pool per worker process)."""
 
@@ -244,6 +256,7 @@ class UpstreamPool:
         self._idle: dict[UpstreamConnection, None] = {}
         self._ssl = _client_context(upstream) if upstream.scheme == "https" else None
         self._server_hostname = upstream.server_hostname or upstream.host
+        self._read_buffer = tls_read_buffer() if self._ssl else None
 
     def take_idle(self) -> UpstreamConnection | None:
         idle = self._idle
@@ -258,7 +271,12 @@ class UpstreamPool:
 
     async def connect(self) -> UpstreamConnection:
         loop = asyncio.get_running_loop()
-        factory: Callable[[], UpstreamConnection] = lambda: UpstreamConnection(self, self._batching)  # noqa: E731
+        factory: Callable[[], UpstreamConnection]
+        read_buffer = self._read_buffer
+        if read_buffer is None:
+            factory = lambda: UpstreamConnection(self, self._batching)  # noqa: E731
+        else:
+            factory = lambda: TlsUpstreamConnection(self, self._batching, read_buffer)  # noqa: E731
         try:
             async with asyncio.timeout(self._connect_timeout):
                 _, conn = await loop.create_connection(

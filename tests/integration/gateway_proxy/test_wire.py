@@ -4,7 +4,11 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import random
+from itertools import pairwise
 
+from onprem_gateway.proxy.connection import TlsClientConnection
 from seg_contract import Access
 from tests.integration.gateway_proxy.conftest import (
     ALICE,
@@ -64,6 +68,39 @@ async def test_pipelined_requests_are_answered_in_order(
     assert out.count(b"HTTP/1.1 200 OK") == 3
     assert out.index(b"ok 5 ") < out.index(b"ok 7 ") < out.index(b"ok 1 ")
     assert [s.body_size for s in upstream.seen] == [5, 7, 1]
+
+
+async def test_tls_connections_sharing_the_read_buffer_each_keep_their_own_bytes(
+    upstream: FakeUpstream, make_gateway: GatewayFactory
+) -> None:
+    # A server's TLS connections all decrypt into one buffer (``TlsClientConnection``).
+    # Pieces of eight requests (cut in the request line, in the headers and twice in the
+    # body), read in the same turns, must each reach the mail server whole.
+    gw = await make_gateway(
+        upstream.port, policy_index(devices=(entry("alice", "dev1", Access.ALLOW),))
+    )
+    bodies = [random.Random(i).randbytes(60_000 + 1_000 * i) for i in range(8)]
+    wires = [request(body, close=True) for body in bodies]
+    streams = [
+        await asyncio.open_connection(
+            "127.0.0.1", gw.port, ssl=gw.client_ssl, server_hostname="localhost"
+        )
+        for _ in bodies
+    ]
+    await asyncio.sleep(0.05)
+    assert len(gw.server.state.connections) == len(bodies)
+    assert all(isinstance(c, TlsClientConnection) for c in gw.server.state.connections)
+    for start, end in pairwise((0, 30, 200, 5_000, 40_000, None)):
+        # All eight pieces are sent before the gateway runs: it reads them in one turn.
+        for (_, writer), wire in zip(streams, wires, strict=True):
+            writer.write(wire[start:end])
+        await asyncio.gather(*(writer.drain() for _, writer in streams))
+        await asyncio.sleep(0.02)
+    answers = await asyncio.gather(*(asyncio.wait_for(r.read(), 10) for r, _ in streams))
+    for (_, writer), body, answer in zip(streams, bodies, answers, strict=True):
+        writer.close()
+        assert f"ok {len(body)} {hashlib.sha256(body).hexdigest()}".encode() in answer
+    assert sorted(s.body_size for s in upstream.seen) == sorted(len(b) for b in bodies)
 
 
 async def test_expect_100_continue_and_chunked_request_body(
