@@ -51,7 +51,7 @@ from _proxy_common import Upstream, ensure_tools, make_cert
 from _summary import record
 from _verify import round_order, spread
 
-from onprem_gateway.agent.reporter import EventBuffer
+from onprem_gateway.agent.event_buffer import EventBuffer
 from onprem_gateway.core.policy_index import PolicyIndex
 from onprem_gateway.proxy import ProxySettings, start_eas_server
 from onprem_gateway.proxy import Upstream as UpstreamSettings

@@ -38,6 +38,7 @@ from onprem_gateway.agent.admin import AdminServer, Response
 from onprem_gateway.agent.cloud import ControlPlaneClient, ssl_context
 from onprem_gateway.agent.diagnostics import DiagnosticsError, explain_device
 from onprem_gateway.agent.eas_runner import InProcessRunner, public_url
+from onprem_gateway.agent.event_buffer import EventBuffer
 from onprem_gateway.agent.gc_pause import collector_paused
 from onprem_gateway.agent.lifecycle import State
 from onprem_gateway.agent.link import ControlPlaneLink, LinkSettings
@@ -46,7 +47,7 @@ from onprem_gateway.agent.policy_journal import PolicyFileError, PolicyJournal, 
 from onprem_gateway.agent.policy_store import PolicyStore
 from onprem_gateway.agent.policy_sync import LinkStatus, PolicySync
 from onprem_gateway.agent.policy_trust import PolicyTrust
-from onprem_gateway.agent.reporter import EventBuffer, Reporter
+from onprem_gateway.agent.reporter import Reporter
 from onprem_gateway.agent.signing_keys_file import SigningKeysFile
 from onprem_gateway.agent.spool import EVICTING, NEAR_FULL_STATE, Spool
 from onprem_gateway.agent.telemetry import CONTENT_TYPE, render

@@ -32,9 +32,9 @@ from onprem_gateway.agent.channel import (
     read_policy_op,
 )
 from onprem_gateway.agent.eas_runner import proxy_settings
+from onprem_gateway.agent.event_buffer import EventBuffer
 from onprem_gateway.agent.logs import configure_logging
 from onprem_gateway.agent.policy_store import PolicyOp, PolicyStore
-from onprem_gateway.agent.reporter import EventBuffer
 from onprem_gateway.agent.revocation import follow_policy
 from onprem_gateway.agent.snapshot_parts import Assembly, ReplacementError
 from onprem_gateway.agent.turns import release_gradually

@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 
 from onprem_gateway.agent.diagnostics import DiagnosticsError, explain_device
+from onprem_gateway.agent.event_buffer import EventBuffer
 from onprem_gateway.agent.lifecycle import State
 from onprem_gateway.agent.policy_store import PolicyStore
 from onprem_gateway.agent.policy_sync import LinkStatus
 from onprem_gateway.agent.policy_trust import PolicyRefused
-from onprem_gateway.agent.reporter import EventBuffer, Reporter
+from onprem_gateway.agent.reporter import Reporter
 from onprem_gateway.agent.spool import Spool
 from onprem_gateway.agent.telemetry import render
 from onprem_gateway.core.policy_index import PolicyIndex

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from onprem_gateway.agent.cloud import SendResult
-from onprem_gateway.agent.reporter import EventBuffer, Reporter, batches
+from onprem_gateway.agent.event_buffer import EventBuffer
+from onprem_gateway.agent.reporter import Reporter, batches
 from onprem_gateway.agent.spool import (
     EVICTING,
     EVICTING_HOLD_S,

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from onprem_gateway.agent.cloud import SendResult
-from onprem_gateway.agent.reporter import BATCH_SIZE, EventBuffer, Reporter, batches
+from onprem_gateway.agent.event_buffer import BATCH_SIZE, EventBuffer
+from onprem_gateway.agent.reporter import Reporter, batches
 from onprem_gateway.agent.spool import HEADER, MAGIC, Spool, decode_records, encode_record
 from seg_contract import AccessEventBatch
 from tests.unit.gateway_agent.helpers import event
