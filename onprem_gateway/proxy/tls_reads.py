@@ -17,6 +17,7 @@ that is resumed is scheduled with ``call_soon``.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 # One read's decrypted bytes at most (uvloop's ``SSL_READ_MAX_SIZE``); what is left
 # pending is read in the next turn.
@@ -34,9 +35,7 @@ class BufferedReads(asyncio.BufferedProtocol):
 
     __slots__ = ()
     _read_buffer: memoryview
-
-    def data_received(self, data: bytes | memoryview) -> None:
-        raise NotImplementedError  # the protocol it is mixed into has its own
+    data_received: Callable[[bytes | memoryview], None]  # the protocol's own
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._read_buffer
