@@ -8,7 +8,10 @@ reversed every other round:
 - the gateway as operators run it (``seg-gateway run``, agent + ``--workers`` workers,
   a 10,000-device allow policy from the control-plane stand-in, access events shipped
   to it; the open-files limit is 20,000 per process and a held Ping costs a worker 2
-  descriptors, so 20,000 Pings need >= 3 workers, 50,000 >= 6);
+  descriptors, so 20,000 Pings need >= 3 workers, 50,000 >= 7 as the kernel spreads
+  them unevenly; beyond ~28,000 Pings the proxies also run out of source ports towards
+  the one upstream address unless net.ipv4.ip_local_port_range is widened: the bench
+  says so before it starts);
 - nginx ``proxy_pass`` with the same certificate and ``--workers`` workers (the memory
   a held connection costs a C proxy).
 
@@ -309,6 +312,15 @@ def run_contender(
     return row
 
 
+def _source_ports() -> int | None:
+    """How many source ports Linux hands out per destination (None: unknown)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    except (OSError, ValueError):
+        return None
+    return int(high) - int(low) + 1
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -325,6 +337,16 @@ def main() -> int:
     args = parser.parse_args()
     if args.client_procs > 250:
         parser.error("--client-procs: at most 250 (one 127.0.0.x source address each)")
+    ports = _source_ports()
+    if ports is not None and args.pings + 1_000 > ports:  # 1,000: the Syncs, a margin
+        # Every held Ping holds one connection from the proxy to the one upstream
+        # address; past the source-port range the proxy cannot connect and answers 503.
+        print(
+            f"!! {args.pings:,} Pings and the Syncs beside them need more source ports "
+            f"towards the upstream than net.ipv4.ip_local_port_range gives ({ports:,}): "
+            'expect 503s; widen it (sysctl -w net.ipv4.ip_local_port_range="1024 65535")',
+            flush=True,
+        )
     ensure_tools()
     with tempfile.TemporaryDirectory(prefix="segheld-") as tmp:
         work = Path(tmp)
