@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from typing import TYPE_CHECKING
 
 import httptools
@@ -97,7 +96,10 @@ class ClientConnection(asyncio.Protocol):
         self.closed = False
         self.current: RequestFlow | None = None
         self._receiving: RequestFlow | None = None
-        self._queue: deque[RequestFlow] = deque()
+        # Pipelined requests waiting for the current one. A list, not a deque: empty on
+        # nearly every connection (56 bytes against 760 per held Ping), and never longer
+        # than what one read held, as reading pauses behind the first one queued.
+        self._queue: list[RequestFlow] = []
         self._out = PendingWrites(state)
         self._paused = 0
         self.write_paused = False
@@ -367,7 +369,7 @@ class ClientConnection(asyncio.Protocol):
             # The next request's head is already arriving: its deadline runs from now.
             self.head_deadline = self.last_active + self.state.settings.timeouts.header_s
         if self._queue:
-            nxt = self._queue.popleft()
+            nxt = self._queue.pop(0)
             if not self._queue:
                 self.resume_reading_for(self.PAUSE_PIPELINE)
             self.current = nxt
