@@ -288,6 +288,11 @@ class ClientConnection(asyncio.Protocol):
             expect_continue=self._expect,
         )
         self._receiving = flow
+        # The flow holds the parsed head from here on and drops it once the request is
+        # forwarded; this connection keeping it too would hold every header of a held
+        # Ping for up to an hour.
+        self._headers = []
+        self._lookup = {}
         if self.current is None:
             self.current = flow
             self.timeout = self.state.settings.timeouts.request_idle_s

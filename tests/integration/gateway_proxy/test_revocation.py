@@ -15,6 +15,7 @@ from onprem_gateway.core.policy_index import PolicyIndex
 from onprem_gateway.core.revocation import EVERYONE, Affected, affected
 from onprem_gateway.core.wbxml import CONTENT_TYPE
 from onprem_gateway.proxy import state as state_module
+from onprem_gateway.proxy.connection import ClientConnection
 from onprem_gateway.proxy.events import REVOKED_PREFIX
 from seg_contract import Access, ClusterSettings, DevicePassword, PushChange, UserCredential
 from seg_contract.crypto import generate_cluster_keypair, hash_device_password, seal
@@ -91,6 +92,30 @@ async def test_a_held_request_gets_its_blocked_answer_when_the_device_is_blocked
     revoked = [e for e in gw.sink.events if e.reason.startswith(REVOKED_PREFIX)]
     assert len(revoked) == 1 and revoked[0].decision is Access.BLOCK
     assert revoked[0].http_status == response.status and revoked[0].command == command
+
+
+async def test_a_held_ping_keeps_none_of_its_parsed_headers(
+    upstream: FakeUpstream, make_gateway: GatewayFactory
+) -> None:
+    # A held Ping lives up to an hour, so what it holds is memory per held device. Its
+    # parsed headers go once the head is forwarded (the forwarded head itself is kept,
+    # to send again on a new upstream connection): neither the flow nor the client
+    # connection that parsed them keeps them.
+    upstream.hold_s = 30.0
+    gw = await make_gateway(
+        upstream.port, policy_index(devices=(entry("alice", "dev1", Access.ALLOW),))
+    )
+    async with aiohttp.ClientSession() as session:
+        request = post(session, gw, target("Ping"), headers=headers(**{"X-Pad": "p" * 4000}))
+        await held(gw, 1)
+        while not upstream.seen:
+            await asyncio.sleep(0.01)
+        (conn,) = gw.server.state.connections
+        assert isinstance(conn, ClientConnection) and conn.current is not None
+        assert conn.current.headers == [] and conn.current.lookup == {}
+        assert conn._headers == [] and conn._lookup == {}
+        upstream.release.set()
+        assert (await asyncio.wait_for(request, 10)).status == 200
 
 
 async def test_a_blocked_user_ends_every_held_request_of_that_user_only(
