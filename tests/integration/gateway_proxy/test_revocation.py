@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -94,6 +96,21 @@ async def test_a_held_request_gets_its_blocked_answer_when_the_device_is_blocked
     assert revoked[0].http_status == response.status and revoked[0].command == command
 
 
+@contextlib.asynccontextmanager
+async def alices_held_ping(
+    upstream: FakeUpstream, make_gateway: GatewayFactory, **extra: str
+) -> AsyncIterator[tuple[Gateway, asyncio.Task]]:  # type: ignore[type-arg]
+    """A gateway that admits alice's dev1, and her Ping held at the mail server."""
+    upstream.hold_s = 30.0
+    gw = await make_gateway(
+        upstream.port, policy_index(devices=(entry("alice", "dev1", Access.ALLOW),))
+    )
+    async with aiohttp.ClientSession() as session:
+        task = post(session, gw, target("Ping"), headers=headers(**extra))
+        await held(gw, 1)
+        yield gw, task
+
+
 async def test_a_held_ping_keeps_none_of_its_parsed_headers(
     upstream: FakeUpstream, make_gateway: GatewayFactory
 ) -> None:
@@ -101,13 +118,7 @@ async def test_a_held_ping_keeps_none_of_its_parsed_headers(
     # parsed headers go once the head is forwarded (the forwarded head itself is kept,
     # to send again on a new upstream connection): neither the flow nor the client
     # connection that parsed them keeps them.
-    upstream.hold_s = 30.0
-    gw = await make_gateway(
-        upstream.port, policy_index(devices=(entry("alice", "dev1", Access.ALLOW),))
-    )
-    async with aiohttp.ClientSession() as session:
-        request = post(session, gw, target("Ping"), headers=headers(**{"X-Pad": "p" * 4000}))
-        await held(gw, 1)
+    async with alices_held_ping(upstream, make_gateway, **{"X-Pad": "p" * 4000}) as (gw, request):
         while not upstream.seen:
             await asyncio.sleep(0.01)
         (conn,) = gw.server.state.connections
@@ -173,13 +184,7 @@ async def test_an_answer_already_started_is_cut(
 async def test_a_change_that_still_admits_the_request_leaves_it_alone(
     upstream: FakeUpstream, make_gateway: GatewayFactory
 ) -> None:
-    upstream.hold_s = 30.0
-    gw = await make_gateway(
-        upstream.port, policy_index(devices=(entry("alice", "dev1", Access.ALLOW),))
-    )
-    async with aiohttp.ClientSession() as session:
-        task = post(session, gw, target("Ping"), headers=headers())
-        await held(gw, 1)
+    async with alices_held_ping(upstream, make_gateway) as (gw, task):
         assert gw.server.policy_changed(EVERYONE) == 0
         assert gw.server.policy_changed(Affected(False, frozenset({"alice"}))) == 0
         assert apply(gw, blocked("bob", "dev9")) == 0
