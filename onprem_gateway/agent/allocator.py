@@ -1,4 +1,5 @@
-"""Where a worker's C allocator puts large buffers: in their own mappings, always.
+"""Where the C allocator of a process that serves EAS (a worker, or a node with
+``workers = 0``) puts large buffers: in their own mappings, always.
 
 Every TLS connection a worker holds owns a 256 KiB read buffer from uvloop's
 ``SSLProtocol`` (``SSL_READ_MAX_SIZE``), taken with ``malloc``. The kernel only writes
@@ -21,6 +22,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import logging
+
+log = logging.getLogger(__name__)
 
 # glibc's <malloc.h>.
 M_MMAP_THRESHOLD = -3
@@ -29,16 +33,22 @@ MMAP_THRESHOLD = 128 * 1024
 
 
 def map_large_buffers() -> bool:
-    """Hold glibc's mmap threshold at ``MMAP_THRESHOLD`` for this process; whether the
-    C library took it (false off glibc)."""
+    """Hold glibc's mmap threshold at ``MMAP_THRESHOLD`` for this process (one that
+    serves EAS: a worker, or a node in-process); whether the C library took it."""
+    if not _mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD):
+        log.info("the C library keeps its own mmap threshold: held TLS connections cost more")
+        return False
+    return True
+
+
+def _mallopt(param: int, value: int) -> bool:
     name = ctypes.util.find_library("c")
     if name is None:
         return False
     try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
+        mallopt = ctypes.CDLL(name).mallopt
     except (OSError, AttributeError):
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
-    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    return bool(mallopt(param, value))

@@ -10,6 +10,7 @@ import os
 import socket
 from typing import Any
 
+from onprem_gateway.agent.allocator import map_large_buffers
 from onprem_gateway.agent.policy_store import PolicyStore
 from onprem_gateway.agent.revocation import follow_policy
 from onprem_gateway.config import GatewayConfig
@@ -93,6 +94,7 @@ class InProcessRunner:
         self.port = 0
 
     async def start(self) -> int:
+        map_large_buffers()  # this process holds the device connections
         sock = listen_socket(self._config.listen_host, self._config.listen_port, reuse_port=False)
         try:
             settings = proxy_settings(self._config, int(sock.getsockname()[1]))

@@ -262,8 +262,7 @@ async def run_worker(index: int, control_fd: int, listen_fd: int) -> int:
         return 2
     config = config_from_wire(hello["config"])
     configure_logging(config.log_level, config.log_format, f"worker-{index}")
-    if not map_large_buffers():
-        log.info("the C library keeps its own mmap threshold: held TLS connections cost more")
+    map_large_buffers()
     worker = WorkerProcess(index, reader, writer)
     worker.grace_s = config.shutdown_grace_s
     if hello.get("policy"):
