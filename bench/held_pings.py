@@ -23,7 +23,8 @@ each answer. Every answer (Sync and Ping) must be the upstream's; anything else 
 error.
 
 Measured: RSS of every process of the contender (gateway: agent + workers) idle, with
-the Pings held and after the Sync phase; CPU per opened Ping; Sync p50/p99/max idle and
+the Pings held and after the Sync phase, and their PSS with the Pings held (shared pages
+counted once, not once per process); CPU per opened Ping; Sync p50/p99/max idle and
 during the hold; the workers' garbage-collector pauses during the hold. The node does
 not expose GC pauses, so they come from a probe outside the product code: a
 ``sitecustomize`` on the node's PYTHONPATH that hooks ``gc.callbacks`` in the agent and
@@ -54,7 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import httptools
 import uvloop
 from _loadgen import Target, run_load
-from _node import NodeOptions, cpu_seconds, rss_bytes
+from _node import NodeOptions, cpu_seconds, pss_bytes, rss_bytes
 from _policy import request, sync_requests, write_snapshot
 from _proxy_common import (
     Contender,
@@ -276,6 +277,7 @@ def run_contender(
         row["open_cpu_us"] = (cpu_seconds(pids) - cpu0) / max(1, held) * 1e6
         time.sleep(2.0)  # let the last opened settle (and the node's gauges catch up)
         rss_held = rss_bytes(pids)
+        pss_held = pss_bytes(pids)
         if c.node is not None:
             row["node_held"] = c.node.metrics().get("seg_gateway_held{}", float("nan"))
         t_hold = time.time()
@@ -288,6 +290,7 @@ def run_contender(
         row.update(
             rss_idle_mib=rss_idle / 2**20,
             rss_held_mib=rss_held / 2**20,
+            pss_held_mib=pss_held / 2**20,
             rss_after_mib=rss_after / 2**20,
             kib_per_ping=(rss_held - rss_idle) / max(1, held) / 1024,
         )
@@ -416,7 +419,8 @@ def main() -> int:
                         row[f"gc_over_5ms_gen{gen}"] = sum(1 for p in slow if p.generation == gen)
                 print(
                     f"  {c.name:18} held {row['held']:.0f}, RSS {row['rss_held_mib']:.0f} MiB "
-                    f"({row['kib_per_ping']:.1f} KiB/Ping), Sync p99 idle "
+                    f"({row['kib_per_ping']:.1f} KiB/Ping, PSS {row['pss_held_mib']:.0f} MiB), "
+                    "Sync p99 idle "
                     f"{row['idle_p99']:.2f} ms, held {row['held_p99']:.2f} ms, "
                     f"Pings ok {row['pings_ok']:.0f}, errors {row['errors']:.0f}"
                     + (
@@ -456,6 +460,7 @@ def report(
         ("held", "held", "{:.0f}"),
         ("RSS idle MiB", "rss_idle_mib", "{:.0f}"),
         ("RSS held MiB", "rss_held_mib", "{:.0f}"),
+        ("PSS held MiB", "pss_held_mib", "{:.0f}"),
         ("KiB/Ping", "kib_per_ping", "{:.1f}"),
         ("CPU µs/open", "open_cpu_us", "{:.0f}"),
         ("Sync p99 idle", "idle_p99", "{:.2f}"),
@@ -476,7 +481,7 @@ def report(
         print(f"{name:18} " + " ".join(f"{s(name, key, fmt):>18}" for _t, key, fmt in cols))
     print(
         "RSS: every process of the contender (gateway: agent + workers; nginx: master + "
-        "workers); GC: the gateway workers' longest pause while the Pings were opened and "
+        "workers); PSS: the same with each shared page counted once; GC: the gateway workers' longest pause while the Pings were opened and "
         "while they were held (with the Sync phase), and how many took > 5 ms (probe via "
         "gc.callbacks, see the module doc), by generation; GC CPU: the same passes' CPU "
         "time (wall time on a busy machine includes waiting for a core); longest over the "
