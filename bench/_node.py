@@ -51,26 +51,23 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 def rss_bytes(pids: list[int]) -> int:
-    total = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-        except OSError:
-            continue
-    return total
+    return _kib_field(pids, "status", "VmRSS:")
 
 
 def pss_bytes(pids: list[int]) -> int:
     """The processes' proportional set size: each shared page (the interpreter, the
     extension modules every worker maps) counted once across them, not once per process
-    as the RSS sum counts it (``/proc/<pid>/smaps_rollup``)."""
+    as the RSS sum counts it."""
+    return _kib_field(pids, "smaps_rollup", "Pss:")
+
+
+def _kib_field(pids: list[int], name: str, field: str) -> int:
+    """The sum over ``pids`` of a ``<field> <n> kB`` line of ``/proc/<pid>/<name>``."""
     total = 0
     for pid in pids:
         try:
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
+            for line in Path(f"/proc/{pid}/{name}").read_text().splitlines():
+                if line.startswith(field):
                     total += int(line.split()[1]) * 1024
         except OSError:
             continue

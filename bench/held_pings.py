@@ -481,7 +481,8 @@ def report(
         print(f"{name:18} " + " ".join(f"{s(name, key, fmt):>18}" for _t, key, fmt in cols))
     print(
         "RSS: every process of the contender (gateway: agent + workers; nginx: master + "
-        "workers); PSS: the same with each shared page counted once; GC: the gateway workers' longest pause while the Pings were opened and "
+        "workers); PSS: the same with each shared page counted once; GC: the gateway "
+        "workers' longest pause while the Pings were opened and "
         "while they were held (with the Sync phase), and how many took > 5 ms (probe via "
         "gc.callbacks, see the module doc), by generation; GC CPU: the same passes' CPU "
         "time (wall time on a busy machine includes waiting for a core); longest over the "
