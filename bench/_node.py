@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -103,18 +104,25 @@ def connection_owners(pids: list[int], server_port: int) -> dict[int, int]:
         except OSError:
             continue
     owners: dict[int, int] = {}
+    for cols in tcp_sockets():
+        local_port = int(cols[1].rsplit(":", 1)[1], 16)
+        remote_port = int(cols[2].rsplit(":", 1)[1], 16)
+        if local_port == server_port and cols[9] in inode_pid:
+            owners[remote_port] = inode_pid[cols[9]]
+    return owners
+
+
+def tcp_sockets() -> Iterator[list[str]]:
+    """The columns of each TCP socket of the machine (``/proc/net/tcp`` and ``tcp6``):
+    local and remote address in [1] and [2] (hex ``ip:port``), state in [3] (hex, e.g.
+    06 TIME_WAIT, 08 CLOSE_WAIT), inode in [9]."""
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             lines = Path(table).read_text().splitlines()[1:]
         except OSError:
             continue
         for line in lines:
-            cols = line.split()
-            local_port = int(cols[1].rsplit(":", 1)[1], 16)
-            remote_port = int(cols[2].rsplit(":", 1)[1], 16)
-            if local_port == server_port and cols[9] in inode_pid:
-                owners[remote_port] = inode_pid[cols[9]]
-    return owners
+            yield line.split()
 
 
 def stop_proc(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> int | None:

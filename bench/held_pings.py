@@ -55,7 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import httptools
 import uvloop
 from _loadgen import Target, run_load
-from _node import NodeOptions, cpu_seconds, pss_bytes, rss_bytes
+from _node import NodeOptions, cpu_seconds, pss_bytes, rss_bytes, tcp_sockets
 from _policy import request, sync_requests, write_snapshot
 from _proxy_common import (
     Contender,
@@ -330,13 +330,9 @@ def _wait_for_time_wait(port: int, most: int = 1_000, deadline_s: float = 70.0) 
 
 
 def _time_waits(port: int) -> int:
-    """Connections in TIME_WAIT to ``port`` on 127.0.0.1 (``/proc/net/tcp``: state 06)."""
+    """Connections in TIME_WAIT (state 06) to ``port``."""
     target = f":{port:04X}"
-    try:
-        lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
-    except OSError:
-        return 0
-    return sum(1 for line in lines if (f := line.split())[3] == "06" and f[2].endswith(target))
+    return sum(1 for cols in tcp_sockets() if cols[3] == "06" and cols[2].endswith(target))
 
 
 def _source_ports() -> int | None:

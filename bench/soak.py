@@ -49,7 +49,7 @@ from typing import Any
 
 import boto3
 import httpx
-from _node import children_of
+from _node import children_of, tcp_sockets
 from _verify import slope
 
 from seg_cli.demo import DemoDevice, checkin, enroll, refused_reason, sync_inbox
@@ -85,17 +85,8 @@ def _tree(pid: int) -> list[int]:
 
 
 def _close_wait_inodes() -> set[str]:
-    inodes: set[str] = set()
-    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(name).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            cols = line.split()
-            if cols[3] == "08":  # TCP_CLOSE_WAIT: the peer closed, we never did
-                inodes.add(cols[9])
-    return inodes
+    # TCP_CLOSE_WAIT (08): the peer closed, we never did.
+    return {cols[9] for cols in tcp_sockets() if cols[3] == "08"}
 
 
 @dataclass

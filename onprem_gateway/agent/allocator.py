@@ -9,10 +9,10 @@ those count as resident, as long as the buffer is a mapping of its own.
 glibc does map blocks above its mmap threshold (128 KiB at start), but it raises the
 threshold to the size of each mapped block that is freed ("dynamic threshold",
 mallopt(3)). After the first closed TLS connection, the buffers come from the heap
-instead, whose recycled pages are already dirty from earlier use: 20,000 held TLS
-Pings over 3 workers cost 44.5-45.5 KiB each, against 32.5 KiB with the threshold held
-at 128 KiB (``bench/held_pings.py``). Setting the threshold explicitly turns the dynamic
-adjustment off.
+instead, whose recycled pages are already dirty from earlier use. Setting the threshold
+explicitly turns the dynamic adjustment off. With it, and with TLS reads into a lent
+buffer (``proxy/tls_reads.py``), 20,000 held TLS Pings over 3 workers cost 32.2 KiB each
+instead of 47.2-47.6 (``bench/held_pings.py``, docs/gateway.md).
 
 The cost is a ``mmap``/``munmap`` pair per TLS connection, small beside its handshake.
 On a C library other than glibc (musl's ``mallopt`` does nothing) this does nothing.

@@ -157,11 +157,10 @@ class PolicyStore:
         snapshot: PolicySnapshot,
         confirmed_at: float,
         signed: SignedPayload | None = None,
-        built: PolicyIndex | None = None,
     ) -> PolicyIndex:
-        """``built``: ``PolicyIndex.from_snapshot(snapshot, confirmed_at)``, when the
-        caller built it already (in slices: ``PolicyIndex.build_in_slices``)."""
-        return self._take_snapshot(snapshot, confirmed_at, signed, built, None)
+        """Take ``snapshot`` at once (start-up, the journal's replay); the agent's loop
+        takes a fetched one with ``apply_snapshot_in_slices``."""
+        return self._take_snapshot(snapshot, confirmed_at, signed, None, None)
 
     def apply_snapshot_in_slices(
         self,
